@@ -1,0 +1,280 @@
+"""`alpr-ops`: one CLI over every step. Parses `params.yaml` once here and passes typed config to the tasks.
+
+Paths default to `params.yaml` and every one can be overridden by a flag, which is how `dvc.yaml` stages call it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from tasks.config import ConfigError, Params, load_params
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+log = logging.getLogger("alpr_ops")
+
+PathOpt = Annotated[Path | None, typer.Option(help="Override the path from params.yaml.")]
+
+
+class State:
+    params: Params
+    root: Path
+
+
+state = State()
+
+
+def _setup(params_file: Path) -> None:
+    try:
+        state.params = load_params(params_file)
+    except ConfigError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    state.root = params_file.resolve().parent
+
+
+def _offline() -> None:
+    from tasks.offline import configure_offline
+
+    configure_offline(state.params.paths.ultralytics_config)
+
+
+@app.callback()
+def main(
+    params: Annotated[Path, typer.Option("--params", help="The parameters file.")] = Path("params.yaml"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """MLOps workflow for the INT8 plate detector of parking-gate cameras."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+    )
+    # One readable line per step: silence per-request and per-layer chatter from the libraries underneath.
+    for noisy in ("httpx", "httpcore", "alembic", "mlflow.store.db.utils", "torch.utils.cpp_extension"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    _setup(params)
+
+
+def _fail(e: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {e}")
+    return typer.Exit(1)
+
+
+@app.command("sample-videos")
+def sample_videos(
+    out: Annotated[Path | None, typer.Argument(help="Folder for the videos.")] = None,
+    n: Annotated[int | None, typer.Option(help="Number of videos.")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Length of each video.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same videos.")] = None,
+    holdout: PathOpt = None,
+    holdout_frames: Annotated[int | None, typer.Option(help="Labelled holdout frames.")] = None,
+) -> None:
+    """Write synthetic parking-gate videos and a labelled holdout set (from other seeds)."""
+    from tasks.synth import SynthConfig, write_holdout, write_videos
+
+    s = state.params.sample
+    cfg = SynthConfig(width=s.width, height=s.height, fps=s.fps)
+    seed = s.seed if seed is None else seed
+    try:
+        videos = write_videos(out or state.params.paths.videos, n or s.n, seconds or s.seconds, seed, cfg)
+        hold = write_holdout(holdout or state.params.paths.holdout, holdout_frames or s.holdout_frames, seed, cfg)
+    except ValueError as e:
+        raise _fail(e) from e
+    log.info("wrote %d videos to %s and a labelled holdout to %s", len(videos), videos[0].parent, hold)
+
+
+@app.command("fetch-model")
+def fetch_model(out: PathOpt = None) -> None:
+    """Fetch the pinned plate detector (fastanpr's best.pt) from PyPI and verify its sha256."""
+    from tasks.fetch import ModelError
+    from tasks.fetch import fetch_model as fetch
+
+    m = state.params.model
+    try:
+        path = fetch(out or state.params.paths.model, m.package, m.member, m.sha256)
+    except ModelError as e:
+        raise _fail(e) from e
+    log.info("model ready: %s", path)
+
+
+@app.command()
+def extract(videos: PathOpt = None, out: PathOpt = None, dataset_yaml: PathOpt = None) -> None:
+    """Sample calibration frames from the gate videos; write the manifest and calibration.yaml."""
+    from tasks.extract import ExtractError, extract_frames
+
+    p = state.params.paths
+    try:
+        result = extract_frames(
+            videos or p.videos,
+            out or p.calibration,
+            dataset_yaml or p.calibration_yaml,
+            state.params.extract,
+            state.params.model.names,
+        )
+    except ExtractError as e:
+        raise _fail(e) from e
+    for name, reason in result.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {name}: {reason}")
+    log.info("%d frames (hash %s) -> %s", result.frames, result.frames_hash[:12], result.out_dir)
+
+
+@app.command()
+def build(model: PathOpt = None, data: PathOpt = None, frames: PathOpt = None, out: PathOpt = None) -> None:
+    """Build every candidate in params.yaml: build.candidates."""
+    _offline()
+    from tasks.build import BackendUnavailable, build_candidates
+    from tasks.extract import ExtractError, read_frames_hash
+    from tasks.fetch import ModelError, verify_model
+
+    p, prm = state.params.paths, state.params
+    try:
+        weights = verify_model(model or p.model, prm.model.sha256)
+        digest = read_frames_hash(frames or p.calibration)
+        build_candidates(weights, data or p.calibration_yaml, out or p.candidates, prm.build, prm.model.sha256, digest)
+    except (ModelError, ExtractError, BackendUnavailable, FileNotFoundError) as e:
+        raise _fail(e) from e
+
+
+@app.command()
+def validate(candidates: PathOpt = None, holdout: PathOpt = None, metrics: PathOpt = None) -> None:
+    """Validate every built candidate; write the metrics JSON that dvc.yaml declares."""
+    _offline()
+    from tasks.build import load_candidates
+    from tasks.validate import ValidationError, validate_candidates, write_metrics
+
+    p, prm = state.params.paths, state.params
+    try:
+        built = load_candidates(candidates or p.candidates, [c.name for c in prm.build.candidates])
+        rows = validate_candidates(built, holdout or p.holdout, prm.build.reference, prm.validate_)
+    except (ValidationError, FileNotFoundError) as e:
+        raise _fail(e) from e
+    write_metrics(metrics or p.metrics, prm.build.reference, rows)
+    _print_candidates([{"name": k, **v} for k, v in rows.items()], None)
+
+
+@app.command()
+def rebuild(videos: PathOpt = None) -> None:
+    """Run the whole workflow as a Prefect flow: extract, build, validate, track, promote."""
+    _offline()
+    params = state.params
+    if videos is not None:
+        params = params.model_copy(update={"paths": params.paths.model_copy(update={"videos": videos.resolve()})})
+    _run_rebuild(params)
+
+
+def _run_rebuild(params: Params) -> dict[str, Any]:
+    from flows.rebuild import rebuild as rebuild_flow
+    from tasks.status import status
+
+    try:
+        out = rebuild_flow(params, state.root)
+    except Exception as e:
+        raise _fail(e) from e
+    promotion = out["promotion"]
+    info = status(params.tracking, params.promote)
+    _print_candidates(info["candidates"], info["champion"])
+    if promotion is not None and promotion.decision.winner is None:
+        console.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
+        console.print(promotion.decision.explain())
+    return out
+
+
+@app.command()
+def promote() -> None:
+    """Promote the winner of the latest rebuild recorded in MLflow."""
+    _offline()
+    from tasks.promote import promote as do_promote
+    from tasks.track import latest_rebuild
+
+    prm = state.params
+    latest = latest_rebuild(prm.tracking)
+    if latest is None:
+        raise _fail(RuntimeError(f"no finished rebuild in {prm.tracking.uri}; run `alpr-ops rebuild` first"))
+    record, metrics = latest
+    result = do_promote(record, metrics, None, prm.promote, prm.tracking, prm.paths.holdout, prm.validate_.imgsz)
+    console.print(result.decision.explain())
+    if result.version is None:
+        console.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")
+        raise typer.Exit(1)
+    console.print(f"champion: {result.decision.winner} (version {result.version}) -> {result.release}")
+
+
+@app.command("status")
+def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The champion and the latest rebuild's candidates."""
+    from tasks.status import status
+
+    info = status(state.params.tracking, state.params.promote)
+    if as_json:
+        sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
+        return
+    _print_candidates(info["candidates"], info["champion"])
+
+
+@app.command()
+def demo() -> None:
+    """The whole workflow on embedded defaults: sample videos, fetch the model, version data, rebuild, promote."""
+    _offline()
+    from tasks.version import DvcError, dvc_track
+
+    p = state.params.paths
+    if not any(p.videos.glob("*.mp4")) or not (p.holdout / "images").is_dir():
+        sample_videos(None, None, None, None, None, None)
+    fetch_model(None)
+    try:
+        dvc_track(state.root, [p.videos, p.holdout, p.model])
+    except DvcError as e:
+        log.warning("%s (continuing without DVC versioning)", e)
+    _run_rebuild(state.params)
+    uri = state.params.tracking.uri
+    console.print(
+        f"\nOpen the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000[/bold]"
+        "\nthen browse http://127.0.0.1:5000"
+    )
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None or value == "" else format(float(value), spec)
+
+
+def _print_candidates(rows: list[dict[str, Any]], champion: dict[str, Any] | None) -> None:
+    """The summary table: one row per candidate, the numbers a reviewer compares."""
+    out = Console(width=None if sys.stdout.isatty() else 150)
+    table = Table(title="Candidates (latency: batch 1, inference only, this machine)")
+    for col in ("candidate", "precision", "backend"):
+        table.add_column(col)
+    for col in ("mAP50", "mAP50-95", "drop vs FP32", "agreement", "p50 ms", "p95 ms", "size MB", "passed"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            str(r.get("precision", "")),
+            str(r.get("backend", "")),
+            _fmt(r.get("map50"), ".3f"),
+            _fmt(r.get("map50_95"), ".3f"),
+            _fmt(r.get("map_drop"), "+.3f"),
+            _fmt(r.get("agreement_map50_95"), ".3f"),
+            _fmt(r.get("latency_p50_ms"), ".1f"),
+            _fmt(r.get("latency_p95_ms"), ".1f"),
+            _fmt(r.get("size_mb"), ".1f"),
+            {True: "yes", False: "no"}.get(r.get("passed"), "-"),
+        )
+    out.print(table)
+    if champion:
+        out.print(f"champion: [bold]{champion['candidate']}[/bold] (registry version {champion['version']})")
+
+
+if __name__ == "__main__":
+    app()

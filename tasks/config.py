@@ -1,0 +1,171 @@
+"""Typed view of `params.yaml`: parsed once at the edge (the CLI), passed to tasks as frozen objects.
+
+Unknown keys are errors, not warnings: a typo in `params.yaml` must stop the run rather than be ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Backend = Literal["openvino", "onnxruntime", "tensorrt"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+# The Ultralytics export format that produces an artifact for each runtime.
+EXPORT_FORMAT: dict[str, str] = {"openvino": "openvino", "onnxruntime": "onnx", "tensorrt": "engine"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PathsConfig(_Frozen):
+    """Every path the workflow reads or writes, relative to the project root."""
+
+    videos: Path = Path("data/videos")
+    calibration: Path = Path("data/calibration")
+    calibration_yaml: Path = Path("calibration.yaml")
+    holdout: Path = Path("data/holdout")
+    model: Path = Path("models/best.pt")
+    candidates: Path = Path("models/candidates")
+    metrics: Path = Path("metrics/validate.json")
+    ultralytics_config: Path = Path(".cache/ultralytics")
+
+
+class SampleConfig(_Frozen):
+    """Synthetic gate footage for the demo (no real footage exists here)."""
+
+    n: int = Field(5, ge=1)
+    seconds: float = Field(20.0, gt=0)
+    seed: int = 0
+    fps: int = Field(15, ge=1)
+    width: int = Field(1280, ge=64)
+    height: int = Field(720, ge=64)
+    holdout_frames: int = Field(60, ge=1)
+
+
+class ModelConfig(_Frozen):
+    """Where the pretrained plate detector comes from and the hash it must have."""
+
+    package: str = "fastanpr==0.1.13"
+    member: str = "fastanpr/best.pt"
+    sha256: str = Field("58f6ad86f35f09574e13484ead3346ae8cc052facae150041ed4a894ac2f3828", pattern=r"^[0-9a-f]{64}$")
+    names: tuple[str, ...] = ("License_Plate",)
+
+
+class ExtractConfig(_Frozen):
+    interval_s: float = Field(1.0, gt=0)
+    max_frames_per_video: int = Field(50, ge=1)
+    jpeg_quality: int = Field(95, ge=50, le=100)
+
+
+class CandidateConfig(_Frozen):
+    """One artifact to build: a runtime and a precision; `backend` defaults to `build.backend`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    precision: Precision
+    backend: Backend | None = None
+
+
+class BuildConfig(_Frozen):
+    backend: Backend = "openvino"
+    imgsz: int = Field(640, ge=32, multiple_of=32)
+    reference: str = "fp32"
+    candidates: tuple[CandidateConfig, ...] = (
+        CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),
+        CandidateConfig(name="ov-int8", precision="int8", backend="openvino"),
+        CandidateConfig(name="ort-int8", precision="int8", backend="onnxruntime"),
+    )
+
+    @model_validator(mode="after")
+    def _check_candidates(self) -> BuildConfig:
+        names = [c.name for c in self.candidates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"build.candidates: names must be unique, got {names}")
+        ref = [c for c in self.candidates if c.name == self.reference]
+        if not ref:
+            raise ValueError(f"build.reference '{self.reference}' is not one of build.candidates {names}")
+        if ref[0].precision != "fp32":
+            raise ValueError(f"build.reference '{self.reference}' must have precision fp32, not {ref[0].precision}")
+        return self
+
+    def backend_of(self, candidate: CandidateConfig) -> Backend:
+        """The runtime a candidate is built for and validated on."""
+        return candidate.backend or self.backend
+
+
+class ValidateConfig(_Frozen):
+    imgsz: int = Field(640, ge=32, multiple_of=32)
+    conf: float = Field(0.001, gt=0, lt=1)
+    iou: float = Field(0.7, gt=0, lt=1)
+    agreement_conf: float = Field(0.25, gt=0, lt=1)
+    warmup: int = Field(10, ge=1)
+    runs: int = Field(100, ge=1)
+
+
+class TrackingConfig(_Frozen):
+    uri: str = "sqlite:///mlflow.db"
+    artifacts: Path = Path("mlartifacts")
+    experiment: str = "alpr-ops"
+    registered_model: str = "gate-plate-detector"
+
+
+class PromoteConfig(_Frozen):
+    auto: bool = True  # `rebuild` promotes the winner at its end
+    max_map_drop: float = Field(0.01, ge=0, le=1)
+    gate_dir: Path = Path("deploy/gate")
+    keep_releases: int = Field(5, ge=1)
+
+
+class Params(_Frozen):
+    """The whole of `params.yaml`."""
+
+    paths: PathsConfig = PathsConfig()
+    sample: SampleConfig = SampleConfig()
+    model: ModelConfig = ModelConfig()
+    extract: ExtractConfig = ExtractConfig()
+    build: BuildConfig = BuildConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    tracking: TrackingConfig = TrackingConfig()
+    promote: PromoteConfig = PromoteConfig()
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def rooted(self, root: Path) -> Params:
+        """The same params with every relative path made absolute under `root` (the project folder)."""
+
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else root / p
+
+        paths = self.paths.model_copy(update={k: fix(v) for k, v in self.paths.model_dump().items()})
+        tracking = self.tracking.model_copy(update={"artifacts": fix(self.tracking.artifacts)})
+        promote = self.promote.model_copy(update={"gate_dir": fix(self.promote.gate_dir)})
+        uri = self.tracking.uri
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            tracking = tracking.model_copy(update={"uri": f"sqlite:///{root / uri.removeprefix('sqlite:///')}"})
+        return self.model_copy(update={"paths": paths, "tracking": tracking, "promote": promote})
+
+
+class ConfigError(ValueError):
+    """`params.yaml` is missing or wrong; the message names the file and the key."""
+
+
+def load_params(path: Path) -> Params:
+    """Parse `params.yaml` into `Params`, with paths made absolute relative to the file's folder."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found. Run from the project folder or pass --params PATH.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"{path}: invalid parameters:\n" + "\n".join(lines)) from e
+    return params.rooted(path.resolve().parent)

@@ -1,0 +1,137 @@
+"""Shared fixtures, and a guard that fails any test whose code reaches for a non-loopback network address.
+
+The guard records and refuses every connect/DNS lookup to anything but 127.0.0.0/8, ::1 and Unix sockets. Libraries
+often swallow connection errors (Ultralytics falls back to "offline" silently), so refusing alone would hide an
+attempt: the attempt itself fails the test.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks.config import Params, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+ATTEMPTS: list[str] = []
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _is_local(host: object) -> bool:
+    if host in (None, "", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _check(address: object) -> None:
+    if isinstance(address, tuple) and address and not _is_local(address[0]):
+        ATTEMPTS.append(repr(address))
+        raise OSError(f"network access to {address!r} blocked by the test guard")
+
+
+def _connect(self: socket.socket, address: object) -> None:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _check(address)
+    return _real_connect(self, address)
+
+
+def _connect_ex(self: socket.socket, address: object) -> int:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _check(address)
+    return _real_connect_ex(self, address)
+
+
+def _getaddrinfo(host: object, *args: object, **kwargs: object):  # noqa: ANN202
+    if not _is_local(host):
+        ATTEMPTS.append(f"dns:{host}")
+        raise socket.gaierror(f"DNS lookup of {host!r} blocked by the test guard")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Offline settings first (before anything imports Ultralytics), then the network guard."""
+    from tasks.offline import configure_offline
+
+    configure_offline(Path(tempfile.mkdtemp(prefix="alpr-test-yolo-")))
+    socket.socket.connect = _connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = _getaddrinfo  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True)
+def no_network() -> Iterator[None]:
+    """Fail the test if anything it ran tried to reach a non-loopback address."""
+    ATTEMPTS.clear()
+    yield
+    if ATTEMPTS:
+        pytest.fail(f"the test reached for the network: {sorted(set(ATTEMPTS))}")
+
+
+@pytest.fixture(scope="session")
+def plate_model() -> Path:
+    """The pinned default detector, fetched once with `pip download` (PyPI) into a cache kept between runs."""
+    from tasks.fetch import fetch_model
+
+    params = load_params(ROOT / "params.yaml")
+    if params.paths.model.is_file():
+        try:
+            from tasks.fetch import verify_model
+
+            return verify_model(params.paths.model, params.model.sha256)
+        except Exception:
+            pass
+    cache = Path(os.environ.get("ALPR_TEST_CACHE", ROOT / ".cache" / "test")) / "best.pt"
+    return fetch_model(cache, params.model.package, params.model.member, params.model.sha256)
+
+
+@pytest.fixture(scope="session")
+def default_params() -> Params:
+    return load_params(ROOT / "params.yaml")
+
+
+def small_params(root: Path, **overrides: dict) -> Params:
+    """Params for a project rooted at `root`, with test-sized settings (tiny images, few frames, few runs)."""
+    doc = {
+        "sample": {"n": 2, "seconds": 3, "fps": 10, "width": 640, "height": 360, "holdout_frames": 6},
+        "extract": {"interval_s": 0.5, "max_frames_per_video": 4},
+        "build": {"imgsz": 320},
+        "validate": {"imgsz": 320, "warmup": 2, "runs": 10},
+    }
+    for section, values in overrides.items():
+        doc.setdefault(section, {}).update(values)
+    return Params.model_validate(doc).rooted(root)
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny generated gate videos and a labelled holdout, made once per session: `videos/` and `holdout/`."""
+    from tasks.synth import SynthConfig, write_holdout, write_videos
+
+    root = tmp_path_factory.mktemp("sample")
+    s = small_params(root).sample
+    cfg = SynthConfig(width=s.width, height=s.height, fps=s.fps)
+    write_videos(root / "videos", s.n, s.seconds, s.seed, cfg)
+    write_holdout(root / "holdout", s.holdout_frames, s.seed, cfg)
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path, sample_data: Path, plate_model: Path) -> Params:
+    """A fresh project folder with videos, holdout and model in place, and its test-sized params."""
+    shutil.copytree(sample_data / "videos", tmp_path / "data" / "videos")
+    shutil.copytree(sample_data / "holdout", tmp_path / "data" / "holdout")
+    (tmp_path / "models").mkdir()
+    shutil.copyfile(plate_model, tmp_path / "models" / "best.pt")
+    return small_params(tmp_path)

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+from tasks.config import ConfigError, load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_repo_params_parse_and_root_paths() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.paths.videos == ROOT / "data" / "videos"
+    assert params.promote.gate_dir == ROOT / "deploy" / "gate"
+    assert params.tracking.uri == f"sqlite:///{ROOT / 'mlflow.db'}"
+    assert params.build.reference == "fp32"
+    assert {c.name for c in params.build.candidates} >= {"fp32", "ov-int8", "ort-int8"}
+    assert params.extract.interval_s == 1.0
+    assert params.promote.max_map_drop == 0.01
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"params\.yaml: not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_unknown_key_is_an_error_not_ignored(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"extract\.interval"):
+        load_params(write(tmp_path, "extract:\n  interval: 2\n"))
+
+
+def test_bad_values_fail_fast(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="interval_s"):
+        load_params(write(tmp_path, "extract:\n  interval_s: 0\n"))
+    with pytest.raises(ConfigError, match="imgsz"):
+        load_params(write(tmp_path, "build:\n  imgsz: 100\n"))
+
+
+def test_reference_must_be_a_fp32_candidate(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not one of build.candidates"):
+        load_params(write(tmp_path, "build:\n  reference: nope\n"))
+    text = "build:\n  reference: a\n  candidates:\n    - {name: a, precision: int8}\n"
+    with pytest.raises(ConfigError, match="must have precision fp32"):
+        load_params(write(tmp_path, text))
+
+
+def test_candidate_backend_defaults_to_build_backend(tmp_path: Path) -> None:
+    text = (
+        "build:\n  backend: tensorrt\n  candidates:\n"
+        "    - {name: fp32, precision: fp32, backend: onnxruntime}\n    - {name: trt-int8, precision: int8}\n"
+    )
+    build = load_params(write(tmp_path, text)).build
+    assert [build.backend_of(c) for c in build.candidates] == ["onnxruntime", "tensorrt"]
+
+
+def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(write(tmp_path, "extract: [\n"))

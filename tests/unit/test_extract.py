@@ -1,0 +1,82 @@
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tasks.config import ExtractConfig
+from tasks.extract import ExtractError, extract_frames, frames_hash
+
+NAMES = ("License_Plate",)
+
+
+@pytest.fixture
+def videos(tmp_path: Path, sample_data: Path) -> Path:
+    out = tmp_path / "videos"
+    shutil.copytree(sample_data / "videos", out)
+    return out
+
+
+def run(videos: Path, tmp_path: Path, **cfg: float) -> object:
+    return extract_frames(videos, tmp_path / "calib", tmp_path / "calibration.yaml", ExtractConfig(**cfg), NAMES)
+
+
+def test_samples_by_time_and_writes_manifest_and_dataset_yaml(videos: Path, tmp_path: Path) -> None:
+    # sample videos: 3 s at 10 fps -> frames at 0, 1, 2 s with a 1 s interval
+    result = run(videos, tmp_path, interval_s=1.0, max_frames_per_video=50)
+    n_videos = len(list(videos.glob("*.mp4")))
+    assert result.frames == 3 * n_videos
+    table = pd.read_csv(result.manifest)
+    assert list(table.columns) == ["image", "video", "frame_index", "timestamp_s", "width", "height", "sha256"]
+    for _, group in table.groupby("video"):
+        assert list(group["frame_index"]) == [0, 10, 20]
+        assert list(group["timestamp_s"]) == pytest.approx([0.0, 1.0, 2.0], abs=0.06)
+    assert all((tmp_path / "calib" / img).is_file() for img in table["image"])
+    assert result.frames_hash == frames_hash(table)
+
+    doc = yaml.safe_load((tmp_path / "calibration.yaml").read_text())
+    assert doc["val"] == "calib/images" and doc["train"] == "calib/images"
+    assert doc["names"] == {0: "License_Plate"}
+
+
+def test_calibration_yaml_is_what_ultralytics_reads(videos: Path, tmp_path: Path) -> None:
+    from ultralytics.data.utils import check_det_dataset
+
+    run(videos, tmp_path, interval_s=1.0)
+    data = check_det_dataset(str(tmp_path / "calibration.yaml"))
+    assert Path(data["val"]) == (tmp_path / "calib" / "images").resolve()
+    assert data["nc"] == 1
+
+
+def test_cap_per_video(videos: Path, tmp_path: Path) -> None:
+    result = run(videos, tmp_path, interval_s=0.1, max_frames_per_video=4)
+    assert set(result.per_video.values()) == {4}
+
+
+def test_bad_files_are_reported_by_name_and_skipped(videos: Path, tmp_path: Path) -> None:
+    (videos / "empty.mp4").write_bytes(b"")
+    (videos / "notes.mp4").write_text("this is not a video")
+    (videos / "readme.txt").write_text("hello")
+    good = len(list(videos.glob("gate_*.mp4")))
+    result = run(videos, tmp_path, interval_s=1.0)
+    assert set(result.skipped) == {"empty.mp4", "notes.mp4", "readme.txt"}
+    assert "not a video file" in result.skipped["readme.txt"]
+    assert len(result.per_video) == good
+
+
+def test_no_frames_at_all_stops_with_a_clear_message_and_keeps_old_frames(videos: Path, tmp_path: Path) -> None:
+    first = run(videos, tmp_path, interval_s=1.0)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(ExtractError, match=r"broken\.mp4.*sample-videos"):
+        run(bad, tmp_path, interval_s=1.0)
+    # the earlier frame set is untouched and no temp folder is left behind
+    assert pd.read_csv(first.manifest).shape[0] == first.frames
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "calib", "calibration.yaml", "videos"]
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(ExtractError, match="no such folder"):
+        run(tmp_path / "nope", tmp_path)
