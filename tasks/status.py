@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from tasks.config import PromoteConfig, TrackingConfig
@@ -48,7 +47,7 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
     for name, row in metrics.items():
         item: dict[str, Any] = {"name": name}
         item.update({k: row.get(k) for k in STATUS_FIELDS})
-        item["passed"] = {"true": True, "false": False}.get(str(row.get("passed")), None)
+        item["passed"] = {"true": True, "false": False}.get(str(row.get("passed")))
         item["mlflow_run_id"] = record.candidates[name].run_id
         item["registry_version"] = record.candidates[name].version
         out["candidates"].append(item)

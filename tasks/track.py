@@ -176,9 +176,7 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
         return None
     pid = parents[0].info.run_id
     children = mc.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{pid}'")
-    versions = {
-        mv.run_id: mv for mv in mc.search_model_versions(f"name = '{cfg.registered_model}'") if mv.run_id
-    }
+    versions = {mv.run_id: mv for mv in mc.search_model_versions(f"name = '{cfg.registered_model}'") if mv.run_id}
     tracked, metrics = {}, {}
     for run in sorted(children, key=lambda r: r.info.start_time):
         name = run.data.tags.get("candidate", run.info.run_name)

@@ -53,7 +53,7 @@ def _connect_ex(self: socket.socket, address: object) -> int:
     return _real_connect_ex(self, address)
 
 
-def _getaddrinfo(host: object, *args: object, **kwargs: object):  # noqa: ANN202
+def _getaddrinfo(host: object, *args: object, **kwargs: object):
     if not _is_local(host):
         ATTEMPTS.append(f"dns:{host}")
         raise socket.gaierror(f"DNS lookup of {host!r} blocked by the test guard")
@@ -101,17 +101,24 @@ def default_params() -> Params:
     return load_params(ROOT / "params.yaml")
 
 
+SMALL = {
+    "sample": {"n": 2, "seconds": 3, "fps": 10, "width": 640, "height": 360, "holdout_frames": 6},
+    "extract": {"interval_s": 0.5, "max_frames_per_video": 4},
+    "build": {"imgsz": 320},
+    "validate": {"imgsz": 320, "warmup": 2, "runs": 10},
+}
+
+
 def small_params(root: Path, **overrides: dict) -> Params:
-    """Params for a project rooted at `root`, with test-sized settings (tiny images, few frames, few runs)."""
-    doc = {
-        "sample": {"n": 2, "seconds": 3, "fps": 10, "width": 640, "height": 360, "holdout_frames": 6},
-        "extract": {"interval_s": 0.5, "max_frames_per_video": 4},
-        "build": {"imgsz": 320},
-        "validate": {"imgsz": 320, "warmup": 2, "runs": 10},
-    }
-    for section, values in overrides.items():
+    """Writes `root/params.yaml`: the project's own, with test-sized settings (tiny images, few frames, few runs)."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in [*SMALL.items(), *overrides.items()]:
         doc.setdefault(section, {}).update(values)
-    return Params.model_validate(doc).rooted(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load_params(root / "params.yaml")
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +127,7 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tasks.synth import SynthConfig, write_holdout, write_videos
 
     root = tmp_path_factory.mktemp("sample")
-    s = small_params(root).sample
+    s = Params.model_validate(SMALL).sample
     cfg = SynthConfig(width=s.width, height=s.height, fps=s.fps)
     write_videos(root / "videos", s.n, s.seconds, s.seed, cfg)
     write_holdout(root / "holdout", s.holdout_frames, s.seed, cfg)
@@ -135,3 +142,30 @@ def project(tmp_path: Path, sample_data: Path, plate_model: Path) -> Params:
     (tmp_path / "models").mkdir()
     shutil.copyfile(plate_model, tmp_path / "models" / "best.pt")
     return small_params(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_model: Path) -> tuple[Params, list]:
+    """A project whose frames are extracted and every default candidate built (once per session, read-only)."""
+    from tasks.build import build_candidates
+    from tasks.extract import extract_frames
+
+    root = tmp_path_factory.mktemp("built")
+    shutil.copytree(sample_data / "videos", root / "data" / "videos")
+    shutil.copytree(sample_data / "holdout", root / "data" / "holdout")
+    params = small_params(root)
+    p = params.paths
+    frames = extract_frames(p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names)
+    candidates = build_candidates(
+        plate_model, p.calibration_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash
+    )
+    return params, candidates
+
+
+@pytest.fixture(scope="session")
+def validated(built: tuple[Params, list]) -> dict:
+    """Metrics of every built candidate (once per session)."""
+    from tasks.validate import validate_candidates
+
+    params, candidates = built
+    return validate_candidates(candidates, params.paths.holdout, params.build.reference, params.validate_)

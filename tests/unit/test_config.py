@@ -42,7 +42,7 @@ def test_bad_values_fail_fast(tmp_path: Path) -> None:
 
 
 def test_reference_must_be_a_fp32_candidate(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not one of build.candidates"):
+    with pytest.raises(ConfigError, match=r"not one of build\.candidates"):
         load_params(write(tmp_path, "build:\n  reference: nope\n"))
     text = "build:\n  reference: a\n  candidates:\n    - {name: a, precision: int8}\n"
     with pytest.raises(ConfigError, match="must have precision fp32"):

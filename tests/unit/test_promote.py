@@ -10,7 +10,12 @@ def row(drop: float, p50: float) -> dict[str, float]:
 
 
 def test_fastest_passing_candidate_wins() -> None:
-    metrics = {"fp32": row(0.0, 30.0), "ov-int8": row(0.056, 17.0), "ort-int8": row(-0.006, 46.0), "ours": row(0.006, 18)}
+    metrics = {
+        "fp32": row(0.0, 30.0),
+        "ov-int8": row(0.056, 17.0),
+        "ort-int8": row(-0.006, 46.0),
+        "ours": row(0.006, 18),
+    }
     decision = decide(metrics, PromoteConfig(max_map_drop=0.01))
     assert decision.winner == "ours"
     assert not decision.verdicts["ov-int8"].passed

@@ -1,0 +1,101 @@
+"""The whole workflow: the Prefect flow against a real sqlite MLflow store, then the CLI and DVC over its results."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.config import Params
+from tasks.extract import read_frames_hash
+from tasks.promote import CHAMPION, MANIFEST, current_release
+from tasks.track import client
+
+pytestmark = pytest.mark.e2e
+
+STATUS_KEYS = {
+    "name", "precision", "backend", "map50", "map50_95", "map_drop", "latency_p50_ms", "latency_p95_ms", "size_mb",
+    "passed", "mlflow_run_id",
+}  # fmt: skip
+
+
+def cli(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `alpr-ops` from the project folder, as a user (or a dvc.yaml stage) would."""
+    exe = Path(sys.executable).with_name("alpr-ops")
+    env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
+    done = subprocess.run([str(exe), *args], cwd=root, capture_output=True, text=True, env=env, timeout=900)
+    if check:
+        assert done.returncode == 0, f"alpr-ops {' '.join(args)} failed:\n{done.stdout}\n{done.stderr[-4000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_rebuild_flow_promotes_and_status_reports(project: Params, harness: None) -> None:
+    from flows.rebuild import rebuild
+
+    root = project.paths.videos.parents[1]
+    out = rebuild(project, root)
+
+    record, metrics = out["record"], out["metrics"]
+    assert set(metrics) == {"fp32", "ov-int8", "ort-int8"}
+    promotion = out["promotion"]
+    assert promotion.decision.winner is not None
+
+    # registry: the champion alias points at the promoted version of this rebuild
+    mc = client(project.tracking)
+    champ = mc.get_model_version_by_alias(project.tracking.registered_model, CHAMPION)
+    assert str(champ.version) == promotion.version
+    assert champ.run_id == record.candidates[promotion.decision.winner].run_id
+
+    # gate folder: `current` -> the release, whose manifest names the version, run and hash
+    release = current_release(project.promote.gate_dir)
+    assert release is not None and release.name == f"v{promotion.version}"
+    manifest = json.loads((release / MANIFEST).read_text())
+    assert manifest["version"] == promotion.version and manifest["run_id"] == champ.run_id
+    assert len(manifest["sha256"]) == 64 and "map50_95" in manifest["metrics"]
+
+    # DVC's metrics file
+    doc = json.loads(project.paths.metrics.read_text())
+    assert doc["reference"] == "fp32" and set(doc["candidates"]) == set(metrics)
+
+    # `alpr-ops status --json` reads it all back from MLflow and the gate folder
+    info = json.loads(cli(root, "status", "--json").stdout)
+    assert info["champion"]["version"] == promotion.version
+    assert {c["name"] for c in info["candidates"]} == set(metrics)
+    for cand in info["candidates"]:
+        assert set(cand) >= STATUS_KEYS, cand
+        assert cand["mlflow_run_id"] == record.candidates[cand["name"]].run_id
+    assert [c["passed"] for c in info["candidates"] if c["name"] == "fp32"] == [True]
+
+    # the same steps through DVC reproduce the flow's frames and candidates
+    frames_before = read_frames_hash(project.paths.calibration)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc = Path(sys.executable).with_name("dvc")
+    env = {**os.environ, "PATH": f"{dvc.parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run([str(dvc), "init", "-q"], cwd=root, check=True, env=env)
+    repo = Path(__file__).resolve().parents[2]
+    for name in ("tasks", "flows"):  # dvc.yaml stages depend on the code, as in a clone of the project
+        shutil.copytree(repo / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(repo / "dvc.yaml", root / "dvc.yaml")
+    subprocess.run(
+        [str(dvc), "add", "-q", "data/videos", "data/holdout", "models/best.pt"], cwd=root, check=True, env=env
+    )
+    repro = subprocess.run([str(dvc), "repro"], cwd=root, capture_output=True, text=True, env=env, timeout=900)
+    assert repro.returncode == 0, repro.stdout + repro.stderr
+    assert read_frames_hash(project.paths.calibration) == frames_before
+    doc2 = json.loads(project.paths.metrics.read_text())
+    assert set(doc2["candidates"]) == set(metrics)
+    status_out = subprocess.run([str(dvc), "status"], cwd=root, capture_output=True, text=True, env=env).stdout
+    assert "up to date" in status_out, status_out

@@ -1,0 +1,48 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.build import CANDIDATE_JSON, load_candidates, path_sha256
+from tasks.config import CandidateConfig
+
+pytestmark = pytest.mark.integration
+
+
+def test_each_candidate_has_its_own_folder_artifact_and_metadata(built: tuple) -> None:
+    params, candidates = built
+    by_name = {c.name: c for c in candidates}
+    assert set(by_name) == {"fp32", "ov-int8", "ort-int8"}
+    assert by_name["fp32"].path.suffix == ".onnx"
+    assert by_name["ort-int8"].path.name.endswith("_int8.onnx")
+    assert by_name["ov-int8"].path.is_dir() and (by_name["ov-int8"].path / "model.xml").is_file()
+    for cand in candidates:
+        folder = params.paths.candidates / cand.name
+        meta = json.loads((folder / CANDIDATE_JSON).read_text())
+        assert meta["sha256"] == path_sha256(cand.path)
+        assert meta["base_model_sha256"] == params.model.sha256
+        assert meta["imgsz"] == 320
+        assert {"ultralytics", "openvino", "onnxruntime"} <= set(meta["toolchain"])
+        # only the artifact and its metadata: no stray copy of the .pt, no other candidate's files
+        assert sorted(p.name for p in folder.iterdir()) == sorted([cand.artifact, CANDIDATE_JSON])
+    # INT8 artifacts are smaller than the FP32 reference
+    assert by_name["ort-int8"].size_mb < by_name["fp32"].size_mb / 2
+    assert by_name["ov-int8"].size_mb < by_name["fp32"].size_mb / 2
+
+
+def test_load_candidates_reads_back_what_was_built(built: tuple) -> None:
+    params, candidates = built
+    loaded = load_candidates(params.paths.candidates, [c.name for c in candidates])
+    assert loaded == candidates
+    with pytest.raises(FileNotFoundError, match="alpr-ops build"):
+        load_candidates(params.paths.candidates, ["missing"])
+
+
+def test_int8_build_needs_the_calibration_yaml(tmp_path: Path, plate_model: Path) -> None:
+    from tasks.build import build_candidates
+    from tasks.config import BuildConfig
+
+    cfg = BuildConfig(imgsz=64, candidates=(CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),))
+    with pytest.raises(FileNotFoundError, match="alpr-ops extract"):
+        build_candidates(plate_model, tmp_path / "calibration.yaml", tmp_path / "out", cfg, "x", "y")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,123 @@
+"""MLflow tracking, registry and deployment against a real sqlite store and a real gate folder."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tasks.config import Params, PromoteConfig
+from tasks.promote import CHAMPION, MANIFEST, PREVIOUS, current_release, promote
+from tasks.status import status
+from tasks.track import client, latest_rebuild, lineage, log_rebuild
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(tmp_path: Path, built: tuple) -> Params:
+    """The session's built project, with its own MLflow store and gate folder under tmp_path."""
+    params, _ = built
+    tracking = params.tracking.model_copy(
+        update={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": tmp_path / "mlartifacts"}
+    )
+    promote_cfg = params.promote.model_copy(update={"gate_dir": tmp_path / "gate"})
+    return params.model_copy(update={"tracking": tracking, "promote": promote_cfg})
+
+
+def tags(params: Params, candidates: list) -> dict:
+    return lineage(Path.cwd(), candidates[0].frames_hash, params.model.sha256, params.paths.videos.with_suffix(".dvc"))
+
+
+def test_rebuild_is_logged_with_lineage_runs_and_registry_versions(store: Params, built: tuple, validated: dict):
+    _, candidates = built
+    record = log_rebuild(store, candidates, validated, tags(store, candidates))
+    mc = client(store.tracking)
+    parent = mc.get_run(record.parent_run_id)
+    assert parent.data.tags["alpr.kind"] == "rebuild"
+    assert parent.data.tags["frames_hash"] == candidates[0].frames_hash
+    assert len(parent.data.tags["git_commit"]) >= 7
+    assert parent.data.params["extract.interval_s"] == "0.5"
+    for cand in candidates:
+        tracked = record.candidates[cand.name]
+        run = mc.get_run(tracked.run_id)
+        assert run.data.tags["mlflow.parentRunId"] == record.parent_run_id
+        assert run.data.metrics["map50_95"] == pytest.approx(validated[cand.name]["map50_95"])
+        assert run.data.metrics["latency_p95_ms"] == pytest.approx(validated[cand.name]["latency_p95_ms"])
+        assert run.data.params["precision"] == cand.precision
+        files = {f.path for f in mc.list_artifacts(tracked.run_id, "artifact")}
+        assert f"artifact/{cand.artifact}" in files and "artifact/candidate.json" in files
+        mv = mc.get_model_version(store.tracking.registered_model, tracked.version)
+        assert mv.run_id == tracked.run_id and mv.tags["frames_hash"] == cand.frames_hash
+    again, metrics = latest_rebuild(store.tracking)
+    assert again.parent_run_id == record.parent_run_id
+    assert metrics["ov-int8"]["map50_95"] == pytest.approx(validated["ov-int8"]["map50_95"])
+
+
+def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tuple, validated: dict) -> None:
+    _, candidates = built
+    record = log_rebuild(store, candidates, validated, tags(store, candidates))
+    result = promote(record, validated, candidates, store.promote, store.tracking, store.paths.holdout, 320)
+    assert result.decision.winner is not None
+    winner = record.candidates[result.decision.winner]
+    mc = client(store.tracking)
+    assert str(mc.get_model_version_by_alias(store.tracking.registered_model, CHAMPION).version) == winner.version
+    gate = store.promote.gate_dir
+    assert current_release(gate) == (gate / "releases" / f"v{winner.version}").resolve()
+    manifest = json.loads((gate / "current" / MANIFEST).read_text())
+    assert manifest["run_id"] == winner.run_id and manifest["version"] == winner.version
+    assert manifest["metrics"]["map50_95"] == pytest.approx(validated[result.decision.winner]["map50_95"])
+    meta = json.loads((gate / "current" / "candidate.json").read_text())
+    assert manifest["sha256"] == meta["sha256"]
+    verdict = mc.get_run(winner.run_id).data.tags
+    assert verdict["gate.passed"] == "true"
+
+    # a second rebuild promotes again: `previous` keeps the old champion for rollback
+    record2 = log_rebuild(store, candidates, validated, tags(store, candidates))
+    result2 = promote(record2, validated, candidates, store.promote, store.tracking, store.paths.holdout, 320)
+    name = store.tracking.registered_model
+    assert str(mc.get_model_version_by_alias(name, PREVIOUS).version) == winner.version
+    assert str(mc.get_model_version_by_alias(name, CHAMPION).version) == result2.version
+    info = status(store.tracking, store.promote)
+    assert info["champion"]["version"] == result2.version
+    assert info["deployed"]["version"] == result2.version
+    assert {c["name"] for c in info["candidates"]} == {c.name for c in candidates}
+
+
+def test_nothing_passes_leaves_champion_and_current_untouched(store: Params, built: tuple, validated: dict) -> None:
+    _, candidates = built
+    record = log_rebuild(store, candidates, validated, tags(store, candidates))
+    first = promote(record, validated, candidates, store.promote, store.tracking, store.paths.holdout, 320)
+    before = os.readlink(store.promote.gate_dir / "current")
+    worse = {k: {**v, "map_drop": 0.5} for k, v in validated.items()}
+    strict = PromoteConfig(max_map_drop=0.01, gate_dir=store.promote.gate_dir)
+    result = promote(record, worse, candidates, strict, store.tracking, store.paths.holdout, 320)
+    assert result.decision.winner is None and result.version is None
+    assert os.readlink(store.promote.gate_dir / "current") == before
+    mc = client(store.tracking)
+    assert str(mc.get_model_version_by_alias(store.tracking.registered_model, CHAMPION).version) == first.version
+    assert mc.get_run(record.candidates["fp32"].run_id).data.tags["gate.passed"] == "false"
+
+
+def test_artifact_that_fails_the_smoke_test_is_not_deployed(store: Params, built: tuple, validated: dict, tmp_path):
+    _, candidates = built
+    broken_dir = tmp_path / "broken"
+    shutil.copytree(candidates[0].folder, broken_dir)
+    broken = candidates[0].__class__(**{**candidates[0].__dict__, "folder": broken_dir})
+    (broken_dir / broken.artifact).write_bytes(b"not an onnx model")
+    meta = json.loads((broken_dir / "candidate.json").read_text())
+    from tasks.build import path_sha256
+
+    meta["sha256"] = path_sha256(broken_dir / broken.artifact)
+    (broken_dir / "candidate.json").write_text(json.dumps(meta))
+    broken = broken.__class__(**{**broken.__dict__, "sha256": meta["sha256"]})
+    record = log_rebuild(store, [broken], {broken.name: validated[broken.name]}, tags(store, candidates))
+    with pytest.raises(Exception):  # noqa: B017 - whatever the runtime raises for a corrupt model
+        promote(record, {broken.name: validated[broken.name]}, [broken], store.promote, store.tracking,
+                store.paths.holdout, 320)  # fmt: skip
+    gate = store.promote.gate_dir
+    assert current_release(gate) is None
+    assert not any((gate / "releases").glob("v*")) if (gate / "releases").exists() else True
+    with pytest.raises(Exception):  # noqa: B017
+        client(store.tracking).get_model_version_by_alias(store.tracking.registered_model, CHAMPION)
