@@ -132,6 +132,8 @@ def promote(
     imgsz: int,
 ) -> PromoteResult:
     """Decide, log each verdict to its run, deploy the winner and move the `champion` alias to it."""
+    from mlflow.exceptions import MlflowException
+
     frame = holdout_images(holdout_dir)[0]
     decision = decide(metrics, cfg)
     mc = client(tracking)
@@ -162,7 +164,7 @@ def promote(
     name = tracking.registered_model
     try:
         old = mc.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # MlflowException when the alias does not exist yet
+    except MlflowException:  # no champion yet
         old = None
     if old is not None and str(old.version) != winner.version:
         mc.set_registered_model_alias(name, PREVIOUS, old.version)

@@ -24,10 +24,12 @@ STATUS_FIELDS = (
 
 def champion(tracking: TrackingConfig) -> dict[str, Any] | None:
     """The registry version holding the `champion` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
     mc = client(tracking)
     try:
         mv = mc.get_model_version_by_alias(tracking.registered_model, CHAMPION)
-    except Exception:  # MlflowException: no such model or alias yet
+    except MlflowException:  # no such registered model or alias yet
         return None
     return {"version": str(mv.version), "mlflow_run_id": mv.run_id, "candidate": mv.tags.get("candidate", "")}
 

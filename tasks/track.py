@@ -39,13 +39,14 @@ class RebuildRecord:
 
 
 def client(cfg: TrackingConfig) -> Any:  # -> mlflow.MlflowClient (imported lazily: slow import)
-    """An MLflow client for the configured store, the experiment created with its artifact root if missing."""
+    """An MLflow client bound to the configured store (tracking and registry)."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=cfg.uri, registry_uri=cfg.uri)
 
 
 def experiment_id(mlflow_client: Any, cfg: TrackingConfig) -> str:
+    """The experiment's id, creating it with its artifact root (`tracking.artifacts`) if missing."""
     exp = mlflow_client.get_experiment_by_name(cfg.experiment)
     if exp is not None:
         return exp.experiment_id

@@ -155,7 +155,7 @@ def validate_candidates(
     for row in results.values():
         row["map_drop"] = round(float(ref["map50_95"]) - float(row["map50_95"]), 5)
         row["speedup"] = round(float(ref["latency_p50_ms"]) / float(row["latency_p50_ms"]), 3)
-    log.info("validated %d candidates on %d holdout frames (%s threads)", len(results), len(images), os.cpu_count())
+    log.info("validated %d candidates on %d holdout frames (%s CPU cores)", len(results), len(images), os.cpu_count())
     return results
 
 

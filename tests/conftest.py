@@ -1,73 +1,31 @@
-"""Shared fixtures, and a guard that fails any test whose code reaches for a non-loopback network address.
-
-The guard records and refuses every connect/DNS lookup to anything but 127.0.0.0/8, ::1 and Unix sockets. Libraries
-often swallow connection errors (Ultralytics falls back to "offline" silently), so refusing alone would hide an
-attempt: the attempt itself fails the test.
-"""
+"""Shared fixtures, and a guard (tests/netguard.py) that fails any test reaching for a non-loopback address."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
-import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import netguard
 import pytest
 
 from tasks.config import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-ATTEMPTS: list[str] = []
-_real_connect = socket.socket.connect
-_real_connect_ex = socket.socket.connect_ex
-_real_getaddrinfo = socket.getaddrinfo
-
-
-def _is_local(host: object) -> bool:
-    if host in (None, "", "localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def _check(address: object) -> None:
-    if isinstance(address, tuple) and address and not _is_local(address[0]):
-        ATTEMPTS.append(repr(address))
-        raise OSError(f"network access to {address!r} blocked by the test guard")
-
-
-def _connect(self: socket.socket, address: object) -> None:
-    if self.family in (socket.AF_INET, socket.AF_INET6):
-        _check(address)
-    return _real_connect(self, address)
-
-
-def _connect_ex(self: socket.socket, address: object) -> int:
-    if self.family in (socket.AF_INET, socket.AF_INET6):
-        _check(address)
-    return _real_connect_ex(self, address)
-
-
-def _getaddrinfo(host: object, *args: object, **kwargs: object):
-    if not _is_local(host):
-        ATTEMPTS.append(f"dns:{host}")
-        raise socket.gaierror(f"DNS lookup of {host!r} blocked by the test guard")
-    return _real_getaddrinfo(host, *args, **kwargs)
+ATTEMPTS: list[str] = []  # the guard's record, set in pytest_configure
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Offline settings first (before anything imports Ultralytics), then the network guard."""
     from tasks.offline import configure_offline
 
+    global ATTEMPTS
     configure_offline(Path(tempfile.mkdtemp(prefix="alpr-test-yolo-")))
-    socket.socket.connect = _connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
-    socket.getaddrinfo = _getaddrinfo  # type: ignore[assignment]
+    ATTEMPTS = netguard.install()
 
 
 @pytest.fixture(autouse=True)
@@ -77,6 +35,22 @@ def no_network() -> Iterator[None]:
     yield
     if ATTEMPTS:
         pytest.fail(f"the test reached for the network: {sorted(set(ATTEMPTS))}")
+
+
+def run_cli(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `alpr-ops` from the project folder `root`, as a user or a dvc.yaml stage would."""
+    exe = Path(sys.executable).with_name("alpr-ops")
+    env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
+    done = subprocess.run([str(exe), *args], cwd=root, capture_output=True, text=True, env=env, timeout=900)
+    if check:
+        assert done.returncode == 0, f"alpr-ops {' '.join(args)} failed:\n{done.stdout}\n{done.stderr[-4000:]}"
+    return done
+
+
+@pytest.fixture
+def cli():
+    """`cli(root, *args, check=True)`: the installed `alpr-ops` command, run in a subprocess."""
+    return run_cli
 
 
 @pytest.fixture(scope="session")

@@ -24,16 +24,6 @@ STATUS_KEYS = {
 }  # fmt: skip
 
 
-def cli(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `alpr-ops` from the project folder, as a user (or a dvc.yaml stage) would."""
-    exe = Path(sys.executable).with_name("alpr-ops")
-    env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
-    done = subprocess.run([str(exe), *args], cwd=root, capture_output=True, text=True, env=env, timeout=900)
-    if check:
-        assert done.returncode == 0, f"alpr-ops {' '.join(args)} failed:\n{done.stdout}\n{done.stderr[-4000:]}"
-    return done
-
-
 @pytest.fixture(scope="module")
 def harness():
     from prefect.testing.utilities import prefect_test_harness
@@ -42,7 +32,7 @@ def harness():
         yield
 
 
-def test_rebuild_flow_promotes_and_status_reports(project: Params, harness: None) -> None:
+def test_rebuild_flow_promotes_and_status_reports(project: Params, harness: None, cli) -> None:
     from flows.rebuild import rebuild
 
     root = project.paths.videos.parents[1]

@@ -1,7 +1,7 @@
 """Nothing reaches for the network at run time: measured in a fresh interpreter with a recording socket guard.
 
-The guard records every connect and DNS lookup to a non-loopback host. The control run (no offline settings) must
-record some, which shows the guard sees what Ultralytics does; the configured run must record none.
+The guard (tests/netguard.py) records every connect and DNS lookup to a non-loopback host. The control run (no
+offline settings) must record some, which shows the guard sees what Ultralytics does; the configured run none.
 """
 
 from __future__ import annotations
@@ -18,27 +18,7 @@ from tasks.offline import OFFLINE_ENV
 
 pytestmark = pytest.mark.integration
 
-GUARD = """
-import ipaddress, json, socket, sys
-attempts = []
-def local(host):
-    if host in (None, "", "localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-real_connect, real_gai = socket.socket.connect, socket.getaddrinfo
-def connect(self, address):
-    if self.family in (socket.AF_INET, socket.AF_INET6) and not local(address[0]):
-        attempts.append(repr(address)); raise OSError("blocked")
-    return real_connect(self, address)
-def gai(host, *a, **k):
-    if not local(host):
-        attempts.append("dns:" + str(host)); raise socket.gaierror("blocked")
-    return real_gai(host, *a, **k)
-socket.socket.connect, socket.getaddrinfo = connect, gai
-"""
+GUARD = "import json, sys\nimport netguard\nattempts = netguard.install()\n"
 
 CONFIGURED = """
 from pathlib import Path
@@ -81,7 +61,8 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_ENV and k != "YOLO_CONFIG_DIR"}
     env["HOME"] = str(tmp_path / "home")
     (tmp_path / "home").mkdir()
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    tests = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(tests.parent), str(tests)])
     return env
 
 

@@ -1,0 +1,80 @@
+"""Bad input through the CLI: a clear message naming the file and the fix, a non-zero exit, nothing corrupted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tasks.config import Params
+
+pytestmark = pytest.mark.e2e
+
+
+def test_missing_params_file(tmp_path: Path, cli) -> None:
+    done = cli(tmp_path, "--params", "nope.yaml", "status", check=False)
+    assert done.returncode == 2
+    assert "nope.yaml: not found" in done.stderr
+
+
+def test_typo_in_params_names_the_key(tmp_path: Path, cli) -> None:
+    (tmp_path / "params.yaml").write_text("extract:\n  intervall_s: 1\n")
+    done = cli(tmp_path, "status", check=False)
+    assert done.returncode == 2
+    assert "extract.intervall_s" in done.stderr
+
+
+def test_missing_model_says_to_fetch_it(project: Params, cli) -> None:
+    root = project.paths.videos.parents[1]
+    project.paths.model.unlink()
+    cli(root, "extract")
+    done = cli(root, "build", check=False)
+    assert done.returncode == 1
+    assert "model not found" in done.stderr and "alpr-ops fetch-model" in done.stderr
+    assert not project.paths.candidates.exists()
+
+
+def test_wrong_sha256_stops_the_run(project: Params, cli) -> None:
+    root = project.paths.videos.parents[1]
+    project.paths.model.write_bytes(b"not the pinned detector")
+    cli(root, "extract")
+    done = cli(root, "build", check=False)
+    assert done.returncode == 1
+    assert "does not match the pinned" in done.stderr and "best.pt" in done.stderr
+
+
+def test_unreadable_video_is_named_and_skipped(project: Params, cli) -> None:
+    root = project.paths.videos.parents[1]
+    (project.paths.videos / "truncated.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    done = cli(root, "extract")
+    assert "truncated.mp4" in done.stderr
+    manifest = (project.paths.calibration / "manifest.csv").read_text()
+    assert "truncated.mp4" not in manifest and "gate_" in manifest
+
+
+def test_no_frames_at_all_stops_and_keeps_the_previous_frames(project: Params, cli) -> None:
+    root = project.paths.videos.parents[1]
+    cli(root, "extract")
+    before = (project.paths.calibration / "manifest.csv").read_text()
+    shutil.rmtree(project.paths.videos)
+    project.paths.videos.mkdir()
+    (project.paths.videos / "empty.mp4").write_bytes(b"")
+    done = cli(root, "extract", check=False)
+    assert done.returncode == 1
+    assert "no frames could be extracted" in done.stderr and "empty.mp4" in done.stderr
+    assert (project.paths.calibration / "manifest.csv").read_text() == before
+
+
+def test_status_on_an_empty_store(project: Params, cli) -> None:
+    root = project.paths.videos.parents[1]
+    info = json.loads(cli(root, "status", "--json").stdout)
+    assert info == {"champion": None, "deployed": None, "rebuild": None, "candidates": []}
+
+
+def test_promote_without_a_rebuild_says_what_to_run(project: Params, cli) -> None:
+    root = project.paths.videos.parents[1]
+    done = cli(root, "promote", check=False)
+    assert done.returncode == 1
+    assert "alpr-ops rebuild" in done.stderr
