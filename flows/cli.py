@@ -61,8 +61,9 @@ def main(
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
     )
     # One readable line per step: silence per-request and per-layer chatter from the libraries underneath.
-    for noisy in ("httpx", "httpcore", "alembic", "mlflow.store.db.utils", "torch.utils.cpp_extension"):
+    for noisy in ("httpx", "httpcore", "alembic", "mlflow.store.db.utils", "dvc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime": expected on CPU
     warnings.filterwarnings("ignore", category=FutureWarning)
     _setup(params)
 
@@ -241,7 +242,8 @@ def demo() -> None:
     uri = state.params.tracking.uri
     console.print(
         f"\nOpen the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000[/bold]"
-        "\nthen browse http://127.0.0.1:5000"
+        "\nthen browse http://127.0.0.1:5000",
+        soft_wrap=True,
     )
 
 

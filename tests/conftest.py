@@ -95,6 +95,12 @@ def small_params(root: Path, **overrides: dict) -> Params:
     return load_params(root / "params.yaml")
 
 
+@pytest.fixture
+def make_params():
+    """`make_params(root, **sections)`: write test-sized `root/params.yaml` and return it parsed."""
+    return small_params
+
+
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny generated gate videos and a labelled holdout, made once per session: `videos/` and `holdout/`."""

@@ -78,3 +78,23 @@ def test_promote_without_a_rebuild_says_what_to_run(project: Params, cli) -> Non
     done = cli(root, "promote", check=False)
     assert done.returncode == 1
     assert "alpr-ops rebuild" in done.stderr
+
+
+def test_demo_runs_the_whole_workflow(tmp_path: Path, plate_model: Path, cli, make_params) -> None:
+    """`alpr-ops demo` (what `make demo` runs) on test-sized params in a fresh git+DVC project."""
+    import subprocess
+    import sys
+
+    params = make_params(tmp_path)
+    params.paths.model.parent.mkdir(parents=True)
+    shutil.copyfile(plate_model, params.paths.model)  # fetch-model then finds the pinned file and only verifies it
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([str(Path(sys.executable).with_name("dvc")), "init", "-q"], cwd=tmp_path, check=True)
+    done = cli(tmp_path, "demo")
+    assert "Candidates" in done.stdout and "champion:" in done.stdout
+    assert "mlflow ui --backend-store-uri" in done.stderr and "127.0.0.1" in done.stderr
+    assert len(list(params.paths.videos.glob("gate_*.mp4"))) == params.sample.n
+    assert (tmp_path / "data" / "videos.dvc").is_file() and (tmp_path / "models" / "best.pt.dvc").is_file()
+    assert (params.promote.gate_dir / "current" / "manifest.json").is_file()
+    info = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert info["champion"] is not None and info["deployed"]["version"] == info["champion"]["version"]

@@ -1,0 +1,32 @@
+"""The workflow is not tied to the default YOLOv8-size detector: a YOLO11n built offline from its YAML goes through
+build and validation on every default backend (its weights are random, so only the mechanics are checked)."""
+
+from pathlib import Path
+
+import pytest
+
+from tasks.build import build_candidates
+from tasks.config import BuildConfig, CandidateConfig, ValidateConfig
+from tasks.validate import validate_candidates
+
+pytestmark = pytest.mark.integration
+
+
+def test_yolo11n_builds_and_validates(built: tuple, tmp_path: Path) -> None:
+    from ultralytics import YOLO
+
+    params, _ = built
+    weights = tmp_path / "yolo11n.pt"
+    YOLO("yolo11n.yaml").save(str(weights))
+    cfg = BuildConfig(
+        imgsz=160,
+        candidates=(
+            CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),
+            CandidateConfig(name="ov-int8", precision="int8", backend="openvino"),
+        ),
+    )
+    candidates = build_candidates(weights, params.paths.calibration_yaml, tmp_path / "c", cfg, "random", "frames")
+    assert [c.name for c in candidates] == ["fp32", "ov-int8"]
+    metrics = validate_candidates(candidates, params.paths.holdout, "fp32", ValidateConfig(imgsz=160, warmup=1, runs=3))
+    assert set(metrics) == {"fp32", "ov-int8"}
+    assert all(m["latency_p50_ms"] > 0 for m in metrics.values())
