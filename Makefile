@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 SHELL := /bin/bash
-PYTHON ?= python3
+PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -12,7 +12,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup demo test lint lock clean
+.PHONY: setup demo test lint lock
 
 setup: $(STAMP)
 
@@ -37,6 +37,3 @@ lint: $(STAMP)
 lock: $(STAMP)
 	{ head -n 2 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
-
-clean:
-	rm -rf data/calibration data/holdout data/videos models/candidates metrics deploy mlruns mlartifacts mlflow.db .cache

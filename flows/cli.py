@@ -27,20 +27,39 @@ PathOpt = Annotated[Path | None, typer.Option(help="Override the path from param
 
 
 class State:
-    params: Params
-    root: Path
+    """The parsed `params.yaml`, loaded on first use so that `--help` works outside a project folder."""
+
+    params_file: Path = Path("params.yaml")
+    _params: Params | None = None
+
+    @property
+    def params(self) -> Params:
+        if self._params is None:
+            try:
+                self._params = load_params(self.params_file)
+            except ConfigError as e:
+                console.print(f"[red]error:[/red] {e}")
+                raise typer.Exit(2) from e
+        return self._params
+
+    @property
+    def root(self) -> Path:
+        return self.params_file.resolve().parent
 
 
 state = State()
 
 
-def _setup(params_file: Path) -> None:
-    try:
-        state.params = load_params(params_file)
-    except ConfigError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
-    state.root = params_file.resolve().parent
+def _with_paths(params: Params, **paths: Path | None) -> Params:
+    """`params` with the given `paths.*` overridden (None keeps the value from params.yaml)."""
+    given = {k: v.resolve() for k, v in paths.items() if v is not None}
+    return params.model_copy(update={"paths": params.paths.model_copy(update=given)}) if given else params
+
+
+def _with_gate_dir(params: Params, gate_dir: Path | None) -> Params:
+    if gate_dir is None:
+        return params
+    return params.model_copy(update={"promote": params.promote.model_copy(update={"gate_dir": gate_dir.resolve()})})
 
 
 def _offline() -> None:
@@ -65,7 +84,7 @@ def main(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime": expected on CPU
     warnings.filterwarnings("ignore", category=FutureWarning)
-    _setup(params)
+    state.params_file = params
 
 
 def _fail(e: Exception) -> typer.Exit:
@@ -86,11 +105,14 @@ def sample_videos(
     from tasks.synth import SynthConfig, write_holdout, write_videos
 
     s = state.params.sample
-    cfg = SynthConfig(width=s.width, height=s.height, fps=s.fps)
     seed = s.seed if seed is None else seed
+    n = s.n if n is None else n
+    seconds = s.seconds if seconds is None else seconds
+    holdout_frames = s.holdout_frames if holdout_frames is None else holdout_frames
     try:
-        videos = write_videos(out or state.params.paths.videos, n or s.n, seconds or s.seconds, seed, cfg)
-        hold = write_holdout(holdout or state.params.paths.holdout, holdout_frames or s.holdout_frames, seed, cfg)
+        cfg = SynthConfig(width=s.width, height=s.height, fps=s.fps)
+        videos = write_videos(out or state.params.paths.videos, n, seconds, seed, cfg)
+        hold = write_holdout(holdout or state.params.paths.holdout, holdout_frames, seed, cfg)
     except ValueError as e:
         raise _fail(e) from e
     log.info("wrote %d videos to %s and a labelled holdout to %s", len(videos), videos[0].parent, hold)
@@ -136,14 +158,15 @@ def build(model: PathOpt = None, data: PathOpt = None, frames: PathOpt = None, o
     """Build every candidate in params.yaml: build.candidates."""
     _offline()
     from tasks.build import BackendUnavailable, build_candidates
-    from tasks.extract import ExtractError, read_frames_hash
+    from tasks.extract import ExtractError, check_dataset_yaml, read_frames_hash
     from tasks.fetch import ModelError, verify_model
 
     p, prm = state.params.paths, state.params
     try:
         weights = verify_model(model or p.model, prm.model.sha256)
+        dataset = check_dataset_yaml(data or p.calibration_yaml, frames or p.calibration)
         digest = read_frames_hash(frames or p.calibration)
-        build_candidates(weights, data or p.calibration_yaml, out or p.candidates, prm.build, prm.model.sha256, digest)
+        build_candidates(weights, dataset, out or p.candidates, prm.build, prm.model.sha256, digest)
     except (ModelError, ExtractError, BackendUnavailable, FileNotFoundError) as e:
         raise _fail(e) from e
 
@@ -166,21 +189,20 @@ def validate(candidates: PathOpt = None, holdout: PathOpt = None, metrics: PathO
 
 
 @app.command()
-def rebuild(videos: PathOpt = None) -> None:
+def rebuild(videos: PathOpt = None, holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
     """Run the whole workflow as a Prefect flow: extract, build, validate, track, promote."""
     _offline()
-    params = state.params
-    if videos is not None:
-        params = params.model_copy(update={"paths": params.paths.model_copy(update={"videos": videos.resolve()})})
-    _run_rebuild(params)
+    _run_rebuild(_with_gate_dir(_with_paths(state.params, videos=videos, holdout=holdout), gate_dir))
 
 
 def _run_rebuild(params: Params) -> dict[str, Any]:
     from flows.rebuild import rebuild as rebuild_flow
     from tasks.status import status
 
+    # dvc.lock records the outputs only when the paths are the ones dvc.yaml describes (no overrides)
+    in_dvc = params == state.params and (state.root / ".dvc").is_dir() and (state.root / "dvc.yaml").is_file()
     try:
-        out = rebuild_flow(params, state.root)
+        out = rebuild_flow(params, state.root, state.root if in_dvc else None)
     except Exception as e:
         raise _fail(e) from e
     promotion = out["promotion"]
@@ -193,18 +215,18 @@ def _run_rebuild(params: Params) -> dict[str, Any]:
 
 
 @app.command()
-def promote() -> None:
+def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
     """Promote the winner of the latest rebuild recorded in MLflow."""
     _offline()
     from tasks.promote import promote as do_promote
     from tasks.track import latest_rebuild
 
-    prm = state.params
+    prm = _with_gate_dir(_with_paths(state.params, holdout=holdout), gate_dir)
     latest = latest_rebuild(prm.tracking)
     if latest is None:
         raise _fail(RuntimeError(f"no finished rebuild in {prm.tracking.uri}; run `alpr-ops rebuild` first"))
     record, metrics = latest
-    result = do_promote(record, metrics, None, prm.promote, prm.tracking, prm.paths.holdout, prm.validate_.imgsz)
+    result = do_promote(record, metrics, prm.promote, prm.tracking, prm.paths.holdout, prm.validate_.imgsz)
     console.print(result.decision.explain())
     if result.version is None:
         console.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")
@@ -213,11 +235,14 @@ def promote() -> None:
 
 
 @app.command("status")
-def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """The champion and the latest rebuild's candidates."""
+def status_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False, gate_dir: PathOpt = None
+) -> None:
+    """The champion, the deployed release and the latest rebuild's candidates."""
     from tasks.status import status
 
-    info = status(state.params.tracking, state.params.promote)
+    prm = _with_gate_dir(state.params, gate_dir)
+    info = status(prm.tracking, prm.promote)
     if as_json:
         sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
         return
@@ -228,10 +253,14 @@ def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 def demo() -> None:
     """The whole workflow on embedded defaults: sample videos, fetch the model, version data, rebuild, promote."""
     _offline()
+    from tasks.extract import VIDEO_SUFFIXES
     from tasks.version import DvcError, dvc_track
 
     p = state.params.paths
-    if not any(p.videos.glob("*.mp4")) or not (p.holdout / "images").is_dir():
+    has_videos = p.videos.is_dir() and any(f.suffix.lower() in VIDEO_SUFFIXES for f in p.videos.iterdir())
+    if has_videos and not (p.holdout / "images").is_dir():
+        raise _fail(RuntimeError(f"{p.videos} has videos but {p.holdout} has no labelled holdout; add one"))
+    if not has_videos:  # never mix synthetic footage into a folder of real videos
         sample_videos(None, None, None, None, None, None)
     fetch_model(None)
     try:

@@ -11,25 +11,32 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import build, extract, fetch, promote, track, validate
+from tasks import build, extract, fetch, offline, promote, track, validate, version
 from tasks.config import Params
 
-# Results are not cached between runs: a rebuild must redo what its inputs say (content-addressed reuse is the
-# build task's own business, keyed on hashes, not on Prefect's argument hashing).
+# No result caching: a rebuild redoes what its inputs say. No retries either: these steps are CPU-bound, and the
+# MLflow step creates runs and registry versions, which a blind retry would duplicate.
+stay_offline = task(offline.configure_offline, name="offline", cache_policy=NO_CACHE)
 verify_model = task(fetch.verify_model, name="verify-model", cache_policy=NO_CACHE)
 extract_frames = task(extract.extract_frames, name="extract", cache_policy=NO_CACHE)
 build_candidates = task(build.build_candidates, name="build", cache_policy=NO_CACHE)
 validate_candidates = task(validate.validate_candidates, name="validate", cache_policy=NO_CACHE)
 write_metrics = task(validate.write_metrics, name="write-metrics", cache_policy=NO_CACHE)
 lineage = task(track.lineage, name="lineage", cache_policy=NO_CACHE)
-log_rebuild = task(track.log_rebuild, name="track", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+log_rebuild = task(track.log_rebuild, name="track", cache_policy=NO_CACHE)
 promote_winner = task(promote.promote, name="promote", cache_policy=NO_CACHE)
+dvc_commit = task(version.dvc_commit, name="dvc-commit", cache_policy=NO_CACHE)
 
 
 @flow(name="rebuild", log_prints=False)
-def rebuild(params: Params, root: Path) -> dict[str, Any]:
-    """Rebuild every candidate from the videos in `params.paths.videos` and promote the winner."""
+def rebuild(params: Params, root: Path, dvc_root: Path | None = None) -> dict[str, Any]:
+    """Rebuild every candidate from the videos in `params.paths.videos` and promote the winner.
+
+    `dvc_root`: the DVC project whose `dvc.yaml` describes these same paths; its `dvc.lock` then records the
+    outputs. Leave it unset when paths were overridden, so DVC never records outputs it does not describe.
+    """
     p = params.paths
+    stay_offline(p.ultralytics_config)
     model = verify_model(p.model, params.model.sha256)
     frames = extract_frames(p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names)
     built = build_candidates(
@@ -37,11 +44,11 @@ def rebuild(params: Params, root: Path) -> dict[str, Any]:
     )
     metrics = validate_candidates(built, p.holdout, params.build.reference, params.validate_)
     write_metrics(p.metrics, params.build.reference, metrics)
+    if dvc_root is not None:
+        dvc_commit(dvc_root)
     tags = lineage(root, frames.frames_hash, params.model.sha256, p.videos.with_suffix(".dvc"))
     record = log_rebuild(params, built, metrics, tags)
     result = None
     if params.promote.auto:
-        result = promote_winner(
-            record, metrics, built, params.promote, params.tracking, p.holdout, params.validate_.imgsz
-        )
+        result = promote_winner(record, metrics, params.promote, params.tracking, p.holdout, params.validate_.imgsz)
     return {"record": record, "metrics": metrics, "promotion": result, "extract": frames}

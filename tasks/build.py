@@ -117,8 +117,6 @@ def export_candidate(
     """
     from ultralytics import YOLO
 
-    if backend == "tensorrt":
-        check_tensorrt()
     if backend == "openvino" and candidate.precision == "int8":
         import nncf  # NNCF resets its log level on import; its per-layer INFO lines would bury ours
 
@@ -152,6 +150,8 @@ def build_candidates(
     """Build every candidate of `cfg` into `out_dir/<name>/`, each folder replaced atomically when complete."""
     if not dataset_yaml.is_file():
         raise FileNotFoundError(f"{dataset_yaml}: calibration dataset YAML not found. Run `alpr-ops extract` first.")
+    if any(cfg.backend_of(c) == "tensorrt" for c in cfg.candidates):
+        check_tensorrt()  # before any export: fail in seconds, not after the CPU candidates
     built = []
     for cand in steps(cfg.candidates, "build: exporting candidates"):
         backend = cfg.backend_of(cand)

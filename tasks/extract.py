@@ -152,6 +152,21 @@ def extract_frames(
     return ExtractResult(out_dir, out_dir / MANIFEST_NAME, dataset_yaml, len(table), digest, per_video, skipped)
 
 
+def check_dataset_yaml(dataset_yaml: Path, out_dir: Path) -> Path:
+    """Fail unless `dataset_yaml`'s `val` images are `out_dir`'s, so the recorded frames hash is the frames used."""
+    if not dataset_yaml.is_file():
+        raise ExtractError(f"{dataset_yaml}: not found. Run `alpr-ops extract` first.")
+    doc = yaml.safe_load(dataset_yaml.read_text()) or {}
+    base = Path(doc.get("path") or dataset_yaml.parent)
+    val = (dataset_yaml.parent / base / str(doc.get("val", ""))).resolve()
+    if val != (out_dir / IMAGES_NAME).resolve():
+        raise ExtractError(
+            f"{dataset_yaml}: `val` is {val}, not the frames in {out_dir / IMAGES_NAME}. "
+            "Pass the matching --data and --frames, or run `alpr-ops extract` to rewrite it."
+        )
+    return dataset_yaml
+
+
 def read_frames_hash(out_dir: Path) -> str:
     """The content hash of an existing frame set, from its manifest."""
     manifest = out_dir / MANIFEST_NAME

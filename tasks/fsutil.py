@@ -1,4 +1,8 @@
-"""Write-then-rename helpers: a killed run never leaves a half-written frame set, artifact or file visible."""
+"""Write-then-rename helpers: a killed run never leaves a half-written frame set, artifact or file visible.
+
+Temp files and folders are made private (0600/0700) by `tempfile`; they get the modes the umask gives ordinary
+files before they are renamed into place, so a gate runtime running as another user can read a release.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write `text` to `path` through a temp file in the same folder and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,6 +29,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -30,19 +41,22 @@ def atomic_write_text(path: Path, text: str) -> Path:
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty temp folder beside `target`; on success it replaces `target`, on failure it is removed.
 
-    The old folder is moved aside before the new one is renamed in, so at every instant `target` is either the
-    complete old folder, the complete new one, or (for the instant between two renames) absent, never partial.
+    The old folder is moved aside (under a name no other run uses) before the new one is renamed in, so at every
+    instant `target` is the complete old folder, the complete new one, or (between the two renames) absent; a
+    crash in that instant leaves the old copy beside it, never deleted.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", suffix="-tmp", dir=target.parent))
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = target.parent / f".{target.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
+    os.chmod(tmp, 0o777 & ~_umask())
+    old = None
     if target.exists():
-        os.replace(target, old)
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}-", suffix="-old", dir=target.parent))
+        os.replace(target, old / target.name)
     os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

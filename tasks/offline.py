@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 OFFLINE_ENV: dict[str, str] = {
     "YOLO_OFFLINE": "1",  # Ultralytics: no start-up connectivity probe, no asset downloads
     "YOLO_AUTOINSTALL": "false",  # Ultralytics: never pip-install a missing export dependency
-    "YOLO_VERBOSE": "false",  # Ultralytics: no per-image progress bars; we log one line per step
+    "YOLO_VERBOSE": "false",  # Ultralytics: no per-image progress bars (its warnings are turned back on below)
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",  # honoured by MLflow and several others
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -45,16 +45,24 @@ ULTRALYTICS_SETTINGS: dict[str, bool] = {
 def configure_offline(config_dir: Path) -> None:
     """Set the offline environment and give Ultralytics a local font so plotting never fetches Arial.ttf.
 
-    `config_dir` becomes `YOLO_CONFIG_DIR` unless the caller already set one.
+    `config_dir` becomes `YOLO_CONFIG_DIR` unless the caller already set one. The offline variables are set even
+    when the environment says otherwise (e.g. `YOLO_OFFLINE=0`): being offline is not optional here.
     """
     for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
+        if os.environ.get(key, value) != value:
+            log.warning("overriding %s=%s with %s (alpr-ops runs offline)", key, os.environ[key], value)
+        os.environ[key] = value
     os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
     font_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
     font_dir.mkdir(parents=True, exist_ok=True)
     _install_font(font_dir / "Arial.ttf")
     _disable_openvino_telemetry()
-    from ultralytics.utils import SETTINGS
+    from ultralytics.utils import LOGGER, SETTINGS
+
+    # YOLO_VERBOSE=false also hides Ultralytics' warnings (e.g. an argument it changed on its own): show those.
+    LOGGER.setLevel(logging.WARNING)
+    for handler in LOGGER.handlers:
+        handler.setLevel(logging.WARNING)
 
     wanted = {**ULTRALYTICS_SETTINGS, "runs_dir": str(Path(os.environ["YOLO_CONFIG_DIR"]) / "runs")}
     changed = {k: v for k, v in wanted.items() if k in SETTINGS and SETTINGS[k] != v}

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.build import CANDIDATE_JSON, Candidate, path_sha256
+from tasks.build import CANDIDATE_JSON, path_sha256
 from tasks.config import PromoteConfig, TrackingConfig
 from tasks.fsutil import atomic_dir, atomic_write_text
 from tasks.track import RebuildRecord, client
@@ -81,21 +81,38 @@ def switch_current(gate_dir: Path, release: Path) -> None:
     os.replace(tmp, gate_dir / "current")
 
 
+class SmokeTestError(RuntimeError):
+    """The artifact does not load or run with its runtime; it is not deployed."""
+
+
 def smoke_test(release: Path, frame_path: Path, imgsz: int) -> int:
     """Load the release with the runtime's own loader and run it on a holdout frame; returns the box count."""
     from ultralytics import YOLO
 
     meta = json.loads((release / CANDIDATE_JSON).read_text())
-    model = YOLO(str(release / meta["artifact"]), task="detect")
-    result = model.predict(str(frame_path), imgsz=imgsz, device="cpu", verbose=False)[0]
+    try:
+        model = YOLO(str(release / meta["artifact"]), task="detect")
+        result = model.predict(str(frame_path), imgsz=imgsz, device="cpu", verbose=False)[0]
+    except Exception as e:  # any loader or runtime failure means the gate could not run it either
+        raise SmokeTestError(f"{meta['name']} ({meta['artifact']}) failed to load or run: {e}") from e
     return len(result.boxes)
 
 
 def deploy(source_uri: str, gate_dir: Path, version: str, manifest: dict[str, Any], frame: Path, imgsz: int) -> Path:
-    """Download the registered artifact into `releases/v<version>/`, smoke-test it, then switch `current`."""
+    """Download the registered artifact into `releases/v<version>/`, smoke-test it, then switch `current`.
+
+    A release already deployed with the same hash is not replaced (the gate may be running it); `current` is
+    just pointed at it.
+    """
     import mlflow.artifacts
 
     release = gate_dir / "releases" / f"v{version}"
+    if (release / MANIFEST).is_file():
+        existing = json.loads((release / MANIFEST).read_text())
+        meta = json.loads((release / CANDIDATE_JSON).read_text())
+        if existing.get("sha256") == meta["sha256"] == path_sha256(release / meta["artifact"]):
+            switch_current(gate_dir, release)
+            return release
     with atomic_dir(release) as tmp:
         mlflow.artifacts.download_artifacts(artifact_uri=source_uri, dst_path=str(tmp))
         downloaded = tmp / source_uri.rstrip("/").rsplit("/", 1)[-1]
@@ -107,7 +124,7 @@ def deploy(source_uri: str, gate_dir: Path, version: str, manifest: dict[str, An
         if sha != meta["sha256"]:
             raise RuntimeError(f"{source_uri}: artifact sha256 {sha} differs from the built {meta['sha256']}")
         boxes = smoke_test(tmp, frame, imgsz)
-        manifest = {**manifest, "sha256": sha, "smoke_test_boxes": boxes}
+        manifest = {**manifest, "sha256": sha, "toolchain": meta["toolchain"], "smoke_test_boxes": boxes}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
     switch_current(gate_dir, release)
     return release
@@ -125,7 +142,6 @@ def prune_releases(gate_dir: Path, keep: int) -> None:
 def promote(
     record: RebuildRecord,
     metrics: dict[str, dict[str, Any]],
-    candidates: list[Candidate] | None,
     cfg: PromoteConfig,
     tracking: TrackingConfig,
     holdout_dir: Path,
@@ -157,9 +173,6 @@ def promote(
         "precision": row.get("precision"),
         "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    for cand in candidates or []:
-        if cand.name == decision.winner:
-            manifest["toolchain"] = cand.toolchain
     release = deploy(winner.source, cfg.gate_dir, winner.version, manifest, frame, imgsz)
     name = tracking.registered_model
     try:

@@ -40,7 +40,11 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
     release = current_release(promote_cfg.gate_dir)
     if release is not None and (release / MANIFEST).is_file():
         manifest = json.loads((release / MANIFEST).read_text())
-        out["deployed"] = {"release": str(release), "version": manifest.get("version"), "sha256": manifest["sha256"]}
+        out["deployed"] = {
+            "release": str(release),
+            "version": manifest.get("version"),
+            "sha256": manifest.get("sha256"),
+        }
     latest = latest_rebuild(tracking)
     if latest is None:
         return out

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from tasks.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -506,9 +506,7 @@ def write_holdout(out_dir: Path, n_frames: int, seed: int, cfg: SynthConfig = Sy
     if n_frames < 1 or seed < 0:
         raise ValueError(f"need n_frames >= 1 and seed >= 0; got n_frames={n_frames}, seed={seed}")
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
         for i in range(n_frames):
@@ -517,17 +515,5 @@ def write_holdout(out_dir: Path, n_frames: int, seed: int, cfg: SynthConfig = Sy
             if not cv2.imwrite(str(tmp / "images" / f"{stem}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
                 raise RuntimeError(f"cv2.imwrite failed for {stem}.jpg")
             (tmp / "labels" / f"{stem}.txt").write_text(yolo_lines(boxes, cfg))
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if old.exists() and not out_dir.exists():
-                os.replace(old, out_dir)  # put the previous holdout back
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote holdout %s (%d frames)", out_dir, n_frames)
     return out_dir

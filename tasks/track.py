@@ -72,6 +72,8 @@ def lineage(repo: Path, frames_hash: str, base_model_sha256: str, videos_dvc: Pa
 
         outs = (yaml.safe_load(videos_dvc.read_text()) or {}).get("outs") or [{}]
         tags["videos_dvc_md5"] = str(outs[0].get("md5", "unknown"))
+    else:
+        tags["videos_dvc_md5"] = f"untracked (no {videos_dvc.name})"
     return tags
 
 
@@ -128,8 +130,7 @@ def _log_candidate(
     lineage: dict[str, str],
     registered_model: str,
 ) -> TrackedCandidate:
-    from mlflow.entities import Metric, Param
-
+    """One child run (a failure marks it FAILED, never leaves it RUNNING) and its registry version."""
     tags = {
         KIND_TAG: "candidate",
         "mlflow.parentRunId": parent_id,
@@ -142,6 +143,22 @@ def _log_candidate(
         **lineage,
     }
     run = mc.create_run(exp, tags=tags)
+    rid = run.info.run_id
+    try:
+        version = _fill_candidate_run(mc, run, cand, row, tags, registered_model)
+    except BaseException:
+        mc.set_terminated(rid, status="FAILED")
+        raise
+    mc.set_terminated(rid)
+    return TrackedCandidate(cand.name, rid, version, f"{run.info.artifact_uri}/{ARTIFACT_PATH}")
+
+
+def _fill_candidate_run(
+    mc: Any, run: Any, cand: Candidate, row: dict[str, float | str], tags: dict[str, str], registered_model: str
+) -> str:
+    """Params, metrics and the artifact of one candidate run, then its registry version; returns the version."""
+    from mlflow.entities import Metric, Param
+
     rid = run.info.run_id
     now = int(run.info.start_time)
     cand_params = {"candidate": cand.name, "backend": cand.backend, "precision": cand.precision, "imgsz": cand.imgsz}
@@ -157,8 +174,7 @@ def _log_candidate(
     source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
     version_tags = {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
     mv = mc.create_model_version(registered_model, source=source, run_id=rid, tags=version_tags)
-    mc.set_terminated(rid)
-    return TrackedCandidate(cand.name, rid, str(mv.version), source)
+    return str(mv.version)
 
 
 def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[str, float | str]]] | None:

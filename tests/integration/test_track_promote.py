@@ -6,9 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 
 from tasks.config import Params, PromoteConfig
-from tasks.promote import CHAMPION, MANIFEST, PREVIOUS, current_release, promote
+from tasks.promote import CHAMPION, MANIFEST, PREVIOUS, SmokeTestError, current_release, promote
 from tasks.status import status
 from tasks.track import client, latest_rebuild, lineage, log_rebuild
 
@@ -58,7 +59,7 @@ def test_rebuild_is_logged_with_lineage_runs_and_registry_versions(store: Params
 def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tuple, validated: dict) -> None:
     _, candidates = built
     record = log_rebuild(store, candidates, validated, tags(store, candidates))
-    result = promote(record, validated, candidates, store.promote, store.tracking, store.paths.holdout, 320)
+    result = promote(record, validated, store.promote, store.tracking, store.paths.holdout, 320)
     assert result.decision.winner is not None
     winner = record.candidates[result.decision.winner]
     mc = client(store.tracking)
@@ -75,7 +76,7 @@ def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tu
 
     # a second rebuild promotes again: `previous` keeps the old champion for rollback
     record2 = log_rebuild(store, candidates, validated, tags(store, candidates))
-    result2 = promote(record2, validated, candidates, store.promote, store.tracking, store.paths.holdout, 320)
+    result2 = promote(record2, validated, store.promote, store.tracking, store.paths.holdout, 320)
     name = store.tracking.registered_model
     assert str(mc.get_model_version_by_alias(name, PREVIOUS).version) == winner.version
     assert str(mc.get_model_version_by_alias(name, CHAMPION).version) == result2.version
@@ -88,11 +89,11 @@ def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tu
 def test_nothing_passes_leaves_champion_and_current_untouched(store: Params, built: tuple, validated: dict) -> None:
     _, candidates = built
     record = log_rebuild(store, candidates, validated, tags(store, candidates))
-    first = promote(record, validated, candidates, store.promote, store.tracking, store.paths.holdout, 320)
+    first = promote(record, validated, store.promote, store.tracking, store.paths.holdout, 320)
     before = os.readlink(store.promote.gate_dir / "current")
     worse = {k: {**v, "map_drop": 0.5} for k, v in validated.items()}
     strict = PromoteConfig(max_map_drop=0.01, gate_dir=store.promote.gate_dir)
-    result = promote(record, worse, candidates, strict, store.tracking, store.paths.holdout, 320)
+    result = promote(record, worse, strict, store.tracking, store.paths.holdout, 320)
     assert result.decision.winner is None and result.version is None
     assert os.readlink(store.promote.gate_dir / "current") == before
     mc = client(store.tracking)
@@ -113,11 +114,24 @@ def test_artifact_that_fails_the_smoke_test_is_not_deployed(store: Params, built
     (broken_dir / "candidate.json").write_text(json.dumps(meta))
     broken = broken.__class__(**{**broken.__dict__, "sha256": meta["sha256"]})
     record = log_rebuild(store, [broken], {broken.name: validated[broken.name]}, tags(store, candidates))
-    with pytest.raises(Exception):  # noqa: B017 - whatever the runtime raises for a corrupt model
-        promote(record, {broken.name: validated[broken.name]}, [broken], store.promote, store.tracking,
-                store.paths.holdout, 320)  # fmt: skip
+    with pytest.raises(SmokeTestError, match="failed to load or run"):
+        promote(record, {broken.name: validated[broken.name]}, store.promote, store.tracking, store.paths.holdout, 320)
     gate = store.promote.gate_dir
     assert current_release(gate) is None
-    assert not any((gate / "releases").glob("v*")) if (gate / "releases").exists() else True
-    with pytest.raises(Exception):  # noqa: B017
+    assert [p.name for p in (gate / "releases").iterdir()] == [], "a failed release was left in releases/"
+    with pytest.raises(MlflowException, match="alias"):
         client(store.tracking).get_model_version_by_alias(store.tracking.registered_model, CHAMPION)
+
+
+def test_promoting_the_live_version_again_keeps_the_release_in_place(store: Params, built: tuple, validated: dict):
+    import stat
+
+    _, candidates = built
+    record = log_rebuild(store, candidates, validated, tags(store, candidates))
+    first = promote(record, validated, store.promote, store.tracking, store.paths.holdout, 320)
+    inode = first.release.stat().st_ino
+    again = promote(record, validated, store.promote, store.tracking, store.paths.holdout, 320)
+    assert again.release == first.release and again.release.stat().st_ino == inode, "live release was replaced"
+    # the gate runtime may run as another user: releases are readable like ordinary files
+    assert stat.S_IMODE(first.release.stat().st_mode) & 0o005 == 0o005
+    assert stat.S_IMODE((first.release / MANIFEST).stat().st_mode) & 0o004

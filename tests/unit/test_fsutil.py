@@ -25,3 +25,18 @@ def test_atomic_write_text(tmp_path: Path) -> None:
     path = atomic_write_text(tmp_path / "a" / "m.json", "{}")
     assert path.read_text() == "{}"
     assert [p.name for p in path.parent.iterdir()] == ["m.json"]
+
+
+def test_results_get_ordinary_modes_not_private_temp_modes(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "release") as tmp:
+            (tmp / "a").write_text("x")
+        path = atomic_write_text(tmp_path / "manifest.json", "{}")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "release").stat().st_mode) == 0o755
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

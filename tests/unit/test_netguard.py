@@ -26,7 +26,7 @@ print(attempts)
 
 def test_is_local() -> None:
     assert netguard.is_local("127.0.0.1") and netguard.is_local("::1") and netguard.is_local("localhost")
-    assert not netguard.is_local("1.1.1.1") and not netguard.is_local("pypi.org")
+    assert not netguard.is_local("1.1.1.1") and not netguard.is_local("example.org")
 
 
 def test_guard_records_remote_and_allows_loopback() -> None:
