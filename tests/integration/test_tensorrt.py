@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.build import BackendUnavailable, check_tensorrt
+from tasks.build import BackendUnavailable, build_candidates, check_tensorrt
+from tasks.config import BuildConfig, CandidateConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.tensorrt]
 
@@ -32,42 +33,30 @@ def test_tensorrt_backend_refuses_with_the_reason_and_the_fix() -> None:
     assert ("tensorrt` Python package" in message) or ("no CUDA GPU" in message)
 
 
+def tensorrt_build(*precisions: str) -> BuildConfig:
+    """The FP32 ONNX reference plus one TensorRT engine per precision (their backend comes from build.backend)."""
+    engines = tuple(CandidateConfig(name=f"trt-{p}", precision=p) for p in precisions)
+    reference = CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime")
+    return BuildConfig(backend="tensorrt", imgsz=320, candidates=(reference, *engines))
+
+
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is available here: the refusal path does not apply")
 def test_tensorrt_build_fails_before_building_anything(built: tuple, plate_model: Path, tmp_path: Path) -> None:
-    from tasks.build import build_candidates
-    from tasks.config import BuildConfig, CandidateConfig
-
     params, _ = built
-    cfg = BuildConfig(
-        backend="tensorrt",
-        imgsz=320,
-        candidates=(
-            CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),
-            CandidateConfig(name="trt-int8", precision="int8"),
-        ),
-    )
     out = tmp_path / "candidates"
     with pytest.raises(BackendUnavailable):
-        build_candidates(plate_model, params.paths.calibration_yaml, out, cfg, params.model.sha256, "h")
+        build_candidates(
+            plate_model, params.paths.calibration_yaml, out, tensorrt_build("int8"), params.model.sha256, "h"
+        )
     assert not out.exists(), "TensorRT was checked only after other candidates were built"
 
 
 @pytest.mark.skipif(not HAVE_TRT, reason=SKIP_REASON)
 def test_tensorrt_int8_engine_builds_and_validates(built: tuple, plate_model: Path, tmp_path: Path) -> None:
-    from tasks.build import build_candidates
-    from tasks.config import BuildConfig, CandidateConfig
     from tasks.validate import validate_candidates
 
     params, _ = built
-    cfg = BuildConfig(
-        backend="tensorrt",
-        imgsz=320,
-        candidates=(
-            CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),
-            CandidateConfig(name="trt-fp16", precision="fp16"),
-            CandidateConfig(name="trt-int8", precision="int8"),
-        ),
-    )
+    cfg = tensorrt_build("fp16", "int8")
     built_trt = build_candidates(
         plate_model, params.paths.calibration_yaml, tmp_path / "c", cfg, params.model.sha256, "h"
     )
