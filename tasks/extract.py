@@ -157,8 +157,8 @@ def check_dataset_yaml(dataset_yaml: Path, out_dir: Path) -> Path:
     if not dataset_yaml.is_file():
         raise ExtractError(f"{dataset_yaml}: not found. Run `alpr-ops extract` first.")
     doc = yaml.safe_load(dataset_yaml.read_text()) or {}
-    base = Path(doc.get("path") or dataset_yaml.parent)
-    val = (dataset_yaml.parent / base / str(doc.get("val", ""))).resolve()
+    base = dataset_yaml.parent / doc["path"] if doc.get("path") else dataset_yaml.parent
+    val = (base / str(doc.get("val", ""))).resolve()
     if val != (out_dir / IMAGES_NAME).resolve():
         raise ExtractError(
             f"{dataset_yaml}: `val` is {val}, not the frames in {out_dir / IMAGES_NAME}. "

@@ -80,3 +80,20 @@ def test_no_frames_at_all_stops_with_a_clear_message_and_keeps_old_frames(videos
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(ExtractError, match="no such folder"):
         run(tmp_path / "nope", tmp_path)
+
+
+def test_dataset_yaml_check_resolves_relative_paths(
+    videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.extract import check_dataset_yaml
+
+    run(videos, tmp_path, interval_s=1.0)
+    (tmp_path / "conf").mkdir()
+    shutil.move(tmp_path / "calibration.yaml", tmp_path / "conf" / "calibration.yaml")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ExtractError, match="not the frames"):  # train/val are relative to the root, not conf/
+        check_dataset_yaml(Path("conf/calibration.yaml"), Path("calib"))
+    extract_frames(videos, Path("calib"), Path("conf/calibration.yaml"), ExtractConfig(), NAMES)
+    assert check_dataset_yaml(Path("conf/calibration.yaml"), Path("calib")) == Path("conf/calibration.yaml")
+    with pytest.raises(ExtractError, match="not the frames"):
+        check_dataset_yaml(Path("conf/calibration.yaml"), Path("elsewhere"))
