@@ -4,13 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Offline at run time: Ultralytics must not probe the network or pip-install (see tasks/offline.py).
-export YOLO_OFFLINE := 1
-export YOLO_AUTOINSTALL := false
-export MLFLOW_DISABLE_TELEMETRY := true
-export DO_NOT_TRACK := true
-export DVC_NO_ANALYTICS := 1
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# Offline at run time: `alpr-ops` and the tests set tasks/offline.py's OFFLINE_ENV themselves.
 
 .PHONY: setup demo test lint lock
 

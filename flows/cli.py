@@ -84,6 +84,9 @@ def main(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime": expected on CPU
     warnings.filterwarnings("ignore", category=FutureWarning)
+    from tasks.offline import set_offline_env
+
+    set_offline_env()  # before any command touches MLflow, Prefect or DVC, which read these at import
     state.params_file = params
 
 

@@ -42,16 +42,21 @@ ULTRALYTICS_SETTINGS: dict[str, bool] = {
 }
 
 
-def configure_offline(config_dir: Path) -> None:
-    """Set the offline environment and give Ultralytics a local font so plotting never fetches Arial.ttf.
-
-    `config_dir` becomes `YOLO_CONFIG_DIR` unless the caller already set one. The offline variables are set even
-    when the environment says otherwise (e.g. `YOLO_OFFLINE=0`): being offline is not optional here.
-    """
+def set_offline_env() -> None:
+    """Set `OFFLINE_ENV`, even where the environment says otherwise (e.g. `YOLO_OFFLINE=0`): being offline is not
+    optional here. Cheap (no imports), so every CLI command calls it, not only those that load Ultralytics."""
     for key, value in OFFLINE_ENV.items():
         if os.environ.get(key, value) != value:
             log.warning("overriding %s=%s with %s (alpr-ops runs offline)", key, os.environ[key], value)
         os.environ[key] = value
+
+
+def configure_offline(config_dir: Path) -> None:
+    """Set the offline environment and give Ultralytics a local font so plotting never fetches Arial.ttf.
+
+    `config_dir` becomes `YOLO_CONFIG_DIR` unless the caller already set one.
+    """
+    set_offline_env()
     os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
     font_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
     font_dir.mkdir(parents=True, exist_ok=True)
