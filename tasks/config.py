@@ -29,6 +29,8 @@ class PathsConfig(_Frozen):
     calibration: Path = Path("data/calibration")
     calibration_yaml: Path = Path("calibration.yaml")
     holdout: Path = Path("data/holdout")
+    holdout_frames: Path = Path("data/holdout_frames")  # unlabelled frames of the holdout videos: images/ + manifest
+    frame_cache: Path = Path(".cache/frames")  # per-video extracted frames, keyed by video hash and extract params
     model: Path = Path("models/best.pt")
     candidates: Path = Path("models/candidates")
     metrics: Path = Path("metrics/validate.json")
@@ -60,6 +62,11 @@ class ExtractConfig(_Frozen):
     interval_s: float = Field(1.0, gt=0)
     max_frames_per_video: int = Field(50, ge=1)
     jpeg_quality: int = Field(95, ge=50, le=100)
+    keyframe_tolerance_s: float = Field(0.1, ge=0)  # a keyframe this close after a target may stand in for it
+    dedup_threshold: float = Field(0.0, ge=0, le=1)  # min mean abs difference (0-1) of 32x32 thumbnails; 0: off
+    brightness_bins: int = Field(1, ge=1, le=16)  # stratify each video's frames by brightness; 1: off
+    holdout_fraction: float = Field(0.0, ge=0, lt=1)  # share of videos (by hash) whose frames go to the holdout
+    workers: int = Field(2, ge=1)  # videos decoded in parallel
 
 
 class CandidateConfig(_Frozen):

@@ -2,29 +2,60 @@
 
 Ultralytics' INT8 export reads the `val:` split of the dataset YAML for calibration, so `calibration.yaml` points
 both splits at the extracted images.
+
+Incremental and DVC-truthful: each video's frames are extracted once into a frame cache (`paths.frame_cache`, outside
+every DVC output) under the video's content hash and a key of the extraction params and code, then the output
+folders (`paths.calibration`, `paths.holdout_frames`) are assembled from that cache (hard links) and replaced
+atomically. `dvc repro` deletes the outputs before running the stage, but not the cache, so it re-decodes only new
+or changed videos; since the cache key covers everything the frames depend on, the outputs are always exactly what a
+from-scratch run would write, which is what DVC's lock records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
+import multiprocessing
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import av
 import cv2
+import numpy as np
 import pandas as pd
 import yaml
 
+from tasks import decode
 from tasks.config import ExtractConfig
+from tasks.decode import FrameSampler, Sample, VideoError
 from tasks.fsutil import atomic_dir, atomic_write_text
-from tasks.progress import steps
+from tasks.progress import VideoBars
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mjpeg", ".mjpg", ".ts"})
 MANIFEST_NAME = "manifest.csv"
 IMAGES_NAME = "images"
+REPORT_NAME = "report.json"
+ENTRY_NAME = "entry.json"
+COLUMNS = [
+    "image", "video", "frame_index", "timestamp_s", "width", "height", "sha256", "video_sha256", "brightness", "split",
+]  # fmt: skip
+REPORT_KEYS = ("video_sha256", "status", "reason", "mode", "rotation", "duration_s", "decoded_frames", "samples",
+               "dropped", "notes")  # fmt: skip
+THUMB = 32  # side of the grayscale thumbnail compared for near-duplicates
+# extraction params that change a video's frames (not the split, not the number of workers)
+FRAME_PARAMS = ("interval_s", "max_frames_per_video", "jpeg_quality", "keyframe_tolerance_s", "dedup_threshold",
+                "brightness_bins")  # fmt: skip
 
 
 class ExtractError(RuntimeError):
@@ -42,6 +73,9 @@ class ExtractResult:
     frames_hash: str
     per_video: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    holdout_dir: Path | None = None
+    holdout_frames: int = 0
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 def list_videos(videos_dir: Path) -> tuple[list[Path], dict[str, str]]:
@@ -57,52 +91,239 @@ def list_videos(videos_dir: Path) -> tuple[list[Path], dict[str, str]]:
     return videos, skipped
 
 
-def sample_video(video: Path, images_dir: Path, cfg: ExtractConfig) -> list[dict[str, object]]:
-    """Write one JPEG per `interval_s` of presentation time (at most `max_frames_per_video`); return manifest rows.
+def file_sha256(path: Path, cache_dir: Path) -> str:
+    """The file's sha256, memoised under (path, size, mtime, inode) so an unchanged rerun does not re-read videos."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
+    memo = cache_dir / "hashes" / key
+    with contextlib.suppress(OSError):
+        known = memo.read_text().strip()
+        if len(known) == 64:
+            return known
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    atomic_write_text(memo, digest)
+    return digest
 
-    Skipped frames are only grabbed (decoded, not converted to BGR), which is the cheap path in OpenCV.
-    Raises ValueError when the file cannot be opened or yields no frame.
+
+@lru_cache(maxsize=1)
+def _code_version() -> str:
+    """Hash of the code and decoders that turn a video into frames: a change there invalidates the frame cache."""
+    h = hashlib.sha256(f"av {av.__version__} ffmpeg {av.ffmpeg_version_info} cv2 {cv2.__version__}".encode())
+    for module in (__file__, decode.__file__):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()
+
+
+def params_key(cfg: ExtractConfig) -> str:
+    """Key of everything a video's extracted frames depend on besides the video itself."""
+    doc = {k: getattr(cfg, k) for k in FRAME_PARAMS} | {"code": _code_version()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def split_of(video_sha256: str, holdout_fraction: float) -> str:
+    """Deterministic split by video content: the same video always lands on the same side, whatever else is there."""
+    return "holdout" if int(video_sha256[:16], 16) / 2**64 < holdout_fraction else "calibration"
+
+
+@dataclass
+class _Candidate:
+    t: float
+    index: int
+    jpeg: bytes
+    thumb: np.ndarray
+    brightness: float
+    width: int
+    height: int
+
+
+class _Selector:
+    """Near-duplicate rejection, brightness strata and the per-video cap, in bounded memory.
+
+    Each stratum keeps at most 2 x cap JPEG-encoded candidates: when it overflows every other one is dropped and only
+    every 2^k-th later candidate is taken, so what is left stays spread evenly over the whole video.
     """
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise ValueError("cannot be opened as a video (unreadable, empty or not a video)")
+
+    def __init__(self, cfg: ExtractConfig) -> None:
+        self.cfg = cfg
+        bins = cfg.brightness_bins
+        self.bins: list[list[_Candidate]] = [[] for _ in range(bins)]
+        self.stride, self.seen = [1] * bins, [0] * bins
+        self.dropped = {"duplicate": 0, "cap": 0}
+        self.offered = 0
+
+    def offer(self, sample: Sample) -> None:
+        self.offered += 1
+        gray = cv2.cvtColor(sample.image, cv2.COLOR_BGR2GRAY)
+        thumb = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        threshold = self.cfg.dedup_threshold
+        if threshold > 0 and any(float(np.abs(thumb - c.thumb).mean()) < threshold for b in self.bins for c in b):
+            self.dropped["duplicate"] += 1
+            return
+        brightness = float(gray.mean())
+        b = min(int(brightness / 256.0 * len(self.bins)), len(self.bins) - 1)
+        self.seen[b] += 1
+        if (self.seen[b] - 1) % self.stride[b]:
+            self.dropped["cap"] += 1
+            return
+        ok, jpeg = cv2.imencode(".jpg", sample.image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for the frame at {sample.t:.3f} s")
+        h, w = sample.image.shape[:2]
+        stratum = self.bins[b]
+        stratum.append(_Candidate(sample.t, sample.index, jpeg.tobytes(), thumb, round(brightness, 2), w, h))
+        if len(stratum) > 2 * self.cfg.max_frames_per_video:
+            self.dropped["cap"] += len(stratum) - len(stratum[::2])
+            stratum[:] = stratum[::2]
+            self.stride[b] *= 2
+
+    def select(self) -> list[_Candidate]:
+        """Up to `max_frames_per_video` frames, shared evenly between the brightness strata, in time order."""
+        cap, quota = self.cfg.max_frames_per_video, [0] * len(self.bins)
+        while sum(quota) < cap and any(q < len(b) for q, b in zip(quota, self.bins, strict=True)):
+            for i, stratum in enumerate(self.bins):
+                if quota[i] < len(stratum) and sum(quota) < cap:
+                    quota[i] += 1
+        kept: list[_Candidate] = []
+        for q, stratum in zip(quota, self.bins, strict=True):
+            if q:
+                idx = np.floor(np.linspace(0, len(stratum) - 1, q) + 0.5).astype(int)
+                kept.extend(stratum[i] for i in idx)
+        self.dropped["cap"] += sum(len(b) for b in self.bins) - len(kept)
+        return sorted(kept, key=lambda c: c.t)
+
+
+@dataclass(frozen=True)
+class _Job:
+    video: Path
+    sha256: str
+    entry: Path
+    cfg: ExtractConfig
+
+
+_progress_queue: Any = None  # set in pool workers by `_init_worker`
+
+
+def _init_worker(queue: Any) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _extract_one(job: _Job, progress: Callable[[str, float, float], None] | None = None) -> dict[str, Any]:
+    """Decode one video into its cache entry (written atomically) and return the entry.
+
+    Content problems (empty, not a video, no decodable frame) are cached as failed entries: the same bytes fail the
+    same way. Anything else (a bug, running out of memory) is returned as a failure but not cached.
+    """
+    name = job.video.name
+    report = progress or (lambda n, t, total: _progress_queue.put((n, t, total)) if _progress_queue else None)
+    sampler = FrameSampler(job.video, job.cfg.interval_s, job.cfg.keyframe_tolerance_s)
+    sampler.progress = lambda t: report(name, t, sampler.stats.duration_s)
+    selector = _Selector(job.cfg)
+    reason, cache_it = None, True
     try:
-        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        rows: list[dict[str, object]] = []
-        next_t, index, half_frame = 0.0, -1, (0.5 / fps if fps > 0 else 0.0)
-        while len(rows) < cfg.max_frames_per_video and cap.grab():
-            index += 1
-            msec = cap.get(cv2.CAP_PROP_POS_MSEC)
-            t = msec / 1000.0 if msec > 0 or index == 0 else (index / fps if fps > 0 else float(index))
-            if t + half_frame < next_t:
-                continue
-            ok, frame = cap.retrieve()
-            if not ok or frame is None:
-                continue
-            ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
-            if not ok:
-                continue
-            data = jpeg.tobytes()
-            name = f"{video.stem}_{index:06d}.jpg"
-            (images_dir / name).write_bytes(data)
-            rows.append(
-                {
-                    "image": f"{IMAGES_NAME}/{name}",
-                    "video": video.name,
-                    "frame_index": index,
-                    "timestamp_s": round(t, 4),
-                    "width": frame.shape[1],
-                    "height": frame.shape[0],
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                }
-            )
-            while next_t <= t + half_frame:
-                next_t += cfg.interval_s
-    finally:
-        cap.release()
-    if not rows:
-        raise ValueError("has no decodable frame")
-    return rows
+        for sample in sampler:
+            selector.offer(sample)
+    except VideoError as e:
+        reason = str(e)
+    except Exception as e:  # keep the other videos going; the report names the file and the error
+        log.exception("%s: extraction failed", job.video)
+        reason, cache_it = f"extraction failed: {type(e).__name__}: {e}", False
+    kept = [] if reason else selector.select()
+    st = sampler.stats
+    entry = {
+        "video_sha256": job.sha256,
+        "status": "failed" if reason else "ok",
+        "reason": reason,
+        "mode": st.mode,
+        "rotation": st.rotation,
+        "duration_s": round(st.duration_s, 3),
+        "notes": [*st.notes, *([f"demuxing stopped early: {st.error}"] if st.error else [])],
+        "decoded_frames": st.decoded,
+        "packets": st.packets,
+        "samples": selector.offered,
+        "dropped": {**selector.dropped, "unreadable": st.unreadable},
+        "rows": [
+            {"frame_index": c.index, "timestamp_s": c.t, "width": c.width, "height": c.height,
+             "sha256": hashlib.sha256(c.jpeg).hexdigest(), "brightness": c.brightness}
+            for c in kept
+        ],
+    }  # fmt: skip
+    report(name, st.duration_s, st.duration_s)
+    if cache_it:
+        with atomic_dir(job.entry) as tmp:
+            for c in kept:
+                (tmp / f"{c.index:06d}.jpg").write_bytes(c.jpeg)
+            (tmp / ENTRY_NAME).write_text(json.dumps(entry, indent=1))
+    return entry
+
+
+def _run_jobs(jobs: list[_Job], workers: int) -> dict[str, dict[str, Any]]:
+    """Run the decode jobs (in a process pool when there is more than one), with progress bars."""
+    out: dict[str, dict[str, Any]] = {}
+    if not jobs:
+        return out
+    with VideoBars(len(jobs), "extract: decoding videos") as bars:
+        if workers == 1 or len(jobs) == 1:
+            for job in jobs:
+                out[job.video.name] = _extract_one(job, bars.update)
+                bars.finish(job.video.name)
+            return out
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding threads (progress, decoders)
+        queue = ctx.Queue()
+        with ProcessPoolExecutor(min(workers, len(jobs)), ctx, _init_worker, (queue,)) as pool:
+            futures: dict[Future[dict[str, Any]], _Job] = {pool.submit(_extract_one, job): job for job in jobs}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                while not queue.empty():
+                    with contextlib.suppress(Exception):
+                        bars.update(*queue.get_nowait())
+                for fut in done:
+                    job = futures[fut]
+                    try:
+                        out[job.video.name] = fut.result()
+                    except Exception as e:  # a worker died (killed, out of memory): report it, keep the rest
+                        out[job.video.name] = {"status": "failed", "reason": f"worker failed: {e}", "rows": []}
+                    bars.finish(job.video.name)
+    return out
+
+
+def _remove_temps(folder: Path, prefix: str) -> None:
+    """Remove temp folders a killed run left behind (`atomic_dir` names them `.<name>-*-tmp`)."""
+    if folder.is_dir():
+        for tmp in folder.glob(f".{prefix}*-tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard-link a cached frame into an output folder (copy across file systems); cache files are never edited."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _write_frame_set(
+    target: Path, videos: list[tuple[str, dict[str, Any], Path]], split: str, report: dict[str, Any] | None
+) -> pd.DataFrame:
+    """Replace `target` atomically with images/ (linked from the cache), manifest.csv and optionally report.json."""
+    rows: list[dict[str, Any]] = []
+    with atomic_dir(target) as tmp:
+        images = tmp / IMAGES_NAME
+        images.mkdir()
+        for name, entry, entry_dir in videos:
+            stem = Path(name).stem
+            for r in entry["rows"]:
+                image = f"{stem}_{r['frame_index']:06d}.jpg"
+                _link(entry_dir / f"{r['frame_index']:06d}.jpg", images / image)
+                rows.append({"image": f"{IMAGES_NAME}/{image}", "video": name, **r,
+                             "video_sha256": entry["video_sha256"], "split": split})  # fmt: skip
+        table = pd.DataFrame(rows, columns=COLUMNS)
+        table.to_csv(tmp / MANIFEST_NAME, index=False)
+        if report is not None:
+            (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    return table
 
 
 def frames_hash(manifest: pd.DataFrame) -> str:
@@ -120,36 +341,125 @@ def write_dataset_yaml(path: Path, images_dir: Path, names: tuple[str, ...]) -> 
 
 
 def extract_frames(
-    videos_dir: Path, out_dir: Path, dataset_yaml: Path, cfg: ExtractConfig, names: tuple[str, ...]
+    videos_dir: Path,
+    out_dir: Path,
+    dataset_yaml: Path,
+    cfg: ExtractConfig,
+    names: tuple[str, ...],
+    holdout_dir: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> ExtractResult:
-    """Extract calibration frames from every video in `videos_dir` into `out_dir` (replaced atomically)."""
+    """Extract frames from every video in `videos_dir`: calibration videos into `out_dir`, holdout ones into
+    `holdout_dir` (split by video hash), each folder replaced atomically; only videos not in `cache_dir` are decoded.
+
+    Without `cache_dir` every video is decoded (into a temp cache); without `holdout_dir` the holdout videos' frames
+    are not written. `out_dir/report.json` says, per video, what was kept and dropped and why, and what was decoded.
+    One extraction per output folder at a time: a run removes temp folders that a killed run left behind.
+    """
     videos, skipped = list_videos(videos_dir)
-    rows: list[dict[str, object]] = []
-    per_video: dict[str, int] = {}
-    with atomic_dir(out_dir) as tmp:
-        images = tmp / IMAGES_NAME
-        images.mkdir()
-        for video in steps(videos, "extract: sampling videos"):
+    with contextlib.ExitStack() as stack:
+        if cache_dir is None:
+            cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alpr-frames-")))
+        entries_dir = cache_dir / "entries"
+        _remove_temps(entries_dir, "")
+        for target in (out_dir, holdout_dir):
+            if target is not None:
+                _remove_temps(target.parent, f"{target.name}-")
+        key = params_key(cfg)
+        entries: dict[str, tuple[dict[str, Any], Path]] = {}
+        jobs: list[_Job] = []
+        for video in videos:
             try:
-                got = sample_video(video, images, cfg)
-            except ValueError as e:
-                skipped[video.name] = str(e)
-                log.warning("skipping %s: %s", video, e)
+                sha = file_sha256(video, cache_dir)
+            except OSError as e:
+                skipped[video.name] = f"cannot be read: {e}"
                 continue
-            per_video[video.name] = len(got)
-            rows.extend(got)
-        if not rows:
-            detail = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "the folder is empty"
-            raise ExtractError(
-                f"no frames could be extracted from {videos_dir} ({detail}). "
-                "Add readable gate videos (e.g. `alpr-ops sample-videos data/videos`) and run again."
-            )
-        table = pd.DataFrame(rows)
-        table.to_csv(tmp / MANIFEST_NAME, index=False)
+            entry_dir = entries_dir / f"{sha}-{key}"
+            try:
+                entries[video.name] = (json.loads((entry_dir / ENTRY_NAME).read_text()), entry_dir)
+            except (OSError, ValueError):
+                jobs.append(_Job(video, sha, entry_dir, cfg))
+        decoded = _run_jobs(jobs, cfg.workers)
+        for job in jobs:
+            entries[job.video.name] = (decoded[job.video.name], job.entry)
+        return _assemble(videos_dir, out_dir, dataset_yaml, cfg, names, holdout_dir, entries, skipped, jobs, key)
+
+
+def _assemble(
+    videos_dir: Path,
+    out_dir: Path,
+    dataset_yaml: Path,
+    cfg: ExtractConfig,
+    names: tuple[str, ...],
+    holdout_dir: Path | None,
+    entries: dict[str, tuple[dict[str, Any], Path]],
+    skipped: dict[str, str],
+    jobs: list[_Job],
+    key: str,
+) -> ExtractResult:
+    """Split the usable videos, write both frame sets and the report; fail when no calibration frame remains."""
+    usable: dict[str, tuple[dict[str, Any], Path]] = {}
+    stems: dict[str, str] = {}
+    for name, (entry, entry_dir) in sorted(entries.items()):
+        if entry["status"] != "ok" or not entry["rows"]:
+            skipped[name] = entry.get("reason") or "no frame kept"
+        elif Path(name).stem in stems:
+            skipped[name] = f"same name stem as {stems[Path(name).stem]}: its frames would collide; rename one"
+        else:
+            stems[Path(name).stem] = name
+            usable[name] = (entry, entry_dir)
+    for name, reason in skipped.items():
+        log.warning("skipping %s: %s", videos_dir / name, reason)
+    if not usable:
+        detail = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "the folder is empty"
+        raise ExtractError(
+            f"no frames could be extracted from {videos_dir} ({detail}). "
+            "Add readable gate videos (e.g. `alpr-ops sample-videos data/videos`) and run again."
+        )
+    split = {name: split_of(e["video_sha256"], cfg.holdout_fraction) for name, (e, _) in usable.items()}
+    if all(s == "holdout" for s in split.values()):  # the calibration set must never be empty
+        keep = max(usable, key=lambda n: int(usable[n][0]["video_sha256"][:16], 16))
+        split[keep] = "calibration"
+        log.warning("every video fell in the holdout split; %s is used for calibration instead", keep)
+    decoded_names = {job.video.name for job in jobs}
+    per_video_report = {
+        name: {
+            "split": split.get(name),
+            "decoded": name in decoded_names,
+            "kept": len(entry["rows"]) if name in usable else 0,
+            **{k: entry.get(k) for k in REPORT_KEYS},
+        }
+        for name, (entry, _) in sorted(entries.items())
+    }
+    report = {
+        "params_key": key,
+        "videos": per_video_report,
+        "skipped": dict(sorted(skipped.items())),
+        "decoded_videos": len(jobs),
+        "cached_videos": len(entries) - len(jobs),
+        "decoded_frames": sum(int(e.get("decoded_frames") or 0) for name, (e, _) in entries.items()
+                              if name in decoded_names),
+    }  # fmt: skip
+    sets = {s: [(n, *usable[n]) for n in sorted(usable) if split[n] == s] for s in ("calibration", "holdout")}
+    report["calibration_frames"] = sum(len(e["rows"]) for _, e, _ in sets["calibration"])
+    report["holdout_frames"] = sum(len(e["rows"]) for _, e, _ in sets["holdout"])
+    holdout_count = 0
+    if holdout_dir is not None:
+        holdout_count = len(_write_frame_set(holdout_dir, sets["holdout"], "holdout", None))
+    elif sets["holdout"]:
+        log.warning("no holdout folder given: frames of %d holdout videos are not written", len(sets["holdout"]))
+    table = _write_frame_set(out_dir, sets["calibration"], "calibration", report)
     write_dataset_yaml(dataset_yaml, out_dir / IMAGES_NAME, names)
     digest = frames_hash(table)
-    log.info("extracted %d frames from %d videos (%d files skipped)", len(table), len(per_video), len(skipped))
-    return ExtractResult(out_dir, out_dir / MANIFEST_NAME, dataset_yaml, len(table), digest, per_video, skipped)
+    log.info(
+        "extracted %d calibration + %d holdout frames from %d videos (%d decoded, %d from cache, %d files skipped)",
+        len(table), holdout_count, len(usable), len(jobs), len(entries) - len(jobs), len(skipped),
+    )  # fmt: skip
+    per_video = {name: len(e["rows"]) for name, (e, _) in usable.items()}
+    return ExtractResult(
+        out_dir, out_dir / MANIFEST_NAME, dataset_yaml, len(table), digest, per_video, dict(skipped),
+        holdout_dir, holdout_count, report,
+    )  # fmt: skip
 
 
 def check_dataset_yaml(dataset_yaml: Path, out_dir: Path) -> Path:

@@ -28,7 +28,10 @@ def test_samples_by_time_and_writes_manifest_and_dataset_yaml(videos: Path, tmp_
     n_videos = len(list(videos.glob("*.mp4")))
     assert result.frames == 3 * n_videos
     table = pd.read_csv(result.manifest)
-    assert list(table.columns) == ["image", "video", "frame_index", "timestamp_s", "width", "height", "sha256"]
+    assert list(table.columns) == [
+        "image", "video", "frame_index", "timestamp_s", "width", "height", "sha256", "video_sha256", "brightness",
+        "split",
+    ]  # fmt: skip
     for _, group in table.groupby("video"):
         assert list(group["frame_index"]) == [0, 10, 20]
         assert list(group["timestamp_s"]) == pytest.approx([0.0, 1.0, 2.0], abs=0.06)
