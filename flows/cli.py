@@ -136,8 +136,14 @@ def fetch_model(out: PathOpt = None) -> None:
 
 
 @app.command()
-def extract(videos: PathOpt = None, out: PathOpt = None, dataset_yaml: PathOpt = None) -> None:
-    """Sample calibration frames from the gate videos; write the manifest and calibration.yaml."""
+def extract(
+    videos: PathOpt = None,
+    out: PathOpt = None,
+    dataset_yaml: PathOpt = None,
+    holdout_frames: PathOpt = None,
+    cache: PathOpt = None,
+) -> None:
+    """Sample calibration and holdout frames from the gate videos; write the manifests, report and calibration.yaml."""
     from tasks.extract import ExtractError, extract_frames
 
     p = state.params.paths
@@ -148,12 +154,39 @@ def extract(videos: PathOpt = None, out: PathOpt = None, dataset_yaml: PathOpt =
             dataset_yaml or p.calibration_yaml,
             state.params.extract,
             state.params.model.names,
+            holdout_dir=holdout_frames or p.holdout_frames,
+            cache_dir=cache or p.frame_cache,
         )
     except ExtractError as e:
         raise _fail(e) from e
+    _print_extract(result.report)
     for name, reason in result.skipped.items():
         console.print(f"[yellow]skipped[/yellow] {name}: {reason}")
     log.info("%d frames (hash %s) -> %s", result.frames, result.frames_hash[:12], result.out_dir)
+
+
+def _print_extract(report: dict[str, Any]) -> None:
+    """The closing summary of an extraction: per video, where its frames went, how many and why others were not."""
+    out = Console(width=None if sys.stdout.isatty() else 150)
+    table = Table(title="Extracted frames (dropped: duplicate / cap / unreadable)")
+    for col in ("video", "split", "decoded", "mode", "kept", "duplicate", "cap", "unreadable", "note"):
+        table.add_column(col, justify="right" if col in {"kept", "duplicate", "cap", "unreadable"} else "left")
+    for name, v in report.get("videos", {}).items():
+        dropped = v.get("dropped") or {}
+        table.add_row(
+            name,
+            str(v.get("split") or "-"),
+            "yes" if v.get("decoded") else "cached",
+            str(v.get("mode") or "-"),
+            str(v.get("kept", 0)),
+            *(str(dropped.get(k, 0)) for k in ("duplicate", "cap", "unreadable")),
+            str(v.get("reason") or "; ".join(v.get("notes") or [])),
+        )
+    out.print(table)
+    out.print(
+        f"calibration {report.get('calibration_frames', 0)} frames, holdout {report.get('holdout_frames', 0)}; "
+        f"decoded {report.get('decoded_videos', 0)} videos, {report.get('cached_videos', 0)} from cache"
+    )
 
 
 @app.command()

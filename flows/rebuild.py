@@ -38,7 +38,9 @@ def rebuild(params: Params, root: Path, dvc_root: Path | None = None) -> dict[st
     p = params.paths
     stay_offline(p.ultralytics_config)
     model = verify_model(p.model, params.model.sha256)
-    frames = extract_frames(p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names)
+    frames = extract_frames(
+        p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames, p.frame_cache
+    )
     built = build_candidates(
         model, frames.dataset_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash
     )
