@@ -21,22 +21,20 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import av
 import cv2
-import numpy as np
 import pandas as pd
 import yaml
 
-from tasks import decode
+from tasks import decode, extract_worker
 from tasks.config import ExtractConfig
-from tasks.decode import FrameSampler, Sample, VideoError
+from tasks.extract_worker import ENTRY_NAME, FrameParams, Job, extract_one, init_worker
 from tasks.fsutil import atomic_dir, atomic_write_text
 from tasks.progress import VideoBars
 
@@ -46,16 +44,16 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".m
 MANIFEST_NAME = "manifest.csv"
 IMAGES_NAME = "images"
 REPORT_NAME = "report.json"
-ENTRY_NAME = "entry.json"
 COLUMNS = [
     "image", "video", "frame_index", "timestamp_s", "width", "height", "sha256", "video_sha256", "brightness", "split",
 ]  # fmt: skip
 REPORT_KEYS = ("video_sha256", "status", "reason", "mode", "rotation", "duration_s", "decoded_frames", "samples",
                "dropped", "notes")  # fmt: skip
-THUMB = 32  # side of the grayscale thumbnail compared for near-duplicates
 # extraction params that change a video's frames (not the split, not the number of workers)
-FRAME_PARAMS = ("interval_s", "max_frames_per_video", "jpeg_quality", "keyframe_tolerance_s", "dedup_threshold",
-                "brightness_bins")  # fmt: skip
+# Starting a worker process (spawn: a fresh interpreter importing PyAV, OpenCV, numpy) costs about a second; below
+# about a minute of 720p video in total, decoding in this process is faster than starting the pool.
+POOL_MIN_WORK = 1280 * 720 * 60.0
+FRAME_PARAMS = tuple(f.name for f in fields(FrameParams))
 
 
 class ExtractError(RuntimeError):
@@ -110,7 +108,7 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
 def _code_version() -> str:
     """Hash of the code and decoders that turn a video into frames: a change there invalidates the frame cache."""
     h = hashlib.sha256(f"av {av.__version__} ffmpeg {av.ffmpeg_version_info} cv2 {cv2.__version__}".encode())
-    for module in (__file__, decode.__file__):
+    for module in (__file__, decode.__file__, extract_worker.__file__):
         h.update(Path(module).read_bytes())
     return h.hexdigest()
 
@@ -126,153 +124,33 @@ def split_of(video_sha256: str, holdout_fraction: float) -> str:
     return "holdout" if int(video_sha256[:16], 16) / 2**64 < holdout_fraction else "calibration"
 
 
-@dataclass
-class _Candidate:
-    t: float
-    index: int
-    jpeg: bytes
-    thumb: np.ndarray
-    brightness: float
-    width: int
-    height: int
-
-
-class _Selector:
-    """Near-duplicate rejection, brightness strata and the per-video cap, in bounded memory.
-
-    Each stratum keeps at most 2 x cap JPEG-encoded candidates: when it overflows every other one is dropped and only
-    every 2^k-th later candidate is taken, so what is left stays spread evenly over the whole video.
-    """
-
-    def __init__(self, cfg: ExtractConfig) -> None:
-        self.cfg = cfg
-        bins = cfg.brightness_bins
-        self.bins: list[list[_Candidate]] = [[] for _ in range(bins)]
-        self.stride, self.seen = [1] * bins, [0] * bins
-        self.dropped = {"duplicate": 0, "cap": 0}
-        self.offered = 0
-
-    def offer(self, sample: Sample) -> None:
-        self.offered += 1
-        gray = cv2.cvtColor(sample.image, cv2.COLOR_BGR2GRAY)
-        thumb = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-        threshold = self.cfg.dedup_threshold
-        if threshold > 0 and any(float(np.abs(thumb - c.thumb).mean()) < threshold for b in self.bins for c in b):
-            self.dropped["duplicate"] += 1
-            return
-        brightness = float(gray.mean())
-        b = min(int(brightness / 256.0 * len(self.bins)), len(self.bins) - 1)
-        self.seen[b] += 1
-        if (self.seen[b] - 1) % self.stride[b]:
-            self.dropped["cap"] += 1
-            return
-        ok, jpeg = cv2.imencode(".jpg", sample.image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
-        if not ok:
-            raise RuntimeError(f"JPEG encoding failed for the frame at {sample.t:.3f} s")
-        h, w = sample.image.shape[:2]
-        stratum = self.bins[b]
-        stratum.append(_Candidate(sample.t, sample.index, jpeg.tobytes(), thumb, round(brightness, 2), w, h))
-        if len(stratum) > 2 * self.cfg.max_frames_per_video:
-            self.dropped["cap"] += len(stratum) - len(stratum[::2])
-            stratum[:] = stratum[::2]
-            self.stride[b] *= 2
-
-    def select(self) -> list[_Candidate]:
-        """Up to `max_frames_per_video` frames, shared evenly between the brightness strata, in time order."""
-        cap, quota = self.cfg.max_frames_per_video, [0] * len(self.bins)
-        while sum(quota) < cap and any(q < len(b) for q, b in zip(quota, self.bins, strict=True)):
-            for i, stratum in enumerate(self.bins):
-                if quota[i] < len(stratum) and sum(quota) < cap:
-                    quota[i] += 1
-        kept: list[_Candidate] = []
-        for q, stratum in zip(quota, self.bins, strict=True):
-            if q:
-                idx = np.floor(np.linspace(0, len(stratum) - 1, q) + 0.5).astype(int)
-                kept.extend(stratum[i] for i in idx)
-        self.dropped["cap"] += sum(len(b) for b in self.bins) - len(kept)
-        return sorted(kept, key=lambda c: c.t)
-
-
-@dataclass(frozen=True)
-class _Job:
-    video: Path
-    sha256: str
-    entry: Path
-    cfg: ExtractConfig
-
-
-_progress_queue: Any = None  # set in pool workers by `_init_worker`
-
-
-def _init_worker(queue: Any) -> None:
-    global _progress_queue
-    _progress_queue = queue
-
-
-def _extract_one(job: _Job, progress: Callable[[str, float, float], None] | None = None) -> dict[str, Any]:
-    """Decode one video into its cache entry (written atomically) and return the entry.
-
-    Content problems (empty, not a video, no decodable frame) are cached as failed entries: the same bytes fail the
-    same way. Anything else (a bug, running out of memory) is returned as a failure but not cached.
-    """
-    name = job.video.name
-    report = progress or (lambda n, t, total: _progress_queue.put((n, t, total)) if _progress_queue else None)
-    sampler = FrameSampler(job.video, job.cfg.interval_s, job.cfg.keyframe_tolerance_s)
-    sampler.progress = lambda t: report(name, t, sampler.stats.duration_s)
-    selector = _Selector(job.cfg)
-    reason, cache_it = None, True
+def _pixel_seconds(video: Path) -> float:
+    """Decoding work in a video (width x height x seconds) from its header; 0 when it cannot be opened."""
     try:
-        for sample in sampler:
-            selector.offer(sample)
-    except VideoError as e:
-        reason = str(e)
-    except Exception as e:  # keep the other videos going; the report names the file and the error
-        log.exception("%s: extraction failed", job.video)
-        reason, cache_it = f"extraction failed: {type(e).__name__}: {e}", False
-    kept = [] if reason else selector.select()
-    st = sampler.stats
-    entry = {
-        "video_sha256": job.sha256,
-        "status": "failed" if reason else "ok",
-        "reason": reason,
-        "mode": st.mode,
-        "rotation": st.rotation,
-        "duration_s": round(st.duration_s, 3),
-        "notes": [*st.notes, *([f"demuxing stopped early: {st.error}"] if st.error else [])],
-        "decoded_frames": st.decoded,
-        "packets": st.packets,
-        "samples": selector.offered,
-        "dropped": {**selector.dropped, "unreadable": st.unreadable},
-        "rows": [
-            {"frame_index": c.index, "timestamp_s": c.t, "width": c.width, "height": c.height,
-             "sha256": hashlib.sha256(c.jpeg).hexdigest(), "brightness": c.brightness}
-            for c in kept
-        ],
-    }  # fmt: skip
-    report(name, st.duration_s, st.duration_s)
-    if cache_it:
-        with atomic_dir(job.entry) as tmp:
-            for c in kept:
-                (tmp / f"{c.index:06d}.jpg").write_bytes(c.jpeg)
-            (tmp / ENTRY_NAME).write_text(json.dumps(entry, indent=1))
-    return entry
+        with av.open(str(video), metadata_errors="ignore") as c:
+            s = c.streams.video[0]
+            seconds = float(s.duration * s.time_base) if s.duration else (c.duration or 0) / 1e6
+            return s.codec_context.width * s.codec_context.height * seconds
+    except (av.error.FFmpegError, IndexError, OSError, UnicodeDecodeError):
+        return 0.0
 
 
-def _run_jobs(jobs: list[_Job], workers: int) -> dict[str, dict[str, Any]]:
-    """Run the decode jobs (in a process pool when there is more than one), with progress bars."""
+def _run_jobs(jobs: list[Job], workers: int) -> tuple[dict[str, dict[str, Any]], int]:
+    """Run the decode jobs, in `workers` processes when there is enough work to pay for starting them."""
     out: dict[str, dict[str, Any]] = {}
     if not jobs:
-        return out
+        return out, 0
+    serial = workers == 1 or len(jobs) == 1 or sum(map(_pixel_seconds, (j.video for j in jobs))) < POOL_MIN_WORK
     with VideoBars(len(jobs), "extract: decoding videos") as bars:
-        if workers == 1 or len(jobs) == 1:
+        if serial:
             for job in jobs:
-                out[job.video.name] = _extract_one(job, bars.update)
+                out[job.video.name] = extract_one(job, bars.update)
                 bars.finish(job.video.name)
-            return out
+            return out, 1
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding threads (progress, decoders)
         queue = ctx.Queue()
-        with ProcessPoolExecutor(min(workers, len(jobs)), ctx, _init_worker, (queue,)) as pool:
-            futures: dict[Future[dict[str, Any]], _Job] = {pool.submit(_extract_one, job): job for job in jobs}
+        with ProcessPoolExecutor(min(workers, len(jobs)), ctx, init_worker, (queue,)) as pool:
+            futures: dict[Future[dict[str, Any]], Job] = {pool.submit(extract_one, job): job for job in jobs}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -286,7 +164,7 @@ def _run_jobs(jobs: list[_Job], workers: int) -> dict[str, dict[str, Any]]:
                     except Exception as e:  # a worker died (killed, out of memory): report it, keep the rest
                         out[job.video.name] = {"status": "failed", "reason": f"worker failed: {e}", "rows": []}
                     bars.finish(job.video.name)
-    return out
+    return out, min(workers, len(jobs))
 
 
 def _remove_temps(folder: Path, prefix: str) -> None:
@@ -366,8 +244,9 @@ def extract_frames(
             if target is not None:
                 _remove_temps(target.parent, f"{target.name}-")
         key = params_key(cfg)
+        frame_params = FrameParams(**{k: getattr(cfg, k) for k in FRAME_PARAMS})
         entries: dict[str, tuple[dict[str, Any], Path]] = {}
-        jobs: list[_Job] = []
+        jobs: list[Job] = []
         for video in videos:
             try:
                 sha = file_sha256(video, cache_dir)
@@ -378,11 +257,13 @@ def extract_frames(
             try:
                 entries[video.name] = (json.loads((entry_dir / ENTRY_NAME).read_text()), entry_dir)
             except (OSError, ValueError):
-                jobs.append(_Job(video, sha, entry_dir, cfg))
-        decoded = _run_jobs(jobs, cfg.workers)
+                jobs.append(Job(video, sha, entry_dir, frame_params))
+        decoded, processes = _run_jobs(jobs, cfg.workers)
         for job in jobs:
             entries[job.video.name] = (decoded[job.video.name], job.entry)
-        return _assemble(videos_dir, out_dir, dataset_yaml, cfg, names, holdout_dir, entries, skipped, jobs, key)
+        return _assemble(
+            videos_dir, out_dir, dataset_yaml, cfg, names, holdout_dir, entries, skipped, jobs, key, processes
+        )
 
 
 def _assemble(
@@ -394,8 +275,9 @@ def _assemble(
     holdout_dir: Path | None,
     entries: dict[str, tuple[dict[str, Any], Path]],
     skipped: dict[str, str],
-    jobs: list[_Job],
+    jobs: list[Job],
     key: str,
+    processes: int,
 ) -> ExtractResult:
     """Split the usable videos, write both frame sets and the report; fail when no calibration frame remains."""
     usable: dict[str, tuple[dict[str, Any], Path]] = {}
@@ -436,6 +318,7 @@ def _assemble(
         "videos": per_video_report,
         "skipped": dict(sorted(skipped.items())),
         "decoded_videos": len(jobs),
+        "worker_processes": processes,
         "cached_videos": len(entries) - len(jobs),
         "decoded_frames": sum(int(e.get("decoded_frames") or 0) for name, (e, _) in entries.items()
                               if name in decoded_names),

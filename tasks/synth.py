@@ -530,12 +530,14 @@ def encode_clip(
     times: Sequence[float] | None = None,
     rotation: int = 0,
     bframes: int | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode BGR frames with PyAV into `path` (container from the suffix), like a phone or camera export would.
 
     `gop`: keyframe interval in frames (None: the encoder's default); `times`: presentation times in seconds for a
     variable-frame-rate clip (default: frame i at i/fps); `rotation`: display-matrix rotation in degrees
-    counter-clockwise, as a portrait phone clip carries it. Written under a temp name and renamed when complete.
+    counter-clockwise, as a portrait phone clip carries it; `options`: more encoder options (e.g. a preset).
+    Written under a temp name and renamed when complete.
     """
     import av  # only the clip generators need PyAV's encoders
 
@@ -560,7 +562,7 @@ def encode_clip(
                     opts["sc_threshold"] = "0"  # keyframes exactly every `gop` frames, as a camera sets them
             if bframes is not None and codec != "libx265":
                 opts["bf"] = str(bframes)
-            stream.options = opts
+            stream.options = {**opts, **(options or {})}
             stream.codec_context.time_base = tb
             if rotation:
                 stream.set_display_rotation(rotation)

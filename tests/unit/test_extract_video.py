@@ -246,10 +246,14 @@ def test_kill_9_mid_extraction_then_rerun_completes(tmp_path: Path) -> None:
     assert leftovers == []
 
 
-def test_parallel_workers_give_the_same_frames(tmp_path: Path) -> None:
+def test_parallel_workers_give_the_same_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.extract
+
+    monkeypatch.setattr(tasks.extract, "POOL_MIN_WORK", 0.0)  # use the process pool even for these tiny clips
     videos = tmp_path / "videos"
     for i in range(2):
         clip(videos / f"v{i}.mp4", 2, seed=i)
     serial = run(videos, tmp_path / "a", interval_s=0.5)
     parallel = run(videos, tmp_path / "b", interval_s=0.5, workers=2)
     assert parallel.frames_hash == serial.frames_hash and parallel.report["decoded_videos"] == 2
+    assert serial.report["worker_processes"] == 1 and parallel.report["worker_processes"] == 2
