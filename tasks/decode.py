@@ -53,6 +53,7 @@ class DecodeStats:
     packets: int = 0  # demuxed video packets
     decoded: int = 0  # frames that came out of the decoder
     unreadable: int = 0  # packets the decoder rejected (corrupt data); their frames are lost
+    missed: int = 0  # target times after the point where the data ended early (truncated or corrupt file)
     duration_s: float = 0.0
     rotation: int = 0  # degrees counter-clockwise applied to make frames upright
     error: str | None = None  # why demuxing stopped early (truncated file), if it did
@@ -117,6 +118,7 @@ class FrameSampler:
         # the target the next keyframe will be judged against, decided as packets arrive: the decoder's output lags
         # its input by a few frames (threads, reordering), so `state["next"]` is not yet updated at that point
         key_next = 0.0
+        last_t: float | None = None  # latest packet time seen
         gop: list[av.Packet] = []  # packets since the last keyframe, replayed if a window is missed
         ctx.skip_frame = "NONKEY"
 
@@ -156,6 +158,16 @@ class FrameSampler:
             near = pkt_t is None or pkt_t + half >= state["next"]
             ctx.skip_frame = "DEFAULT" if near else "NONREF"
 
+        def replay() -> Iterator[Sample]:
+            """Switch to targeted mode: drain and reset the decoder, then decode the buffered GOP."""
+            yield from emit(decode(None))
+            ctx.flush_buffers()
+            st.mode = "targeted"
+            for old in gop:
+                target_mode(rel(old.pts))
+                yield from emit(decode(old))
+            gop.clear()
+
         demux = container.demux(stream)
         while True:
             try:
@@ -170,6 +182,7 @@ class FrameSampler:
                 continue
             st.packets += 1
             if packet.pts is not None:
+                last_t = max(last_t or 0.0, rel(packet.pts) or 0.0)
                 heapq.heappush(state["pending"], packet.pts)
             pkt_t = rel(packet.pts)
             if self.progress is not None and st.packets % 32 == 0 and pkt_t is not None:
@@ -180,14 +193,8 @@ class FrameSampler:
                 # buffered GOP in targeted mode and stay targeted. The buffer holds about one interval at most.
                 late = pkt_t is not None and pkt_t > key_next + self.tolerance
                 if late and gop:
-                    yield from emit(decode(None))
-                    ctx.flush_buffers()
-                    st.mode = "targeted"
                     st.notes.append(f"no keyframe within {self.tolerance:g} s of t={key_next:g} s")
-                    for old in gop:
-                        target_mode(rel(old.pts))
-                        yield from emit(decode(old))
-                    gop.clear()
+                    yield from replay()
                 elif packet.is_keyframe:
                     gop = [packet]
                     if pkt_t is None or pkt_t + half >= key_next:  # else: before the target, not needed
@@ -200,7 +207,19 @@ class FrameSampler:
                     continue
             target_mode(pkt_t)
             yield from emit(decode(packet))
+        # the stream ended before the next keyframe: a target may still lie among the buffered packets
+        tail = [t for p in gop[1:] if (t := rel(p.pts)) is not None]
+        if st.mode == "keyframes" and tail and max(tail) + half >= key_next:
+            st.notes.append(f"no keyframe after t={rel(gop[0].pts) or 0:.2f} s: decoded the end of the stream")
+            yield from replay()
         ctx.skip_frame = "DEFAULT"
         yield from emit(decode(None))
+        end = st.duration_s - (1 / rate if rate else 0.0)  # time of the last frame the header promises
+        if last_t is not None and end - last_t > 2 * half + 0.05:
+            t = state["next"]
+            while t <= end + half:
+                st.missed += 1
+                t += self.interval
+            st.notes.append(f"data ended at {last_t:.2f} s of {st.duration_s:.2f} s (truncated or corrupt)")
         if self.progress is not None:
             self.progress(st.duration_s)

@@ -154,7 +154,7 @@ def extract_one(job: Job, progress: Callable[[str, float, float], None] | None =
         "decoded_frames": st.decoded,
         "packets": st.packets,
         "samples": selector.offered,
-        "dropped": {**selector.dropped, "unreadable": st.unreadable},
+        "dropped": {**selector.dropped, "unreadable": st.unreadable + st.missed},
         "rows": [
             {"frame_index": c.index, "timestamp_s": c.t, "width": c.width, "height": c.height,
              "sha256": hashlib.sha256(c.jpeg).hexdigest(), "brightness": c.brightness}

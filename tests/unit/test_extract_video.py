@@ -135,6 +135,9 @@ def test_bad_files_are_reported_with_reasons_and_the_rest_proceeds(tmp_path: Pat
     assert "no decodable video frame" in reasons["nodata.mkv"]
     report = json.loads((result.out_dir / "report.json").read_text())
     assert report["skipped"] == reasons and report["videos"]["empty.mp4"]["status"] == "failed"
+    cut_report = report["videos"]["cut.mkv"]  # 3 targets promised by the header, the data ends before the last
+    assert cut_report["kept"] == 2 and cut_report["dropped"]["unreadable"] == 1
+    assert any("truncated or corrupt" in note for note in cut_report["notes"])
 
     for name in ("good.mp4", "cut.mkv"):
         (videos / name).unlink()
