@@ -260,3 +260,23 @@ def test_parallel_workers_give_the_same_frames(tmp_path: Path, monkeypatch: pyte
     parallel = run(videos, tmp_path / "b", interval_s=0.5, workers=2)
     assert parallel.frames_hash == serial.frames_hash and parallel.report["decoded_videos"] == 2
     assert serial.report["worker_processes"] == 1 and parallel.report["worker_processes"] == 2
+
+
+def test_memory_stays_flat_whatever_the_length(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from tasks.extract_worker import FrameParams, Job, extract_one
+
+    params = FrameParams(0.1, 4, 90, 0.1, 0.0, 2)
+
+    def peak(seconds: float, name: str) -> int:
+        video = clip(tmp_path / name, seconds, gop=100)
+        tracemalloc.start()
+        entry = extract_one(Job(video, "0" * 64, tmp_path / f"entry-{name}", params), lambda *a: None)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert len(entry["rows"]) == 4 and entry["samples"] == round(seconds * 10)
+        return top
+
+    short, long = peak(4, "short.mp4"), peak(16, "long.mp4")  # 40 vs 160 samples, 4 kept from each
+    assert long < 1.5 * short, (short, long)
