@@ -299,10 +299,15 @@ def _assemble(
             "Add readable gate videos (e.g. `alpr-ops sample-videos data/videos`) and run again."
         )
     split = {name: split_of(e["video_sha256"], cfg.holdout_fraction) for name, (e, _) in usable.items()}
+    score = {name: int(e["video_sha256"][:16], 16) for name, (e, _) in usable.items()}
     if all(s == "holdout" for s in split.values()):  # the calibration set must never be empty
-        keep = max(usable, key=lambda n: int(usable[n][0]["video_sha256"][:16], 16))
+        keep = max(usable, key=score.__getitem__)
         split[keep] = "calibration"
         log.warning("every video fell in the holdout split; %s is used for calibration instead", keep)
+    elif cfg.holdout_fraction > 0 and len(usable) > 1 and "holdout" not in split.values():
+        held = min(usable, key=score.__getitem__)  # a requested holdout is never empty (the nearest video by hash)
+        split[held] = "holdout"
+        log.info("no video fell in the holdout split by hash; %s is held out", held)
     decoded_names = {job.video.name for job in jobs}
     per_video_report = {
         name: {

@@ -208,6 +208,18 @@ def test_split_by_video_is_deterministic(tmp_path: Path) -> None:
     for table, side in ((calib, "calibration"), (hold, "holdout")):
         assert all(split_of(sha, 0.5) == side for sha in table["video_sha256"])
     assert all((result.holdout_dir / img).is_file() for img in hold["image"])
+    again = run(videos, tmp_path / "out", interval_s=0.5, holdout_fraction=0.5)
+    assert again.report["decoded_videos"] == 0 and again.frames_hash == result.frames_hash
+
+
+def test_split_never_leaves_a_requested_side_empty(tmp_path: Path) -> None:
+    for i in range(2):
+        clip(tmp_path / f"v{i}.mp4", 1, seed=i)
+    for fraction in (0.01, 0.99):  # by hash both videos would land on the same side
+        result = run(tmp_path, tmp_path / f"out{fraction}", interval_s=0.5, holdout_fraction=fraction)
+        splits = [v["split"] for v in result.report["videos"].values()]
+        assert sorted(splits) == ["calibration", "holdout"], (fraction, splits)
+        assert result.frames > 0 and result.holdout_frames > 0
 
 
 KILLED = """
