@@ -222,10 +222,12 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
     """Promote the winner of the latest rebuild recorded in MLflow (the `promote` Prefect flow)."""
     _offline()
     from flows.promote import promote as promote_flow
+    from tasks.promote import require_latest_rebuild
 
     prm = _with_gate_dir(_with_paths(state.params, holdout=holdout), gate_dir)
     try:
-        result = promote_flow(prm)
+        record, metrics = require_latest_rebuild(prm.tracking)  # fails fast, before Prefect starts
+        result = promote_flow(prm, record, metrics)
     except Exception as e:
         raise _fail(e) from e
     console.print(result.decision.explain())

@@ -149,7 +149,7 @@ def test_rollback_restores_previous_release_and_alias(store: Params, built, vali
         rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
 
 
-def test_promote_flow_and_rollback_cli(store: Params, built, validated, tmp_path: Path, cli) -> None:
+def test_promote_flow_and_the_promote_and_rollback_commands(store: Params, built, validated, tmp_path: Path, cli):
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.promote import promote as promote_flow
@@ -157,14 +157,22 @@ def test_promote_flow_and_rollback_cli(store: Params, built, validated, tmp_path
     first, _ = rebuild(store, built, validated)
     with prefect_test_harness(server_startup_timeout=120):
         result = promote_flow(store)  # no record given: the flow reads the latest rebuild from MLflow
-    assert result.version == first.candidates[REF].version == alias(store, CHAMPION)
+    v1 = first.candidates[REF].version
+    assert result.version == v1 == alias(store, CHAMPION)
     # the CLI, in a project whose params.yaml names the same store and gate folder
     project = tmp_path / "project"
     project.mkdir()
-    doc = json.loads(store.model_dump_json(by_alias=True))
-    (project / "params.yaml").write_text(json.dumps(doc))  # YAML is a superset of JSON
+    (project / "params.yaml").write_text(store.model_dump_json(by_alias=True))  # YAML is a superset of JSON
+    second, _ = rebuild(store, built, validated)
+    v2 = second.candidates[REF].version
+    done = cli(project, "promote")
+    assert f"(version {v2})" in done.stdout + done.stderr
+    assert deployed_version(store) == v2 and (alias(store, CHAMPION), alias(store, PREVIOUS)) == (v2, v1)
+    done = cli(project, "rollback")
+    assert f"version {v2} -> {v1}" in done.stderr
+    assert deployed_version(store) == v1 and alias(store, CHAMPION) == v1
     done = cli(project, "rollback", check=False)
-    assert done.returncode == 1 and "nothing to roll back to" in done.stderr + done.stdout
+    assert done.returncode == 1 and "nothing to roll back to" in done.stderr
 
 
 PROMOTE_SCRIPT = """
