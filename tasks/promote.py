@@ -377,7 +377,13 @@ def evaluate_champion(
         folder = download_version(mv.source, Path(tmp) / "champion", tracking.uri)
         checkpoint("after_champion_download")
         cand = load_candidate(folder)
-        score = holdout_map(cand, holdout_dir, vcfg)
+        try:
+            score = holdout_map(cand, holdout_dir, vcfg)
+        except Exception as e:  # e.g. a TensorRT champion on a machine without its GPU
+            raise RuntimeError(
+                f"champion version {mv.version} ({cand.name}, {cand.backend}) cannot be evaluated on this machine, so "
+                f"challengers cannot be compared with it: {e}. Promote on the machine the champion runs on."
+            ) from e
     log.info("champion version %s (%s): mAP50-95 %.4f on this holdout", mv.version, cand.name, score)
     return ChampionScore(str(mv.version), cand.name, score)
 
