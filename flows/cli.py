@@ -252,22 +252,63 @@ def _run_rebuild(params: Params) -> dict[str, Any]:
 
 @app.command()
 def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
-    """Promote the winner of the latest rebuild recorded in MLflow."""
+    """Promote the winner of the latest rebuild recorded in MLflow (the `promote` Prefect flow)."""
     _offline()
-    from tasks.promote import promote as do_promote
-    from tasks.track import latest_rebuild
+    from flows.promote import promote as promote_flow
+    from tasks.promote import require_latest_rebuild
 
     prm = _with_gate_dir(_with_paths(state.params, holdout=holdout), gate_dir)
-    latest = latest_rebuild(prm.tracking)
-    if latest is None:
-        raise _fail(RuntimeError(f"no finished rebuild in {prm.tracking.uri}; run `alpr-ops rebuild` first"))
-    record, metrics = latest
-    result = do_promote(record, metrics, prm.promote, prm.tracking, prm.paths.holdout, prm.validate_.imgsz)
+    try:
+        record, metrics = require_latest_rebuild(prm.tracking)  # fails fast, before Prefect starts
+        result = promote_flow(prm, record, metrics)
+    except Exception as e:
+        raise _fail(e) from e
     console.print(result.decision.explain())
     if result.version is None:
         console.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")
         raise typer.Exit(1)
     console.print(f"champion: {result.decision.winner} (version {result.version}) -> {result.release}")
+
+
+@app.command()
+def rollback(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
+    """Move `current` and the `champion` alias back to the previous release, in one step (logged to MLflow)."""
+    _offline()
+    from tasks.promote import RollbackError
+    from tasks.promote import rollback as do_rollback
+
+    prm = _with_gate_dir(_with_paths(state.params, holdout=holdout), gate_dir)
+    try:
+        result = do_rollback(prm.promote, prm.tracking, prm.paths.holdout, prm.validate_)
+    except RollbackError as e:
+        raise _fail(e) from e
+    console.print(f"rolled back: version {result.from_version} -> {result.to_version} ({result.release})")
+
+
+gate_app = typer.Typer(no_args_is_help=True, help="The reference gate runtime.")
+app.add_typer(gate_app, name="gate")
+
+
+@gate_app.command("run")
+def gate_run(
+    source: Annotated[Path, typer.Option(help="A video file or a folder of images.")],
+    gate_dir: PathOpt = None,
+) -> None:
+    """Run `current` frame by frame; hot-swap to a new release when `current` changes (no frame dropped)."""
+    _offline()
+    from tasks.gate import GateError, run_gate
+
+    prm = _with_gate_dir(state.params, gate_dir)
+    try:
+        report = run_gate(prm.promote.gate_dir, source, prm.validate_.agreement_conf, prm.validate_.iou)
+    except GateError as e:
+        raise _fail(e) from e
+    versions = sorted({f.version for f in report.frames})
+    console.print(
+        f"{len(report.frames)} frames, {report.fps:.1f} FPS, {report.detections} detections, "
+        f"releases used: {', '.join('v' + v for v in versions)}, swaps: {len(report.swaps)}, "
+        f"failed loads: {len(report.failures)}"
+    )
 
 
 @app.command("status")

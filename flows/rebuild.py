@@ -11,7 +11,8 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import build, extract, fetch, offline, promote, track, validate, version
+from flows.promote import promote as promote_flow
+from tasks import build, extract, fetch, offline, track, validate, version
 from tasks.config import Params
 
 # No result caching: a rebuild redoes what its inputs say. No retries either: these steps are CPU-bound, and the
@@ -24,7 +25,6 @@ validate_candidates = task(validate.validate_candidates, name="validate", cache_
 write_metrics = task(validate.write_metrics, name="write-metrics", cache_policy=NO_CACHE)
 lineage = task(track.lineage, name="lineage", cache_policy=NO_CACHE)
 log_rebuild = task(track.log_rebuild, name="track", cache_policy=NO_CACHE)
-promote_winner = task(promote.promote, name="promote", cache_policy=NO_CACHE)
 dvc_commit = task(version.dvc_commit, name="dvc-commit", cache_policy=NO_CACHE)
 
 
@@ -52,5 +52,5 @@ def rebuild(params: Params, root: Path, dvc_root: Path | None = None) -> dict[st
     record = log_rebuild(params, built, metrics, tags)
     result = None
     if params.promote.auto:
-        result = promote_winner(record, metrics, params.promote, params.tracking, p.holdout, params.validate_.imgsz)
+        result = promote_flow(params, record, metrics)  # the `promote` flow, as a subflow
     return {"record": record, "metrics": metrics, "promotion": result, "extract": frames}

@@ -123,6 +123,11 @@ class TrackingConfig(_Frozen):
 class PromoteConfig(_Frozen):
     auto: bool = True  # `rebuild` promotes the winner at its end
     max_map_drop: float = Field(0.01, ge=0, le=1)
+    min_agreement: float = Field(0.8, ge=0, le=1)  # agreement mAP50-95 with FP32
+    max_p95_ms: float = Field(500.0, gt=0)  # inference latency p95 on the validating machine
+    min_speedup: float = Field(1.0, gt=0)  # FP32 p50 / candidate p50
+    champion_tolerance: float = Field(0.005, ge=0, le=1)  # mAP50-95 a challenger may lose against the champion
+    smoke_tolerance: float = Field(0.01, ge=0, le=1)  # smoke-test mAP50-95 vs the validated one
     gate_dir: Path = Path("deploy/gate")
     keep_releases: int = Field(5, ge=1)
 

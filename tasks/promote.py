@@ -1,38 +1,99 @@
-"""Pick the champion and deploy it to the gate runtime folder atomically, after a smoke test.
+"""Gate the candidates, deploy the winner to the gate runtime folder atomically after a smoke test, roll back.
 
-Layout of the gate folder: `releases/v<version>/` (the artifact as registered in MLflow, plus `manifest.json`) and a
-`current` symlink that is switched with one rename, so the gate runtime sees the old release or the new one, never
-a partial copy.
+Layout of the gate folder: `releases/v<version>/` (the artifact as registered in MLflow, its `candidate.json`, and
+`manifest.json`) and a `current` symlink switched with one rename, so the gate runtime sees the old release or the
+new one, never a partial copy. One promotion or rollback at a time holds `.promote.lock` (an `flock`, released by
+the kernel when the process dies), and the next one first clears what a killed one left behind.
+
+Fault injection: with `ALPR_KILL_AT=<checkpoint>` in the environment, the process SIGKILLs itself when it reaches
+that checkpoint (names in `CHECKPOINTS`); the kill-safety tests use it to stop a promotion at exact points.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import platform
 import shutil
-from dataclasses import dataclass, field
+import signal
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.build import CANDIDATE_JSON, path_sha256
-from tasks.config import PromoteConfig, TrackingConfig
+from tasks.build import CANDIDATE_JSON, Candidate, path_sha256
+from tasks.config import PromoteConfig, TrackingConfig, ValidateConfig
 from tasks.fsutil import atomic_dir, atomic_write_text
-from tasks.track import RebuildRecord, client
-from tasks.validate import holdout_images
+from tasks.registry import CHALLENGER, CHAMPION, PREVIOUS, crown, delete_alias, download_version, version_by_alias
+from tasks.track import KIND_TAG, RebuildRecord, client, experiment_id, latest_rebuild
+from tasks.validate import accuracy, holdout_images, mirror_holdout
 
 log = logging.getLogger(__name__)
 
-CHAMPION, PREVIOUS = "champion", "previous"
+__all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS"]  # re-exported for callers that know aliases through this module
+
 MANIFEST = "manifest.json"
+KILL_ENV = "ALPR_KILL_AT"
+CHECKPOINTS = (
+    "after_champion_download",
+    "after_download",
+    "after_smoke_test",
+    "after_release_written",
+    "before_switch",
+    "after_switch",
+    "after_aliases",
+)
+
+
+def checkpoint(name: str) -> None:
+    """Fault-injection hook: SIGKILL this process here when `ALPR_KILL_AT` names this checkpoint (tests only)."""
+    if os.environ.get(KILL_ENV) == name:
+        log.warning("%s=%s: killing process %d", KILL_ENV, name, os.getpid())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- the policy ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One gate applied to one candidate: the measured value, the threshold and the comparison."""
+
+    gate: str
+    passed: bool
+    value: float
+    threshold: float
+    op: str  # "<=" or ">="
+
+    def __str__(self) -> str:
+        shown = self.op if self.passed else {"<=": ">", ">=": "<"}[self.op]
+        return f"{self.gate} {self.value:.4g} {shown} {self.threshold:.4g}"
 
 
 @dataclass(frozen=True)
 class Verdict:
     name: str
     passed: bool
-    reasons: tuple[str, ...]
+    checks: tuple[GateCheck, ...]
+    latency_p50_ms: float
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(str(c) for c in self.checks)
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The deployed champion re-evaluated on this run's holdout, so challenger and champion compare like for like."""
+
+    version: str
+    candidate: str
+    map50_95: float
 
 
 @dataclass(frozen=True)
@@ -41,30 +102,72 @@ class Decision:
 
     winner: str | None
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    champion: ChampionScore | None = None
 
     def explain(self) -> str:
         lines = [f"{v.name}: {'PASS' if v.passed else 'FAIL'} ({'; '.join(v.reasons)})" for v in self.verdicts.values()]
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class PromoteResult:
-    decision: Decision
-    version: str | None = None
-    release: Path | None = None
+def _num(row: dict[str, Any], key: str, name: str) -> float:
+    if key not in row or row[key] in (None, ""):
+        raise KeyError(f"candidate '{name}' has no '{key}' metric; re-run `alpr-ops validate` with this code version")
+    return float(row[key])
 
 
-def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig) -> Decision:
-    """The fastest candidate (median latency, any precision) whose mAP50-95 drop vs FP32 is within the gate."""
+def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: ChampionScore | None = None) -> Decision:
+    """The fastest candidate (median latency) passing every gate: mAP drop and agreement vs FP32, p95 latency,
+    speed-up, and (when a champion is deployed) mAP50-95 no worse than the champion's on the same holdout."""
     verdicts = {}
     for name, row in metrics.items():
-        drop = float(row["map_drop"])
-        ok = drop <= cfg.max_map_drop
-        reason = f"mAP50-95 drop {drop:+.4f} {'<=' if ok else '>'} {cfg.max_map_drop}"
-        verdicts[name] = Verdict(name, ok, (reason, f"p50 {float(row['latency_p50_ms']):.2f} ms"))
-    passed = [n for n, v in verdicts.items() if v.passed]
-    winner = min(passed, key=lambda n: float(metrics[n]["latency_p50_ms"])) if passed else None
-    return Decision(winner, verdicts)
+        checks = [
+            GateCheck("map_drop", (v := _num(row, "map_drop", name)) <= cfg.max_map_drop, v, cfg.max_map_drop, "<="),
+            GateCheck(
+                "agreement",
+                (v := _num(row, "agreement_map50_95", name)) >= cfg.min_agreement,
+                v,
+                cfg.min_agreement,
+                ">=",
+            ),
+            GateCheck("p95_ms", (v := _num(row, "latency_p95_ms", name)) <= cfg.max_p95_ms, v, cfg.max_p95_ms, "<="),
+            GateCheck("speedup", (v := _num(row, "speedup", name)) >= cfg.min_speedup, v, cfg.min_speedup, ">="),
+        ]
+        if champion is not None:
+            floor = round(champion.map50_95 - cfg.champion_tolerance, 6)
+            v = _num(row, "map50_95", name)
+            checks.append(GateCheck("vs_champion", v >= floor, v, floor, ">="))
+        p50 = _num(row, "latency_p50_ms", name)
+        verdicts[name] = Verdict(name, all(c.passed for c in checks), tuple(checks), p50)
+    passed = [v for v in verdicts.values() if v.passed]
+    winner = min(passed, key=lambda v: v.latency_p50_ms).name if passed else None
+    return Decision(winner, verdicts, champion)
+
+
+def record_verdicts(mc: Any, record: RebuildRecord, decision: Decision) -> None:
+    """Each verdict, gate by gate with its numbers, on the candidate's run: tags and `promotion/verdict.json`."""
+    for name, verdict in decision.verdicts.items():
+        run_id = record.candidates[name].run_id
+        tags = {
+            "gate.passed": str(verdict.passed).lower(),
+            "gate.reasons": "; ".join(verdict.reasons),
+            "gate.winner": str(decision.winner == name).lower(),
+        }
+        for c in verdict.checks:
+            tags[f"gate.{c.gate}"] = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
+        for key, value in tags.items():
+            mc.set_tag(run_id, key, value)
+        doc = {
+            "candidate": name,
+            "passed": verdict.passed,
+            "winner": decision.winner,
+            "checks": [asdict(c) for c in verdict.checks],
+            "champion": asdict(decision.champion) if decision.champion else None,
+            "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        mc.log_text(run_id, json.dumps(doc, indent=2), "promotion/verdict.json")
+
+
+# --- the gate folder ------------------------------------------------------------------------------------------------
 
 
 def current_release(gate_dir: Path) -> Path | None:
@@ -81,62 +184,223 @@ def switch_current(gate_dir: Path, release: Path) -> None:
     os.replace(tmp, gate_dir / "current")
 
 
-class SmokeTestError(RuntimeError):
-    """The artifact does not load or run with its runtime; it is not deployed."""
+def recover(gate_dir: Path) -> None:
+    """Clear what a killed promotion left: temp symlinks, half-downloaded releases, trash; restore a moved-aside
+    release whose replacement never arrived. Only called under the lock, so no other promotion is using them."""
+    for tmp in gate_dir.glob(".current.*.tmp"):
+        tmp.unlink(missing_ok=True)
+    releases = gate_dir / "releases"
+    if not releases.is_dir():
+        return
+    for item in releases.glob(".*"):
+        if item.name.endswith("-old") and item.is_dir():
+            for kept in item.iterdir():
+                if not (releases / kept.name).exists():
+                    os.replace(kept, releases / kept.name)
+                    log.warning("restored %s, moved aside by a killed promotion", releases / kept.name)
+        log.info("removing %s, left by a killed promotion", item)
+        shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
 
 
-def smoke_test(release: Path, frame_path: Path, imgsz: int) -> int:
-    """Load the release with the runtime's own loader and run it on a holdout frame; returns the box count."""
-    from ultralytics import YOLO
-
-    meta = json.loads((release / CANDIDATE_JSON).read_text())
-    try:
-        model = YOLO(str(release / meta["artifact"]), task="detect")
-        result = model.predict(str(frame_path), imgsz=imgsz, device="cpu", verbose=False)[0]
-    except Exception as e:  # any loader or runtime failure means the gate could not run it either
-        raise SmokeTestError(f"{meta['name']} ({meta['artifact']}) failed to load or run: {e}") from e
-    return len(result.boxes)
-
-
-def deploy(source_uri: str, gate_dir: Path, version: str, manifest: dict[str, Any], frame: Path, imgsz: int) -> Path:
-    """Download the registered artifact into `releases/v<version>/`, smoke-test it, then switch `current`.
-
-    A release already deployed with the same hash is not replaced (the gate may be running it); `current` is
-    just pointed at it.
-    """
-    import mlflow.artifacts
-
-    release = gate_dir / "releases" / f"v{version}"
-    if (release / MANIFEST).is_file():
-        existing = json.loads((release / MANIFEST).read_text())
-        meta = json.loads((release / CANDIDATE_JSON).read_text())
-        if existing.get("sha256") == meta["sha256"] == path_sha256(release / meta["artifact"]):
-            switch_current(gate_dir, release)
-            return release
-    with atomic_dir(release) as tmp:
-        mlflow.artifacts.download_artifacts(artifact_uri=source_uri, dst_path=str(tmp))
-        downloaded = tmp / source_uri.rstrip("/").rsplit("/", 1)[-1]
-        for item in downloaded.iterdir():
-            item.rename(tmp / item.name)
-        downloaded.rmdir()
-        meta = json.loads((tmp / CANDIDATE_JSON).read_text())
-        sha = path_sha256(tmp / meta["artifact"])
-        if sha != meta["sha256"]:
-            raise RuntimeError(f"{source_uri}: artifact sha256 {sha} differs from the built {meta['sha256']}")
-        boxes = smoke_test(tmp, frame, imgsz)
-        manifest = {**manifest, "sha256": sha, "toolchain": meta["toolchain"], "smoke_test_boxes": boxes}
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
-    switch_current(gate_dir, release)
-    return release
+@contextlib.contextmanager
+def promotion_lock(gate_dir: Path) -> Iterator[None]:
+    """One promotion or rollback at a time per gate folder; recovers a killed one's leftovers on entry."""
+    gate_dir.mkdir(parents=True, exist_ok=True)
+    with open(gate_dir / ".promote.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise RuntimeError(f"{gate_dir}: another promotion or rollback is running; wait for it to finish") from e
+        try:
+            recover(gate_dir)
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def prune_releases(gate_dir: Path, keep: int) -> None:
-    """Delete the oldest releases beyond `keep`, never the one `current` points at."""
+    """Delete the oldest releases beyond `keep`, never the one `current` points at.
+
+    Each is renamed to a hidden name first, so a kill mid-delete never leaves a half-deleted `v<N>` behind.
+    """
     current = current_release(gate_dir)
     releases = sorted((gate_dir / "releases").glob("v*"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in releases[keep:]:
         if old.resolve() != current:
-            shutil.rmtree(old, ignore_errors=True)
+            trash = old.with_name(f".{old.name}-trash")
+            os.replace(old, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def release_is_complete(release: Path) -> bool:
+    """True when `release` has a manifest and its artifact hashes to the manifest's sha256."""
+    try:
+        manifest = json.loads((release / MANIFEST).read_text())
+        meta = json.loads((release / CANDIDATE_JSON).read_text())
+        return manifest.get("sha256") == meta["sha256"] == path_sha256(release / meta["artifact"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def target_hardware(backend: str) -> dict[str, Any]:
+    """Where the smoke test ran (the machine the release was verified on): CPU model, cores, OS, backend."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    device = "cuda:0" if backend == "tensorrt" else "cpu"
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "backend": backend, "device": device}
+
+
+# --- smoke test and deploy ------------------------------------------------------------------------------------------
+
+
+class SmokeTestError(RuntimeError):
+    """The artifact does not load, run, or reproduce its validation numbers; it is not deployed."""
+
+
+def load_candidate(folder: Path) -> Candidate:
+    """The `Candidate` of a downloaded artifact folder (from its `candidate.json`)."""
+    meta = json.loads((folder / CANDIDATE_JSON).read_text())
+    return Candidate(**{**meta, "folder": folder})
+
+
+def holdout_map(candidate: Candidate, holdout_dir: Path, vcfg: ValidateConfig) -> float:
+    """mAP50-95 of `candidate` on the labelled holdout, with validation's own functions and settings."""
+    from ultralytics import YOLO
+
+    images = holdout_images(holdout_dir)
+    names = dict(YOLO(str(candidate.path), task="detect").names)
+    with tempfile.TemporaryDirectory(prefix="alpr-promote-") as tmp:
+        data = mirror_holdout(holdout_dir, images, Path(tmp) / "holdout", names)
+        return accuracy(candidate, data, vcfg, Path(tmp) / "runs")["map50_95"]
+
+
+def smoke_test(
+    release: Path, holdout_dir: Path, expected_map50_95: float, vcfg: ValidateConfig, tolerance: float
+) -> dict[str, float]:
+    """Load the release with its runtime's loader (Ultralytics `YOLO` on the artifact), run it on the holdout and
+    check its mAP50-95 matches the validated one within `tolerance`."""
+    try:
+        cand = load_candidate(release)
+        got = holdout_map(cand, holdout_dir, vcfg)
+    except Exception as e:  # any loader or runtime failure means the gate could not run it either
+        raise SmokeTestError(f"{release.name}: the artifact failed to load or run: {e}") from e
+    diff = abs(got - expected_map50_95)
+    if diff > tolerance:
+        raise SmokeTestError(
+            f"{cand.name}: smoke-test mAP50-95 {got:.4f} differs from the validated {expected_map50_95:.4f} by "
+            f"{diff:.4f} > promote.smoke_tolerance {tolerance}; the artifact is not the one that was validated"
+        )
+    log.info(
+        "smoke test of %s: mAP50-95 %.4f (validated %.4f, tolerance %s)", cand.name, got, expected_map50_95, tolerance
+    )
+    return {"map50_95": got, "expected_map50_95": expected_map50_95, "tolerance": tolerance}
+
+
+def deploy(
+    source_uri: str,
+    gate_dir: Path,
+    version: str,
+    manifest: dict[str, Any],
+    holdout_dir: Path,
+    vcfg: ValidateConfig,
+    tolerance: float,
+    tracking_uri: str,
+) -> Path:
+    """Download the registered artifact into `releases/v<version>/`, smoke-test it, then switch `current`.
+
+    A complete release of the same version already in place is not replaced (the gate may be running it);
+    `current` is just pointed at it.
+    """
+    release = gate_dir / "releases" / f"v{version}"
+    if release_is_complete(release):
+        log.info("%s is already complete; pointing current at it", release)
+    else:
+        with atomic_dir(release) as tmp:
+            download_version(source_uri, tmp / ".download", tracking_uri)
+            for item in (tmp / ".download").iterdir():
+                item.rename(tmp / item.name)
+            (tmp / ".download").rmdir()
+            checkpoint("after_download")
+            meta = json.loads((tmp / CANDIDATE_JSON).read_text())
+            sha = path_sha256(tmp / meta["artifact"])
+            if sha != meta["sha256"]:
+                raise SmokeTestError(f"{source_uri}: artifact sha256 {sha} differs from the built {meta['sha256']}")
+            smoke = smoke_test(tmp, holdout_dir, float(manifest["metrics"]["map50_95"]), vcfg, tolerance)
+            checkpoint("after_smoke_test")
+            full = {
+                **manifest,
+                "sha256": sha,
+                "artifact": meta["artifact"],
+                "imgsz": meta["imgsz"],
+                "toolchain": meta["toolchain"],
+                "target_hardware": target_hardware(meta["backend"]),
+                "smoke_test": smoke,
+            }
+            atomic_write_text(tmp / MANIFEST, json.dumps(full, indent=2, sort_keys=True))
+        checkpoint("after_release_written")
+    checkpoint("before_switch")
+    switch_current(gate_dir, release)
+    checkpoint("after_switch")
+    return release
+
+
+def manifest_for(
+    tracking: TrackingConfig, version: str, run_id: str, candidate: str, row: dict[str, Any], rebuild_run_id: str
+) -> dict[str, Any]:
+    """What a release records about where it came from; deploy adds the hash, toolchain, hardware, smoke test."""
+    return {
+        "version": str(version),
+        "registered_model": tracking.registered_model,
+        "run_id": run_id,
+        "rebuild_run_id": rebuild_run_id,
+        "candidate": candidate,
+        "metrics": {k: v for k, v in row.items() if isinstance(v, int | float)},
+        "backend": row.get("backend"),
+        "precision": row.get("precision"),
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def evaluate_champion(
+    mc: Any, tracking: TrackingConfig, holdout_dir: Path, vcfg: ValidateConfig
+) -> ChampionScore | None:
+    """Download the `champion` version from the registry and measure its mAP50-95 on this holdout (None: no
+    champion yet)."""
+    mv = version_by_alias(mc, tracking.registered_model, CHAMPION)
+    if mv is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="alpr-champion-") as tmp:
+        folder = download_version(mv.source, Path(tmp) / "champion", tracking.uri)
+        checkpoint("after_champion_download")
+        cand = load_candidate(folder)
+        try:
+            score = holdout_map(cand, holdout_dir, vcfg)
+        except Exception as e:  # e.g. a TensorRT champion on a machine without its GPU
+            raise RuntimeError(
+                f"champion version {mv.version} ({cand.name}, {cand.backend}) cannot be evaluated on this machine, so "
+                f"challengers cannot be compared with it: {e}. Promote on the machine the champion runs on."
+            ) from e
+    log.info("champion version %s (%s): mAP50-95 %.4f on this holdout", mv.version, cand.name, score)
+    return ChampionScore(str(mv.version), cand.name, score)
+
+
+def _log_event(mc: Any, tracking: TrackingConfig, kind: str, tags: dict[str, str]) -> str:
+    """A small MLflow run recording a promotion or rollback (kind tag `promotion` / `rollback`)."""
+    exp = experiment_id(mc, tracking)
+    run = mc.create_run(exp, tags={KIND_TAG: kind, "mlflow.runName": f"{kind}-v{tags.get('to_version', '')}", **tags})
+    mc.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    decision: Decision
+    version: str | None = None
+    release: Path | None = None
 
 
 def promote(
@@ -145,43 +409,119 @@ def promote(
     cfg: PromoteConfig,
     tracking: TrackingConfig,
     holdout_dir: Path,
-    imgsz: int,
+    vcfg: ValidateConfig,
 ) -> PromoteResult:
-    """Decide, log each verdict to its run, deploy the winner and move the `champion` alias to it."""
-    from mlflow.exceptions import MlflowException
-
-    frame = holdout_images(holdout_dir)[0]
-    decision = decide(metrics, cfg)
-    mc = client(tracking)
-    for name, verdict in decision.verdicts.items():
-        run_id = record.candidates[name].run_id
-        mc.set_tag(run_id, "gate.passed", str(verdict.passed).lower())
-        mc.set_tag(run_id, "gate.reasons", "; ".join(verdict.reasons))
-    if decision.winner is None:
-        log.warning("no candidate passed the gates; nothing promoted:\n%s", decision.explain())
-        return PromoteResult(decision)
-    winner = record.candidates[decision.winner]
-    row = metrics[decision.winner]
-    manifest = {
-        "version": winner.version,
-        "registered_model": tracking.registered_model,
-        "run_id": winner.run_id,
-        "rebuild_run_id": record.parent_run_id,
-        "candidate": decision.winner,
-        "metrics": {k: v for k, v in row.items() if isinstance(v, int | float)},
-        "backend": row.get("backend"),
-        "precision": row.get("precision"),
-        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    release = deploy(winner.source, cfg.gate_dir, winner.version, manifest, frame, imgsz)
+    """Gate every candidate (against FP32 and the champion), log each verdict to its run, mark the winner
+    `challenger`, deploy it after a smoke test, then make it `champion` (the old one becomes `previous`)."""
     name = tracking.registered_model
-    try:
-        old = mc.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:  # no champion yet
-        old = None
-    if old is not None and str(old.version) != winner.version:
-        mc.set_registered_model_alias(name, PREVIOUS, old.version)
-    mc.set_registered_model_alias(name, CHAMPION, winner.version)
-    prune_releases(cfg.gate_dir, cfg.keep_releases)
+    mc = client(tracking)
+    with promotion_lock(cfg.gate_dir):
+        champion = evaluate_champion(mc, tracking, holdout_dir, vcfg)
+        decision = decide(metrics, cfg, champion)
+        record_verdicts(mc, record, decision)
+        if decision.winner is None:
+            log.warning("no candidate passed the gates; nothing promoted:\n%s", decision.explain())
+            return PromoteResult(decision)
+        winner = record.candidates[decision.winner]
+        if not winner.version:
+            raise RuntimeError(f"candidate '{decision.winner}' (run {winner.run_id}) has no registry version")
+        mc.set_registered_model_alias(name, CHALLENGER, winner.version)
+        row = metrics[decision.winner]
+        manifest = manifest_for(tracking, winner.version, winner.run_id, decision.winner, row, record.parent_run_id)
+        try:
+            release = deploy(
+                winner.source,
+                cfg.gate_dir,
+                winner.version,
+                manifest,
+                holdout_dir,
+                vcfg,
+                cfg.smoke_tolerance,
+                tracking.uri,
+            )
+        except SmokeTestError as e:
+            mc.set_tag(winner.run_id, "gate.smoke_test", f"fail: {e}")
+            delete_alias(mc, name, CHALLENGER)
+            raise
+        mc.set_tag(winner.run_id, "gate.smoke_test", "pass")
+        old = crown(mc, name, winner.version)
+        checkpoint("after_aliases")
+        _log_event(
+            mc,
+            tracking,
+            "promotion",
+            {"from_version": old or "", "to_version": winner.version, "candidate": decision.winner},
+        )
+        prune_releases(cfg.gate_dir, cfg.keep_releases)
     log.info("promoted %s (version %s) to %s", decision.winner, winner.version, release)
     return PromoteResult(decision, winner.version, release)
+
+
+def require_latest_rebuild(tracking: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[str, Any]]]:
+    """The newest finished rebuild and its metrics; fails with what to run when there is none."""
+    latest = latest_rebuild(tracking)
+    if latest is None:
+        raise RuntimeError(f"no finished rebuild in {tracking.uri}; run `alpr-ops rebuild` first")
+    return latest
+
+
+# --- rollback -------------------------------------------------------------------------------------------------------
+
+
+class RollbackError(RuntimeError):
+    """Nothing to roll back to, or the previous release cannot be restored."""
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    from_version: str | None
+    to_version: str
+    release: Path
+    mlflow_run_id: str
+
+
+def rollback(cfg: PromoteConfig, tracking: TrackingConfig, holdout_dir: Path, vcfg: ValidateConfig) -> RollbackResult:
+    """Point `current` and `champion` back at the `previous` version, in one step; logged as an MLflow run.
+
+    The release folder is reused when it is still there and complete; if it was pruned it is downloaded and
+    smoke-tested again. `current` moves first, then the aliases: a kill in between is finished by re-running.
+    `previous` is then cleared: a rollback is one undo, not a walk back through history.
+    """
+    name = tracking.registered_model
+    mc = client(tracking)
+    with promotion_lock(cfg.gate_dir):
+        prev = version_by_alias(mc, name, PREVIOUS)
+        if prev is None:
+            raise RollbackError(
+                f"nothing to roll back to: model '{name}' in {tracking.uri} has no '{PREVIOUS}' alias "
+                "(no promotion has replaced a champion yet, or the last rollback already used it)"
+            )
+        champ = version_by_alias(mc, name, CHAMPION)
+        from_version = str(champ.version) if champ is not None else None
+        run = mc.get_run(prev.run_id)
+        row = {**run.data.metrics, "backend": run.data.tags.get("backend"), "precision": run.data.tags.get("precision")}
+        if "map50_95" not in row:
+            raise RollbackError(f"version {prev.version} (run {prev.run_id}) has no map50_95 metric to smoke-test")
+        manifest = manifest_for(
+            tracking, str(prev.version), prev.run_id, run.data.tags.get("candidate", ""), row, "rollback"
+        )
+        try:
+            release = deploy(
+                prev.source,
+                cfg.gate_dir,
+                str(prev.version),
+                manifest,
+                holdout_dir,
+                vcfg,
+                cfg.smoke_tolerance,
+                tracking.uri,
+            )
+        except SmokeTestError as e:
+            raise RollbackError(f"previous version {prev.version} cannot be restored: {e}") from e
+        mc.set_registered_model_alias(name, CHAMPION, str(prev.version))
+        delete_alias(mc, name, PREVIOUS)
+        run_id = _log_event(
+            mc, tracking, "rollback", {"from_version": from_version or "", "to_version": str(prev.version)}
+        )
+    log.info("rolled back from version %s to %s (%s)", from_version, prev.version, release)
+    return RollbackResult(from_version, str(prev.version), release, run_id)

@@ -59,7 +59,7 @@ def test_rebuild_is_logged_with_lineage_runs_and_registry_versions(store: Params
 def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tuple, validated: dict) -> None:
     _, candidates = built
     record = log_rebuild(store, candidates, validated, tags(store, candidates))
-    result = promote(record, validated, store.promote, store.tracking, store.paths.holdout, 320)
+    result = promote(record, validated, store.promote, store.tracking, store.paths.holdout, store.validate_)
     assert result.decision.winner is not None
     winner = record.candidates[result.decision.winner]
     mc = client(store.tracking)
@@ -76,7 +76,7 @@ def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tu
 
     # a second rebuild promotes again: `previous` keeps the old champion for rollback
     record2 = log_rebuild(store, candidates, validated, tags(store, candidates))
-    result2 = promote(record2, validated, store.promote, store.tracking, store.paths.holdout, 320)
+    result2 = promote(record2, validated, store.promote, store.tracking, store.paths.holdout, store.validate_)
     name = store.tracking.registered_model
     assert str(mc.get_model_version_by_alias(name, PREVIOUS).version) == winner.version
     assert str(mc.get_model_version_by_alias(name, CHAMPION).version) == result2.version
@@ -89,11 +89,11 @@ def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tu
 def test_nothing_passes_leaves_champion_and_current_untouched(store: Params, built: tuple, validated: dict) -> None:
     _, candidates = built
     record = log_rebuild(store, candidates, validated, tags(store, candidates))
-    first = promote(record, validated, store.promote, store.tracking, store.paths.holdout, 320)
+    first = promote(record, validated, store.promote, store.tracking, store.paths.holdout, store.validate_)
     before = os.readlink(store.promote.gate_dir / "current")
     worse = {k: {**v, "map_drop": 0.5} for k, v in validated.items()}
     strict = PromoteConfig(max_map_drop=0.01, gate_dir=store.promote.gate_dir)
-    result = promote(record, worse, strict, store.tracking, store.paths.holdout, 320)
+    result = promote(record, worse, strict, store.tracking, store.paths.holdout, store.validate_)
     assert result.decision.winner is None and result.version is None
     assert os.readlink(store.promote.gate_dir / "current") == before
     mc = client(store.tracking)
@@ -115,7 +115,8 @@ def test_artifact_that_fails_the_smoke_test_is_not_deployed(store: Params, built
     broken = broken.__class__(**{**broken.__dict__, "sha256": meta["sha256"]})
     record = log_rebuild(store, [broken], {broken.name: validated[broken.name]}, tags(store, candidates))
     with pytest.raises(SmokeTestError, match="failed to load or run"):
-        promote(record, {broken.name: validated[broken.name]}, store.promote, store.tracking, store.paths.holdout, 320)
+        metrics = {broken.name: validated[broken.name]}
+        promote(record, metrics, store.promote, store.tracking, store.paths.holdout, store.validate_)
     gate = store.promote.gate_dir
     assert current_release(gate) is None
     assert [p.name for p in (gate / "releases").iterdir()] == [], "a failed release was left in releases/"
@@ -128,9 +129,9 @@ def test_promoting_the_live_version_again_keeps_the_release_in_place(store: Para
 
     _, candidates = built
     record = log_rebuild(store, candidates, validated, tags(store, candidates))
-    first = promote(record, validated, store.promote, store.tracking, store.paths.holdout, 320)
+    first = promote(record, validated, store.promote, store.tracking, store.paths.holdout, store.validate_)
     inode = first.release.stat().st_ino
-    again = promote(record, validated, store.promote, store.tracking, store.paths.holdout, 320)
+    again = promote(record, validated, store.promote, store.tracking, store.paths.holdout, store.validate_)
     assert again.release == first.release and again.release.stat().st_ino == inode, "live release was replaced"
     # the gate runtime may run as another user: releases are readable like ordinary files
     assert stat.S_IMODE(first.release.stat().st_mode) & 0o005 == 0o005

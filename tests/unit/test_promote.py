@@ -1,12 +1,24 @@
 import os
 from pathlib import Path
 
+import pytest
+
 from tasks.config import PromoteConfig
-from tasks.promote import current_release, decide, prune_releases, switch_current
+from tasks.promote import ChampionScore, current_release, decide, prune_releases, recover, switch_current
 
 
-def row(drop: float, p50: float) -> dict[str, float]:
-    return {"map_drop": drop, "latency_p50_ms": p50}
+def row(drop: float, p50: float, agreement: float = 0.95, p95: float | None = None, speedup: float = 1.0) -> dict:
+    return {
+        "map50_95": 0.7 - drop,
+        "map_drop": drop,
+        "agreement_map50_95": agreement,
+        "latency_p50_ms": p50,
+        "latency_p95_ms": p95 if p95 is not None else p50 * 1.2,
+        "speedup": speedup,
+    }
+
+
+LOOSE = PromoteConfig(max_map_drop=0.01, min_agreement=0.8, max_p95_ms=100, min_speedup=0.5)
 
 
 def test_fastest_passing_candidate_wins() -> None:
@@ -16,17 +28,49 @@ def test_fastest_passing_candidate_wins() -> None:
         "ort-int8": row(-0.006, 46.0),
         "ours": row(0.006, 18),
     }
-    decision = decide(metrics, PromoteConfig(max_map_drop=0.01))
+    decision = decide(metrics, LOOSE)
     assert decision.winner == "ours"
     assert not decision.verdicts["ov-int8"].passed
-    assert "0.0560 > 0.01" in decision.verdicts["ov-int8"].reasons[0]
+    assert "map_drop 0.056 > 0.01" in decision.verdicts["ov-int8"].reasons
     assert decision.verdicts["fp32"].passed and decision.verdicts["ort-int8"].passed
 
 
+@pytest.mark.parametrize(
+    ("candidate", "gate"),
+    [
+        (row(0.0, 10, agreement=0.7), "agreement 0.7 < 0.8"),
+        (row(0.0, 10, p95=150), "p95_ms 150 > 100"),
+        (row(0.0, 10, speedup=0.4), "speedup 0.4 < 0.5"),
+    ],
+)
+def test_each_gate_can_fail_alone(candidate: dict, gate: str) -> None:
+    decision = decide({"fast": candidate, "slow": row(0.0, 50)}, LOOSE)
+    assert decision.winner == "slow"
+    assert gate in decision.verdicts["fast"].reasons
+    assert sum(not c.passed for c in decision.verdicts["fast"].checks) == 1
+
+
+def test_challenger_must_not_be_worse_than_the_champion() -> None:
+    champion = ChampionScore(version="3", candidate="fp32", map50_95=0.70)
+    cfg = LOOSE.model_copy(update={"champion_tolerance": 0.005})
+    metrics = {"worse": row(0.008, 10), "close": row(0.004, 20)}  # map50_95 0.692 and 0.696
+    decision = decide(metrics, cfg, champion)
+    assert decision.winner == "close"
+    assert "vs_champion 0.692 < 0.695" in decision.verdicts["worse"].reasons
+    assert decide(metrics, cfg).winner == "worse", "without a champion the gate does not apply"
+
+
 def test_no_winner_when_nothing_passes() -> None:
-    decision = decide({"a": row(0.2, 5.0), "b": row(0.02, 6.0)}, PromoteConfig(max_map_drop=0.01))
+    decision = decide({"a": row(0.2, 5.0), "b": row(0.02, 6.0)}, LOOSE)
     assert decision.winner is None
     assert "a: FAIL" in decision.explain() and "b: FAIL" in decision.explain()
+
+
+def test_missing_metric_fails_with_the_name() -> None:
+    bad = row(0.0, 5.0)
+    del bad["agreement_map50_95"]
+    with pytest.raises(KeyError, match="agreement_map50_95"):
+        decide({"a": bad}, LOOSE)
 
 
 def test_switch_current_is_a_symlink_rename(tmp_path: Path) -> None:
@@ -47,3 +91,15 @@ def test_prune_keeps_current_and_newest(tmp_path: Path) -> None:
     switch_current(tmp_path, tmp_path / "releases" / "v1")
     prune_releases(tmp_path, keep=2)
     assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == ["v1", "v3", "v4"]
+
+
+def test_recover_clears_leftovers_and_restores_a_moved_aside_release(tmp_path: Path) -> None:
+    releases = tmp_path / "releases"
+    (releases / ".v3-abc-tmp").mkdir(parents=True)  # a half-downloaded release
+    (releases / ".v2-def-old" / "v2").mkdir(parents=True)  # killed between atomic_dir's two renames
+    (releases / ".v2-def-old" / "v2" / "manifest.json").write_text("{}")
+    (tmp_path / ".current.123.tmp").symlink_to("releases/v2")
+    recover(tmp_path)
+    assert sorted(p.name for p in releases.iterdir()) == ["v2"]
+    assert (releases / "v2" / "manifest.json").is_file()
+    assert not (tmp_path / ".current.123.tmp").is_symlink()

@@ -1,0 +1,33 @@
+"""The `promote` Prefect flow: gate the latest rebuild's candidates, deploy the winner, move the aliases.
+
+Prefect decorators live here only; the logic is in `tasks/promote.py`, whose plain functions the tests call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import offline
+from tasks import promote as promote_tasks
+from tasks.config import Params
+from tasks.track import RebuildRecord
+
+# No caching and no retries: promotion moves registry aliases and the gate's `current` pointer; it is safe to
+# re-run by hand (it recovers a killed run's leftovers), but a blind retry would hide why it failed.
+stay_offline = task(offline.configure_offline, name="offline", cache_policy=NO_CACHE)
+latest_rebuild = task(promote_tasks.require_latest_rebuild, name="latest-rebuild", cache_policy=NO_CACHE)
+promote_winner = task(promote_tasks.promote, name="promote", cache_policy=NO_CACHE)
+
+
+@flow(name="promote", log_prints=False)
+def promote(
+    params: Params, record: RebuildRecord | None = None, metrics: dict[str, dict[str, Any]] | None = None
+) -> promote_tasks.PromoteResult:
+    """Promote the winner of `record` (default: the newest finished rebuild in MLflow) to the gate runtime."""
+    stay_offline(params.paths.ultralytics_config)
+    if record is None or metrics is None:
+        record, metrics = latest_rebuild(params.tracking)
+    return promote_winner(record, metrics, params.promote, params.tracking, params.paths.holdout, params.validate_)

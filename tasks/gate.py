@@ -1,0 +1,203 @@
+"""Reference gate runtime: run the `current` release frame by frame and hot-swap when `current` changes.
+
+A new release is loaded (and warmed up on a blank frame) in a background thread while the old one keeps running;
+the swap happens between two frames, so no frame is dropped and the process never restarts. A release that fails to
+load is logged and skipped: the gate keeps the release it has.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.build import CANDIDATE_JSON
+from tasks.promote import MANIFEST, current_release
+from tasks.validate import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+
+class GateError(RuntimeError):
+    """The gate cannot start: no release deployed, or the source cannot be read."""
+
+
+@dataclass(frozen=True)
+class LoadedRelease:
+    """A release loaded with its runtime and ready to run."""
+
+    path: Path  # the resolved release folder
+    version: str
+    imgsz: int
+    model: Any  # ultralytics.YOLO
+
+
+def load_release(release: Path) -> LoadedRelease:
+    """Load a release's artifact with Ultralytics' loader for its format and run it once on a blank frame, so a
+    release that cannot run fails here (in the loader thread) rather than on a live frame."""
+    from ultralytics import YOLO
+
+    manifest = json.loads((release / MANIFEST).read_text())
+    meta = json.loads((release / CANDIDATE_JSON).read_text())
+    imgsz = int(meta["imgsz"])
+    model = YOLO(str(release / meta["artifact"]), task="detect")
+    model.predict(np.zeros((imgsz, imgsz, 3), dtype=np.uint8), imgsz=imgsz, device="cpu", verbose=False)
+    return LoadedRelease(release, str(manifest["version"]), imgsz, model)
+
+
+def read_frames(source: Path) -> Iterator[np.ndarray]:
+    """BGR frames of a video file (OpenCV's decoder) or of a folder's images, in name order."""
+    import cv2
+
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise GateError(
+                f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}); pass a video or an image folder"
+            )
+        for image in images:
+            frame = cv2.imread(str(image))
+            if frame is None:
+                raise GateError(f"{image}: cannot be read as an image")
+            yield frame
+        return
+    cap = cv2.VideoCapture(str(source))
+    if not cap.isOpened():
+        raise GateError(f"{source}: cannot be opened as a video; pass a video file or an image folder")
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield frame
+    finally:
+        cap.release()
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    index: int
+    version: str  # the release that processed this frame
+    detections: int
+
+
+@dataclass
+class GateReport:
+    frames: list[FrameResult] = field(default_factory=list)
+    seconds: float = 0.0
+    swaps: list[tuple[int, str, str]] = field(default_factory=list)  # (first frame on the new one, from, to)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (release folder, why it was not loaded)
+
+    @property
+    def fps(self) -> float:
+        return len(self.frames) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def detections(self) -> int:
+        return sum(f.detections for f in self.frames)
+
+
+class GateRuntime:
+    """Runs the `current` release of `gate_dir`; `poll()` between frames starts or finishes a background reload."""
+
+    def __init__(self, gate_dir: Path, conf: float, iou: float) -> None:
+        release = current_release(gate_dir)
+        if release is None:
+            raise GateError(f"{gate_dir / 'current'}: no release deployed; run `alpr-ops promote` first")
+        self.gate_dir, self.conf, self.iou = gate_dir, conf, iou
+        self.active = load_release(release)
+        log.info("gate: running release v%s (%s)", self.active.version, release)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-loader")
+        self._pending: tuple[Path, concurrent.futures.Future[LoadedRelease]] | None = None
+        self._failed: Path | None = None  # the last target that failed to load (not retried until `current` moves)
+        self.report = GateReport()
+
+    def poll(self, next_index: int) -> None:
+        """Between frames: swap in a finished load, or start loading `current` if it points somewhere new."""
+        target = current_release(self.gate_dir)
+        if self._pending is not None and self._pending[1].done():
+            path, future = self._pending
+            self._pending = None
+            try:
+                new = future.result()
+            except Exception as e:
+                reason = f"{type(e).__name__}: {e}"
+                log.warning(
+                    "gate: release %s failed to load; keeping v%s. Reason: %s", path, self.active.version, reason
+                )
+                self.report.failures.append((str(path), reason))
+                self._failed = path
+            else:
+                if new.path == target:
+                    log.info("gate: switched v%s -> v%s before frame %d", self.active.version, new.version, next_index)
+                    self.report.swaps.append((next_index, self.active.version, new.version))
+                    self.active = new
+        if target is None or target == self.active.path:
+            self._failed = None
+            return
+        loading = self._pending[0] if self._pending is not None else None
+        if target != loading and target != self._failed:
+            log.info("gate: current -> %s; loading it in the background", target)
+            self._pending = (target, self._pool.submit(load_release, target))
+
+    def wait_for_load(self, timeout: float | None = None) -> None:
+        """Block until a background load (if any) has finished; it is swapped in at the next `poll()`."""
+        if self._pending is not None:
+            concurrent.futures.wait([self._pending[1]], timeout=timeout)
+
+    def detect(self, frame: np.ndarray) -> int:
+        a = self.active
+        result = a.model.predict(frame, imgsz=a.imgsz, conf=self.conf, iou=self.iou, device="cpu", verbose=False)[0]
+        return len(result.boxes)
+
+    def run(
+        self, frames: Iterator[np.ndarray], on_frame: Callable[[int, GateRuntime], None] | None = None
+    ) -> GateReport:
+        """Process every frame exactly once, in order, polling for a new release between frames."""
+        started = time.perf_counter()
+        for index, frame in enumerate(frames):
+            self.poll(index)
+            version = self.active.version
+            self.report.frames.append(FrameResult(index, version, self.detect(frame)))
+            if on_frame is not None:
+                on_frame(index, self)
+        self.report.seconds = time.perf_counter() - started
+        return self.report
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def run_gate(
+    gate_dir: Path,
+    source: Path,
+    conf: float,
+    iou: float,
+    on_frame: Callable[[int, GateRuntime], None] | None = None,
+) -> GateReport:
+    """Run the gate over `source` (a video or an image folder) and return what it did."""
+    if not source.exists():
+        raise GateError(f"{source}: not found; pass a video file or an image folder")
+    frames = read_frames(source)
+    runtime = GateRuntime(gate_dir, conf, iou)
+    try:
+        report = runtime.run(frames, on_frame)
+    finally:
+        runtime.close()
+    log.info(
+        "gate: %d frames in %.1f s (%.1f FPS), %d detections, %d swaps, %d failed loads",
+        len(report.frames),
+        report.seconds,
+        report.fps,
+        report.detections,
+        len(report.swaps),
+        len(report.failures),
+    )
+    return report

@@ -1,0 +1,233 @@
+"""Promotion against a real sqlite MLflow store, real artifacts and a real gate folder: gates, champion comparison,
+smoke test, rollback, the Prefect flow, and kill -9 of the promote process at several checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.config import Params
+from tasks.promote import (
+    CHALLENGER,
+    CHAMPION,
+    KILL_ENV,
+    MANIFEST,
+    PREVIOUS,
+    RollbackError,
+    SmokeTestError,
+    current_release,
+    promote,
+    release_is_complete,
+    rollback,
+)
+from tasks.registry import version_by_alias
+from tasks.track import client, lineage, log_rebuild
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+REF = "fp32"  # tests promote the FP32 candidate only: the cheapest to load, and always within the FP32 gates
+
+
+@pytest.fixture
+def store(tmp_path: Path, built: tuple) -> Params:
+    """The session's built project with its own MLflow store and gate folder, and gates any FP32 passes."""
+    params, _ = built
+    tracking = params.tracking.model_copy(
+        update={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": tmp_path / "mlartifacts"}
+    )
+    gates = {"gate_dir": tmp_path / "gate", "min_agreement": 0.5, "max_p95_ms": 10_000.0, "min_speedup": 1.0}
+    return params.model_copy(update={"tracking": tracking, "promote": params.promote.model_copy(update=gates)})
+
+
+def rebuild(store: Params, built: tuple, validated: dict, **changes: float):
+    """Log a rebuild of the FP32 candidate (with metrics `changes` applied) and return its record and metrics."""
+    _, candidates = built
+    cand = next(c for c in candidates if c.name == REF)
+    metrics = {REF: {**validated[REF], **changes}}
+    tags = lineage(ROOT, cand.frames_hash, store.model.sha256, store.paths.videos.with_suffix(".dvc"))
+    return log_rebuild(store, [cand], metrics, tags), metrics
+
+
+def run_promote(store: Params, record, metrics):
+    return promote(record, metrics, store.promote, store.tracking, store.paths.holdout, store.validate_)
+
+
+def alias(store: Params, name: str) -> str | None:
+    mv = version_by_alias(client(store.tracking), store.tracking.registered_model, name)
+    return None if mv is None else str(mv.version)
+
+
+def deployed_version(store: Params) -> str | None:
+    release = current_release(store.promote.gate_dir)
+    if release is None:
+        return None
+    assert release_is_complete(release), f"current points at an incomplete release {release}"
+    return json.loads((release / MANIFEST).read_text())["version"]
+
+
+def test_passing_candidate_becomes_champion_with_verdicts_and_manifest(store: Params, built, validated) -> None:
+    record, metrics = rebuild(store, built, validated)
+    result = run_promote(store, record, metrics)
+    version = record.candidates[REF].version
+    assert result.decision.winner == REF and result.version == version
+    assert alias(store, CHAMPION) == version and alias(store, CHALLENGER) == version and alias(store, PREVIOUS) is None
+    assert deployed_version(store) == version
+    manifest = json.loads((store.promote.gate_dir / "current" / MANIFEST).read_text())
+    assert manifest["run_id"] == record.candidates[REF].run_id
+    assert manifest["registered_model"] == store.tracking.registered_model
+    assert manifest["metrics"]["map50_95"] == pytest.approx(validated[REF]["map50_95"])
+    assert manifest["toolchain"]["ultralytics"] and manifest["target_hardware"]["cpu"]
+    assert manifest["target_hardware"]["backend"] == "onnxruntime"
+    smoke = manifest["smoke_test"]
+    assert abs(smoke["map50_95"] - validated[REF]["map50_95"]) <= store.promote.smoke_tolerance
+    # every gate's verdict, with its numbers, on the candidate's run: tags and a JSON artifact
+    mc = client(store.tracking)
+    tags = mc.get_run(record.candidates[REF].run_id).data.tags
+    assert tags["gate.passed"] == "true" and tags["gate.smoke_test"] == "pass"
+    for gate in ("map_drop", "agreement", "p95_ms", "speedup"):
+        assert tags[f"gate.{gate}"].startswith("pass: ")
+    assert "gate.vs_champion" not in tags, "there was no champion to compare with"
+    local = mc.download_artifacts(record.candidates[REF].run_id, "promotion/verdict.json", str(store.promote.gate_dir))
+    doc = json.loads(Path(local).read_text())
+    assert {c["gate"] for c in doc["checks"]} == {"map_drop", "agreement", "p95_ms", "speedup"}
+    assert doc["winner"] == REF
+
+
+def test_challenger_worse_than_champion_leaves_champion_and_current(store: Params, built, validated) -> None:
+    first, metrics = rebuild(store, built, validated)
+    run_promote(store, first, metrics)
+    before = os.readlink(store.promote.gate_dir / "current")
+    # a challenger that passes every FP32 gate but claims a mAP well below the champion's (re-measured here)
+    second, worse = rebuild(store, built, validated, map50_95=validated[REF]["map50_95"] - 0.05)
+    result = run_promote(store, second, worse)
+    assert result.decision.winner is None and result.version is None
+    assert result.decision.champion is not None and result.decision.champion.version == first.candidates[REF].version
+    assert result.decision.champion.map50_95 == pytest.approx(validated[REF]["map50_95"], abs=0.01)
+    assert os.readlink(store.promote.gate_dir / "current") == before
+    assert alias(store, CHAMPION) == first.candidates[REF].version
+    tags = client(store.tracking).get_run(second.candidates[REF].run_id).data.tags
+    assert tags["gate.passed"] == "false" and tags["gate.vs_champion"].startswith("fail: ")
+    assert tags["gate.map_drop"].startswith("pass: ")
+
+
+def test_artifact_that_does_not_reproduce_its_validation_is_not_deployed(store: Params, built, validated) -> None:
+    record, metrics = rebuild(store, built, validated, map50_95=min(1.0, validated[REF]["map50_95"] + 0.2))
+    with pytest.raises(SmokeTestError, match="differs from the validated"):
+        run_promote(store, record, metrics)
+    gate = store.promote.gate_dir
+    assert current_release(gate) is None
+    assert list((gate / "releases").iterdir()) == [], "a release that failed its smoke test was left in releases/"
+    assert alias(store, CHAMPION) is None and alias(store, CHALLENGER) is None
+    tags = client(store.tracking).get_run(record.candidates[REF].run_id).data.tags
+    assert tags["gate.smoke_test"].startswith("fail: ")
+
+
+def test_rollback_restores_previous_release_and_alias(store: Params, built, validated) -> None:
+    cfg = store.promote.model_copy(update={"keep_releases": 1})  # v1's folder is pruned: rollback re-deploys it
+    store = store.model_copy(update={"promote": cfg})
+    with pytest.raises(RollbackError, match="nothing to roll back to"):
+        rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
+    first, metrics = rebuild(store, built, validated)
+    run_promote(store, first, metrics)
+    second, metrics2 = rebuild(store, built, validated)
+    run_promote(store, second, metrics2)
+    v1, v2 = first.candidates[REF].version, second.candidates[REF].version
+    assert deployed_version(store) == v2 and alias(store, PREVIOUS) == v1
+    assert not (store.promote.gate_dir / "releases" / f"v{v1}").exists()
+
+    result = rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
+    assert (result.from_version, result.to_version) == (v2, v1)
+    assert deployed_version(store) == v1 and alias(store, CHAMPION) == v1 and alias(store, PREVIOUS) is None
+    event = client(store.tracking).get_run(result.mlflow_run_id).data.tags
+    assert event["alpr.kind"] == "rollback" and (event["from_version"], event["to_version"]) == (v2, v1)
+    with pytest.raises(RollbackError, match="nothing to roll back to"):
+        rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
+
+
+def test_promote_flow_and_the_promote_and_rollback_commands(store: Params, built, validated, tmp_path: Path, cli):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.promote import promote as promote_flow
+
+    first, _ = rebuild(store, built, validated)
+    with prefect_test_harness(server_startup_timeout=120):
+        result = promote_flow(store)  # no record given: the flow reads the latest rebuild from MLflow
+    v1 = first.candidates[REF].version
+    assert result.version == v1 == alias(store, CHAMPION)
+    # the CLI, in a project whose params.yaml names the same store and gate folder
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "params.yaml").write_text(store.model_dump_json(by_alias=True))  # YAML is a superset of JSON
+    second, _ = rebuild(store, built, validated)
+    v2 = second.candidates[REF].version
+    done = cli(project, "promote")
+    assert f"(version {v2})" in done.stdout + done.stderr
+    assert deployed_version(store) == v2 and (alias(store, CHAMPION), alias(store, PREVIOUS)) == (v2, v1)
+    done = cli(project, "rollback")
+    assert f"version {v2} -> {v1}" in done.stderr
+    assert deployed_version(store) == v1 and alias(store, CHAMPION) == v1
+    done = cli(project, "rollback", check=False)
+    assert done.returncode == 1 and "nothing to roll back to" in done.stderr
+
+
+PROMOTE_SCRIPT = """
+import sys
+from tasks.config import Params
+from tasks.offline import configure_offline
+from tasks.promote import promote, require_latest_rebuild
+
+params = Params.model_validate_json(open(sys.argv[1]).read())
+configure_offline(params.paths.ultralytics_config)
+record, metrics = require_latest_rebuild(params.tracking)
+promote(record, metrics, params.promote, params.tracking, params.paths.holdout, params.validate_)
+"""
+
+
+def promote_process(store: Params, tmp_path: Path, kill_at: str | None) -> subprocess.CompletedProcess[str]:
+    """`promote` of the latest rebuild in its own process (optionally SIGKILLed at checkpoint `kill_at`)."""
+    cfg = tmp_path / "params.json"
+    cfg.write_text(store.model_dump_json(by_alias=True))
+    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    if kill_at:
+        env[KILL_ENV] = kill_at
+    args = [sys.executable, "-c", PROMOTE_SCRIPT, str(cfg)]
+    return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "deployed_after_kill"),
+    [
+        ("after_champion_download", "old"),
+        ("after_download", "old"),
+        ("after_release_written", "old"),
+        ("after_switch", "new"),
+        ("after_aliases", "new"),
+    ],
+)
+def test_kill_during_promotion_leaves_a_complete_release_and_a_rerun_finishes(
+    store: Params, built, validated, tmp_path: Path, kill_at: str, deployed_after_kill: str
+) -> None:
+    first, metrics = rebuild(store, built, validated)
+    run_promote(store, first, metrics)
+    second, _ = rebuild(store, built, validated)
+    old, new = first.candidates[REF].version, second.candidates[REF].version
+
+    killed = promote_process(store, tmp_path, kill_at)
+    assert killed.returncode == -9, f"not killed at {kill_at}:\n{killed.stderr[-3000:]}"
+    assert deployed_version(store) == {"old": old, "new": new}[deployed_after_kill]
+    assert alias(store, CHAMPION) in (old, new)
+
+    from tasks.promote import require_latest_rebuild
+
+    result = run_promote(store, *require_latest_rebuild(store.tracking))  # the rerun (in-process: cheaper)
+    assert result.version == new and deployed_version(store) == new
+    assert (alias(store, CHAMPION), alias(store, PREVIOUS)) == (new, old)
+    gate = store.promote.gate_dir
+    leftovers = [p.name for p in (gate / "releases").glob(".*")] + [p.name for p in gate.glob(".current.*")]
+    assert leftovers == [], f"a killed promotion's leftovers were not cleared: {leftovers}"
