@@ -175,19 +175,30 @@ def build(model: PathOpt = None, data: PathOpt = None, frames: PathOpt = None, o
 
 
 @app.command()
-def validate(candidates: PathOpt = None, holdout: PathOpt = None, metrics: PathOpt = None) -> None:
-    """Validate every built candidate; write the metrics JSON that dvc.yaml declares."""
+def validate(
+    candidates: PathOpt = None,
+    holdout: PathOpt = None,
+    metrics: PathOpt = None,
+    frames: PathOpt = None,
+    plots: PathOpt = None,
+) -> None:
+    """Validate every built candidate; write the metrics JSON and plot data that dvc.yaml declares."""
     _offline()
     from tasks.build import load_candidates
-    from tasks.validate import ValidationError, validate_candidates, write_metrics
+    from tasks.latency import LatencyError
+    from tasks.validate import ValidationError, run_validation, write_metrics, write_plot_data
 
     p, prm = state.params.paths, state.params
     try:
         built = load_candidates(candidates or p.candidates, [c.name for c in prm.build.candidates])
-        rows = validate_candidates(built, holdout or p.holdout, prm.build.reference, prm.validate_)
-    except (ValidationError, FileNotFoundError) as e:
+        report = run_validation(
+            built, holdout or p.holdout, prm.build.reference, prm.validate_, frames or p.holdout_frames
+        )
+    except (ValidationError, LatencyError, FileNotFoundError) as e:
         raise _fail(e) from e
+    rows = report.metrics
     write_metrics(metrics or p.metrics, prm.build.reference, rows)
+    write_plot_data(plots or p.plots, report)
     _print_candidates([{"name": k, **v} for k, v in rows.items()], None)
 
 
