@@ -264,6 +264,34 @@ def status_cmd(
 
 
 @app.command()
+def report(
+    run_id: Annotated[str | None, typer.Argument(help="A rebuild's MLflow run id (default: latest rebuild).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: params.yaml paths.reports).")] = None,
+) -> None:
+    """Print one rebuild side by side and write its HTML and Markdown report (with the image grids)."""
+    from tasks.report import ReportError, load_rebuild, summary_rows, write_report
+
+    prm = state.params
+    try:
+        view = load_rebuild(prm.tracking, run_id)
+        folder = write_report(prm.tracking, view, out or prm.paths.reports)
+    except ReportError as e:
+        raise _fail(e) from e
+    table = Table(title=f"Rebuild {view.run_name} ({view.run_id}), {view.started}")
+    table.add_column("metric")
+    for c in view.candidates:
+        table.add_column(c.name, justify="right")
+    verdicts = {"true": "PASS", "false": "FAIL"}
+    table.add_row("gate verdict", *(verdicts.get(c.passed, "not decided") for c in view.candidates))
+    differing = {label for _, label, _ in view.differing_rows()}
+    for row in summary_rows(view):
+        style = "bold" if row["metric"] in differing else None
+        table.add_row(row["metric"], *(row[c.name] for c in view.candidates), style=style)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console.print(f"report: {folder / 'report.html'} and {folder / 'report.md'}")
+
+
+@app.command()
 def demo() -> None:
     """The whole workflow on embedded defaults: sample videos, fetch the model, version data, rebuild, promote."""
     _offline()
