@@ -309,6 +309,12 @@ def run_validation(
         names = dict(_yolo(by_name[reference]).names)
         labelled = mirror_holdout(holdout_dir, images, work / "holdout", names)
         ref_dets = predict(by_name[reference], agree_images, cfg)
+        if not any(d.conf for d in ref_dets):
+            raise ValidationError(
+                f"{source}: the reference '{reference}' finds no plate (conf >= {cfg.agreement_conf}) on any of "
+                f"{len(agree_images)} agreement frames, so agreement cannot be measured. Use frames that show "
+                "vehicles (paths.holdout_frames) or lower validate.agreement_conf."
+            )
         agreement = write_pseudo_labels(by_name[reference], agree_images, work / "agreement", cfg, ref_dets)
         for cand in steps(candidates, "validate: measuring candidates"):
             row: dict[str, float | str] = {"backend": cand.backend, "precision": cand.precision}
