@@ -164,7 +164,7 @@ def rebuild_datasets(params: Params, report: ValidationReport | None) -> tuple[l
     (for each candidate run) the holdout and agreement frames it was evaluated on."""
     import pandas as pd
 
-    from tasks.validate import agreement_images, holdout_images
+    from tasks.validate import IMAGE_SUFFIXES, agreement_images, holdout_images
 
     p = params.paths
     parent, child = [], []
@@ -176,8 +176,10 @@ def rebuild_datasets(params: Params, report: ValidationReport | None) -> tuple[l
     if (p.holdout / "images").is_dir():
         images = holdout_images(p.holdout)
         child.append(_dataset_input(image_table(images), "holdout-labelled", p.holdout, "evaluation"))
-        frames, source = agreement_images(p.holdout_frames, images)
-        if report is None or not report.agreement_source.startswith("labelled"):
+        # the frames agreement actually used: the report's, else what validation would pick from params
+        source = report.agreement_source if report is not None else agreement_images(p.holdout_frames, images)[1]
+        if not source.startswith("labelled"):  # a separate unlabelled set (not the labelled holdout again)
+            frames = sorted(f for f in Path(source).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
             child.append(_dataset_input(image_table(frames), "holdout-frames", Path(source), "agreement"))
     return parent + child, child
 

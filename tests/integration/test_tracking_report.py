@@ -42,6 +42,7 @@ def test_every_metric_plot_and_dataset_is_in_mlflow(store: Params, logged, valid
         "gate-videos": "source",
         "calibration-frames": "calibration",
         "holdout-labelled": "evaluation",
+        "holdout-frames": "agreement",  # the unlabelled frames agreement used
     }
     parent_files = {f.path for f in mc.list_artifacts(logged.parent_run_id)}
     assert {"lineage.json", "metrics.json", "plots"} <= parent_files
@@ -55,7 +56,7 @@ def test_every_metric_plot_and_dataset_is_in_mlflow(store: Params, logged, valid
             else:
                 assert run.data.metrics[key] == pytest.approx(float(value)), (name, key)
         assert run.data.tags["cpu_model"] == row["cpu_model"]
-        assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"holdout-labelled"}
+        assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"holdout-labelled", "holdout-frames"}
         plots = {f.path for f in mc.list_artifacts(tracked.run_id, "plots")}
         expected = {"plots/latency.png", "plots/pr_curve.png"}
         if name != "fp32":
