@@ -254,11 +254,13 @@ img { max-width: 100%; border: 1px solid #ddd; } code { font-size: 90%; }
 <tbody>{% for key, label, spec in rows %}
 <tr{% if (key, label, spec) in differing %} class="differs"{% endif %}><td>{{ label }}</td>
 {% for c in v.candidates %}<td>{{ v.cell(c, key, spec) }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
+{% if notes %}<p>Latency notes: {{ notes | join("; ") }}</p>{% endif %}
 <h2>Gate verdicts</h2><ul>{% for c in v.candidates %}
 <li><b>{{ c.name }}</b>: <span class="{{ verdict(c) }}">{{ verdict(c) }}</span>
 {% if c.reasons %} ({{ c.reasons }}){% endif %}</li>
 {% endfor %}</ul>
-<h2>Lineage</h2><table>{% for k, val in v.lineage.items() %}<tr><td>{{ k }}</td><td><code>{{ val }}</code></td></tr>
+<h2>Lineage</h2><table>{% for k, val in v.lineage.items() %}<tr><td>{{ k }}</td><td style="text-align: left">
+<code>{{ val }}</code></td></tr>
 {% endfor %}</table>
 {% for c in v.candidates %}{% for plot, rel in images.get(c.name, {}).items() %}
 <h3>{{ c.name }}: {{ plot[:-4].replace("_", " ") }}</h3><img src="{{ rel }}" alt="{{ c.name }} {{ plot }}">
@@ -273,7 +275,12 @@ def render_html(view: RebuildView, images: dict[str, dict[str, str]]) -> str:
 
     env = Environment(autoescape=True)
     return env.from_string(HTML_TEMPLATE).render(
-        v=view, rows=ROWS, differing=view.differing_rows(), images=images, verdict=_verdict
+        v=view,
+        rows=ROWS,
+        differing=view.differing_rows(),
+        images=images,
+        verdict=_verdict,
+        notes=sorted({n for c in view.candidates for n in c.notes.values()}),
     )
 
 
