@@ -6,6 +6,7 @@ effect and several stores can be used side by side (tests, a server).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -89,6 +90,13 @@ def dvc_rev(repo: Path) -> str:
     return f"{done.stdout.strip() or 'uncommitted'} (dvc.lock sha256 {digest})"
 
 
+@functools.lru_cache(maxsize=1024)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    """sha256 of a file, remembered per (path, mtime, size): lineage and datasets of one rebuild hash each video
+    once, not once per use (gate videos are large)."""
+    return sha256_file(Path(path))
+
+
 def video_table(videos_dir: Path) -> pd.DataFrame:
     """One row per video file: name, size, sha256 (the rebuild's input list, for lineage and MLflow datasets)."""
     import pandas as pd
@@ -96,7 +104,12 @@ def video_table(videos_dir: Path) -> pd.DataFrame:
     from tasks.extract import list_videos
 
     videos, _ = list_videos(videos_dir)
-    rows = [{"video": v.name, "size_bytes": float(v.stat().st_size), "sha256": sha256_file(v)} for v in videos]
+    rows = []
+    for v in videos:
+        st = v.stat()
+        rows.append(
+            {"video": v.name, "size_bytes": float(st.st_size), "sha256": _sha256(str(v), st.st_mtime_ns, st.st_size)}
+        )
     return pd.DataFrame(rows, columns=["video", "size_bytes", "sha256"])
 
 
