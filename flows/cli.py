@@ -208,19 +208,30 @@ def build(model: PathOpt = None, data: PathOpt = None, frames: PathOpt = None, o
 
 
 @app.command()
-def validate(candidates: PathOpt = None, holdout: PathOpt = None, metrics: PathOpt = None) -> None:
-    """Validate every built candidate; write the metrics JSON that dvc.yaml declares."""
+def validate(
+    candidates: PathOpt = None,
+    holdout: PathOpt = None,
+    metrics: PathOpt = None,
+    frames: PathOpt = None,
+    plots: PathOpt = None,
+) -> None:
+    """Validate every built candidate; write the metrics JSON and plot data that dvc.yaml declares."""
     _offline()
     from tasks.build import load_candidates
-    from tasks.validate import ValidationError, validate_candidates, write_metrics
+    from tasks.latency import LatencyError
+    from tasks.validate import ValidationError, run_validation, write_metrics, write_plot_data
 
     p, prm = state.params.paths, state.params
     try:
         built = load_candidates(candidates or p.candidates, [c.name for c in prm.build.candidates])
-        rows = validate_candidates(built, holdout or p.holdout, prm.build.reference, prm.validate_)
-    except (ValidationError, FileNotFoundError) as e:
+        report = run_validation(
+            built, holdout or p.holdout, prm.build.reference, prm.validate_, frames or p.holdout_frames
+        )
+    except (ValidationError, LatencyError, FileNotFoundError) as e:
         raise _fail(e) from e
+    rows = report.metrics
     write_metrics(metrics or p.metrics, prm.build.reference, rows)
+    write_plot_data(plots or p.plots, report)
     _print_candidates([{"name": k, **v} for k, v in rows.items()], None)
 
 
@@ -324,6 +335,34 @@ def status_cmd(
         sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
         return
     _print_candidates(info["candidates"], info["champion"])
+
+
+@app.command()
+def report(
+    run_id: Annotated[str | None, typer.Argument(help="A rebuild's MLflow run id (default: latest rebuild).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: params.yaml paths.reports).")] = None,
+) -> None:
+    """Print one rebuild side by side and write its HTML and Markdown report (with the image grids)."""
+    from tasks.report import ReportError, load_rebuild, summary_rows, write_report
+
+    prm = state.params
+    try:
+        view = load_rebuild(prm.tracking, run_id)
+        folder = write_report(prm.tracking, view, out or prm.paths.reports)
+    except ReportError as e:
+        raise _fail(e) from e
+    table = Table(title=f"Rebuild {view.run_name} ({view.run_id}), {view.started}")
+    table.add_column("metric")
+    for c in view.candidates:
+        table.add_column(c.name, justify="right")
+    verdicts = {"true": "PASS", "false": "FAIL"}
+    table.add_row("gate verdict", *(verdicts.get(c.passed, "not decided") for c in view.candidates))
+    differing = {label for _, label, _ in view.differing_rows()}
+    for row in summary_rows(view):
+        style = "bold" if row["metric"] in differing else None
+        table.add_row(row["metric"], *(row[c.name] for c in view.candidates), style=style)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console.print(f"report: {folder / 'report.html'} and {folder / 'report.md'}")
 
 
 @app.command()

@@ -21,8 +21,9 @@ stay_offline = task(offline.configure_offline, name="offline", cache_policy=NO_C
 verify_model = task(fetch.verify_model, name="verify-model", cache_policy=NO_CACHE)
 extract_frames = task(extract.extract_frames, name="extract", cache_policy=NO_CACHE)
 build_candidates = task(build.build_candidates, name="build", cache_policy=NO_CACHE)
-validate_candidates = task(validate.validate_candidates, name="validate", cache_policy=NO_CACHE)
+validate_candidates = task(validate.run_validation, name="validate", cache_policy=NO_CACHE)
 write_metrics = task(validate.write_metrics, name="write-metrics", cache_policy=NO_CACHE)
+write_plot_data = task(validate.write_plot_data, name="write-plot-data", cache_policy=NO_CACHE)
 lineage = task(track.lineage, name="lineage", cache_policy=NO_CACHE)
 log_rebuild = task(track.log_rebuild, name="track", cache_policy=NO_CACHE)
 dvc_commit = task(version.dvc_commit, name="dvc-commit", cache_policy=NO_CACHE)
@@ -44,13 +45,15 @@ def rebuild(params: Params, root: Path, dvc_root: Path | None = None) -> dict[st
     built = build_candidates(
         model, frames.dataset_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash
     )
-    metrics = validate_candidates(built, p.holdout, params.build.reference, params.validate_)
+    report = validate_candidates(built, p.holdout, params.build.reference, params.validate_, p.holdout_frames)
+    metrics = report.metrics
     write_metrics(p.metrics, params.build.reference, metrics)
+    write_plot_data(p.plots, report)
     if dvc_root is not None:
         dvc_commit(dvc_root)
-    tags = lineage(root, frames.frames_hash, params.model.sha256, p.videos.with_suffix(".dvc"))
-    record = log_rebuild(params, built, metrics, tags)
+    tags = lineage(root, frames.frames_hash, params.model.sha256, p.videos.with_suffix(".dvc"), p.videos)
+    record = log_rebuild(params, built, metrics, tags, report)
     result = None
     if params.promote.auto:
         result = promote_flow(params, record, metrics)  # the `promote` flow, as a subflow
-    return {"record": record, "metrics": metrics, "promotion": result, "extract": frames}
+    return {"record": record, "metrics": metrics, "promotion": result, "extract": frames, "validation": report}

@@ -35,6 +35,8 @@ class PathsConfig(_Frozen):
     candidates: Path = Path("models/candidates")
     metrics: Path = Path("metrics/validate.json")
     ultralytics_config: Path = Path(".cache/ultralytics")
+    plots: Path = Path("metrics/plots")  # plot data (CSV) that dvc.yaml declares
+    reports: Path = Path("reports")  # `alpr-ops report` output
 
 
 class SampleConfig(_Frozen):
@@ -110,7 +112,16 @@ class ValidateConfig(_Frozen):
     iou: float = Field(0.7, gt=0, lt=1)
     agreement_conf: float = Field(0.25, gt=0, lt=1)
     warmup: int = Field(10, ge=1)
-    runs: int = Field(100, ge=1)
+    runs: int = Field(200, ge=1)
+    threads: int = Field(2, ge=1)  # pinned for torch, ONNX Runtime and OpenVINO so latencies compare
+    batch_sizes: tuple[int, ...] = Field((1, 4, 8), min_length=1)  # throughput batches (if the artifact allows)
+    grid_frames: int = Field(6, ge=1)  # frames in the FP32-vs-candidate image grid, worst disagreements first
+
+    @model_validator(mode="after")
+    def _check_batches(self) -> ValidateConfig:
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"validate.batch_sizes: every batch size must be >= 1, got {list(self.batch_sizes)}")
+        return self
 
 
 class TrackingConfig(_Frozen):

@@ -6,14 +6,25 @@ effect and several stores can be used side by side (tests, a server).
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import subprocess
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.build import Candidate
 from tasks.config import Params, TrackingConfig
+from tasks.fetch import sha256_file
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tasks.validate import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +75,68 @@ def git_commit(repo: Path) -> str:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def lineage(repo: Path, frames_hash: str, base_model_sha256: str, videos_dvc: Path) -> dict[str, str]:
-    """Tags that say exactly what a rebuild was made from: code, data (DVC hash of the videos), frames, model."""
+def dvc_rev(repo: Path) -> str:
+    """The git commit that last changed `dvc.lock` (the DVC pipeline state), plus the lock file's own sha256."""
+    lock = repo / "dvc.lock"
+    if not lock.is_file():
+        return "no dvc.lock"
+    digest = sha256_file(lock)[:12]
+    try:
+        done = subprocess.run(
+            ["git", "log", "-1", "--format=%H", "--", "dvc.lock"], cwd=repo, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return f"uncommitted (dvc.lock sha256 {digest})"
+    return f"{done.stdout.strip() or 'uncommitted'} (dvc.lock sha256 {digest})"
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    """sha256 of a file, remembered per (path, mtime, size): lineage and datasets of one rebuild hash each video
+    once, not once per use (gate videos are large)."""
+    return sha256_file(Path(path))
+
+
+def video_table(videos_dir: Path) -> pd.DataFrame:
+    """One row per video file: name, size, sha256 (the rebuild's input list, for lineage and MLflow datasets)."""
+    import pandas as pd
+
+    from tasks.extract import list_videos
+
+    videos, _ = list_videos(videos_dir)
+    rows = []
+    for v in videos:
+        st = v.stat()
+        rows.append(
+            {"video": v.name, "size_bytes": float(st.st_size), "sha256": _sha256(str(v), st.st_mtime_ns, st.st_size)}
+        )
+    return pd.DataFrame(rows, columns=["video", "size_bytes", "sha256"])
+
+
+def image_table(images: list[Path]) -> pd.DataFrame:
+    """One row per image: name and sha256 (holdout and agreement frames as MLflow datasets)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"image": p.name, "sha256": sha256_file(p)} for p in images], columns=["image", "sha256"])
+
+
+def table_hash(table: pd.DataFrame) -> str:
+    """Order-independent sha256 of a table's rows."""
+    lines = sorted("\t".join(str(v) for v in row) for row in table.itertuples(index=False))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def lineage(
+    repo: Path, frames_hash: str, base_model_sha256: str, videos_dvc: Path, videos_dir: Path | None = None
+) -> dict[str, str]:
+    """Tags that say exactly what a rebuild was made from: code, DVC state, videos (hashes), frames, model."""
     tags = {"git_commit": git_commit(repo), "frames_hash": frames_hash, "base_model_sha256": base_model_sha256}
+    tags["dvc_rev"] = dvc_rev(repo)
+    if videos_dir is not None and videos_dir.is_dir():
+        table = video_table(videos_dir)
+        tags["videos_count"] = str(len(table))
+        tags["videos_sha256"] = table_hash(table)
+        tags["videos"] = ", ".join(f"{r.video}:{r.sha256[:12]}" for r in table.itertuples())[:4900]
     if videos_dvc.is_file():
         import yaml
 
@@ -89,36 +159,129 @@ def flatten(prefix: str, data: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _dataset_input(table: pd.DataFrame, name: str, source: Path, context: str) -> Any:
+    """An MLflow dataset input (what `mlflow.log_input` logs), built from a pandas table, for `log_inputs`."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    with warnings.catch_warnings():  # schema inference hints about integer columns: not relevant to a file list
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(table, source=str(source), name=name)
+        entity = dataset._to_mlflow_entity()
+    return DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+
+
+def rebuild_datasets(params: Params, report: ValidationReport | None) -> tuple[list[Any], list[Any]]:
+    """MLflow dataset inputs: (for the parent run) videos, calibration frames, holdout, agreement frames;
+    (for each candidate run) the holdout and agreement frames it was evaluated on."""
+    import pandas as pd
+
+    from tasks.validate import IMAGE_SUFFIXES, agreement_images, holdout_images
+
+    p = params.paths
+    parent, child = [], []
+    if p.videos.is_dir():
+        parent.append(_dataset_input(video_table(p.videos), "gate-videos", p.videos, "source"))
+    manifest = p.calibration / "manifest.csv"
+    if manifest.is_file():
+        parent.append(_dataset_input(pd.read_csv(manifest), "calibration-frames", manifest, "calibration"))
+    if (p.holdout / "images").is_dir():
+        images = holdout_images(p.holdout)
+        child.append(_dataset_input(image_table(images), "holdout-labelled", p.holdout, "evaluation"))
+        # the frames agreement actually used: the report's, else what validation would pick from params
+        source = report.agreement_source if report is not None else agreement_images(p.holdout_frames, images)[1]
+        if not source.startswith("labelled"):  # a separate unlabelled set (not the labelled holdout again)
+            frames = sorted(f for f in Path(source).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            child.append(_dataset_input(image_table(frames), "holdout-frames", Path(source), "agreement"))
+    return parent + child, child
+
+
 def log_rebuild(
     params: Params,
     candidates: list[Candidate],
     metrics: dict[str, dict[str, float | str]],
     lineage: dict[str, str],
+    report: ValidationReport | None = None,
 ) -> RebuildRecord:
-    """Log one rebuild (parent + child runs), upload each artifact and register it as a model version."""
+    """Log one rebuild (parent + child runs), upload each artifact and register it as a model version.
+
+    With the validation `report`, each run also gets its plots (latency histogram/CDF, PR curve, FP32-vs-candidate
+    grid) and the data behind them, and every run records its datasets (videos, calibration, holdout frames).
+    """
     from mlflow.entities import Param
 
     mc = client(params.tracking)
     exp = experiment_id(mc, params.tracking)
     tags = {KIND_TAG: "rebuild", "mlflow.runName": f"rebuild-{lineage.get('frames_hash', '')[:8]}", **lineage}
+    if report is not None:
+        tags["agreement_frames"] = report.agreement_source
+        ref_row = report.metrics[report.reference]
+        tags.update({k: str(ref_row[k]) for k in ("cpu_model", "gpu_name") if k in ref_row})
     parent = mc.create_run(exp, tags=tags)
     pid = parent.info.run_id
     shared = flatten("", params.model_dump(mode="json", by_alias=True, include={"extract", "validate_", "build"}))
     shared.pop("build.candidates", None)
     mc.log_batch(pid, params=[Param(k, v) for k, v in shared.items()])
     try:
+        parent_inputs, child_inputs = rebuild_datasets(params, report)
+        if parent_inputs:
+            mc.log_inputs(pid, datasets=parent_inputs)
+        _log_parent_artifacts(mc, pid, params, lineage, metrics, report)
         name = params.tracking.registered_model
         if mc.search_registered_models(filter_string=f"name = '{name}'") == []:
             mc.create_registered_model(name, description="INT8/FP32 plate detector candidates for the gate runtime")
         tracked = {}
         for cand in candidates:
-            tracked[cand.name] = _log_candidate(mc, exp, pid, cand, metrics[cand.name], lineage, name)
+            tracked[cand.name] = _log_candidate(
+                mc, exp, pid, cand, metrics[cand.name], lineage, name, report, child_inputs, params
+            )
         mc.set_terminated(pid)
     except BaseException:
         mc.set_terminated(pid, status="FAILED")
         raise
     log.info("logged rebuild %s with %d candidates to %s", pid, len(tracked), params.tracking.uri)
     return RebuildRecord(exp, pid, tracked)
+
+
+def _log_parent_artifacts(
+    mc: Any,
+    pid: str,
+    params: Params,
+    lineage: dict[str, str],
+    metrics: dict[str, dict[str, float | str]],
+    report: ValidationReport | None,
+) -> None:
+    """The parent run's files: lineage (with the full video list), the metrics of all candidates, latency CDFs."""
+    with tempfile.TemporaryDirectory(prefix="alpr-track-") as tmp:
+        out = Path(tmp)
+        doc: dict[str, Any] = {"tags": lineage}
+        if params.paths.videos.is_dir():
+            doc["videos"] = video_table(params.paths.videos).to_dict(orient="records")
+        (out / "lineage.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        if report is not None:
+            from tasks.plots import latency_cdf_all
+
+            latency_cdf_all(report, out / "plots" / "latency_cdf.png")
+        mc.log_artifacts(pid, str(out))
+
+
+def _log_candidate_plots(mc: Any, rid: str, name: str, report: ValidationReport, grid_frames: int) -> None:
+    """Plots and their data for one candidate run: `plots/*.png` and `validation/*.json`."""
+    from dataclasses import asdict
+
+    from tasks.plots import candidate_plots
+
+    with tempfile.TemporaryDirectory(prefix="alpr-plots-") as tmp:
+        out = Path(tmp)
+        candidate_plots(report, name, out / "plots", grid_frames)
+        (out / "validation").mkdir()
+        (out / "validation" / "latency_samples.json").write_text(json.dumps(report.latency_samples[name]))
+        (out / "validation" / "pr_curve.json").write_text(json.dumps(report.pr_curves[name]))
+        worst = [{**asdict(d), "score": round(d.score, 4)} for d in report.diffs[name]]
+        (out / "validation" / "disagreements.json").write_text(json.dumps(worst, indent=1))
+        mc.log_artifacts(rid, str(out))
 
 
 def _log_candidate(
@@ -129,8 +292,12 @@ def _log_candidate(
     row: dict[str, float | str],
     lineage: dict[str, str],
     registered_model: str,
+    report: ValidationReport | None = None,
+    inputs: list[Any] | None = None,
+    params: Params | None = None,
 ) -> TrackedCandidate:
     """One child run (a failure marks it FAILED, never leaves it RUNNING) and its registry version."""
+    strings = {k: str(v) for k, v in row.items() if isinstance(v, str) and k not in ("backend", "precision")}
     tags = {
         KIND_TAG: "candidate",
         "mlflow.parentRunId": parent_id,
@@ -141,10 +308,15 @@ def _log_candidate(
         "artifact_sha256": cand.sha256,
         "base_model_sha256": cand.base_model_sha256,
         **lineage,
+        **strings,  # hardware (cpu_model, gpu_name) and the batch note, so latencies are read in context
     }
     run = mc.create_run(exp, tags=tags)
     rid = run.info.run_id
     try:
+        if inputs:
+            mc.log_inputs(rid, datasets=inputs)
+        if report is not None and params is not None:
+            _log_candidate_plots(mc, rid, cand.name, report, params.validate_.grid_frames)
         version = _fill_candidate_run(mc, run, cand, row, tags, registered_model)
     except BaseException:
         mc.set_terminated(rid, status="FAILED")

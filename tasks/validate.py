@@ -11,17 +11,16 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import tempfile
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import yaml
 
 from tasks.build import Candidate
 from tasks.config import ValidateConfig
-from tasks.fsutil import atomic_write_text
+from tasks.fsutil import atomic_dir, atomic_write_text
 from tasks.progress import steps
 
 log = logging.getLogger(__name__)
@@ -81,9 +80,9 @@ def _yolo(candidate: Candidate):  # -> ultralytics.YOLO, imported lazily (slow i
     return YOLO(str(candidate.path), task="detect")
 
 
-def accuracy(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work_dir: Path) -> dict[str, float]:
-    """mAP50, mAP50-95, precision, recall of `candidate` against the labels of `dataset_yaml` (same letterbox)."""
-    metrics = _yolo(candidate).val(
+def _val(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work_dir: Path) -> Any:
+    """Ultralytics' validator on `dataset_yaml` (same letterbox as the gate); returns its DetMetrics."""
+    return _yolo(candidate).val(
         data=str(dataset_yaml),
         imgsz=cfg.imgsz,
         batch=1,
@@ -97,7 +96,9 @@ def accuracy(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work
         name=f"val-{candidate.name}",
         exist_ok=True,
     )
-    box = metrics.box
+
+
+def _summary(box: Any) -> dict[str, float]:
     return {
         "map50": float(box.map50),
         "map50_95": float(box.map),
@@ -106,79 +107,286 @@ def accuracy(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work
     }
 
 
-def write_pseudo_labels(reference: Candidate, images: list[Path], out: Path, cfg: ValidateConfig) -> Path:
-    """A dataset whose labels are the reference's detections on `images`; returns its dataset YAML."""
-    model = _yolo(reference)
-    mirror_images(images, out)
-    boxes = 0
-    for image in images:
-        result = model.predict(
-            str(image), imgsz=cfg.imgsz, conf=cfg.agreement_conf, iou=cfg.iou, device="cpu", verbose=False
-        )[0]
-        xywhn = result.boxes.xywhn.cpu().numpy()
-        cls = result.boxes.cls.cpu().numpy().astype(int)
-        lines = [f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, (x, y, w, h) in zip(cls, xywhn, strict=True)]
-        boxes += len(lines)
-        (out / "labels" / f"{image.stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-    log.info("reference %s gave %d boxes on %d holdout frames (agreement labels)", reference.name, boxes, len(images))
-    return write_dataset_yaml(out / "data.yaml", out, dict(model.names))
+def per_class(box: Any, names: dict[int, str]) -> dict[str, float]:
+    """Precision, recall, mAP50, mAP50-95 of each class that has labels, as `class.<name>.<metric>` keys."""
+    out: dict[str, float] = {}
+    for i, c in enumerate(box.ap_class_index):
+        p, r, ap50, ap = box.class_result(i)
+        name = names.get(int(c), str(c))
+        out |= {
+            f"class.{name}.precision": float(p),
+            f"class.{name}.recall": float(r),
+            f"class.{name}.map50": float(ap50),
+            f"class.{name}.map50_95": float(ap),
+        }
+    return out
 
 
-def latency(candidate: Candidate, frame: np.ndarray, cfg: ValidateConfig) -> dict[str, float]:
-    """Batch-1 latency on the candidate's own runtime: inference-only and end-to-end percentiles, in ms."""
+def pr_curve(box: Any, names: dict[int, str], points: int = 101) -> dict[str, list[float]]:
+    """The precision-recall curve at IoU 0.5 per class (Ultralytics' own, resampled to `points` recalls)."""
+    import numpy as np
+
+    px = np.asarray(box.px)
+    idx = np.linspace(0, len(px) - 1, points).round().astype(int)
+    curve: dict[str, list[float]] = {"recall": [round(float(x), 4) for x in px[idx]]}
+    for row, c in zip(np.asarray(box.prec_values), box.ap_class_index, strict=False):
+        curve[names.get(int(c), str(c))] = [round(float(x), 4) for x in row[idx]]
+    return curve
+
+
+def accuracy(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work_dir: Path) -> dict[str, float]:
+    """mAP50, mAP50-95, precision, recall of `candidate` against the labels of `dataset_yaml` (same letterbox)."""
+    return _summary(_val(candidate, dataset_yaml, cfg, work_dir).box)
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes of one frame: pixel xyxy, confidence, class."""
+
+    xyxy: tuple[tuple[float, float, float, float], ...] = ()
+    conf: tuple[float, ...] = ()
+    cls: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class FrameDiff:
+    """How a candidate's detections on one frame differ from the reference's."""
+
+    image: str
+    reference: Detections
+    candidate: Detections
+    matched: int
+    gained: int  # candidate boxes with no reference box (IoU >= 0.5, same class)
+    lost: int  # reference boxes the candidate missed
+    conf_shift: float  # sum over matched boxes of candidate conf - reference conf
+    iou_sum: float  # sum of IoU over matched boxes
+
+    @property
+    def score(self) -> float:
+        """Disagreement: unmatched boxes count 1 each, matched ones by their IoU deficit and confidence change."""
+        return self.gained + self.lost + (self.matched - self.iou_sum) + abs(self.conf_shift)
+
+
+def predict(candidate: Candidate, images: list[Path], cfg: ValidateConfig) -> list[Detections]:
+    """The candidate's detections (confidence >= `agreement_conf`) on each image, on its own runtime."""
     model = _yolo(candidate)
-    kwargs = {"imgsz": cfg.imgsz, "conf": cfg.agreement_conf, "iou": cfg.iou, "device": "cpu", "verbose": False}
-    for _ in range(cfg.warmup):
-        model.predict(frame, **kwargs)
-    inference, total = [], []
-    for _ in range(cfg.runs):
-        started = time.perf_counter()
-        result = model.predict(frame, **kwargs)[0]
-        total.append((time.perf_counter() - started) * 1000)
-        inference.append(result.speed["inference"])
+    found = []
+    for image in images:
+        boxes = model.predict(
+            str(image), imgsz=cfg.imgsz, conf=cfg.agreement_conf, iou=cfg.iou, device="cpu", verbose=False
+        )[0].boxes
+        found.append(
+            Detections(
+                tuple(tuple(round(float(v), 2) for v in b) for b in boxes.xyxy.cpu().numpy()),
+                tuple(round(float(c), 4) for c in boxes.conf.cpu().numpy()),
+                tuple(int(c) for c in boxes.cls.cpu().numpy()),
+            )
+        )
+    return found
+
+
+def compare(image: str, ref: Detections, cand: Detections, iou_threshold: float = 0.5) -> FrameDiff:
+    """One-to-one match (Hungarian, on Ultralytics' IoU) of same-class boxes with IoU >= `iou_threshold`."""
+    import numpy as np
+    import torch
+    from scipy.optimize import linear_sum_assignment
+    from ultralytics.utils.metrics import box_iou
+
+    matched, conf_shift, iou_sum = 0, 0.0, 0.0
+    if ref.xyxy and cand.xyxy:
+        iou = box_iou(torch.tensor(ref.xyxy), torch.tensor(cand.xyxy)).numpy()
+        iou[np.asarray(ref.cls)[:, None] != np.asarray(cand.cls)[None, :]] = 0.0
+        rows, cols = linear_sum_assignment(-iou)
+        for r, c in zip(rows, cols, strict=True):
+            if iou[r, c] >= iou_threshold:
+                matched += 1
+                iou_sum += float(iou[r, c])
+                conf_shift += cand.conf[c] - ref.conf[r]
+    return FrameDiff(image, ref, cand, matched, len(cand.xyxy) - matched, len(ref.xyxy) - matched, conf_shift, iou_sum)
+
+
+def agreement_counts(diffs: list[FrameDiff]) -> dict[str, float]:
+    """Boxes gained and lost against the reference, and the mean confidence shift of matched boxes."""
+    matched = sum(d.matched for d in diffs)
     return {
-        "latency_p50_ms": round(float(np.percentile(inference, 50)), 3),
-        "latency_p95_ms": round(float(np.percentile(inference, 95)), 3),
-        "latency_mean_ms": round(statistics.fmean(inference), 3),
-        "e2e_p50_ms": round(float(np.percentile(total, 50)), 3),
-        "e2e_p95_ms": round(float(np.percentile(total, 95)), 3),
+        "boxes_reference": float(sum(len(d.reference.conf) for d in diffs)),
+        "boxes_matched": float(matched),
+        "boxes_gained": float(sum(d.gained for d in diffs)),
+        "boxes_lost": float(sum(d.lost for d in diffs)),
+        "conf_shift_mean": round(sum(d.conf_shift for d in diffs) / matched, 5) if matched else 0.0,
+        "matched_iou_mean": round(sum(d.iou_sum for d in diffs) / matched, 5) if matched else 0.0,
+        "frames_disagreeing": float(sum(1 for d in diffs if d.gained or d.lost)),
     }
 
 
-def validate_candidates(
-    candidates: list[Candidate], holdout_dir: Path, reference: str, cfg: ValidateConfig
-) -> dict[str, dict[str, float | str]]:
-    """Metrics per candidate (accuracy, agreement with `reference`, latency, size); a pure function of its inputs."""
+def write_pseudo_labels(
+    reference: Candidate, images: list[Path], out: Path, cfg: ValidateConfig, detections: list[Detections] | None = None
+) -> Path:
+    """A dataset whose labels are the reference's detections on `images`; returns its dataset YAML."""
     import cv2
 
+    detections = detections if detections is not None else predict(reference, images, cfg)
+    mirror_images(images, out)
+    for image, det in zip(images, detections, strict=True):
+        img = cv2.imread(str(image))
+        if img is None:
+            raise ValidationError(f"{image}: cannot be read as an image; regenerate the frames.")
+        h, w = img.shape[:2]
+        lines = [
+            f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+            for c, (x1, y1, x2, y2) in zip(det.cls, det.xyxy, strict=True)
+        ]
+        (out / "labels" / f"{image.stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    boxes = sum(len(d.cls) for d in detections)
+    log.info("reference %s gave %d boxes on %d frames (agreement labels)", reference.name, boxes, len(images))
+    return write_dataset_yaml(out / "data.yaml", out, dict(_yolo(reference).names))
+
+
+def agreement_images(frames_dir: Path | None, fallback: list[Path]) -> tuple[list[Path], str]:
+    """Unlabelled frames for agreement (`frames_dir/images`, or `frames_dir` itself); the labelled holdout's images
+    when that folder is missing or empty. Returns the images and a note saying which set was used."""
+    if frames_dir is not None:
+        for folder in (frames_dir / "images", frames_dir):
+            if folder.is_dir():
+                images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                if images:
+                    log.info("agreement frames: %d unlabelled frames from %s", len(images), folder)
+                    return images, str(folder)
+        log.warning("agreement frames: %s missing or empty; using the labelled holdout's images instead", frames_dir)
+    return fallback, f"labelled holdout ({fallback[0].parent})"
+
+
+def latency(candidate: Candidate, frame_path: Path, cfg: ValidateConfig) -> dict[str, Any]:
+    """Latency on the candidate's own runtime, measured in a fresh process (tasks/latency.py says why)."""
+    from tasks.latency import measure_in_subprocess
+
+    return measure_in_subprocess(
+        candidate.path,
+        frame_path,
+        cfg.imgsz,
+        cfg.agreement_conf,
+        cfg.iou,
+        cfg.warmup,
+        cfg.runs,
+        cfg.threads,
+        list(cfg.batch_sizes),
+    )
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Everything validation measured: the metrics rows, and the data behind the plots and the image grid."""
+
+    reference: str
+    metrics: dict[str, dict[str, float | str]]
+    latency_samples: dict[str, dict[str, list[float]]]  # candidate -> {"inference_ms": [...], "e2e_ms": [...]}
+    pr_curves: dict[str, dict[str, list[float]]]  # candidate -> {"recall": [...], "<class>": precision [...]}
+    diffs: dict[str, list[FrameDiff]]  # candidate -> agreement frames, worst disagreement first
+    agreement_source: str  # which frames agreement used
+    holdout_images: int = 0
+    agreement_frames: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def run_validation(
+    candidates: list[Candidate],
+    holdout_dir: Path,
+    reference: str,
+    cfg: ValidateConfig,
+    frames_dir: Path | None = None,
+) -> ValidationReport:
+    """Validate every candidate: labelled accuracy (overall, per class, PR curve), agreement with `reference` on
+    unlabelled frames (mAP, boxes gained/lost, confidence shift), latency on its runtime, size."""
     by_name = {c.name: c for c in candidates}
     if reference not in by_name:
         raise ValidationError(f"reference candidate '{reference}' was not built; build it first (build.reference).")
     images = holdout_images(holdout_dir)
-    frame = cv2.imread(str(images[0]))
-    if frame is None:
-        raise ValidationError(f"{images[0]}: cannot be read as an image; regenerate the holdout.")
+    agree_images, source = agreement_images(frames_dir, images)
     results: dict[str, dict[str, float | str]] = {}
+    samples, curves, diffs = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="alpr-validate-") as tmp:
         work = Path(tmp)
         names = dict(_yolo(by_name[reference]).names)
         labelled = mirror_holdout(holdout_dir, images, work / "holdout", names)
-        agreement = write_pseudo_labels(by_name[reference], images, work / "agreement", cfg)
+        ref_dets = predict(by_name[reference], agree_images, cfg)
+        if not any(d.conf for d in ref_dets):
+            raise ValidationError(
+                f"{source}: the reference '{reference}' finds no plate (conf >= {cfg.agreement_conf}) on any of "
+                f"{len(agree_images)} agreement frames, so agreement cannot be measured. Use frames that show "
+                "vehicles (paths.holdout_frames) or lower validate.agreement_conf."
+            )
+        agreement = write_pseudo_labels(by_name[reference], agree_images, work / "agreement", cfg, ref_dets)
         for cand in steps(candidates, "validate: measuring candidates"):
             row: dict[str, float | str] = {"backend": cand.backend, "precision": cand.precision}
-            row.update(accuracy(cand, labelled, cfg, work / "runs"))
-            agree = accuracy(cand, agreement, cfg, work / "runs")
+            box = _val(cand, labelled, cfg, work / "runs").box
+            row.update(_summary(box))
+            row.update(per_class(box, names))
+            curves[cand.name] = pr_curve(box, names)
+            agree = _summary(_val(cand, agreement, cfg, work / "runs").box)
             row["agreement_map50"] = agree["map50"]
             row["agreement_map50_95"] = agree["map50_95"]
-            row.update(latency(cand, frame, cfg))
+            cand_dets = ref_dets if cand.name == reference else predict(cand, agree_images, cfg)
+            frame_diffs = [compare(str(img), r, c) for img, r, c in zip(agree_images, ref_dets, cand_dets, strict=True)]
+            row.update(agreement_counts(frame_diffs))
+            diffs[cand.name] = sorted(frame_diffs, key=lambda d: d.score, reverse=True)
+            measured = latency(cand, agree_images[0], cfg)
+            row.update(measured["metrics"])
+            samples[cand.name] = measured["samples"]
             row["size_mb"] = cand.size_mb
             results[cand.name] = row
     ref = results[reference]
     for row in results.values():
         row["map_drop"] = round(float(ref["map50_95"]) - float(row["map50_95"]), 5)
         row["speedup"] = round(float(ref["latency_p50_ms"]) / float(row["latency_p50_ms"]), 3)
-    log.info("validated %d candidates on %d holdout frames (%s CPU cores)", len(results), len(images), os.cpu_count())
-    return results
+    log.info(
+        "validated %d candidates on %d holdout frames, agreement on %d frames (%s), %d threads (%s CPU cores)",
+        len(results), len(images), len(agree_images), source, cfg.threads, os.cpu_count(),
+    )  # fmt: skip
+    return ValidationReport(reference, results, samples, curves, diffs, source, len(images), len(agree_images))
+
+
+def validate_candidates(
+    candidates: list[Candidate],
+    holdout_dir: Path,
+    reference: str,
+    cfg: ValidateConfig,
+    frames_dir: Path | None = None,
+) -> dict[str, dict[str, float | str]]:
+    """Metrics per candidate (accuracy, agreement with `reference`, latency, size); see `run_validation`."""
+    return run_validation(candidates, holdout_dir, reference, cfg, frames_dir).metrics
+
+
+def latency_cdf(samples: list[float]) -> list[tuple[float, float]]:
+    """(latency, fraction of runs at or below it) for each run, sorted: the empirical CDF."""
+    ordered = sorted(samples)
+    n = len(ordered)
+    return [(round(v, 3), round((i + 1) / n, 5)) for i, v in enumerate(ordered)]
+
+
+def write_plot_data(plots_dir: Path, report: ValidationReport) -> Path:
+    """CSV plot data that `dvc.yaml` declares: `latency_cdf/<candidate>.csv`, `pr_curve/<candidate>.csv`.
+
+    The folder is replaced as a whole, so a candidate dropped from params does not leave a stale curve behind.
+    """
+    import pandas as pd
+
+    with atomic_dir(plots_dir) as tmp:
+        (tmp / "latency_cdf").mkdir()
+        (tmp / "pr_curve").mkdir()
+        for name, s in report.latency_samples.items():
+            cdf = pd.DataFrame(latency_cdf(s["inference_ms"]), columns=["latency_ms", "cdf"])
+            cdf.to_csv(tmp / "latency_cdf" / f"{name}.csv", index=False)
+        for name, curve in report.pr_curves.items():
+            rows = [
+                {"class": cls, "recall": r, "precision": p}
+                for cls, values in curve.items()
+                if cls != "recall"
+                for r, p in zip(curve["recall"], values, strict=True)
+            ]
+            pd.DataFrame(rows, columns=["class", "recall", "precision"]).to_csv(
+                tmp / "pr_curve" / f"{name}.csv", index=False
+            )
+    return plots_dir
 
 
 def write_metrics(path: Path, reference: str, metrics: dict[str, dict[str, float | str]]) -> Path:

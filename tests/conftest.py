@@ -161,9 +161,21 @@ def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_mod
 
 
 @pytest.fixture(scope="session")
-def validated(built: tuple[Params, list]) -> dict:
-    """Metrics of every built candidate (once per session)."""
-    from tasks.validate import validate_candidates
+def validation_report(tmp_path_factory: pytest.TempPathFactory, built: tuple[Params, list]):
+    """Full validation of every built candidate (once per session); agreement on a folder of unlabelled frames
+    (synthetic gate frames from another seed, labels dropped), as issue 7's extraction helper writes one."""
+    from tasks.synth import SynthConfig, write_holdout
+    from tasks.validate import run_validation
 
     params, candidates = built
-    return validate_candidates(candidates, params.paths.holdout, params.build.reference, params.validate_)
+    s = params.sample
+    frames = write_holdout(tmp_path_factory.mktemp("holdout_frames") / "frames", 4, s.seed + 7,
+                           SynthConfig(width=s.width, height=s.height, fps=s.fps))  # fmt: skip
+    shutil.rmtree(frames / "labels")
+    return run_validation(candidates, params.paths.holdout, params.build.reference, params.validate_, frames)
+
+
+@pytest.fixture(scope="session")
+def validated(validation_report) -> dict:
+    """Metrics of every built candidate (once per session)."""
+    return validation_report.metrics

@@ -1,15 +1,28 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tasks.validate import ValidationError, read_metrics, validate_candidates, write_metrics
+from tasks.validate import (
+    ValidationError,
+    agreement_images,
+    read_metrics,
+    validate_candidates,
+    write_metrics,
+    write_plot_data,
+)
 
 pytestmark = pytest.mark.integration
 
 KEYS = {
     "map50", "map50_95", "box_precision", "box_recall", "agreement_map50", "agreement_map50_95",
     "latency_p50_ms", "latency_p95_ms", "e2e_p50_ms", "size_mb", "map_drop", "speedup", "backend", "precision",
+    "class.License_Plate.map50", "class.License_Plate.map50_95", "class.License_Plate.precision",
+    "class.License_Plate.recall", "boxes_gained", "boxes_lost", "boxes_matched", "conf_shift_mean",
+    "latency_p99_ms", "latency_mean_ms", "e2e_p99_ms", "throughput_batch1_fps", "throughput_best_fps", "best_batch",
+    "peak_rss_mb", "pre_ms", "inference_ms", "post_ms", "threads", "threads_effective", "cpu_model", "gpu_name",
+    "batch_note",
 }  # fmt: skip
 
 
@@ -46,3 +59,62 @@ def test_missing_holdout_is_a_clear_error(built: tuple, tmp_path: Path) -> None:
         validate_candidates(candidates, tmp_path, "fp32", params.validate_)
     with pytest.raises(ValidationError, match="reference candidate 'nope'"):
         validate_candidates(candidates, params.paths.holdout, "nope", params.validate_)
+
+
+def test_agreement_counts_latency_and_threads(validation_report, built: tuple) -> None:
+    params, _ = built
+    report = validation_report
+    # agreement ran on the unlabelled frames folder, not the labelled holdout
+    assert report.agreement_source.endswith("images") and "holdout_frames" in report.agreement_source
+    assert report.agreement_frames == 4
+    for name, row in report.metrics.items():
+        # one class, labelled: per-class numbers equal the overall ones
+        assert row["class.License_Plate.map50_95"] == pytest.approx(row["map50_95"]), name
+        # every reference box is either matched or lost; gained boxes are the candidate's extras
+        assert row["boxes_matched"] + row["boxes_lost"] == row["boxes_reference"], name
+        assert row["latency_p50_ms"] <= row["latency_p95_ms"] <= row["latency_p99_ms"], name
+        assert row["latency_runs"] == params.validate_.runs
+        assert len(report.latency_samples[name]["inference_ms"]) == params.validate_.runs
+        # threads were pinned, and the runtime itself reports the pinned count back
+        assert row["threads"] == row["threads_effective"] == params.validate_.threads, name
+        # Ultralytics' default exports are static batch 1: batched throughput is not faked
+        assert row["artifact_batch"] == 1 and row["best_batch"] == 1, name
+        assert row["throughput_best_fps"] == row["throughput_batch1_fps"] > 0
+        assert "fixed batch of 1" in row["batch_note"]
+        assert row["peak_rss_mb"] > row["model_rss_mb"] > 0
+        assert row["inference_ms"] == pytest.approx(row["latency_mean_ms"])
+        assert row["cpu_model"] and row["gpu_name"] == "none"
+        curve = report.pr_curves[name]
+        assert len(curve["recall"]) == len(curve["License_Plate"]) == 101
+        diffs = report.diffs[name]
+        assert [d.score for d in diffs] == sorted((d.score for d in diffs), reverse=True), "worst first"
+        assert sum(d.lost for d in diffs) == row["boxes_lost"]
+    ref = report.metrics["fp32"]
+    assert ref["boxes_gained"] == ref["boxes_lost"] == 0 and ref["conf_shift_mean"] == 0
+    assert ref["boxes_reference"] > 0, "the reference finds plates on the agreement frames"
+
+
+def test_plot_data_for_dvc(validation_report, tmp_path: Path) -> None:
+    import pandas as pd
+
+    out = write_plot_data(tmp_path / "plots", validation_report)
+    for name in validation_report.metrics:
+        cdf = pd.read_csv(out / "latency_cdf" / f"{name}.csv")
+        assert list(cdf.columns) == ["latency_ms", "cdf"] and cdf["cdf"].iloc[-1] == 1
+        assert cdf["latency_ms"].is_monotonic_increasing
+        pr = pd.read_csv(out / "pr_curve" / f"{name}.csv")
+        assert list(pr.columns) == ["class", "recall", "precision"] and len(pr) == 101
+
+
+def test_agreement_falls_back_to_the_labelled_holdout(built: tuple, tmp_path: Path, caplog) -> None:
+    params, _ = built
+    labelled = sorted((params.paths.holdout / "images").iterdir())
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    for folder in (tmp_path / "missing", tmp_path / "empty"):
+        images, source = agreement_images(folder, labelled)
+        assert images == labelled and source.startswith("labelled holdout")
+    assert "using the labelled holdout" in caplog.text
+    (tmp_path / "flat").mkdir()
+    shutil.copyfile(labelled[0], tmp_path / "flat" / labelled[0].name)
+    images, source = agreement_images(tmp_path / "flat", labelled)
+    assert [p.name for p in images] == [labelled[0].name] and source == str(tmp_path / "flat")

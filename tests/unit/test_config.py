@@ -61,3 +61,15 @@ def test_candidate_backend_defaults_to_build_backend(tmp_path: Path) -> None:
 def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(write(tmp_path, "extract: [\n"))
+
+
+def test_validation_params_and_paths(tmp_path: Path) -> None:
+    params = load_params(ROOT / "params.yaml")
+    v = params.validate_
+    assert v.runs >= 200 and v.threads >= 1 and 1 in v.batch_sizes
+    assert params.paths.holdout_frames == ROOT / "data" / "holdout_frames"
+    assert params.paths.plots == ROOT / "metrics" / "plots"
+    with pytest.raises(ConfigError, match="batch_sizes"):
+        load_params(write(tmp_path, "validate:\n  batch_sizes: [1, 0]\n"))
+    with pytest.raises(ConfigError, match="threads"):
+        load_params(write(tmp_path, "validate:\n  threads: 0\n"))

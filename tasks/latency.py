@@ -1,0 +1,233 @@
+"""Latency of one artifact on its own runtime, measured in a fresh Python process with pinned threads.
+
+A fresh process per candidate because (1) thread counts of OpenMP/oneDNN are read once, at import, so they can only
+be pinned before torch/ONNX Runtime/OpenVINO load; (2) peak resident memory (`ru_maxrss`) is a per-process high-water
+mark, so only a process that loads nothing else measures one candidate's; (3) earlier candidates' allocations and
+caches do not colour later ones. `measure_in_subprocess` runs `python -m tasks.latency` and reads back its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class LatencyError(RuntimeError):
+    """The measuring subprocess failed; the message carries its stderr."""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (so latencies are compared on like hardware)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str:
+    """The CUDA GPU's name, or 'none'."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process, from /proc (MB)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pin_threads(autobackend: Any, artifact: Path, threads: int) -> int:
+    """Rebuild the runtime session of an Ultralytics `AutoBackend` with `threads` intra-op threads.
+
+    Ultralytics creates the ONNX Runtime session / OpenVINO compiled model itself with default threading (one thread
+    per core); neither honours OMP_NUM_THREADS, so the session is recreated with explicit options. Returns the thread
+    count the runtime reports back (0 when the runtime does not report it).
+    """
+    import torch
+
+    torch.set_num_threads(threads)  # pre/post-processing tensors
+    backend = autobackend.backend
+    if hasattr(backend, "session"):  # ONNX Runtime
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        backend.session = ort.InferenceSession(str(artifact), options, providers=backend.session.get_providers())
+        return int(backend.session.get_session_options().intra_op_num_threads)
+    if hasattr(backend, "ov_compiled_model"):  # OpenVINO
+        from functools import partial
+
+        import openvino as ov
+
+        core = ov.Core()
+        xml = artifact if artifact.is_file() else next(artifact.glob("*.xml"))
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        backend.compile_model = partial(core.compile_model, device_name="CPU", config=config)
+        backend.ov_compiled_model = backend.compile_model(core.read_model(str(xml)))
+        return int(backend.ov_compiled_model.get_property("INFERENCE_NUM_THREADS"))
+    return 0
+
+
+def _percentiles(values: list[float], prefix: str) -> dict[str, float]:
+    import numpy as np
+
+    return {
+        f"{prefix}_p50_ms": round(float(np.percentile(values, 50)), 3),
+        f"{prefix}_p95_ms": round(float(np.percentile(values, 95)), 3),
+        f"{prefix}_p99_ms": round(float(np.percentile(values, 99)), 3),
+        f"{prefix}_mean_ms": round(statistics.fmean(values), 3),
+    }
+
+
+def measure(
+    artifact: Path,
+    frame_path: Path,
+    imgsz: int,
+    conf: float,
+    iou: float,
+    warmup: int,
+    runs: int,
+    threads: int,
+    batch_sizes: list[int],
+) -> dict[str, Any]:
+    """Warm up, then `runs` timed single-frame predictions; throughput per batch size where the artifact allows.
+
+    Returns metrics (floats), strings (hardware, batch note) and the per-run samples for the CDF plot.
+    """
+    import cv2
+    from ultralytics import YOLO
+
+    baseline_mb = _rss_mb()
+    frame = cv2.imread(str(frame_path))
+    if frame is None:
+        raise LatencyError(f"{frame_path}: cannot be read as an image")
+    model = YOLO(str(artifact), task="detect")
+    kwargs = {"imgsz": imgsz, "conf": conf, "iou": iou, "device": "cpu", "verbose": False}
+    model.predict(frame, **kwargs)  # creates the predictor and its AutoBackend
+    autobackend = model.predictor.model
+    effective = pin_threads(autobackend, artifact, threads)
+    for _ in range(warmup):
+        model.predict(frame, **kwargs)
+    pre, inference, post, total = [], [], [], []
+    started_all = time.perf_counter()
+    for _ in range(runs):
+        started = time.perf_counter()
+        speed = model.predict(frame, **kwargs)[0].speed
+        total.append((time.perf_counter() - started) * 1000)
+        pre.append(speed["preprocess"])
+        inference.append(speed["inference"])
+        post.append(speed["postprocess"])
+    batch1_fps = runs / (time.perf_counter() - started_all)
+
+    fixed_batch = int(getattr(autobackend, "batch", 1) or 1)
+    dynamic = bool(autobackend.metadata.get("dynamic")) if getattr(autobackend, "metadata", None) else False
+    throughput = {1: batch1_fps}
+    if dynamic or fixed_batch > 1:
+        usable = [b for b in batch_sizes if b > 1 and (dynamic or b == fixed_batch)]
+        note = f"dynamic batch: measured {[1, *usable]}" if dynamic else f"fixed batch {fixed_batch}"
+        for b in usable:
+            frames = [frame] * b
+            model.predict(frames, batch=b, **kwargs)
+            reps = max(2, runs // (4 * b))
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model.predict(frames, batch=b, **kwargs)
+            throughput[b] = reps * b / (time.perf_counter() - t0)
+    else:
+        note = (
+            "artifact has a fixed batch of 1 (static export): larger batches run as repeated batch-1 calls, "
+            "so best-batch throughput is the batch-1 throughput"
+        )
+    best = max(throughput, key=lambda b: throughput[b])
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    metrics: dict[str, Any] = {
+        **_percentiles(inference, "latency"),
+        **_percentiles(total, "e2e"),
+        "pre_ms": round(statistics.fmean(pre), 3),
+        "inference_ms": round(statistics.fmean(inference), 3),
+        "post_ms": round(statistics.fmean(post), 3),
+        "throughput_batch1_fps": round(batch1_fps, 3),
+        "throughput_best_fps": round(throughput[best], 3),
+        "best_batch": float(best),
+        "artifact_batch": float(fixed_batch),
+        "peak_rss_mb": round(peak_mb, 1),
+        "model_rss_mb": round(peak_mb - baseline_mb, 1),
+        "threads": float(threads),
+        "threads_effective": float(effective),
+        "latency_runs": float(runs),
+        "batch_note": note,
+        "cpu_model": cpu_model(),
+        "gpu_name": gpu_name(),
+    }
+    return {"metrics": metrics, "samples": {"inference_ms": inference, "e2e_ms": total}}
+
+
+def measure_in_subprocess(
+    artifact: Path,
+    frame_path: Path,
+    imgsz: int,
+    conf: float,
+    iou: float,
+    warmup: int,
+    runs: int,
+    threads: int,
+    batch_sizes: list[int],
+) -> dict[str, Any]:
+    """`measure` in a fresh interpreter with thread env vars pinned before any runtime loads."""
+    args = {
+        "artifact": str(artifact),
+        "frame_path": str(frame_path),
+        "imgsz": imgsz,
+        "conf": conf,
+        "iou": iou,
+        "warmup": warmup,
+        "runs": runs,
+        "threads": threads,
+        "batch_sizes": list(batch_sizes),
+    }
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, **{k: str(threads) for k in THREAD_ENV}}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory(prefix="alpr-latency-") as tmp:
+        out = Path(tmp) / "latency.json"
+        cmd = [sys.executable, "-m", "tasks.latency", json.dumps(args), str(out)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0 or not out.is_file():
+            tail = done.stderr[-3000:]
+            raise LatencyError(f"latency measurement of {artifact} failed (exit {done.returncode}):\n{tail}")
+        return json.loads(out.read_text())
+
+
+def _main(argv: list[str]) -> None:
+    from tasks.offline import set_offline_env
+
+    set_offline_env()
+    args = json.loads(argv[0])
+    result = measure(Path(args.pop("artifact")), Path(args.pop("frame_path")), **args)
+    Path(argv[1]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

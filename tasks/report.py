@@ -1,0 +1,302 @@
+"""One rebuild, read back from MLflow, as a report: candidates side by side, gate verdicts, lineage, image grids.
+
+Everything comes from the tracking store (never from local metrics files), so the report shows what reviewers see in
+the MLflow UI and can be produced on any machine that reaches the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.config import TrackingConfig
+from tasks.fsutil import atomic_dir
+from tasks.track import KIND_TAG, client
+
+log = logging.getLogger(__name__)
+
+# (metric key, label, format): the rows of the side-by-side table, in reading order
+ROWS: tuple[tuple[str, str, str], ...] = (
+    ("map50", "mAP50 (labels)", ".3f"),
+    ("map50_95", "mAP50-95 (labels)", ".3f"),
+    ("map_drop", "mAP50-95 drop vs FP32", "+.4f"),
+    ("box_precision", "precision", ".3f"),
+    ("box_recall", "recall", ".3f"),
+    ("agreement_map50", "agreement mAP50", ".3f"),
+    ("agreement_map50_95", "agreement mAP50-95", ".3f"),
+    ("boxes_gained", "boxes gained", ".0f"),
+    ("boxes_lost", "boxes lost", ".0f"),
+    ("conf_shift_mean", "mean confidence shift", "+.3f"),
+    ("latency_p50_ms", "latency p50 (ms)", ".2f"),
+    ("latency_p95_ms", "latency p95 (ms)", ".2f"),
+    ("latency_p99_ms", "latency p99 (ms)", ".2f"),
+    ("e2e_p50_ms", "end-to-end p50 (ms)", ".2f"),
+    ("pre_ms", "pre-process (ms)", ".2f"),
+    ("inference_ms", "inference (ms)", ".2f"),
+    ("post_ms", "post-process (ms)", ".2f"),
+    ("throughput_batch1_fps", "throughput batch 1 (fps)", ".1f"),
+    ("throughput_best_fps", "throughput best batch (fps)", ".1f"),
+    ("best_batch", "best batch", ".0f"),
+    ("peak_rss_mb", "peak RSS (MB)", ".0f"),
+    ("size_mb", "size (MB)", ".2f"),
+    ("speedup", "speed-up vs FP32", ".2f"),
+)
+LINEAGE_TAGS = (
+    "git_commit",
+    "dvc_rev",
+    "frames_hash",
+    "videos_count",
+    "videos_sha256",
+    "videos_dvc_md5",
+    "base_model_sha256",
+    "agreement_frames",
+    "cpu_model",
+    "gpu_name",
+    "videos",
+)
+PLOTS = ("agreement_grid.png", "latency.png", "pr_curve.png")
+
+
+class ReportError(RuntimeError):
+    """The run to report on does not exist or is not a rebuild; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    name: str
+    run_id: str
+    version: str
+    backend: str
+    precision: str
+    passed: str  # "true"/"false" once the promotion gate ran, "" before
+    reasons: str
+    metrics: dict[str, float]
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RebuildView:
+    """What the report shows: the parent run's lineage and params, and each candidate run."""
+
+    run_id: str
+    experiment_id: str
+    run_name: str
+    started: str
+    status: str
+    lineage: dict[str, str]
+    params: dict[str, str]
+    candidates: list[CandidateView]
+    champion: str = ""
+
+    def cell(self, cand: CandidateView, key: str, spec: str) -> str:
+        value = cand.metrics.get(key)
+        return "-" if value is None else format(value, spec)
+
+    def differing_rows(self) -> list[tuple[str, str, str]]:
+        """Rows whose values differ between candidates (what a reviewer should look at first)."""
+        return [r for r in ROWS if len({self.cell(c, r[0], r[2]) for c in self.candidates}) > 1]
+
+
+def load_rebuild(tracking: TrackingConfig, run_id: str | None = None) -> RebuildView:
+    """The rebuild `run_id` (default: the newest rebuild in the experiment) with its candidate runs."""
+    from mlflow.exceptions import MlflowException
+
+    mc = client(tracking)
+    if run_id is None:
+        exp = mc.get_experiment_by_name(tracking.experiment)
+        runs = (
+            []
+            if exp is None
+            else mc.search_runs(
+                [exp.experiment_id],
+                filter_string=f"tags.`{KIND_TAG}` = 'rebuild'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        )
+        if not runs:
+            raise ReportError(f"no rebuild recorded in {tracking.uri} ({tracking.experiment}); run `alpr-ops rebuild`.")
+        parent = runs[0]
+    else:
+        try:
+            parent = mc.get_run(run_id)
+        except MlflowException as e:
+            raise ReportError(f"run {run_id} not found in {tracking.uri}: {e.message}") from e
+        if parent.data.tags.get(KIND_TAG) != "rebuild":
+            raise ReportError(f"run {run_id} is not a rebuild (tag {KIND_TAG}={parent.data.tags.get(KIND_TAG)!r}).")
+    pid, eid = parent.info.run_id, parent.info.experiment_id
+    children = mc.search_runs([eid], filter_string=f"tags.`mlflow.parentRunId` = '{pid}'")
+    versions = {
+        mv.run_id: str(mv.version)
+        for mv in mc.search_model_versions(f"name = '{tracking.registered_model}'")
+        if mv.run_id
+    }
+    champion = ""
+    try:
+        champ = mc.get_model_version_by_alias(tracking.registered_model, "champion")
+        champion = f"{champ.tags.get('candidate', '')} (version {champ.version})"
+    except MlflowException:
+        pass
+    cands = []
+    for run in sorted(children, key=lambda r: r.info.start_time):
+        t = run.data.tags
+        cands.append(
+            CandidateView(
+                name=t.get("candidate", run.info.run_name),
+                run_id=run.info.run_id,
+                version=versions.get(run.info.run_id, ""),
+                backend=t.get("backend", ""),
+                precision=t.get("precision", ""),
+                passed=t.get("gate.passed", ""),
+                reasons=t.get("gate.reasons", ""),
+                metrics=dict(run.data.metrics),
+                notes={k: t[k] for k in ("batch_note",) if k in t},
+            )
+        )
+    started = datetime.fromtimestamp(parent.info.start_time / 1000, UTC).isoformat(timespec="seconds")
+    lineage = {k: parent.data.tags[k] for k in LINEAGE_TAGS if k in parent.data.tags}
+    return RebuildView(
+        pid, eid, parent.info.run_name, started, parent.info.status, lineage, dict(parent.data.params), cands, champion
+    )
+
+
+def _verdict(c: CandidateView) -> str:
+    return {"true": "PASS", "false": "FAIL"}.get(c.passed, "not decided")
+
+
+def _download_images(tracking: TrackingConfig, view: RebuildView, out: Path) -> dict[str, dict[str, str]]:
+    """Each candidate run's plots, copied next to the report; returns candidate -> plot -> relative path."""
+    mc = client(tracking)
+    found: dict[str, dict[str, str]] = {}
+    for c in view.candidates:
+        names = {Path(f.path).name for f in mc.list_artifacts(c.run_id, "plots")}
+        for plot in PLOTS:
+            if plot in names:
+                target = out / "images" / c.name
+                target.mkdir(parents=True, exist_ok=True)
+                mc.download_artifacts(c.run_id, f"plots/{plot}", str(target))
+                found.setdefault(c.name, {})[plot] = f"images/{c.name}/{plot}"
+    return found
+
+
+def render_markdown(view: RebuildView, images: dict[str, dict[str, str]]) -> str:
+    """The report as Markdown (tables via pandas/tabulate)."""
+    import pandas as pd
+
+    names = [c.name for c in view.candidates]
+    table = pd.DataFrame(
+        [[label, *(view.cell(c, key, spec) for c in view.candidates)] for key, label, spec in ROWS],
+        columns=["metric", *names],
+    )
+    head = pd.DataFrame(
+        [
+            ["precision / backend", *(f"{c.precision} / {c.backend}" for c in view.candidates)],
+            ["gate verdict", *(_verdict(c) for c in view.candidates)],
+            ["registry version", *(c.version or "-" for c in view.candidates)],
+        ],
+        columns=["", *names],
+    )
+    differing = ", ".join(label for _, label, _ in view.differing_rows()) or "none"
+    lines = [
+        f"# Rebuild {view.run_name}",
+        "",
+        f"MLflow run `{view.run_id}` (experiment {view.experiment_id}), started {view.started}, {view.status}."
+        + (f" Champion: {view.champion}." if view.champion else ""),
+        "",
+        head.to_markdown(index=False, disable_numparse=True),
+        "",
+        "## Candidates side by side",
+        "",
+        table.to_markdown(index=False, disable_numparse=True),
+        "",
+        f"Rows that differ between candidates: {differing}.",
+        "",
+        "## Gate verdicts",
+        "",
+        *(f"- **{c.name}**: {_verdict(c)}{f' ({c.reasons})' if c.reasons else ''}" for c in view.candidates),
+        "",
+        "## Lineage",
+        "",
+        *(f"- {k}: `{v}`" for k, v in view.lineage.items()),
+        "",
+    ]
+    notes = {n for c in view.candidates for n in c.notes.values()}
+    if notes:
+        lines += ["Latency notes: " + "; ".join(sorted(notes)), ""]
+    for c in view.candidates:
+        for plot, rel in images.get(c.name, {}).items():
+            title = plot.removesuffix(".png").replace("_", " ")
+            lines += [f"### {c.name}: {title}", "", f"![{c.name} {plot}]({rel})", ""]
+    return "\n".join(lines)
+
+
+HTML_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Rebuild {{ v.run_name }}</title>
+<style>
+body { font-family: sans-serif; margin: 2em; } table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; } tr.differs td { background: #fff6d6; }
+.PASS { color: #070; font-weight: bold; } .FAIL { color: #b00; font-weight: bold; }
+img { max-width: 100%; border: 1px solid #ddd; } code { font-size: 90%; }
+</style></head><body>
+<h1>Rebuild {{ v.run_name }}</h1>
+<p>MLflow run <code>{{ v.run_id }}</code> (experiment {{ v.experiment_id }}), started {{ v.started }}, {{ v.status }}.
+{% if v.champion %}Champion: <b>{{ v.champion }}</b>.{% endif %}</p>
+<h2>Candidates side by side</h2>
+<p>Highlighted rows differ between candidates.</p>
+<table id="candidates"><thead><tr><th>metric</th>{% for c in v.candidates %}<th>{{ c.name }}</th>{% endfor %}</tr>
+<tr><td>precision / backend</td>{% for c in v.candidates %}<td>{{ c.precision }} / {{ c.backend }}</td>{% endfor %}</tr>
+<tr><td>gate verdict</td>{% for c in v.candidates %}<td class="{{ verdict(c) }}">{{ verdict(c) }}</td>{% endfor %}</tr>
+<tr><td>registry version</td>{% for c in v.candidates %}<td>{{ c.version or "-" }}</td>{% endfor %}</tr></thead>
+<tbody>{% for key, label, spec in rows %}
+<tr{% if (key, label, spec) in differing %} class="differs"{% endif %}><td>{{ label }}</td>
+{% for c in v.candidates %}<td>{{ v.cell(c, key, spec) }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
+{% if notes %}<p>Latency notes: {{ notes | join("; ") }}</p>{% endif %}
+<h2>Gate verdicts</h2><ul>{% for c in v.candidates %}
+<li><b>{{ c.name }}</b>: <span class="{{ verdict(c) }}">{{ verdict(c) }}</span>
+{% if c.reasons %} ({{ c.reasons }}){% endif %}</li>
+{% endfor %}</ul>
+<h2>Lineage</h2><table>{% for k, val in v.lineage.items() %}<tr><td>{{ k }}</td><td style="text-align: left">
+<code>{{ val }}</code></td></tr>
+{% endfor %}</table>
+{% for c in v.candidates %}{% for plot, rel in images.get(c.name, {}).items() %}
+<h3>{{ c.name }}: {{ plot[:-4].replace("_", " ") }}</h3><img src="{{ rel }}" alt="{{ c.name }} {{ plot }}">
+{% endfor %}{% endfor %}
+</body></html>
+"""
+
+
+def render_html(view: RebuildView, images: dict[str, dict[str, str]]) -> str:
+    """The report as one HTML page (Jinja2, autoescaped) with the image grids and plots beside it."""
+    from jinja2 import Environment
+
+    env = Environment(autoescape=True)
+    return env.from_string(HTML_TEMPLATE).render(
+        v=view,
+        rows=ROWS,
+        differing=view.differing_rows(),
+        images=images,
+        verdict=_verdict,
+        notes=sorted({n for c in view.candidates for n in c.notes.values()}),
+    )
+
+
+def write_report(tracking: TrackingConfig, view: RebuildView, out_dir: Path) -> Path:
+    """`out_dir/<run_id>/` with `report.html`, `report.md` and `images/`, replaced as a whole; returns the folder."""
+    target = out_dir / view.run_id
+    with atomic_dir(target) as tmp:
+        images = _download_images(tracking, view, tmp)
+        (tmp / "report.md").write_text(render_markdown(view, images))
+        (tmp / "report.html").write_text(render_html(view, images))
+    log.info("wrote the report of rebuild %s to %s", view.run_id, target)
+    return target
+
+
+def summary_rows(view: RebuildView) -> list[dict[str, Any]]:
+    """Rows for the CLI's rich table: metric label then one value per candidate."""
+    return [
+        {"metric": label, **{c.name: view.cell(c, key, spec) for c in view.candidates}} for key, label, spec in ROWS
+    ]

@@ -1,0 +1,145 @@
+"""A reviewer's view: `mlflow server` on 127.0.0.1, a small rebuild logged to it, and headless Chromium (Debian's
+own `chromium`, driven by Playwright) loading the compare-runs page and the FP32-vs-candidate image artifact.
+
+Screenshots are kept under `test-artifacts/` (gitignored) so CI can publish them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+import pytest
+
+from tasks.config import Params
+from tasks.promote import promote
+from tasks.track import lineage, log_rebuild
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+GRID_WIDTH = 966  # tasks/plots.py: two 480-pixel frames and a 6-pixel gap
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """`mlflow server` (sqlite store, artifacts in tmp) on a free loopback port; stopped after the test."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        str(Path(sys.executable).with_name("mlflow")), "server",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--default-artifact-root", (tmp_path / "server-artifacts").as_uri(),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(tmp_path / 'server.log').read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not up in 300 s:\n{(tmp_path / 'server.log').read_text()}")
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (uvicorn and job runner children)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium not installed (apt-get install -y chromium)")
+def test_compare_view_and_image_artifact_in_chromium(
+    mlflow_server: str, built: tuple, validation_report, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    # a small rebuild against the server: track every candidate, then the promotion gate
+    params, candidates = built
+    tracking = params.tracking.model_copy(update={"uri": mlflow_server, "artifacts": tmp_path / "mlartifacts"})
+    store: Params = params.model_copy(update={"tracking": tracking})
+    p = store.paths
+    tags = lineage(Path.cwd(), candidates[0].frames_hash, store.model.sha256, p.videos.with_suffix(".dvc"), p.videos)
+    record = log_rebuild(store, candidates, validation_report.metrics, tags, validation_report)
+    gate = store.promote.model_copy(update={"gate_dir": tmp_path / "gate"})
+    promote(record, validation_report.metrics, gate, store.tracking, p.holdout, store.validate_.imgsz)
+
+    run_ids = [record.parent_run_id, *(c.run_id for c in record.candidates.values())]
+    grid_run = record.candidates["ov-int8"].run_id
+    ARTIFACTS.mkdir(exist_ok=True)
+    outside: list[str] = []
+
+    def loopback_only(route) -> None:  # the browser's own network guard: nothing leaves 127.0.0.1
+        url = route.request.url
+        if url.startswith(("data:", "blob:")) or urlparse(url).hostname in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.route("**/*", loopback_only)
+            compare = (
+                f"{mlflow_server}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
+                f"&experiments={quote(json.dumps([record.experiment_id]))}"
+            )
+            page.goto(compare)
+            page.get_by_text(f"Comparing {len(run_ids)} Runs").wait_for(timeout=120_000)
+            for name in record.candidates:  # every candidate run is on the page, not an empty comparison
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "mlflow-compare-runs.png"), full_page=True)
+
+            # the image artifact: served by the server as a PNG, and rendered by the UI's artifact viewer
+            served = page.request.get(f"{mlflow_server}/get-artifact?path=plots/agreement_grid.png&run_uuid={grid_run}")
+            assert served.ok and served.headers["content-type"] == "image/png"
+            assert served.body()[:8] == b"\x89PNG\r\n\x1a\n"
+            page.goto(
+                f"{mlflow_server}/#/experiments/{record.experiment_id}/runs/{grid_run}/artifacts/plots/agreement_grid.png"
+            )
+            page.wait_for_function(
+                f"() => Array.from(document.images).some(i => i.complete && i.naturalWidth === {GRID_WIDTH})",
+                timeout=120_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "mlflow-agreement-grid.png"))
+        finally:
+            browser.close()
+    assert not outside, f"the MLflow UI reached beyond loopback: {outside}"
+    assert (ARTIFACTS / "mlflow-compare-runs.png").stat().st_size > 10_000

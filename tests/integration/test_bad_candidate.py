@@ -1,0 +1,62 @@
+"""Agreement with FP32 catches a broken INT8 candidate that label mAP on a small holdout does not.
+
+The broken candidate is real: Ultralytics' OpenVINO INT8 export (NNCF) calibrated on blank frames, so its activation
+ranges fit nothing the gate camera sees.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from tasks.build import export_candidate, path_sha256
+from tasks.config import CandidateConfig, PromoteConfig
+from tasks.promote import decide
+from tasks.validate import run_validation
+
+pytestmark = pytest.mark.integration
+
+
+def blank_calibration(root: Path, n: int = 4) -> Path:
+    """A calibration dataset of black frames; returns its dataset YAML."""
+    (root / "images").mkdir(parents=True)
+    for i in range(n):
+        cv2.imwrite(str(root / "images" / f"blank_{i}.jpg"), np.zeros((360, 640, 3), np.uint8))
+    doc = {"path": str(root), "train": "images", "val": "images", "names": {0: "License_Plate"}}
+    (root / "data.yaml").write_text(yaml.safe_dump(doc))
+    return root / "data.yaml"
+
+
+def test_int8_calibrated_on_blank_frames_gets_low_agreement_and_fails_the_gate(
+    built: tuple, plate_model: Path, tmp_path: Path
+) -> None:
+    params, candidates = built
+    by_name = {c.name: c for c in candidates}
+    out = tmp_path / "blank-int8"
+    out.mkdir()
+    spec = CandidateConfig(name="blank-int8", precision="int8", backend="openvino")
+    artifact = export_candidate(plate_model, spec, "openvino", blank_calibration(tmp_path / "blank"), 320, out)
+    bad = dataclasses.replace(
+        by_name["ov-int8"], name="blank-int8", folder=out, artifact=artifact.name, sha256=path_sha256(artifact)
+    )
+    cfg = params.validate_.model_copy(update={"runs": 5, "warmup": 1})
+    # agreement on the same frames for the good and the bad INT8 candidate
+    metrics = run_validation([by_name["fp32"], by_name["ov-int8"], bad], params.paths.holdout, "fp32", cfg).metrics
+
+    good, broken = metrics["ov-int8"], metrics["blank-int8"]
+    assert broken["agreement_map50_95"] < 0.8, broken
+    assert broken["agreement_map50_95"] < good["agreement_map50_95"] - 0.15, (good, broken)
+    assert broken["boxes_lost"] > 0 and broken["conf_shift_mean"] < good["conf_shift_mean"]
+
+    gated = "min_agreement" in PromoteConfig.model_fields
+    promote_cfg = PromoteConfig(max_map_drop=0.01, **({"min_agreement": 0.8} if gated else {}))
+    decision = decide(metrics, promote_cfg)
+    if not gated:
+        # measured here: label mAP on 6 holdout frames does not drop for this candidate, so the mAP gate alone
+        # passes it; the agreement gate (promote.min_agreement, issue 5) is what rejects it
+        pytest.xfail("promote.min_agreement is not in this branch yet; the mAP-drop gate alone does not reject it")
+    assert not decision.verdicts["blank-int8"].passed, decision.explain()
+    assert decision.winner != "blank-int8"

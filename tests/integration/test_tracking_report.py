@@ -1,0 +1,104 @@
+"""Every validation number, plot and dataset of a rebuild lands in MLflow, and `report` reads it back."""
+
+from pathlib import Path
+
+import pytest
+
+from tasks.config import Params
+from tasks.report import load_rebuild, write_report
+from tasks.track import client, lineage, log_rebuild
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(tmp_path: Path, built: tuple) -> Params:
+    params, _ = built
+    tracking = params.tracking.model_copy(
+        update={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": tmp_path / "mlartifacts"}
+    )
+    return params.model_copy(update={"tracking": tracking})
+
+
+@pytest.fixture
+def logged(store: Params, built: tuple, validation_report):
+    _, candidates = built
+    p = store.paths
+    tags = lineage(Path.cwd(), candidates[0].frames_hash, store.model.sha256, p.videos.with_suffix(".dvc"), p.videos)
+    return log_rebuild(store, candidates, validation_report.metrics, tags, validation_report)
+
+
+def test_every_metric_plot_and_dataset_is_in_mlflow(store: Params, logged, validation_report, tmp_path: Path) -> None:
+    mc = client(store.tracking)
+    parent = mc.get_run(logged.parent_run_id)
+    tags = parent.data.tags
+    # lineage: videos with hashes, DVC state, git commit, frames hash, params
+    assert tags["videos_count"] == "2" and len(tags["videos_sha256"]) == 64
+    assert all(":" in v for v in tags["videos"].split(", "))
+    assert tags["dvc_rev"] and len(tags["git_commit"]) >= 7 and tags["agreement_frames"].endswith("images")
+    assert parent.data.params["validate.threads"] == str(store.validate_.threads)
+    contexts = {i.dataset.name: i.tags[0].value for i in parent.inputs.dataset_inputs}
+    assert contexts == {
+        "gate-videos": "source",
+        "calibration-frames": "calibration",
+        "holdout-labelled": "evaluation",
+        "holdout-frames": "agreement",  # the unlabelled frames agreement used
+    }
+    parent_files = {f.path for f in mc.list_artifacts(logged.parent_run_id)}
+    assert {"lineage.json", "metrics.json", "plots"} <= parent_files
+
+    for name, row in validation_report.metrics.items():
+        tracked = logged.candidates[name]
+        run = mc.get_run(tracked.run_id)
+        for key, value in row.items():  # numbers are metrics, strings (hardware, batch note) are tags
+            if isinstance(value, str):
+                assert key in ("backend", "precision") or run.data.tags[key] == value, key
+            else:
+                assert run.data.metrics[key] == pytest.approx(float(value)), (name, key)
+        assert run.data.tags["cpu_model"] == row["cpu_model"]
+        assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"holdout-labelled", "holdout-frames"}
+        plots = {f.path for f in mc.list_artifacts(tracked.run_id, "plots")}
+        expected = {"plots/latency.png", "plots/pr_curve.png"}
+        if name != "fp32":
+            expected.add("plots/agreement_grid.png")
+        assert plots == expected, name
+        local = Path(mc.download_artifacts(tracked.run_id, "plots/latency.png", str(tmp_path)))
+        assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # registry versions carry the run's tags (lineage and hardware)
+        mv = mc.get_model_version(store.tracking.registered_model, tracked.version)
+        for key in ("frames_hash", "videos_sha256", "dvc_rev", "git_commit", "cpu_model", "candidate"):
+            assert mv.tags[key] == run.data.tags[key], key
+
+
+def test_report_of_the_latest_rebuild(store: Params, logged, tmp_path: Path, cli) -> None:
+    view = load_rebuild(store.tracking)
+    assert view.run_id == logged.parent_run_id
+    assert [c.name for c in view.candidates] == ["fp32", "ov-int8", "ort-int8"]
+    folder = write_report(store.tracking, view, tmp_path / "reports")
+    html = (folder / "report.html").read_text()
+    md = (folder / "report.md").read_text()
+    for text in (html, md):
+        assert "agreement mAP50-95" in text and "ov-int8" in text and view.lineage["frames_hash"] in text
+    assert (folder / "images" / "ov-int8" / "agreement_grid.png").is_file()
+    assert 'src="images/ov-int8/agreement_grid.png"' in html
+    assert "not decided" in md  # no promotion ran: no gate verdict is invented
+
+    # the CLI: an explicit run id, rich table on stdout, files under --out
+    done = cli(store.paths.videos.parents[1], "--params", str(write_params(store, tmp_path)), "report",
+               logged.parent_run_id, "--out", str(tmp_path / "cli-reports"))  # fmt: skip
+    assert "agreement mAP50-95" in done.stdout and "ort-int8" in done.stdout
+    assert (tmp_path / "cli-reports" / logged.parent_run_id / "report.html").is_file()
+    bad = cli(tmp_path, "--params", str(write_params(store, tmp_path)), "report", "nope", check=False)
+    assert bad.returncode == 1 and "not found" in bad.stderr
+
+
+def write_params(store: Params, tmp_path: Path) -> Path:
+    """A params.yaml pointing at this test's MLflow store."""
+    import yaml
+
+    root = store.paths.videos.parents[1]
+    doc = yaml.safe_load((root / "params.yaml").read_text())
+    doc["tracking"]["uri"] = store.tracking.uri
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
