@@ -242,18 +242,35 @@ def write_pseudo_labels(
     return write_dataset_yaml(out / "data.yaml", out, dict(_yolo(reference).names))
 
 
-def agreement_images(frames_dir: Path | None, fallback: list[Path]) -> tuple[list[Path], str]:
-    """Unlabelled frames for agreement (`frames_dir/images`, or `frames_dir` itself); the labelled holdout's images
-    when that folder is missing or empty. Returns the images and a note saying which set was used."""
+def agreement_images(frames_dir: Path | None, labelled: list[Path]) -> tuple[list[Path], str]:
+    """Frames for agreement: the unlabelled frames of the holdout videos (`frames_dir/images`, or `frames_dir`
+    itself) plus the labelled holdout's images. Returns the images and the unlabelled folder used (or a note that
+    only the labelled holdout was).
+
+    Both, not one or the other: frames of the newest videos show what the gates see now, but most of them show an
+    empty lane, and a gate decided on a handful of boxes flips on one lost box; the labelled holdout keeps the
+    count of reference boxes high enough to decide on.
+    """
     if frames_dir is not None:
         for folder in (frames_dir / "images", frames_dir):
             if folder.is_dir():
                 images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
                 if images:
-                    log.info("agreement frames: %d unlabelled frames from %s", len(images), folder)
-                    return images, str(folder)
-        log.warning("agreement frames: %s missing or empty; using the labelled holdout's images instead", frames_dir)
-    return fallback, f"labelled holdout ({fallback[0].parent})"
+                    clash = {p.name for p in images} & {p.name for p in labelled}
+                    if clash:
+                        raise ValidationError(
+                            f"{folder}: frames named like labelled holdout images ({sorted(clash)[:3]}); "
+                            "rename one of the two sets."
+                        )
+                    log.info(
+                        "agreement frames: %d unlabelled frames from %s and %d labelled holdout images",
+                        len(images),
+                        folder,
+                        len(labelled),
+                    )
+                    return images + labelled, str(folder)
+        log.warning("agreement frames: %s missing or empty; using the labelled holdout's images only", frames_dir)
+    return labelled, f"labelled holdout ({labelled[0].parent})"
 
 
 def latency(candidate: Candidate, frame_path: Path, cfg: ValidateConfig) -> dict[str, Any]:

@@ -64,9 +64,9 @@ def test_missing_holdout_is_a_clear_error(built: tuple, tmp_path: Path) -> None:
 def test_agreement_counts_latency_and_threads(validation_report, built: tuple) -> None:
     params, _ = built
     report = validation_report
-    # agreement ran on the unlabelled frames folder, not the labelled holdout
+    # agreement ran on the unlabelled frames of the holdout videos and the labelled holdout's images
     assert report.agreement_source.endswith("images") and "holdout_frames" in report.agreement_source
-    assert report.agreement_frames == 4
+    assert report.agreement_frames == 4 + len(list((params.paths.holdout / "images").iterdir()))
     for name, row in report.metrics.items():
         # one class, labelled: per-class numbers equal the overall ones
         assert row["class.License_Plate.map50_95"] == pytest.approx(row["map50_95"]), name
@@ -113,8 +113,11 @@ def test_agreement_falls_back_to_the_labelled_holdout(built: tuple, tmp_path: Pa
     for folder in (tmp_path / "missing", tmp_path / "empty"):
         images, source = agreement_images(folder, labelled)
         assert images == labelled and source.startswith("labelled holdout")
-    assert "using the labelled holdout" in caplog.text
+    assert "using the labelled holdout's images only" in caplog.text
     (tmp_path / "flat").mkdir()
-    shutil.copyfile(labelled[0], tmp_path / "flat" / labelled[0].name)
+    shutil.copyfile(labelled[0], tmp_path / "flat" / "frame_0.jpg")
     images, source = agreement_images(tmp_path / "flat", labelled)
-    assert [p.name for p in images] == [labelled[0].name] and source == str(tmp_path / "flat")
+    assert images == [tmp_path / "flat" / "frame_0.jpg", *labelled] and source == str(tmp_path / "flat")
+    shutil.copyfile(labelled[0], tmp_path / "flat" / labelled[0].name)
+    with pytest.raises(ValidationError, match="rename one of the two sets"):
+        agreement_images(tmp_path / "flat", labelled)
