@@ -40,8 +40,9 @@ def rebuild(params: Params, root: Path, dvc_root: Path | None = None) -> dict[st
     model = verify_model(p.model, params.model.sha256)
     frames = extract_frames(p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names)
     built = build_candidates(
-        model, frames.dataset_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash
-    )
+        model, frames.dataset_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash,
+        gate=params.validate_, cache_dir=p.build_cache, previous=params.promote.gate_dir / "current",
+    )  # fmt: skip
     metrics = validate_candidates(built, p.holdout, params.build.reference, params.validate_)
     write_metrics(p.metrics, params.build.reference, metrics)
     if dvc_root is not None:
