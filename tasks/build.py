@@ -291,7 +291,8 @@ def previous_kept_in_float(
             meta = json.loads(source.read_text())
         except json.JSONDecodeError:
             continue
-        kept = (meta.get("quantization") or {}).get("kept_in_float")
+        found = meta.get("quantization") or {}
+        kept = found.get("float_scope") or found.get("kept_in_float")
         if meta.get("method") == "nncf" and kept:
             log.info("%s: starting from the %d layers kept in float by %s", cand.name, len(kept), source)
             return list(kept)

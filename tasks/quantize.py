@@ -323,6 +323,7 @@ def nncf_quantize_ir(
         "gate": final.as_dict(),
         "recovery": steps_run,
         "kept_in_float": kept,
+        "float_scope": sorted(set(scope.names) | set(kept)),  # where the next build's search starts
         "kept_by_recovery": sorted(set(kept) - initial) if recovered else [],
         "quantize_seconds": round(time.perf_counter() - started, 2),
     }
