@@ -117,6 +117,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     # the candidates folder lost (e.g. a fresh DVC checkout): restored from the cache, still without exporting
     shutil.rmtree(out)
     caplog.clear()
+    caplog.set_level(logging.INFO, logger="tasks.build")
     restored = _build(plate_model, frames, out, ours, qdq, cache_dir=cache)
     assert [path_sha256(c.path) for c in restored] == [s[1] for s in stamps.values()]
     assert sum("from the build cache" in r.message for r in caplog.records) == 3
@@ -131,8 +132,10 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     )
     assert other.frames_hash != frames.frames_hash
     caplog.clear()
+    caplog.set_level(logging.INFO, logger="tasks.build")
     rebuilt = _build(plate_model, other, out, ours, qdq, cache_dir=cache)
     assert sum(r.message.startswith("built ") for r in caplog.records) == 3
     assert all(c.frames_hash == other.frames_hash for c in rebuilt)
+    assert all(c.path.stat().st_mtime_ns > stamps[c.name][0] for c in rebuilt)
     assert all(read_embedded_metadata(c.path)["frames_hash"] == other.frames_hash for c in rebuilt)
     assert {c.cache_key for c in rebuilt}.isdisjoint({c.cache_key for c in first})
