@@ -180,7 +180,8 @@ def build_candidates(
     for cand in steps(cfg.candidates, "build: exporting candidates"):
         backend = cfg.backend_of(cand)
         params = cand.model_dump(mode="json", exclude_none=True)
-        key = cache.cache_key(base_model_sha256, frames_hash, {**params, "backend": backend}, cfg.imgsz, toolchain)
+        calibrated_on = frames_hash if cand.precision == "int8" else ""  # FP32/FP16 do not depend on the frames
+        key = cache.cache_key(base_model_sha256, calibrated_on, {**params, "backend": backend}, cfg.imgsz, toolchain)
         folder = out_dir / cand.name
         reused = _reuse(folder, key, cache_dir)
         if reused is not None:
