@@ -337,7 +337,7 @@ def build_artifact(
         onnx_fp32 = export_candidate(model, fp32, "onnxruntime", dataset_yaml, imgsz, Path(scratch))
         qdq = (out if cand.method == "ort-qdq" else Path(scratch)) / f"{onnx_fp32.stem}_qdq.onnx"
         settings = cand.qdq_settings
-        result = quantize.qdq_quantize_onnx(onnx_fp32, qdq, images, settings, imgsz, gate, settings.holdout_frames)
+        result = quantize.qdq_quantize_onnx(onnx_fp32, qdq, images, settings, imgsz, gate, settings.holdout_fraction)
         if cand.method == "ort-qdq":
             return qdq, result.info
         from tasks.tensorrt import build_strongly_typed_engine

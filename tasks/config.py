@@ -98,7 +98,7 @@ class AccuracyControlConfig(_Frozen):
     enabled: bool = False
     max_drop: float = Field(0.01, gt=0, lt=1)  # agreement mAP50-95 with FP32 the INT8 model may lose
     max_iterations: int = Field(4, ge=1, le=100)  # layer groups reverted to float at most (bounds the time)
-    holdout_frames: int = Field(12, ge=2, le=1000)  # calibration frames kept out of calibration for the gate
+    holdout_fraction: float = Field(0.25, gt=0, lt=1)  # of the calibration frames, kept out of it for the gate (>= 2)
 
 
 class NncfConfig(_Frozen):
@@ -121,7 +121,7 @@ class QdqConfig(_Frozen):
     symmetric_activations: bool = False  # TensorRT needs symmetric (int8, zero point 0) activations
     subset_size: int = Field(64, ge=1)
     ignored_scope: IgnoredScopeConfig = IgnoredScopeConfig()
-    holdout_frames: int = Field(12, ge=2, le=1000)  # calibration frames kept out of calibration to measure agreement
+    holdout_fraction: float = Field(0.25, gt=0, lt=1)  # of the calibration frames, kept out to measure agreement
 
     @model_validator(mode="after")
     def _check_percentile(self) -> QdqConfig:

@@ -44,12 +44,13 @@ def calibration_images(dataset_yaml: Path) -> list[Path]:
     return images
 
 
-def split_frames(images: Sequence[Path], holdout: int) -> tuple[list[Path], list[Path]]:
-    """(calibration, held out): `holdout` frames evenly spread over the set, never used for calibration."""
+def split_frames(images: Sequence[Path], fraction: float) -> tuple[list[Path], list[Path]]:
+    """(calibration, held out): `fraction` of the frames (at least 2), evenly spread, never used for calibration."""
+    holdout = max(2, round(len(images) * fraction))
     if len(images) < holdout + 1:
         raise QuantizeError(
             f"{len(images)} calibration frames cannot spare {holdout} for the accuracy gate and keep one for "
-            "calibration; extract more frames (extract.max_frames_per_video) or lower accuracy_control.holdout_frames"
+            "calibration; extract more frames (extract.max_frames_per_video)"
         )
     picked = set(np.linspace(0, len(images) - 1, holdout).round().astype(int).tolist())
     held = [im for i, im in enumerate(images) if i in picked]
@@ -258,7 +259,7 @@ def nncf_quantize_ir(
     core = ov.Core()
     fp32 = core.read_model(fp32_xml)
     ac = cfg.accuracy_control
-    calib, held = split_frames(images, ac.holdout_frames)
+    calib, held = split_frames(images, ac.holdout_fraction)
     calib = calib[: cfg.subset_size]
     calib_inputs = [letterbox(p, imgsz) for p in calib]
     held_inputs = [letterbox(p, imgsz) for p in held]
@@ -378,7 +379,7 @@ def qdq_quantize_onnx(
     cfg: QdqConfig,
     imgsz: int,
     gate_cfg: ValidateConfig,
-    holdout: int,
+    holdout_fraction: float,
 ) -> QuantizeResult:
     """A Q/DQ ONNX of `fp32_onnx` through ONNX Runtime's `quantize_static`, keeping the Ultralytics metadata.
 
@@ -393,7 +394,7 @@ def qdq_quantize_onnx(
         quantize_static,
     )
 
-    calib, held = split_frames(images, holdout)
+    calib, held = split_frames(images, holdout_fraction)
     calib = calib[: cfg.subset_size]
     model = onnx.load(str(fp32_onnx))
     input_name = model.graph.input[0].name

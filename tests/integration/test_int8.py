@@ -55,7 +55,7 @@ def test_a_candidate_forced_below_the_gate_recovers_and_names_the_layers_kept_in
             "method": "nncf",
             "nncf": {
                 "ignored_scope": {"ultralytics_head": False, "branch_last_conv": False},
-                "accuracy_control": {"enabled": True, "max_drop": 0.01, "max_iterations": 2, "holdout_frames": 6},
+                "accuracy_control": {"enabled": True, "max_drop": 0.01, "max_iterations": 2, "holdout_fraction": 0.375},
             },
         }
     )
@@ -84,10 +84,15 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     plate_model: Path, frames, tmp_path: Path, videos: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ours = CandidateConfig.model_validate(
-        {"name": "ours", "precision": "int8", "method": "nncf", "nncf": {"accuracy_control": {"holdout_frames": 2}}}
+        {
+            "name": "ours",
+            "precision": "int8",
+            "method": "nncf",
+            "nncf": {"accuracy_control": {"holdout_fraction": 0.125}},
+        }
     )
     qdq = CandidateConfig.model_validate(
-        {"name": "qdq", "precision": "int8", "method": "ort-qdq", "qdq": {"holdout_frames": 2}}
+        {"name": "qdq", "precision": "int8", "method": "ort-qdq", "qdq": {"holdout_fraction": 0.125}}
     )
     out, cache = tmp_path / "candidates", tmp_path / "cache"
     first = _build(plate_model, frames, out, ours, qdq, cache_dir=cache)

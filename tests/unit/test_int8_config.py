@@ -41,7 +41,7 @@ def test_full_nncf_and_qdq_settings_parse(tmp_path: Path) -> None:
             "ignored_scope": {"names": ["a"], "types": ["Sigmoid"], "patterns": [r".*model\.22.*"]},
             "fast_bias_correction": False,
             "smooth_quant_alpha": 0.5,
-            "accuracy_control": {"enabled": True, "max_drop": 0.005, "max_iterations": 3, "holdout_frames": 8},
+            "accuracy_control": {"enabled": True, "max_drop": 0.005, "max_iterations": 3, "holdout_fraction": 0.3},
         },
     }
     qdq = {
