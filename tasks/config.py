@@ -98,6 +98,7 @@ class AccuracyControlConfig(_Frozen):
     enabled: bool = False
     max_drop: float = Field(0.01, gt=0, lt=1)  # agreement mAP50-95 with FP32 the INT8 model may lose
     max_iterations: int = Field(4, ge=1, le=100)  # layer groups reverted to float at most (bounds the time)
+    search: bool = True  # after the head step, NNCF's ranking search (minutes at 640 on 2 cores: one compile per group)
     holdout_fraction: float = Field(0.25, gt=0, lt=1)  # of the calibration frames, kept out of it for the gate (>= 2)
 
 

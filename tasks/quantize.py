@@ -303,7 +303,7 @@ def nncf_quantize_ir(
             quantized = nncf.quantize(fp32, nncf.Dataset(calib_inputs), **kwargs)
             final = GateResult(first.reference, gate.score(_ov_infer(core, quantized)), ac.max_drop)
             steps_run.append({"step": "head_scope", **final.as_dict()})
-        if not final.passed:
+        if not final.passed and ac.search:
             log.info("gate failed (drop %.4f > %.4f): running NNCF accuracy control", final.drop, ac.max_drop)
             quantized = _accuracy_control(fp32, calib_inputs, held_inputs, gate, cfg, kwargs)
             final = GateResult(first.reference, gate.score(_ov_infer(core, quantized)), ac.max_drop)

@@ -41,7 +41,13 @@ def test_full_nncf_and_qdq_settings_parse(tmp_path: Path) -> None:
             "ignored_scope": {"names": ["a"], "types": ["Sigmoid"], "patterns": [r".*model\.22.*"]},
             "fast_bias_correction": False,
             "smooth_quant_alpha": 0.5,
-            "accuracy_control": {"enabled": True, "max_drop": 0.005, "max_iterations": 3, "holdout_fraction": 0.3},
+            "accuracy_control": {
+                "enabled": True,
+                "max_drop": 0.005,
+                "max_iterations": 3,
+                "holdout_fraction": 0.3,
+                "search": False,
+            },
         },
     }
     qdq = {
@@ -54,6 +60,7 @@ def test_full_nncf_and_qdq_settings_parse(tmp_path: Path) -> None:
     build = load_params(_params_with(tmp_path, nncf, qdq, trt)).build
     by = {c.name: c for c in build.candidates}
     assert by["ours"].nncf_settings.accuracy_control.max_drop == 0.005
+    assert by["ours"].nncf_settings.accuracy_control.search is False
     assert build.backend_of(by["ours"]) == "openvino"
     assert build.backend_of(by["q"]) == "onnxruntime"
     assert build.backend_of(by["t"]) == "tensorrt"
