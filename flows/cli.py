@@ -202,7 +202,10 @@ def build(model: PathOpt = None, data: PathOpt = None, frames: PathOpt = None, o
         weights = verify_model(model or p.model, prm.model.sha256)
         dataset = check_dataset_yaml(data or p.calibration_yaml, frames or p.calibration)
         digest = read_frames_hash(frames or p.calibration)
-        build_candidates(weights, dataset, out or p.candidates, prm.build, prm.model.sha256, digest)
+        build_candidates(
+            weights, dataset, out or p.candidates, prm.build, prm.model.sha256, digest,
+            gate=prm.validate_, cache_dir=p.build_cache, previous=prm.promote.gate_dir / "current",
+        )  # fmt: skip
     except (ModelError, ExtractError, BackendUnavailable, FileNotFoundError) as e:
         raise _fail(e) from e
 

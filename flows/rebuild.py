@@ -43,7 +43,15 @@ def rebuild(params: Params, root: Path, dvc_root: Path | None = None) -> dict[st
         p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames, p.frame_cache
     )
     built = build_candidates(
-        model, frames.dataset_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash
+        model,
+        frames.dataset_yaml,
+        p.candidates,
+        params.build,
+        params.model.sha256,
+        frames.frames_hash,
+        gate=params.validate_,
+        cache_dir=p.build_cache,
+        previous=params.promote.gate_dir / "current",
     )
     report = validate_candidates(built, p.holdout, params.build.reference, params.validate_, p.holdout_frames)
     metrics = report.metrics

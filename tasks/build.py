@@ -1,7 +1,9 @@
-"""Build candidate artifacts (FP32 reference, FP16, INT8) from the base model through Ultralytics' exporters.
+"""Build candidate artifacts (FP32 reference, FP16, INT8): Ultralytics' exporters (the peers) and our own INT8
+builds (tasks/quantize.py: NNCF with accuracy recovery, Q/DQ ONNX for ONNX Runtime and TensorRT).
 
 Each candidate gets its own folder: an Ultralytics INT8 ONNX export deletes the FP32 `.onnx` it started from, and
 every export writes next to its `.pt`, so candidates built side by side in one folder would overwrite each other.
+Artifacts are content-addressed (tasks/cache.py): an unchanged candidate is reused, not rebuilt.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from tasks.config import EXPORT_FORMAT, BuildConfig, CandidateConfig
+from tasks import cache
+from tasks.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
 from tasks.fetch import sha256_file
-from tasks.fsutil import atomic_dir
+from tasks.fsutil import atomic_dir, atomic_write_text
 from tasks.progress import steps
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,10 @@ class Candidate:
     toolchain: dict[str, str]
     build_seconds: float
     built_at: str
+    method: str = "ultralytics"
+    cache_key: str = ""
+    params: dict[str, Any] = field(default_factory=dict)  # the candidate's entry of build.candidates
+    quantization: dict[str, Any] = field(default_factory=dict)  # gate, layers kept in float (our methods)
 
     @property
     def path(self) -> Path:
@@ -146,37 +154,195 @@ def build_candidates(
     cfg: BuildConfig,
     base_model_sha256: str,
     frames_hash: str,
+    *,
+    gate: ValidateConfig | None = None,
+    cache_dir: Path | None = None,
+    previous: Path | None = None,
 ) -> list[Candidate]:
-    """Build every candidate of `cfg` into `out_dir/<name>/`, each folder replaced atomically when complete."""
+    """Build every candidate of `cfg` into `out_dir/<name>/`, each folder replaced atomically when complete.
+
+    `gate`: the agreement settings (validate section) for our INT8 methods' accuracy gate. `cache_dir`: the
+    content-addressed store of built candidates. `previous`: the previous champion's folder (a release holding
+    `candidate.json`); the layers it kept in float start our NNCF search.
+    """
     if not dataset_yaml.is_file():
         raise FileNotFoundError(f"{dataset_yaml}: calibration dataset YAML not found. Run `alpr-ops extract` first.")
     if any(cfg.backend_of(c) == "tensorrt" for c in cfg.candidates):
         check_tensorrt()  # before any export: fail in seconds, not after the CPU candidates
+    if gate is None and any(c.method != "ultralytics" for c in cfg.candidates):
+        raise ValueError("build_candidates: our INT8 methods need `gate` (params.yaml `validate:`) for their gate")
+    toolchain = toolchain_versions()
+    if any(cfg.backend_of(c) == "tensorrt" for c in cfg.candidates):
+        from tasks.tensorrt import device_info
+
+        toolchain = {**toolchain, **{f"trt_{k}": v for k, v in device_info().items()}}
     built = []
     for cand in steps(cfg.candidates, "build: exporting candidates"):
         backend = cfg.backend_of(cand)
+        params = cand.model_dump(mode="json", exclude_none=True)
+        calibrated_on = frames_hash if cand.precision == "int8" else ""  # FP32/FP16 do not depend on the frames
+        key = cache.cache_key(base_model_sha256, calibrated_on, {**params, "backend": backend}, cfg.imgsz, toolchain)
+        folder = out_dir / cand.name
+        reused = _reuse(folder, key, cache_dir)
+        if reused is not None:
+            built.append(reused)
+            continue
+        start_kept = previous_kept_in_float(cand, folder, previous, cache_dir)
         started = time.perf_counter()
-        with atomic_dir(out_dir / cand.name) as tmp:
-            artifact = export_candidate(model, cand, backend, dataset_yaml, cfg.imgsz, tmp)
+        built_at = datetime.now(UTC).isoformat(timespec="seconds")
+        with atomic_dir(folder) as tmp:
+            artifact, quantization = build_artifact(
+                model, cand, backend, dataset_yaml, cfg.imgsz, tmp, gate, start_kept
+            )
+            embedded = {
+                "name": cand.name,
+                "method": cand.method,
+                "params": params,
+                "base_model_sha256": base_model_sha256,
+                "frames_hash": frames_hash,
+                "imgsz": cfg.imgsz,
+                "toolchain": toolchain,
+                "cache_key": key,
+                "built_at": built_at,
+                "kept_in_float": quantization.get("kept_in_float", []),
+            }
+            cache.embed_metadata(artifact, embedded)
             result = Candidate(
                 name=cand.name,
                 backend=backend,
                 precision=cand.precision,
-                folder=out_dir / cand.name,
+                folder=folder,
                 artifact=artifact.relative_to(tmp).as_posix(),
                 sha256=path_sha256(artifact),
                 size_mb=path_size_mb(artifact),
                 base_model_sha256=base_model_sha256,
                 frames_hash=frames_hash,
                 imgsz=cfg.imgsz,
-                toolchain=toolchain_versions(),
+                toolchain=toolchain,
                 build_seconds=round(time.perf_counter() - started, 2),
-                built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                built_at=built_at,
+                method=cand.method,
+                cache_key=key,
+                params=params,
+                quantization=quantization,
             )
             (tmp / CANDIDATE_JSON).write_text(result.to_json())
-        log.info("built %s (%s %s): %s, %.1f MB", cand.name, backend, cand.precision, result.path, result.size_mb)
+            cache.store(cache_dir, key, tmp)
+        _remember(cache_dir, result)
+        log.info(
+            "built %s (%s %s, %s) in %.0f s: %s, %.1f MB",
+            cand.name, backend, cand.precision, cand.method, result.build_seconds, result.path, result.size_mb,
+        )  # fmt: skip
         built.append(result)
     return built
+
+
+def _read_candidate(meta: Path, folder: Path) -> Candidate:
+    data = json.loads(meta.read_text())
+    data["folder"] = folder
+    return Candidate(**data)
+
+
+def _reuse(folder: Path, key: str, cache_dir: Path | None) -> Candidate | None:
+    """The candidate already built for `key`: in place (untouched) or copied from the cache; None to build it."""
+    meta = folder / CANDIDATE_JSON
+    if meta.is_file():
+        try:
+            here = _read_candidate(meta, folder)
+        except (json.JSONDecodeError, TypeError):
+            here = None
+        if here is not None and here.cache_key == key and here.path.exists() and path_sha256(here.path) == here.sha256:
+            log.info("reused %s: unchanged inputs (cache key %s), artifact in place", here.name, key[:12])
+            return here
+    entry = cache.lookup(cache_dir, key, CANDIDATE_JSON)
+    if entry is None:
+        return None
+    found = _read_candidate(entry / CANDIDATE_JSON, entry)
+    if not found.path.exists() or path_sha256(found.path) != found.sha256:
+        log.warning("cache entry %s is damaged (artifact hash differs); rebuilding", entry)
+        return None
+    with atomic_dir(folder) as tmp:
+        cache.copy_tree(entry, tmp)
+    log.info("reused %s from the build cache (key %s)", found.name, key[:12])
+    return _read_candidate(folder / CANDIDATE_JSON, folder)
+
+
+def _remember(cache_dir: Path | None, cand: Candidate) -> None:
+    """Keep the latest build's metadata per candidate name: where the next build's NNCF search starts."""
+    if cache_dir is not None:
+        atomic_write_text(cache_dir / "last" / f"{cand.name}.json", cand.to_json())
+
+
+def previous_kept_in_float(
+    cand: CandidateConfig, folder: Path, previous: Path | None, cache_dir: Path | None
+) -> list[str]:
+    """Layers an earlier NNCF build kept in float: the previous champion's first, else this candidate's last build."""
+    if cand.method != "nncf":
+        return []
+    sources = []
+    if previous is not None:
+        sources += [previous / CANDIDATE_JSON, previous / cand.name / CANDIDATE_JSON]
+    sources.append(folder / CANDIDATE_JSON)
+    if cache_dir is not None:
+        sources.append(cache_dir / "last" / f"{cand.name}.json")
+    for source in sources:
+        if not source.is_file():
+            continue
+        try:
+            meta = json.loads(source.read_text())
+        except json.JSONDecodeError:
+            continue
+        found = meta.get("quantization") or {}
+        kept = found.get("float_scope") or found.get("kept_in_float")
+        if meta.get("method") == "nncf" and kept:
+            log.info("%s: starting from the %d layers kept in float by %s", cand.name, len(kept), source)
+            return list(kept)
+    return []
+
+
+def build_artifact(
+    model: Path,
+    cand: CandidateConfig,
+    backend: str,
+    dataset_yaml: Path,
+    imgsz: int,
+    out: Path,
+    gate: ValidateConfig | None,
+    start_kept: list[str],
+) -> tuple[Path, dict[str, Any]]:
+    """Build one candidate's artifact into the folder `out`; returns it and what quantization recorded."""
+    if cand.method == "ultralytics":
+        artifact = export_candidate(model, cand, backend, dataset_yaml, imgsz, out)
+        if backend == "tensorrt":
+            from tasks.tensorrt import stamp_device
+
+            stamp_device(artifact)
+        return artifact, {}
+    from tasks import quantize
+
+    assert gate is not None
+    images = quantize.calibration_images(dataset_yaml)
+    fp32 = CandidateConfig(name="fp32-source", precision="fp32")
+    with tempfile.TemporaryDirectory(prefix="alpr-quantize-") as scratch:
+        if cand.method == "nncf":
+            ir = export_candidate(model, fp32, "openvino", dataset_yaml, imgsz, Path(scratch))
+            artifact = out / ir.name.replace("_openvino_model", "_int8_openvino_model")
+            artifact.mkdir()
+            shutil.copyfile(ir / "metadata.yaml", artifact / "metadata.yaml")
+            xml = next(ir.glob("*.xml"))
+            result = quantize.nncf_quantize_ir(
+                xml, artifact / xml.name, images, cand.nncf_settings, imgsz, gate, start_kept
+            )
+            return artifact, result.info
+        onnx_fp32 = export_candidate(model, fp32, "onnxruntime", dataset_yaml, imgsz, Path(scratch))
+        qdq = (out if cand.method == "ort-qdq" else Path(scratch)) / f"{onnx_fp32.stem}_qdq.onnx"
+        settings = cand.qdq_settings
+        result = quantize.qdq_quantize_onnx(onnx_fp32, qdq, images, settings, imgsz, gate, settings.holdout_fraction)
+        if cand.method == "ort-qdq":
+            return qdq, result.info
+        from tasks.tensorrt import build_strongly_typed_engine
+
+        return build_strongly_typed_engine(qdq, out / f"{qdq.stem}.engine"), result.info
 
 
 def load_candidates(out_dir: Path, names: list[str]) -> list[Candidate]:

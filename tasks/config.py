@@ -33,6 +33,7 @@ class PathsConfig(_Frozen):
     frame_cache: Path = Path(".cache/frames")  # per-video extracted frames, keyed by video hash and extract params
     model: Path = Path("models/best.pt")
     candidates: Path = Path("models/candidates")
+    build_cache: Path = Path(".cache/build")  # content-addressed built candidates (tasks/cache.py)
     metrics: Path = Path("metrics/validate.json")
     ultralytics_config: Path = Path(".cache/ultralytics")
     plots: Path = Path("metrics/plots")  # plot data (CSV) that dvc.yaml declares
@@ -71,12 +72,114 @@ class ExtractConfig(_Frozen):
     workers: int = Field(2, ge=1)  # videos decoded in parallel
 
 
+Method = Literal["ultralytics", "nncf", "ort-qdq", "trt-qdq"]
+
+# The runtime each of our own quantization methods produces an artifact for (Q/DQ ONNX is not portable: issue 3).
+METHOD_BACKEND: dict[str, str] = {"nncf": "openvino", "ort-qdq": "onnxruntime", "trt-qdq": "tensorrt"}
+
+
+class IgnoredScopeConfig(_Frozen):
+    """Layers kept in float. The defaults keep Ultralytics' own head scope (the Detect module's own ops, DFL,
+    Sigmoid) and the last conv of each box/class branch, where most of the INT8 agreement loss sits (issue 3)."""
+
+    ultralytics_head: bool = True
+    branch_last_conv: bool = True
+    names: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()  # OpenVINO op types (nncf) or ONNX op types (Q/DQ)
+    patterns: tuple[str, ...] = ()  # regular expressions over node names
+
+    @model_validator(mode="after")
+    def _check_patterns(self) -> IgnoredScopeConfig:
+        import re
+
+        for pattern in self.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"ignored_scope.patterns: {pattern!r} is not a regular expression: {e}") from e
+        return self
+
+
+class AccuracyControlConfig(_Frozen):
+    """The accuracy gate measured at build time on calibration frames held out from calibration, and the recovery
+    (NNCF's `quantize_with_accuracy_control`) run only when the gate fails."""
+
+    enabled: bool = False
+    max_drop: float = Field(0.01, gt=0, lt=1)  # agreement mAP50-95 with FP32 the INT8 model may lose
+    max_iterations: int = Field(4, ge=1, le=100)  # layer groups reverted to float at most (bounds the time)
+    search: bool = True  # after the head step, NNCF's ranking search (minutes at 640 on 2 cores: one compile per group)
+    holdout_fraction: float = Field(0.25, gt=0, lt=1)  # of the calibration frames, kept out of it for the gate (>= 2)
+
+
+class NncfConfig(_Frozen):
+    """NNCF post-training quantization of the OpenVINO IR of the FP32 model."""
+
+    preset: Literal["performance", "mixed"] = "mixed"
+    subset_size: int = Field(300, ge=1)  # calibration frames used (at most those extracted)
+    ignored_scope: IgnoredScopeConfig = IgnoredScopeConfig()
+    fast_bias_correction: bool = True
+    smooth_quant_alpha: float | None = Field(None, gt=0, lt=1)  # None: NNCF's default (no SmoothQuant on convs)
+    accuracy_control: AccuracyControlConfig = AccuracyControlConfig()
+
+
+class QdqConfig(_Frozen):
+    """A Q/DQ ONNX from ONNX Runtime's `quantize_static` (run on ONNX Runtime, or built into a TensorRT engine)."""
+
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = Field(99.999, gt=90, le=100)  # only for calibration: percentile
+    per_channel: bool = True
+    symmetric_activations: bool = False  # TensorRT needs symmetric (int8, zero point 0) activations
+    subset_size: int = Field(64, ge=1)
+    ignored_scope: IgnoredScopeConfig = IgnoredScopeConfig()
+    holdout_fraction: float = Field(0.25, gt=0, lt=1)  # of the calibration frames, kept out to measure agreement
+
+    @model_validator(mode="after")
+    def _check_percentile(self) -> QdqConfig:
+        if self.calibration != "percentile" and "percentile" in self.model_fields_set:
+            raise ValueError(f"qdq.percentile is used only with calibration: percentile, not {self.calibration}")
+        return self
+
+
 class CandidateConfig(_Frozen):
-    """One artifact to build: a runtime and a precision; `backend` defaults to `build.backend`."""
+    """One artifact to build: a runtime and a precision; `backend` defaults to `build.backend`.
+
+    `method` says who quantizes: Ultralytics' exporter (the peer), or ours (`nncf`, `ort-qdq`, `trt-qdq`) with the
+    settings under `nncf:` / `qdq:`.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
     precision: Precision
     backend: Backend | None = None
+    method: Method = "ultralytics"
+    nncf: NncfConfig | None = None
+    qdq: QdqConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_method(self) -> CandidateConfig:
+        where = f"build.candidates '{self.name}'"
+        if self.method != "ultralytics" and self.precision != "int8":
+            raise ValueError(f"{where}: method {self.method} quantizes to int8; set precision: int8")
+        if self.nncf is not None and self.method != "nncf":
+            raise ValueError(f"{where}: `nncf:` settings need method: nncf (method is {self.method})")
+        if self.qdq is not None and self.method not in ("ort-qdq", "trt-qdq"):
+            raise ValueError(f"{where}: `qdq:` settings need method: ort-qdq or trt-qdq (method is {self.method})")
+        if self.method == "trt-qdq" and not self.qdq_settings.symmetric_activations:
+            raise ValueError(f"{where}: TensorRT needs symmetric activations; set qdq.symmetric_activations: true")
+        if self.method != "ultralytics" and self.backend is not None and self.backend != METHOD_BACKEND[self.method]:
+            raise ValueError(
+                f"{where}: method {self.method} builds for {METHOD_BACKEND[self.method]}, not backend {self.backend}"
+            )
+        return self
+
+    @property
+    def nncf_settings(self) -> NncfConfig:
+        return self.nncf or NncfConfig()
+
+    @property
+    def qdq_settings(self) -> QdqConfig:
+        if self.qdq is not None:
+            return self.qdq
+        return QdqConfig(symmetric_activations=self.method == "trt-qdq")
 
 
 class BuildConfig(_Frozen):
@@ -102,7 +205,9 @@ class BuildConfig(_Frozen):
         return self
 
     def backend_of(self, candidate: CandidateConfig) -> Backend:
-        """The runtime a candidate is built for and validated on."""
+        """The runtime a candidate is built for and validated on (our methods each build for one runtime)."""
+        if candidate.method != "ultralytics":
+            return METHOD_BACKEND[candidate.method]  # type: ignore[return-value]
         return candidate.backend or self.backend
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from tasks.build import CANDIDATE_JSON
 from tasks.promote import MANIFEST, current_release
+from tasks.tensorrt import ensure_runnable
 from tasks.validate import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def load_release(release: Path) -> LoadedRelease:
     manifest = json.loads((release / MANIFEST).read_text())
     meta = json.loads((release / CANDIDATE_JSON).read_text())
     imgsz = int(meta["imgsz"])
+    ensure_runnable(release / meta["artifact"])
     model = YOLO(str(release / meta["artifact"]), task="detect")
     model.predict(np.zeros((imgsz, imgsz, 3), dtype=np.uint8), imgsz=imgsz, device="cpu", verbose=False)
     return LoadedRelease(release, str(manifest["version"]), imgsz, model)

@@ -119,10 +119,13 @@ def measure(
     import cv2
     from ultralytics import YOLO
 
+    from tasks.tensorrt import ensure_runnable
+
     baseline_mb = _rss_mb()
     frame = cv2.imread(str(frame_path))
     if frame is None:
         raise LatencyError(f"{frame_path}: cannot be read as an image")
+    ensure_runnable(artifact)
     model = YOLO(str(artifact), task="detect")
     kwargs = {"imgsz": imgsz, "conf": conf, "iou": iou, "device": "cpu", "verbose": False}
     model.predict(frame, **kwargs)  # creates the predictor and its AutoBackend

@@ -30,6 +30,7 @@ from tasks.build import CANDIDATE_JSON, Candidate, path_sha256
 from tasks.config import PromoteConfig, TrackingConfig, ValidateConfig
 from tasks.fsutil import atomic_dir, atomic_write_text
 from tasks.registry import CHALLENGER, CHAMPION, PREVIOUS, crown, delete_alias, download_version, version_by_alias
+from tasks.tensorrt import ensure_runnable
 from tasks.track import KIND_TAG, RebuildRecord, client, experiment_id, latest_rebuild
 from tasks.validate import accuracy, holdout_images, mirror_holdout
 
@@ -272,6 +273,7 @@ def holdout_map(candidate: Candidate, holdout_dir: Path, vcfg: ValidateConfig) -
     from ultralytics import YOLO
 
     images = holdout_images(holdout_dir)
+    ensure_runnable(candidate.path)
     names = dict(YOLO(str(candidate.path), task="detect").names)
     with tempfile.TemporaryDirectory(prefix="alpr-promote-") as tmp:
         data = mirror_holdout(holdout_dir, images, Path(tmp) / "holdout", names)

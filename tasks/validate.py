@@ -22,6 +22,7 @@ from tasks.build import Candidate
 from tasks.config import ValidateConfig
 from tasks.fsutil import atomic_dir, atomic_write_text
 from tasks.progress import steps
+from tasks.tensorrt import ensure_runnable
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def mirror_holdout(holdout_dir: Path, images: list[Path], out: Path, names: dict
 def _yolo(candidate: Candidate):  # -> ultralytics.YOLO, imported lazily (slow import; env set by the CLI first)
     from ultralytics import YOLO
 
+    ensure_runnable(candidate.path)
     return YOLO(str(candidate.path), task="detect")
 
 

@@ -155,8 +155,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_mod
     p = params.paths
     frames = extract_frames(p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names)
     candidates = build_candidates(
-        plate_model, p.calibration_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash
-    )
+        plate_model, p.calibration_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash,
+        gate=params.validate_,
+    )  # fmt: skip
     return params, candidates
 
 

@@ -59,7 +59,7 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, harness: None
     out = rebuild(project, root, root)
 
     record, metrics = out["record"], out["metrics"]
-    assert set(metrics) == {"fp32", "ov-int8", "ort-int8"}
+    assert set(metrics) == {"fp32", "ov-int8", "ort-int8", "ov-int8-mixed"}
     promotion = out["promotion"]
     assert promotion.decision.winner is not None
 

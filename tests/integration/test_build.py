@@ -12,10 +12,12 @@ pytestmark = pytest.mark.integration
 def test_each_candidate_has_its_own_folder_artifact_and_metadata(built: tuple) -> None:
     params, candidates = built
     by_name = {c.name: c for c in candidates}
-    assert set(by_name) == {"fp32", "ov-int8", "ort-int8"}
+    assert set(by_name) == {"fp32", "ov-int8", "ort-int8", "ov-int8-mixed"}
     assert by_name["fp32"].path.suffix == ".onnx"
     assert by_name["ort-int8"].path.name.endswith("_int8.onnx")
     assert by_name["ov-int8"].path.is_dir() and (by_name["ov-int8"].path / "model.xml").is_file()
+    assert by_name["ov-int8-mixed"].path.name.endswith("_openvino_model")
+    assert (by_name["ov-int8-mixed"].path / "metadata.yaml").is_file()
     for cand in candidates:
         folder = params.paths.candidates / cand.name
         meta = json.loads((folder / CANDIDATE_JSON).read_text())

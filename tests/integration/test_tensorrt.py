@@ -63,3 +63,50 @@ def test_tensorrt_int8_engine_builds_and_validates(built: tuple, plate_model: Pa
     assert [c.path.suffix for c in built_trt] == [".onnx", ".engine", ".engine"]
     metrics = validate_candidates(built_trt, params.paths.holdout, "fp32", params.validate_)
     assert metrics["trt-int8"]["agreement_map50"] > 0.5
+
+
+def test_engine_header_round_trips_and_an_engine_without_its_device_is_refused(tmp_path: Path) -> None:
+    from tasks.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
+
+    path = write_engine(tmp_path / "m.engine", {"stride": 32, "names": {"0": "plate"}}, b"\x00engine-bytes")
+    assert read_engine(path) == ({"stride": 32, "names": {"0": "plate"}}, b"\x00engine-bytes")
+    with pytest.raises(EngineMismatch, match="does not record its GPU"):
+        check_engine(path)
+    (tmp_path / "raw.engine").write_bytes(b"\xff\xfe\xfd\xfcnot json")
+    with pytest.raises(EngineMismatch, match="no metadata header"):
+        read_engine(tmp_path / "raw.engine")
+
+
+@pytest.mark.skipif(not HAVE_TRT, reason=SKIP_REASON)
+def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
+    built: tuple, plate_model: Path, tmp_path: Path
+) -> None:
+    from tasks.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
+    from tasks.validate import validate_candidates
+
+    params, _ = built
+    ours = CandidateConfig(name="trt-qdq", precision="int8", method="trt-qdq", qdq={"symmetric_activations": True})
+    cfg = BuildConfig(backend="tensorrt", imgsz=320, candidates=(tensorrt_build().candidates[0], ours))
+    out = build_candidates(
+        plate_model, params.paths.calibration_yaml, tmp_path / "c", cfg, params.model.sha256, "h", gate=params.validate_
+    )
+    engine = out[1].path
+    assert engine.suffix == ".engine"
+    device = check_engine(engine)
+    assert {"gpu", "compute_capability", "tensorrt"} <= set(device)
+    metrics = validate_candidates(out, params.paths.holdout, "fp32", params.validate_)
+    assert metrics["trt-qdq"]["agreement_map50"] > 0.5
+    header, blob = read_engine(engine)
+    write_engine(engine, {**header, "device": {**device, "gpu": "some other GPU"}}, blob)
+    with pytest.raises(EngineMismatch, match="some other GPU"):
+        check_engine(engine)
+
+
+def test_an_engine_built_for_another_gpu_is_refused_before_any_loader_runs(tmp_path: Path) -> None:
+    from tasks.tensorrt import EngineMismatch, ensure_runnable, write_engine
+
+    device = {"gpu": "Orin (nvgpu)", "compute_capability": "8.7", "tensorrt": "10.3.0"}
+    engine = write_engine(tmp_path / "m.engine", {"stride": 32, "device": device}, b"\x00engine-bytes")
+    with pytest.raises(EngineMismatch, match=r"built for 'Orin \(nvgpu\)'"):
+        ensure_runnable(engine)
+    ensure_runnable(tmp_path / "m.onnx")  # other formats are not TensorRT's to refuse

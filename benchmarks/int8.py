@@ -1,0 +1,112 @@
+"""INT8 candidates side by side, in one run, on the same holdout frames: mAP50-95, agreement with FP32, median and
+p95 latency on each candidate's own runtime (runs interleaved across candidates so load changes hit all alike),
+build time and size, with ratios to FP32 and to each Ultralytics INT8 peer.
+
+Usage (from a project folder where `alpr-ops extract` and `alpr-ops build` have run):
+
+    python benchmarks/int8.py --params params.yaml [--runs 50] [--names fp32,ov-int8,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("benchmarks.int8")
+
+
+def interleaved_latency(candidates: list, frame: np.ndarray, imgsz: int, warmup: int, runs: int) -> dict:
+    """Inference latency (ms) per candidate, measured round-robin: run r of every candidate before run r+1."""
+    from ultralytics import YOLO
+
+    models = {c.name: YOLO(str(c.path), task="detect") for c in candidates}
+    kwargs = {"imgsz": imgsz, "conf": 0.25, "device": "cpu", "verbose": False}
+    for model in models.values():
+        for _ in range(warmup):
+            model.predict(frame, **kwargs)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(runs):
+        for name, model in models.items():
+            times[name].append(model.predict(frame, **kwargs)[0].speed["inference"])
+    return {n: (float(np.median(t)), float(np.percentile(t, 95))) for n, t in times.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--names", default="", help="comma-separated candidate names (default: build.candidates)")
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    from tasks.config import load_params
+    from tasks.offline import configure_offline
+
+    params = load_params(args.params)
+    configure_offline(params.paths.ultralytics_config)
+    import cv2
+
+    from tasks.build import load_candidates
+    from tasks.validate import accuracy, holdout_images, mirror_holdout, write_pseudo_labels
+
+    names = args.names.split(",") if args.names else [c.name for c in params.build.candidates]
+    candidates = load_candidates(params.paths.candidates, names)
+    by_name = {c.name: c for c in candidates}
+    ref = params.build.reference
+    vcfg = params.validate_
+    images = holdout_images(params.paths.holdout)
+    rows: dict[str, dict] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="alpr-bench-") as tmp:
+        work = Path(tmp)
+        from ultralytics import YOLO
+
+        class_names = dict(YOLO(str(by_name[ref].path), task="detect").names)
+        labelled = mirror_holdout(params.paths.holdout, images, work / "holdout", class_names)
+        agreement = write_pseudo_labels(by_name[ref], images, work / "agreement", vcfg)
+        for c in candidates:
+            acc = accuracy(c, labelled, vcfg, work / "runs")
+            agr = accuracy(c, agreement, vcfg, work / "runs")
+            rows[c.name] = {
+                "map": acc["map50_95"],
+                "agree": agr["map50_95"],
+                "size": c.size_mb,
+                "build": c.build_seconds,
+            }
+        frame = cv2.imread(str(images[0]))
+        lat = interleaved_latency(candidates, frame, vcfg.imgsz, args.warmup, args.runs)
+    for name, (p50, p95) in lat.items():
+        rows[name].update(p50=p50, p95=p95)
+    peers = [c.name for c in candidates if c.method == "ultralytics" and c.precision == "int8"]
+    header = f"{'candidate':<16}{'method':<12}{'backend':<12}{'mAP50-95':>9}{'dmAP pt':>8}{'agree':>7}"
+    header += f"{'p50 ms':>8}{'p95 ms':>8}{'xFP32':>7}" + "".join(f"{'x' + p:>12}" for p in peers)
+    header += f"{'build s':>9}{'MB':>7}  kept-in-float"
+    out = [
+        f"# INT8 benchmark: {len(images)} holdout frames, imgsz {vcfg.imgsz}, {args.runs} interleaved runs, "
+        f"{os.cpu_count()} CPU cores (shared machine: absolute ms are noisy, ratios are from one run)",
+        header,
+    ]
+    r0 = rows[ref]
+    for c in candidates:
+        r = rows[c.name]
+        kept = c.quantization.get("kept_in_float", [])
+        line = f"{c.name:<16}{c.method:<12}{c.backend:<12}{r['map']:>9.3f}{(r['map'] - r0['map']) * 100:>+8.1f}"
+        line += f"{r['agree']:>7.3f}{r['p50']:>8.1f}{r['p95']:>8.1f}{r['p50'] / r0['p50']:>7.2f}"
+        line += "".join(f"{r['p50'] / rows[p]['p50']:>12.2f}" for p in peers)
+        line += f"{r['build']:>9.0f}{r['size']:>7.1f}  {len(kept)}"
+        out.append(line)
+    out.append(f"# measured in {time.perf_counter() - started:.0f} s")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,455 @@
+"""Our INT8 builds: NNCF on the OpenVINO IR of the FP32 model (with accuracy recovery), and Q/DQ ONNX from ONNX
+Runtime's `quantize_static` (for ONNX Runtime, or for a strongly-typed TensorRT engine).
+
+The accuracy gate is agreement with FP32 (mAP50-95 of the INT8 model against the FP32 model's own detections) on
+calibration frames held out from calibration: gate videos have no labels, and agreement is what says whether INT8
+changed what the detector sees. Recovery is NNCF's `quantize_with_accuracy_control`, run only when the gate fails,
+starting from the layers the previous champion kept in float (so an unchanged model usually passes at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tasks.config import IgnoredScopeConfig, NncfConfig, QdqConfig, ValidateConfig
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+Infer = Callable[[np.ndarray], np.ndarray]  # letterboxed NCHW float32 batch of 1 -> raw (1, 4 + nc, anchors) output
+
+
+class QuantizeError(RuntimeError):
+    """Quantization inputs are wrong or missing; the message says what to do."""
+
+
+def calibration_images(dataset_yaml: Path) -> list[Path]:
+    """The images of an Ultralytics dataset YAML's `val` split (what `alpr-ops extract` writes)."""
+    doc = yaml.safe_load(dataset_yaml.read_text()) or {}
+    base = dataset_yaml.parent / doc["path"] if doc.get("path") else dataset_yaml.parent
+    folder = (base / str(doc.get("val", ""))).resolve()
+    images = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise QuantizeError(f"{dataset_yaml}: no images in its val folder {folder}. Run `alpr-ops extract` first.")
+    return images
+
+
+def split_frames(images: Sequence[Path], fraction: float) -> tuple[list[Path], list[Path]]:
+    """(calibration, held out): `fraction` of the frames (at least 2), evenly spread, never used for calibration."""
+    holdout = max(2, round(len(images) * fraction))
+    if len(images) < holdout + 1:
+        raise QuantizeError(
+            f"{len(images)} calibration frames cannot spare {holdout} for the accuracy gate and keep one for "
+            "calibration; extract more frames (extract.max_frames_per_video)"
+        )
+    picked = set(np.linspace(0, len(images) - 1, holdout).round().astype(int).tolist())
+    held = [im for i, im in enumerate(images) if i in picked]
+    return [im for i, im in enumerate(images) if i not in picked], held
+
+
+def letterbox(image: Path, imgsz: int) -> np.ndarray:
+    """The NCHW float32 input Ultralytics' predictor feeds a static-shape export (letterbox, RGB, 0-1)."""
+    import cv2
+    from ultralytics.data.augment import LetterBox
+
+    frame = cv2.imread(str(image))
+    if frame is None:
+        raise QuantizeError(f"{image}: cannot be read as an image; run `alpr-ops extract` again.")
+    boxed = LetterBox(new_shape=(imgsz, imgsz), auto=False)(image=frame)
+    return np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+
+
+def _detections(raw: np.ndarray, conf: float, iou: float) -> np.ndarray:
+    """(n, 6) xyxy, conf, cls in letterbox pixels, through Ultralytics' NMS."""
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    return non_max_suppression(torch.from_numpy(np.asarray(raw, dtype=np.float32)), conf, iou)[0].numpy()
+
+
+class AgreementGate:
+    """Agreement mAP50-95 with the FP32 reference on held-out frames, computed with Ultralytics' matching and AP.
+
+    In memory (no export to disk per evaluation) because NNCF's accuracy control evaluates many variants.
+    """
+
+    def __init__(self, reference: Infer, inputs: list[np.ndarray], cfg: ValidateConfig) -> None:
+        self.inputs = inputs
+        self.cfg = cfg
+        self.labels = [_detections(reference(x), cfg.agreement_conf, cfg.iou) for x in inputs]
+        self.boxes = sum(len(lab) for lab in self.labels)
+        if self.boxes == 0:
+            log.warning(
+                "the FP32 reference detects nothing on the %d held-out frames: the gate cannot fail", len(inputs)
+            )
+
+    def score_outputs(self, outputs: Sequence[tuple[int, np.ndarray]]) -> float:
+        """mAP50-95 of raw outputs (frame index, output) against the reference's detections on those frames."""
+        import torch
+        from ultralytics.engine.validator import BaseValidator
+        from ultralytics.utils.metrics import ap_per_class, box_iou
+
+        matcher = SimpleNamespace(iouv=torch.linspace(0.5, 0.95, 10))
+        tps, confs, pred_cls, target_cls = [], [], [], []
+        for index, raw in outputs:
+            pred = _detections(raw, self.cfg.conf, self.cfg.iou)
+            label = self.labels[index]
+            target_cls.append(label[:, 5])
+            if len(pred) == 0:
+                continue
+            if len(label) == 0:
+                tp = np.zeros((len(pred), 10), dtype=bool)
+            else:
+                iou = box_iou(torch.from_numpy(label[:, :4]), torch.from_numpy(pred[:, :4]))
+                tp = BaseValidator.match_predictions(
+                    matcher, torch.from_numpy(pred[:, 5]), torch.from_numpy(label[:, 5]), iou
+                ).numpy()
+            tps.append(tp)
+            confs.append(pred[:, 4])
+            pred_cls.append(pred[:, 5])
+        targets = np.concatenate(target_cls) if target_cls else np.zeros(0)
+        if len(targets) == 0:
+            return 1.0
+        if not tps:
+            return 0.0
+        ap = ap_per_class(np.concatenate(tps), np.concatenate(confs), np.concatenate(pred_cls), targets)[5]
+        return float(ap.mean()) if ap.size else 0.0
+
+    def score(self, infer: Infer) -> float:
+        return self.score_outputs([(i, infer(x)) for i, x in enumerate(self.inputs)])
+
+
+@dataclass(frozen=True)
+class GateResult:
+    reference: float
+    candidate: float
+    max_drop: float
+
+    @property
+    def drop(self) -> float:
+        return round(self.reference - self.candidate, 5)
+
+    @property
+    def passed(self) -> bool:
+        return self.drop <= self.max_drop
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reference_agreement": round(self.reference, 5),
+            "agreement": round(self.candidate, 5),
+            "drop": self.drop,
+            "max_drop": self.max_drop,
+            "passed": self.passed,
+        }
+
+
+# --- ignored scopes -------------------------------------------------------------------------------------------------
+
+
+def _head_index(names: Sequence[str], pattern: str) -> int | None:
+    found = [int(m.group(1)) for n in names if (m := re.search(pattern, n))]
+    return max(found) if found else None
+
+
+def ov_ignored_scope(model: Any, scope: IgnoredScopeConfig, extra_names: Sequence[str] = ()) -> Any:
+    """An `nncf.IgnoredScope` for an OpenVINO IR traced from the PyTorch model (names like `__module.model.22...`)."""
+    import nncf
+
+    ops = model.get_ordered_ops()
+    names = [op.get_friendly_name() for op in ops]
+    head = _head_index(names, r"__module\.model\.(\d+)[./]")
+    ignored: set[str] = {n for n in extra_names if n in set(names)}
+    if head is not None and scope.ultralytics_head:  # what Ultralytics' own OpenVINO INT8 export keeps in float
+        ignored |= {
+            op.get_friendly_name()
+            for op in ops
+            if op.get_type_name() == "Sigmoid"
+            or op.get_friendly_name().startswith((f"__module.model.{head}/", f"__module.model.{head}.dfl"))
+        }
+    if head is not None and scope.branch_last_conv:
+        last = re.compile(rf"^__module\.model\.{head}\.cv[23]\.\d+\.2/")
+        ignored |= {
+            op.get_friendly_name()
+            for op in ops
+            if op.get_type_name() == "Convolution" and last.match(op.get_friendly_name())
+        }
+    ignored |= set(scope.names)
+    return nncf.IgnoredScope(
+        names=sorted(ignored), types=list(scope.types), patterns=list(scope.patterns), validate=False
+    )
+
+
+def onnx_nodes_to_exclude(model: Any, scope: IgnoredScopeConfig) -> list[str]:
+    """Node names of an Ultralytics ONNX export (names like `/model.22/cv3.0/cv3.0.2/Conv`) to keep in float."""
+    nodes = list(model.graph.node)
+    names = [n.name for n in nodes]
+    head = _head_index(names, r"^/model\.(\d+)/")
+    excluded: set[str] = set(scope.names) & set(names)
+    if head is not None and scope.ultralytics_head:  # the Detect module's own ops and its DFL
+        own = re.compile(rf"^/model\.{head}/(?!cv[23]\.)")
+        excluded |= {n for n in names if own.match(n)}
+    if head is not None and scope.branch_last_conv:
+        last = re.compile(rf"^/model\.{head}/cv[23]\.\d+/cv[23]\.\d+\.2/")
+        excluded |= {n.name for n in nodes if n.op_type == "Conv" and last.match(n.name)}
+    excluded |= {n.name for n in nodes if n.op_type in set(scope.types)}
+    for pattern in scope.patterns:
+        excluded |= {n for n in names if re.search(pattern, n)}
+    return sorted(excluded)
+
+
+def ov_float_convolutions(model: Any) -> list[str]:
+    """Convolutions/MatMuls of a quantized IR whose weights are plain float constants: the layers kept in float.
+
+    A quantized layer's weights come through a FakeQuantize (in memory) or a Convert of an int8 constant (saved IR);
+    the activation side is no use here, since NNCF puts one FakeQuantize before a Split that feeds several convs.
+    """
+    kept = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in ("Convolution", "GroupConvolution", "MatMul"):
+            continue
+        weights = op.input_value(1).get_node()
+        if weights.get_type_name() == "Constant" and weights.get_element_type().is_real():
+            kept.append(op.get_friendly_name())
+    return kept
+
+
+# --- OpenVINO / NNCF ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What a quantization did, recorded in the candidate's metadata."""
+
+    info: dict[str, Any]
+
+
+def _ov_infer(core: Any, model: Any) -> Infer:
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 0})
+    return lambda x: compiled(x)[0]
+
+
+def nncf_quantize_ir(
+    fp32_xml: Path,
+    out_xml: Path,
+    images: list[Path],
+    cfg: NncfConfig,
+    imgsz: int,
+    gate_cfg: ValidateConfig,
+    start_kept: Sequence[str] = (),
+) -> QuantizeResult:
+    """Quantize the FP32 IR `fp32_xml` with NNCF into `out_xml`; recover accuracy when the gate fails.
+
+    `start_kept`: layers the previous champion kept in float, added to the ignored scope so that an unchanged model
+    passes the gate at the first try and the slow search runs only when something changed.
+    """
+    import nncf
+    import openvino as ov
+
+    nncf.set_log_level(logging.WARNING)
+    core = ov.Core()
+    fp32 = core.read_model(fp32_xml)
+    ac = cfg.accuracy_control
+    calib, held = split_frames(images, ac.holdout_fraction)
+    calib = calib[: cfg.subset_size]
+    calib_inputs = [letterbox(p, imgsz) for p in calib]
+    held_inputs = [letterbox(p, imgsz) for p in held]
+    scope = ov_ignored_scope(fp32, cfg.ignored_scope, start_kept)
+    initial = set(scope.names)
+    preset = nncf.QuantizationPreset.MIXED if cfg.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
+    kwargs: dict[str, Any] = {
+        "preset": preset,
+        "subset_size": len(calib_inputs),
+        "fast_bias_correction": cfg.fast_bias_correction,
+        "ignored_scope": scope,
+    }
+    if cfg.smooth_quant_alpha is not None:  # NNCF applies SmoothQuant only to transformer-type models
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+        alphas = AdvancedSmoothQuantParameters(convolution=cfg.smooth_quant_alpha, matmul=cfg.smooth_quant_alpha)
+        kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(smooth_quant_alphas=alphas)
+    started = time.perf_counter()
+    quantized = nncf.quantize(fp32, nncf.Dataset(calib_inputs), **kwargs)
+    gate = AgreementGate(_ov_infer(core, fp32), held_inputs, gate_cfg)
+    first = GateResult(gate.score(_ov_infer(core, fp32)), gate.score(_ov_infer(core, quantized)), ac.max_drop)
+    log.info(
+        "nncf %s: agreement %.4f (FP32 %.4f) on %d held-out frames",
+        cfg.preset,
+        first.candidate,
+        first.reference,
+        len(held),
+    )
+    final, steps_run = first, []
+    if not first.passed and ac.enabled:
+        # 1. the layers known to be sensitive (issue 3: most agreement loss sits in the head's last convs): one cheap
+        #    re-quantization; 2. only if that is not enough, NNCF's ranking search (slow: one compile per layer group)
+        head = IgnoredScopeConfig(ultralytics_head=True, branch_last_conv=True)
+        wider = ov_ignored_scope(fp32, head, [*scope.names])
+        if set(wider.names) > set(scope.names):
+            log.info(
+                "gate failed (drop %.4f > %.4f): keeping the head's sensitive layers in float", first.drop, ac.max_drop
+            )
+            kwargs["ignored_scope"] = scope = wider
+            quantized = nncf.quantize(fp32, nncf.Dataset(calib_inputs), **kwargs)
+            final = GateResult(first.reference, gate.score(_ov_infer(core, quantized)), ac.max_drop)
+            steps_run.append({"step": "head_scope", **final.as_dict()})
+        if not final.passed and ac.search:
+            log.info("gate failed (drop %.4f > %.4f): running NNCF accuracy control", final.drop, ac.max_drop)
+            quantized = _accuracy_control(fp32, calib_inputs, held_inputs, gate, cfg, kwargs)
+            final = GateResult(first.reference, gate.score(_ov_infer(core, quantized)), ac.max_drop)
+            steps_run.append({"step": "nncf_accuracy_control", **final.as_dict()})
+    elif not first.passed:
+        log.warning("gate failed (drop %.4f > %.4f) and accuracy_control is off", first.drop, ac.max_drop)
+    recovered = bool(steps_run)
+    kept = ov_float_convolutions(quantized)
+    out_xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, out_xml, compress_to_fp16=False)
+    info = {
+        "calibration_frames": len(calib_inputs),
+        "holdout_frames": len(held_inputs),
+        "holdout_boxes": gate.boxes,
+        "start_kept_in_float": sorted(set(start_kept)),
+        "ignored_scope": sorted(initial),
+        "gate_first": first.as_dict(),
+        "gate": final.as_dict(),
+        "recovery": steps_run,
+        "kept_in_float": kept,
+        "float_scope": sorted(set(scope.names) | set(kept)),  # where the next build's search starts
+        "kept_by_recovery": sorted(set(kept) - initial) if recovered else [],
+        "quantize_seconds": round(time.perf_counter() - started, 2),
+    }
+    return QuantizeResult(info)
+
+
+def _accuracy_control(
+    fp32: Any, calib: list[np.ndarray], held: list[np.ndarray], gate: AgreementGate, cfg: NncfConfig, kwargs: dict
+) -> Any:
+    """NNCF's `quantize_with_accuracy_control` with the agreement gate as its validation function."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    ac = cfg.accuracy_control
+
+    def validation_fn(compiled: Any, items: Any) -> float:
+        return gate.score_outputs([(i, compiled(x)[0]) for i, x in items])
+
+    restorer = AdvancedAccuracyRestorerParameters(
+        max_num_iterations=ac.max_iterations, ranking_subset_size=len(held), num_ranking_workers=1
+    )
+    extra = {k: v for k, v in kwargs.items() if k != "advanced_parameters"}
+    if "advanced_parameters" in kwargs:
+        extra["advanced_quantization_parameters"] = kwargs["advanced_parameters"]
+    return nncf.quantize_with_accuracy_control(
+        fp32,
+        nncf.Dataset(calib),
+        nncf.Dataset(list(enumerate(held)), lambda item: item[1]),
+        validation_fn,
+        max_drop=ac.max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        advanced_accuracy_restorer_parameters=restorer,
+        **extra,
+    )
+
+
+# --- ONNX Runtime Q/DQ ----------------------------------------------------------------------------------------------
+
+
+def _ort_infer(path: Path) -> Infer:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def qdq_quantize_onnx(
+    fp32_onnx: Path,
+    out_onnx: Path,
+    images: list[Path],
+    cfg: QdqConfig,
+    imgsz: int,
+    gate_cfg: ValidateConfig,
+    holdout_fraction: float,
+) -> QuantizeResult:
+    """A Q/DQ ONNX of `fp32_onnx` through ONNX Runtime's `quantize_static`, keeping the Ultralytics metadata.
+
+    Symmetric activations (int8, zero point 0) are what TensorRT's explicit quantization needs.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    calib, held = split_frames(images, holdout_fraction)
+    calib = calib[: cfg.subset_size]
+    model = onnx.load(str(fp32_onnx))
+    input_name = model.graph.input[0].name
+    exclude = onnx_nodes_to_exclude(model, cfg.ignored_scope)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(calib)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            path = next(self.items, None)
+            return None if path is None else {input_name: letterbox(path, imgsz)}
+
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[cfg.calibration]
+    extra: dict[str, Any] = {"ActivationSymmetric": cfg.symmetric_activations, "WeightSymmetric": True}
+    if cfg.calibration == "percentile":
+        extra["CalibPercentile"] = cfg.percentile
+    started = time.perf_counter()
+    quantize_static(
+        str(fp32_onnx),
+        str(out_onnx),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=cfg.per_channel,
+        activation_type=QuantType.QInt8 if cfg.symmetric_activations else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=method,
+        nodes_to_exclude=exclude,
+        extra_options=extra,
+    )
+    quantized = onnx.load(str(out_onnx))
+    del quantized.metadata_props[:]
+    for prop in model.metadata_props:  # Ultralytics' metadata (names, stride, imgsz) so YOLO() loads it
+        quantized.metadata_props.add(key=prop.key, value=prop.value)
+    onnx.save(quantized, str(out_onnx))
+    held_inputs = [letterbox(p, imgsz) for p in held]
+    gate = AgreementGate(_ort_infer(fp32_onnx), held_inputs, gate_cfg)
+    result = GateResult(gate.score(_ort_infer(fp32_onnx)), gate.score(_ort_infer(out_onnx)), 1.0)
+    log.info(
+        "Q/DQ %s: agreement %.4f (FP32 %.4f) on %d held-out frames",
+        cfg.calibration,
+        result.candidate,
+        result.reference,
+        len(held),
+    )
+    return QuantizeResult(
+        {
+            "calibration_frames": len(calib),
+            "holdout_frames": len(held),
+            "kept_in_float": exclude,
+            "gate": {k: v for k, v in result.as_dict().items() if k not in ("max_drop", "passed")},
+            "quantize_seconds": round(time.perf_counter() - started, 2),
+        }
+    )

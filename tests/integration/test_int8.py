@@ -1,0 +1,145 @@
+"""Our INT8 builds on real models and frames: the accuracy gate and its recovery, the content-addressed cache, and
+metadata embedded in and beside every artifact."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tasks.build import CANDIDATE_JSON, build_candidates, path_sha256
+from tasks.cache import read_embedded_metadata
+from tasks.config import BuildConfig, CandidateConfig, ExtractConfig, ValidateConfig
+from tasks.extract import extract_frames
+
+pytestmark = pytest.mark.integration
+
+GATE = ValidateConfig(imgsz=320)
+FP32 = CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two 4 s gate videos: enough frames (16) that held-out frames show plates the FP32 model detects."""
+    from tasks.synth import SynthConfig, write_videos
+
+    root = tmp_path_factory.mktemp("videos")
+    write_videos(root, 2, 4, 0, SynthConfig(width=640, height=360, fps=10))
+    return root
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory, videos: Path):
+    root = tmp_path_factory.mktemp("frames")
+    cfg = ExtractConfig(interval_s=0.5, max_frames_per_video=8)
+    return extract_frames(videos, root / "calibration", root / "calibration.yaml", cfg, ("plate",))
+
+
+def _build(model: Path, frames, out: Path, *cands: CandidateConfig, **kw) -> list:
+    cfg = BuildConfig(imgsz=320, candidates=(FP32, *cands))
+    return build_candidates(model, frames.dataset_yaml, out, cfg, "m" * 64, frames.frames_hash, gate=GATE, **kw)
+
+
+def test_a_candidate_forced_below_the_gate_recovers_and_names_the_layers_kept_in_float(
+    plate_model: Path, frames, tmp_path: Path
+) -> None:
+    # the head quantized (Ultralytics' own head scope and the branches' last convs off): far below the gate at first
+    forced = CandidateConfig.model_validate(
+        {
+            "name": "forced",
+            "precision": "int8",
+            "method": "nncf",
+            "nncf": {
+                "ignored_scope": {"ultralytics_head": False, "branch_last_conv": False},
+                "accuracy_control": {"enabled": True, "max_drop": 0.01, "max_iterations": 2, "holdout_fraction": 0.375},
+            },
+        }
+    )
+    built = _build(plate_model, frames, tmp_path / "c", forced)
+    q = built[1].quantization
+    assert q["gate_first"]["passed"] is False, q["gate_first"]
+    assert q["gate"]["passed"] is True, q
+    assert q["holdout_boxes"] > 0
+    assert q["recovery"], "the recovery loop did not run"
+    assert q["kept_by_recovery"], "recovery passed without keeping any layer in float"
+    assert set(q["kept_by_recovery"]) <= set(q["kept_in_float"])
+    assert all("Convolution" in name for name in q["kept_in_float"])
+    meta = json.loads((built[1].folder / CANDIDATE_JSON).read_text())
+    assert meta["quantization"]["kept_in_float"] == q["kept_in_float"]
+    assert read_embedded_metadata(built[1].path)["kept_in_float"] == q["kept_in_float"]
+
+    # next build (frames changed -> a real rebuild) starts from the layers this one kept: the gate passes at once
+    changed = dataclasses.replace(frames, frames_hash="changed")
+    again = _build(plate_model, changed, tmp_path / "c2", forced, previous=built[1].folder)[1].quantization
+    assert again["start_kept_in_float"] == q["float_scope"]
+    assert set(q["kept_in_float"]) <= set(q["float_scope"])
+    assert again["gate_first"]["passed"] is True and again["recovery"] == []
+
+
+def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
+    plate_model: Path, frames, tmp_path: Path, videos: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ours = CandidateConfig.model_validate(
+        {
+            "name": "ours",
+            "precision": "int8",
+            "method": "nncf",
+            "nncf": {"accuracy_control": {"holdout_fraction": 0.125}},
+        }
+    )
+    qdq = CandidateConfig.model_validate(
+        {"name": "qdq", "precision": "int8", "method": "ort-qdq", "qdq": {"holdout_fraction": 0.125}}
+    )
+    out, cache = tmp_path / "candidates", tmp_path / "cache"
+    first = _build(plate_model, frames, out, ours, qdq, cache_dir=cache)
+    stamps = {c.name: (c.path.stat().st_mtime_ns, path_sha256(c.path), c.built_at) for c in first}
+
+    # metadata in and beside every artifact, and every artifact loads in Ultralytics
+    from ultralytics import YOLO
+
+    for c in first:
+        beside = json.loads((c.folder / CANDIDATE_JSON).read_text())
+        inside = read_embedded_metadata(c.path)
+        assert inside["cache_key"] == beside["cache_key"] == c.cache_key
+        assert inside["frames_hash"] == frames.frames_hash and inside["base_model_sha256"] == "m" * 64
+        assert inside["params"]["name"] == c.name and "openvino" in inside["toolchain"]
+        assert beside["sha256"] == path_sha256(c.path)
+        assert YOLO(str(c.path), task="detect").predict(
+            str(next((frames.out_dir / "images").iterdir())), imgsz=320, verbose=False
+        )
+
+    caplog.set_level(logging.INFO, logger="tasks.build")
+    again = _build(plate_model, frames, out, ours, qdq, cache_dir=cache)
+    assert again == first
+    assert {c.name: (c.path.stat().st_mtime_ns, path_sha256(c.path), c.built_at) for c in again} == stamps
+    assert sum("reused" in r.message for r in caplog.records) == 3
+    assert not any(r.message.startswith("built ") for r in caplog.records)
+
+    # the candidates folder lost (e.g. a fresh DVC checkout): restored from the cache, still without exporting
+    shutil.rmtree(out)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="tasks.build")
+    restored = _build(plate_model, frames, out, ours, qdq, cache_dir=cache)
+    assert [path_sha256(c.path) for c in restored] == [s[1] for s in stamps.values()]
+    assert sum("from the build cache" in r.message for r in caplog.records) == 3
+
+    # different frames: every INT8 candidate is built again, calibrated on the new frames; FP32 does not use them
+    other = extract_frames(
+        videos,
+        tmp_path / "other",
+        tmp_path / "other.yaml",
+        ExtractConfig(interval_s=0.7, max_frames_per_video=4),
+        ("plate",),
+    )
+    assert other.frames_hash != frames.frames_hash
+    rebuilt = _build(plate_model, other, out, ours, qdq, cache_dir=cache)
+    assert rebuilt[0] == first[0] and rebuilt[0].path.stat().st_mtime_ns == stamps["fp32"][0]
+    int8 = [c for c in rebuilt if c.precision == "int8"]
+    assert all(c.frames_hash == other.frames_hash for c in int8)
+    assert all(c.path.stat().st_mtime_ns > stamps[c.name][0] for c in int8)
+    assert all(read_embedded_metadata(c.path)["frames_hash"] == other.frames_hash for c in int8)
+    assert {c.cache_key for c in int8}.isdisjoint({c.cache_key for c in first})
