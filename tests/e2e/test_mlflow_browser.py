@@ -97,7 +97,7 @@ def test_compare_view_and_image_artifact_in_chromium(
     tags = lineage(Path.cwd(), candidates[0].frames_hash, store.model.sha256, p.videos.with_suffix(".dvc"), p.videos)
     record = log_rebuild(store, candidates, validation_report.metrics, tags, validation_report)
     gate = store.promote.model_copy(update={"gate_dir": tmp_path / "gate"})
-    promote(record, validation_report.metrics, gate, store.tracking, p.holdout, store.validate_.imgsz)
+    promote(record, validation_report.metrics, gate, store.tracking, p.holdout, store.validate_)
 
     run_ids = [record.parent_run_id, *(c.run_id for c in record.candidates.values())]
     grid_run = record.candidates["ov-int8"].run_id

@@ -73,7 +73,7 @@ def test_every_metric_plot_and_dataset_is_in_mlflow(store: Params, logged, valid
 def test_report_of_the_latest_rebuild(store: Params, logged, tmp_path: Path, cli) -> None:
     view = load_rebuild(store.tracking)
     assert view.run_id == logged.parent_run_id
-    assert [c.name for c in view.candidates] == ["fp32", "ov-int8", "ort-int8"]
+    assert [c.name for c in view.candidates] == list(logged.candidates) and len(logged.candidates) >= 3
     folder = write_report(store.tracking, view, tmp_path / "reports")
     html = (folder / "report.html").read_text()
     md = (folder / "report.md").read_text()

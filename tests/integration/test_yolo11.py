@@ -27,6 +27,8 @@ def test_yolo11n_builds_and_validates(built: tuple, tmp_path: Path) -> None:
     )
     candidates = build_candidates(weights, params.paths.calibration_yaml, tmp_path / "c", cfg, "random", "frames")
     assert [c.name for c in candidates] == ["fp32", "ov-int8"]
-    metrics = validate_candidates(candidates, params.paths.holdout, "fp32", ValidateConfig(imgsz=160, warmup=1, runs=3))
+    # untrained weights score every box near the head's prior (~1e-4): agreement labels need a conf below that
+    vcfg = ValidateConfig(imgsz=160, warmup=1, runs=3, agreement_conf=1e-6)
+    metrics = validate_candidates(candidates, params.paths.holdout, "fp32", vcfg)
     assert set(metrics) == {"fp32", "ov-int8"}
     assert all(m["latency_p50_ms"] > 0 for m in metrics.values())
