@@ -161,6 +161,17 @@ def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_mod
     return params, candidates
 
 
+@pytest.fixture
+def store(tmp_path: Path, built: tuple) -> Params:
+    """The session's built project, with its own MLflow store and gate folder under tmp_path."""
+    params, _ = built
+    tracking = params.tracking.model_copy(
+        update={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": tmp_path / "mlartifacts"}
+    )
+    promote_cfg = params.promote.model_copy(update={"gate_dir": tmp_path / "gate"})
+    return params.model_copy(update={"tracking": tracking, "promote": promote_cfg})
+
+
 @pytest.fixture(scope="session")
 def validation_report(tmp_path_factory: pytest.TempPathFactory, built: tuple[Params, list]):
     """Full validation of every built candidate (once per session); agreement on a folder of unlabelled frames

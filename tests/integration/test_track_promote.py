@@ -16,17 +16,6 @@ from tasks.track import client, latest_rebuild, lineage, log_rebuild
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def store(tmp_path: Path, built: tuple) -> Params:
-    """The session's built project, with its own MLflow store and gate folder under tmp_path."""
-    params, _ = built
-    tracking = params.tracking.model_copy(
-        update={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": tmp_path / "mlartifacts"}
-    )
-    promote_cfg = params.promote.model_copy(update={"gate_dir": tmp_path / "gate"})
-    return params.model_copy(update={"tracking": tracking, "promote": promote_cfg})
-
-
 def tags(params: Params, candidates: list) -> dict:
     return lineage(Path.cwd(), candidates[0].frames_hash, params.model.sha256, params.paths.videos.with_suffix(".dvc"))
 

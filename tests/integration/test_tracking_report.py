@@ -12,15 +12,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(tmp_path: Path, built: tuple) -> Params:
-    params, _ = built
-    tracking = params.tracking.model_copy(
-        update={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": tmp_path / "mlartifacts"}
-    )
-    return params.model_copy(update={"tracking": tracking})
-
-
-@pytest.fixture
 def logged(store: Params, built: tuple, validation_report):
     _, candidates = built
     p = store.paths
