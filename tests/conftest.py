@@ -67,6 +67,15 @@ def run_cli(root: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     return done
 
 
+def run_dvc(root: Path, *args: str) -> str:
+    """Run the installed `dvc` in `root` (the project's own DVC repo); fail the test with its output otherwise."""
+    exe = Path(sys.executable).with_name("dvc")
+    env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([str(exe), *args], cwd=root, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
 @pytest.fixture
 def cli():
     """`cli(root, *args, check=True)`: the installed `alpr-ops` command, run in a subprocess."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_dvc as dvc
 
 from tasks.config import Params
 from tasks.extract import read_frames_hash
@@ -30,14 +29,6 @@ def harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-def dvc(root: Path, *args: str) -> str:
-    exe = Path(sys.executable).with_name("dvc")
-    env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([str(exe), *args], cwd=root, capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def make_dvc_project(root: Path) -> None:

@@ -4,13 +4,12 @@ changed, and the stage's outputs (frames, manifests, report) are recorded truthf
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_dvc as dvc
 
 from tasks.synth import SynthConfig, encode_clip, scene_frames
 
@@ -18,14 +17,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = SynthConfig(width=160, height=120, fps=10)
-
-
-def dvc(root: Path, *args: str) -> str:
-    exe = Path(sys.executable).with_name("dvc")
-    env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([str(exe), *args], cwd=root, capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def test_dvc_repro_decodes_only_new_videos(tmp_path: Path, make_params) -> None:
