@@ -248,6 +248,27 @@ class PromoteConfig(_Frozen):
     keep_releases: int = Field(5, ge=1)
 
 
+class WatchConfig(_Frozen):
+    """The watcher on `paths.videos` that starts a rebuild when new videos have landed (issue 6)."""
+
+    poll_s: float = Field(2.0, gt=0)  # how often the folder is scanned (works on network shares, unlike inotify)
+    settle_s: float = Field(10.0, gt=0)  # a file has landed once its size and mtime stayed unchanged this long
+    debounce_s: float = Field(30.0, ge=0)  # after the last file landed, wait this long for more: one rebuild per burst
+
+
+class NightlyConfig(_Frozen):
+    """The scheduled regression check of the champion on the newest footage (issue 6)."""
+
+    cron: str = "0 2 * * *"  # 02:00 every night
+    timezone: str | None = None  # IANA name, e.g. Europe/Paris; None = the serving machine's local time zone
+
+
+class ServeConfig(_Frozen):
+    """Prefect deployments: which work pool builds for which gate hardware (issue 6)."""
+
+    work_pools: dict[str, str] = {"openvino": "gate-cpu", "tensorrt": "gate-orin"}  # build.backend -> work pool
+
+
 class Params(_Frozen):
     """The whole of `params.yaml`."""
 
@@ -259,6 +280,9 @@ class Params(_Frozen):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     tracking: TrackingConfig = TrackingConfig()
     promote: PromoteConfig = PromoteConfig()
+    watch: WatchConfig = WatchConfig()
+    nightly: NightlyConfig = NightlyConfig()
+    serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
