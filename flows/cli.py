@@ -239,28 +239,50 @@ def validate(
 
 
 @app.command()
-def rebuild(videos: PathOpt = None, holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
+def rebuild(
+    videos: PathOpt = None,
+    holdout: PathOpt = None,
+    gate_dir: PathOpt = None,
+    candidates: Annotated[
+        list[str] | None, typer.Option("--candidate", "-c", help="Build only these (repeatable); default: all.")
+    ] = None,
+) -> None:
     """Run the whole workflow as a Prefect flow: extract, build, validate, track, promote."""
     _offline()
-    _run_rebuild(_with_gate_dir(_with_paths(state.params, videos=videos, holdout=holdout), gate_dir))
+    _run_rebuild(videos=videos, holdout=holdout, gate_dir=gate_dir, candidates=candidates)
 
 
-def _run_rebuild(params: Params) -> dict[str, Any]:
-    from flows.rebuild import rebuild as rebuild_flow
+def _run_rebuild(**overrides: Any) -> dict[str, Any]:
+    """The `rebuild` flow (flows/deploy.py, the one deployments run), then the candidates table from MLflow."""
+    from flows.deploy import rebuild as rebuild_flow
+    from tasks.project import load_project
     from tasks.status import status
 
-    # dvc.lock records the outputs only when the paths are the ones dvc.yaml describes (no overrides)
-    in_dvc = params == state.params and (state.root / ".dvc").is_dir() and (state.root / "dvc.yaml").is_file()
+    given = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in overrides.items() if v}
+    state.params  # noqa: B018  (a broken params.yaml stops here, exit 2, before Prefect starts)
     try:
-        out = rebuild_flow(params, state.root, state.root if in_dvc else None)
-    except Exception as e:
+        params = load_project(state.params_file, **{k: v for k, v in overrides.items() if v}).params
+    except (ConfigError, ValueError) as e:
         raise _fail(e) from e
-    promotion = out["promotion"]
+    flow_state = rebuild_flow(str(state.params_file.resolve()), **given, return_state=True)
+    if not flow_state.is_completed():
+        run_id = flow_state.state_details.flow_run_id
+        try:
+            flow_state.result()
+        except Exception as e:
+            console.print(f"[red]error:[/red] {e}")
+        console.print(
+            "Fix the cause, then resume from the last finished step (finished steps are not redone):\n"
+            f"  prefect flow-run retry {run_id} --entrypoint {Path(__file__).with_name('deploy.py')}:rebuild",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    out = flow_state.result()
     info = status(params.tracking, params.promote)
     _print_candidates(info["candidates"], info["champion"])
-    if promotion is not None and promotion.decision.winner is None:
+    if out["winner"] is None and out["explain"]:
         console.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
-        console.print(promotion.decision.explain())
+        console.print(out["explain"])
     return out
 
 
@@ -325,6 +347,115 @@ def gate_run(
     )
 
 
+def _require_api(what: str) -> str:
+    """Server mode needs a Prefect server: its URL comes from PREFECT_API_URL (a Prefect setting, not a param)."""
+    import os
+
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        raise _fail(
+            RuntimeError(
+                f"`alpr-ops {what}` talks to a Prefect server: start one (`prefect server start --host 127.0.0.1`) "
+                "and set PREFECT_API_URL=http://127.0.0.1:4200/api, or use `alpr-ops serve` on one machine."
+            )
+        )
+    return url
+
+
+def _watcher(trigger_deployment: str):  # -> tasks.watch.Watcher
+    from flows.deploy import trigger_rebuild
+    from tasks.watch import Watcher
+
+    p = state.params.paths
+    return Watcher(
+        videos=p.videos,
+        cfg=state.params.watch,
+        state_file=p.watch_state,
+        trigger=lambda burst: trigger_rebuild(trigger_deployment, state.params_file),
+        dvc_file=p.videos.with_name(p.videos.name + ".dvc"),
+    )
+
+
+@app.command()
+def serve(
+    watch: Annotated[bool, typer.Option(help="Start a rebuild when new videos land in paths.videos.")] = True,
+) -> None:
+    """Serve the rebuild, nightly-regression, promote and rollback deployments from this process (one machine).
+
+    Starts a Prefect server on 127.0.0.1:serve.port unless PREFECT_API_URL points at one; Ctrl-C stops everything.
+    """
+    import os
+    import threading
+    from contextlib import nullcontext
+
+    _offline()
+    params = state.params
+    own_server = not os.environ.get("PREFECT_API_URL")
+    if own_server:
+        os.environ["PREFECT_HOME"] = str(params.paths.prefect_home)  # persisted task results live with the project
+    from flows.server import local_server
+
+    server = local_server(params.paths.prefect_home, params.serve.port) if own_server else nullcontext(None)
+    try:
+        with server as url:
+            if url:
+                os.environ["PREFECT_API_URL"] = url  # before Prefect is first imported in this process
+            from prefect import serve as prefect_serve
+
+            from flows.deploy import runner_deployments
+
+            stop = threading.Event()
+            if watch:
+                watcher = _watcher("rebuild/serve")
+                threading.Thread(target=watcher.run, args=(stop,), name="video-watcher", daemon=True).start()
+            try:
+                prefect_serve(*runner_deployments(params, state.params_file), print_starting_message=False)
+            finally:
+                stop.set()
+    except RuntimeError as e:
+        raise _fail(e) from e
+
+
+@app.command()
+def deploy() -> None:
+    """Server mode: register the deployments on the work pool of this project's gate hardware (PREFECT_API_URL)."""
+    _require_api("deploy")
+    _offline()
+    from flows.deploy import deploy_to_pool, work_pool_for
+
+    try:
+        names = deploy_to_pool(state.params, state.params_file, state.root)
+        pool = work_pool_for(state.params)
+    except ValueError as e:
+        raise _fail(e) from e
+    console.print(f"deployed: {', '.join(names)}")
+    console.print(f"start a worker on the gate hardware: [bold]prefect worker start --pool {pool}[/bold]")
+
+
+@app.command("watch")
+def watch_cmd(
+    deployment: Annotated[
+        str | None, typer.Option(help="The rebuild deployment to run; default rebuild/<work pool of build.backend>.")
+    ] = None,
+) -> None:
+    """Server mode: watch paths.videos and run the rebuild deployment once per burst of new videos."""
+    import threading
+
+    _require_api("watch")
+    _offline()
+    from flows.deploy import work_pool_for
+
+    try:
+        target = deployment or f"rebuild/{work_pool_for(state.params)}"
+    except ValueError as e:
+        raise _fail(e) from e
+    stop = threading.Event()
+    try:
+        _watcher(target).run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
 @app.command("status")
 def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False, gate_dir: PathOpt = None
@@ -386,7 +517,7 @@ def demo() -> None:
         dvc_track(state.root, [p.videos, p.holdout, p.model])
     except DvcError as e:
         log.warning("%s (continuing without DVC versioning)", e)
-    _run_rebuild(state.params)
+    _run_rebuild()
     uri = state.params.tracking.uri
     console.print(
         f"\nOpen the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000[/bold]"

@@ -9,23 +9,29 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import DEFAULT, NO_CACHE
 
 from flows.promote import promote as promote_flow
 from tasks import build, extract, fetch, offline, track, validate, version
 from tasks.config import Params
 
-# No result caching: a rebuild redoes what its inputs say. No retries either: these steps are CPU-bound, and the
-# MLflow step creates runs and registry versions, which a blind retry would duplicate.
+# Resuming: the expensive steps persist their results under Prefect's default cache policy (inputs + task source +
+# flow run id). Retrying a failed rebuild's flow run (the UI's Retry, or `prefect flow-run retry`) reuses every
+# step that finished and runs the rest; a new rebuild is a new flow run and redoes everything (tasks/extract.py's
+# frame cache and tasks/cache.py's build cache make unchanged inputs cheap there). The MLflow step is persisted too:
+# a retry after it must not log a second parent run.
+# No task retries: these steps are CPU-bound or create MLflow runs and registry versions, which a blind retry would
+# duplicate; retries with backoff sit on the I/O-bound steps (flows/deploy.py, flows/promote.py).
+RESUMABLE = {"cache_policy": DEFAULT, "persist_result": True}
 stay_offline = task(offline.configure_offline, name="offline", cache_policy=NO_CACHE)
 verify_model = task(fetch.verify_model, name="verify-model", cache_policy=NO_CACHE)
-extract_frames = task(extract.extract_frames, name="extract", cache_policy=NO_CACHE)
-build_candidates = task(build.build_candidates, name="build", cache_policy=NO_CACHE)
-validate_candidates = task(validate.run_validation, name="validate", cache_policy=NO_CACHE)
+extract_frames = task(extract.extract_frames, name="extract", **RESUMABLE)
+build_candidates = task(build.build_candidates, name="build", **RESUMABLE)
+validate_candidates = task(validate.run_validation, name="validate", **RESUMABLE)
 write_metrics = task(validate.write_metrics, name="write-metrics", cache_policy=NO_CACHE)
 write_plot_data = task(validate.write_plot_data, name="write-plot-data", cache_policy=NO_CACHE)
 lineage = task(track.lineage, name="lineage", cache_policy=NO_CACHE)
-log_rebuild = task(track.log_rebuild, name="track", cache_policy=NO_CACHE)
+log_rebuild = task(track.log_rebuild, name="track", **RESUMABLE)
 dvc_commit = task(version.dvc_commit, name="dvc-commit", cache_policy=NO_CACHE)
 
 

@@ -38,6 +38,9 @@ class PathsConfig(_Frozen):
     ultralytics_config: Path = Path(".cache/ultralytics")
     plots: Path = Path("metrics/plots")  # plot data (CSV) that dvc.yaml declares
     reports: Path = Path("reports")  # `alpr-ops report` output
+    watch_state: Path = Path(".cache/watch.json")  # the videos the watcher last started a rebuild for
+    rebuild_lock: Path = Path(".cache/rebuild.lock")  # one rebuild at a time on this project's data
+    prefect_home: Path = Path(".cache/prefect")  # `alpr-ops serve`'s local Prefect server: database, results
 
 
 class SampleConfig(_Frozen):
@@ -267,6 +270,7 @@ class ServeConfig(_Frozen):
     """Prefect deployments: which work pool builds for which gate hardware (issue 6)."""
 
     work_pools: dict[str, str] = {"openvino": "gate-cpu", "tensorrt": "gate-orin"}  # build.backend -> work pool
+    port: int = Field(4200, ge=1, le=65535)  # `alpr-ops serve`'s local Prefect server (UI and API), on 127.0.0.1
 
 
 class Params(_Frozen):

@@ -1,0 +1,158 @@
+"""The video watcher: a slow copy in chunks starts one rebuild after the copy ends, a burst of files makes one."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.config import WatchConfig
+from tasks.watch import Burst, Landing, Watcher, load_state
+
+FAST = WatchConfig(poll_s=0.1, settle_s=0.8, debounce_s=0.6)
+
+
+def copy_slowly(src: Path, dst: Path, chunks: int = 6, pause_s: float = 0.4) -> float:
+    """Copy `src` to `dst` in `chunks` writes with pauses (a network copy); returns when the last byte landed."""
+    data = src.read_bytes()
+    step = -(-len(data) // chunks)
+    with open(dst, "wb") as fh:
+        for i in range(0, len(data), step):
+            fh.write(data[i : i + step])
+            fh.flush()
+            time.sleep(pause_s)
+    return time.monotonic()
+
+
+class Recorder:
+    """The trigger: records when and for what it was called (the real one queues a Prefect deployment run)."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls: list[tuple[float, Burst]] = []
+        self.fail_first = fail_first
+
+    def __call__(self, burst: Burst) -> None:
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            raise ConnectionError("Prefect API not reachable")
+        self.calls.append((time.monotonic(), burst))
+
+
+@pytest.fixture
+def videos(sample_data: Path) -> list[Path]:
+    return sorted((sample_data / "videos").iterdir())
+
+
+def start(folder: Path, state: Path, trigger: Recorder) -> tuple[Watcher, threading.Event, threading.Thread]:
+    watcher = Watcher(folder, FAST, state, trigger)
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    thread.start()
+    time.sleep(0.3)  # the first scan: what is there now counts as already rebuilt
+    return watcher, stop, thread
+
+
+def quiet_time() -> float:
+    return FAST.settle_s + FAST.debounce_s + 1.0
+
+
+def test_slow_copy_starts_exactly_one_rebuild_after_it_ends(tmp_path: Path, videos: list[Path]) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(videos[0], folder / videos[0].name)
+    rec = Recorder()
+    _, stop, thread = start(folder, tmp_path / "state.json", rec)
+    try:
+        assert rec.calls == []  # the video already there does not start a rebuild
+        done = copy_slowly(videos[1], folder / "new.mp4", chunks=6, pause_s=0.4)  # pauses < settle_s
+        time.sleep(quiet_time())
+    finally:
+        stop.set()
+        thread.join(5)
+    assert len(rec.calls) == 1, [b.describe() for _, b in rec.calls]
+    when, burst = rec.calls[0]
+    assert when >= done + FAST.settle_s  # not before the copy finished and settled
+    assert burst.added == ("new.mp4",) and not burst.changed and not burst.removed
+    assert load_state(tmp_path / "state.json") == burst.snapshot  # what was triggered is remembered
+
+
+def test_two_quick_drops_make_one_rebuild(tmp_path: Path, videos: list[Path]) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    rec = Recorder()
+    _, stop, thread = start(folder, tmp_path / "state.json", rec)
+    try:
+        shutil.copy(videos[0], folder / "a.mp4")
+        time.sleep(0.5)
+        shutil.copy(videos[1], folder / "b.mp4")
+        time.sleep(quiet_time())
+        shutil.copy(videos[0], folder / "c.mkv")  # a later drop, after the burst: a second, separate rebuild
+        time.sleep(quiet_time())
+    finally:
+        stop.set()
+        thread.join(5)
+    assert [b.added for _, b in rec.calls] == [("a.mp4", "b.mp4"), ("c.mkv",)]
+    assert rec.calls[1][0] > rec.calls[0][0]
+
+
+def test_partial_and_hidden_files_wait_for_their_final_name(tmp_path: Path, videos: list[Path]) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    rec = Recorder()
+    _, stop, thread = start(folder, tmp_path / "state.json", rec)
+    try:
+        shutil.copy(videos[0], folder / "gate.mp4.part")
+        shutil.copy(videos[0], folder / ".gate2.mp4")
+        (folder / "notes.txt").write_text("not a video")
+        time.sleep(quiet_time())
+        assert rec.calls == []
+        (folder / "gate.mp4.part").rename(folder / "gate.mp4")
+        time.sleep(quiet_time())
+    finally:
+        stop.set()
+        thread.join(5)
+    assert [b.added for _, b in rec.calls] == [("gate.mp4",)]
+
+
+def test_restart_keeps_state_and_a_failed_trigger_is_retried(tmp_path: Path, videos: list[Path]) -> None:
+    folder, state = tmp_path / "videos", tmp_path / "state.json"
+    folder.mkdir()
+    shutil.copy(videos[0], folder / "a.mp4")
+    Watcher(folder, FAST, state, Recorder()).start()  # first run: a.mp4 is the baseline
+    shutil.copy(videos[1], folder / "b.mp4")  # lands while no watcher runs
+    (folder / "a.mp4").unlink()
+    rec = Recorder(fail_first=2)  # the Prefect API is down for the first two attempts
+    _, stop, thread = start(folder, state, rec)
+    try:
+        time.sleep(quiet_time() + 0.5)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert len(rec.calls) == 1
+    burst = rec.calls[0][1]
+    assert burst.added == ("b.mp4",) and burst.removed == ("a.mp4",)
+    assert set(load_state(state) or {}) == {"b.mp4"}
+
+
+def test_landing_resets_on_every_change() -> None:
+    landing = Landing(known={}, settle_s=1.0, debounce_s=1.0)
+    assert landing.update(0.0, {"a.mp4": (10, 1)}) is None
+    assert landing.update(1.5, {"a.mp4": (20, 2)}) is None  # still growing
+    assert landing.update(3.4, {"a.mp4": (20, 2)}) is None  # 1.9 s quiet < 2 s
+    burst = landing.update(3.6, {"a.mp4": (20, 2)})
+    assert burst is not None and burst.added == ("a.mp4",)
+    landing.done(burst)
+    assert landing.update(10.0, {"a.mp4": (20, 2)}) is None  # nothing new since
+    # a file that appears and vanishes again within the quiet period changes nothing
+    assert landing.update(11.0, {"a.mp4": (20, 2), "b.mp4": (5, 3)}) is None
+    assert landing.update(20.0, {"a.mp4": (20, 2)}) is None
+
+
+def test_unreadable_state_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text("{not json")
+    with pytest.raises(ValueError, match=r"state\.json.*Delete it"):
+        load_state(state)
