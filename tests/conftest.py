@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +75,18 @@ def run_dvc(root: Path, *args: str) -> str:
     done = subprocess.run([str(exe), *args], cwd=root, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def copy_slowly(src: Path, dst: Path, chunks: int = 6, pause_s: float = 0.4) -> float:
+    """Copy `src` to `dst` in `chunks` writes with pauses (a network copy); returns when the last byte landed."""
+    data = src.read_bytes()
+    step = -(-len(data) // chunks)
+    with open(dst, "wb") as fh:
+        for i in range(0, len(data), step):
+            fh.write(data[i : i + step])
+            fh.flush()
+            time.sleep(pause_s)
+    return time.monotonic()
 
 
 @pytest.fixture

@@ -8,23 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import copy_slowly
 
 from tasks.config import WatchConfig
 from tasks.watch import Burst, Landing, Watcher, load_state
 
 FAST = WatchConfig(poll_s=0.1, settle_s=0.8, debounce_s=0.6)
-
-
-def copy_slowly(src: Path, dst: Path, chunks: int = 6, pause_s: float = 0.4) -> float:
-    """Copy `src` to `dst` in `chunks` writes with pauses (a network copy); returns when the last byte landed."""
-    data = src.read_bytes()
-    step = -(-len(data) // chunks)
-    with open(dst, "wb") as fh:
-        for i in range(0, len(data), step):
-            fh.write(data[i : i + step])
-            fh.flush()
-            time.sleep(pause_s)
-    return time.monotonic()
 
 
 class Recorder:

@@ -1,0 +1,185 @@
+"""Prefect deployments for real: a `prefect server start` and a worker on the `gate-cpu` work pool as subprocesses
+(server mode), and `alpr-ops serve` (one machine) with its video watcher. Each rebuild here is test-sized."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import copy_slowly
+
+from tasks.config import Params
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+EXE = Path(sys.executable).parent
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+FAST_WATCH = {"poll_s": 0.5, "settle_s": 2, "debounce_s": 2}
+CANDIDATES = [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime"},
+              {"name": "ov-int8", "precision": "int8", "backend": "openvino"}]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    from flows.server import healthy as ok
+
+    return ok(url)
+
+
+def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: the process exited ({proc.returncode}):\n{log.read_text()[-4000:] if log else ''}")
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{log.read_text()[-4000:] if log else ''}")
+
+
+def start(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    fh = open(log, "wb")  # noqa: SIM115  (the process writes to it until the test stops it)
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def make_code_project(project: Params, make_params) -> tuple[Path, Params]:
+    """A project folder as a clone holds it: its code (the worker runs `flows/deploy.py` from there) and params."""
+    root = project.paths.videos.parents[1]
+    for name in ("tasks", "flows"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = make_params(root, build={"imgsz": 320, "candidates": CANDIDATES}, watch=FAST_WATCH)
+    return root, params
+
+
+def flow_runs(url: str, deployment: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    name = deployment.split("/")[1]
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(deployment)
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])),
+            flow_run_filter=FlowRunFilter(),
+        )
+    return sorted((r for r in runs if r.deployment_id == dep.id), key=lambda r: r.created)
+
+
+def state_of(runs: list) -> list[str]:
+    return [r.state.type.value if r.state else "?" for r in runs]
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`prefect server start` on a free 127.0.0.1 port with its own home; yields its URL and the env to reach it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    home = tmp_path / "prefect-home"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url, "PREFECT_WORKER_QUERY_SECONDS": "2",
+           "PATH": f"{EXE}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    log = tmp_path / "server.log"
+    server = start([str(EXE / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                   tmp_path, env, log)  # fmt: skip
+    try:
+        wait_for(lambda: healthy(url), 180, "the Prefect server", server, log)
+        yield url, env
+    finally:
+        stop(server, signal.SIGTERM)
+
+
+def test_server_mode_worker_runs_rebuilds_one_at_a_time(project: Params, make_params, prefect_server, tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.deploy import trigger_rebuild
+
+    url, env = prefect_server
+    root, params = make_code_project(project, make_params)
+    done = subprocess.run([str(EXE / "alpr-ops"), "deploy"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rebuild/gate-cpu" in done.stdout + done.stderr
+
+    log = tmp_path / "worker.log"
+    worker = start([str(EXE / "prefect"), "worker", "start", "--pool", "gate-cpu"], root, env, log)
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):  # "through the API": two runs queued back to back
+            first = trigger_rebuild("rebuild/gate-cpu", root / "params.yaml")
+            second = trigger_rebuild("rebuild/gate-cpu", root / "params.yaml")
+        runs = wait_for(
+            lambda: (r := flow_runs(url, "rebuild/gate-cpu")) and all(s in FINAL for s in state_of(r)) and r,
+            900, "both rebuild runs to finish", worker, log,
+        )  # fmt: skip
+    finally:
+        stop(worker)
+    assert {str(r.id) for r in runs} == {first, second}
+    assert state_of(runs) == ["COMPLETED", "COMPLETED"], log.read_text()[-4000:]
+    a, b = runs
+    assert a.end_time <= b.start_time or b.end_time <= a.start_time, "two rebuilds of one project ran at once"
+
+    # each run went all the way: MLflow has two rebuilds, the gate runs a champion
+    from tasks.track import client
+
+    mc = client(params.tracking)
+    exp = mc.get_experiment_by_name(params.tracking.experiment)
+    parents = mc.search_runs([exp.experiment_id], "tags.`alpr.kind` = 'rebuild'")
+    assert len(parents) == 2
+    assert (params.promote.gate_dir / "current" / "manifest.json").is_file()
+
+
+def test_serve_watches_videos_and_rebuilds_once_per_landing(project: Params, make_params, tmp_path, sample_data):
+    root, params = make_code_project(project, make_params)
+    port = free_port()
+    doc = (root / "params.yaml").read_text().replace("port: 4200", f"port: {port}")
+    (root / "params.yaml").write_text(doc)
+    url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if k not in {"PREFECT_API_URL", "PREFECT_HOME"}}
+    env["PATH"] = f"{EXE}{os.pathsep}{os.environ['PATH']}"
+    env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"
+    log = tmp_path / "serve.log"
+    served = start([str(EXE / "alpr-ops"), "serve"], root, env, log)
+    try:
+        wait_for(lambda: healthy(url) and b"watching" in log.read_bytes(), 180, "alpr-ops serve", served, log)
+        wait_for(lambda: flow_runs(url, "rebuild/serve") == [] or True, 30, "the deployments", served, log)
+        time.sleep(2)
+        src = sorted((sample_data / "videos").iterdir())[0]
+        copied_at = copy_slowly(src, params.paths.videos / "landed.mp4", chunks=5, pause_s=0.8)  # pauses < settle_s
+        runs = wait_for(
+            lambda: (r := flow_runs(url, "rebuild/serve")) and all(s in FINAL for s in state_of(r)) and r,
+            600, "the rebuild the new video starts", served, log,
+        )  # fmt: skip
+        time.sleep(FAST_WATCH["settle_s"] + FAST_WATCH["debounce_s"] + 3)  # nothing more may start
+        runs = flow_runs(url, "rebuild/serve")
+    finally:
+        stop(served)
+    assert len(runs) == 1, state_of(runs)
+    assert state_of(runs) == ["COMPLETED"], log.read_text()[-4000:]
+    assert runs[0].created.timestamp() >= time.time() - (time.monotonic() - copied_at) - 1  # after the copy ended
+    state = json.loads(params.paths.watch_state.read_text())
+    assert "landed.mp4" in state["videos"]
+    assert not healthy(url), "alpr-ops serve left its Prefect server running"
