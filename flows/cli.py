@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -68,6 +69,16 @@ def _offline() -> None:
     configure_offline(state.params.paths.ultralytics_config)
 
 
+class _RunName(logging.Filter):
+    """Prefix Prefect's run messages with the step's run name ("build-4ea: Finished in state Cached()")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
+        if name and not getattr(record, "alpr_prefixed", False):
+            record.msg, record.alpr_prefixed = f"{name}: {record.msg}", True
+        return True
+
+
 @app.callback()
 def main(
     params: Annotated[Path, typer.Option("--params", help="The parameters file.")] = Path("params.yaml"),
@@ -79,6 +90,8 @@ def main(
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RunName())
     # One readable line per step: silence per-request and per-layer chatter from the libraries underneath.
     for noisy in ("httpx", "httpcore", "alembic", "mlflow.store.db.utils", "dvc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -87,6 +100,9 @@ def main(
     from tasks.offline import set_offline_env
 
     set_offline_env()  # before any command touches MLflow, Prefect or DVC, which read these at import
+    # Prefect's temporary local server migrates a fresh database first: on a busy 2-core machine that takes longer
+    # than its 20 s default. A user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     state.params_file = params
 
 
