@@ -21,6 +21,7 @@ ATTEMPTS: list[str] = []  # the guard's record, set in pytest_configure
 
 
 SUBPROCESS_LOG = Path(tempfile.mkdtemp(prefix="alpr-netguard-")) / "attempts.log"
+YOLO_DIR = Path(tempfile.mkdtemp(prefix="alpr-test-yolo-"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,11 +30,17 @@ def pytest_configure(config: pytest.Config) -> None:
     from tasks.offline import configure_offline
 
     global ATTEMPTS
-    configure_offline(Path(tempfile.mkdtemp(prefix="alpr-test-yolo-")))
+    configure_offline(YOLO_DIR)
     ATTEMPTS = netguard.install()
     site = Path(__file__).resolve().parent / "netguard_site"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     os.environ["ALPR_NETGUARD_LOG"] = str(SUBPROCESS_LOG)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave nothing behind in the temp folder."""
+    shutil.rmtree(SUBPROCESS_LOG.parent, ignore_errors=True)
+    shutil.rmtree(YOLO_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
