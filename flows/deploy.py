@@ -22,6 +22,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.schedules import Cron
 from prefect.tasks import exponential_backoff
 
+from flows.promote import latest_rebuild
 from flows.promote import promote as promote_steps
 from flows.rebuild import rebuild as rebuild_steps
 from tasks import fetch, project
@@ -33,12 +34,11 @@ log = logging.getLogger(__name__)
 FLOWS = ("rebuild", "nightly-regression", "promote", "rollback")
 # One rebuild of a project at a time: a second run waits in the queue (AwaitingConcurrencySlot), never runs beside.
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
-# I/O-bound steps only: fetching the model over the network, reading MLflow's registry.
+# I/O-bound steps only: fetching the model over the network (MLflow registry reads: flows/promote.py).
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=5)}
 
 load_project = task(project.load_project, name="load-project", cache_policy=NO_CACHE)
 fetch_model = task(fetch.fetch_model, name="fetch-model", cache_policy=NO_CACHE, **IO_RETRIES)
-latest_rebuild = task(promote_tasks.require_latest_rebuild, name="latest-rebuild", cache_policy=NO_CACHE, **IO_RETRIES)
 rollback_release = task(promote_tasks.rollback, name="rollback", cache_policy=NO_CACHE)
 
 

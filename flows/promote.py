@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from tasks import offline
 from tasks import promote as promote_tasks
@@ -18,7 +19,22 @@ from tasks.track import RebuildRecord
 # No caching and no retries: promotion moves registry aliases and the gate's `current` pointer; it is safe to
 # re-run by hand (it recovers a killed run's leftovers), but a blind retry would hide why it failed.
 stay_offline = task(offline.configure_offline, name="offline", cache_policy=NO_CACHE)
-latest_rebuild = task(promote_tasks.require_latest_rebuild, name="latest-rebuild", cache_policy=NO_CACHE)
+
+
+def unreachable(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a registry read that could not reach MLflow, not one that got an answer ("no rebuild yet")."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, Exception) and not isinstance(exc, RuntimeError | ValueError)
+
+
+latest_rebuild = task(
+    promote_tasks.require_latest_rebuild,
+    name="latest-rebuild",
+    cache_policy=NO_CACHE,
+    retries=3,  # a registry read: safe to repeat, and an MLflow server may be restarting
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_condition_fn=unreachable,
+)
 promote_winner = task(promote_tasks.promote, name="promote", cache_policy=NO_CACHE)
 
 

@@ -20,8 +20,9 @@ from tasks.config import Params
 # step that finished and runs the rest; a new rebuild is a new flow run and redoes everything (tasks/extract.py's
 # frame cache and tasks/cache.py's build cache make unchanged inputs cheap there). The MLflow step is persisted too:
 # a retry after it must not log a second parent run.
-# No task retries: these steps are CPU-bound or create MLflow runs and registry versions, which a blind retry would
-# duplicate; retries with backoff sit on the I/O-bound steps (flows/deploy.py, flows/promote.py).
+# Retries with backoff only on the I/O-bound step here (`dvc push` to a remote); the others are CPU-bound or create
+# MLflow runs and registry versions, which a blind retry would duplicate (fetch and registry reads: flows/deploy.py,
+# flows/promote.py).
 RESUMABLE = {"cache_policy": DEFAULT, "persist_result": True}
 stay_offline = task(offline.configure_offline, name="offline", cache_policy=NO_CACHE)
 verify_model = task(fetch.verify_model, name="verify-model", cache_policy=NO_CACHE)
@@ -33,6 +34,7 @@ write_plot_data = task(validate.write_plot_data, name="write-plot-data", cache_p
 lineage = task(track.lineage, name="lineage", cache_policy=NO_CACHE)
 log_rebuild = task(track.log_rebuild, name="track", **RESUMABLE)
 dvc_commit = task(version.dvc_commit, name="dvc-commit", cache_policy=NO_CACHE)
+dvc_push = task(version.dvc_push, name="dvc-push", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[10, 30, 90])
 
 
 @flow(name="rebuild", log_prints=False)
@@ -65,6 +67,7 @@ def rebuild(params: Params, root: Path, dvc_root: Path | None = None) -> dict[st
     write_plot_data(p.plots, report)
     if dvc_root is not None:
         dvc_commit(dvc_root)
+        dvc_push(dvc_root)
     tags = lineage(root, frames.frames_hash, params.model.sha256, p.videos.with_suffix(".dvc"), p.videos)
     record = log_rebuild(params, built, metrics, tags, report)
     result = None

@@ -57,10 +57,16 @@ def client(cfg: TrackingConfig) -> Any:  # -> mlflow.MlflowClient (imported lazi
 
 
 def experiment_id(mlflow_client: Any, cfg: TrackingConfig) -> str:
-    """The experiment's id, creating it with its artifact root (`tracking.artifacts`) if missing."""
+    """The experiment's id, creating it with its artifact root (`tracking.artifacts`) if missing.
+
+    With an MLflow server (`tracking.uri` http...), the server's `--artifacts-destination` is the artifact root:
+    artifacts go through the server, so workers on other machines need no access to its storage.
+    """
     exp = mlflow_client.get_experiment_by_name(cfg.experiment)
     if exp is not None:
         return exp.experiment_id
+    if cfg.uri.startswith(("http://", "https://")):
+        return mlflow_client.create_experiment(cfg.experiment)
     location = cfg.artifacts.resolve().as_uri() if "://" not in str(cfg.artifacts) else str(cfg.artifacts)
     return mlflow_client.create_experiment(cfg.experiment, artifact_location=f"{location}/{cfg.experiment}")
 

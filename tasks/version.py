@@ -42,3 +42,21 @@ def dvc_commit(root: Path) -> Path:
         raise DvcError(f"`dvc commit` in {root} failed:\n{done.stdout}{done.stderr}")
     log.info("recorded the rebuild's outputs in %s", root / "dvc.lock")
     return root / "dvc.lock"
+
+
+def dvc_push(root: Path) -> bool:
+    """Push the data and outputs `dvc.lock` records to the project's default DVC remote, if it has one.
+
+    Past one machine the remote is how workers and reviewers get the same videos, frames and engines; on a single
+    machine without a remote this does nothing. Returns whether it pushed.
+    """
+    cmd = [sys.executable, "-m", "dvc", "remote", "default"]
+    default = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    if default.returncode != 0 or not default.stdout.strip():
+        log.info("no default DVC remote in %s: nothing pushed", root)
+        return False
+    done = subprocess.run([sys.executable, "-m", "dvc", "push", "--quiet"], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DvcError(f"`dvc push` to {default.stdout.strip()} from {root} failed:\n{done.stdout}{done.stderr}")
+    log.info("pushed the rebuild's data and outputs to the DVC remote %s", default.stdout.strip())
+    return True

@@ -195,8 +195,8 @@ class Watcher:
         log.info("videos landed in %s (%s): starting a rebuild", self.videos, burst.describe())
         try:
             self.trigger(burst)
-        except Exception:
-            log.exception("could not start the rebuild; retrying on the next scan")
+        except Exception as e:  # the Prefect API restarting, the deployment not registered yet: try again later
+            log.warning("could not start the rebuild (%s: %s); retrying on the next scan", type(e).__name__, e)
             return None
         self._landing.done(burst)
         save_state(self.state_file, burst.snapshot, self._dvc_md5)
@@ -213,8 +213,8 @@ class Watcher:
         log.info("%s records new videos: dvc pull", self.dvc_file)
         try:
             dvc_pull(self.dvc_file)
-        except RuntimeError:
-            log.exception("dvc pull failed; retrying on the next scan")
+        except RuntimeError as e:
+            log.warning("%s; retrying on the next scan", e)
             return
         self._dvc_md5 = md5
 

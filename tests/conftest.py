@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import netguard
@@ -94,6 +98,53 @@ def copy_slowly(src: Path, dst: Path, chunks: int = 6, pause_s: float = 0.4) -> 
             fh.flush()
             time.sleep(pause_s)
     return time.monotonic()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server_at(tmp_path: Path, proxied: bool = False) -> Iterator[str]:
+    """`mlflow server` with a sqlite store on a free loopback port. `proxied`: artifacts go through the server to
+    `--artifacts-destination` (server mode: workers need no access to the storage); else a file artifact root."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    where = (tmp_path / "server-artifacts").as_uri()
+    cmd = [
+        str(Path(sys.executable).with_name("mlflow")), "server",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        *(["--artifacts-destination", where] if proxied else ["--default-artifact-root", where]),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log_path = tmp_path / "mlflow-server.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not up in 300 s:\n{log_path.read_text()}")
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (uvicorn and job runner children)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
 
 
 @pytest.fixture

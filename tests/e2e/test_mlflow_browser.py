@@ -7,17 +7,11 @@ Screenshots are kept under `test-artifacts/` (gitignored) so CI can publish them
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
 import pytest
+from conftest import mlflow_server_at
 
 from tasks.config import Params
 from tasks.promote import promote
@@ -39,48 +33,11 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 GRID_WIDTH = 966  # tasks/plots.py: two 480-pixel frames and a 6-pixel gap
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     """`mlflow server` (sqlite store, artifacts in tmp) on a free loopback port; stopped after the test."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        str(Path(sys.executable).with_name("mlflow")), "server",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-        "--default-artifact-root", (tmp_path / "server-artifacts").as_uri(),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(tmp_path / 'server.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up in 300 s:\n{(tmp_path / 'server.log').read_text()}")
-            time.sleep(1)
+    with mlflow_server_at(tmp_path) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (uvicorn and job runner children)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
 
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium not installed (apt-get install -y chromium)")

@@ -7,15 +7,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import copy_slowly
+from conftest import copy_slowly, free_port, mlflow_server_at
+from conftest import run_dvc as dvc
 
 from tasks.config import Params
 
@@ -26,12 +27,6 @@ EXE = Path(sys.executable).parent
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 FAST_WATCH = {"poll_s": 0.5, "settle_s": 2, "debounce_s": 2}
 CANDIDATES = [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime"}]  # the cheapest whole rebuild
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def healthy(url: str) -> bool:
@@ -67,13 +62,23 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
             proc.wait(10)
 
 
-def make_code_project(project: Params, make_params) -> tuple[Path, Params]:
+def make_code_project(project: Params, make_params, **sections: dict) -> tuple[Path, Params]:
     """A project folder as a clone holds it: its code (the worker runs `flows/deploy.py` from there) and params."""
     root = project.paths.videos.parents[1]
     for name in ("tasks", "flows"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    params = make_params(root, build={"imgsz": 320, "candidates": CANDIDATES}, watch=FAST_WATCH)
+    params = make_params(root, build={"imgsz": 320, "candidates": CANDIDATES}, watch=FAST_WATCH, **sections)
     return root, params
+
+
+def make_dvc_repo(root: Path, remote: Path) -> None:
+    """git + DVC with a default remote; videos, holdout and model `dvc add`ed and pushed."""
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    dvc(root, "remote", "add", "-d", "store", str(remote))
+    shutil.copyfile(REPO / "dvc.yaml", root / "dvc.yaml")
+    dvc(root, "add", "-q", "data/videos", "data/holdout", "models/best.pt")
+    dvc(root, "push", "-q")
 
 
 def flow_runs(url: str, deployment: str) -> list:
@@ -89,6 +94,19 @@ def flow_runs(url: str, deployment: str) -> list:
             flow_run_filter=FlowRunFilter(),
         )
     return sorted((r for r in runs if r.deployment_id == dep.id), key=lambda r: r.created)
+
+
+def deployed(url: str, deployment: str) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            return False
+    return True
 
 
 def state_of(runs: list) -> list[str]:
@@ -113,13 +131,25 @@ def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         stop(server, signal.SIGTERM)
 
 
-def test_server_mode_worker_runs_rebuilds_one_at_a_time(project: Params, make_params, prefect_server, tmp_path):
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as s:
+        yield s
+
+
+def test_server_mode_worker_runs_rebuilds_one_at_a_time(
+    project: Params, make_params, prefect_server, tmp_path: Path, stack: ExitStack
+) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.deploy import trigger_rebuild
 
     url, env = prefect_server
-    root, params = make_code_project(project, make_params)
+    mlflow_url = stack.enter_context(mlflow_server_at(tmp_path, proxied=True))  # SQL store, proxied artifacts
+    root, params = make_code_project(project, make_params, tracking={"uri": mlflow_url})
+    remote = tmp_path / "dvc-remote"
+    make_dvc_repo(root, remote)
+    pushed = {p.name for p in remote.rglob("*") if p.is_file()}
     done = subprocess.run([str(EXE / "alpr-ops"), "deploy"], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rebuild/gate-cpu" in done.stdout + done.stderr
@@ -141,14 +171,19 @@ def test_server_mode_worker_runs_rebuilds_one_at_a_time(project: Params, make_pa
     a, b = runs
     assert a.end_time <= b.start_time or b.end_time <= a.start_time, "two rebuilds of one project ran at once"
 
-    # each run went all the way: MLflow has two rebuilds, the gate runs a champion
+    # each run went all the way: the MLflow server has two rebuilds, the gate runs a champion downloaded through it
     from tasks.track import client
 
     mc = client(params.tracking)
     exp = mc.get_experiment_by_name(params.tracking.experiment)
+    assert exp.artifact_location.startswith("mlflow-artifacts:")  # the server's artifact root, not a local path
     parents = mc.search_runs([exp.experiment_id], "tags.`alpr.kind` = 'rebuild'")
     assert len(parents) == 2
     assert (params.promote.gate_dir / "current" / "manifest.json").is_file()
+    assert any((tmp_path / "server-artifacts").rglob("*.onnx"))
+    # DVC: the flow committed its outputs and pushed them to the remote
+    assert "calibration" in (root / "dvc.lock").read_text()
+    assert {p.name for p in remote.rglob("*") if p.is_file()} > pushed
 
 
 def test_serve_watches_videos_and_rebuilds_once_per_landing(project: Params, make_params, tmp_path, sample_data):
@@ -164,8 +199,8 @@ def test_serve_watches_videos_and_rebuilds_once_per_landing(project: Params, mak
     served = start([str(EXE / "alpr-ops"), "serve"], root, env, log)
     try:
         wait_for(lambda: healthy(url) and b"watching" in log.read_bytes(), 180, "alpr-ops serve", served, log)
-        wait_for(lambda: flow_runs(url, "rebuild/serve") == [] or True, 30, "the deployments", served, log)
-        time.sleep(2)
+        wait_for(lambda: deployed(url, "rebuild/serve"), 60, "the served deployments", served, log)
+        assert flow_runs(url, "rebuild/serve") == []  # the videos already there start nothing
         src = sorted((sample_data / "videos").iterdir())[0]
         copied_at = copy_slowly(src, params.paths.videos / "landed.mp4", chunks=5, pause_s=0.8)  # pauses < settle_s
         runs = wait_for(
