@@ -46,7 +46,8 @@ def local_server(home: Path, port: int, timeout_s: float = 120.0) -> Iterator[st
     env.pop("PREFECT_API_URL", None)
     logfile = open(home / "server.log", "ab")  # noqa: SIM115  (closed below, after the server exits)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT)
+    # its own session: Ctrl-C reaches `alpr-ops serve` alone, which stops its runner first and the server last
+    proc = subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout_s
         while not healthy(url):

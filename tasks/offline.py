@@ -46,7 +46,7 @@ def set_offline_env() -> None:
     """Set `OFFLINE_ENV`, even where the environment says otherwise (e.g. `YOLO_OFFLINE=0`): being offline is not
     optional here. Cheap (no imports), so every CLI command calls it, not only those that load Ultralytics."""
     for key, value in OFFLINE_ENV.items():
-        if os.environ.get(key, value) != value:
+        if os.environ.get(key, value).lower() != value.lower():  # Prefect writes back "False" for "false"
             log.warning("overriding %s=%s with %s (alpr-ops runs offline)", key, os.environ[key], value)
         os.environ[key] = value
 
