@@ -537,7 +537,8 @@ def demo() -> None:
     uri = state.params.tracking.uri
     console.print(
         f"\nOpen the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000[/bold]"
-        "\nthen browse http://127.0.0.1:5000",
+        "\nthen browse http://127.0.0.1:5000"
+        "\nTo rebuild whenever new videos land in data/videos (and run the nightly check): [bold]alpr-ops serve[/bold]",
         soft_wrap=True,
     )
 

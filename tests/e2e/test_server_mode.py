@@ -67,7 +67,9 @@ def make_code_project(project: Params, make_params, **sections: dict) -> tuple[P
     root = project.paths.videos.parents[1]
     for name in ("tasks", "flows"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    params = make_params(root, build={"imgsz": 320, "candidates": CANDIDATES}, watch=FAST_WATCH, **sections)
+    params = make_params(
+        root, build={"imgsz": 160, "candidates": CANDIDATES}, validate={"imgsz": 160}, watch=FAST_WATCH, **sections
+    )
     return root, params
 
 
