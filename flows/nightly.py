@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -19,9 +20,25 @@ from tasks import offline
 from tasks import regression as reg
 from tasks.config import Params
 
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry what may pass next time (a locked database, a slow share), not a `RegressionError` (no champion, no
+    reference), which only a rebuild or promotion fixes."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # the result itself cannot be read: treat as transient
+        return True
+    return not isinstance(exc, reg.RegressionError)
+
+
 # Reads of the MLflow store and artifact downloads may hit a busy database or a slow share: retried with backoff.
 # Everything else is CPU-bound or writes (the MLflow run), where a blind retry would hide the cause or duplicate.
-IO = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "cache_policy": NO_CACHE}
+IO: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_condition_fn": _transient,
+    "cache_policy": NO_CACHE,
+}
 
 stay_offline = task(offline.configure_offline, name="offline", cache_policy=NO_CACHE)
 find_champion = task(reg.find_champion, name="find-champion", **IO)

@@ -106,6 +106,8 @@ class FrameSample:
     brightness: float  # mean (0-255) over the chosen frames
     baseline_brightness: float | None  # mean over the frames of the videos the champion was built from
     baseline_note: str
+    videos_decoded: int = 0  # videos decoded for this check (the others came from the rebuilds' frame cache)
+    videos_cached: int = 0
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,25 @@ def newest_videos(videos_dir: Path, n: int) -> list[Path]:
     return sorted(videos, key=lambda v: (v.stat().st_mtime_ns, v.name), reverse=True)[:n]
 
 
+def private_cache(shared: Path, work: Path) -> Path:
+    """A frame cache in `work` that links every complete entry of the `shared` one (and its hash memo).
+
+    Extraction clears the temp folders it finds in its cache, which in the shared cache may be a running rebuild's
+    entries in progress; the nightly check reuses what rebuilds decoded without ever writing into their cache.
+    """
+    from tasks.extract_worker import ENTRY_NAME
+
+    own = work / "frame-cache"
+    (own / "entries").mkdir(parents=True)
+    if (shared / "hashes").is_dir():
+        (own / "hashes").symlink_to((shared / "hashes").resolve(), target_is_directory=True)
+    if (shared / "entries").is_dir():
+        for entry in (shared / "entries").iterdir():
+            if not entry.name.startswith(".") and (entry / ENTRY_NAME).is_file():
+                (own / "entries" / entry.name).symlink_to(entry.resolve(), target_is_directory=True)
+    return own
+
+
 def sample_frames(
     videos_dir: Path,
     cfg: ExtractConfig,
@@ -260,8 +281,9 @@ def sample_frames(
     """Frames of the `n_newest` newest videos in `work/newest/images`, sampled with the extraction's own code and
     params (so the frame cache is reused), and the mean brightness of the champion's footage for comparison.
 
-    Every video is extracted (from the cache, after a rebuild) into a scratch folder: its split is the one a rebuild
-    of this folder gives. Frames of newest videos in the holdout split are preferred: they were never calibrated on.
+    Every video is extracted (from the frame cache, after a rebuild; see `private_cache`) into a scratch folder: its
+    split is the one a rebuild of this folder gives. Frames of newest videos in the holdout split are preferred: they
+    were never calibrated on.
     """
     import pandas as pd
 
@@ -270,10 +292,10 @@ def sample_frames(
 
     newest = newest_videos(videos_dir, n_newest)
     out = work / "all"
-    result = extract_frames(
-        videos_dir, out / "calibration", out / "calibration.yaml", cfg, names, out / "holdout", cache_dir
-    )
-    tables = [pd.read_csv(d / MANIFEST_NAME).assign(folder=str(d)) for d in (out / "calibration", out / "holdout")]
+    cache = private_cache(cache_dir, work)
+    calibration, holdout = out / "calibration", out / "holdout"
+    result = extract_frames(videos_dir, calibration, out / "calibration.yaml", cfg, names, holdout, cache)
+    tables = [pd.read_csv(d / MANIFEST_NAME).assign(folder=str(d)) for d in (calibration, holdout)]
     frames = pd.concat([t for t in tables if len(t)], ignore_index=True)
     names_newest = [v.name for v in newest]
     chosen = frames[frames["video"].isin(names_newest)]
@@ -307,6 +329,8 @@ def sample_frames(
         round(float(chosen["brightness"].mean()), 3),
         None if base.empty else round(float(base["brightness"].mean()), 3),
         note,
+        int(result.report.get("decoded_videos", 0)),
+        int(result.report.get("cached_videos", 0)),
     )
 
 
@@ -358,6 +382,8 @@ def measure(
         "newest_reference_conf_mean": _mean_conf(ref_dets[:n]),
         "newest_champion_conf_mean": _mean_conf(champ_dets[:n]),
         "brightness": sample.brightness,
+        "videos_decoded": float(sample.videos_decoded),
+        "videos_cached": float(sample.videos_cached),
     }
     if sample.baseline_brightness is not None:
         metrics["baseline_brightness"] = sample.baseline_brightness

@@ -51,6 +51,7 @@ def harness():
 def champion(tmp_path_factory: pytest.TempPathFactory, built: tuple, validated: dict) -> Params:
     """A project with its own videos, frame cache, MLflow store and gate folder, whose deployed champion is the
     INT8 candidate of a logged rebuild that also logged the FP32 reference (module-scoped: the tests only read it)."""
+    from tasks.extract import extract_frames
     from tasks.promote import promote
     from tasks.synth import SynthConfig, write_videos
 
@@ -78,6 +79,10 @@ def champion(tmp_path_factory: pytest.TempPathFactory, built: tuple, validated: 
             "nightly": nightly,
         }
     )
+    # the rebuild's extraction filled the frame cache (the nightly check reuses it, never writes into it)
+    data = root / "data"
+    names = store.model.names
+    extract_frames(paths.videos, data / "cal", data / "c.yaml", extract, names, data / "hf", paths.frame_cache)
     logged = [c for c in candidates if c.name in ("fp32", CHAMPION)]
     tags = lineage(ROOT, logged[0].frames_hash, store.model.sha256, paths.videos.with_suffix(".dvc"), paths.videos)
     record = log_rebuild(store, logged, {c.name: validated[c.name] for c in logged}, tags)
@@ -98,6 +103,7 @@ def nightly_runs(params: Params) -> list:
 def test_unchanged_champion_passes_and_is_logged(champion: Params, harness, tmp_path: Path, cli) -> None:
     from flows.nightly import nightly_regression
 
+    entries = sorted(p.name for p in (champion.paths.frame_cache / "entries").iterdir())
     state = nightly_regression(champion, return_state=True)
     assert state.is_completed(), state.message
     report = state.result()
@@ -108,6 +114,8 @@ def test_unchanged_champion_passes_and_is_logged(champion: Params, harness, tmp_
     # the newest videos are the champion's own footage: their holdout video is about as bright as all three
     assert abs(report.metrics["brightness_change"]) < champion.nightly.max_brightness_change
     assert report.metrics["newest_boxes_reference"] >= 1
+    assert (report.metrics["videos_cached"], report.metrics["videos_decoded"]) == (3, 0)
+    assert sorted(p.name for p in (champion.paths.frame_cache / "entries").iterdir()) == entries
     assert report.frames > 0 and "holdout-split" in report.frames_source
     run = client(champion.tracking).get_run(report.mlflow_run_id)
     assert run.data.tags[KIND_TAG] == "nightly" and run.data.tags["nightly.passed"] == "true"
@@ -144,6 +152,8 @@ def test_much_darker_newest_videos_fail_the_flow_and_the_cli(champion: Params, h
     report = e.value.report
     print(report.explain(), report.metrics)
     assert not report.passed and set(report.videos) == {"night_00.mp4", "night_01.mp4"}
+    assert (report.metrics["videos_cached"], report.metrics["videos_decoded"]) == (3, 2)
+    assert len(list((params.paths.frame_cache / "entries").iterdir())) == 3, "the shared frame cache was written"
     broken = {c.gate for c in report.broken}
     assert "brightness_change" in broken
     message = str(e.value)
@@ -163,8 +173,12 @@ def test_much_darker_newest_videos_fail_the_flow_and_the_cli(champion: Params, h
     assert "nightly.max_brightness_change" in done.stderr and "much darker" in done.stderr
 
 
-def test_no_champion_is_a_clear_error(champion: Params, tmp_path: Path, cli) -> None:
+def test_no_champion_is_a_clear_error(champion: Params, harness, tmp_path: Path, cli) -> None:
+    from flows.nightly import nightly_regression
+
     params = champion.model_copy(update={"promote": champion.promote.model_copy(update={"gate_dir": tmp_path / "g"})})
+    state = nightly_regression(params, return_state=True)
+    assert state.is_failed() and "no champion is deployed" in state.message
     with pytest.raises(RegressionError, match=r"no champion is deployed.*alpr-ops rebuild"):
         find_champion(params.promote.gate_dir, params.tracking)
     with pytest.raises(RegressionError, match="no champion is deployed"):
