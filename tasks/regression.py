@@ -6,10 +6,11 @@ Gate videos have no labels, so every signal is label-free:
 - the footage itself: mean brightness of the newest frames against the frames of the videos the champion was built
   from. Measured with the plate model and a real INT8 champion: on frames darkened to 12% of their brightness the
   INT8 model still agrees with FP32 (agreement .82 vs .75 on the originals, 24 frames at imgsz 320), so agreement
-  alone never says the cameras now send footage the champion was not calibrated or validated on; brightness does;
+  alone does not say the cameras now send footage the champion was not calibrated or validated on; brightness does;
 - plates the FP32 reference still finds on the newest frames: none means there is nothing to re-validate on.
 
-Nothing here writes outside its scratch folder: the DVC outputs (calibration, holdout frames) are only read.
+Besides the MLflow run (and the frame cache's hash memo, as any extraction), nothing here writes outside its scratch
+folder: the DVC outputs (calibration, holdout frames), the frame cache's entries and the gate folder are only read.
 """
 
 from __future__ import annotations
