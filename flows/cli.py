@@ -337,6 +337,38 @@ def rollback(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
     console.print(f"rolled back: version {result.from_version} -> {result.to_version} ({result.release})")
 
 
+@app.command()
+def nightly(videos: PathOpt = None, holdout: PathOpt = None, gate_dir: PathOpt = None, cache: PathOpt = None) -> None:
+    """Re-validate the champion on the newest videos (the `nightly` Prefect flow); exit 1 when a gate is broken."""
+    _offline()
+    from flows.nightly import nightly_regression
+    from tasks.regression import RegressionFailed, find_champion
+
+    prm = _with_gate_dir(_with_paths(state.params, videos=videos, holdout=holdout, frame_cache=cache), gate_dir)
+    try:
+        find_champion(prm.promote.gate_dir, prm.tracking)  # fails fast, before Prefect starts
+        report = nightly_regression(prm)
+    except RegressionFailed as e:
+        _print_nightly(e.report)
+        raise _fail(e) from e
+    except Exception as e:
+        raise _fail(e) from e
+    _print_nightly(report)
+    console.print(report.explain())
+
+
+def _print_nightly(report: Any) -> None:
+    """The nightly gates side by side: measured value, threshold, verdict."""
+    out = Console(width=None if sys.stdout.isatty() else 150)
+    table = Table(title=f"Nightly regression of champion version {report.champion_version} ({report.frames} frames)")
+    for col in ("gate", "value", "threshold", "verdict"):
+        table.add_column(col, justify="left" if col == "gate" else "right")
+    for c in report.checks:
+        table.add_row(c.gate, f"{c.value:.4g}", f"{c.op} {c.threshold:.4g}", "pass" if c.passed else "[red]FAIL[/red]")
+    out.print(table)
+    out.print(f"MLflow run: {report.mlflow_run_id or '-'}")
+
+
 gate_app = typer.Typer(no_args_is_help=True, help="The reference gate runtime.")
 app.add_typer(gate_app, name="gate")
 

@@ -264,6 +264,13 @@ class NightlyConfig(_Frozen):
 
     cron: str = "0 2 * * *"  # 02:00 every night
     timezone: str | None = None  # IANA name, e.g. Europe/Paris; None = the serving machine's local time zone
+    newest_videos: int = Field(5, ge=1)  # the newest videos (by mtime) in paths.videos whose frames are re-checked
+    max_agreement_drop: float = Field(0.05, ge=0, le=1)  # agreement mAP50-95 lost against the promotion-time value
+    # mean brightness of the newest frames vs the frames of the videos the champion was built from: |ratio - 1|.
+    # Measured: the plate model and its INT8 export keep agreeing on much darker frames, so agreement alone does not
+    # say the footage left what the champion was calibrated on; this does.
+    max_brightness_change: float = Field(0.35, gt=0, lt=1)
+    min_reference_boxes: int = Field(1, ge=0)  # FP32 plates on the newest frames below which they show no plates
 
 
 class ServeConfig(_Frozen):

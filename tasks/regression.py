@@ -1,0 +1,515 @@
+"""The nightly regression check: re-validate the deployed champion on frames of the newest videos.
+
+Gate videos have no labels, so every signal is label-free:
+- agreement (mAP50-95) of the champion with the FP32 reference of the rebuild it came from, on the newest frames plus
+  the labelled holdout's images (as validation measures it, so the number compares with the promotion-time one);
+- the footage itself: mean brightness of the newest frames against the frames of the videos the champion was built
+  from. Measured with the plate model and a real INT8 champion: on frames darkened to 12% of their brightness the
+  INT8 model still agrees with FP32 (agreement .82 vs .75 on the originals, 24 frames at imgsz 320), so agreement
+  alone does not say the cameras now send footage the champion was not calibrated or validated on; brightness does;
+- plates the FP32 reference still finds on the newest frames: none means there is nothing to re-validate on.
+
+Besides the MLflow run (and the frame cache's hash memo, as any extraction), nothing here writes outside its scratch
+folder: the DVC outputs (calibration, holdout frames), the frame cache's entries and the gate folder are only read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.build import Candidate
+from tasks.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
+from tasks.promote import MANIFEST, GateCheck, current_release, load_candidate
+from tasks.registry import CHAMPION, download_version, version_by_alias
+from tasks.track import ARTIFACT_PATH, KIND_TAG, client, experiment_id
+
+log = logging.getLogger(__name__)
+
+LINEAGE_JSON = "lineage.json"  # the rebuild parent run's artifact listing its videos (tasks/track.py)
+
+# what to do when a gate breaks, and the params key that sets its threshold
+ADVICE = {
+    "agreement": (
+        "promote.min_agreement",
+        "the INT8 champion no longer agrees with the FP32 reference on the newest footage: rebuild with the new "
+        "videos (`alpr-ops rebuild`) so the INT8 calibration covers them; if nothing passes, `alpr-ops rollback`",
+    ),
+    "agreement_drop": (
+        "nightly.max_agreement_drop",
+        "the champion agrees with FP32 much less than when it was promoted: rebuild with the new videos "
+        "(`alpr-ops rebuild`); if nothing passes, `alpr-ops rollback`",
+    ),
+    "brightness_change": (
+        "nightly.max_brightness_change",
+        "the newest footage is much {direction} than the footage the champion was calibrated and validated on: "
+        "check the cameras (exposure, IR lighting, a covered or dirty lens), then rebuild with the new videos "
+        "(`alpr-ops rebuild`) so the INT8 calibration covers them",
+    ),
+    "reference_boxes": (
+        "nightly.min_reference_boxes",
+        "the FP32 reference finds (almost) no plate on the newest frames, so the champion cannot be re-validated on "
+        "them: check the cameras (aim, focus, lighting) and that the newest videos show vehicles",
+    ),
+}
+
+
+class RegressionError(RuntimeError):
+    """The check cannot run (no champion, no reference, no frames); the message says what to do."""
+
+
+class RegressionFailed(RuntimeError):
+    """A nightly gate is broken; carries the report (the message is its explanation)."""
+
+    def __init__(self, report: RegressionReport) -> None:
+        super().__init__(report.explain())
+        self.report = report
+
+    def __reduce__(self) -> tuple[type, tuple[RegressionReport]]:  # pickled with its report (Prefect results)
+        return (type(self), (self.report,))
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The deployed release (`current`): what the gate runs, and what its manifest says about its promotion."""
+
+    release: Path
+    version: str
+    candidate: str
+    run_id: str
+    metrics: dict[str, float]
+    registry_version: str | None  # the version the registry's `champion` alias points at (None: no alias)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The FP32 reference the champion is compared with, and where it came from."""
+
+    candidate: Candidate
+    run_id: str
+    note: str
+
+
+@dataclass(frozen=True)
+class FrameSample:
+    """Frames of the newest videos in a scratch folder, and the brightness of the champion's own footage."""
+
+    frames_dir: Path  # images/ of the chosen frames
+    videos: tuple[str, ...]  # the newest videos
+    frames: int
+    source: str  # which frames were chosen (holdout split or all frames of the newest videos)
+    brightness: float  # mean (0-255) over the chosen frames
+    baseline_brightness: float | None  # mean over the frames of the videos the champion was built from
+    baseline_note: str
+    videos_decoded: int = 0  # videos decoded for this check (the others came from the rebuilds' frame cache)
+    videos_cached: int = 0
+
+
+@dataclass(frozen=True)
+class RegressionReport:
+    """The verdict of one nightly check: every gate with its number and threshold, and what was measured on what."""
+
+    passed: bool
+    checks: tuple[GateCheck, ...]
+    metrics: dict[str, float]
+    champion_version: str
+    champion_candidate: str
+    reference_note: str
+    videos: tuple[str, ...]
+    frames: int
+    frames_source: str
+    notes: tuple[str, ...] = ()
+    mlflow_run_id: str = ""
+    checked_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def broken(self) -> tuple[GateCheck, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+    def explain(self) -> str:
+        """One line per gate; for each broken one, its parameter and what to do."""
+        head = (
+            f"nightly regression of champion version {self.champion_version} ({self.champion_candidate}) on "
+            f"{self.frames} frames of the newest videos ({', '.join(self.videos)}): "
+            f"{'PASS' if self.passed else 'FAIL'}"
+        )
+        lines = [head]
+        for c in self.checks:
+            key, advice = ADVICE.get(c.gate, ("", ""))
+            if c.passed:
+                lines.append(f"  pass: {c}")
+                continue
+            if c.gate == "brightness_change":
+                new, old = self.metrics.get("brightness"), self.metrics.get("baseline_brightness")
+                direction = "darker" if (new or 0) < (old or 0) else "brighter"
+                advice = advice.format(direction=direction) + f" (mean brightness {new:.0f} vs {old:.0f} of 255)"
+            lines.append(f"  FAIL: {c} ({key}): {advice}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# --- the champion and its reference ---------------------------------------------------------------------------------
+
+
+def find_champion(gate_dir: Path, tracking: TrackingConfig) -> Champion:
+    """The release `current` points at, with its manifest; fails with what to run when nothing is deployed."""
+    release = current_release(gate_dir)
+    if release is None or not (release / MANIFEST).is_file():
+        raise RegressionError(
+            f"{gate_dir / 'current'}: no champion is deployed, so there is nothing to re-validate. "
+            "Run `alpr-ops rebuild` (or `alpr-ops promote` after one) first."
+        )
+    manifest = json.loads((release / MANIFEST).read_text())
+    mv = version_by_alias(client(tracking), tracking.registered_model, CHAMPION)
+    return Champion(
+        release,
+        str(manifest["version"]),
+        str(manifest.get("candidate", "")),
+        str(manifest["run_id"]),
+        {k: float(v) for k, v in manifest.get("metrics", {}).items()},
+        None if mv is None else str(mv.version),
+    )
+
+
+def _reference_run(mc: Any, parent_id: str, reference: str) -> Any | None:
+    runs = mc.search_runs(
+        [mc.get_run(parent_id).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.candidate = '{reference}'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def fetch_reference(tracking: TrackingConfig, champion: Champion, reference: str, work: Path) -> Reference:
+    """Download the FP32 reference logged by the rebuild the champion came from (a child run of the same parent).
+
+    When that rebuild has none (it was built without it), the reference of the newest finished rebuild made from
+    the same base model is used instead, and the report says so.
+    """
+    mc = client(tracking)
+    champ_run = mc.get_run(champion.run_id)
+    parent = champ_run.data.tags.get("mlflow.parentRunId")
+    run, note = None, ""
+    if parent:
+        run = _reference_run(mc, parent, reference)
+        note = f"'{reference}' of the champion's rebuild (run {parent})"
+    if run is None:
+        base = champ_run.data.tags.get("base_model_sha256", "")
+        found = mc.search_runs(
+            [champ_run.info.experiment_id],
+            filter_string=f"tags.`{KIND_TAG}` = 'candidate' and tags.candidate = '{reference}' "
+            f"and tags.base_model_sha256 = '{base}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            raise RegressionError(
+                f"no FP32 reference '{reference}' in {tracking.uri} for champion version {champion.version} "
+                f"(neither in its rebuild nor any rebuild of base model {base[:12]}); run `alpr-ops rebuild`."
+            )
+        run = found[0]
+        note = f"'{reference}' of rebuild {run.data.tags.get('mlflow.parentRunId')} (same base model; the champion's "
+        note += "own rebuild logged no reference)"
+        log.warning("nightly: using %s", note)
+    folder = download_version(f"{run.info.artifact_uri}/{ARTIFACT_PATH}", work / "reference", tracking.uri)
+    cand = load_candidate(folder)
+    if cand.precision != "fp32":
+        raise RegressionError(f"reference '{reference}' (run {run.info.run_id}) is {cand.precision}, not fp32")
+    return Reference(cand, run.info.run_id, note)
+
+
+def baseline_videos(tracking: TrackingConfig, champion: Champion) -> tuple[str, ...] | None:
+    """sha256 of the videos the champion's rebuild was made from (its `lineage.json`); None when not recorded."""
+    mc = client(tracking)
+    parent = mc.get_run(champion.run_id).data.tags.get("mlflow.parentRunId")
+    if not parent:
+        return None
+    if not any(f.path == LINEAGE_JSON for f in mc.list_artifacts(parent)):
+        return None
+    with tempfile.TemporaryDirectory(prefix="alpr-nightly-lineage-") as tmp:
+        doc = json.loads(Path(mc.download_artifacts(parent, LINEAGE_JSON, tmp)).read_text())
+    shas = tuple(str(v["sha256"]) for v in doc.get("videos") or [] if v.get("sha256"))
+    return shas or None
+
+
+# --- the frames -----------------------------------------------------------------------------------------------------
+
+
+def newest_videos(videos_dir: Path, n: int) -> list[Path]:
+    """The `n` newest video files (by modification time, newest first)."""
+    from tasks.extract import list_videos
+
+    videos, _ = list_videos(videos_dir)
+    if not videos:
+        raise RegressionError(f"{videos_dir}: no videos, so no newest footage to re-validate the champion on.")
+    return sorted(videos, key=lambda v: (v.stat().st_mtime_ns, v.name), reverse=True)[:n]
+
+
+def private_cache(shared: Path, work: Path) -> Path:
+    """A frame cache in `work` that links every complete entry of the `shared` one (and its hash memo).
+
+    Extraction clears the temp folders it finds in its cache, which in the shared cache may be a running rebuild's
+    entries in progress; the nightly check reuses what rebuilds decoded without ever writing into their cache.
+    """
+    from tasks.extract_worker import ENTRY_NAME
+
+    own = work / "frame-cache"
+    (own / "entries").mkdir(parents=True)
+    if (shared / "hashes").is_dir():
+        (own / "hashes").symlink_to((shared / "hashes").resolve(), target_is_directory=True)
+    if (shared / "entries").is_dir():
+        for entry in (shared / "entries").iterdir():
+            if not entry.name.startswith(".") and (entry / ENTRY_NAME).is_file():
+                (own / "entries" / entry.name).symlink_to(entry.resolve(), target_is_directory=True)
+    return own
+
+
+def sample_frames(
+    videos_dir: Path,
+    cfg: ExtractConfig,
+    names: tuple[str, ...],
+    cache_dir: Path,
+    n_newest: int,
+    baseline: tuple[str, ...] | None,
+    work: Path,
+) -> FrameSample:
+    """Frames of the `n_newest` newest videos in `work/newest/images`, sampled with the extraction's own code and
+    params (so the frame cache is reused), and the mean brightness of the champion's footage for comparison.
+
+    Every video is extracted (from the frame cache, after a rebuild; see `private_cache`) into a scratch folder: its
+    split is the one a rebuild of this folder gives. Frames of newest videos in the holdout split are preferred: they
+    were never calibrated on.
+    """
+    import pandas as pd
+
+    from tasks.extract import MANIFEST_NAME, extract_frames
+    from tasks.fsutil import atomic_dir
+
+    newest = newest_videos(videos_dir, n_newest)
+    out = work / "all"
+    cache = private_cache(cache_dir, work)
+    calibration, holdout = out / "calibration", out / "holdout"
+    result = extract_frames(videos_dir, calibration, out / "calibration.yaml", cfg, names, holdout, cache)
+    tables = [pd.read_csv(d / MANIFEST_NAME).assign(folder=str(d)) for d in (calibration, holdout)]
+    frames = pd.concat([t for t in tables if len(t)], ignore_index=True)
+    names_newest = [v.name for v in newest]
+    chosen = frames[frames["video"].isin(names_newest)]
+    if chosen.empty:
+        skipped = {k: v for k, v in result.skipped.items() if k in names_newest}
+        raise RegressionError(f"{videos_dir}: no frame could be extracted from the newest videos: {skipped}")
+    held = chosen[chosen["split"] == "holdout"]
+    if len(held):
+        source = f"holdout-split frames of {held['video'].nunique()} of the {len(newest)} newest videos"
+        chosen = held
+    else:
+        source = f"all frames of the {len(newest)} newest videos (none of them is in the holdout split)"
+    with atomic_dir(work / "newest") as tmp:
+        (tmp / "images").mkdir()
+        for row in chosen.itertuples():
+            os.link(Path(row.folder) / row.image, tmp / "images" / Path(row.image).name)
+    if baseline is not None:
+        base = frames[frames["video_sha256"].isin(baseline)]
+        note = f"frames of the {base['video'].nunique()} videos of the champion's rebuild still in {videos_dir}"
+    else:
+        base = frames[~frames["video"].isin(names_newest)]
+        note = "the rebuild recorded no video list: frames of the older videos in the folder"
+    if base.empty:
+        note = "no frame of the champion's own footage is available: brightness not compared"
+    log.info("nightly: %d frames (%s); baseline: %s", len(chosen), source, note)
+    return FrameSample(
+        work / "newest" / "images",
+        tuple(names_newest),
+        len(chosen),
+        source,
+        round(float(chosen["brightness"].mean()), 3),
+        None if base.empty else round(float(base["brightness"].mean()), 3),
+        note,
+        int(result.report.get("decoded_videos", 0)),
+        int(result.report.get("cached_videos", 0)),
+    )
+
+
+# --- measuring and judging ------------------------------------------------------------------------------------------
+
+
+def _mean_conf(dets: list[Any]) -> float:
+    confs = [c for d in dets for c in d.conf]
+    return round(sum(confs) / len(confs), 5) if confs else 0.0
+
+
+def measure(
+    champion: Champion, reference: Reference, sample: FrameSample, holdout_dir: Path, cfg: ValidateConfig, work: Path
+) -> dict[str, float]:
+    """Agreement of the champion with the FP32 reference, as validation measures it (Ultralytics' validator on the
+    reference's detections as labels), on the newest frames plus the labelled holdout's images; and the boxes and
+    confidences of both models on the newest frames alone."""
+    from tasks.validate import (
+        accuracy,
+        agreement_counts,
+        agreement_images,
+        compare,
+        holdout_images,
+        predict,
+        write_pseudo_labels,
+    )
+
+    champ = load_candidate(champion.release)
+    labelled = holdout_images(holdout_dir)
+    images, _ = agreement_images(sample.frames_dir.parent, labelled)
+    ref_dets = predict(reference.candidate, images, cfg)
+    champ_dets = predict(champ, images, cfg)
+    metrics: dict[str, float] = {"agreement_map50": 0.0, "agreement_map50_95": 0.0}
+    if any(d.conf for d in ref_dets):
+        data = write_pseudo_labels(reference.candidate, images, work / "agreement", cfg, ref_dets)
+        agree = accuracy(champ, data, cfg, work / "runs")
+        metrics |= {"agreement_map50": agree["map50"], "agreement_map50_95": agree["map50_95"]}
+    diffs = [compare(str(i), r, c) for i, r, c in zip(images, ref_dets, champ_dets, strict=True)]
+    metrics |= agreement_counts(diffs)
+    n = sample.frames  # agreement_images puts the unlabelled (newest) frames first
+    newest = agreement_counts(diffs[:n])
+    metrics |= {
+        "frames_newest": float(n),
+        "frames_holdout": float(len(images) - n),
+        "newest_boxes_reference": newest["boxes_reference"],
+        "newest_boxes_lost": newest["boxes_lost"],
+        "newest_boxes_gained": newest["boxes_gained"],
+        "newest_reference_boxes_per_frame": round(newest["boxes_reference"] / n, 4),
+        "newest_reference_conf_mean": _mean_conf(ref_dets[:n]),
+        "newest_champion_conf_mean": _mean_conf(champ_dets[:n]),
+        "brightness": sample.brightness,
+        "videos_decoded": float(sample.videos_decoded),
+        "videos_cached": float(sample.videos_cached),
+    }
+    if sample.baseline_brightness is not None:
+        metrics["baseline_brightness"] = sample.baseline_brightness
+    log.info(
+        "nightly: agreement mAP50-95 %.4f on %d frames (%d newest); FP32 plates on the newest: %d",
+        metrics["agreement_map50_95"], len(images), n, int(newest["boxes_reference"]),
+    )  # fmt: skip
+    return metrics
+
+
+def judge(
+    metrics: dict[str, float], promoted: dict[str, float], cfg: NightlyConfig, min_agreement: float
+) -> tuple[GateCheck, ...]:
+    """The nightly gates (pure): agreement floor, agreement drop since promotion, brightness change of the footage,
+    FP32 plates still found. A gate without its inputs (no promotion-time agreement, no baseline footage) is left
+    out rather than guessed; the report's notes say so."""
+    agreement = metrics["agreement_map50_95"]
+    checks = [GateCheck("agreement", agreement >= min_agreement, agreement, min_agreement, ">=")]
+    if "agreement_map50_95" in promoted:
+        drop = round(promoted["agreement_map50_95"] - agreement, 6)
+        checks.append(GateCheck("agreement_drop", drop <= cfg.max_agreement_drop, drop, cfg.max_agreement_drop, "<="))
+    base = metrics.get("baseline_brightness")
+    if base:
+        change = round(abs(metrics["brightness"] / base - 1.0), 4)
+        checks.append(
+            GateCheck("brightness_change", change <= cfg.max_brightness_change, change, cfg.max_brightness_change, "<=")
+        )
+    boxes = metrics["newest_boxes_reference"]
+    checks.append(
+        GateCheck("reference_boxes", boxes >= cfg.min_reference_boxes, boxes, float(cfg.min_reference_boxes), ">=")
+    )
+    return tuple(checks)
+
+
+def make_report(
+    champion: Champion,
+    reference: Reference,
+    sample: FrameSample,
+    metrics: dict[str, float],
+    cfg: NightlyConfig,
+    min_agreement: float,
+) -> RegressionReport:
+    """Judge the measured numbers against the gates and the champion's promotion-time values."""
+    checks = judge(metrics, champion.metrics, cfg, min_agreement)
+    full = dict(metrics)
+    if "agreement_map50_95" in champion.metrics:
+        full["promoted_agreement_map50_95"] = champion.metrics["agreement_map50_95"]
+    if sample.baseline_brightness:
+        full["brightness_change"] = round(sample.brightness / sample.baseline_brightness - 1.0, 4)
+    notes = [f"frames: {sample.source}", f"reference: {reference.note}", f"brightness baseline: {sample.baseline_note}"]
+    if "agreement_map50_95" not in champion.metrics:
+        notes.append("the release manifest has no promotion-time agreement: agreement_drop not checked")
+    if champion.registry_version != champion.version:
+        notes.append(
+            f"the registry's champion alias is version {champion.registry_version}, but {champion.version} is "
+            "deployed: a promotion or rollback was interrupted; re-run it"
+        )
+    return RegressionReport(
+        all(c.passed for c in checks),
+        checks,
+        full,
+        champion.version,
+        champion.candidate,
+        reference.note,
+        sample.videos,
+        sample.frames,
+        sample.source,
+        tuple(notes),
+    )
+
+
+def log_nightly(tracking: TrackingConfig, report: RegressionReport) -> RegressionReport:
+    """An MLflow run of kind `nightly`: the champion version, every gate's verdict (tags), the numbers (metrics) and
+    `nightly/verdict.json`. Returns the report with the run id."""
+    from mlflow.entities import Metric
+
+    mc = client(tracking)
+    exp = experiment_id(mc, tracking)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
+    tags = {
+        KIND_TAG: "nightly",
+        "mlflow.runName": f"nightly-v{report.champion_version}-{stamp}",
+        "champion_version": report.champion_version,
+        "candidate": report.champion_candidate,
+        "nightly.passed": str(report.passed).lower(),
+        "nightly.videos": ", ".join(report.videos)[:4900],
+    }
+    for c in report.checks:
+        tags[f"gate.{c.gate}"] = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
+    run = mc.create_run(exp, tags=tags)
+    rid = run.info.run_id
+    try:
+        now = int(run.info.start_time)
+        mc.log_batch(rid, metrics=[Metric(k, float(v), now, 0) for k, v in report.metrics.items()])
+        done = replace(report, mlflow_run_id=rid)
+        doc = {**asdict(done), "checks": [asdict(c) for c in report.checks], "explain": report.explain()}
+        mc.log_text(rid, json.dumps(doc, indent=2, default=str), "nightly/verdict.json")
+    except BaseException:
+        mc.set_terminated(rid, status="FAILED")
+        raise
+    mc.set_terminated(rid)
+    log.info("nightly run %s logged to %s: %s", rid, tracking.uri, "pass" if report.passed else "FAIL")
+    return done
+
+
+def check_champion(
+    gate_dir: Path,
+    tracking: TrackingConfig,
+    reference: str,
+    videos_dir: Path,
+    holdout_dir: Path,
+    frame_cache: Path,
+    extract_cfg: ExtractConfig,
+    names: tuple[str, ...],
+    vcfg: ValidateConfig,
+    cfg: NightlyConfig,
+    min_agreement: float,
+) -> RegressionReport:
+    """The whole check in one call (the `nightly` flow runs the same steps as Prefect tasks): logged to MLflow;
+    the report says whether a gate broke (raising is the caller's choice)."""
+    champion = find_champion(gate_dir, tracking)
+    with tempfile.TemporaryDirectory(prefix="alpr-nightly-") as tmp:
+        work = Path(tmp)
+        ref = fetch_reference(tracking, champion, reference, work)
+        baseline = baseline_videos(tracking, champion)
+        sample = sample_frames(videos_dir, extract_cfg, names, frame_cache, cfg.newest_videos, baseline, work)
+        metrics = measure(champion, ref, sample, holdout_dir, vcfg, work)
+    return log_nightly(tracking, make_report(champion, ref, sample, metrics, cfg, min_agreement))

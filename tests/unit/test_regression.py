@@ -1,0 +1,81 @@
+"""The nightly gates as pure functions: which gate breaks on which numbers, and what the message says."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from tasks.config import NightlyConfig
+from tasks.regression import RegressionFailed, RegressionReport, judge
+
+CFG = NightlyConfig(max_agreement_drop=0.05, max_brightness_change=0.35, min_reference_boxes=1)
+PROMOTED = {"agreement_map50_95": 0.9}
+
+
+def measured(**changes: float) -> dict[str, float]:
+    base = {"agreement_map50_95": 0.88, "brightness": 100.0, "baseline_brightness": 110.0, "newest_boxes_reference": 5}
+    return {**base, **changes}
+
+
+def report(metrics: dict[str, float], promoted: dict[str, float] = PROMOTED) -> RegressionReport:
+    checks = judge(metrics, promoted, CFG, min_agreement=0.8)
+    return RegressionReport(
+        all(c.passed for c in checks), checks, metrics, "7", "ov-int8", "fp32", ("a.mp4",), 10, "all frames"
+    )
+
+
+def verdicts(metrics: dict[str, float], promoted: dict[str, float] = PROMOTED) -> dict[str, bool]:
+    return {c.gate: c.passed for c in judge(metrics, promoted, CFG, min_agreement=0.8)}
+
+
+def test_unchanged_numbers_pass_every_gate() -> None:
+    assert verdicts(measured()) == {
+        "agreement": True,
+        "agreement_drop": True,
+        "brightness_change": True,
+        "reference_boxes": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "broken"),
+    [
+        ({"agreement_map50_95": 0.79}, {"agreement", "agreement_drop"}),
+        ({"agreement_map50_95": 0.84}, {"agreement_drop"}),  # above the floor, but 0.06 below promotion time
+        ({"brightness": 30.0}, {"brightness_change"}),  # much darker
+        ({"brightness": 160.0}, {"brightness_change"}),  # much brighter (over-exposed)
+        ({"newest_boxes_reference": 0}, {"reference_boxes"}),
+    ],
+)
+def test_each_gate_breaks_on_its_own_number(changes: dict[str, float], broken: set[str]) -> None:
+    got = verdicts(measured(**changes))
+    assert {g for g, ok in got.items() if not ok} == broken
+
+
+def test_gates_at_their_threshold_pass() -> None:
+    assert all(verdicts(measured(agreement_map50_95=0.85, brightness=110.0 * 0.65)).values())
+
+
+def test_a_gate_without_its_inputs_is_left_out() -> None:
+    no_baseline = {k: v for k, v in measured().items() if k != "baseline_brightness"}
+    assert set(verdicts(no_baseline, promoted={})) == {"agreement", "reference_boxes"}
+
+
+def test_the_message_names_the_gate_its_numbers_the_param_and_the_fix() -> None:
+    r = report(measured(brightness=25.0))
+    assert not r.passed and [c.gate for c in r.broken] == ["brightness_change"]
+    text = r.explain()
+    assert "FAIL: brightness_change 0.7727 > 0.35 (nightly.max_brightness_change)" in text
+    assert "much darker" in text and "mean brightness 25 vs 110" in text
+    assert "check the cameras" in text and "alpr-ops rebuild" in text
+    assert "pass: agreement 0.88 >= 0.8" in text
+    drop = report(measured(agreement_map50_95=0.7)).explain()
+    assert "(promote.min_agreement)" in drop and "(nightly.max_agreement_drop)" in drop and "alpr-ops rollback" in drop
+
+
+def test_the_failure_keeps_its_report_through_pickling() -> None:
+    """Prefect may persist a failed run's exception: the report must survive it."""
+    r = report(measured(newest_boxes_reference=0))
+    again = pickle.loads(pickle.dumps(RegressionFailed(r)))
+    assert again.report == r and str(again) == r.explain()
