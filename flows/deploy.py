@@ -83,7 +83,7 @@ def nightly(params_file: str) -> dict[str, Any]:
 
     proj = load_project(Path(params_file))
     report = nightly_regression.fn(proj.params)
-    return {"passed": report.passed, "mlflow_run_id": getattr(report, "run_id", None)}
+    return {"passed": report.passed, "mlflow_run_id": report.mlflow_run_id, "champion": report.champion_version}
 
 
 @flow(name="promote")

@@ -1,4 +1,5 @@
-"""The `nightly` Prefect flow: re-validate the deployed champion on the newest footage; a broken gate fails the run.
+"""The `nightly-regression` Prefect flow: re-validate the deployed champion on the newest footage; a broken gate
+fails the run.
 
 Prefect decorators live here only; the logic is in `tasks/regression.py`, whose plain functions the tests call.
 A broken gate raises `RegressionFailed`, so the flow run ends in a visible Failed state (and the scheduled
@@ -61,7 +62,7 @@ def cleanup(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@flow(name="nightly", log_prints=False)
+@flow(name="nightly-regression", log_prints=False)
 def nightly_regression(params: Params) -> reg.RegressionReport:
     """Re-validate the champion on frames of the newest videos against the FP32 reference and its promotion-time
     numbers; log the run to MLflow; raise `RegressionFailed` (the flow run fails) when a gate is broken."""

@@ -98,17 +98,30 @@ def flow_runs(url: str, deployment: str) -> list:
     return sorted((r for r in runs if r.deployment_id == dep.id), key=lambda r: r.created)
 
 
-def deployed(url: str, deployment: str) -> bool:
+def deployed(url: str, deployment: str):  # -> the deployment, or None
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
         try:
-            client.read_deployment_by_name(deployment)
+            return client.read_deployment_by_name(deployment)
         except ObjectNotFound:
-            return False
-    return True
+            return None
+
+
+def assert_deployments(url: str, name: str) -> None:
+    """The four deployments exist; the nightly one runs at 02:00 in this machine's time zone; rebuilds queue."""
+    import tzlocal
+
+    for flow in ("rebuild", "promote", "rollback"):
+        assert deployed(url, f"{flow}/{name}"), flow
+    nightly = deployed(url, f"nightly-regression/{name}")
+    (schedule,) = [s.schedule for s in nightly.schedules]
+    assert schedule.cron == "0 2 * * *" and schedule.timezone == tzlocal.get_localzone_name()
+    rebuild = deployed(url, f"rebuild/{name}")
+    assert rebuild.global_concurrency_limit.limit == 1
+    assert rebuild.concurrency_options.collision_strategy.value == "ENQUEUE"
 
 
 def state_of(runs: list) -> list[str]:
@@ -155,6 +168,7 @@ def test_server_mode_worker_runs_rebuilds_one_at_a_time(
     done = subprocess.run([str(EXE / "alpr-ops"), "deploy"], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rebuild/gate-cpu" in done.stdout + done.stderr
+    assert_deployments(url, "gate-cpu")
 
     log = tmp_path / "worker.log"
     worker = start([str(EXE / "prefect"), "worker", "start", "--pool", "gate-cpu"], root, env, log)
@@ -202,6 +216,7 @@ def test_serve_watches_videos_and_rebuilds_once_per_landing(project: Params, mak
     try:
         wait_for(lambda: healthy(url) and b"watching" in log.read_bytes(), 180, "alpr-ops serve", served, log)
         wait_for(lambda: deployed(url, "rebuild/serve"), 60, "the served deployments", served, log)
+        assert_deployments(url, "serve")
         assert flow_runs(url, "rebuild/serve") == []  # the videos already there start nothing
         src = sorted((sample_data / "videos").iterdir())[0]
         copied_at = copy_slowly(src, params.paths.videos / "landed.mp4", chunks=5, pause_s=0.8)  # pauses < settle_s
