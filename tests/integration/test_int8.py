@@ -86,13 +86,17 @@ def test_a_candidate_forced_below_the_gate_recovers_and_names_the_layers_kept_in
     assert meta["quantization"]["kept_in_float"] == q["kept_in_float"]
     assert read_embedded_metadata(built[1].path)["kept_in_float"] == q["kept_in_float"]
 
-    # next build (frames changed -> a real rebuild) starts from the layers this one kept: the gate passes at once
+    # next build (frames changed -> a real rebuild) starts from the layers this one kept, including the operations
+    # NNCF's search reverted (its activation quantizers too, not only float weights), and ends passing. Whether it
+    # passes at once depends on the frames: re-quantizing recomputes bias correction, so the search may run again.
     changed = dataclasses.replace(frames, frames_hash="changed")
     again = _build(plate_model, changed, tmp_path / "c2", forced, previous=built[1].folder, gate_frames=gate_frames)
     again = again[1].quantization
     assert again["start_kept_in_float"] == q["float_scope"]
     assert set(q["kept_in_float"]) <= set(q["float_scope"])
-    assert again["gate_first"]["passed"] is True and again["recovery"] == [], (again["gate_first"], again["recovery"])
+    searched = [step for step in q["recovery"] if step["step"] == "nncf_accuracy_control"]
+    assert all(step["reverted"] and set(step["reverted"]) <= set(again["ignored_scope"]) for step in searched), searched
+    assert again["gate"]["passed"] is True, (again["gate_first"], again["recovery"])
 
 
 def test_the_search_stops_at_its_time_budget_and_keeps_the_candidate(
