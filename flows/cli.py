@@ -206,8 +206,14 @@ def _print_extract(report: dict[str, Any]) -> None:
 
 
 @app.command()
-def build(model: PathOpt = None, data: PathOpt = None, frames: PathOpt = None, out: PathOpt = None) -> None:
-    """Build every candidate in params.yaml: build.candidates."""
+def build(
+    model: PathOpt = None,
+    data: PathOpt = None,
+    frames: PathOpt = None,
+    out: PathOpt = None,
+    gate_frames: PathOpt = None,
+) -> None:
+    """Build every candidate in params.yaml: build.candidates (our INT8 gate uses frames of the held-out videos)."""
     _offline()
     from tasks.build import BackendUnavailable, build_candidates
     from tasks.extract import ExtractError, check_dataset_yaml, read_frames_hash
@@ -221,6 +227,7 @@ def build(model: PathOpt = None, data: PathOpt = None, frames: PathOpt = None, o
         build_candidates(
             weights, dataset, out or p.candidates, prm.build, prm.model.sha256, digest,
             gate=prm.validate_, cache_dir=p.build_cache, previous=prm.promote.gate_dir / "current",
+            gate_frames=gate_frames or p.holdout_frames,
         )  # fmt: skip
     except (ModelError, ExtractError, BackendUnavailable, FileNotFoundError) as e:
         raise _fail(e) from e

@@ -60,6 +60,7 @@ def rebuild(params: Params, root: Path, dvc_root: Path | None = None) -> dict[st
         gate=params.validate_,
         cache_dir=p.build_cache,
         previous=params.promote.gate_dir / "current",
+        gate_frames=p.holdout_frames,
     )
     report = validate_candidates(built, p.holdout, params.build.reference, params.validate_, p.holdout_frames)
     metrics = report.metrics

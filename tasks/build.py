@@ -158,12 +158,15 @@ def build_candidates(
     gate: ValidateConfig | None = None,
     cache_dir: Path | None = None,
     previous: Path | None = None,
+    gate_frames: Path | None = None,
 ) -> list[Candidate]:
     """Build every candidate of `cfg` into `out_dir/<name>/`, each folder replaced atomically when complete.
 
     `gate`: the agreement settings (validate section) for our INT8 methods' accuracy gate. `cache_dir`: the
     content-addressed store of built candidates. `previous`: the previous champion's folder (a release holding
-    `candidate.json`); the layers it kept in float start our NNCF search.
+    `candidate.json`); the layers it kept in float start our NNCF search. `gate_frames`: unlabelled frames of the
+    held-out videos (`paths.holdout_frames`), where our NNCF gate and its search measure agreement; part of the
+    cache key of the candidates that use them.
     """
     if not dataset_yaml.is_file():
         raise FileNotFoundError(f"{dataset_yaml}: calibration dataset YAML not found. Run `alpr-ops extract` first.")
@@ -176,12 +179,17 @@ def build_candidates(
         from tasks.tensorrt import device_info
 
         toolchain = {**toolchain, **{f"trt_{k}": v for k, v in device_info().items()}}
+    gate_images = gate_frame_images(gate_frames)
+    gate_hash = _images_sha256(gate_images) if gate_images else ""
     built = []
     for cand in steps(cfg.candidates, "build: exporting candidates"):
         backend = cfg.backend_of(cand)
         params = cand.model_dump(mode="json", exclude_none=True)
         calibrated_on = frames_hash if cand.precision == "int8" else ""  # FP32/FP16 do not depend on the frames
-        key = cache.cache_key(base_model_sha256, calibrated_on, {**params, "backend": backend}, cfg.imgsz, toolchain)
+        keyed = {**params, "backend": backend}
+        if cand.method == "nncf" and gate_hash:
+            keyed["gate_frames_sha256"] = gate_hash
+        key = cache.cache_key(base_model_sha256, calibrated_on, keyed, cfg.imgsz, toolchain)
         folder = out_dir / cand.name
         reused = _reuse(folder, key, cache_dir)
         if reused is not None:
@@ -192,7 +200,7 @@ def build_candidates(
         built_at = datetime.now(UTC).isoformat(timespec="seconds")
         with atomic_dir(folder) as tmp:
             artifact, quantization = build_artifact(
-                model, cand, backend, dataset_yaml, cfg.imgsz, tmp, gate, start_kept
+                model, cand, backend, dataset_yaml, cfg.imgsz, tmp, gate, start_kept, gate_images
             )
             embedded = {
                 "name": cand.name,
@@ -235,6 +243,25 @@ def build_candidates(
         )  # fmt: skip
         built.append(result)
     return built
+
+
+def gate_frame_images(folder: Path | None) -> list[Path]:
+    """The images of a frames folder (`folder/images`, or `folder` itself); none when it is unset or missing."""
+    from tasks.quantize import IMAGE_SUFFIXES
+
+    if folder is None:
+        return []
+    for where in (folder / "images", folder):
+        if where.is_dir():
+            return sorted(p for p in where.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return []
+
+
+def _images_sha256(images: list[Path]) -> str:
+    h = hashlib.sha256()
+    for image in images:
+        h.update(f"{image.name}\0{sha256_file(image)}\n".encode())
+    return h.hexdigest()
 
 
 def _read_candidate(meta: Path, folder: Path) -> Candidate:
@@ -309,6 +336,7 @@ def build_artifact(
     out: Path,
     gate: ValidateConfig | None,
     start_kept: list[str],
+    gate_images: list[Path] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Build one candidate's artifact into the folder `out`; returns it and what quantization recorded."""
     if cand.method == "ultralytics":
@@ -331,7 +359,7 @@ def build_artifact(
             shutil.copyfile(ir / "metadata.yaml", artifact / "metadata.yaml")
             xml = next(ir.glob("*.xml"))
             result = quantize.nncf_quantize_ir(
-                xml, artifact / xml.name, images, cand.nncf_settings, imgsz, gate, start_kept
+                xml, artifact / xml.name, images, cand.nncf_settings, imgsz, gate, start_kept, gate_images or []
             )
             return artifact, result.info
         onnx_fp32 = export_candidate(model, fp32, "onnxruntime", dataset_yaml, imgsz, Path(scratch))

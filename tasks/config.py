@@ -104,14 +104,16 @@ class IgnoredScopeConfig(_Frozen):
 
 
 class AccuracyControlConfig(_Frozen):
-    """The accuracy gate measured at build time on calibration frames held out from calibration, and the recovery
-    (NNCF's `quantize_with_accuracy_control`) run only when the gate fails."""
+    """The accuracy gate measured at build time on frames of the held-out videos (`paths.holdout_frames`; without
+    them, on calibration frames held out from calibration), and the recovery (NNCF's
+    `quantize_with_accuracy_control`) run only when the gate fails."""
 
     enabled: bool = False
     max_drop: float = Field(0.01, gt=0, lt=1)  # agreement mAP50-95 with FP32 the INT8 model may lose
     max_iterations: int = Field(4, ge=1, le=100)  # layer groups reverted to float at most (bounds the time)
     search: bool = True  # after the head step, NNCF's ranking search (minutes at 640 on 2 cores: one compile per group)
-    holdout_fraction: float = Field(0.25, gt=0, lt=1)  # of the calibration frames, kept out of it for the gate (>= 2)
+    search_budget_s: float = Field(600, gt=0)  # the search stops here and the candidate stays as before it
+    holdout_fraction: float = Field(0.25, gt=0, lt=1)  # without held-out video frames: calibration frames kept out
 
 
 class NncfConfig(_Frozen):

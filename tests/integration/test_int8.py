@@ -39,13 +39,24 @@ def frames(tmp_path_factory: pytest.TempPathFactory, videos: Path):
     return extract_frames(videos, root / "calibration", root / "calibration.yaml", cfg, ("plate",))
 
 
+@pytest.fixture(scope="module")
+def gate_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Frames of a video never used for calibration (what `paths.holdout_frames` holds): where our gate measures."""
+    from tasks.synth import SynthConfig, write_videos
+
+    root = tmp_path_factory.mktemp("gate")
+    write_videos(root / "videos", 1, 4, 7, SynthConfig(width=640, height=360, fps=10))
+    cfg = ExtractConfig(interval_s=0.5, max_frames_per_video=8)
+    return extract_frames(root / "videos", root / "frames", root / "frames.yaml", cfg, ("plate",)).out_dir
+
+
 def _build(model: Path, frames, out: Path, *cands: CandidateConfig, **kw) -> list:
     cfg = BuildConfig(imgsz=320, candidates=(FP32, *cands))
     return build_candidates(model, frames.dataset_yaml, out, cfg, "m" * 64, frames.frames_hash, gate=GATE, **kw)
 
 
 def test_a_candidate_forced_below_the_gate_recovers_and_names_the_layers_kept_in_float(
-    plate_model: Path, frames, tmp_path: Path
+    plate_model: Path, frames, gate_frames: Path, tmp_path: Path
 ) -> None:
     # the head quantized (Ultralytics' own head scope and the branches' last convs off): far below the gate at first
     forced = CandidateConfig.model_validate(
@@ -55,14 +66,17 @@ def test_a_candidate_forced_below_the_gate_recovers_and_names_the_layers_kept_in
             "method": "nncf",
             "nncf": {
                 "ignored_scope": {"ultralytics_head": False, "branch_last_conv": False},
-                "accuracy_control": {"enabled": True, "max_drop": 0.01, "max_iterations": 2, "holdout_fraction": 0.375},
+                "accuracy_control": {"enabled": True, "max_drop": 0.03, "max_iterations": 4},
             },
         }
     )
-    built = _build(plate_model, frames, tmp_path / "c", forced)
+    built = _build(plate_model, frames, tmp_path / "c", forced, gate_frames=gate_frames)
     q = built[1].quantization
+    assert q["gate_frames_source"] == "holdout_videos"
+    assert q["holdout_frames"] == len(list((gate_frames / "images").iterdir()))
+    assert q["calibration_frames"] == len(list((frames.out_dir / "images").iterdir()))  # none spent on the gate
     assert q["gate_first"]["passed"] is False, q["gate_first"]
-    assert q["gate"]["passed"] is True, q
+    assert q["gate"]["passed"] is True, (q["gate_first"], q["recovery"])
     assert q["holdout_boxes"] > 0
     assert q["recovery"], "the recovery loop did not run"
     assert q["kept_by_recovery"], "recovery passed without keeping any layer in float"
@@ -72,16 +86,44 @@ def test_a_candidate_forced_below_the_gate_recovers_and_names_the_layers_kept_in
     assert meta["quantization"]["kept_in_float"] == q["kept_in_float"]
     assert read_embedded_metadata(built[1].path)["kept_in_float"] == q["kept_in_float"]
 
-    # next build (frames changed -> a real rebuild) starts from the layers this one kept: the gate passes at once
+    # next build (frames changed -> a real rebuild) starts from the layers this one kept, including the operations
+    # NNCF's search reverted (its activation quantizers too, not only float weights), and ends passing. Whether it
+    # passes at once depends on the frames: re-quantizing recomputes bias correction, so the search may run again.
     changed = dataclasses.replace(frames, frames_hash="changed")
-    again = _build(plate_model, changed, tmp_path / "c2", forced, previous=built[1].folder)[1].quantization
+    again = _build(plate_model, changed, tmp_path / "c2", forced, previous=built[1].folder, gate_frames=gate_frames)
+    again = again[1].quantization
     assert again["start_kept_in_float"] == q["float_scope"]
     assert set(q["kept_in_float"]) <= set(q["float_scope"])
-    assert again["gate_first"]["passed"] is True and again["recovery"] == []
+    searched = [step for step in q["recovery"] if step["step"] == "nncf_accuracy_control"]
+    assert all(step["reverted"] and set(step["reverted"]) <= set(again["ignored_scope"]) for step in searched), searched
+    assert again["gate"]["passed"] is True, (again["gate_first"], again["recovery"])
+
+
+def test_the_search_stops_at_its_time_budget_and_keeps_the_candidate(
+    plate_model: Path, frames, gate_frames: Path, tmp_path: Path
+) -> None:
+    # a gate no INT8 model meets, and a search budget spent before NNCF's first evaluation
+    strict = CandidateConfig.model_validate(
+        {
+            "name": "strict",
+            "precision": "int8",
+            "method": "nncf",
+            "nncf": {
+                "ignored_scope": {"ultralytics_head": False, "branch_last_conv": False},
+                "accuracy_control": {"enabled": True, "max_drop": 1e-6, "search": True, "search_budget_s": 1e-3},
+            },
+        }
+    )
+    built = _build(plate_model, frames, tmp_path / "c", strict, gate_frames=gate_frames)[1]
+    q = built.quantization
+    assert [step["step"] for step in q["recovery"]] == ["head_scope", "nncf_accuracy_control"]
+    assert "budget" in q["recovery"][-1]["stopped"]
+    assert q["gate"]["passed"] is False and q["gate"] == {k: q["recovery"][0][k] for k in q["gate"]}
+    assert built.path.is_dir() and q["kept_in_float"]  # the head-scope model, saved as the candidate
 
 
 def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
-    plate_model: Path, frames, tmp_path: Path, videos: Path, caplog: pytest.LogCaptureFixture
+    plate_model: Path, frames, gate_frames: Path, tmp_path: Path, videos: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ours = CandidateConfig.model_validate(
         {
@@ -95,7 +137,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
         {"name": "qdq", "precision": "int8", "method": "ort-qdq", "qdq": {"holdout_fraction": 0.125}}
     )
     out, cache = tmp_path / "candidates", tmp_path / "cache"
-    first = _build(plate_model, frames, out, ours, qdq, cache_dir=cache)
+    first = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames)
     stamps = {c.name: (c.path.stat().st_mtime_ns, path_sha256(c.path), c.built_at) for c in first}
 
     # metadata in and beside every artifact, and every artifact loads in Ultralytics
@@ -113,7 +155,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
         )
 
     caplog.set_level(logging.INFO, logger="tasks.build")
-    again = _build(plate_model, frames, out, ours, qdq, cache_dir=cache)
+    again = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames)
     assert again == first
     assert {c.name: (c.path.stat().st_mtime_ns, path_sha256(c.path), c.built_at) for c in again} == stamps
     assert sum("reused" in r.message for r in caplog.records) == 3
@@ -123,9 +165,20 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     shutil.rmtree(out)
     caplog.clear()
     caplog.set_level(logging.INFO, logger="tasks.build")
-    restored = _build(plate_model, frames, out, ours, qdq, cache_dir=cache)
+    restored = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames)
     assert [path_sha256(c.path) for c in restored] == [s[1] for s in stamps.values()]
     assert sum("from the build cache" in r.message for r in caplog.records) == 3
+
+    # different gate frames: only the candidate gated on them is built again
+    fewer = tmp_path / "gate2" / "images"
+    fewer.mkdir(parents=True)
+    for image in sorted((gate_frames / "images").iterdir())[1:]:
+        shutil.copyfile(image, fewer / image.name)
+    regated = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=fewer.parent)
+    mtimes = {c.name: c.path.stat().st_mtime_ns for c in regated}
+    assert mtimes["fp32"] == stamps["fp32"][0] and mtimes["qdq"] == stamps["qdq"][0]
+    assert mtimes["ours"] > stamps["ours"][0]
+    assert regated[1].quantization["holdout_frames"] == len(list(fewer.iterdir()))
 
     # different frames: every INT8 candidate is built again, calibrated on the new frames; FP32 does not use them
     other = extract_frames(
@@ -136,7 +189,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
         ("plate",),
     )
     assert other.frames_hash != frames.frames_hash
-    rebuilt = _build(plate_model, other, out, ours, qdq, cache_dir=cache)
+    rebuilt = _build(plate_model, other, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames)
     assert rebuilt[0] == first[0] and rebuilt[0].path.stat().st_mtime_ns == stamps["fp32"][0]
     int8 = [c for c in rebuilt if c.precision == "int8"]
     assert all(c.frames_hash == other.frames_hash for c in int8)

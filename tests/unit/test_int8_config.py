@@ -27,6 +27,7 @@ def test_default_params_declare_fp32_both_ultralytics_peers_and_ours() -> None:
     assert methods["ort-int8"] == ("ultralytics", "onnxruntime", "int8")
     ours = [c for c in build.candidates if c.method == "nncf"]
     assert ours and ours[0].nncf_settings.accuracy_control.enabled
+    assert ours[0].nncf_settings.accuracy_control.search  # bounded by its budget, run only when the gate fails
     assert ours[0].nncf_settings.preset == "mixed"
 
 
