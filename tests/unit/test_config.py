@@ -14,7 +14,7 @@ def test_repo_params_parse_and_root_paths() -> None:
     assert params.tracking.uri == f"sqlite:///{ROOT / 'mlflow.db'}"
     assert params.build.reference == "fp32"
     assert {c.name for c in params.build.candidates} >= {"fp32", "ov-int8", "ort-int8"}
-    assert params.extract.interval_s == 1.0
+    assert params.extract.interval_s == 0.5
     assert params.promote.max_map_drop == 0.01
 
 
