@@ -295,8 +295,8 @@ def _run_rebuild(**overrides: Any) -> dict[str, Any]:
         except Exception as e:
             console.print(f"[red]error:[/red] {e}")
         console.print(
-            "Fix the cause, then resume from the last finished step (finished steps are not redone):\n"
-            f"  prefect flow-run retry {run_id} --entrypoint {Path(__file__).with_name('deploy.py')}:rebuild",
+            f"Fix the cause, then resume from the last finished step (finished steps are not redone):\n"
+            f"  alpr-ops resume {run_id}",
             soft_wrap=True,
         )
         raise typer.Exit(1)
@@ -307,6 +307,20 @@ def _run_rebuild(**overrides: Any) -> dict[str, Any]:
         console.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
         console.print(out["explain"])
     return out
+
+
+@app.command()
+def resume(flow_run_id: Annotated[str, typer.Argument(help="The failed rebuild's flow run id.")]) -> None:
+    """Resume a failed rebuild from its last finished step: Prefect's `flow-run retry`, run offline like every step.
+
+    Resume the newest failed rebuild only: a later rebuild has replaced the frames and candidates it had made.
+    """
+    import subprocess
+
+    _offline()  # the env this process set (offline, Prefect's start-up timeout) is the retry's env too
+    entry = f"{Path(__file__).with_name('deploy.py')}:rebuild"
+    cmd = [sys.executable, "-m", "prefect", "flow-run", "retry", flow_run_id, "--entrypoint", entry]
+    raise typer.Exit(subprocess.run(cmd, check=False).returncode)
 
 
 @app.command()
@@ -419,6 +433,7 @@ def _require_api(what: str) -> str:
 
 def _watcher(trigger_deployment: str):  # -> tasks.watch.Watcher
     from flows.deploy import trigger_rebuild
+    from tasks.version import dvc_file
     from tasks.watch import Watcher
 
     p = state.params.paths
@@ -427,7 +442,8 @@ def _watcher(trigger_deployment: str):  # -> tasks.watch.Watcher
         cfg=state.params.watch,
         state_file=p.watch_state,
         trigger=lambda burst: trigger_rebuild(trigger_deployment, state.params_file),
-        dvc_file=p.videos.with_name(p.videos.name + ".dvc"),
+        dvc_file=dvc_file(p.videos),
+        lock_file=p.rebuild_lock,
     )
 
 

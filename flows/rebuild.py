@@ -69,7 +69,7 @@ def rebuild(params: Params, root: Path, dvc_root: Path | None = None) -> dict[st
     if dvc_root is not None:
         dvc_commit(dvc_root)
         dvc_push(dvc_root)
-    tags = lineage(root, frames.frames_hash, params.model.sha256, p.videos.with_suffix(".dvc"), p.videos)
+    tags = lineage(root, frames.frames_hash, params.model.sha256, version.dvc_file(p.videos), p.videos)
     record = log_rebuild(params, built, metrics, tags, report)
     result = None
     if params.promote.auto:

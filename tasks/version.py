@@ -14,6 +14,11 @@ class DvcError(RuntimeError):
     """The project is not a DVC repository; the message says how to make it one."""
 
 
+def dvc_file(target: Path) -> Path:
+    """The `.dvc` file `dvc add` writes for `target` (`data/videos` -> `data/videos.dvc`)."""
+    return target.with_name(target.name + ".dvc")
+
+
 def dvc_track(root: Path, targets: list[Path]) -> list[Path]:
     """`dvc add` each target (a no-op for unchanged data); returns the `.dvc` files."""
     from dvc.repo import Repo
@@ -22,7 +27,7 @@ def dvc_track(root: Path, targets: list[Path]) -> list[Path]:
         raise DvcError(f"{root}: not a DVC repository (no .dvc/). Run `dvc init` there, or clone the project again.")
     with Repo(str(root)) as repo:
         repo.add([str(t) for t in targets])
-    dvc_files = [t.with_name(t.name + ".dvc") for t in targets]
+    dvc_files = [dvc_file(t) for t in targets]
     log.info("DVC tracks %s", ", ".join(str(f.relative_to(root)) for f in dvc_files))
     return dvc_files
 

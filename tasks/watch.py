@@ -9,6 +9,7 @@ videos that landed while it was down nor rebuilds again for videos it already ha
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -140,6 +141,28 @@ def dvc_file_md5(dvc_file: Path) -> str | None:
     return str(outs[0].get("md5") or hashlib.sha256(dvc_file.read_bytes()).hexdigest())
 
 
+def dvc_in_sync(dvc_file: Path) -> bool:
+    """Whether the folder already holds what `dvc_file` records (e.g. a rebuild's own `dvc commit` changed it)."""
+    cmd = [sys.executable, "-m", "dvc", "status", "--json", dvc_file.name]
+    done = subprocess.run(cmd, cwd=dvc_file.parent, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"`dvc status {dvc_file}` failed:\n{done.stdout}{done.stderr}")
+    return json.loads(done.stdout or "{}") == {}
+
+
+def rebuild_running(lock_file: Path | None) -> bool:
+    """Whether a rebuild holds the project's lock (tasks/project.py), without waiting for it."""
+    if lock_file is None or not lock_file.exists():
+        return False
+    with open(lock_file, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
 def dvc_pull(dvc_file: Path) -> None:
     """Bring the videos folder to what `dvc_file` records (from the DVC cache, else the remote)."""
     cmd = [sys.executable, "-m", "dvc", "pull", "--quiet", dvc_file.name]
@@ -158,6 +181,7 @@ class Watcher:
     state_file: Path
     trigger: Callable[[Burst], None]
     dvc_file: Path | None = None  # `<videos>.dvc`: a changed hash there (after `git pull`) makes the watcher pull
+    lock_file: Path | None = None  # the rebuild lock: no `dvc pull` while a rebuild reads the videos or commits
     clock: Callable[[], float] = time.monotonic
     _landing: Landing | None = None
     _dvc_md5: str | None = None
@@ -208,11 +232,12 @@ class Watcher:
         if self.dvc_file is None:
             return
         md5 = dvc_file_md5(self.dvc_file)
-        if md5 is None or md5 == self._dvc_md5:
-            return
-        log.info("%s records new videos: dvc pull", self.dvc_file)
+        if md5 is None or md5 == self._dvc_md5 or rebuild_running(self.lock_file):
+            return  # unchanged, or a rebuild runs (its own `dvc commit` rewrites the file): look again later
         try:
-            dvc_pull(self.dvc_file)
+            if not dvc_in_sync(self.dvc_file):
+                log.info("%s records videos this folder lacks: dvc pull", self.dvc_file)
+                dvc_pull(self.dvc_file)
         except RuntimeError as e:
             log.warning("%s; retrying on the next scan", e)
             return

@@ -37,10 +37,10 @@ def videos(sample_data: Path) -> list[Path]:
 
 def start(folder: Path, state: Path, trigger: Recorder) -> tuple[Watcher, threading.Event, threading.Thread]:
     watcher = Watcher(folder, FAST, state, trigger)
+    watcher.start()  # here, not in the thread: what is there now counts as already rebuilt, whatever the load
     stop = threading.Event()
     thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
     thread.start()
-    time.sleep(0.3)  # the first scan: what is there now counts as already rebuilt
     return watcher, stop, thread
 
 
