@@ -215,7 +215,8 @@ def test_serve_watches_videos_and_rebuilds_once_per_landing(project: Params, mak
     served = start([str(EXE / "alpr-ops"), "serve"], root, env, log)
     try:
         wait_for(lambda: healthy(url) and b"watching" in log.read_bytes(), 180, "alpr-ops serve", served, log)
-        wait_for(lambda: deployed(url, "rebuild/serve"), 60, "the served deployments", served, log)
+        flows = ("rebuild", "nightly-regression", "promote", "rollback")  # serve registers them one by one
+        wait_for(lambda: all(deployed(url, f"{f}/serve") for f in flows), 60, "the served deployments", served, log)
         assert_deployments(url, "serve")
         assert flow_runs(url, "rebuild/serve") == []  # the videos already there start nothing
         src = sorted((sample_data / "videos").iterdir())[0]
