@@ -418,8 +418,6 @@ def gate_run(
 
 def _require_api(what: str) -> str:
     """Server mode needs a Prefect server: its URL comes from PREFECT_API_URL (a Prefect setting, not a param)."""
-    import os
-
     url = os.environ.get("PREFECT_API_URL")
     if not url:
         raise _fail(
@@ -455,7 +453,6 @@ def serve(
 
     Starts a Prefect server on 127.0.0.1:serve.port unless PREFECT_API_URL points at one; Ctrl-C stops everything.
     """
-    import os
     import threading
     from contextlib import nullcontext
 

@@ -61,6 +61,19 @@ def load_project(
     return Project(params, root, root if in_dvc and params == base else None)
 
 
+def rebuild_running(lock_file: Path | None) -> bool:
+    """Whether a rebuild holds the project's lock (`rebuild_lock`), without waiting for it."""
+    if lock_file is None or not lock_file.exists():
+        return False
+    with open(lock_file, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
 @contextmanager
 def rebuild_lock(lock_file: Path) -> Iterator[None]:
     """Hold the project's rebuild lock; a second rebuild on the same data waits here (queues) until the first ends.

@@ -9,7 +9,6 @@ videos that landed while it was down nor rebuilds again for videos it already ha
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ import yaml
 from tasks.config import WatchConfig
 from tasks.extract import VIDEO_SUFFIXES
 from tasks.fsutil import atomic_write_text
+from tasks.project import rebuild_running
 
 log = logging.getLogger(__name__)
 
@@ -148,19 +148,6 @@ def dvc_in_sync(dvc_file: Path) -> bool:
     if done.returncode != 0:
         raise RuntimeError(f"`dvc status {dvc_file}` failed:\n{done.stdout}{done.stderr}")
     return json.loads(done.stdout or "{}") == {}
-
-
-def rebuild_running(lock_file: Path | None) -> bool:
-    """Whether a rebuild holds the project's lock (tasks/project.py), without waiting for it."""
-    if lock_file is None or not lock_file.exists():
-        return False
-    with open(lock_file, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
 
 
 def dvc_pull(dvc_file: Path) -> None:

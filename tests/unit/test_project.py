@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.config import ConfigError
-from tasks.project import load_project, rebuild_lock
+from tasks.project import load_project, rebuild_lock, rebuild_running
 
 
 def test_candidates_subset_keeps_the_reference_and_names_typos(tmp_path: Path, make_params) -> None:
@@ -42,10 +42,12 @@ def test_a_second_rebuild_waits_for_the_first(tmp_path: Path) -> None:
     first = threading.Thread(target=rebuild, args=("first",))
     first.start()
     time.sleep(0.1)
+    assert rebuild_running(lock)  # what the watcher asks before a `dvc pull`
     second = threading.Thread(target=rebuild, args=("second",))
     second.start()
     first.join()
     second.join()
+    assert not rebuild_running(lock)
     (_, _, first_end), (_, second_start, _) = sorted(spans, key=lambda s: s[1])
     assert [s[0] for s in sorted(spans, key=lambda s: s[1])] == ["first", "second"]
     assert second_start >= first_end  # queued, never side by side
