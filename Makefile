@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Offline at run time: `alpr-ops` and the tests set tasks/offline.py's OFFLINE_ENV themselves.
+# Offline at run time: `alpr-ops` and the tests set tasks/support/offline.py's OFFLINE_ENV themselves.
 
 .PHONY: setup demo test lint lock
 

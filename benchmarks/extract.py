@@ -1,4 +1,4 @@
-"""Frames kept per second: PyAV sampling (tasks/decode.py) against the naive method, side by side in one run.
+"""Frames kept per second: PyAV sampling (tasks/pipeline/decode.py) against the naive method, side by side in one run.
 
 Naive: `cv2.VideoCapture.read()` every frame, keep every Nth (N = fps x interval). Both keep one frame per
 `--interval` seconds as BGR arrays; neither writes JPEGs, so this measures the decoding strategy alone.
@@ -20,8 +20,8 @@ from pathlib import Path
 import av
 import cv2
 
-from tasks.decode import FrameSampler
-from tasks.synth import SynthConfig, encode_clip, scene_frames
+from tasks.demo.synth import SynthConfig, encode_clip, scene_frames
+from tasks.pipeline.decode import FrameSampler
 
 # (label, codec, GOP in seconds or None for the encoder's default, suffix, encoder options, target ratio)
 KINDS = [
@@ -123,11 +123,11 @@ def parallel(clips: list[Path], interval: float, repeat: int) -> None:
     """The whole extraction (JPEGs, manifest, no cache) of the same videos with 1 and 2 worker processes."""
     import tempfile
 
-    import tasks.extract
-    from tasks.config import ExtractConfig
-    from tasks.extract import extract_frames
+    import tasks.pipeline.extract
+    from tasks.pipeline.extract import extract_frames
+    from tasks.support.config import ExtractConfig
 
-    tasks.extract.POOL_MIN_WORK = 0.0  # measure the pool itself, even on clips too short to pay for it
+    tasks.pipeline.extract.POOL_MIN_WORK = 0.0  # measure the pool itself, even on clips too short to pay for it
 
     best = {1: float("inf"), 2: float("inf")}
     with tempfile.TemporaryDirectory() as tmp:

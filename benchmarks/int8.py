@@ -70,15 +70,15 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
-    from tasks.config import load_params
-    from tasks.offline import configure_offline
+    from tasks.support.config import load_params
+    from tasks.support.offline import configure_offline
 
     params = load_params(args.params)
     configure_offline(params.paths.ultralytics_config)
     import cv2
 
-    from tasks.build import load_candidates
-    from tasks.validate import accuracy, holdout_images, mirror_holdout, write_pseudo_labels
+    from tasks.pipeline.build import load_candidates
+    from tasks.pipeline.validate import accuracy, holdout_images, mirror_holdout, write_pseudo_labels
 
     names = args.names.split(",") if args.names else [c.name for c in params.build.candidates]
     candidates = load_candidates(params.paths.candidates, names)

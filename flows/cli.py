@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from tasks.config import ConfigError, Params, load_params
+from tasks.support.config import ConfigError, Params, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -64,7 +64,7 @@ def _with_gate_dir(params: Params, gate_dir: Path | None) -> Params:
 
 
 def _offline() -> None:
-    from tasks.offline import configure_offline
+    from tasks.support.offline import configure_offline
 
     configure_offline(state.params.paths.ultralytics_config)
 
@@ -97,7 +97,7 @@ def main(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime": expected on CPU
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from tasks.offline import set_offline_env
+    from tasks.support.offline import set_offline_env
 
     set_offline_env()  # before any command touches MLflow, Prefect or DVC, which read these at import
     # Prefect's temporary local server migrates a fresh database first: on a busy 2-core machine that takes longer
@@ -121,7 +121,7 @@ def sample_videos(
     holdout_frames: Annotated[int | None, typer.Option(help="Labelled holdout frames.")] = None,
 ) -> None:
     """Write synthetic parking-gate videos and a labelled holdout set (from other seeds)."""
-    from tasks.synth import SynthConfig, write_holdout, write_videos
+    from tasks.demo.synth import SynthConfig, write_holdout, write_videos
 
     s = state.params.sample
     seed = s.seed if seed is None else seed
@@ -140,8 +140,8 @@ def sample_videos(
 @app.command("fetch-model")
 def fetch_model(out: PathOpt = None) -> None:
     """Fetch the pinned plate detector (fastanpr's best.pt) from PyPI and verify its sha256."""
-    from tasks.fetch import ModelError
-    from tasks.fetch import fetch_model as fetch
+    from tasks.pipeline.fetch import ModelError
+    from tasks.pipeline.fetch import fetch_model as fetch
 
     m = state.params.model
     try:
@@ -160,7 +160,7 @@ def extract(
     cache: PathOpt = None,
 ) -> None:
     """Sample calibration and holdout frames from the gate videos; write the manifests, report and calibration.yaml."""
-    from tasks.extract import ExtractError, extract_frames
+    from tasks.pipeline.extract import ExtractError, extract_frames
 
     p = state.params.paths
     try:
@@ -215,9 +215,9 @@ def build(
 ) -> None:
     """Build every candidate in params.yaml: build.candidates (our INT8 gate uses frames of the held-out videos)."""
     _offline()
-    from tasks.build import BackendUnavailable, build_candidates
-    from tasks.extract import ExtractError, check_dataset_yaml, read_frames_hash
-    from tasks.fetch import ModelError, verify_model
+    from tasks.pipeline.build import BackendUnavailable, build_candidates
+    from tasks.pipeline.extract import ExtractError, check_dataset_yaml, read_frames_hash
+    from tasks.pipeline.fetch import ModelError, verify_model
 
     p, prm = state.params.paths, state.params
     try:
@@ -243,9 +243,9 @@ def validate(
 ) -> None:
     """Validate every built candidate; write the metrics JSON and plot data that dvc.yaml declares."""
     _offline()
-    from tasks.build import load_candidates
-    from tasks.latency import LatencyError
-    from tasks.validate import ValidationError, run_validation, write_metrics, write_plot_data
+    from tasks.pipeline.build import load_candidates
+    from tasks.pipeline.validate import ValidationError, run_validation, write_metrics, write_plot_data
+    from tasks.runtime.latency import LatencyError
 
     p, prm = state.params.paths, state.params
     try:
@@ -278,8 +278,8 @@ def rebuild(
 def _run_rebuild(**overrides: Any) -> dict[str, Any]:
     """The `rebuild` flow (flows/deploy.py, the one deployments run), then the candidates table from MLflow."""
     from flows.deploy import rebuild as rebuild_flow
-    from tasks.project import load_project
-    from tasks.status import status
+    from tasks.operations.status import status
+    from tasks.support.project import load_project
 
     given = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in overrides.items() if v}
     state.params  # noqa: B018  (a broken params.yaml stops here, exit 2, before Prefect starts)
@@ -328,7 +328,7 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
     """Promote the winner of the latest rebuild recorded in MLflow (the `promote` Prefect flow)."""
     _offline()
     from flows.promote import promote as promote_flow
-    from tasks.promote import require_latest_rebuild
+    from tasks.operations.promote import require_latest_rebuild
 
     prm = _with_gate_dir(_with_paths(state.params, holdout=holdout), gate_dir)
     try:
@@ -347,8 +347,8 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
 def rollback(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
     """Move `current` and the `champion` alias back to the previous release, in one step (logged to MLflow)."""
     _offline()
-    from tasks.promote import RollbackError
-    from tasks.promote import rollback as do_rollback
+    from tasks.operations.promote import RollbackError
+    from tasks.operations.promote import rollback as do_rollback
 
     prm = _with_gate_dir(_with_paths(state.params, holdout=holdout), gate_dir)
     try:
@@ -363,7 +363,7 @@ def nightly(videos: PathOpt = None, holdout: PathOpt = None, gate_dir: PathOpt =
     """Re-validate the champion on the newest videos (the `nightly` Prefect flow); exit 1 when a gate is broken."""
     _offline()
     from flows.nightly import nightly_regression
-    from tasks.regression import RegressionFailed, find_champion
+    from tasks.operations.regression import RegressionFailed, find_champion
 
     prm = _with_gate_dir(_with_paths(state.params, videos=videos, holdout=holdout, frame_cache=cache), gate_dir)
     try:
@@ -401,7 +401,7 @@ def gate_run(
 ) -> None:
     """Run `current` frame by frame; hot-swap to a new release when `current` changes (no frame dropped)."""
     _offline()
-    from tasks.gate import GateError, run_gate
+    from tasks.runtime.gate import GateError, run_gate
 
     prm = _with_gate_dir(state.params, gate_dir)
     try:
@@ -429,10 +429,10 @@ def _require_api(what: str) -> str:
     return url
 
 
-def _watcher(trigger_deployment: str):  # -> tasks.watch.Watcher
+def _watcher(trigger_deployment: str):  # -> tasks.operations.watch.Watcher
     from flows.deploy import trigger_rebuild
-    from tasks.version import dvc_file
-    from tasks.watch import Watcher
+    from tasks.operations.watch import Watcher
+    from tasks.support.dvc import dvc_file
 
     p = state.params.paths
     return Watcher(
@@ -461,7 +461,7 @@ def serve(
     own_server = not os.environ.get("PREFECT_API_URL")
     if own_server:
         os.environ["PREFECT_HOME"] = str(params.paths.prefect_home)  # persisted task results live with the project
-    from flows.server import local_server
+    from tasks.operations.prefect_server import local_server
 
     server = local_server(params.paths.prefect_home, params.serve.port) if own_server else nullcontext(None)
     try:
@@ -529,7 +529,7 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False, gate_dir: PathOpt = None
 ) -> None:
     """The champion, the deployed release and the latest rebuild's candidates."""
-    from tasks.status import status
+    from tasks.operations.status import status
 
     prm = _with_gate_dir(state.params, gate_dir)
     info = status(prm.tracking, prm.promote)
@@ -545,7 +545,7 @@ def report(
     out: Annotated[Path | None, typer.Option(help="Report folder (default: params.yaml paths.reports).")] = None,
 ) -> None:
     """Print one rebuild side by side and write its HTML and Markdown report (with the image grids)."""
-    from tasks.report import ReportError, load_rebuild, summary_rows, write_report
+    from tasks.operations.report import ReportError, load_rebuild, summary_rows, write_report
 
     prm = state.params
     try:
@@ -571,8 +571,8 @@ def report(
 def demo() -> None:
     """The whole workflow on embedded defaults: sample videos, fetch the model, version data, rebuild, promote."""
     _offline()
-    from tasks.extract import VIDEO_SUFFIXES
-    from tasks.version import DvcError, dvc_track
+    from tasks.pipeline.extract import VIDEO_SUFFIXES
+    from tasks.support.dvc import DvcError, dvc_track
 
     p = state.params.paths
     has_videos = p.videos.is_dir() and any(f.suffix.lower() in VIDEO_SUFFIXES for f in p.videos.iterdir())

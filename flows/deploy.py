@@ -25,9 +25,10 @@ from prefect.tasks import exponential_backoff
 from flows.promote import latest_rebuild
 from flows.promote import promote as promote_steps
 from flows.rebuild import rebuild as rebuild_steps
-from tasks import fetch, project
-from tasks import promote as promote_tasks
-from tasks.config import Params
+from tasks.operations import promote as promote_tasks
+from tasks.pipeline import fetch
+from tasks.support import project
+from tasks.support.config import Params
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The `nightly-regression` Prefect flow: re-validate the deployed champion on the newest footage; a broken gate
 fails the run.
 
-Prefect decorators live here only; the logic is in `tasks/regression.py`, whose plain functions the tests call.
+Prefect decorators live here only; the logic is in `tasks/operations/regression.py`, whose plain functions the
+tests call.
 A broken gate raises `RegressionFailed`, so the flow run ends in a visible Failed state (and the scheduled
 deployment's run history shows which night it broke).
 """
@@ -17,9 +18,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from tasks import offline
-from tasks import regression as reg
-from tasks.config import Params
+from tasks.operations import regression as reg
+from tasks.support import offline
+from tasks.support.config import Params
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:

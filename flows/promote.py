@@ -1,6 +1,6 @@
 """The `promote` Prefect flow: gate the latest rebuild's candidates, deploy the winner, move the aliases.
 
-Prefect decorators live here only; the logic is in `tasks/promote.py`, whose plain functions the tests call.
+Prefect decorators live here only; the logic is in `tasks/operations/promote.py`, whose plain functions the tests call.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from tasks import offline
-from tasks import promote as promote_tasks
-from tasks.config import Params
-from tasks.track import RebuildRecord
+from tasks.operations import promote as promote_tasks
+from tasks.pipeline.track import RebuildRecord
+from tasks.support import offline
+from tasks.support.config import Params
 
 # No caching and no retries: promotion moves registry aliases and the gate's `current` pointer; it is safe to
 # re-run by hand (it recovers a killed run's leftovers), but a blind retry would hide why it failed.

@@ -12,14 +12,16 @@ from prefect import flow, task
 from prefect.cache_policies import DEFAULT, NO_CACHE
 
 from flows.promote import promote as promote_flow
-from tasks import build, extract, fetch, offline, track, validate, version
-from tasks.config import Params
+from tasks.pipeline import build, extract, fetch, track, validate
+from tasks.support import dvc as version
+from tasks.support import offline
+from tasks.support.config import Params
 
 # Resuming: the expensive steps persist their results under Prefect's default cache policy (inputs + task source +
 # flow run id). Retrying a failed rebuild's flow run (the UI's Retry, or `prefect flow-run retry`) reuses every
-# step that finished and runs the rest; a new rebuild is a new flow run and redoes everything (tasks/extract.py's
-# frame cache and tasks/cache.py's build cache make unchanged inputs cheap there). The MLflow step is persisted too:
-# a retry after it must not log a second parent run.
+# step that finished and runs the rest; a new rebuild is a new flow run and redoes everything (the frame cache of
+# tasks/pipeline/extract.py and the build cache of tasks/support/cache.py make unchanged inputs cheap there). The
+# MLflow step is persisted too: a retry after it must not log a second parent run.
 # Retries with backoff only on the I/O-bound step here (`dvc push` to a remote); the others are CPU-bound or create
 # MLflow runs and registry versions, which a blind retry would duplicate (fetch and registry reads: flows/deploy.py,
 # flows/promote.py).

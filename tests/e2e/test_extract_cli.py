@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.config import Params
+from tasks.support.config import Params
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ from urllib.parse import quote, urlparse
 import pytest
 from conftest import mlflow_server_at
 
-from tasks.config import Params
-from tasks.promote import promote
-from tasks.track import lineage, log_rebuild
+from tasks.operations.promote import promote
+from tasks.pipeline.track import lineage, log_rebuild
+from tasks.support.config import Params
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-GRID_WIDTH = 966  # tasks/plots.py: two 480-pixel frames and a 6-pixel gap
+GRID_WIDTH = 966  # tasks/pipeline/plots.py: two 480-pixel frames and a 6-pixel gap
 
 
 @pytest.fixture

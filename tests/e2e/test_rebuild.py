@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import run_dvc as dvc
 
-from tasks.config import Params
-from tasks.extract import read_frames_hash
-from tasks.promote import CHAMPION, MANIFEST, current_release
-from tasks.track import client
+from tasks.operations.promote import CHAMPION, MANIFEST, current_release
+from tasks.pipeline.extract import read_frames_hash
+from tasks.pipeline.track import client
+from tasks.support.config import Params
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import copy_slowly, free_port, mlflow_server_at
 from conftest import run_dvc as dvc
 
-from tasks.config import Params
+from tasks.support.config import Params
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ CANDIDATES = [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime"}]  
 
 
 def healthy(url: str) -> bool:
-    from flows.server import healthy as ok
+    from tasks.operations.prefect_server import healthy as ok
 
     return ok(url)
 
@@ -188,7 +188,7 @@ def test_server_mode_worker_runs_rebuilds_one_at_a_time(
     assert a.end_time <= b.start_time or b.end_time <= a.start_time, "two rebuilds of one project ran at once"
 
     # each run went all the way: the MLflow server has two rebuilds, the gate runs a champion downloaded through it
-    from tasks.track import client
+    from tasks.pipeline.track import client
 
     mc = client(params.tracking)
     exp = mc.get_experiment_by_name(params.tracking.experiment)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks.build import export_candidate, path_sha256
-from tasks.config import CandidateConfig, PromoteConfig
-from tasks.promote import decide
-from tasks.validate import run_validation
+from tasks.operations.promote import decide
+from tasks.pipeline.build import export_candidate, path_sha256
+from tasks.pipeline.validate import run_validation
+from tasks.support.config import CandidateConfig, PromoteConfig
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.build import CANDIDATE_JSON, load_candidates, path_sha256
-from tasks.config import CandidateConfig
+from tasks.pipeline.build import CANDIDATE_JSON, load_candidates, path_sha256
+from tasks.support.config import CandidateConfig
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +41,8 @@ def test_load_candidates_reads_back_what_was_built(built: tuple) -> None:
 
 
 def test_int8_build_needs_the_calibration_yaml(tmp_path: Path, plate_model: Path) -> None:
-    from tasks.build import build_candidates
-    from tasks.config import BuildConfig
+    from tasks.pipeline.build import build_candidates
+    from tasks.support.config import BuildConfig
 
     cfg = BuildConfig(imgsz=64, candidates=(CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),))
     with pytest.raises(FileNotFoundError, match="alpr-ops extract"):

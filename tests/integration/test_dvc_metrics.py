@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import load_params
-from tasks.validate import write_metrics, write_plot_data
+from tasks.pipeline.validate import write_metrics, write_plot_data
+from tasks.support.config import load_params
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fetch import ModelError, fetch_model, sha256_file
+from tasks.pipeline.fetch import ModelError, fetch_model, sha256_file
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tasks.build import Candidate
-from tasks.gate import GateRuntime, run_gate
-from tasks.promote import MANIFEST, switch_current
-from tasks.synth import SynthConfig, write_videos
+from tasks.demo.synth import SynthConfig, write_videos
+from tasks.operations.promote import MANIFEST, switch_current
+from tasks.pipeline.build import Candidate
+from tasks.runtime.gate import GateRuntime, run_gate
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_a_release_that_fails_to_load_is_not_swapped_in(gate, video, caplog: pyt
         if index == 3:
             runtime.wait_for_load(timeout=300)
 
-    with caplog.at_level(logging.WARNING, logger="tasks.gate"):
+    with caplog.at_level(logging.WARNING, logger="tasks.runtime.gate"):
         report = run_gate(gate_dir, path, conf=0.25, iou=0.7, on_frame=on_frame)
     assert [f.index for f in report.frames] == list(range(n))
     assert {f.version for f in report.frames} == {"1"} and report.swaps == []

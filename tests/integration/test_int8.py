@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.build import CANDIDATE_JSON, build_candidates, path_sha256
-from tasks.cache import read_embedded_metadata
-from tasks.config import BuildConfig, CandidateConfig, ExtractConfig, ValidateConfig
-from tasks.extract import extract_frames
+from tasks.pipeline.build import CANDIDATE_JSON, build_candidates, path_sha256
+from tasks.pipeline.extract import extract_frames
+from tasks.support.cache import read_embedded_metadata
+from tasks.support.config import BuildConfig, CandidateConfig, ExtractConfig, ValidateConfig
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ FP32 = CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime")
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two 4 s gate videos: enough frames (16) that held-out frames show plates the FP32 model detects."""
-    from tasks.synth import SynthConfig, write_videos
+    from tasks.demo.synth import SynthConfig, write_videos
 
     root = tmp_path_factory.mktemp("videos")
     write_videos(root, 2, 4, 0, SynthConfig(width=640, height=360, fps=10))
@@ -42,7 +42,7 @@ def frames(tmp_path_factory: pytest.TempPathFactory, videos: Path):
 @pytest.fixture(scope="module")
 def gate_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Frames of a video never used for calibration (what `paths.holdout_frames` holds): where our gate measures."""
-    from tasks.synth import SynthConfig, write_videos
+    from tasks.demo.synth import SynthConfig, write_videos
 
     root = tmp_path_factory.mktemp("gate")
     write_videos(root / "videos", 1, 4, 7, SynthConfig(width=640, height=360, fps=10))
@@ -154,7 +154,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
             str(next((frames.out_dir / "images").iterdir())), imgsz=320, verbose=False
         )
 
-    caplog.set_level(logging.INFO, logger="tasks.build")
+    caplog.set_level(logging.INFO, logger="tasks.pipeline.build")
     again = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames)
     assert again == first
     assert {c.name: (c.path.stat().st_mtime_ns, path_sha256(c.path), c.built_at) for c in again} == stamps
@@ -164,7 +164,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     # the candidates folder lost (e.g. a fresh DVC checkout): restored from the cache, still without exporting
     shutil.rmtree(out)
     caplog.clear()
-    caplog.set_level(logging.INFO, logger="tasks.build")
+    caplog.set_level(logging.INFO, logger="tasks.pipeline.build")
     restored = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames)
     assert [path_sha256(c.path) for c in restored] == [s[1] for s in stamps.values()]
     assert sum("from the build cache" in r.message for r in caplog.records) == 3

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.config import Params
-from tasks.regression import RegressionError, check_champion, find_champion
-from tasks.track import KIND_TAG, client, lineage, log_rebuild
+from tasks.operations.regression import RegressionError, check_champion, find_champion
+from tasks.pipeline.track import KIND_TAG, client, lineage, log_rebuild
+from tasks.support.config import Params
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,10 +21,10 @@ DARK_GAIN = 0.25  # "much darker": every pixel at a quarter of its value (night 
 
 
 def darken(src: Path, dst: Path, gain: float) -> Path:
-    """Re-encode a video with every pixel scaled by `gain` (PyAV decode, tasks/synth.py's encoder)."""
+    """Re-encode a video with every pixel scaled by `gain` (PyAV decode, tasks/demo/synth.py's encoder)."""
     import av
 
-    from tasks.synth import encode_clip
+    from tasks.demo.synth import encode_clip
 
     with av.open(str(src)) as c:
         fps = round(float(c.streams.video[0].average_rate))
@@ -51,9 +51,9 @@ def harness():
 def champion(tmp_path_factory: pytest.TempPathFactory, built: tuple, validated: dict) -> Params:
     """A project with its own videos, frame cache, MLflow store and gate folder, whose deployed champion is the
     INT8 candidate of a logged rebuild that also logged the FP32 reference (module-scoped: the tests only read it)."""
-    from tasks.extract import extract_frames
-    from tasks.promote import promote
-    from tasks.synth import SynthConfig, write_videos
+    from tasks.demo.synth import SynthConfig, write_videos
+    from tasks.operations.promote import promote
+    from tasks.pipeline.extract import extract_frames
 
     params, candidates = built
     root = tmp_path_factory.mktemp("nightly")
@@ -134,7 +134,7 @@ def test_unchanged_champion_passes_and_is_logged(champion: Params, harness, tmp_
 
 def test_much_darker_newest_videos_fail_the_flow_and_the_cli(champion: Params, harness, tmp_path: Path, cli) -> None:
     from flows.nightly import nightly_regression
-    from tasks.regression import RegressionFailed
+    from tasks.operations.regression import RegressionFailed
 
     videos = tmp_path / "videos"
     shutil.copytree(champion.paths.videos, videos)

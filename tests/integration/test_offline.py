@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.offline import OFFLINE_ENV
+from tasks.support.offline import OFFLINE_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ GUARD = "import json, sys\nimport netguard\nattempts = netguard.install()\n"
 
 CONFIGURED = """
 from pathlib import Path
-from tasks.offline import configure_offline
+from tasks.support.offline import configure_offline
 work = Path(sys.argv[1])
 configure_offline(work / "yolo")
 from ultralytics import YOLO

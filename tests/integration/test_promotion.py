@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import Params
-from tasks.promote import (
+from tasks.operations.promote import (
     CHALLENGER,
     CHAMPION,
     KILL_ENV,
@@ -25,8 +24,9 @@ from tasks.promote import (
     release_is_complete,
     rollback,
 )
-from tasks.registry import version_by_alias
-from tasks.track import client, lineage, log_rebuild
+from tasks.pipeline.track import client, lineage, log_rebuild
+from tasks.support.config import Params
+from tasks.support.registry import version_by_alias
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,9 +177,9 @@ def test_promote_flow_and_the_promote_and_rollback_commands(store: Params, built
 
 PROMOTE_SCRIPT = """
 import sys
-from tasks.config import Params
-from tasks.offline import configure_offline
-from tasks.promote import promote, require_latest_rebuild
+from tasks.support.config import Params
+from tasks.support.offline import configure_offline
+from tasks.operations.promote import promote, require_latest_rebuild
 
 params = Params.model_validate_json(open(sys.argv[1]).read())
 configure_offline(params.paths.ultralytics_config)
@@ -223,7 +223,7 @@ def test_kill_during_promotion_leaves_a_complete_release_and_a_rerun_finishes(
     assert deployed_version(store) == {"old": old, "new": new}[deployed_after_kill]
     assert alias(store, CHAMPION) in (old, new)
 
-    from tasks.promote import require_latest_rebuild
+    from tasks.operations.promote import require_latest_rebuild
 
     result = run_promote(store, *require_latest_rebuild(store.tracking))  # the rerun (in-process: cheaper)
     assert result.version == new and deployed_version(store) == new

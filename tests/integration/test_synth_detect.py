@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.synth import write_holdout
+from tasks.demo.synth import write_holdout
 
 pytestmark = pytest.mark.integration
 

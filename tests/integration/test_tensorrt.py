@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.build import BackendUnavailable, build_candidates, check_tensorrt
-from tasks.config import BuildConfig, CandidateConfig
+from tasks.pipeline.build import BackendUnavailable, build_candidates, check_tensorrt
+from tasks.support.config import BuildConfig, CandidateConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.tensorrt]
 
@@ -53,7 +53,7 @@ def test_tensorrt_build_fails_before_building_anything(built: tuple, plate_model
 
 @pytest.mark.skipif(not HAVE_TRT, reason=SKIP_REASON)
 def test_tensorrt_int8_engine_builds_and_validates(built: tuple, plate_model: Path, tmp_path: Path) -> None:
-    from tasks.validate import validate_candidates
+    from tasks.pipeline.validate import validate_candidates
 
     params, _ = built
     cfg = tensorrt_build("fp16", "int8")
@@ -66,7 +66,7 @@ def test_tensorrt_int8_engine_builds_and_validates(built: tuple, plate_model: Pa
 
 
 def test_engine_header_round_trips_and_an_engine_without_its_device_is_refused(tmp_path: Path) -> None:
-    from tasks.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
+    from tasks.runtime.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
 
     path = write_engine(tmp_path / "m.engine", {"stride": 32, "names": {"0": "plate"}}, b"\x00engine-bytes")
     assert read_engine(path) == ({"stride": 32, "names": {"0": "plate"}}, b"\x00engine-bytes")
@@ -81,8 +81,8 @@ def test_engine_header_round_trips_and_an_engine_without_its_device_is_refused(t
 def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
     built: tuple, plate_model: Path, tmp_path: Path
 ) -> None:
-    from tasks.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
-    from tasks.validate import validate_candidates
+    from tasks.pipeline.validate import validate_candidates
+    from tasks.runtime.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
 
     params, _ = built
     ours = CandidateConfig(name="trt-qdq", precision="int8", method="trt-qdq", qdq={"symmetric_activations": True})
@@ -103,7 +103,7 @@ def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
 
 
 def test_an_engine_built_for_another_gpu_is_refused_before_any_loader_runs(tmp_path: Path) -> None:
-    from tasks.tensorrt import EngineMismatch, ensure_runnable, write_engine
+    from tasks.runtime.tensorrt import EngineMismatch, ensure_runnable, write_engine
 
     device = {"gpu": "Orin (nvgpu)", "compute_capability": "8.7", "tensorrt": "10.3.0"}
     engine = write_engine(tmp_path / "m.engine", {"stride": 32, "device": device}, b"\x00engine-bytes")

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import Params
-from tasks.report import load_rebuild, write_report
-from tasks.track import client, lineage, log_rebuild
+from tasks.operations.report import load_rebuild, write_report
+from tasks.pipeline.track import client, lineage, log_rebuild
+from tasks.support.config import Params
 
 pytestmark = pytest.mark.integration
 

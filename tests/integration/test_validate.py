@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.validate import (
+from tasks.pipeline.validate import (
     ValidationError,
     agreement_images,
     read_metrics,

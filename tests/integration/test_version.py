@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.version import DvcError, dvc_track
+from tasks.support.dvc import DvcError, dvc_track
 
 pytestmark = pytest.mark.integration
 

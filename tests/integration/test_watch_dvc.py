@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import run_dvc as dvc
 
-from tasks.config import WatchConfig
-from tasks.watch import Burst, Watcher
+from tasks.operations.watch import Burst, Watcher
+from tasks.support.config import WatchConfig
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.build import build_candidates
-from tasks.config import BuildConfig, CandidateConfig, ValidateConfig
-from tasks.validate import validate_candidates
+from tasks.pipeline.build import build_candidates
+from tasks.pipeline.validate import validate_candidates
+from tasks.support.config import BuildConfig, CandidateConfig, ValidateConfig
 
 pytestmark = pytest.mark.integration
 

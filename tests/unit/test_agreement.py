@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasks.validate import Detections, agreement_counts, compare, latency_cdf
+from tasks.pipeline.validate import Detections, agreement_counts, compare, latency_cdf
 
 REF = Detections(((10, 10, 50, 30), (100, 100, 160, 130)), (0.9, 0.8), (0, 0))
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import ConfigError, load_params
+from tasks.support.config import ConfigError, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

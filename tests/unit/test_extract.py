@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.config import ExtractConfig
-from tasks.extract import ExtractError, extract_frames, frames_hash
+from tasks.pipeline.extract import ExtractError, extract_frames, frames_hash
+from tasks.support.config import ExtractConfig
 
 NAMES = ("License_Plate",)
 
@@ -88,7 +88,7 @@ def test_missing_folder(tmp_path: Path) -> None:
 def test_dataset_yaml_check_resolves_relative_paths(
     videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks.extract import check_dataset_yaml
+    from tasks.pipeline.extract import check_dataset_yaml
 
     run(videos, tmp_path, interval_s=1.0)
     (tmp_path / "conf").mkdir()

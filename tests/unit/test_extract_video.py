@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import ExtractConfig
-from tasks.decode import FrameSampler
-from tasks.extract import ExtractError, extract_frames, split_of
-from tasks.synth import SynthConfig, encode_clip, scene_frames
+from tasks.demo.synth import SynthConfig, encode_clip, scene_frames
+from tasks.pipeline.decode import FrameSampler
+from tasks.pipeline.extract import ExtractError, extract_frames, split_of
+from tasks.support.config import ExtractConfig
 
 NAMES = ("License_Plate",)
 SMALL = SynthConfig(width=160, height=120, fps=10)
@@ -225,8 +225,8 @@ def test_split_never_leaves_a_requested_side_empty(tmp_path: Path) -> None:
 KILLED = """
 import sys
 from pathlib import Path
-from tasks.config import ExtractConfig
-from tasks.extract import extract_frames
+from tasks.support.config import ExtractConfig
+from tasks.pipeline.extract import extract_frames
 root = Path(sys.argv[1])
 extract_frames(root / "videos", root / "calib", root / "calibration.yaml", ExtractConfig(workers=1, interval_s=0.1),
                ("License_Plate",), root / "holdout", root / "cache")
@@ -262,9 +262,9 @@ def test_kill_9_mid_extraction_then_rerun_completes(tmp_path: Path) -> None:
 
 
 def test_parallel_workers_give_the_same_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.extract
+    import tasks.pipeline.extract
 
-    monkeypatch.setattr(tasks.extract, "POOL_MIN_WORK", 0.0)  # use the process pool even for these tiny clips
+    monkeypatch.setattr(tasks.pipeline.extract, "POOL_MIN_WORK", 0.0)  # use the process pool even for these tiny clips
     videos = tmp_path / "videos"
     for i in range(2):
         clip(videos / f"v{i}.mp4", 2, seed=i)
@@ -277,7 +277,7 @@ def test_parallel_workers_give_the_same_frames(tmp_path: Path, monkeypatch: pyte
 def test_memory_stays_flat_whatever_the_length(tmp_path: Path) -> None:
     import tracemalloc
 
-    from tasks.extract_worker import FrameParams, Job, extract_one
+    from tasks.pipeline.extract_worker import FrameParams, Job, extract_one
 
     params = FrameParams(0.1, 4, 90, 0.1, 0.0, 2)
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fetch import ModelError, fetch_model, sha256_file, verify_model
+from tasks.pipeline.fetch import ModelError, fetch_model, sha256_file, verify_model
 
 
 def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:

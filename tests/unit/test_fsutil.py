@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fsutil import atomic_dir, atomic_write_text
+from tasks.support.fsutil import atomic_dir, atomic_write_text
 
 
 def test_atomic_dir_replaces_only_on_success(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.cache import cache_key
-from tasks.config import BuildConfig, CandidateConfig, ConfigError, load_params
+from tasks.support.cache import cache_key
+from tasks.support.config import BuildConfig, CandidateConfig, ConfigError, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

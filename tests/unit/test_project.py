@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import ConfigError
-from tasks.project import load_project, rebuild_lock, rebuild_running
+from tasks.support.config import ConfigError
+from tasks.support.project import load_project, rebuild_lock, rebuild_running
 
 
 def test_candidates_subset_keeps_the_reference_and_names_typos(tmp_path: Path, make_params) -> None:

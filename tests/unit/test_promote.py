@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import PromoteConfig
-from tasks.promote import ChampionScore, current_release, decide, prune_releases, recover, switch_current
+from tasks.operations.promote import ChampionScore, current_release, decide, prune_releases, recover, switch_current
+from tasks.support.config import PromoteConfig
 
 
 def row(drop: float, p50: float, agreement: float = 0.95, p95: float | None = None, speedup: float = 1.0) -> dict:

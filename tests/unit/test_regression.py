@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from tasks.config import NightlyConfig
-from tasks.regression import RegressionFailed, RegressionReport, judge
+from tasks.operations.regression import RegressionFailed, RegressionReport, judge
+from tasks.support.config import NightlyConfig
 
 CFG = NightlyConfig(max_agreement_drop=0.05, max_brightness_change=0.35, min_reference_boxes=1)
 PROMOTED = {"agreement_map50_95": 0.9}

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tasks import synth
-from tasks.synth import SynthConfig, render_holdout_frame, render_scene_frame, write_holdout, write_videos
+from tasks.demo import synth
+from tasks.demo.synth import SynthConfig, render_holdout_frame, render_scene_frame, write_holdout, write_videos
 
 TINY = SynthConfig(width=320, height=180, fps=10)
 

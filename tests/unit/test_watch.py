@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import copy_slowly
 
-from tasks.config import WatchConfig
-from tasks.watch import Burst, Landing, Watcher, load_state
+from tasks.operations.watch import Burst, Landing, Watcher, load_state
+from tasks.support.config import WatchConfig
 
 FAST = WatchConfig(poll_s=0.1, settle_s=0.8, debounce_s=0.6)
 

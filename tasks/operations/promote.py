@@ -26,13 +26,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.build import CANDIDATE_JSON, Candidate, path_sha256
-from tasks.config import PromoteConfig, TrackingConfig, ValidateConfig
-from tasks.fsutil import atomic_dir, atomic_write_text
-from tasks.registry import CHALLENGER, CHAMPION, PREVIOUS, crown, delete_alias, download_version, version_by_alias
-from tasks.tensorrt import ensure_runnable
-from tasks.track import KIND_TAG, RebuildRecord, client, experiment_id, latest_rebuild
-from tasks.validate import accuracy, holdout_images, mirror_holdout
+from tasks.pipeline.build import CANDIDATE_JSON, Candidate, path_sha256
+from tasks.pipeline.track import KIND_TAG, RebuildRecord, client, experiment_id, latest_rebuild
+from tasks.pipeline.validate import accuracy, holdout_images, mirror_holdout
+from tasks.runtime.tensorrt import ensure_runnable
+from tasks.support.config import PromoteConfig, TrackingConfig, ValidateConfig
+from tasks.support.fsutil import atomic_dir, atomic_write_text
+from tasks.support.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    crown,
+    delete_alias,
+    download_version,
+    version_by_alias,
+)
 
 log = logging.getLogger(__name__)
 

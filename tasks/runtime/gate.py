@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from tasks.build import CANDIDATE_JSON
-from tasks.promote import MANIFEST, current_release
-from tasks.tensorrt import ensure_runnable
-from tasks.validate import IMAGE_SUFFIXES
+from tasks.operations.promote import MANIFEST, current_release
+from tasks.pipeline.build import CANDIDATE_JSON
+from tasks.pipeline.validate import IMAGE_SUFFIXES
+from tasks.runtime.tensorrt import ensure_runnable
 
 log = logging.getLogger(__name__)
 

@@ -32,11 +32,11 @@ import cv2
 import pandas as pd
 import yaml
 
-from tasks import decode, extract_worker
-from tasks.config import ExtractConfig
-from tasks.extract_worker import ENTRY_NAME, FrameParams, Job, extract_one, init_worker
-from tasks.fsutil import atomic_dir, atomic_write_text
-from tasks.progress import VideoBars
+from tasks.pipeline import decode, extract_worker
+from tasks.pipeline.extract_worker import ENTRY_NAME, FrameParams, Job, extract_one, init_worker
+from tasks.support.config import ExtractConfig
+from tasks.support.fsutil import atomic_dir, atomic_write_text
+from tasks.support.progress import VideoBars
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ class PathsConfig(_Frozen):
     frame_cache: Path = Path(".cache/frames")  # per-video extracted frames, keyed by video hash and extract params
     model: Path = Path("models/best.pt")
     candidates: Path = Path("models/candidates")
-    build_cache: Path = Path(".cache/build")  # content-addressed built candidates (tasks/cache.py)
+    build_cache: Path = Path(".cache/build")  # content-addressed built candidates (tasks/support/cache.py)
     metrics: Path = Path("metrics/validate.json")
     ultralytics_config: Path = Path(".cache/ultralytics")
     plots: Path = Path("metrics/plots")  # plot data (CSV) that dvc.yaml declares

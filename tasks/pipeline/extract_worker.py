@@ -1,6 +1,6 @@
 """The part of extraction that runs in worker processes: decode one video, pick its frames, write its cache entry.
 
-Kept apart from `tasks.extract` so a spawned worker imports only what decoding needs (PyAV, OpenCV, numpy), not
+Kept apart from `tasks.pipeline.extract` so a spawned worker imports only what decoding needs (PyAV, OpenCV, numpy), not
 pandas or the config models: process start-up is paid once per worker per run.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tasks.decode import FrameSampler, Sample, VideoError
-from tasks.fsutil import atomic_dir
+from tasks.pipeline.decode import FrameSampler, Sample, VideoError
+from tasks.support.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
 

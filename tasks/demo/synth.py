@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tasks.fsutil import atomic_dir
+from tasks.support.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tasks.fsutil import atomic_dir
+from tasks.support.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def embed_metadata(artifact: Path, meta: dict[str, Any]) -> None:
         tmp.replace(xml)
         tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))
     elif artifact.suffix == ".engine":
-        from tasks.tensorrt import read_engine, write_engine
+        from tasks.runtime.tensorrt import read_engine, write_engine
 
         header, engine = read_engine(artifact)
         write_engine(artifact, {**header, META_KEY: meta}, engine)
@@ -118,7 +118,7 @@ def read_embedded_metadata(artifact: Path) -> dict[str, Any]:
             return {}
         return json.loads(model.get_rt_info([META_KEY, "metadata"]).astype(str))
     if artifact.suffix == ".engine":
-        from tasks.tensorrt import read_engine
+        from tasks.runtime.tensorrt import read_engine
 
         return read_engine(artifact)[0].get(META_KEY, {})
     return {}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tasks.config import PromoteConfig, TrackingConfig
-from tasks.promote import CHAMPION, MANIFEST, current_release
-from tasks.track import client, latest_rebuild
+from tasks.operations.promote import CHAMPION, MANIFEST, current_release
+from tasks.pipeline.track import client, latest_rebuild
+from tasks.support.config import PromoteConfig, TrackingConfig
 
 STATUS_FIELDS = (
     "precision",

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tasks.config import IgnoredScopeConfig, NncfConfig, QdqConfig, ValidateConfig
+from tasks.support.config import IgnoredScopeConfig, NncfConfig, QdqConfig, ValidateConfig
 
 log = logging.getLogger(__name__)
 

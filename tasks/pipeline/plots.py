@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.validate import Detections, FrameDiff, ValidationReport, latency_cdf
+from tasks.pipeline.validate import Detections, FrameDiff, ValidationReport, latency_cdf
 
 log = logging.getLogger(__name__)
 

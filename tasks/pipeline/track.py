@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.build import Candidate
-from tasks.config import Params, TrackingConfig
-from tasks.fetch import sha256_file
+from tasks.pipeline.build import Candidate
+from tasks.pipeline.fetch import sha256_file
+from tasks.support.config import Params, TrackingConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tasks.validate import ValidationReport
+    from tasks.pipeline.validate import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def video_table(videos_dir: Path) -> pd.DataFrame:
     """One row per video file: name, size, sha256 (the rebuild's input list, for lineage and MLflow datasets)."""
     import pandas as pd
 
-    from tasks.extract import list_videos
+    from tasks.pipeline.extract import list_videos
 
     videos, _ = list_videos(videos_dir)
     rows = []
@@ -183,7 +183,7 @@ def rebuild_datasets(params: Params, report: ValidationReport | None) -> tuple[l
     (for each candidate run) the holdout and agreement frames it was evaluated on."""
     import pandas as pd
 
-    from tasks.validate import IMAGE_SUFFIXES, agreement_images, holdout_images
+    from tasks.pipeline.validate import IMAGE_SUFFIXES, agreement_images, holdout_images
 
     p = params.paths
     parent, child = [], []
@@ -267,7 +267,7 @@ def _log_parent_artifacts(
         (out / "lineage.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         if report is not None:
-            from tasks.plots import latency_cdf_all
+            from tasks.pipeline.plots import latency_cdf_all
 
             latency_cdf_all(report, out / "plots" / "latency_cdf.png")
         mc.log_artifacts(pid, str(out))
@@ -277,7 +277,7 @@ def _log_candidate_plots(mc: Any, rid: str, name: str, report: ValidationReport,
     """Plots and their data for one candidate run: `plots/*.png` and `validation/*.json`."""
     from dataclasses import asdict
 
-    from tasks.plots import candidate_plots
+    from tasks.pipeline.plots import candidate_plots
 
     with tempfile.TemporaryDirectory(prefix="alpr-plots-") as tmp:
         out = Path(tmp)

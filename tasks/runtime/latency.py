@@ -3,7 +3,7 @@
 A fresh process per candidate because (1) thread counts of OpenMP/oneDNN are read once, at import, so they can only
 be pinned before torch/ONNX Runtime/OpenVINO load; (2) peak resident memory (`ru_maxrss`) is a per-process high-water
 mark, so only a process that loads nothing else measures one candidate's; (3) earlier candidates' allocations and
-caches do not colour later ones. `measure_in_subprocess` runs `python -m tasks.latency` and reads back its JSON.
+caches do not colour later ones. `measure_in_subprocess` runs `python -m tasks.runtime.latency` and reads back its JSON.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def measure(
     import cv2
     from ultralytics import YOLO
 
-    from tasks.tensorrt import ensure_runnable
+    from tasks.runtime.tensorrt import ensure_runnable
 
     baseline_mb = _rss_mb()
     frame = cv2.imread(str(frame_path))
@@ -210,12 +210,12 @@ def measure_in_subprocess(
         "threads": threads,
         "batch_sizes": list(batch_sizes),
     }
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, **{k: str(threads) for k in THREAD_ENV}}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="alpr-latency-") as tmp:
         out = Path(tmp) / "latency.json"
-        cmd = [sys.executable, "-m", "tasks.latency", json.dumps(args), str(out)]
+        cmd = [sys.executable, "-m", "tasks.runtime.latency", json.dumps(args), str(out)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0 or not out.is_file():
             tail = done.stderr[-3000:]
@@ -224,7 +224,7 @@ def measure_in_subprocess(
 
 
 def _main(argv: list[str]) -> None:
-    from tasks.offline import set_offline_env
+    from tasks.support.offline import set_offline_env
 
     set_offline_env()
     args = json.loads(argv[0])

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.config import ConfigError, Params, load_params
+from tasks.support.config import ConfigError, Params, load_params
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Build candidate artifacts (FP32 reference, FP16, INT8): Ultralytics' exporters (the peers) and our own INT8
-builds (tasks/quantize.py: NNCF with accuracy recovery, Q/DQ ONNX for ONNX Runtime and TensorRT).
+builds (tasks/pipeline/quantize.py: NNCF with accuracy recovery, Q/DQ ONNX for ONNX Runtime and TensorRT).
 
 Each candidate gets its own folder: an Ultralytics INT8 ONNX export deletes the FP32 `.onnx` it started from, and
 every export writes next to its `.pt`, so candidates built side by side in one folder would overwrite each other.
-Artifacts are content-addressed (tasks/cache.py): an unchanged candidate is reused, not rebuilt.
+Artifacts are content-addressed (tasks/support/cache.py): an unchanged candidate is reused, not rebuilt.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks import cache
-from tasks.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
-from tasks.fetch import sha256_file
-from tasks.fsutil import atomic_dir, atomic_write_text
-from tasks.progress import steps
+from tasks.pipeline.fetch import sha256_file
+from tasks.support import cache
+from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
+from tasks.support.fsutil import atomic_dir, atomic_write_text
+from tasks.support.progress import steps
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def build_candidates(
         raise ValueError("build_candidates: our INT8 methods need `gate` (params.yaml `validate:`) for their gate")
     toolchain = toolchain_versions()
     if any(cfg.backend_of(c) == "tensorrt" for c in cfg.candidates):
-        from tasks.tensorrt import device_info
+        from tasks.runtime.tensorrt import device_info
 
         toolchain = {**toolchain, **{f"trt_{k}": v for k, v in device_info().items()}}
     gate_images = gate_frame_images(gate_frames)
@@ -247,7 +247,7 @@ def build_candidates(
 
 def gate_frame_images(folder: Path | None) -> list[Path]:
     """The images of a frames folder (`folder/images`, or `folder` itself); none when it is unset or missing."""
-    from tasks.quantize import IMAGE_SUFFIXES
+    from tasks.pipeline.quantize import IMAGE_SUFFIXES
 
     if folder is None:
         return []
@@ -342,11 +342,11 @@ def build_artifact(
     if cand.method == "ultralytics":
         artifact = export_candidate(model, cand, backend, dataset_yaml, imgsz, out)
         if backend == "tensorrt":
-            from tasks.tensorrt import stamp_device
+            from tasks.runtime.tensorrt import stamp_device
 
             stamp_device(artifact)
         return artifact, {}
-    from tasks import quantize
+    from tasks.pipeline import quantize
 
     assert gate is not None
     images = quantize.calibration_images(dataset_yaml)
@@ -368,7 +368,7 @@ def build_artifact(
         result = quantize.qdq_quantize_onnx(onnx_fp32, qdq, images, settings, imgsz, gate, settings.holdout_fraction)
         if cand.method == "ort-qdq":
             return qdq, result.info
-        from tasks.tensorrt import build_strongly_typed_engine
+        from tasks.runtime.tensorrt import build_strongly_typed_engine
 
         return build_strongly_typed_engine(qdq, out / f"{qdq.stem}.engine"), result.info
 

@@ -24,15 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.build import Candidate
-from tasks.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
-from tasks.promote import MANIFEST, GateCheck, current_release, load_candidate
-from tasks.registry import CHAMPION, download_version, version_by_alias
-from tasks.track import ARTIFACT_PATH, KIND_TAG, client, experiment_id
+from tasks.operations.promote import MANIFEST, GateCheck, current_release, load_candidate
+from tasks.pipeline.build import Candidate
+from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, client, experiment_id
+from tasks.support.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
+from tasks.support.registry import CHAMPION, download_version, version_by_alias
 
 log = logging.getLogger(__name__)
 
-LINEAGE_JSON = "lineage.json"  # the rebuild parent run's artifact listing its videos (tasks/track.py)
+LINEAGE_JSON = "lineage.json"  # the rebuild parent run's artifact listing its videos (tasks/pipeline/track.py)
 
 # what to do when a gate breaks, and the params key that sets its threshold
 ADVICE = {
@@ -243,7 +243,7 @@ def baseline_videos(tracking: TrackingConfig, champion: Champion) -> tuple[str, 
 
 def newest_videos(videos_dir: Path, n: int) -> list[Path]:
     """The `n` newest video files (by modification time, newest first)."""
-    from tasks.extract import list_videos
+    from tasks.pipeline.extract import list_videos
 
     videos, _ = list_videos(videos_dir)
     if not videos:
@@ -257,7 +257,7 @@ def private_cache(shared: Path, work: Path) -> Path:
     Extraction clears the temp folders it finds in its cache, which in the shared cache may be a running rebuild's
     entries in progress; the nightly check reuses what rebuilds decoded without ever writing into their cache.
     """
-    from tasks.extract_worker import ENTRY_NAME
+    from tasks.pipeline.extract_worker import ENTRY_NAME
 
     own = work / "frame-cache"
     (own / "entries").mkdir(parents=True)
@@ -288,8 +288,8 @@ def sample_frames(
     """
     import pandas as pd
 
-    from tasks.extract import MANIFEST_NAME, extract_frames
-    from tasks.fsutil import atomic_dir
+    from tasks.pipeline.extract import MANIFEST_NAME, extract_frames
+    from tasks.support.fsutil import atomic_dir
 
     newest = newest_videos(videos_dir, n_newest)
     out = work / "all"
@@ -349,7 +349,7 @@ def measure(
     """Agreement of the champion with the FP32 reference, as validation measures it (Ultralytics' validator on the
     reference's detections as labels), on the newest frames plus the labelled holdout's images; and the boxes and
     confidences of both models on the newest frames alone."""
-    from tasks.validate import (
+    from tasks.pipeline.validate import (
         accuracy,
         agreement_counts,
         agreement_images,

@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from tasks.build import Candidate
-from tasks.config import ValidateConfig
-from tasks.fsutil import atomic_dir, atomic_write_text
-from tasks.progress import steps
-from tasks.tensorrt import ensure_runnable
+from tasks.pipeline.build import Candidate
+from tasks.runtime.tensorrt import ensure_runnable
+from tasks.support.config import ValidateConfig
+from tasks.support.fsutil import atomic_dir, atomic_write_text
+from tasks.support.progress import steps
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +276,8 @@ def agreement_images(frames_dir: Path | None, labelled: list[Path]) -> tuple[lis
 
 
 def latency(candidate: Candidate, frame_path: Path, cfg: ValidateConfig) -> dict[str, Any]:
-    """Latency on the candidate's own runtime, measured in a fresh process (tasks/latency.py says why)."""
-    from tasks.latency import measure_in_subprocess
+    """Latency on the candidate's own runtime, measured in a fresh process (tasks/runtime/latency.py says why)."""
+    from tasks.runtime.latency import measure_in_subprocess
 
     return measure_in_subprocess(
         candidate.path,

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from tasks.config import WatchConfig
-from tasks.extract import VIDEO_SUFFIXES
-from tasks.fsutil import atomic_write_text
-from tasks.project import rebuild_running
+from tasks.pipeline.extract import VIDEO_SUFFIXES
+from tasks.support.config import WatchConfig
+from tasks.support.fsutil import atomic_write_text
+from tasks.support.project import rebuild_running
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.config import TrackingConfig
-from tasks.fsutil import atomic_dir
-from tasks.track import KIND_TAG, client
+from tasks.pipeline.track import KIND_TAG, client
+from tasks.support.config import TrackingConfig
+from tasks.support.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
 
