@@ -20,8 +20,9 @@ from pathlib import Path
 import av
 import cv2
 
-from tasks.demo.synth import SynthConfig, encode_clip, scene_frames
+from tasks.demo.synth import SynthConfig
 from tasks.pipeline.decode import FrameSampler
+from testkit.clips import encode_clip, scene_frames
 
 # (label, codec, GOP in seconds or None for the encoder's default, suffix, encoder options, target ratio)
 KINDS = [

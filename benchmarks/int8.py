@@ -77,8 +77,8 @@ def main() -> int:
     configure_offline(params.paths.ultralytics_config)
     import cv2
 
-    from tasks.pipeline.build import load_candidates
     from tasks.pipeline.validate import accuracy, holdout_images, mirror_holdout, write_pseudo_labels
+    from tasks.support.candidate import load_candidates
 
     names = args.names.split(",") if args.names else [c.name for c in params.build.candidates]
     candidates = load_candidates(params.paths.candidates, names)

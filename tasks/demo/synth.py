@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
@@ -519,77 +517,3 @@ def write_holdout(out_dir: Path, n_frames: int, seed: int, cfg: SynthConfig = Sy
             (tmp / "labels" / f"{stem}.txt").write_text(yolo_lines(boxes, cfg))
     log.info("wrote holdout %s (%d frames)", out_dir, n_frames)
     return out_dir
-
-
-def encode_clip(
-    path: Path,
-    frames: Iterable[np.ndarray],
-    fps: int,
-    codec: str = "libx264",
-    gop: int | None = None,
-    times: Sequence[float] | None = None,
-    rotation: int = 0,
-    bframes: int | None = None,
-    options: dict[str, str] | None = None,
-) -> Path:
-    """Encode BGR frames with PyAV into `path` (container from the suffix), like a phone or camera export would.
-
-    `gop`: keyframe interval in frames (None: the encoder's default); `times`: presentation times in seconds for a
-    variable-frame-rate clip (default: frame i at i/fps); `rotation`: display-matrix rotation in degrees
-    counter-clockwise, as a portrait phone clip carries it; `options`: more encoder options (e.g. a preset).
-    Written under a temp name and renamed when complete.
-    """
-    import av  # only the clip generators need PyAV's encoders
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp_{path.stem}_{os.getpid()}{path.suffix}")
-    tb = Fraction(1, 1000) if times is not None else Fraction(1, fps)
-    n = 0
-    try:
-        with av.open(str(tmp), "w") as out:
-            stream = out.add_stream(codec, rate=fps)
-            stream.pix_fmt = "yuv420p"
-            opts: dict[str, str] = {}
-            if codec == "libx265":
-                params = ["log-level=error"] + ([f"keyint={gop}", f"min-keyint={gop}"] if gop else [])
-                params += [f"bframes={bframes}"] if bframes is not None else []
-                opts["x265-params"] = ":".join(params)
-            elif gop:
-                opts["g"] = str(gop)
-                if codec == "libx264":
-                    opts["keyint_min"] = str(gop)
-                    opts["sc_threshold"] = "0"  # keyframes exactly every `gop` frames, as a camera sets them
-            if bframes is not None and codec != "libx265":
-                opts["bf"] = str(bframes)
-            stream.options = {**opts, **(options or {})}
-            stream.codec_context.time_base = tb
-            if rotation:
-                stream.set_display_rotation(rotation)
-            for i, image in enumerate(frames):
-                if n == 0:
-                    stream.height, stream.width = image.shape[:2]
-                frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-                frame.pts = round(times[i] * 1000) if times is not None else i
-                frame.time_base = tb
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-                n += 1
-            for packet in stream.encode():
-                out.mux(packet)
-        if n == 0:
-            raise ValueError(f"{path}: no frames to encode")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.info("wrote %s (%d frames, %s, gop %s, rotation %d)", path, n, codec, gop or "default", rotation)
-    return path
-
-
-def scene_frames(
-    seed: int, n_frames: int, cfg: SynthConfig = SynthConfig(), seconds: float | None = None
-) -> Iterator[np.ndarray]:
-    """The first `n_frames` rendered frames (BGR) of video scene `seed`, generated lazily (flat memory)."""
-    scene = make_video_scene(seed, 0, seconds or max(1.0, n_frames / cfg.fps), cfg)
-    for j in range(n_frames):
-        yield render_scene_frame(scene, j)[0]

@@ -12,26 +12,33 @@ that checkpoint (names in `CHECKPOINTS`); the kill-safety tests use it to stop a
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import platform
-import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.pipeline.build import CANDIDATE_JSON, Candidate, path_sha256
 from tasks.pipeline.track import KIND_TAG, RebuildRecord, client, experiment_id, latest_rebuild
 from tasks.pipeline.validate import accuracy, holdout_images, mirror_holdout
+from tasks.runtime.releases import (
+    MANIFEST,
+    gate_paths,
+    promotion_lock,
+    prune_releases,
+    release_is_complete,
+    switch_current,
+)
 from tasks.runtime.tensorrt import ensure_runnable
+from tasks.support.candidate import CANDIDATE_JSON, Candidate, read_candidate
 from tasks.support.config import PromoteConfig, TrackingConfig, ValidateConfig
+from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
+from tasks.support.hashing import path_sha256
 from tasks.support.registry import (
     CHALLENGER,
     CHAMPION,
@@ -46,7 +53,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS"]  # re-exported for callers that know aliases through this module
 
-MANIFEST = "manifest.json"
 KILL_ENV = "ALPR_KILL_AT"
 CHECKPOINTS = (
     "after_champion_download",
@@ -118,9 +124,19 @@ class Decision:
         return "\n".join(lines)
 
 
+class MetricsMissing(AlprError):
+    """A candidate's metrics lack a number a gate needs."""
+
+
+class NoRebuild(AlprError):
+    """MLflow holds no finished rebuild to promote."""
+
+
 def _num(row: dict[str, Any], key: str, name: str) -> float:
     if key not in row or row[key] in (None, ""):
-        raise KeyError(f"candidate '{name}' has no '{key}' metric; re-run `alpr-ops validate` with this code version")
+        raise MetricsMissing(
+            f"candidate '{name}' has no '{key}' metric (validated by older code)", remedy=Remedy.VALIDATE
+        )
     return float(row[key])
 
 
@@ -176,81 +192,6 @@ def record_verdicts(mc: Any, record: RebuildRecord, decision: Decision) -> None:
         mc.log_text(run_id, json.dumps(doc, indent=2), "promotion/verdict.json")
 
 
-# --- the gate folder ------------------------------------------------------------------------------------------------
-
-
-def current_release(gate_dir: Path) -> Path | None:
-    """The release `current` points at, or None before the first promotion."""
-    link = gate_dir / "current"
-    return (gate_dir / os.readlink(link)).resolve() if link.is_symlink() else None
-
-
-def switch_current(gate_dir: Path, release: Path) -> None:
-    """Point `current` at `release` with one atomic rename of a fresh symlink."""
-    tmp = gate_dir / f".current.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(release.relative_to(gate_dir))
-    os.replace(tmp, gate_dir / "current")
-
-
-def recover(gate_dir: Path) -> None:
-    """Clear what a killed promotion left: temp symlinks, half-downloaded releases, trash; restore a moved-aside
-    release whose replacement never arrived. Only called under the lock, so no other promotion is using them."""
-    for tmp in gate_dir.glob(".current.*.tmp"):
-        tmp.unlink(missing_ok=True)
-    releases = gate_dir / "releases"
-    if not releases.is_dir():
-        return
-    for item in releases.glob(".*"):
-        if item.name.endswith("-old") and item.is_dir():
-            for kept in item.iterdir():
-                if not (releases / kept.name).exists():
-                    os.replace(kept, releases / kept.name)
-                    log.warning("restored %s, moved aside by a killed promotion", releases / kept.name)
-        log.info("removing %s, left by a killed promotion", item)
-        shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def promotion_lock(gate_dir: Path) -> Iterator[None]:
-    """One promotion or rollback at a time per gate folder; recovers a killed one's leftovers on entry."""
-    gate_dir.mkdir(parents=True, exist_ok=True)
-    with open(gate_dir / ".promote.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise RuntimeError(f"{gate_dir}: another promotion or rollback is running; wait for it to finish") from e
-        try:
-            recover(gate_dir)
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def prune_releases(gate_dir: Path, keep: int) -> None:
-    """Delete the oldest releases beyond `keep`, never the one `current` points at.
-
-    Each is renamed to a hidden name first, so a kill mid-delete never leaves a half-deleted `v<N>` behind.
-    """
-    current = current_release(gate_dir)
-    releases = sorted((gate_dir / "releases").glob("v*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in releases[keep:]:
-        if old.resolve() != current:
-            trash = old.with_name(f".{old.name}-trash")
-            os.replace(old, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-
-
-def release_is_complete(release: Path) -> bool:
-    """True when `release` has a manifest and its artifact hashes to the manifest's sha256."""
-    try:
-        manifest = json.loads((release / MANIFEST).read_text())
-        meta = json.loads((release / CANDIDATE_JSON).read_text())
-        return manifest.get("sha256") == meta["sha256"] == path_sha256(release / meta["artifact"])
-    except (OSError, ValueError, KeyError):
-        return False
-
-
 def target_hardware(backend: str) -> dict[str, Any]:
     """Where the smoke test ran (the machine the release was verified on): CPU model, cores, OS, backend."""
     cpu = platform.processor() or platform.machine()
@@ -266,14 +207,8 @@ def target_hardware(backend: str) -> dict[str, Any]:
 # --- smoke test and deploy ------------------------------------------------------------------------------------------
 
 
-class SmokeTestError(RuntimeError):
+class SmokeTestError(AlprError):
     """The artifact does not load, run, or reproduce its validation numbers; it is not deployed."""
-
-
-def load_candidate(folder: Path) -> Candidate:
-    """The `Candidate` of a downloaded artifact folder (from its `candidate.json`)."""
-    meta = json.loads((folder / CANDIDATE_JSON).read_text())
-    return Candidate(**{**meta, "folder": folder})
 
 
 def holdout_map(candidate: Candidate, holdout_dir: Path, vcfg: ValidateConfig) -> float:
@@ -294,7 +229,7 @@ def smoke_test(
     """Load the release with its runtime's loader (Ultralytics `YOLO` on the artifact), run it on the holdout and
     check its mAP50-95 matches the validated one within `tolerance`."""
     try:
-        cand = load_candidate(release)
+        cand = read_candidate(release)
         got = holdout_map(cand, holdout_dir, vcfg)
     except Exception as e:  # any loader or runtime failure means the gate could not run it either
         raise SmokeTestError(f"{release.name}: the artifact failed to load or run: {e}") from e
@@ -325,7 +260,7 @@ def deploy(
     A complete release of the same version already in place is not replaced (the gate may be running it);
     `current` is just pointed at it.
     """
-    release = gate_dir / "releases" / f"v{version}"
+    release = gate_paths(gate_dir).release(version)
     if release_is_complete(release):
         log.info("%s is already complete; pointing current at it", release)
     else:
@@ -386,7 +321,7 @@ def evaluate_champion(
     with tempfile.TemporaryDirectory(prefix="alpr-champion-") as tmp:
         folder = download_version(mv.source, Path(tmp) / "champion", tracking.uri)
         checkpoint("after_champion_download")
-        cand = load_candidate(folder)
+        cand = read_candidate(folder)
         try:
             score = holdout_map(cand, holdout_dir, vcfg)
         except Exception as e:  # e.g. a TensorRT champion on a machine without its GPU
@@ -471,14 +406,14 @@ def require_latest_rebuild(tracking: TrackingConfig) -> tuple[RebuildRecord, dic
     """The newest finished rebuild and its metrics; fails with what to run when there is none."""
     latest = latest_rebuild(tracking)
     if latest is None:
-        raise RuntimeError(f"no finished rebuild in {tracking.uri}; run `alpr-ops rebuild` first")
+        raise NoRebuild(f"no finished rebuild in {tracking.uri}", remedy=Remedy.REBUILD)
     return latest
 
 
 # --- rollback -------------------------------------------------------------------------------------------------------
 
 
-class RollbackError(RuntimeError):
+class RollbackError(AlprError):
     """Nothing to roll back to, or the previous release cannot be restored."""
 
 

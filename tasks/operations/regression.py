@@ -18,16 +18,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.operations.promote import MANIFEST, GateCheck, current_release, load_candidate
-from tasks.pipeline.build import Candidate
+from tasks.operations.promote import GateCheck
 from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, client, experiment_id
+from tasks.runtime.releases import MANIFEST, current_release, gate_paths
+from tasks.support.candidate import Candidate, read_candidate
 from tasks.support.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
+from tasks.support.errors import AlprError, Remedy
 from tasks.support.registry import CHAMPION, download_version, version_by_alias
 
 log = logging.getLogger(__name__)
@@ -35,22 +38,22 @@ log = logging.getLogger(__name__)
 LINEAGE_JSON = "lineage.json"  # the rebuild parent run's artifact listing its videos (tasks/pipeline/track.py)
 
 # what to do when a gate breaks, and the params key that sets its threshold
-ADVICE = {
+DIAGNOSIS = {
     "agreement": (
         "promote.min_agreement",
         "the INT8 champion no longer agrees with the FP32 reference on the newest footage: rebuild with the new "
-        "videos (`alpr-ops rebuild`) so the INT8 calibration covers them; if nothing passes, `alpr-ops rollback`",
+        "videos so the INT8 calibration covers them; if nothing passes, roll back",
     ),
     "agreement_drop": (
         "nightly.max_agreement_drop",
-        "the champion agrees with FP32 much less than when it was promoted: rebuild with the new videos "
-        "(`alpr-ops rebuild`); if nothing passes, `alpr-ops rollback`",
+        "the champion agrees with FP32 much less than when it was promoted: rebuild with the new videos; "
+        "if nothing passes, roll back",
     ),
     "brightness_change": (
         "nightly.max_brightness_change",
         "the newest footage is much {direction} than the footage the champion was calibrated and validated on: "
         "check the cameras (exposure, IR lighting, a covered or dirty lens), then rebuild with the new videos "
-        "(`alpr-ops rebuild`) so the INT8 calibration covers them",
+        "so the INT8 calibration covers them",
     ),
     "reference_boxes": (
         "nightly.min_reference_boxes",
@@ -60,12 +63,14 @@ ADVICE = {
 }
 
 
-class RegressionError(RuntimeError):
+class RegressionError(AlprError):
     """The check cannot run (no champion, no reference, no frames); the message says what to do."""
 
 
-class RegressionFailed(RuntimeError):
+class RegressionFailed(AlprError):
     """A nightly gate is broken; carries the report (the message is its explanation)."""
+
+    remedy = Remedy.REBUILD_OR_ROLLBACK
 
     def __init__(self, report: RegressionReport) -> None:
         super().__init__(report.explain())
@@ -141,7 +146,7 @@ class RegressionReport:
         )
         lines = [head]
         for c in self.checks:
-            key, advice = ADVICE.get(c.gate, ("", ""))
+            key, advice = DIAGNOSIS.get(c.gate, ("", ""))
             if c.passed:
                 lines.append(f"  pass: {c}")
                 continue
@@ -162,8 +167,8 @@ def find_champion(gate_dir: Path, tracking: TrackingConfig) -> Champion:
     release = current_release(gate_dir)
     if release is None or not (release / MANIFEST).is_file():
         raise RegressionError(
-            f"{gate_dir / 'current'}: no champion is deployed, so there is nothing to re-validate. "
-            "Run `alpr-ops rebuild` (or `alpr-ops promote` after one) first."
+            f"{gate_paths(gate_dir).current}: no champion is deployed, so there is nothing to re-validate",
+            remedy=Remedy.PROMOTE,
         )
     manifest = json.loads((release / MANIFEST).read_text())
     mv = version_by_alias(client(tracking), tracking.registered_model, CHAMPION)
@@ -211,14 +216,15 @@ def fetch_reference(tracking: TrackingConfig, champion: Champion, reference: str
         if not found:
             raise RegressionError(
                 f"no FP32 reference '{reference}' in {tracking.uri} for champion version {champion.version} "
-                f"(neither in its rebuild nor any rebuild of base model {base[:12]}); run `alpr-ops rebuild`."
+                f"(neither in its rebuild nor any rebuild of base model {base[:12]})",
+                remedy=Remedy.REBUILD,
             )
         run = found[0]
         note = f"'{reference}' of rebuild {run.data.tags.get('mlflow.parentRunId')} (same base model; the champion's "
         note += "own rebuild logged no reference)"
         log.warning("nightly: using %s", note)
     folder = download_version(f"{run.info.artifact_uri}/{ARTIFACT_PATH}", work / "reference", tracking.uri)
-    cand = load_candidate(folder)
+    cand = read_candidate(folder)
     if cand.precision != "fp32":
         raise RegressionError(f"reference '{reference}' (run {run.info.run_id}) is {cand.precision}, not fp32")
     return Reference(cand, run.info.run_id, note)
@@ -239,6 +245,15 @@ def baseline_videos(tracking: TrackingConfig, champion: Champion) -> tuple[str, 
 
 
 # --- the frames -----------------------------------------------------------------------------------------------------
+
+
+def make_scratch() -> Path:
+    """A private scratch folder for one check's frames and downloads (never the DVC outputs)."""
+    return Path(tempfile.mkdtemp(prefix="alpr-nightly-"))
+
+
+def remove_scratch(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def newest_videos(videos_dir: Path, n: int) -> list[Path]:
@@ -359,7 +374,7 @@ def measure(
         write_pseudo_labels,
     )
 
-    champ = load_candidate(champion.release)
+    champ = read_candidate(champion.release)
     labelled = holdout_images(holdout_dir)
     images, _ = agreement_images(sample.frames_dir.parent, labelled)
     ref_dets = predict(reference.candidate, images, cfg)
@@ -488,28 +503,3 @@ def log_nightly(tracking: TrackingConfig, report: RegressionReport) -> Regressio
     mc.set_terminated(rid)
     log.info("nightly run %s logged to %s: %s", rid, tracking.uri, "pass" if report.passed else "FAIL")
     return done
-
-
-def check_champion(
-    gate_dir: Path,
-    tracking: TrackingConfig,
-    reference: str,
-    videos_dir: Path,
-    holdout_dir: Path,
-    frame_cache: Path,
-    extract_cfg: ExtractConfig,
-    names: tuple[str, ...],
-    vcfg: ValidateConfig,
-    cfg: NightlyConfig,
-    min_agreement: float,
-) -> RegressionReport:
-    """The whole check in one call (the `nightly` flow runs the same steps as Prefect tasks): logged to MLflow;
-    the report says whether a gate broke (raising is the caller's choice)."""
-    champion = find_champion(gate_dir, tracking)
-    with tempfile.TemporaryDirectory(prefix="alpr-nightly-") as tmp:
-        work = Path(tmp)
-        ref = fetch_reference(tracking, champion, reference, work)
-        baseline = baseline_videos(tracking, champion)
-        sample = sample_frames(videos_dir, extract_cfg, names, frame_cache, cfg.newest_videos, baseline, work)
-        metrics = measure(champion, ref, sample, holdout_dir, vcfg, work)
-    return log_nightly(tracking, make_report(champion, ref, sample, metrics, cfg, min_agreement))

@@ -14,6 +14,7 @@ from typing import Any
 
 from tasks.pipeline.track import KIND_TAG, client
 from tasks.support.config import TrackingConfig
+from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ LINEAGE_TAGS = (
 PLOTS = ("agreement_grid.png", "latency.png", "pr_curve.png")
 
 
-class ReportError(RuntimeError):
+class ReportError(AlprError):
     """The run to report on does not exist or is not a rebuild; the message says what to do."""
 
 
@@ -118,7 +119,7 @@ def load_rebuild(tracking: TrackingConfig, run_id: str | None = None) -> Rebuild
             )
         )
         if not runs:
-            raise ReportError(f"no rebuild recorded in {tracking.uri} ({tracking.experiment}); run `alpr-ops rebuild`.")
+            raise ReportError(f"no rebuild recorded in {tracking.uri} ({tracking.experiment})", remedy=Remedy.REBUILD)
         parent = runs[0]
     else:
         try:

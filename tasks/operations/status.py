@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tasks.operations.promote import CHAMPION, MANIFEST, current_release
 from tasks.pipeline.track import client, latest_rebuild
+from tasks.runtime.releases import MANIFEST, current_release
 from tasks.support.config import PromoteConfig, TrackingConfig
+from tasks.support.registry import CHAMPION
 
 STATUS_FIELDS = (
     "precision",

@@ -16,58 +16,33 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.pipeline.fetch import sha256_file
 from tasks.support import cache
+from tasks.support.candidate import CANDIDATE_JSON, Candidate, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
+from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
+from tasks.support.hashing import path_sha256, path_size_mb, sha256_file
+from tasks.support.images import frames_folder, list_images
 from tasks.support.progress import steps
 
 log = logging.getLogger(__name__)
 
-CANDIDATE_JSON = "candidate.json"
 _QUANTIZE = {"fp32": None, "fp16": 16, "int8": 8}
 _TOOLCHAIN = ("ultralytics", "torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
 
 
-class BackendUnavailable(RuntimeError):
+class BuildInputMissing(AlprError):
+    """What a build starts from (the calibration frames' dataset YAML) does not exist."""
+
+    remedy = Remedy.EXTRACT
+
+
+class BackendUnavailable(AlprError):
     """The requested backend cannot build or run on this machine; the message says where it can."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A built artifact and what it was built from (also written beside it as `candidate.json`)."""
-
-    name: str
-    backend: str
-    precision: str
-    folder: Path
-    artifact: str  # relative to `folder`: a file (.onnx, .engine) or a folder (OpenVINO IR)
-    sha256: str
-    size_mb: float
-    base_model_sha256: str
-    frames_hash: str
-    imgsz: int
-    toolchain: dict[str, str]
-    build_seconds: float
-    built_at: str
-    method: str = "ultralytics"
-    cache_key: str = ""
-    params: dict[str, Any] = field(default_factory=dict)  # the candidate's entry of build.candidates
-    quantization: dict[str, Any] = field(default_factory=dict)  # gate, layers kept in float (our methods)
-
-    @property
-    def path(self) -> Path:
-        return self.folder / self.artifact
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["folder"] = "."
-        return json.dumps(data, indent=2, sort_keys=True)
 
 
 def toolchain_versions() -> dict[str, str]:
@@ -79,22 +54,6 @@ def toolchain_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return found
-
-
-def path_sha256(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
-    return h.hexdigest()
-
-
-def path_size_mb(path: Path) -> float:
-    """Size on disk of a file or folder, in MB (10^6 bytes)."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return round(sum(f.stat().st_size for f in files) / 1e6, 3)
 
 
 def check_tensorrt() -> None:
@@ -169,7 +128,7 @@ def build_candidates(
     cache key of the candidates that use them.
     """
     if not dataset_yaml.is_file():
-        raise FileNotFoundError(f"{dataset_yaml}: calibration dataset YAML not found. Run `alpr-ops extract` first.")
+        raise BuildInputMissing(f"{dataset_yaml}: calibration dataset YAML not found")
     if any(cfg.backend_of(c) == "tensorrt" for c in cfg.candidates):
         check_tensorrt()  # before any export: fail in seconds, not after the CPU candidates
     if gate is None and any(c.method != "ultralytics" for c in cfg.candidates):
@@ -247,14 +206,8 @@ def build_candidates(
 
 def gate_frame_images(folder: Path | None) -> list[Path]:
     """The images of a frames folder (`folder/images`, or `folder` itself); none when it is unset or missing."""
-    from tasks.pipeline.quantize import IMAGE_SUFFIXES
-
-    if folder is None:
-        return []
-    for where in (folder / "images", folder):
-        if where.is_dir():
-            return sorted(p for p in where.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    return []
+    where = frames_folder(folder) if folder is not None else None
+    return list_images(where) if where is not None else []
 
 
 def _images_sha256(images: list[Path]) -> str:
@@ -264,18 +217,12 @@ def _images_sha256(images: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _read_candidate(meta: Path, folder: Path) -> Candidate:
-    data = json.loads(meta.read_text())
-    data["folder"] = folder
-    return Candidate(**data)
-
-
 def _reuse(folder: Path, key: str, cache_dir: Path | None) -> Candidate | None:
     """The candidate already built for `key`: in place (untouched) or copied from the cache; None to build it."""
     meta = folder / CANDIDATE_JSON
     if meta.is_file():
         try:
-            here = _read_candidate(meta, folder)
+            here = read_candidate(folder)
         except (json.JSONDecodeError, TypeError):
             here = None
         if here is not None and here.cache_key == key and here.path.exists() and path_sha256(here.path) == here.sha256:
@@ -284,14 +231,14 @@ def _reuse(folder: Path, key: str, cache_dir: Path | None) -> Candidate | None:
     entry = cache.lookup(cache_dir, key, CANDIDATE_JSON)
     if entry is None:
         return None
-    found = _read_candidate(entry / CANDIDATE_JSON, entry)
+    found = read_candidate(entry)
     if not found.path.exists() or path_sha256(found.path) != found.sha256:
         log.warning("cache entry %s is damaged (artifact hash differs); rebuilding", entry)
         return None
     with atomic_dir(folder) as tmp:
         cache.copy_tree(entry, tmp)
     log.info("reused %s from the build cache (key %s)", found.name, key[:12])
-    return _read_candidate(folder / CANDIDATE_JSON, folder)
+    return read_candidate(folder)
 
 
 def _remember(cache_dir: Path | None, cand: Candidate) -> None:
@@ -371,16 +318,3 @@ def build_artifact(
         from tasks.runtime.tensorrt import build_strongly_typed_engine
 
         return build_strongly_typed_engine(qdq, out / f"{qdq.stem}.engine"), result.info
-
-
-def load_candidates(out_dir: Path, names: list[str]) -> list[Candidate]:
-    """Read back built candidates from their `candidate.json`, in the order given."""
-    found = []
-    for name in names:
-        meta = out_dir / name / CANDIDATE_JSON
-        if not meta.is_file():
-            raise FileNotFoundError(f"{meta}: candidate '{name}' has not been built. Run `alpr-ops build` first.")
-        data = json.loads(meta.read_text())
-        data["folder"] = out_dir / name
-        found.append(Candidate(**data))
-    return found

@@ -35,7 +35,9 @@ import yaml
 from tasks.pipeline import decode, extract_worker
 from tasks.pipeline.extract_worker import ENTRY_NAME, FrameParams, Job, extract_one, init_worker
 from tasks.support.config import ExtractConfig
+from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
+from tasks.support.images import write_dataset_yaml
 from tasks.support.progress import VideoBars
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ POOL_MIN_WORK = 1280 * 720 * 60.0
 FRAME_PARAMS = tuple(f.name for f in fields(FrameParams))
 
 
-class ExtractError(RuntimeError):
+class ExtractError(AlprError):
     """No usable frame could be extracted; the message says which files and what to do."""
 
 
@@ -79,7 +81,7 @@ class ExtractResult:
 def list_videos(videos_dir: Path) -> tuple[list[Path], dict[str, str]]:
     """Video files in `videos_dir` (sorted) and the other files there with the reason they are not used."""
     if not videos_dir.is_dir():
-        raise ExtractError(f"{videos_dir}: no such folder. Put gate videos there or pass --videos DIR.")
+        raise ExtractError(f"{videos_dir}: no such folder", remedy=Remedy.SAMPLE_VIDEOS)
     videos, skipped = [], {}
     for path in sorted(p for p in videos_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
         if path.suffix.lower() in VIDEO_SUFFIXES:
@@ -210,14 +212,6 @@ def frames_hash(manifest: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def write_dataset_yaml(path: Path, images_dir: Path, names: tuple[str, ...]) -> Path:
-    """An Ultralytics dataset YAML whose `train`/`val` point at `images_dir`, relative to the YAML's folder."""
-    rel = Path(os.path.relpath(images_dir, path.parent)).as_posix()
-    doc = {"train": rel, "val": rel, "names": dict(enumerate(names))}
-    header = "# Written by `alpr-ops extract`. Ultralytics INT8 export calibrates on the `val` images.\n"
-    return atomic_write_text(path, header + yaml.safe_dump(doc, sort_keys=False))
-
-
 def extract_frames(
     videos_dir: Path,
     out_dir: Path,
@@ -294,10 +288,7 @@ def _assemble(
         log.warning("skipping %s: %s", videos_dir / name, reason)
     if not usable:
         detail = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "the folder is empty"
-        raise ExtractError(
-            f"no frames could be extracted from {videos_dir} ({detail}). "
-            "Add readable gate videos (e.g. `alpr-ops sample-videos data/videos`) and run again."
-        )
+        raise ExtractError(f"no frames could be extracted from {videos_dir} ({detail})", remedy=Remedy.SAMPLE_VIDEOS)
     split = {name: split_of(e["video_sha256"], cfg.holdout_fraction) for name, (e, _) in usable.items()}
     score = {name: int(e["video_sha256"][:16], 16) for name, (e, _) in usable.items()}
     if all(s == "holdout" for s in split.values()):  # the calibration set must never be empty
@@ -337,7 +328,8 @@ def _assemble(
     elif sets["holdout"]:
         log.warning("no holdout folder given: frames of %d holdout videos are not written", len(sets["holdout"]))
     table = _write_frame_set(out_dir, sets["calibration"], "calibration", report)
-    write_dataset_yaml(dataset_yaml, out_dir / IMAGES_NAME, names)
+    note = "Written by extraction. Ultralytics INT8 export calibrates on the `val` images."
+    write_dataset_yaml(dataset_yaml, out_dir / IMAGES_NAME, names, note)
     digest = frames_hash(table)
     log.info(
         "extracted %d calibration + %d holdout frames from %d videos (%d decoded, %d from cache, %d files skipped)",
@@ -353,14 +345,13 @@ def _assemble(
 def check_dataset_yaml(dataset_yaml: Path, out_dir: Path) -> Path:
     """Fail unless `dataset_yaml`'s `val` images are `out_dir`'s, so the recorded frames hash is the frames used."""
     if not dataset_yaml.is_file():
-        raise ExtractError(f"{dataset_yaml}: not found. Run `alpr-ops extract` first.")
+        raise ExtractError(f"{dataset_yaml}: not found", remedy=Remedy.EXTRACT)
     doc = yaml.safe_load(dataset_yaml.read_text()) or {}
     base = dataset_yaml.parent / doc["path"] if doc.get("path") else dataset_yaml.parent
     val = (base / str(doc.get("val", ""))).resolve()
     if val != (out_dir / IMAGES_NAME).resolve():
         raise ExtractError(
-            f"{dataset_yaml}: `val` is {val}, not the frames in {out_dir / IMAGES_NAME}. "
-            "Pass the matching --data and --frames, or run `alpr-ops extract` to rewrite it."
+            f"{dataset_yaml}: `val` is {val}, not the frames in {out_dir / IMAGES_NAME}", remedy=Remedy.EXTRACT
         )
     return dataset_yaml
 
@@ -369,5 +360,5 @@ def read_frames_hash(out_dir: Path) -> str:
     """The content hash of an existing frame set, from its manifest."""
     manifest = out_dir / MANIFEST_NAME
     if not manifest.is_file():
-        raise ExtractError(f"{manifest}: not found. Run `alpr-ops extract` first.")
+        raise ExtractError(f"{manifest}: not found", remedy=Remedy.EXTRACT)
     return frames_hash(pd.read_csv(manifest))

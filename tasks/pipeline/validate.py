@@ -16,40 +16,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tasks.pipeline.build import Candidate
 from tasks.runtime.tensorrt import ensure_runnable
+from tasks.support.candidate import Candidate
 from tasks.support.config import ValidateConfig
+from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
+from tasks.support.images import frames_folder, list_images, write_dataset_yaml
 from tasks.support.progress import steps
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
-
-class ValidationError(RuntimeError):
+class ValidationError(AlprError):
     """Validation inputs are missing or wrong; the message says what to do."""
 
 
 def holdout_images(holdout_dir: Path) -> list[Path]:
     """The labelled holdout's images; fails fast when there are none or labels are missing."""
-    images = sorted(p for p in (holdout_dir / "images").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    folder = holdout_dir / "images"
+    images = list_images(folder) if folder.is_dir() else []
     if not images:
-        raise ValidationError(
-            f"{holdout_dir / 'images'}: no holdout images. Create a labelled holdout "
-            "(`alpr-ops sample-videos` writes one) or pass --holdout DIR."
-        )
+        raise ValidationError(f"{holdout_dir / 'images'}: no holdout images", remedy=Remedy.HOLDOUT)
     if not (holdout_dir / "labels").is_dir():
-        raise ValidationError(f"{holdout_dir / 'labels'}: no labels folder (YOLO .txt files named like the images).")
+        raise ValidationError(
+            f"{holdout_dir / 'labels'}: no labels folder (YOLO .txt files named like the images)", remedy=Remedy.HOLDOUT
+        )
     return images
-
-
-def write_dataset_yaml(path: Path, root: Path, names: dict[int, str]) -> Path:
-    """A dataset YAML for Ultralytics' validator over `root/images` (labels in `root/labels`)."""
-    path.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "names": names}))
-    return path
 
 
 def mirror_images(images: list[Path], out: Path) -> Path:
@@ -72,7 +64,7 @@ def mirror_holdout(holdout_dir: Path, images: list[Path], out: Path, names: dict
         label = holdout_dir / "labels" / f"{image.stem}.txt"
         if label.is_file():
             shutil.copyfile(label, out / "labels" / label.name)
-    return write_dataset_yaml(out / "data.yaml", out, names)
+    return write_dataset_yaml(out / "data.yaml", out / "images", names)
 
 
 def _yolo(candidate: Candidate):  # -> ultralytics.YOLO, imported lazily (slow import; env set by the CLI first)
@@ -241,7 +233,7 @@ def write_pseudo_labels(
         (out / "labels" / f"{image.stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
     boxes = sum(len(d.cls) for d in detections)
     log.info("reference %s gave %d boxes on %d frames (agreement labels)", reference.name, boxes, len(images))
-    return write_dataset_yaml(out / "data.yaml", out, dict(_yolo(reference).names))
+    return write_dataset_yaml(out / "data.yaml", out / "images", dict(_yolo(reference).names))
 
 
 def agreement_images(frames_dir: Path | None, labelled: list[Path]) -> tuple[list[Path], str]:
@@ -254,23 +246,22 @@ def agreement_images(frames_dir: Path | None, labelled: list[Path]) -> tuple[lis
     count of reference boxes high enough to decide on.
     """
     if frames_dir is not None:
-        for folder in (frames_dir / "images", frames_dir):
-            if folder.is_dir():
-                images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-                if images:
-                    clash = {p.name for p in images} & {p.name for p in labelled}
-                    if clash:
-                        raise ValidationError(
-                            f"{folder}: frames named like labelled holdout images ({sorted(clash)[:3]}); "
-                            "rename one of the two sets."
-                        )
-                    log.info(
-                        "agreement frames: %d unlabelled frames from %s and %d labelled holdout images",
-                        len(images),
-                        folder,
-                        len(labelled),
-                    )
-                    return images + labelled, str(folder)
+        folder = frames_folder(frames_dir)
+        images = list_images(folder) if folder is not None else []
+        if folder is not None and images:
+            clash = {p.name for p in images} & {p.name for p in labelled}
+            if clash:
+                raise ValidationError(
+                    f"{folder}: frames named like labelled holdout images ({sorted(clash)[:3]}); "
+                    "rename one of the two sets."
+                )
+            log.info(
+                "agreement frames: %d unlabelled frames from %s and %d labelled holdout images",
+                len(images),
+                folder,
+                len(labelled),
+            )
+            return images + labelled, str(folder)
         log.warning("agreement frames: %s missing or empty; using the labelled holdout's images only", frames_dir)
     return labelled, f"labelled holdout ({labelled[0].parent})"
 
@@ -364,17 +355,6 @@ def run_validation(
     return ValidationReport(reference, results, samples, curves, diffs, source, len(images), len(agree_images))
 
 
-def validate_candidates(
-    candidates: list[Candidate],
-    holdout_dir: Path,
-    reference: str,
-    cfg: ValidateConfig,
-    frames_dir: Path | None = None,
-) -> dict[str, dict[str, float | str]]:
-    """Metrics per candidate (accuracy, agreement with `reference`, latency, size); see `run_validation`."""
-    return run_validation(candidates, holdout_dir, reference, cfg, frames_dir).metrics
-
-
 def latency_cdf(samples: list[float]) -> list[tuple[float, float]]:
     """(latency, fraction of runs at or below it) for each run, sorted: the empirical CDF."""
     ordered = sorted(samples)
@@ -412,9 +392,3 @@ def write_metrics(path: Path, reference: str, metrics: dict[str, dict[str, float
     """The metrics JSON that `dvc.yaml` declares (`dvc metrics show/diff` read it)."""
     doc = {"reference": reference, "candidates": metrics}
     return atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
-
-
-def read_metrics(path: Path) -> dict[str, dict[str, float | str]]:
-    if not path.is_file():
-        raise ValidationError(f"{path}: metrics not found. Run `alpr-ops validate` first.")
-    return json.loads(path.read_text())["candidates"]

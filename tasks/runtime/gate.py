@@ -18,15 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from tasks.operations.promote import MANIFEST, current_release
-from tasks.pipeline.build import CANDIDATE_JSON
-from tasks.pipeline.validate import IMAGE_SUFFIXES
+from tasks.runtime.releases import MANIFEST, current_release, gate_paths
 from tasks.runtime.tensorrt import ensure_runnable
+from tasks.support.candidate import CANDIDATE_JSON
+from tasks.support.errors import AlprError, Remedy
+from tasks.support.images import IMAGE_SUFFIXES, list_images
 
 log = logging.getLogger(__name__)
 
 
-class GateError(RuntimeError):
+class GateError(AlprError):
     """The gate cannot start: no release deployed, or the source cannot be read."""
 
 
@@ -59,7 +60,7 @@ def read_frames(source: Path) -> Iterator[np.ndarray]:
     import cv2
 
     if source.is_dir():
-        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = list_images(source)
         if not images:
             raise GateError(
                 f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}); pass a video or an image folder"
@@ -112,7 +113,7 @@ class GateRuntime:
     def __init__(self, gate_dir: Path, conf: float, iou: float) -> None:
         release = current_release(gate_dir)
         if release is None:
-            raise GateError(f"{gate_dir / 'current'}: no release deployed; run `alpr-ops promote` first")
+            raise GateError(f"{gate_paths(gate_dir).current}: no release deployed", remedy=Remedy.PROMOTE)
         self.gate_dir, self.conf, self.iou = gate_dir, conf, iou
         self.active = load_release(release)
         log.info("gate: running release v%s (%s)", self.active.version, release)

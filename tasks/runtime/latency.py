@@ -21,12 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.support.errors import AlprError
+
 log = logging.getLogger(__name__)
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
-class LatencyError(RuntimeError):
+class LatencyError(AlprError):
     """The measuring subprocess failed; the message carries its stderr."""
 
 

@@ -15,11 +15,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tasks.support.errors import AlprError, Remedy
+
 log = logging.getLogger(__name__)
 
 
-class EngineMismatch(RuntimeError):
-    """The engine was built for another GPU or TensorRT version; the message says which and what to do."""
+class EngineMismatch(AlprError):
+    """The engine was built for another GPU or TensorRT version (or has no header); the message says which."""
+
+    remedy = Remedy.BUILD
 
 
 def device_info() -> dict[str, str]:
@@ -42,7 +46,7 @@ def read_engine(path: Path) -> tuple[dict[str, Any], bytes]:
     try:
         header = json.loads(data[4 : 4 + n].decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EngineMismatch(f"{path}: no metadata header; rebuild it with `alpr-ops build`") from e
+        raise EngineMismatch(f"{path}: no metadata header") from e
     return header, data[4 + n :]
 
 
@@ -74,7 +78,7 @@ def check_engine(path: Path) -> dict[str, str]:
         detail = ", ".join(f"{k}: built for {a!r}, this machine has {b!r}" for k, (a, b) in diff.items())
         raise EngineMismatch(
             f"{path}: TensorRT engines only run where they were built ({detail}). Rebuild it on this machine "
-            "(`alpr-ops build` with build.backend: tensorrt)."
+            "with build.backend: tensorrt."
         )
     return built_for
 

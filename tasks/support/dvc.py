@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tasks.support.errors import AlprError
+
 log = logging.getLogger(__name__)
 
 
-class DvcError(RuntimeError):
+class DvcError(AlprError):
     """The project is not a DVC repository; the message says how to make it one."""
 
 
@@ -62,6 +64,8 @@ def dvc_push(root: Path) -> bool:
         return False
     done = subprocess.run([sys.executable, "-m", "dvc", "push", "--quiet"], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
-        raise DvcError(f"`dvc push` to {default.stdout.strip()} from {root} failed:\n{done.stdout}{done.stderr}")
+        raise DvcError(
+            f"`dvc push` to {default.stdout.strip()} from {root} failed:\n{done.stdout}{done.stderr}", transient=True
+        )
     log.info("pushed the rebuild's data and outputs to the DVC remote %s", default.stdout.strip())
     return True

@@ -1,22 +1,54 @@
-"""A project folder as a deployment sees it: `params.yaml` parsed at run time, optional overrides, one rebuild at once.
+"""A project as a run sees it: `params.yaml` parsed once, with the run's overrides applied in one place.
 
-Deployments take a params file rather than parsed parameters, so an edit to `params.yaml` applies to the next run
-without redeploying; this is the edge where that file is parsed.
+Every command and flow goes through `load_project`: path flags and deployment parameters become an `Overrides`,
+and nothing else changes a path after parsing. Deployments pass the params file rather than parsed parameters, so
+an edit to `params.yaml` applies to the next run without redeploying.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.support.config import ConfigError, Params, load_params
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from tasks.support.config import ConfigError, Params, PathsConfig, load_params
+from tasks.support.locks import file_lock, is_locked
 
 log = logging.getLogger(__name__)
+
+
+class Overrides(BaseModel):
+    """What a run changes in `params.yaml`: paths (`paths.<key>` by key), the gate folder, a subset of candidates.
+
+    The one way to override anything; `load_project` applies it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    paths: dict[str, Path] = {}
+    gate_dir: Path | None = None
+    candidates: tuple[str, ...] = ()
+
+    @field_validator("paths")
+    @classmethod
+    def _known_paths(cls, paths: dict[str, Path]) -> dict[str, Path]:
+        unknown = sorted(set(paths) - set(PathsConfig.model_fields))
+        if unknown:
+            raise ValueError(f"unknown path override(s) {unknown}; paths are {sorted(PathsConfig.model_fields)}")
+        return paths
+
+    @classmethod
+    def of(cls, gate_dir: Path | None = None, candidates: list[str] | None = None, **paths: Path | None) -> Overrides:
+        """From optional flags: None means "as in params.yaml"."""
+        given = {k: v for k, v in paths.items() if v is not None}
+        return cls(paths=given, gate_dir=gate_dir, candidates=tuple(candidates or ()))
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.gate_dir or self.candidates)
 
 
 @dataclass(frozen=True)
@@ -26,7 +58,7 @@ class Project:
     dvc_root: Path | None  # set when the run writes the paths dvc.yaml describes (so `dvc commit` may record them)
 
 
-def select_candidates(params: Params, names: list[str]) -> Params:
+def select_candidates(params: Params, names: tuple[str, ...]) -> Params:
     """`params` with only the named candidates (the reference is always kept: every gate compares with it)."""
     declared = [c.name for c in params.build.candidates]
     unknown = [n for n in names if n not in declared]
@@ -37,65 +69,36 @@ def select_candidates(params: Params, names: list[str]) -> Params:
     return params.model_copy(update={"build": build})
 
 
-def load_project(
-    params_file: Path,
-    videos: Path | None = None,
-    holdout: Path | None = None,
-    gate_dir: Path | None = None,
-    candidates: list[str] | None = None,
-) -> Project:
-    """Parse `params_file` and apply a run's overrides (a videos folder, a subset of candidates)."""
-    base = load_params(params_file)
-    params = base
-    paths = {k: v.resolve() for k, v in {"videos": videos, "holdout": holdout}.items() if v is not None}
-    if paths:
-        params = params.model_copy(update={"paths": params.paths.model_copy(update=paths)})
-    if gate_dir is not None:
-        promote = params.promote.model_copy(update={"gate_dir": gate_dir.resolve()})
+def apply_overrides(params: Params, overrides: Overrides) -> Params:
+    """`params` with `overrides` applied (override paths are made absolute against the working folder)."""
+    if overrides.paths:
+        paths = params.paths.model_copy(update={k: v.resolve() for k, v in overrides.paths.items()})
+        params = params.model_copy(update={"paths": paths})
+    if overrides.gate_dir is not None:
+        promote = params.promote.model_copy(update={"gate_dir": overrides.gate_dir.resolve()})
         params = params.model_copy(update={"promote": promote})
-    if candidates:
-        params = select_candidates(params, candidates)
+    if overrides.candidates:
+        params = select_candidates(params, overrides.candidates)
+    return params
+
+
+def load_project(params_file: Path, overrides: Overrides | None = None) -> Project:
+    """Parse `params_file` once and apply the run's overrides."""
+    base = load_params(params_file)
+    params = apply_overrides(base, overrides or Overrides())
     root = params_file.resolve().parent
     in_dvc = (root / ".dvc").is_dir() and (root / "dvc.yaml").is_file()
     # dvc.lock may record the outputs only when the run used the paths and candidates dvc.yaml's stages describe
     return Project(params, root, root if in_dvc and params == base else None)
 
 
-def rebuild_running(lock_file: Path | None) -> bool:
-    """Whether a rebuild holds the project's lock (`rebuild_lock`), without waiting for it."""
-    if lock_file is None or not lock_file.exists():
-        return False
-    with open(lock_file, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
-
-
 @contextmanager
 def rebuild_lock(lock_file: Path) -> Iterator[None]:
-    """Hold the project's rebuild lock; a second rebuild on the same data waits here (queues) until the first ends.
+    """Hold the project's rebuild lock; a second rebuild on the same data waits here (queues) until the first ends."""
+    with file_lock(lock_file, "rebuild", wait=True):
+        yield
 
-    An OS lock (flock) is released by the kernel when its holder dies, so a killed rebuild never blocks the next.
-    """
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            log.warning("another rebuild (%s) is running on this project; waiting for it to finish", holder)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}\n")
-        fh.flush()
-        try:
-            yield
-        finally:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
+
+def rebuild_running(lock_file: Path) -> bool:
+    """Whether a rebuild holds the project's lock, without waiting for it."""
+    return is_locked(lock_file)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import run_dvc as dvc
 
-from tasks.operations.promote import CHAMPION, MANIFEST, current_release
 from tasks.pipeline.extract import read_frames_hash
 from tasks.pipeline.track import client
+from tasks.runtime.releases import MANIFEST, current_release
 from tasks.support.config import Params
+from tasks.support.registry import CHAMPION
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from tasks.operations.promote import decide
-from tasks.pipeline.build import export_candidate, path_sha256
+from tasks.pipeline.build import export_candidate
 from tasks.pipeline.validate import run_validation
 from tasks.support.config import CandidateConfig, PromoteConfig
+from tasks.support.hashing import path_sha256
 
 pytestmark = pytest.mark.integration
 

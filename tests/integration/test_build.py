@@ -3,8 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.pipeline.build import CANDIDATE_JSON, load_candidates, path_sha256
+from tasks.support.candidate import CANDIDATE_JSON, CandidateMissing, load_candidates
+from tasks.support.errors import Remedy
 from tasks.support.config import CandidateConfig
+from tasks.support.hashing import path_sha256
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +38,17 @@ def test_load_candidates_reads_back_what_was_built(built: tuple) -> None:
     params, candidates = built
     loaded = load_candidates(params.paths.candidates, [c.name for c in candidates])
     assert loaded == candidates
-    with pytest.raises(FileNotFoundError, match="alpr-ops build"):
+    with pytest.raises(CandidateMissing, match="'missing' has not been built") as e:
         load_candidates(params.paths.candidates, ["missing"])
+    assert e.value.remedy is Remedy.BUILD
 
 
 def test_int8_build_needs_the_calibration_yaml(tmp_path: Path, plate_model: Path) -> None:
-    from tasks.pipeline.build import build_candidates
+    from tasks.pipeline.build import BuildInputMissing, build_candidates
     from tasks.support.config import BuildConfig
 
     cfg = BuildConfig(imgsz=64, candidates=(CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),))
-    with pytest.raises(FileNotFoundError, match="alpr-ops extract"):
+    with pytest.raises(BuildInputMissing, match="calibration dataset YAML not found") as e:
         build_candidates(plate_model, tmp_path / "calibration.yaml", tmp_path / "out", cfg, "x", "y")
+    assert e.value.remedy is Remedy.EXTRACT
     assert not (tmp_path / "out").exists()

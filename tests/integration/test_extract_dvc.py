@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import run_dvc as dvc
 
-from tasks.demo.synth import SynthConfig, encode_clip, scene_frames
+from tasks.demo.synth import SynthConfig
+from testkit.clips import encode_clip, scene_frames
 
 pytestmark = pytest.mark.integration
 

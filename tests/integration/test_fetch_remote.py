@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.pipeline.fetch import ModelError, fetch_model, sha256_file
+from tasks.pipeline.fetch import ModelError, fetch_model
+from tasks.support.hashing import sha256_file
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import cv2
 import pytest
 
 from tasks.demo.synth import SynthConfig, write_videos
-from tasks.operations.promote import MANIFEST, switch_current
-from tasks.pipeline.build import Candidate
 from tasks.runtime.gate import GateRuntime, run_gate
+from tasks.runtime.releases import MANIFEST, switch_current
+from tasks.support.candidate import Candidate
 
 pytestmark = pytest.mark.integration
 

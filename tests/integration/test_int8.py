@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.pipeline.build import CANDIDATE_JSON, build_candidates, path_sha256
+from tasks.pipeline.build import build_candidates
 from tasks.pipeline.extract import extract_frames
 from tasks.support.cache import read_embedded_metadata
+from tasks.support.candidate import CANDIDATE_JSON
 from tasks.support.config import BuildConfig, CandidateConfig, ExtractConfig, ValidateConfig
+from tasks.support.hashing import path_sha256
 
 pytestmark = pytest.mark.integration
 

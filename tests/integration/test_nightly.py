@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tasks.operations.regression import RegressionError, check_champion, find_champion
+from tasks.operations import regression as reg
+from tasks.operations.regression import RegressionError, RegressionReport, find_champion
 from tasks.pipeline.track import KIND_TAG, client, lineage, log_rebuild
-from tasks.support.config import Params
+from tasks.support.config import ExtractConfig, NightlyConfig, Params, TrackingConfig, ValidateConfig
+from tasks.support.errors import Remedy
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +27,7 @@ def darken(src: Path, dst: Path, gain: float) -> Path:
     """Re-encode a video with every pixel scaled by `gain` (PyAV decode, tasks/demo/synth.py's encoder)."""
     import av
 
-    from tasks.demo.synth import encode_clip
+    from testkit.clips import encode_clip
 
     with av.open(str(src)) as c:
         fps = round(float(c.streams.video[0].average_rate))
@@ -94,6 +97,30 @@ def champion(tmp_path_factory: pytest.TempPathFactory, built: tuple, validated: 
     return store
 
 
+def check_champion(
+    gate_dir: Path,
+    tracking: TrackingConfig,
+    reference: str,
+    videos_dir: Path,
+    holdout_dir: Path,
+    frame_cache: Path,
+    extract_cfg: ExtractConfig,
+    names: tuple[str, ...],
+    vcfg: ValidateConfig,
+    cfg: NightlyConfig,
+    min_agreement: float,
+) -> RegressionReport:
+    """The whole check as plain calls, the steps the `nightly-regression` flow runs as Prefect tasks."""
+    champion = reg.find_champion(gate_dir, tracking)
+    with tempfile.TemporaryDirectory(prefix="alpr-nightly-") as tmp:
+        work = Path(tmp)
+        ref = reg.fetch_reference(tracking, champion, reference, work)
+        baseline = reg.baseline_videos(tracking, champion)
+        sample = reg.sample_frames(videos_dir, extract_cfg, names, frame_cache, cfg.newest_videos, baseline, work)
+        metrics = reg.measure(champion, ref, sample, holdout_dir, vcfg, work)
+    return reg.log_nightly(tracking, reg.make_report(champion, ref, sample, metrics, cfg, min_agreement))
+
+
 def nightly_runs(params: Params) -> list:
     mc = client(params.tracking)
     exp = mc.get_experiment_by_name(params.tracking.experiment)
@@ -158,7 +185,8 @@ def test_much_darker_newest_videos_fail_the_flow_and_the_cli(champion: Params, h
     assert "brightness_change" in broken
     message = str(e.value)
     assert "FAIL: brightness_change" in message and "nightly.max_brightness_change" in message
-    assert "much darker" in message and "check the cameras" in message and "alpr-ops rebuild" in message
+    assert "much darker" in message and "check the cameras" in message
+    assert e.value.remedy is Remedy.REBUILD_OR_ROLLBACK
     assert report.metrics["brightness"] < 0.5 * report.metrics["baseline_brightness"]
     run = client(params.tracking).get_run(report.mlflow_run_id)
     assert run.data.tags["nightly.passed"] == "false" and run.data.tags["gate.brightness_change"].startswith("fail")
@@ -171,6 +199,7 @@ def test_much_darker_newest_videos_fail_the_flow_and_the_cli(champion: Params, h
     assert done.returncode == 1
     assert "FAIL" in done.stdout and "brightness_change" in done.stdout
     assert "nightly.max_brightness_change" in done.stderr and "much darker" in done.stderr
+    assert "alpr-ops rebuild" in done.stderr and "alpr-ops rollback" in done.stderr
 
 
 def test_no_champion_is_a_clear_error(champion: Params, harness, tmp_path: Path, cli) -> None:
@@ -179,8 +208,9 @@ def test_no_champion_is_a_clear_error(champion: Params, harness, tmp_path: Path,
     params = champion.model_copy(update={"promote": champion.promote.model_copy(update={"gate_dir": tmp_path / "g"})})
     state = nightly_regression(params, return_state=True)
     assert state.is_failed() and "no champion is deployed" in state.message
-    with pytest.raises(RegressionError, match=r"no champion is deployed.*alpr-ops rebuild"):
+    with pytest.raises(RegressionError, match=r"no champion is deployed") as e:
         find_champion(params.promote.gate_dir, params.tracking)
+    assert e.value.remedy is Remedy.PROMOTE
     with pytest.raises(RegressionError, match="no champion is deployed"):
         p = params.paths
         check_champion(

@@ -11,22 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.operations.promote import (
-    CHALLENGER,
-    CHAMPION,
-    KILL_ENV,
-    MANIFEST,
-    PREVIOUS,
-    RollbackError,
-    SmokeTestError,
-    current_release,
-    promote,
-    release_is_complete,
-    rollback,
-)
+from tasks.operations.promote import KILL_ENV, RollbackError, SmokeTestError, promote, rollback
 from tasks.pipeline.track import client, lineage, log_rebuild
+from tasks.runtime.releases import MANIFEST, current_release, release_is_complete
 from tasks.support.config import Params
-from tasks.support.registry import version_by_alias
+from tasks.support.registry import CHALLENGER, CHAMPION, PREVIOUS, version_by_alias
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -53,7 +53,7 @@ def test_tensorrt_build_fails_before_building_anything(built: tuple, plate_model
 
 @pytest.mark.skipif(not HAVE_TRT, reason=SKIP_REASON)
 def test_tensorrt_int8_engine_builds_and_validates(built: tuple, plate_model: Path, tmp_path: Path) -> None:
-    from tasks.pipeline.validate import validate_candidates
+    from tasks.pipeline.validate import run_validation
 
     params, _ = built
     cfg = tensorrt_build("fp16", "int8")
@@ -61,7 +61,7 @@ def test_tensorrt_int8_engine_builds_and_validates(built: tuple, plate_model: Pa
         plate_model, params.paths.calibration_yaml, tmp_path / "c", cfg, params.model.sha256, "h"
     )
     assert [c.path.suffix for c in built_trt] == [".onnx", ".engine", ".engine"]
-    metrics = validate_candidates(built_trt, params.paths.holdout, "fp32", params.validate_)
+    metrics = run_validation(built_trt, params.paths.holdout, "fp32", params.validate_).metrics
     assert metrics["trt-int8"]["agreement_map50"] > 0.5
 
 
@@ -81,7 +81,7 @@ def test_engine_header_round_trips_and_an_engine_without_its_device_is_refused(t
 def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
     built: tuple, plate_model: Path, tmp_path: Path
 ) -> None:
-    from tasks.pipeline.validate import validate_candidates
+    from tasks.pipeline.validate import run_validation
     from tasks.runtime.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
 
     params, _ = built
@@ -94,7 +94,7 @@ def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
     assert engine.suffix == ".engine"
     device = check_engine(engine)
     assert {"gpu", "compute_capability", "tensorrt"} <= set(device)
-    metrics = validate_candidates(out, params.paths.holdout, "fp32", params.validate_)
+    metrics = run_validation(out, params.paths.holdout, "fp32", params.validate_).metrics
     assert metrics["trt-qdq"]["agreement_map50"] > 0.5
     header, blob = read_engine(engine)
     write_engine(engine, {**header, "device": {**device, "gpu": "some other GPU"}}, blob)

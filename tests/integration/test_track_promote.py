@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
-from tasks.operations.promote import CHAMPION, MANIFEST, PREVIOUS, SmokeTestError, current_release, promote
+from tasks.operations.promote import SmokeTestError, promote
 from tasks.operations.status import status
 from tasks.pipeline.track import client, latest_rebuild, lineage, log_rebuild
+from tasks.runtime.releases import MANIFEST, current_release
 from tasks.support.config import Params, PromoteConfig
+from tasks.support.registry import CHAMPION, PREVIOUS
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +99,7 @@ def test_artifact_that_fails_the_smoke_test_is_not_deployed(store: Params, built
     broken = candidates[0].__class__(**{**candidates[0].__dict__, "folder": broken_dir})
     (broken_dir / broken.artifact).write_bytes(b"not an onnx model")
     meta = json.loads((broken_dir / "candidate.json").read_text())
-    from tasks.pipeline.build import path_sha256
+    from tasks.support.hashing import path_sha256
 
     meta["sha256"] = path_sha256(broken_dir / broken.artifact)
     (broken_dir / "candidate.json").write_text(json.dumps(meta))

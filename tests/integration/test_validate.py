@@ -7,8 +7,7 @@ import pytest
 from tasks.pipeline.validate import (
     ValidationError,
     agreement_images,
-    read_metrics,
-    validate_candidates,
+    run_validation,
     write_metrics,
     write_plot_data,
 )
@@ -50,15 +49,15 @@ def test_every_candidate_gets_every_metric(validated: dict, built: tuple) -> Non
 def test_metrics_json_round_trip(validated: dict, tmp_path: Path) -> None:
     path = write_metrics(tmp_path / "m" / "validate.json", "fp32", validated)
     assert json.loads(path.read_text())["reference"] == "fp32"
-    assert read_metrics(path) == json.loads(json.dumps(validated))
+    assert json.loads(path.read_text())["candidates"] == json.loads(json.dumps(validated))
 
 
 def test_missing_holdout_is_a_clear_error(built: tuple, tmp_path: Path) -> None:
     params, candidates = built
     with pytest.raises(ValidationError, match="no holdout images"):
-        validate_candidates(candidates, tmp_path, "fp32", params.validate_)
+        run_validation(candidates, tmp_path, "fp32", params.validate_)
     with pytest.raises(ValidationError, match="reference candidate 'nope'"):
-        validate_candidates(candidates, params.paths.holdout, "nope", params.validate_)
+        run_validation(candidates, params.paths.holdout, "nope", params.validate_)
 
 
 def test_agreement_counts_latency_and_threads(validation_report, built: tuple) -> None:

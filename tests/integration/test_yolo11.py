@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tasks.pipeline.build import build_candidates
-from tasks.pipeline.validate import validate_candidates
+from tasks.pipeline.validate import run_validation
 from tasks.support.config import BuildConfig, CandidateConfig, ValidateConfig
 
 pytestmark = pytest.mark.integration
@@ -29,6 +29,6 @@ def test_yolo11n_builds_and_validates(built: tuple, tmp_path: Path) -> None:
     assert [c.name for c in candidates] == ["fp32", "ov-int8"]
     # untrained weights score every box near the head's prior (~1e-4): agreement labels need a conf below that
     vcfg = ValidateConfig(imgsz=160, warmup=1, runs=3, agreement_conf=1e-6)
-    metrics = validate_candidates(candidates, params.paths.holdout, "fp32", vcfg)
+    metrics = run_validation(candidates, params.paths.holdout, "fp32", vcfg).metrics
     assert set(metrics) == {"fp32", "ov-int8"}
     assert all(m["latency_p50_ms"] > 0 for m in metrics.values())

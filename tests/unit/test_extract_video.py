@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.demo.synth import SynthConfig, encode_clip, scene_frames
+from tasks.demo.synth import SynthConfig
 from tasks.pipeline.decode import FrameSampler
 from tasks.pipeline.extract import ExtractError, extract_frames, split_of
 from tasks.support.config import ExtractConfig
+from testkit.clips import encode_clip, scene_frames
 
 NAMES = ("License_Plate",)
 SMALL = SynthConfig(width=160, height=120, fps=10)

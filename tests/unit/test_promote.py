@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.operations.promote import ChampionScore, current_release, decide, prune_releases, recover, switch_current
+from tasks.operations.promote import ChampionScore, decide
+from tasks.runtime.releases import current_release, prune_releases, recover, switch_current
 from tasks.support.config import PromoteConfig
 
 

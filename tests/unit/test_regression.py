@@ -68,10 +68,10 @@ def test_the_message_names_the_gate_its_numbers_the_param_and_the_fix() -> None:
     text = r.explain()
     assert "FAIL: brightness_change 0.7727 > 0.35 (nightly.max_brightness_change)" in text
     assert "much darker" in text and "mean brightness 25 vs 110" in text
-    assert "check the cameras" in text and "alpr-ops rebuild" in text
+    assert "check the cameras" in text and "rebuild with the new videos" in text
     assert "pass: agreement 0.88 >= 0.8" in text
     drop = report(measured(agreement_map50_95=0.7)).explain()
-    assert "(promote.min_agreement)" in drop and "(nightly.max_agreement_drop)" in drop and "alpr-ops rollback" in drop
+    assert "(promote.min_agreement)" in drop and "(nightly.max_agreement_drop)" in drop and "roll back" in drop
 
 
 def test_the_failure_keeps_its_report_through_pickling() -> None:

@@ -1,0 +1,124 @@
+"""Prefect deployments of the four flows, served from one process (`alpr-ops serve`) or sent to work pools.
+
+Each deployment passes the path of the project's `params.yaml`, parsed when a run starts, so an edit applies to
+the next run without redeploying. They run the same flow objects as the CLI (`flows/rebuild.py`, ...):
+
+- `alpr-ops serve` (one machine, the embedded default): a local Prefect server on 127.0.0.1, the four deployments
+  served from one process (`<flow>/serve`), and the video watcher.
+- server mode: `prefect server start`, then `alpr-ops deploy` registers the deployments on the work pool of the
+  project's gate hardware (`serve.work_pools[build.backend]`, e.g. `rebuild/gate-cpu`); a worker on that hardware
+  (`prefect worker start --pool gate-cpu`) runs them, so engines are built and timed where they will run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.schedules import Cron
+
+from flows.nightly import nightly_regression
+from flows.promote import promote
+from flows.rebuild import rebuild
+from flows.rollback import rollback
+from tasks.support.config import ConfigError, Params
+from tasks.support.project import Overrides
+
+log = logging.getLogger(__name__)
+
+# flow object, its entrypoint (what a worker imports), the concurrency limit of its deployment
+FLOWS: tuple[tuple[Any, str, Any], ...] = (
+    # one rebuild of a project at a time: a second run waits in the queue (AwaitingConcurrencySlot)
+    (
+        rebuild,
+        "flows/rebuild.py:rebuild",
+        ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+    ),
+    (nightly_regression, "flows/nightly.py:nightly_regression", None),
+    (promote, "flows/promote.py:promote", 1),
+    (rollback, "flows/rollback.py:rollback", 1),
+)
+
+
+def nightly_schedule(params: Params) -> Cron:
+    """`nightly.cron` in `nightly.timezone`, or in this machine's local time zone (Prefect's default would be UTC)."""
+    tz = params.nightly.timezone
+    if tz is None:
+        import tzlocal
+
+        tz = tzlocal.get_localzone_name()
+    return Cron(params.nightly.cron, timezone=tz)
+
+
+def _settings(params: Params, fn: Any, limit: Any) -> dict[str, Any]:
+    schedules = [nightly_schedule(params)] if fn is nightly_regression else None
+    return {"schedules": schedules, "concurrency_limit": limit}
+
+
+def runner_deployments(params: Params, params_file: Path, name: str = "serve") -> list[Any]:
+    """The four deployments, for `prefect.serve` in this process (`alpr-ops serve`)."""
+    parameters = {"params_file": str(params_file.resolve())}
+    return [
+        fn.to_deployment(name=name, parameters=parameters, **_settings(params, fn, limit)) for fn, _, limit in FLOWS
+    ]
+
+
+def work_pool_for(params: Params) -> str:
+    """The work pool of the gate hardware this project builds for."""
+    pools = params.serve.work_pools
+    if params.build.backend not in pools:
+        raise ConfigError(
+            f"serve.work_pools has no pool for build.backend {params.build.backend!r} (it maps {sorted(pools)}); "
+            f"add one, e.g. {{{params.build.backend}: gate-...}}"
+        )
+    return pools[params.build.backend]
+
+
+def deploy_to_pool(params: Params, params_file: Path, root: Path) -> list[str]:
+    """Register the four deployments on the project's work pool (creating the pool, type `process`, if missing).
+
+    The worker runs the code from `root` (a folder it can read: the same path on the worker's machine, e.g. a clone
+    of the project there), so the build and its timing happen on the pool's hardware.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    pool = work_pool_for(params)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+            log.info("created work pool %s (type process)", pool)
+        except ObjectAlreadyExists:
+            pass
+    parameters = {"params_file": str(params_file.resolve())}
+    names = []
+    for fn, entrypoint, limit in FLOWS:
+        source = fn.from_source(source=str(root.resolve()), entrypoint=entrypoint)
+        source.deploy(
+            name=pool,
+            parameters=parameters,
+            work_pool_name=pool,
+            build=False,
+            push=False,
+            print_next_steps=False,
+            **_settings(params, fn, limit),
+        )
+        names.append(f"{fn.name}/{pool}")
+    log.info("deployed %s on work pool %s", ", ".join(names), pool)
+    return names
+
+
+def trigger_rebuild(deployment: str, params_file: Path, videos: Path | None = None) -> str:
+    """Queue a run of the `rebuild` deployment (returns at once); the deployment's limit queues it behind a running
+    one. Returns the flow run id."""
+    from prefect.deployments import run_deployment
+
+    parameters: dict[str, Any] = {"params_file": str(params_file.resolve())}
+    if videos is not None:
+        parameters["overrides"] = Overrides.of(videos=videos.resolve()).model_dump(mode="json")
+    run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False, tags=["watcher"])
+    log.info("queued %s run %s (%s)", deployment, run.name, run.id)
+    return str(run.id)

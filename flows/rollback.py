@@ -1,0 +1,24 @@
+"""The `rollback` flow: move `current` and the `champion` alias back one release (`alpr-ops rollback`, the
+`rollback` deployment)."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import open_project
+from tasks.operations import promote as promotion
+from tasks.support.config import Params
+from tasks.support.project import Overrides
+
+roll_back = task(promotion.rollback, name="rollback", cache_policy=NO_CACHE)  # moves aliases: never retried
+
+
+@flow(name="rollback", log_prints=False)
+def rollback(
+    params_file: str = "params.yaml", overrides: Overrides | None = None, params: Params | None = None
+) -> promotion.RollbackResult:
+    """Point `current` and `champion` back at the `previous` version, in one step (logged to MLflow)."""
+    if params is None:
+        params = open_project(params_file, overrides, None).params
+    return roll_back(params.promote, params.tracking, params.paths.holdout, params.validate_)

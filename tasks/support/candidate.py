@@ -1,0 +1,68 @@
+"""The candidate artifact: a built model in its own folder, with `candidate.json` saying what it is and what it
+was built from. Build writes it; validation, tracking, promotion, the nightly check and the gate read it here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.support.errors import AlprError, Remedy
+
+CANDIDATE_JSON = "candidate.json"
+
+
+class CandidateMissing(AlprError):
+    """A candidate that should have been built has no `candidate.json`."""
+
+    remedy = Remedy.BUILD
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A built artifact and what it was built from (also written beside it as `candidate.json`)."""
+
+    name: str
+    backend: str
+    precision: str
+    folder: Path
+    artifact: str  # relative to `folder`: a file (.onnx, .engine) or a folder (OpenVINO IR)
+    sha256: str
+    size_mb: float
+    base_model_sha256: str
+    frames_hash: str
+    imgsz: int
+    toolchain: dict[str, str]
+    build_seconds: float
+    built_at: str
+    method: str = "ultralytics"
+    cache_key: str = ""
+    params: dict[str, Any] = field(default_factory=dict)  # the candidate's entry of build.candidates
+    quantization: dict[str, Any] = field(default_factory=dict)  # gate, layers kept in float (our methods)
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.artifact
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["folder"] = "."
+        return json.dumps(data, indent=2, sort_keys=True)
+
+
+def read_candidate(folder: Path) -> Candidate:
+    """The candidate in `folder`, from its `candidate.json` (the folder may have moved since it was built)."""
+    data = json.loads((folder / CANDIDATE_JSON).read_text())
+    data["folder"] = folder
+    return Candidate(**data)
+
+
+def load_candidates(out_dir: Path, names: list[str]) -> list[Candidate]:
+    """Read back built candidates (`out_dir/<name>/`), in the order given."""
+    found = []
+    for name in names:
+        if not (out_dir / name / CANDIDATE_JSON).is_file():
+            raise CandidateMissing(f"{out_dir / name / CANDIDATE_JSON}: candidate '{name}' has not been built")
+        found.append(read_candidate(out_dir / name))
+    return found
