@@ -79,6 +79,15 @@ def run_cli(root: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     return done
 
 
+PROJECT_CODE = ("tasks", "flows", "cli")  # what a clone of the project runs (dvc.yaml's code deps, deployments)
+
+
+def copy_project_code(root: Path) -> None:
+    """Copy the project's code into `root`, as a clone of the project holds it."""
+    for name in PROJECT_CODE:
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def run_dvc(root: Path, *args: str) -> str:
     """Run the installed `dvc` in `root` (the project's own DVC repo); fail the test with its output otherwise."""
     exe = Path(sys.executable).with_name("dvc")

@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tasks.support.errors import AlprError
+
 log = logging.getLogger(__name__)
+
+
+class ServerError(AlprError):
+    """The local Prefect server cannot start (port taken, exited, too slow); the message says which."""
 
 
 def api_url(port: int) -> str:
@@ -37,7 +43,7 @@ def local_server(home: Path, port: int, timeout_s: float = 120.0) -> Iterator[st
     """Start `prefect server start` on 127.0.0.1:`port` (database in `home`), yield its API URL, stop it at exit."""
     url = api_url(port)
     if healthy(url):
-        raise RuntimeError(
+        raise ServerError(
             f"something already answers on 127.0.0.1:{port}. If it is a Prefect server, set "
             f"PREFECT_API_URL={url} and run again; otherwise change serve.port in params.yaml."
         )
@@ -52,9 +58,9 @@ def local_server(home: Path, port: int, timeout_s: float = 120.0) -> Iterator[st
         deadline = time.monotonic() + timeout_s
         while not healthy(url):
             if proc.poll() is not None:
-                raise RuntimeError(f"the Prefect server exited ({proc.returncode}); see {home / 'server.log'}")
+                raise ServerError(f"the Prefect server exited ({proc.returncode}); see {home / 'server.log'}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the Prefect server did not answer within {timeout_s:.0f} s; see {home}/server.log")
+                raise ServerError(f"the Prefect server did not answer within {timeout_s:.0f} s; see {home}/server.log")
             time.sleep(0.5)
         log.info("Prefect server on %s (UI http://127.0.0.1:%d, log %s)", url, port, home / "server.log")
         yield url

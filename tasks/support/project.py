@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class Overrides(BaseModel):
-    """What a run changes in `params.yaml`: paths (`paths.<key>` by key), the gate folder, a subset of candidates.
+    """What a run changes in `params.yaml`: paths (`paths.<key>` by key), the gate folder, and `only` a subset of
+    the declared candidates.
 
     The one way to override anything; `load_project` applies it.
     """
@@ -31,7 +32,7 @@ class Overrides(BaseModel):
 
     paths: dict[str, Path] = {}
     gate_dir: Path | None = None
-    candidates: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
 
     @field_validator("paths")
     @classmethod
@@ -42,13 +43,13 @@ class Overrides(BaseModel):
         return paths
 
     @classmethod
-    def of(cls, gate_dir: Path | None = None, candidates: list[str] | None = None, **paths: Path | None) -> Overrides:
-        """From optional flags: None means "as in params.yaml"."""
+    def of(cls, gate_dir: Path | None = None, only: list[str] | None = None, **paths: Path | None) -> Overrides:
+        """From optional flags (`paths` by their `paths.<key>` name): None means "as in params.yaml"."""
         given = {k: v for k, v in paths.items() if v is not None}
-        return cls(paths=given, gate_dir=gate_dir, candidates=tuple(candidates or ()))
+        return cls(paths=given, gate_dir=gate_dir, only=tuple(only or ()))
 
     def __bool__(self) -> bool:
-        return bool(self.paths or self.gate_dir or self.candidates)
+        return bool(self.paths or self.gate_dir or self.only)
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,8 @@ def apply_overrides(params: Params, overrides: Overrides) -> Params:
     if overrides.gate_dir is not None:
         promote = params.promote.model_copy(update={"gate_dir": overrides.gate_dir.resolve()})
         params = params.model_copy(update={"promote": promote})
-    if overrides.candidates:
-        params = select_candidates(params, overrides.candidates)
+    if overrides.only:
+        params = select_candidates(params, overrides.only)
     return params
 
 

@@ -8,12 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import copy_project_code
 from conftest import run_dvc as dvc
 
 from tasks.pipeline.extract import read_frames_hash
 from tasks.pipeline.track import client
 from tasks.runtime.releases import MANIFEST, current_release
 from tasks.support.config import Params
+from tasks.support.project import Project
 from tasks.support.registry import CHAMPION
 
 pytestmark = pytest.mark.e2e
@@ -37,8 +39,7 @@ def make_dvc_project(root: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
-    for name in ("tasks", "flows"):
-        shutil.copytree(repo / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_project_code(root)
     shutil.copyfile(repo / "dvc.yaml", root / "dvc.yaml")
     dvc(root, "add", "-q", "data/videos", "data/holdout", "models/best.pt")
 
@@ -48,7 +49,7 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, harness: None
 
     root = project.paths.videos.parents[1]
     make_dvc_project(root)
-    out = rebuild(project, root, root)
+    out = rebuild(project=Project(project, root, root))
 
     record, metrics = out["record"], out["metrics"]
     assert set(metrics) == {"fp32", "ov-int8", "ort-int8", "ov-int8-mixed"}

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import copy_slowly, free_port, mlflow_server_at
+from conftest import copy_project_code, copy_slowly, free_port, mlflow_server_at
 from conftest import run_dvc as dvc
 
 from tasks.support.config import Params
@@ -63,10 +63,9 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
 
 
 def make_code_project(project: Params, make_params, **sections: dict) -> tuple[Path, Params]:
-    """A project folder as a clone holds it: its code (the worker runs `flows/deploy.py` from there) and params."""
+    """A project folder as a clone holds it: its code (the worker runs `flows/rebuild.py` from there) and params."""
     root = project.paths.videos.parents[1]
-    for name in ("tasks", "flows"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_project_code(root)
     params = make_params(
         root, build={"imgsz": 160, "candidates": CANDIDATES}, validate={"imgsz": 160}, watch=FAST_WATCH, **sections
     )
@@ -157,7 +156,7 @@ def test_server_mode_worker_runs_rebuilds_one_at_a_time(
 ) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.deploy import trigger_rebuild
+    from flows.deployments import trigger_rebuild
 
     url, env = prefect_server
     mlflow_url = stack.enter_context(mlflow_server_at(tmp_path, proxied=True))  # SQL store, proxied artifacts

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from tasks.support.candidate import CANDIDATE_JSON, CandidateMissing, load_candidates
-from tasks.support.errors import Remedy
 from tasks.support.config import CandidateConfig
+from tasks.support.errors import Remedy
 from tasks.support.hashing import path_sha256
 
 pytestmark = pytest.mark.integration

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import copy_project_code
 from conftest import run_dvc as dvc
 
 from tasks.demo.synth import SynthConfig
@@ -27,8 +28,7 @@ def test_dvc_repro_decodes_only_new_videos(tmp_path: Path, make_params) -> None:
         encode_clip(videos / f"v{i}.mp4", scene_frames(i, 20, SMALL), SMALL.fps)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     dvc(tmp_path, "init", "-q")
-    for name in ("tasks", "flows"):
-        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_project_code(tmp_path)
     shutil.copyfile(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     report = tmp_path / "data" / "calibration" / "report.json"
 

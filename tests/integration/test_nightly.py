@@ -131,7 +131,7 @@ def test_unchanged_champion_passes_and_is_logged(champion: Params, harness, tmp_
     from flows.nightly import nightly_regression
 
     entries = sorted(p.name for p in (champion.paths.frame_cache / "entries").iterdir())
-    state = nightly_regression(champion, return_state=True)
+    state = nightly_regression(params=champion, return_state=True)
     assert state.is_completed(), state.message
     report = state.result()
     print(report.explain(), report.metrics)
@@ -172,7 +172,7 @@ def test_much_darker_newest_videos_fail_the_flow_and_the_cli(champion: Params, h
     params = with_nightly(params, newest_videos=2)
     before = os.readlink(params.promote.gate_dir / "current")
 
-    state = nightly_regression(params, return_state=True)
+    state = nightly_regression(params=params, return_state=True)
     assert state.is_failed()
     with pytest.raises(RegressionFailed) as e:
         state.result()
@@ -206,7 +206,7 @@ def test_no_champion_is_a_clear_error(champion: Params, harness, tmp_path: Path,
     from flows.nightly import nightly_regression
 
     params = champion.model_copy(update={"promote": champion.promote.model_copy(update={"gate_dir": tmp_path / "g"})})
-    state = nightly_regression(params, return_state=True)
+    state = nightly_regression(params=params, return_state=True)
     assert state.is_failed() and "no champion is deployed" in state.message
     with pytest.raises(RegressionError, match=r"no champion is deployed") as e:
         find_champion(params.promote.gate_dir, params.tracking)

@@ -145,7 +145,7 @@ def test_promote_flow_and_the_promote_and_rollback_commands(store: Params, built
 
     first, _ = rebuild(store, built, validated)
     with prefect_test_harness(server_startup_timeout=120):
-        result = promote_flow(store)  # no record given: the flow reads the latest rebuild from MLflow
+        result = promote_flow(params=store)  # no record given: the flow reads the latest rebuild from MLflow
     v1 = first.candidates[REF].version
     assert result.version == v1 == alias(store, CHAMPION)
     # the CLI, in a project whose params.yaml names the same store and gate folder

@@ -7,6 +7,7 @@ import yaml
 
 from tasks.pipeline.extract import ExtractError, extract_frames, frames_hash
 from tasks.support.config import ExtractConfig
+from tasks.support.errors import Remedy
 
 NAMES = ("License_Plate",)
 
@@ -73,8 +74,9 @@ def test_no_frames_at_all_stops_with_a_clear_message_and_keeps_old_frames(videos
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "broken.mp4").write_bytes(b"\x00" * 100)
-    with pytest.raises(ExtractError, match=r"broken\.mp4.*sample-videos"):
+    with pytest.raises(ExtractError, match=r"no frames could be extracted.*broken\.mp4") as e:
         run(bad, tmp_path, interval_s=1.0)
+    assert e.value.remedy is Remedy.SAMPLE_VIDEOS
     # the earlier frame set is untouched and no temp folder is left behind
     assert pd.read_csv(first.manifest).shape[0] == first.frames
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "calib", "calibration.yaml", "videos"]

@@ -14,10 +14,10 @@ from tasks.support.project import Overrides, load_project, rebuild_lock, rebuild
 
 def test_candidates_subset_keeps_the_reference_and_names_typos(tmp_path: Path, make_params) -> None:
     make_params(tmp_path)
-    proj = load_project(tmp_path / "params.yaml", Overrides.of(candidates=["ov-int8"]))
+    proj = load_project(tmp_path / "params.yaml", Overrides.of(only=["ov-int8"]))
     assert [c.name for c in proj.params.build.candidates] == ["fp32", "ov-int8"]
     with pytest.raises(ConfigError, match=r"unknown candidate\(s\) \['ov-int9'\].*declares"):
-        load_project(tmp_path / "params.yaml", Overrides.of(candidates=["ov-int9"]))
+        load_project(tmp_path / "params.yaml", Overrides.of(only=["ov-int9"]))
 
 
 def test_dvc_records_only_runs_on_the_paths_dvc_yaml_describes(tmp_path: Path, make_params) -> None:
@@ -26,7 +26,7 @@ def test_dvc_records_only_runs_on_the_paths_dvc_yaml_describes(tmp_path: Path, m
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     assert load_project(tmp_path / "params.yaml").dvc_root == tmp_path
     assert load_project(tmp_path / "params.yaml", Overrides.of(videos=tmp_path / "other")).dvc_root is None
-    assert load_project(tmp_path / "params.yaml", Overrides.of(candidates=["fp32"])).dvc_root is None
+    assert load_project(tmp_path / "params.yaml", Overrides.of(only=["fp32"])).dvc_root is None
 
 
 def test_a_second_rebuild_waits_for_the_first(tmp_path: Path) -> None:

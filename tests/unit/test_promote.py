@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.operations.promote import ChampionScore, decide
+from tasks.operations.promote import ChampionScore, MetricsMissing, decide
 from tasks.runtime.releases import current_release, prune_releases, recover, switch_current
 from tasks.support.config import PromoteConfig
+from tasks.support.errors import Remedy
 
 
 def row(drop: float, p50: float, agreement: float = 0.95, p95: float | None = None, speedup: float = 1.0) -> dict:
@@ -70,8 +71,9 @@ def test_no_winner_when_nothing_passes() -> None:
 def test_missing_metric_fails_with_the_name() -> None:
     bad = row(0.0, 5.0)
     del bad["agreement_map50_95"]
-    with pytest.raises(KeyError, match="agreement_map50_95"):
+    with pytest.raises(MetricsMissing, match="candidate 'a' has no 'agreement_map50_95'") as e:
         decide({"a": bad}, LOOSE)
+    assert e.value.remedy is Remedy.VALIDATE
 
 
 def test_switch_current_is_a_symlink_rename(tmp_path: Path) -> None:

@@ -1,0 +1,40 @@
+"""What a user reads when a step fails: the task's facts, then what to run or change (tasks never name commands)."""
+
+from __future__ import annotations
+
+from tasks.support.config import ConfigError
+from tasks.support.errors import AlprError, Remedy
+
+ADVICE: dict[Remedy, str] = {
+    Remedy.SAMPLE_VIDEOS: (
+        "Put readable gate videos there (for a demo: `alpr-ops sample-videos`), or pass --videos DIR."
+    ),
+    Remedy.FETCH_MODEL: (
+        "Run `alpr-ops fetch-model` (or `dvc pull`). A file that does not match the pin is corrupt or another model: "
+        "delete it first, or update model.sha256 in params.yaml if the change is intended."
+    ),
+    Remedy.EXTRACT: "Run `alpr-ops extract` first (with the same --out/--data paths as the failing command).",
+    Remedy.BUILD: "Run `alpr-ops build` first (on the hardware the artifact is for).",
+    Remedy.VALIDATE: "Run `alpr-ops validate` (or `alpr-ops rebuild`) with this code version.",
+    Remedy.REBUILD: "Run `alpr-ops rebuild` first.",
+    Remedy.PROMOTE: "Run `alpr-ops rebuild` (or `alpr-ops promote` after one) first.",
+    Remedy.REBUILD_OR_ROLLBACK: (
+        "Rebuild with the new videos (`alpr-ops rebuild`); if no candidate passes, `alpr-ops rollback`."
+    ),
+    Remedy.HOLDOUT: (
+        "Create a labelled holdout (images/ + YOLO labels/; `alpr-ops sample-videos` writes a synthetic one) "
+        "or pass --holdout DIR."
+    ),
+    Remedy.PARAMS: "Fix params.yaml (or pass --params FILE).",
+    Remedy.WAIT: "Wait for it to finish, then run again.",
+}
+
+
+def explain(error: BaseException) -> str:
+    """The error's message, and on the next line what to do about it (when the error's type says)."""
+    remedy = getattr(error, "remedy", None)
+    if isinstance(error, ConfigError) and "not found" in str(error):
+        return f"{error}\nRun from the project folder or pass --params PATH."
+    if isinstance(error, AlprError | ConfigError) and remedy in ADVICE:
+        return f"{error}\n{ADVICE[remedy]}"
+    return str(error)

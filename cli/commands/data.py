@@ -1,0 +1,94 @@
+"""Data in: synthetic demo footage, the pinned detector, calibration and holdout frames."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.context import PathOpt, fail, guarded, state
+from cli.printers import ERR, print_extract
+from tasks.support.config import Params
+from tasks.support.project import Overrides
+
+log = logging.getLogger("alpr_ops")
+
+
+def sample_videos(
+    out: Annotated[Path | None, typer.Argument(help="Folder for the videos.")] = None,
+    n: Annotated[int | None, typer.Option(help="Number of videos.")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Length of each video.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same videos.")] = None,
+    holdout: PathOpt = None,
+    holdout_frames: Annotated[int | None, typer.Option(help="Labelled holdout frames.")] = None,
+) -> None:
+    """Write synthetic parking-gate videos and a labelled holdout set (from other seeds)."""
+    params = state.project(Overrides.of(videos=out, holdout=holdout)).params
+    write_sample_data(params, n, seconds, seed, holdout_frames)
+
+
+def write_sample_data(
+    params: Params,
+    n: int | None = None,
+    seconds: float | None = None,
+    seed: int | None = None,
+    frames: int | None = None,
+) -> None:
+    """The demo footage and labelled holdout that `params.sample` describes (flags given: these values instead)."""
+    from tasks.demo.synth import SynthConfig, write_holdout, write_videos
+
+    s = params.sample
+    cfg = SynthConfig(width=s.width, height=s.height, fps=s.fps)
+    seed = s.seed if seed is None else seed
+    n = s.n if n is None else n
+    seconds = s.seconds if seconds is None else seconds
+    try:
+        videos = write_videos(params.paths.videos, n, seconds, seed, cfg)
+        hold = write_holdout(params.paths.holdout, s.holdout_frames if frames is None else frames, seed, cfg)
+    except ValueError as e:  # a size or count the generator cannot make
+        raise fail(e) from e
+    log.info("wrote %d videos to %s and a labelled holdout to %s", len(videos), videos[0].parent, hold)
+
+
+def fetch_model(out: PathOpt = None) -> None:
+    """Fetch the pinned plate detector (fastanpr's best.pt) from PyPI and verify its sha256."""
+    params = state.project(Overrides.of(model=out)).params
+    fetch_pinned_model(params)
+
+
+def fetch_pinned_model(params: Params) -> Path:
+    from tasks.pipeline.fetch import fetch_model as fetch
+
+    m = params.model
+    with guarded():
+        path = fetch(params.paths.model, m.package, m.member, m.sha256)
+    log.info("model ready: %s", path)
+    return path
+
+
+def extract(
+    videos: PathOpt = None,
+    out: PathOpt = None,
+    dataset_yaml: PathOpt = None,
+    holdout_frames: PathOpt = None,
+    cache: PathOpt = None,
+) -> None:
+    """Sample calibration and holdout frames from the gate videos; write the manifests, report and calibration.yaml."""
+    from tasks.pipeline.extract import extract_frames
+
+    overrides = Overrides.of(
+        videos=videos, calibration=out, calibration_yaml=dataset_yaml, holdout_frames=holdout_frames, frame_cache=cache
+    )
+    params = state.project(overrides).params
+    p = params.paths
+    with guarded():
+        result = extract_frames(
+            p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames,
+            p.frame_cache,
+        )  # fmt: skip
+    print_extract(result.report)
+    for name, reason in result.skipped.items():
+        ERR.print(f"[yellow]skipped[/yellow] {name}: {reason}")
+    log.info("%d frames (hash %s) -> %s", result.frames, result.frames_hash[:12], result.out_dir)

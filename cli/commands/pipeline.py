@@ -1,0 +1,125 @@
+"""The pipeline: build and validate (the `dvc.yaml` stages), the whole `rebuild` flow, and resuming it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.context import PathOpt, fail, go_offline, guarded, state
+from cli.printers import ERR, print_candidates
+from tasks.support.project import Overrides
+
+REBUILD_ENTRYPOINT = "flows/rebuild.py:rebuild"
+
+
+def build(
+    model: PathOpt = None,
+    data: PathOpt = None,
+    frames: PathOpt = None,
+    out: PathOpt = None,
+    gate_frames: PathOpt = None,
+) -> None:
+    """Build every candidate in params.yaml: build.candidates (our INT8 gate uses frames of the held-out videos)."""
+    overrides = Overrides.of(
+        model=model, calibration_yaml=data, calibration=frames, candidates=out, holdout_frames=gate_frames
+    )
+    project = state.project(overrides)
+    go_offline(project)
+    from tasks.pipeline.build import build_candidates
+    from tasks.pipeline.extract import check_dataset_yaml, read_frames_hash
+    from tasks.pipeline.fetch import verify_model
+    from tasks.runtime.releases import gate_paths
+
+    prm = project.params
+    p = prm.paths
+    with guarded():
+        weights = verify_model(p.model, prm.model.sha256)
+        dataset = check_dataset_yaml(p.calibration_yaml, p.calibration)
+        build_candidates(
+            weights, dataset, p.candidates, prm.build, prm.model.sha256, read_frames_hash(p.calibration),
+            gate=prm.validate_, cache_dir=p.build_cache, previous=gate_paths(prm.promote.gate_dir).current,
+            gate_frames=p.holdout_frames,
+        )  # fmt: skip
+
+
+def validate(
+    candidates: PathOpt = None,
+    holdout: PathOpt = None,
+    metrics: PathOpt = None,
+    frames: PathOpt = None,
+    plots: PathOpt = None,
+) -> None:
+    """Validate every built candidate; write the metrics JSON and plot data that dvc.yaml declares."""
+    overrides = Overrides.of(
+        candidates=candidates, holdout=holdout, metrics=metrics, holdout_frames=frames, plots=plots
+    )
+    project = state.project(overrides)
+    go_offline(project)
+    from tasks.pipeline.validate import run_validation, write_metrics, write_plot_data
+    from tasks.support.candidate import load_candidates
+
+    prm = project.params
+    p = prm.paths
+    with guarded():
+        built = load_candidates(p.candidates, [c.name for c in prm.build.candidates])
+        report = run_validation(built, p.holdout, prm.build.reference, prm.validate_, p.holdout_frames)
+    write_metrics(p.metrics, prm.build.reference, report.metrics)
+    write_plot_data(p.plots, report)
+    print_candidates([{"name": k, **v} for k, v in report.metrics.items()], None)
+
+
+def rebuild(
+    videos: PathOpt = None,
+    holdout: PathOpt = None,
+    gate_dir: PathOpt = None,
+    candidates: Annotated[
+        list[str] | None, typer.Option("--candidate", "-c", help="Build only these (repeatable); default: all.")
+    ] = None,
+) -> None:
+    """Run the whole workflow as a Prefect flow: extract, build, validate, track, promote."""
+    project = state.project(Overrides.of(gate_dir=gate_dir, only=candidates, videos=videos, holdout=holdout))
+    run_rebuild(project)
+
+
+def run_rebuild(project: Any) -> dict[str, Any]:
+    """The `rebuild` flow on the parsed project, then the candidates table from MLflow; a failure says how to
+    resume."""
+    from flows.rebuild import rebuild as rebuild_flow
+    from tasks.operations.status import status
+
+    flow_state = rebuild_flow(project=project, return_state=True)
+    if not flow_state.is_completed():
+        try:
+            flow_state.result()
+        except Exception as e:  # the step's own error: its message and advice
+            fail(e)
+        ERR.print(
+            "Fix the cause, then resume from the last finished step (finished steps are not redone):\n"
+            f"  alpr-ops resume {flow_state.state_details.flow_run_id}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    out = flow_state.result()
+    params = out["params"]
+    with guarded():
+        info = status(params.tracking, params.promote)
+    print_candidates(info["candidates"], info["champion"])
+    if out["winner"] is None and out["explain"]:
+        ERR.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
+        ERR.print(out["explain"])
+    return out
+
+
+def resume(flow_run_id: Annotated[str, typer.Argument(help="The failed rebuild's flow run id.")]) -> None:
+    """Resume a failed rebuild from its last finished step: Prefect's `flow-run retry`, run offline like every step.
+
+    Resume the newest failed rebuild only: a later rebuild has replaced the frames and candidates it had made.
+    """
+    go_offline(state.project())  # the env this process set (offline, Prefect's start-up timeout) is the retry's too
+    entry = f"{Path(__file__).resolve().parents[2] / REBUILD_ENTRYPOINT.split(':')[0]}:rebuild"
+    cmd = [sys.executable, "-m", "prefect", "flow-run", "retry", flow_run_id, "--entrypoint", entry]
+    raise typer.Exit(subprocess.run(cmd, check=False).returncode)

@@ -1,0 +1,94 @@
+"""Releases: promote the winner, roll back, show what is deployed, report a rebuild, run the reference gate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.context import PathOpt, go_offline, guarded, state
+from cli.printers import ERR, print_candidates, print_report
+from tasks.support.project import Overrides
+
+
+def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
+    """Promote the winner of the latest rebuild recorded in MLflow (the `promote` Prefect flow)."""
+    project = state.project(Overrides.of(gate_dir=gate_dir, holdout=holdout))
+    go_offline(project)
+    from flows.promote import promote as promote_flow
+    from tasks.operations.promote import require_latest_rebuild
+
+    prm = project.params
+    with guarded():
+        record, metrics = require_latest_rebuild(prm.tracking)  # fails fast, before Prefect starts
+        result = promote_flow(params=prm, record=record, metrics=metrics)
+    ERR.print(result.decision.explain())
+    if result.version is None:
+        ERR.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")
+        raise typer.Exit(1)
+    ERR.print(f"champion: {result.decision.winner} (version {result.version}) -> {result.release}")
+
+
+def rollback(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
+    """Move `current` and the `champion` alias back to the previous release, in one step (logged to MLflow)."""
+    project = state.project(Overrides.of(gate_dir=gate_dir, holdout=holdout))
+    go_offline(project)
+    from tasks.operations.promote import rollback as roll_back
+
+    prm = project.params
+    with guarded():
+        result = roll_back(prm.promote, prm.tracking, prm.paths.holdout, prm.validate_)
+    ERR.print(f"rolled back: version {result.from_version} -> {result.to_version} ({result.release})")
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False, gate_dir: PathOpt = None
+) -> None:
+    """The champion, the deployed release and the latest rebuild's candidates."""
+    from tasks.operations.status import status as read_status
+
+    prm = state.project(Overrides.of(gate_dir=gate_dir)).params
+    with guarded():
+        info = read_status(prm.tracking, prm.promote)
+    if as_json:
+        sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
+        return
+    print_candidates(info["candidates"], info["champion"])
+
+
+def report(
+    run_id: Annotated[str | None, typer.Argument(help="A rebuild's MLflow run id (default: latest rebuild).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: params.yaml paths.reports).")] = None,
+) -> None:
+    """Print one rebuild side by side and write its HTML and Markdown report (with the image grids)."""
+    from tasks.operations.report import load_rebuild, summary_rows, write_report
+
+    prm = state.project(Overrides.of(reports=out)).params
+    with guarded():
+        view = load_rebuild(prm.tracking, run_id)
+        folder = write_report(prm.tracking, view, prm.paths.reports)
+    print_report(view, summary_rows(view))
+    ERR.print(f"report: {folder / 'report.html'} and {folder / 'report.md'}")
+
+
+def gate_run(
+    source: Annotated[Path, typer.Option(help="A video file or a folder of images.")],
+    gate_dir: PathOpt = None,
+) -> None:
+    """Run `current` frame by frame; hot-swap to a new release when `current` changes (no frame dropped)."""
+    project = state.project(Overrides.of(gate_dir=gate_dir))
+    go_offline(project)
+    from tasks.runtime.gate import run_gate
+
+    prm = project.params
+    with guarded():
+        result = run_gate(prm.promote.gate_dir, source, prm.validate_.agreement_conf, prm.validate_.iou)
+    versions = sorted({f.version for f in result.frames})
+    ERR.print(
+        f"{len(result.frames)} frames, {result.fps:.1f} FPS, {result.detections} detections, "
+        f"releases used: {', '.join('v' + v for v in versions)}, swaps: {len(result.swaps)}, "
+        f"failed loads: {len(result.failures)}"
+    )

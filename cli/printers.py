@@ -1,0 +1,98 @@
+"""Tables and summaries the commands print (stdout); logs and errors go to stderr (`ERR`)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ERR = Console(stderr=True)
+
+
+def out(width: int = 150) -> Console:
+    """The stdout console: the terminal's width, or `width` when piped (so logs and CI keep whole rows)."""
+    return Console(width=None if sys.stdout.isatty() else width)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None or value == "" else format(float(value), spec)
+
+
+def print_extract(report: dict[str, Any]) -> None:
+    """The closing summary of an extraction: per video, where its frames went, how many and why others were not."""
+    table = Table(title="Extracted frames (dropped: duplicate / cap / unreadable)")
+    for col in ("video", "split", "decoded", "mode", "kept", "duplicate", "cap", "unreadable", "note"):
+        table.add_column(col, justify="right" if col in {"kept", "duplicate", "cap", "unreadable"} else "left")
+    for name, v in report.get("videos", {}).items():
+        dropped = v.get("dropped") or {}
+        table.add_row(
+            name,
+            str(v.get("split") or "-"),
+            "yes" if v.get("decoded") else "cached",
+            str(v.get("mode") or "-"),
+            str(v.get("kept", 0)),
+            *(str(dropped.get(k, 0)) for k in ("duplicate", "cap", "unreadable")),
+            str(v.get("reason") or "; ".join(v.get("notes") or [])),
+        )
+    console = out()
+    console.print(table)
+    console.print(
+        f"calibration {report.get('calibration_frames', 0)} frames, holdout {report.get('holdout_frames', 0)}; "
+        f"decoded {report.get('decoded_videos', 0)} videos, {report.get('cached_videos', 0)} from cache"
+    )
+
+
+def print_candidates(rows: list[dict[str, Any]], champion: dict[str, Any] | None) -> None:
+    """The summary table: one row per candidate, the numbers a reviewer compares."""
+    table = Table(title="Candidates (latency: batch 1, inference only, this machine)")
+    for col in ("candidate", "precision", "backend"):
+        table.add_column(col)
+    for col in ("mAP50", "mAP50-95", "drop vs FP32", "agreement", "p50 ms", "p95 ms", "size MB", "passed"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            str(r.get("precision", "")),
+            str(r.get("backend", "")),
+            _fmt(r.get("map50"), ".3f"),
+            _fmt(r.get("map50_95"), ".3f"),
+            _fmt(r.get("map_drop"), "+.3f"),
+            _fmt(r.get("agreement_map50_95"), ".3f"),
+            _fmt(r.get("latency_p50_ms"), ".1f"),
+            _fmt(r.get("latency_p95_ms"), ".1f"),
+            _fmt(r.get("size_mb"), ".1f"),
+            {True: "yes", False: "no"}.get(r.get("passed"), "-"),
+        )
+    console = out()
+    console.print(table)
+    if champion:
+        console.print(f"champion: [bold]{champion['candidate']}[/bold] (registry version {champion['version']})")
+
+
+def print_nightly(report: Any) -> None:
+    """The nightly gates side by side: measured value, threshold, verdict."""
+    table = Table(title=f"Nightly regression of champion version {report.champion_version} ({report.frames} frames)")
+    for col in ("gate", "value", "threshold", "verdict"):
+        table.add_column(col, justify="left" if col == "gate" else "right")
+    for c in report.checks:
+        table.add_row(c.gate, f"{c.value:.4g}", f"{c.op} {c.threshold:.4g}", "pass" if c.passed else "[red]FAIL[/red]")
+    console = out()
+    console.print(table)
+    console.print(f"MLflow run: {report.mlflow_run_id or '-'}")
+
+
+def print_report(view: Any, rows: list[dict[str, Any]]) -> None:
+    """One rebuild side by side, metrics as rows; rows where candidates differ in bold."""
+    table = Table(title=f"Rebuild {view.run_name} ({view.run_id}), {view.started}")
+    table.add_column("metric")
+    for c in view.candidates:
+        table.add_column(c.name, justify="right")
+    verdicts = {"true": "PASS", "false": "FAIL"}
+    table.add_row("gate verdict", *(verdicts.get(c.passed, "not decided") for c in view.candidates))
+    differing = {label for _, label, _ in view.differing_rows()}
+    for row in rows:
+        style = "bold" if row["metric"] in differing else None
+        table.add_row(row["metric"], *(row[c.name] for c in view.candidates), style=style)
+    out(160).print(table)
