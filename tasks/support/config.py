@@ -149,7 +149,9 @@ class QdqConfig(_Frozen):
     """A Q/DQ ONNX from ONNX Runtime's `quantize_static` (run on ONNX Runtime, or built into a TensorRT engine).
 
     No candidate in `params.yaml` uses this method, so these defaults are documented here and nowhere else (the
-    README's INT8 section lists them; `tests/unit/test_params_source.py` pins them).
+    README's INT8 section lists them; `tests/unit/test_params_source.py` pins them). They are the same for both
+    methods: a `trt-qdq` candidate must state `qdq: {symmetric_activations: true}` itself (`CandidateConfig` refuses
+    it otherwise) rather than get a different hidden default than `ort-qdq`.
     """
 
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
@@ -190,8 +192,11 @@ class CandidateConfig(_Frozen):
             raise ValueError(f"{where}: `nncf:` settings need method: nncf (method is {self.method})")
         if self.qdq is not None and self.method not in ("ort-qdq", "trt-qdq"):
             raise ValueError(f"{where}: `qdq:` settings need method: ort-qdq or trt-qdq (method is {self.method})")
-        if self.method == "trt-qdq" and not self.qdq_settings.symmetric_activations:
-            raise ValueError(f"{where}: TensorRT needs symmetric activations; set qdq.symmetric_activations: true")
+        if self.method == "trt-qdq" and (self.qdq is None or not self.qdq.symmetric_activations):
+            raise ValueError(
+                f"{where}: TensorRT needs symmetric activations; set qdq.symmetric_activations: true"
+                " (add `qdq: {symmetric_activations: true}` to the candidate)"
+            )
         if self.method != "ultralytics" and self.backend is not None and self.backend != METHOD_BACKEND[self.method]:
             raise ValueError(
                 f"{where}: method {self.method} builds for {METHOD_BACKEND[self.method]}, not backend {self.backend}"
@@ -205,9 +210,8 @@ class CandidateConfig(_Frozen):
 
     @property
     def qdq_settings(self) -> QdqConfig:
-        if self.qdq is not None:
-            return self.qdq
-        return QdqConfig(symmetric_activations=self.method == "trt-qdq")
+        """The `qdq:` block, or `QdqConfig`'s documented defaults (the same for every method)."""
+        return self.qdq or QdqConfig()
 
 
 class BuildConfig(_Frozen):
