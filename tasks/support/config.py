@@ -1,6 +1,14 @@
 """Typed view of `params.yaml`: parsed once at the edge (the CLI), passed to tasks as frozen objects.
 
 Unknown keys are errors, not warnings: a typo in `params.yaml` must stop the run rather than be ignored.
+
+`params.yaml` is the one source of parameter values. It spells out every field, and every default below equals the
+value written there, so a config built in code (`ExtractConfig()`, `BuildConfig(imgsz=320)`, `NncfConfig()` in tests)
+means what the shipped file means. `tests/unit/test_params_source.py` fails when a default here and the file disagree
+or when the file leaves a field out: change both together. The defaults exist only so code can build partial configs.
+
+One exception, because no candidate in `params.yaml` uses it: `QdqConfig` (the `qdq:` block of `ort-qdq`/`trt-qdq`
+candidates). Its defaults are documented in its class below, the one place they live, and the same test pins them.
 """
 
 from __future__ import annotations
@@ -65,13 +73,15 @@ class ModelConfig(_Frozen):
 
 
 class ExtractConfig(_Frozen):
-    interval_s: float = Field(1.0, gt=0)
-    max_frames_per_video: int = Field(50, ge=1)
+    """Calibration and holdout frames from the gate videos (defaults: `params.yaml` `extract:`)."""
+
+    interval_s: float = Field(0.5, gt=0)
+    max_frames_per_video: int = Field(40, ge=1)
     jpeg_quality: int = Field(95, ge=50, le=100)
     keyframe_tolerance_s: float = Field(0.1, ge=0)  # a keyframe this close after a target may stand in for it
-    dedup_threshold: float = Field(0.0, ge=0, le=1)  # min mean abs difference (0-1) of 32x32 thumbnails; 0: off
-    brightness_bins: int = Field(1, ge=1, le=16)  # stratify each video's frames by brightness; 1: off
-    holdout_fraction: float = Field(0.0, ge=0, lt=1)  # share of videos (by hash) whose frames go to the holdout
+    dedup_threshold: float = Field(0.02, ge=0, le=1)  # min mean abs difference (0-1) of 32x32 thumbnails; 0: off
+    brightness_bins: int = Field(3, ge=1, le=16)  # stratify each video's frames by brightness; 1: off
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)  # share of videos (by hash) whose frames go to the holdout
     workers: int = Field(2, ge=1)  # videos decoded in parallel
 
 
@@ -83,7 +93,9 @@ METHOD_BACKEND: dict[str, str] = {"nncf": "openvino", "ort-qdq": "onnxruntime", 
 
 class IgnoredScopeConfig(_Frozen):
     """Layers kept in float. The defaults keep Ultralytics' own head scope (the Detect module's own ops, DFL,
-    Sigmoid) and the last conv of each box/class branch, where most of the INT8 agreement loss sits (issue 3)."""
+    Sigmoid) and the last conv of each box/class branch, where most of the INT8 agreement loss sits (issue 3).
+
+    Defaults: `ignored_scope:` of `params.yaml`'s `ov-int8-mixed` (also `QdqConfig`'s scope)."""
 
     ultralytics_head: bool = True
     branch_last_conv: bool = True
@@ -106,9 +118,11 @@ class IgnoredScopeConfig(_Frozen):
 class AccuracyControlConfig(_Frozen):
     """The accuracy gate measured at build time on frames of the held-out videos (`paths.holdout_frames`; without
     them, on calibration frames held out from calibration), and the recovery (NNCF's
-    `quantize_with_accuracy_control`) run only when the gate fails."""
+    `quantize_with_accuracy_control`) run only when the gate fails.
 
-    enabled: bool = False
+    Defaults: `accuracy_control:` of `params.yaml`'s `ov-int8-mixed`."""
+
+    enabled: bool = True
     max_drop: float = Field(0.01, gt=0, lt=1)  # agreement mAP50-95 with FP32 the INT8 model may lose
     max_iterations: int = Field(4, ge=1, le=100)  # layer groups reverted to float at most (bounds the time)
     search: bool = True  # after the head step, NNCF's ranking search (minutes at 640 on 2 cores: one compile per group)
@@ -117,25 +131,35 @@ class AccuracyControlConfig(_Frozen):
 
 
 class NncfConfig(_Frozen):
-    """NNCF post-training quantization of the OpenVINO IR of the FP32 model."""
+    """NNCF post-training quantization of the OpenVINO IR of the FP32 model.
+
+    Defaults: the `nncf:` block of `params.yaml`'s `ov-int8-mixed` candidate, which spells out every key. A block that
+    leaves keys out (or a `method: nncf` candidate without one) gets that candidate's measured settings.
+    """
 
     preset: Literal["performance", "mixed"] = "mixed"
     subset_size: int = Field(300, ge=1)  # calibration frames used (at most those extracted)
     ignored_scope: IgnoredScopeConfig = IgnoredScopeConfig()
-    fast_bias_correction: bool = True
+    fast_bias_correction: bool = False  # full bias correction: measured better agreement than fast (params.yaml)
     smooth_quant_alpha: float | None = Field(None, gt=0, lt=1)  # None: NNCF's default (no SmoothQuant on convs)
     accuracy_control: AccuracyControlConfig = AccuracyControlConfig()
 
 
 class QdqConfig(_Frozen):
-    """A Q/DQ ONNX from ONNX Runtime's `quantize_static` (run on ONNX Runtime, or built into a TensorRT engine)."""
+    """A Q/DQ ONNX from ONNX Runtime's `quantize_static` (run on ONNX Runtime, or built into a TensorRT engine).
+
+    No candidate in `params.yaml` uses this method, so these defaults are documented here and nowhere else (the
+    README's INT8 section lists them; `tests/unit/test_params_source.py` pins them). They are the same for both
+    methods: a `trt-qdq` candidate must state `qdq: {symmetric_activations: true}` itself (`CandidateConfig` refuses
+    it otherwise) rather than get a different hidden default than `ort-qdq`.
+    """
 
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = Field(99.999, gt=90, le=100)  # only for calibration: percentile
     per_channel: bool = True
-    symmetric_activations: bool = False  # TensorRT needs symmetric (int8, zero point 0) activations
-    subset_size: int = Field(64, ge=1)
-    ignored_scope: IgnoredScopeConfig = IgnoredScopeConfig()
+    symmetric_activations: bool = False  # ONNX Runtime's asymmetric uint8; TensorRT needs symmetric (zero point 0)
+    subset_size: int = Field(64, ge=1)  # calibration frames used (at most those extracted)
+    ignored_scope: IgnoredScopeConfig = IgnoredScopeConfig()  # Ultralytics' head scope + branches' last convs
     holdout_fraction: float = Field(0.25, gt=0, lt=1)  # of the calibration frames, kept out to measure agreement
 
     @model_validator(mode="after")
@@ -149,7 +173,7 @@ class CandidateConfig(_Frozen):
     """One artifact to build: a runtime and a precision; `backend` defaults to `build.backend`.
 
     `method` says who quantizes: Ultralytics' exporter (the peer), or ours (`nncf`, `ort-qdq`, `trt-qdq`) with the
-    settings under `nncf:` / `qdq:`.
+    settings under `nncf:` / `qdq:`. Keys a block leaves out take `NncfConfig`'s / `QdqConfig`'s defaults.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -168,8 +192,11 @@ class CandidateConfig(_Frozen):
             raise ValueError(f"{where}: `nncf:` settings need method: nncf (method is {self.method})")
         if self.qdq is not None and self.method not in ("ort-qdq", "trt-qdq"):
             raise ValueError(f"{where}: `qdq:` settings need method: ort-qdq or trt-qdq (method is {self.method})")
-        if self.method == "trt-qdq" and not self.qdq_settings.symmetric_activations:
-            raise ValueError(f"{where}: TensorRT needs symmetric activations; set qdq.symmetric_activations: true")
+        if self.method == "trt-qdq" and (self.qdq is None or not self.qdq.symmetric_activations):
+            raise ValueError(
+                f"{where}: TensorRT needs symmetric activations; set qdq.symmetric_activations: true"
+                " (add `qdq: {symmetric_activations: true}` to the candidate)"
+            )
         if self.method != "ultralytics" and self.backend is not None and self.backend != METHOD_BACKEND[self.method]:
             raise ValueError(
                 f"{where}: method {self.method} builds for {METHOD_BACKEND[self.method]}, not backend {self.backend}"
@@ -178,23 +205,26 @@ class CandidateConfig(_Frozen):
 
     @property
     def nncf_settings(self) -> NncfConfig:
+        """The `nncf:` block, or `NncfConfig`'s defaults (those of `params.yaml`'s `ov-int8-mixed`)."""
         return self.nncf or NncfConfig()
 
     @property
     def qdq_settings(self) -> QdqConfig:
-        if self.qdq is not None:
-            return self.qdq
-        return QdqConfig(symmetric_activations=self.method == "trt-qdq")
+        """The `qdq:` block, or `QdqConfig`'s documented defaults (the same for every method)."""
+        return self.qdq or QdqConfig()
 
 
 class BuildConfig(_Frozen):
+    """What to build and for which runtime (defaults: `params.yaml` `build:`, its four candidates included)."""
+
     backend: Backend = "openvino"
     imgsz: int = Field(640, ge=32, multiple_of=32)
     reference: str = "fp32"
     candidates: tuple[CandidateConfig, ...] = (
-        CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),
-        CandidateConfig(name="ov-int8", precision="int8", backend="openvino"),
-        CandidateConfig(name="ort-int8", precision="int8", backend="onnxruntime"),
+        CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime", method="ultralytics"),
+        CandidateConfig(name="ov-int8", precision="int8", backend="openvino", method="ultralytics"),
+        CandidateConfig(name="ort-int8", precision="int8", backend="onnxruntime", method="ultralytics"),
+        CandidateConfig(name="ov-int8-mixed", precision="int8", method="nncf", nncf=NncfConfig()),
     )
 
     @model_validator(mode="after")
@@ -217,6 +247,8 @@ class BuildConfig(_Frozen):
 
 
 class ValidateConfig(_Frozen):
+    """Accuracy, agreement and latency measurement of every candidate (defaults: `params.yaml` `validate:`)."""
+
     imgsz: int = Field(640, ge=32, multiple_of=32)
     conf: float = Field(0.001, gt=0, lt=1)
     iou: float = Field(0.7, gt=0, lt=1)
@@ -235,6 +267,8 @@ class ValidateConfig(_Frozen):
 
 
 class TrackingConfig(_Frozen):
+    """MLflow tracking and model registry (defaults: `params.yaml` `tracking:`)."""
+
     uri: str = "sqlite:///mlflow.db"
     artifacts: Path = Path("mlartifacts")
     experiment: str = "alpr-ops"
@@ -242,6 +276,8 @@ class TrackingConfig(_Frozen):
 
 
 class PromoteConfig(_Frozen):
+    """The promotion gates and the deployed gate folder (defaults: `params.yaml` `promote:`)."""
+
     auto: bool = True  # `rebuild` promotes the winner at its end
     max_map_drop: float = Field(0.01, ge=0, le=1)
     min_agreement: float = Field(0.8, ge=0, le=1)  # agreement mAP50-95 with FP32
@@ -283,7 +319,7 @@ class ServeConfig(_Frozen):
 
 
 class Params(_Frozen):
-    """The whole of `params.yaml`."""
+    """The whole of `params.yaml`; every default equals the file's value (see the module docstring)."""
 
     paths: PathsConfig = PathsConfig()
     sample: SampleConfig = SampleConfig()

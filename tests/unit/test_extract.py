@@ -19,7 +19,12 @@ def videos(tmp_path: Path, sample_data: Path) -> Path:
     return out
 
 
+# sampling alone: params.yaml (the defaults) turns on dedup, brightness strata and the holdout, tested elsewhere
+PLAIN = {"dedup_threshold": 0.0, "brightness_bins": 1, "holdout_fraction": 0.0}
+
+
 def run(videos: Path, tmp_path: Path, **cfg: float) -> object:
+    cfg = {**PLAIN, **cfg}
     return extract_frames(videos, tmp_path / "calib", tmp_path / "calibration.yaml", ExtractConfig(**cfg), NAMES)
 
 

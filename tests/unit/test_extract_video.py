@@ -47,8 +47,12 @@ def naive_times(path: Path, interval: float) -> list[float]:
                 nxt += interval
 
 
+# one feature at a time: params.yaml (the defaults) turns on dedup, brightness strata and the holdout together
+PLAIN = {"dedup_threshold": 0.0, "brightness_bins": 1, "holdout_fraction": 0.0}
+
+
 def run(videos: Path, tmp: Path, **cfg: object):
-    cfg = {"workers": 1, **cfg}
+    cfg = {"workers": 1, **PLAIN, **cfg}
     return extract_frames(
         videos, tmp / "calib", tmp / "calibration.yaml", ExtractConfig(**cfg), NAMES, tmp / "holdout", tmp / "cache"
     )
@@ -229,8 +233,9 @@ from pathlib import Path
 from tasks.support.config import ExtractConfig
 from tasks.pipeline.extract import extract_frames
 root = Path(sys.argv[1])
-extract_frames(root / "videos", root / "calib", root / "calibration.yaml", ExtractConfig(workers=1, interval_s=0.1),
-               ("License_Plate",), root / "holdout", root / "cache")
+cfg = ExtractConfig(workers=1, interval_s=0.1, dedup_threshold=0.0, brightness_bins=1, holdout_fraction=0.0)
+extract_frames(root / "videos", root / "calib", root / "calibration.yaml", cfg, ("License_Plate",), root / "holdout",
+               root / "cache")
 """
 
 
@@ -253,8 +258,8 @@ def test_kill_9_mid_extraction_then_rerun_completes(tmp_path: Path) -> None:
     assert not (tmp_path / "holdout").exists()
 
     result = extract_frames(
-        videos, tmp_path / "calib", tmp_path / "calibration.yaml", ExtractConfig(workers=1, interval_s=0.1), NAMES,
-        tmp_path / "holdout", tmp_path / "cache",
+        videos, tmp_path / "calib", tmp_path / "calibration.yaml", ExtractConfig(workers=1, interval_s=0.1, **PLAIN),
+        NAMES, tmp_path / "holdout", tmp_path / "cache",
     )  # fmt: skip
     assert result.frames_hash == expected.frames_hash
     assert 1 <= result.report["cached_videos"] < 3  # the video finished before the kill was not decoded again

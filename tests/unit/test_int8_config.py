@@ -65,7 +65,8 @@ def test_full_nncf_and_qdq_settings_parse(tmp_path: Path) -> None:
     assert build.backend_of(by["ours"]) == "openvino"
     assert build.backend_of(by["q"]) == "onnxruntime"
     assert build.backend_of(by["t"]) == "tensorrt"
-    assert CandidateConfig(name="t2", precision="int8", method="trt-qdq").qdq_settings.symmetric_activations
+    with pytest.raises(ValueError, match=r"'t2'.*add `qdq: \{symmetric_activations: true\}`"):
+        CandidateConfig(name="t2", precision="int8", method="trt-qdq")  # no hidden per-method default: stated
 
 
 @pytest.mark.parametrize(
@@ -80,6 +81,7 @@ def test_full_nncf_and_qdq_settings_parse(tmp_path: Path) -> None:
             {"name": "x", "precision": "int8", "method": "trt-qdq", "qdq": {"symmetric_activations": False}},
             "symmetric activations",
         ),
+        ({"name": "x", "precision": "int8", "method": "trt-qdq"}, "qdq: {symmetric_activations: true}"),
         ({"name": "x", "precision": "int8", "method": "ort-qdq", "qdq": {"calibration": "max"}}, "qdq.calibration"),
         (
             {"name": "x", "precision": "int8", "method": "ort-qdq", "qdq": {"percentile": 99.9}},
