@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
 
 GATE = ValidateConfig(imgsz=320)
 FP32 = CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime")
+# every frame of every video, no dedup or brightness strata: the frame counts these tests reason about
+PLAIN = {"dedup_threshold": 0, "brightness_bins": 1, "holdout_fraction": 0}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory: pytest.TempPathFactory, videos: Path):
     root = tmp_path_factory.mktemp("frames")
-    cfg = ExtractConfig(interval_s=0.5, max_frames_per_video=8)
+    cfg = ExtractConfig(interval_s=0.5, max_frames_per_video=8, **PLAIN)
     return extract_frames(videos, root / "calibration", root / "calibration.yaml", cfg, ("plate",))
 
 
@@ -48,7 +50,7 @@ def gate_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("gate")
     write_videos(root / "videos", 1, 4, 7, SynthConfig(width=640, height=360, fps=10))
-    cfg = ExtractConfig(interval_s=0.5, max_frames_per_video=8)
+    cfg = ExtractConfig(interval_s=0.5, max_frames_per_video=8, **PLAIN)
     return extract_frames(root / "videos", root / "frames", root / "frames.yaml", cfg, ("plate",)).out_dir
 
 
@@ -68,6 +70,7 @@ def test_a_candidate_forced_below_the_gate_recovers_and_names_the_layers_kept_in
             "method": "nncf",
             "nncf": {
                 "ignored_scope": {"ultralytics_head": False, "branch_last_conv": False},
+                "fast_bias_correction": True,
                 "accuracy_control": {"enabled": True, "max_drop": 0.03, "max_iterations": 4},
             },
         }
@@ -112,6 +115,7 @@ def test_the_search_stops_at_its_time_budget_and_keeps_the_candidate(
             "method": "nncf",
             "nncf": {
                 "ignored_scope": {"ultralytics_head": False, "branch_last_conv": False},
+                "fast_bias_correction": True,
                 "accuracy_control": {"enabled": True, "max_drop": 1e-6, "search": True, "search_budget_s": 1e-3},
             },
         }
@@ -132,7 +136,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
             "name": "ours",
             "precision": "int8",
             "method": "nncf",
-            "nncf": {"accuracy_control": {"holdout_fraction": 0.125}},
+            "nncf": {"fast_bias_correction": True, "accuracy_control": {"enabled": False, "holdout_fraction": 0.125}},
         }
     )
     qdq = CandidateConfig.model_validate(
@@ -187,7 +191,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
         videos,
         tmp_path / "other",
         tmp_path / "other.yaml",
-        ExtractConfig(interval_s=0.7, max_frames_per_video=4),
+        ExtractConfig(interval_s=0.7, max_frames_per_video=4, **PLAIN),
         ("plate",),
     )
     assert other.frames_hash != frames.frames_hash
