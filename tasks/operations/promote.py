@@ -245,27 +245,29 @@ def smoke_test(
     return {"map50_95": got, "expected_map50_95": expected_map50_95, "tolerance": tolerance}
 
 
-def deploy(
-    source_uri: str,
-    gate_dir: Path,
-    version: str,
-    manifest: dict[str, Any],
-    holdout_dir: Path,
-    vcfg: ValidateConfig,
-    tolerance: float,
-    tracking_uri: str,
-) -> Path:
+@dataclass(frozen=True)
+class Gate:
+    """Where releases go and how they are checked: the gate folder, the registry and the smoke test's holdout."""
+
+    cfg: PromoteConfig
+    tracking: TrackingConfig
+    holdout_dir: Path
+    vcfg: ValidateConfig
+
+
+def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any]) -> Path:
     """Download the registered artifact into `releases/v<version>/`, smoke-test it, then switch `current`.
 
     A complete release of the same version already in place is not replaced (the gate may be running it);
     `current` is just pointed at it.
     """
+    gate_dir = gate.cfg.gate_dir
     release = gate_paths(gate_dir).release(version)
     if release_is_complete(release):
         log.info("%s is already complete; pointing current at it", release)
     else:
         with atomic_dir(release) as tmp:
-            download_version(source_uri, tmp / ".download", tracking_uri)
+            download_version(source_uri, tmp / ".download", gate.tracking.uri)
             for item in (tmp / ".download").iterdir():
                 item.rename(tmp / item.name)
             (tmp / ".download").rmdir()
@@ -274,7 +276,8 @@ def deploy(
             sha = path_sha256(tmp / meta["artifact"])
             if sha != meta["sha256"]:
                 raise SmokeTestError(f"{source_uri}: artifact sha256 {sha} differs from the built {meta['sha256']}")
-            smoke = smoke_test(tmp, holdout_dir, float(manifest["metrics"]["map50_95"]), vcfg, tolerance)
+            expected = float(manifest["metrics"]["map50_95"])
+            smoke = smoke_test(tmp, gate.holdout_dir, expected, gate.vcfg, gate.cfg.smoke_tolerance)
             checkpoint("after_smoke_test")
             full = {
                 **manifest,
@@ -374,16 +377,7 @@ def promote(
         row = metrics[decision.winner]
         manifest = manifest_for(tracking, winner.version, winner.run_id, decision.winner, row, record.parent_run_id)
         try:
-            release = deploy(
-                winner.source,
-                cfg.gate_dir,
-                winner.version,
-                manifest,
-                holdout_dir,
-                vcfg,
-                cfg.smoke_tolerance,
-                tracking.uri,
-            )
+            release = deploy(Gate(cfg, tracking, holdout_dir, vcfg), winner.source, winner.version, manifest)
         except SmokeTestError as e:
             mc.set_tag(winner.run_id, "gate.smoke_test", f"fail: {e}")
             delete_alias(mc, name, CHALLENGER)
@@ -451,16 +445,7 @@ def rollback(cfg: PromoteConfig, tracking: TrackingConfig, holdout_dir: Path, vc
             tracking, str(prev.version), prev.run_id, run.data.tags.get("candidate", ""), row, "rollback"
         )
         try:
-            release = deploy(
-                prev.source,
-                cfg.gate_dir,
-                str(prev.version),
-                manifest,
-                holdout_dir,
-                vcfg,
-                cfg.smoke_tolerance,
-                tracking.uri,
-            )
+            release = deploy(Gate(cfg, tracking, holdout_dir, vcfg), prev.source, str(prev.version), manifest)
         except SmokeTestError as e:
             raise RollbackError(f"previous version {prev.version} cannot be restored: {e}") from e
         mc.set_registered_model_alias(name, CHAMPION, str(prev.version))

@@ -268,19 +268,13 @@ def agreement_images(frames_dir: Path | None, labelled: list[Path]) -> tuple[lis
 
 def latency(candidate: Candidate, frame_path: Path, cfg: ValidateConfig) -> dict[str, Any]:
     """Latency on the candidate's own runtime, measured in a fresh process (tasks/runtime/latency.py says why)."""
-    from tasks.runtime.latency import measure_in_subprocess
+    from tasks.runtime.latency import LatencyRequest, measure_in_subprocess
 
-    return measure_in_subprocess(
-        candidate.path,
-        frame_path,
-        cfg.imgsz,
-        cfg.agreement_conf,
-        cfg.iou,
-        cfg.warmup,
-        cfg.runs,
-        cfg.threads,
-        list(cfg.batch_sizes),
-    )
+    req = LatencyRequest(
+        str(candidate.path), str(frame_path), cfg.imgsz, cfg.agreement_conf, cfg.iou, cfg.warmup, cfg.runs,
+        cfg.threads, tuple(cfg.batch_sizes),
+    )  # fmt: skip
+    return measure_in_subprocess(req)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +104,22 @@ def _percentiles(values: list[float], prefix: str) -> dict[str, float]:
     }
 
 
-def measure(
-    artifact: Path,
-    frame_path: Path,
-    imgsz: int,
-    conf: float,
-    iou: float,
-    warmup: int,
-    runs: int,
-    threads: int,
-    batch_sizes: list[int],
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LatencyRequest:
+    """What to time: the artifact, the frame it runs on, and how (`validate:` settings)."""
+
+    artifact: str
+    frame_path: str
+    imgsz: int
+    conf: float
+    iou: float
+    warmup: int
+    runs: int
+    threads: int
+    batch_sizes: tuple[int, ...]
+
+
+def measure(req: LatencyRequest) -> dict[str, Any]:
     """Warm up, then `runs` timed single-frame predictions; throughput per batch size where the artifact allows.
 
     Returns metrics (floats), strings (hardware, batch note) and the per-run samples for the CDF plot.
@@ -123,17 +129,18 @@ def measure(
 
     from tasks.runtime.tensorrt import ensure_runnable
 
+    artifact, threads, runs = Path(req.artifact), req.threads, req.runs
     baseline_mb = _rss_mb()
-    frame = cv2.imread(str(frame_path))
+    frame = cv2.imread(req.frame_path)
     if frame is None:
-        raise LatencyError(f"{frame_path}: cannot be read as an image")
+        raise LatencyError(f"{req.frame_path}: cannot be read as an image")
     ensure_runnable(artifact)
     model = YOLO(str(artifact), task="detect")
-    kwargs = {"imgsz": imgsz, "conf": conf, "iou": iou, "device": "cpu", "verbose": False}
+    kwargs = {"imgsz": req.imgsz, "conf": req.conf, "iou": req.iou, "device": "cpu", "verbose": False}
     model.predict(frame, **kwargs)  # creates the predictor and its AutoBackend
     autobackend = model.predictor.model
     effective = pin_threads(autobackend, artifact, threads)
-    for _ in range(warmup):
+    for _ in range(req.warmup):
         model.predict(frame, **kwargs)
     pre, inference, post, total = [], [], [], []
     started_all = time.perf_counter()
@@ -150,7 +157,7 @@ def measure(
     dynamic = bool(autobackend.metadata.get("dynamic")) if getattr(autobackend, "metadata", None) else False
     throughput = {1: batch1_fps}
     if dynamic or fixed_batch > 1:
-        usable = [b for b in batch_sizes if b > 1 and (dynamic or b == fixed_batch)]
+        usable = [b for b in req.batch_sizes if b > 1 and (dynamic or b == fixed_batch)]
         note = f"dynamic batch: measured {[1, *usable]}" if dynamic else f"fixed batch {fixed_batch}"
         for b in usable:
             frames = [frame] * b
@@ -189,39 +196,18 @@ def measure(
     return {"metrics": metrics, "samples": {"inference_ms": inference, "e2e_ms": total}}
 
 
-def measure_in_subprocess(
-    artifact: Path,
-    frame_path: Path,
-    imgsz: int,
-    conf: float,
-    iou: float,
-    warmup: int,
-    runs: int,
-    threads: int,
-    batch_sizes: list[int],
-) -> dict[str, Any]:
+def measure_in_subprocess(req: LatencyRequest) -> dict[str, Any]:
     """`measure` in a fresh interpreter with thread env vars pinned before any runtime loads."""
-    args = {
-        "artifact": str(artifact),
-        "frame_path": str(frame_path),
-        "imgsz": imgsz,
-        "conf": conf,
-        "iou": iou,
-        "warmup": warmup,
-        "runs": runs,
-        "threads": threads,
-        "batch_sizes": list(batch_sizes),
-    }
     root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, **{k: str(threads) for k in THREAD_ENV}}
+    env = {**os.environ, **{k: str(req.threads) for k in THREAD_ENV}}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="alpr-latency-") as tmp:
         out = Path(tmp) / "latency.json"
-        cmd = [sys.executable, "-m", "tasks.runtime.latency", json.dumps(args), str(out)]
+        cmd = [sys.executable, "-m", "tasks.runtime.latency", json.dumps(asdict(req)), str(out)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0 or not out.is_file():
             tail = done.stderr[-3000:]
-            raise LatencyError(f"latency measurement of {artifact} failed (exit {done.returncode}):\n{tail}")
+            raise LatencyError(f"latency measurement of {req.artifact} failed (exit {done.returncode}):\n{tail}")
         return json.loads(out.read_text())
 
 
@@ -230,7 +216,7 @@ def _main(argv: list[str]) -> None:
 
     set_offline_env()
     args = json.loads(argv[0])
-    result = measure(Path(args.pop("artifact")), Path(args.pop("frame_path")), **args)
+    result = measure(LatencyRequest(**{**args, "batch_sizes": tuple(args["batch_sizes"])}))
     Path(argv[1]).write_text(json.dumps(result))
 
 
