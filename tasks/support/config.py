@@ -357,7 +357,7 @@ class ConfigError(ValueError):
 def load_params(path: Path) -> Params:
     """Parse `params.yaml` into `Params`, with paths made absolute relative to the file's folder."""
     if not path.is_file():
-        raise ConfigError(f"{path}: not found. Run from the project folder or pass --params PATH.")
+        raise ConfigError(f"{path}: not found")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

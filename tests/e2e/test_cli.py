@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 def test_missing_params_file(tmp_path: Path, cli) -> None:
     done = cli(tmp_path, "--params", "nope.yaml", "status", check=False)
     assert done.returncode == 2
-    assert "nope.yaml: not found" in done.stderr
+    assert "nope.yaml: not found" in done.stderr and "--params PATH" in done.stderr
 
 
 def test_typo_in_params_names_the_key(tmp_path: Path, cli) -> None:
