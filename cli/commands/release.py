@@ -33,14 +33,13 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
 
 
 def rollback(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
-    """Move `current` and the `champion` alias back to the previous release, in one step (logged to MLflow)."""
+    """Move `current` and the `champion` alias back to the previous release, in one step (the `rollback` flow)."""
     project = state.project(Overrides.of(gate_dir=gate_dir, holdout=holdout))
     go_offline(project)
-    from tasks.operations.promote import rollback as roll_back
+    from flows.rollback import rollback as rollback_flow
 
-    prm = project.params
     with guarded():
-        result = roll_back(prm.promote, prm.tracking, prm.paths.holdout, prm.validate_)
+        result = rollback_flow(params=project.params)
     ERR.print(f"rolled back: version {result.from_version} -> {result.to_version} ({result.release})")
 
 

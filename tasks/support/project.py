@@ -48,9 +48,6 @@ class Overrides(BaseModel):
         given = {k: v for k, v in paths.items() if v is not None}
         return cls(paths=given, gate_dir=gate_dir, only=tuple(only or ()))
 
-    def __bool__(self) -> bool:
-        return bool(self.paths or self.gate_dir or self.only)
-
 
 @dataclass(frozen=True)
 class Project:
