@@ -258,6 +258,9 @@ class ValidateConfig(_Frozen):
     threads: int = Field(2, ge=1)  # pinned for torch, ONNX Runtime and OpenVINO so latencies compare
     batch_sizes: tuple[int, ...] = Field((1, 4, 8), min_length=1)  # throughput batches (if the artifact allows)
     grid_frames: int = Field(6, ge=1)  # frames in the FP32-vs-candidate image grid, worst disagreements first
+    # required: no labelled holdout (or one without a single box) stops validation. optional: without one, a rebuild
+    # is judged on agreement with FP32 alone (the mAP gates are skipped, never compared 0 against 0).
+    labels: Literal["required", "optional"] = "required"
 
     @model_validator(mode="after")
     def _check_batches(self) -> ValidateConfig:
@@ -287,6 +290,18 @@ class PromoteConfig(_Frozen):
     smoke_tolerance: float = Field(0.01, ge=0, le=1)  # smoke-test mAP50-95 vs the validated one
     gate_dir: Path = Path("deploy/gate")
     keep_releases: int = Field(5, ge=1)
+    allow_unlabelled: bool = False  # promote a rebuild validated without a labelled holdout (validate.labels: optional)
+
+
+class LabelConfig(_Frozen):
+    """Your own footage: the videos reserved for the labelled holdout and the proposal a reviewer corrects
+    (defaults: `params.yaml` `label:`)."""
+
+    videos: tuple[str, ...] = ()  # names of videos reserved for labelling; empty: a share chosen by content hash
+    fraction: float = Field(0.2, ge=0, lt=1)  # that share, used only until a labelled holdout records its videos
+    frames: int = Field(150, ge=1)  # frames proposed for review, spread over videos, brightness and plate/no plate
+    prelabel_conf: float = Field(0.1, gt=0, lt=1)  # pre-labels: low, so a reviewer deletes more than draws
+    project: str = Field("alpr-ops holdout", min_length=3)  # the Label Studio project's title
 
 
 class WatchConfig(_Frozen):
@@ -329,6 +344,7 @@ class Params(_Frozen):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     tracking: TrackingConfig = TrackingConfig()
     promote: PromoteConfig = PromoteConfig()
+    label: LabelConfig = LabelConfig()
     watch: WatchConfig = WatchConfig()
     nightly: NightlyConfig = NightlyConfig()
     serve: ServeConfig = ServeConfig()
