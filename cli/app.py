@@ -59,6 +59,7 @@ def main(
     state.params_file = params
 
 
+app.command()(data.init)
 app.command("sample-videos")(data.sample_videos)
 app.command("fetch-model")(data.fetch_model)
 app.command()(data.extract)

@@ -37,4 +37,8 @@ def promote(
         params = open_project(params_file, overrides, None).params
     if record is None or metrics is None:
         record, metrics = latest_rebuild(params.tracking)
-    return promote_winner(record, metrics, params.promote, params.tracking, params.paths.holdout, params.validate_)
+    p = params.paths
+    return promote_winner(
+        record, metrics, params.promote, params.tracking, p.holdout, params.validate_, params.build.reference,
+        p.holdout_frames,
+    )  # fmt: skip

@@ -27,6 +27,7 @@ from tasks.support.project import Overrides, Project, rebuild_lock
 
 RESUMABLE: dict[str, Any] = {"cache_policy": DEFAULT, "persist_result": True}
 fetch_model = task(fetch.fetch_model, name="fetch-model", cache_policy=NO_CACHE, **IO_RETRIES)
+reserve_videos = task(extract.reserved_videos, name="reserve-videos", cache_policy=NO_CACHE)
 extract_frames = task(extract.extract_frames, name="extract", **RESUMABLE)
 build_candidates = task(build.build_candidates, name="build", **RESUMABLE)
 validate_candidates = task(validate.run_validation, name="validate", **RESUMABLE)
@@ -52,9 +53,10 @@ def rebuild(
     params, p = proj.params, proj.params.paths
     with rebuild_lock(p.rebuild_lock):
         model = fetch_model(p.model, params.model.package, params.model.member, params.model.sha256)
+        reserved = reserve_videos(p.videos, p.holdout, params.label, p.frame_cache)
         frames = extract_frames(
             p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames,
-            p.frame_cache,
+            p.frame_cache, reserved,
         )  # fmt: skip
         built = build_candidates(
             model, frames.dataset_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash,

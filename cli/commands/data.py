@@ -52,6 +52,28 @@ def write_sample_data(
     log.info("wrote %d videos to %s and a labelled holdout to %s", len(videos), videos[0].parent, hold)
 
 
+def init(
+    videos: Annotated[Path, typer.Option(help="A folder of your gate videos.")],
+    link: Annotated[bool, typer.Option(help="Link the videos instead of copying them (large archives).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace the videos this project already has.")] = False,
+) -> None:
+    """Set a fresh clone up for your own footage: videos into paths.videos, the detector, both under DVC."""
+    from tasks.operations.onboarding import init_project
+
+    project = state.project()
+    with guarded():
+        done = init_project(project.root, project.params, videos, link=link, force=force)
+    for name, reason in done.skipped.items():
+        ERR.print(f"[yellow]skipped[/yellow] {name}: {reason}")
+    ERR.print(
+        f"{'linked' if done.linked else 'copied'} {len(done.videos)} videos into {project.params.paths.videos}; "
+        f"DVC tracks {', '.join(str(f.relative_to(project.root)) for f in done.dvc_files)}.\n"
+        "Next: `alpr-ops label propose` (frames of the videos reserved for labelling, pre-labelled), review them, "
+        "then `alpr-ops label pull` and `alpr-ops rebuild`.",
+        soft_wrap=True,
+    )
+
+
 def fetch_model(out: PathOpt = None) -> None:
     """Fetch the pinned plate detector (fastanpr's best.pt) from PyPI and verify its sha256."""
     params = state.project(Overrides.of(model=out)).params
@@ -76,7 +98,7 @@ def extract(
     cache: PathOpt = None,
 ) -> None:
     """Sample calibration and holdout frames from the gate videos; write the manifests, report and calibration.yaml."""
-    from tasks.pipeline.extract import extract_frames
+    from tasks.pipeline.extract import extract_frames, reserved_videos
 
     overrides = Overrides.of(
         videos=videos, calibration=out, calibration_yaml=dataset_yaml, holdout_frames=holdout_frames, frame_cache=cache
@@ -84,9 +106,10 @@ def extract(
     params = state.project(overrides).params
     p = params.paths
     with guarded():
+        reserved = reserved_videos(p.videos, p.holdout, params.label, p.frame_cache)
         result = extract_frames(
             p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames,
-            p.frame_cache,
+            p.frame_cache, reserved,
         )  # fmt: skip
     print_extract(result.report)
     for name, reason in result.skipped.items():

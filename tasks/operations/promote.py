@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.pipeline.track import KIND_TAG, RebuildRecord, client, experiment_id, latest_rebuild
-from tasks.pipeline.validate import accuracy, holdout_images, mirror_holdout
+from tasks.pipeline.validate import NO_HOLDOUT, accuracy, holdout_images, mirror_holdout, write_pseudo_labels
 from tasks.runtime.releases import (
     MANIFEST,
     gate_paths,
@@ -39,6 +39,7 @@ from tasks.support.config import PromoteConfig, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
 from tasks.support.hashing import path_sha256
+from tasks.support.images import frames_folder, list_images
 from tasks.support.registry import (
     CHALLENGER,
     CHAMPION,
@@ -145,8 +146,14 @@ def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: Cha
     speed-up, and (when a champion is deployed) mAP50-95 no worse than the champion's on the same holdout."""
     verdicts = {}
     for name, row in metrics.items():
+        unlabelled = row.get("holdout") == NO_HOLDOUT  # validated on agreement alone: the mAP gates do not apply
+        if unlabelled:  # passes only where the operator allows it (promote.allow_unlabelled)
+            first = GateCheck("labelled_holdout", cfg.allow_unlabelled, 0.0, 0.0 if cfg.allow_unlabelled else 1.0, ">=")
+        else:
+            v = _num(row, "map_drop", name)
+            first = GateCheck("map_drop", v <= cfg.max_map_drop, v, cfg.max_map_drop, "<=")
         checks = [
-            GateCheck("map_drop", (v := _num(row, "map_drop", name)) <= cfg.max_map_drop, v, cfg.max_map_drop, "<="),
+            first,
             GateCheck(
                 "agreement",
                 (v := _num(row, "agreement_map50_95", name)) >= cfg.min_agreement,
@@ -157,7 +164,7 @@ def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: Cha
             GateCheck("p95_ms", (v := _num(row, "latency_p95_ms", name)) <= cfg.max_p95_ms, v, cfg.max_p95_ms, "<="),
             GateCheck("speedup", (v := _num(row, "speedup", name)) >= cfg.min_speedup, v, cfg.min_speedup, ">="),
         ]
-        if champion is not None:
+        if champion is not None and not unlabelled:
             floor = round(champion.map50_95 - cfg.champion_tolerance, 6)
             v = _num(row, "map50_95", name)
             checks.append(GateCheck("vs_champion", v >= floor, v, floor, ">="))
@@ -215,44 +222,67 @@ def holdout_map(candidate: Candidate, holdout_dir: Path, vcfg: ValidateConfig) -
     """mAP50-95 of `candidate` on the labelled holdout, with validation's own functions and settings."""
     from ultralytics import YOLO
 
-    images = holdout_images(holdout_dir)
     ensure_runnable(candidate.path)
     names = dict(YOLO(str(candidate.path), task="detect").names)
+    images = holdout_images(holdout_dir, [names[i] for i in sorted(names)])
     with tempfile.TemporaryDirectory(prefix="alpr-promote-") as tmp:
         data = mirror_holdout(holdout_dir, images, Path(tmp) / "holdout", names)
         return accuracy(candidate, data, vcfg, Path(tmp) / "runs")["map50_95"]
 
 
-def smoke_test(
-    release: Path, holdout_dir: Path, expected_map50_95: float, vcfg: ValidateConfig, tolerance: float
-) -> dict[str, float]:
-    """Load the release with its runtime's loader (Ultralytics `YOLO` on the artifact), run it on the holdout and
-    check its mAP50-95 matches the validated one within `tolerance`."""
-    try:
-        cand = read_candidate(release)
-        got = holdout_map(cand, holdout_dir, vcfg)
-    except Exception as e:  # any loader or runtime failure means the gate could not run it either
-        raise SmokeTestError(f"{release.name}: the artifact failed to load or run: {e}") from e
-    diff = abs(got - expected_map50_95)
-    if diff > tolerance:
-        raise SmokeTestError(
-            f"{cand.name}: smoke-test mAP50-95 {got:.4f} differs from the validated {expected_map50_95:.4f} by "
-            f"{diff:.4f} > promote.smoke_tolerance {tolerance}; the artifact is not the one that was validated"
-        )
-    log.info(
-        "smoke test of %s: mAP50-95 %.4f (validated %.4f, tolerance %s)", cand.name, got, expected_map50_95, tolerance
-    )
-    return {"map50_95": got, "expected_map50_95": expected_map50_95, "tolerance": tolerance}
+@dataclass(frozen=True)
+class AgreementCheck:
+    """Without a labelled holdout, the smoke test measures agreement with the rebuild's FP32 reference instead, on
+    the frames validation measured it on."""
+
+    reference: Candidate
+    frames: tuple[Path, ...]
+
+
+def agreement_map(candidate: Candidate, check: AgreementCheck, vcfg: ValidateConfig) -> float:
+    """Agreement mAP50-95 of `candidate` with the reference's detections, as validation measures it."""
+    ensure_runnable(candidate.path)
+    with tempfile.TemporaryDirectory(prefix="alpr-promote-") as tmp:
+        data = write_pseudo_labels(check.reference, list(check.frames), Path(tmp) / "agreement", vcfg)
+        return accuracy(candidate, data, vcfg, Path(tmp) / "runs")["map50_95"]
 
 
 @dataclass(frozen=True)
 class Gate:
-    """Where releases go and how they are checked: the gate folder, the registry and the smoke test's holdout."""
+    """Where releases go and how they are checked: the gate folder, the registry and the smoke test's holdout (or,
+    without a labelled holdout, its agreement check)."""
 
     cfg: PromoteConfig
     tracking: TrackingConfig
     holdout_dir: Path
     vcfg: ValidateConfig
+    agreement: AgreementCheck | None = None
+
+
+def smoke_test(release: Path, gate: Gate, validated: dict[str, Any]) -> dict[str, float]:
+    """Load the release with its runtime's loader (Ultralytics `YOLO` on the artifact), run it on the labelled
+    holdout (or, without one, on the agreement frames) and check it reproduces the validated number within
+    `promote.smoke_tolerance`."""
+    key = "map50_95" if gate.agreement is None else "agreement_map50_95"
+    if key not in validated:
+        raise SmokeTestError(f"{release.name}: no validated {key} to compare the smoke test with")
+    expected, tolerance = float(validated[key]), gate.cfg.smoke_tolerance
+    try:
+        cand = read_candidate(release)
+        if gate.agreement is None:
+            got = holdout_map(cand, gate.holdout_dir, gate.vcfg)
+        else:
+            got = agreement_map(cand, gate.agreement, gate.vcfg)
+    except Exception as e:  # any loader or runtime failure means the gate could not run it either
+        raise SmokeTestError(f"{release.name}: the artifact failed to load or run: {e}") from e
+    diff = abs(got - expected)
+    if diff > tolerance:
+        raise SmokeTestError(
+            f"{cand.name}: smoke-test {key} {got:.4f} differs from the validated {expected:.4f} by "
+            f"{diff:.4f} > promote.smoke_tolerance {tolerance}; the artifact is not the one that was validated"
+        )
+    log.info("smoke test of %s: %s %.4f (validated %.4f, tolerance %s)", cand.name, key, got, expected, tolerance)
+    return {key: got, f"expected_{key}": expected, "tolerance": tolerance}
 
 
 def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any]) -> Path:
@@ -276,8 +306,7 @@ def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any]) 
             sha = path_sha256(tmp / meta["artifact"])
             if sha != meta["sha256"]:
                 raise SmokeTestError(f"{source_uri}: artifact sha256 {sha} differs from the built {meta['sha256']}")
-            expected = float(manifest["metrics"]["map50_95"])
-            smoke = smoke_test(tmp, gate.holdout_dir, expected, gate.vcfg, gate.cfg.smoke_tolerance)
+            smoke = smoke_test(tmp, gate, manifest["metrics"])
             checkpoint("after_smoke_test")
             full = {
                 **manifest,
@@ -358,13 +387,21 @@ def promote(
     tracking: TrackingConfig,
     holdout_dir: Path,
     vcfg: ValidateConfig,
+    reference: str = "fp32",
+    frames_dir: Path | None = None,
 ) -> PromoteResult:
     """Gate every candidate (against FP32 and the champion), log each verdict to its run, mark the winner
-    `challenger`, deploy it after a smoke test, then make it `champion` (the old one becomes `previous`)."""
+    `challenger`, deploy it after a smoke test, then make it `champion` (the old one becomes `previous`).
+
+    A rebuild validated without a labelled holdout (`holdout: no labelled holdout`) is judged on agreement alone:
+    no mAP gate and no champion comparison (both need labels), promoted only with `promote.allow_unlabelled`, and
+    smoke-tested on agreement with its own FP32 `reference` on the frames of `frames_dir`.
+    """
     name = tracking.registered_model
     mc = client(tracking)
-    with promotion_lock(cfg.gate_dir):
-        champion = evaluate_champion(mc, tracking, holdout_dir, vcfg)
+    unlabelled = any(row.get("holdout") == NO_HOLDOUT for row in metrics.values())
+    with promotion_lock(cfg.gate_dir), tempfile.TemporaryDirectory(prefix="alpr-reference-") as scratch:
+        champion = None if unlabelled else evaluate_champion(mc, tracking, holdout_dir, vcfg)
         decision = decide(metrics, cfg, champion)
         record_verdicts(mc, record, decision)
         if decision.winner is None:
@@ -376,8 +413,9 @@ def promote(
         mc.set_registered_model_alias(name, CHALLENGER, winner.version)
         row = metrics[decision.winner]
         manifest = manifest_for(tracking, winner.version, winner.run_id, decision.winner, row, record.parent_run_id)
+        check = _agreement_check(record, reference, frames_dir, tracking, Path(scratch)) if unlabelled else None
         try:
-            release = deploy(Gate(cfg, tracking, holdout_dir, vcfg), winner.source, winner.version, manifest)
+            release = deploy(Gate(cfg, tracking, holdout_dir, vcfg, check), winner.source, winner.version, manifest)
         except SmokeTestError as e:
             mc.set_tag(winner.run_id, "gate.smoke_test", f"fail: {e}")
             delete_alias(mc, name, CHALLENGER)
@@ -394,6 +432,23 @@ def promote(
         prune_releases(cfg.gate_dir, cfg.keep_releases)
     log.info("promoted %s (version %s) to %s", decision.winner, winner.version, release)
     return PromoteResult(decision, winner.version, release)
+
+
+def _agreement_check(
+    record: RebuildRecord, reference: str, frames_dir: Path | None, tracking: TrackingConfig, scratch: Path
+) -> AgreementCheck:
+    """The rebuild's own FP32 reference (downloaded as registered) and the agreement frames validation used."""
+    folder = frames_folder(frames_dir) if frames_dir is not None else None
+    frames = list_images(folder) if folder is not None else []
+    if reference not in record.candidates or not frames:
+        raise SmokeTestError(
+            f"no labelled holdout, and no reference '{reference}' in rebuild {record.parent_run_id} or no agreement "
+            f"frames in {frames_dir}: the release cannot be smoke-tested"
+        )
+    ref = record.candidates[reference]
+    return AgreementCheck(
+        read_candidate(download_version(ref.source, scratch / "reference", tracking.uri)), tuple(frames)
+    )
 
 
 def require_latest_rebuild(tracking: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[str, Any]]]:

@@ -368,6 +368,7 @@ def measure(
         accuracy,
         agreement_counts,
         agreement_images,
+        class_names,
         compare,
         holdout_images,
         predict,
@@ -375,7 +376,8 @@ def measure(
     )
 
     champ = read_candidate(champion.release)
-    labelled = holdout_images(holdout_dir)
+    # label-free by design: without a labelled holdout the check runs on the newest frames alone
+    labelled = holdout_images(holdout_dir, class_names(reference.candidate), "optional")
     images, _ = agreement_images(sample.frames_dir.parent, labelled)
     ref_dets = predict(reference.candidate, images, cfg)
     champ_dets = predict(champ, images, cfg)

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -34,7 +35,8 @@ import yaml
 
 from tasks.pipeline import decode, extract_worker
 from tasks.pipeline.extract_worker import ENTRY_NAME, FrameParams, Job, extract_one, init_worker
-from tasks.support.config import ExtractConfig
+from tasks.pipeline.labels import holdout_videos, read_holdout_info
+from tasks.support.config import ExtractConfig, LabelConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
 from tasks.support.images import write_dataset_yaml
@@ -119,6 +121,31 @@ def params_key(cfg: ExtractConfig) -> str:
     """Key of everything a video's extracted frames depend on besides the video itself."""
     doc = {k: getattr(cfg, k) for k in FRAME_PARAMS} | {"code": _code_version()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reserved_videos(videos_dir: Path, holdout_dir: Path, cfg: LabelConfig, cache_dir: Path) -> tuple[str, ...]:
+    """The videos kept for the labelled holdout: never calibration frames, never agreement frames.
+
+    Labelled frames seconds away from frames the INT8 build calibrates on or is gated on would score it
+    optimistically, so the split is by video. Once a labelled holdout records its videos (`holdout.json`), those
+    stay reserved for good, plus `label.videos`. Before that: `label.videos` by name, or else the `label.fraction`
+    share of videos with the highest content hashes (the holdout split takes the lowest), at least one when there
+    are two videos or more. A holdout without `holdout.json` (the demo's synthetic one, or one made before this)
+    reserves only `label.videos`.
+    """
+    videos, _ = list_videos(videos_dir)
+    present = {v.name for v in videos}
+    unknown = sorted(set(cfg.videos) - present)
+    if unknown:
+        raise ExtractError(f"label.videos names {unknown}, which {videos_dir} does not hold", remedy=Remedy.PARAMS)
+    info = read_holdout_info(holdout_dir)
+    if info is not None:
+        return tuple(sorted(set(holdout_videos(info)) | set(cfg.videos)))
+    if cfg.videos or (holdout_dir / "images").is_dir() or cfg.fraction == 0 or len(videos) < 2:
+        return tuple(sorted(cfg.videos))
+    k = min(len(videos) - 1, max(1, round(len(videos) * cfg.fraction)))
+    ranked = sorted(videos, key=lambda v: int(file_sha256(v, cache_dir)[:16], 16), reverse=True)
+    return tuple(sorted(v.name for v in ranked[:k]))
 
 
 def split_of(video_sha256: str, holdout_fraction: float) -> str:
@@ -220,15 +247,19 @@ def extract_frames(
     names: tuple[str, ...],
     holdout_dir: Path | None = None,
     cache_dir: Path | None = None,
+    reserved: Collection[str] = (),
 ) -> ExtractResult:
     """Extract frames from every video in `videos_dir`: calibration videos into `out_dir`, holdout ones into
     `holdout_dir` (split by video hash), each folder replaced atomically; only videos not in `cache_dir` are decoded.
+    Videos named in `reserved` (kept for the labelled holdout: `reserved_videos`) are not read at all.
 
     Without `cache_dir` every video is decoded (into a temp cache); without `holdout_dir` the holdout videos' frames
     are not written. `out_dir/report.json` says, per video, what was kept and dropped and why, and what was decoded.
     One extraction per output folder at a time: a run removes temp folders that a killed run left behind.
     """
     videos, skipped = list_videos(videos_dir)
+    held_for_labels = sorted(v.name for v in videos if v.name in set(reserved))
+    videos = [v for v in videos if v.name not in set(reserved)]
     with contextlib.ExitStack() as stack:
         if cache_dir is None:
             cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alpr-frames-")))
@@ -255,9 +286,12 @@ def extract_frames(
         decoded, processes = _run_jobs(jobs, cfg.workers)
         for job in jobs:
             entries[job.video.name] = (decoded[job.video.name], job.entry)
+        if held_for_labels:
+            log.info("%d videos reserved for the labelled holdout, not read: %s", len(held_for_labels), held_for_labels)
         return _assemble(
-            videos_dir, out_dir, dataset_yaml, cfg, names, holdout_dir, entries, skipped, jobs, key, processes
-        )
+            videos_dir, out_dir, dataset_yaml, cfg, names, holdout_dir, entries, skipped, jobs, key, processes,
+            held_for_labels,
+        )  # fmt: skip
 
 
 def _assemble(
@@ -272,6 +306,7 @@ def _assemble(
     jobs: list[Job],
     key: str,
     processes: int,
+    reserved: list[str],
 ) -> ExtractResult:
     """Split the usable videos, write both frame sets and the report; fail when no calibration frame remains."""
     usable: dict[str, tuple[dict[str, Any], Path]] = {}
@@ -316,6 +351,7 @@ def _assemble(
         "decoded_videos": len(jobs),
         "worker_processes": processes,
         "cached_videos": len(entries) - len(jobs),
+        "reserved_for_labels": reserved,
         "decoded_frames": sum(int(e.get("decoded_frames") or 0) for name, (e, _) in entries.items()
                               if name in decoded_names),
     }  # fmt: skip

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.pipeline.validate import NO_HOLDOUT
 from tasks.support.candidate import Candidate
 from tasks.support.config import Params, TrackingConfig
 from tasks.support.hashing import sha256_file
@@ -193,14 +194,14 @@ def rebuild_datasets(params: Params, report: ValidationReport | None) -> tuple[l
     manifest = p.calibration / "manifest.csv"
     if manifest.is_file():
         parent.append(_dataset_input(pd.read_csv(manifest), "calibration-frames", manifest, "calibration"))
-    if (p.holdout / "images").is_dir():
-        images = holdout_images(p.holdout)
+    images = holdout_images(p.holdout, params.model.names, params.validate_.labels)
+    if images:
         child.append(_dataset_input(image_table(images), "holdout-labelled", p.holdout, "evaluation"))
-        # the frames agreement actually used: the report's, else what validation would pick from params
-        source = report.agreement_source if report is not None else agreement_images(p.holdout_frames, images)[1]
-        if not source.startswith("labelled"):  # a separate unlabelled set (not the labelled holdout again)
-            frames = list_images(Path(source))
-            child.append(_dataset_input(image_table(frames), "holdout-frames", Path(source), "agreement"))
+    # the frames agreement actually used: the report's, else what validation would pick from params
+    source = report.agreement_source if report is not None else agreement_images(p.holdout_frames, images)[1]
+    if source != "none" and not source.startswith("labelled"):  # an unlabelled set, not the labelled holdout again
+        frames = list_images(Path(source))
+        child.append(_dataset_input(image_table(frames), "holdout-frames", Path(source), "agreement"))
     return parent + child, child
 
 
@@ -223,10 +224,12 @@ def log_rebuild(
     tags = {KIND_TAG: "rebuild", "mlflow.runName": f"rebuild-{lineage.get('frames_hash', '')[:8]}", **lineage}
     if report is not None:
         tags["agreement_frames"] = report.agreement_source
+        tags["labelled_holdout"] = f"{report.holdout_images} images" if report.holdout_images else NO_HOLDOUT
         ref_row = report.metrics[report.reference]
         tags.update({k: str(ref_row[k]) for k in ("cpu_model", "gpu_name") if k in ref_row})
     parent = mc.create_run(exp, tags=tags)
     pid = parent.info.run_id
+    _log_holdout_review(mc, pid, params.paths.holdout, int(parent.info.start_time))
     shared = flatten("", params.model_dump(mode="json", by_alias=True, include={"extract", "validate_", "build"}))
     shared.pop("build.candidates", None)
     mc.log_batch(pid, params=[Param(k, v) for k, v in shared.items()])
@@ -249,6 +252,22 @@ def log_rebuild(
         raise
     log.info("logged rebuild %s with %d candidates to %s", pid, len(tracked), params.tracking.uri)
     return RebuildRecord(exp, pid, tracked)
+
+
+def _log_holdout_review(mc: Any, pid: str, holdout_dir: Path, now: int) -> None:
+    """How the reviewed labels differ from the detector's pre-labels (`holdout.json` `review`, written when the
+    labels were pulled): the detector's own error on this camera, beside the holdout's dataset entry."""
+    from mlflow.entities import Metric
+
+    from tasks.pipeline.labels import read_holdout_info
+
+    info = read_holdout_info(holdout_dir) if holdout_dir.is_dir() else None
+    review = (info or {}).get("review") or {}
+    numbers = {k: float(v) for k, v in review.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if numbers:
+        mc.log_batch(pid, metrics=[Metric(f"holdout_review.{k}", v, now, 0) for k, v in numbers.items()])
+    if info is not None:
+        mc.set_tag(pid, "holdout_source", str(info.get("source", "")))
 
 
 def _log_parent_artifacts(
@@ -383,5 +402,6 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
             "backend": run.data.tags.get("backend", ""),
             "precision": run.data.tags.get("precision", ""),
             "passed": run.data.tags.get("gate.passed", ""),
+            **({"holdout": run.data.tags["holdout"]} if "holdout" in run.data.tags else {}),
         }
     return RebuildRecord(exp.experiment_id, pid, tracked), metrics

@@ -12,10 +12,12 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.pipeline.labels import check_labels
 from tasks.runtime.tensorrt import ensure_runnable
 from tasks.support.candidate import Candidate
 from tasks.support.config import ValidateConfig
@@ -31,17 +33,33 @@ class ValidationError(AlprError):
     """Validation inputs are missing or wrong; the message says what to do."""
 
 
-def holdout_images(holdout_dir: Path) -> list[Path]:
-    """The labelled holdout's images; fails fast when there are none or labels are missing."""
+NO_HOLDOUT = "no labelled holdout"  # the `holdout` value of every record of a rebuild validated without one
+
+
+def holdout_images(holdout_dir: Path, names: Sequence[str], labels: str = "required") -> list[Path]:
+    """The labelled holdout's images, after the one label checker (`tasks.pipeline.labels.check_labels`) passed.
+
+    `labels` is `validate.labels`. required: no holdout, or one without a single box (every mAP would be 0 and
+    the mAP gates would compare 0 with 0), is an error. optional: both mean "no labelled holdout" ([]), and the
+    caller judges on agreement with FP32 alone. A holdout that is there but broken is an error in both modes.
+    """
     folder = holdout_dir / "images"
-    images = list_images(folder) if folder.is_dir() else []
-    if not images:
-        raise ValidationError(f"{holdout_dir / 'images'}: no holdout images", remedy=Remedy.HOLDOUT)
-    if not (holdout_dir / "labels").is_dir():
+    if not folder.is_dir() or not list_images(folder):
+        if labels == "optional":
+            log.warning("no labelled holdout in %s: judging on agreement with FP32 alone", holdout_dir)
+            return []
+        raise ValidationError(f"{folder}: no holdout images", remedy=Remedy.HOLDOUT)
+    found = check_labels(holdout_dir, names)
+    if found.boxes == 0:
+        if labels == "optional":
+            log.warning("the labelled holdout %s has no box at all: judging on agreement with FP32 alone", holdout_dir)
+            return []
         raise ValidationError(
-            f"{holdout_dir / 'labels'}: no labels folder (YOLO .txt files named like the images)", remedy=Remedy.HOLDOUT
+            f"{holdout_dir}: {len(found.images)} labelled images and not a single box, so every mAP would be 0 and "
+            "the accuracy gates would compare 0 with 0",
+            remedy=Remedy.HOLDOUT,
         )
-    return images
+    return [item.image for item in found.images]
 
 
 def mirror_images(images: list[Path], out: Path) -> Path:
@@ -65,6 +83,12 @@ def mirror_holdout(holdout_dir: Path, images: list[Path], out: Path, names: dict
         if label.is_file():
             shutil.copyfile(label, out / "labels" / label.name)
     return write_dataset_yaml(out / "data.yaml", out / "images", names)
+
+
+def class_names(candidate: Candidate) -> list[str]:
+    """The class names the candidate's model was trained with, in class-id order."""
+    names = dict(_yolo(candidate).names)
+    return [names[i] for i in sorted(names)]
 
 
 def _yolo(candidate: Candidate):  # -> ultralytics.YOLO, imported lazily (slow import; env set by the CLI first)
@@ -263,7 +287,7 @@ def agreement_images(frames_dir: Path | None, labelled: list[Path]) -> tuple[lis
             )
             return images + labelled, str(folder)
         log.warning("agreement frames: %s missing or empty; using the labelled holdout's images only", frames_dir)
-    return labelled, f"labelled holdout ({labelled[0].parent})"
+    return labelled, (f"labelled holdout ({labelled[0].parent})" if labelled else "none")
 
 
 def latency(candidate: Candidate, frame_path: Path, cfg: ValidateConfig) -> dict[str, Any]:
@@ -304,14 +328,19 @@ def run_validation(
     by_name = {c.name: c for c in candidates}
     if reference not in by_name:
         raise ValidationError(f"reference candidate '{reference}' was not built; build it first (build.reference).")
-    images = holdout_images(holdout_dir)
+    names = dict(_yolo(by_name[reference]).names)
+    images = holdout_images(holdout_dir, list(names.values()), cfg.labels)
     agree_images, source = agreement_images(frames_dir, images)
+    if not agree_images:
+        raise ValidationError(
+            f"no labelled holdout in {holdout_dir} and no agreement frames in {frames_dir}: nothing to validate on",
+            remedy=Remedy.HOLDOUT,
+        )
     results: dict[str, dict[str, float | str]] = {}
     samples, curves, diffs = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="alpr-validate-") as tmp:
         work = Path(tmp)
-        names = dict(_yolo(by_name[reference]).names)
-        labelled = mirror_holdout(holdout_dir, images, work / "holdout", names)
+        labelled = mirror_holdout(holdout_dir, images, work / "holdout", names) if images else None
         ref_dets = predict(by_name[reference], agree_images, cfg)
         if not any(d.conf for d in ref_dets):
             raise ValidationError(
@@ -322,10 +351,13 @@ def run_validation(
         agreement = write_pseudo_labels(by_name[reference], agree_images, work / "agreement", cfg, ref_dets)
         for cand in steps(candidates, "validate: measuring candidates"):
             row: dict[str, float | str] = {"backend": cand.backend, "precision": cand.precision}
-            box = _val(cand, labelled, cfg, work / "runs").box
-            row.update(_summary(box))
-            row.update(per_class(box, names))
-            curves[cand.name] = pr_curve(box, names)
+            if labelled is not None:
+                box = _val(cand, labelled, cfg, work / "runs").box
+                row.update(_summary(box))
+                row.update(per_class(box, names))
+                curves[cand.name] = pr_curve(box, names)
+            else:
+                row["holdout"] = NO_HOLDOUT
             agree = _summary(_val(cand, agreement, cfg, work / "runs").box)
             row["agreement_map50"] = agree["map50"]
             row["agreement_map50_95"] = agree["map50_95"]
@@ -340,7 +372,8 @@ def run_validation(
             results[cand.name] = row
     ref = results[reference]
     for row in results.values():
-        row["map_drop"] = round(float(ref["map50_95"]) - float(row["map50_95"]), 5)
+        if labelled is not None:
+            row["map_drop"] = round(float(ref["map50_95"]) - float(row["map50_95"]), 5)
         row["speedup"] = round(float(ref["latency_p50_ms"]) / float(row["latency_p50_ms"]), 3)
     log.info(
         "validated %d candidates on %d holdout frames, agreement on %d frames (%s), %d threads (%s CPU cores)",
