@@ -1,0 +1,454 @@
+"""The labelled holdout: the one label checker, the one holdout writer, YOLO import, and pre-label review stats.
+
+A holdout folder is `images/`, `labels/` (YOLO txt `class cx cy w h`, normalised 0-1, one file per image; an empty
+file means "no plate") and `holdout.json` (where it came from, its counts). Why one strict checker: Ultralytics'
+validator drops a whole image over one bad line or class id and removes duplicate rows without failing, so a broken
+holdout would quietly give different metrics. Every holdout is checked here before it is written or used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from tasks.support.errors import AlprError, Remedy
+from tasks.support.fsutil import atomic_dir
+from tasks.support.images import IMAGE_SUFFIXES, list_images
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_JSON = "holdout.json"
+CLASSES_TXT = "classes.txt"  # Label Studio's YOLO export: one class name per line, in id order
+EPS = 1e-6  # tolerance for boxes touching the image edge and for duplicate coordinates
+MAX_SHOWN = 20  # problems listed in a LabelError's message (all of them are in `problems`)
+_INT = re.compile(r"[+-]?\d+")
+
+
+class LabelError(AlprError):
+    """The labelled holdout (or a label export) is missing or wrong; `problems` lists every `file:line: what`."""
+
+    remedy = Remedy.HOLDOUT
+
+    def __init__(self, message: str, problems: Sequence[str] = (), **facts: Any) -> None:
+        super().__init__(message, **facts)
+        self.problems: tuple[str, ...] = tuple(problems)
+
+
+def _label_error(where: Path, problems: Sequence[str]) -> LabelError:
+    """One error listing the first MAX_SHOWN problems; every one stays in `problems`."""
+    noun = "problem" if len(problems) == 1 else "problems"
+    shown = "".join(f"\n  {p}" for p in _first(problems))
+    return LabelError(f"{where}: {len(problems)} label {noun}:{shown}", problems, path=str(where))
+
+
+def _first(items: Sequence[str]) -> list[str]:
+    """The first MAX_SHOWN items, then "and N more"."""
+    more = [f"and {len(items) - MAX_SHOWN} more"] if len(items) > MAX_SHOWN else []
+    return [*items[:MAX_SHOWN], *more]
+
+
+@dataclass(frozen=True)
+class Box:
+    """One YOLO box: class id and centre/size normalised to the image (0-1)."""
+
+    cls: int
+    cx: float
+    cy: float
+    w: float
+    h: float
+
+    @classmethod
+    def from_xyxy(cls, class_id: int, x1: float, y1: float, x2: float, y2: float) -> Box:
+        """From normalised corners (what a detector gives after dividing by the image size)."""
+        return cls(class_id, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        """Normalised corners x1, y1, x2, y2."""
+        return (self.cx - self.w / 2, self.cy - self.h / 2, self.cx + self.w / 2, self.cy + self.h / 2)
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union of the two boxes (classes are not compared); 0.0 when both are empty."""
+        ax1, ay1, ax2, ay2 = self.xyxy
+        bx1, by1, bx2, by2 = other.xyxy
+        inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+        union = max(0.0, self.w) * max(0.0, self.h) + max(0.0, other.w) * max(0.0, other.h) - inter
+        return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """An image of the holdout and its boxes (empty: checked to show no plate)."""
+
+    image: Path
+    label: Path
+    boxes: tuple[Box, ...]
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A checked holdout. Whether zero boxes overall is acceptable is the caller's decision (see `boxes`)."""
+
+    root: Path
+    names: tuple[str, ...]
+    images: tuple[LabelledImage, ...]
+
+    @property
+    def boxes(self) -> int:
+        return sum(len(item.boxes) for item in self.images)
+
+    @property
+    def empty_images(self) -> int:
+        """Images whose label file is empty: labelled as showing no plate."""
+        return sum(1 for item in self.images if not item.boxes)
+
+    @property
+    def boxes_by_image(self) -> dict[str, tuple[Box, ...]]:
+        """Boxes keyed by image file name (what `compare_to_prelabels` takes)."""
+        return {item.image.name: item.boxes for item in self.images}
+
+
+class HoldoutItem(NamedTuple):
+    """One image for `write_holdout`: its file name in the holdout, the file to copy, its boxes."""
+
+    name: str
+    image: Path
+    boxes: Sequence[Box]
+
+
+def _class_problem(token: str, nc: int, names: Sequence[str] | None) -> str | None:
+    allowed = f"allowed: 0..{nc - 1}" if nc else "no classes are allowed"
+    if names is not None:
+        allowed += " (" + ", ".join(f"{i}={n}" for i, n in enumerate(names)) + ")"
+    if not _INT.fullmatch(token):
+        return f"class id {token!r} is not an integer; {allowed}"
+    if int(token) not in range(nc):
+        return f"class id {int(token)} out of range; {allowed}"
+    return None
+
+
+def _parse(text: str, where: str, nc: int, names: Sequence[str] | None = None) -> tuple[list[Box], list[str]]:
+    """Boxes and `where:line: what` problems of one label file's text. Blank lines are skipped (Ultralytics does
+    too); every other line must be a valid, in-image, non-duplicate box."""
+    boxes: list[Box] = []
+    lines: list[int] = []
+    problems: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        here = f"{where}:{lineno}"
+        if len(tokens) != 5:
+            problems.append(f"{here}: expected 5 numbers (class cx cy w h), got {len(tokens)}: {line.strip()!r}")
+            continue
+        bad = [t for t in tokens[1:] if not _finite(t)]
+        if bad:
+            problems.append(f"{here}: not a finite number: {', '.join(repr(t) for t in bad)}")
+        cls_problem = _class_problem(tokens[0], nc, names)
+        if cls_problem:
+            problems.append(f"{here}: {cls_problem}")
+        if bad:
+            continue
+        cx, cy, w, h = (float(t) for t in tokens[1:])
+        if w <= 0 or h <= 0:
+            problems.append(f"{here}: box width and height must be > 0, got w={w:g} h={h:g}")
+            continue
+        x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        if x1 < -EPS or y1 < -EPS or x2 > 1 + EPS or y2 > 1 + EPS:
+            problems.append(
+                f"{here}: box extends outside the image: x {x1:.6f}..{x2:.6f}, y {y1:.6f}..{y2:.6f} (must be in 0..1)"
+            )
+            continue
+        if cls_problem:
+            continue
+        box = Box(int(tokens[0]), cx, cy, w, h)
+        same = next((n for b, n in zip(boxes, lines, strict=True) if _same(b, box)), None)
+        if same is not None:
+            problems.append(f"{here}: duplicate of line {same}")
+            continue
+        boxes.append(box)
+        lines.append(lineno)
+    return boxes, problems
+
+
+def _finite(token: str) -> bool:
+    try:
+        return math.isfinite(float(token))
+    except ValueError:
+        return False
+
+
+def _same(a: Box, b: Box) -> bool:
+    return a.cls == b.cls and all(abs(u - v) <= EPS for u, v in zip(a.xyxy, b.xyxy, strict=True))
+
+
+def _read_text(path: Path, where: str) -> tuple[str | None, str | None]:
+    """A label file's text (Ultralytics reads it as UTF-8 with an optional BOM), or the problem reading it."""
+    try:
+        return path.read_text(encoding="utf-8-sig"), None
+    except UnicodeDecodeError:
+        return None, f"{where}: not UTF-8 text"
+    except OSError as e:
+        return None, f"{where}: cannot be read ({e.strerror or e})"
+
+
+def read_label_file(path: Path, nc: int) -> tuple[list[Box], list[str]]:
+    """The boxes of one YOLO label file and its problems (`path:line: what`); classes must be in range(nc)."""
+    text, problem = _read_text(path, str(path))
+    if text is None:
+        return [], [problem or f"{path}: cannot be read"]
+    return _parse(text, str(path), nc)
+
+
+def yolo_text(boxes: Sequence[Box]) -> str:
+    """YOLO label text, 6 decimals; an empty string for no boxes (an empty file: no plate)."""
+    return "".join(f"{b.cls} {b.cx:.6f} {b.cy:.6f} {b.w:.6f} {b.h:.6f}\n" for b in boxes)
+
+
+def _check(root: Path, names: Sequence[str]) -> tuple[list[LabelledImage], list[str]]:
+    """The labelled images under `root` and every problem found (paths relative to `root`)."""
+    images_dir, labels_dir = root / "images", root / "labels"
+    if not images_dir.is_dir():
+        return [], [f"images/: no images folder in {root}"]
+    images = list_images(images_dir)
+    if not images:
+        subfolders = sorted(p.name for p in images_dir.iterdir() if p.is_dir())
+        note = f" (subfolders are not read: {', '.join(subfolders)})" if subfolders else ""
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        return [], [f"images/: no images ({suffixes}){note}"]
+    if not labels_dir.is_dir():
+        return [], ["labels/: no labels folder (one YOLO .txt per image; an empty file means no plate)"]
+    by_stem: dict[str, list[Path]] = {}
+    for image in images:
+        by_stem.setdefault(image.stem, []).append(image)
+    labels = {p.stem: p for p in labels_dir.iterdir() if p.suffix == ".txt"}
+    problems: list[str] = []
+    found: list[LabelledImage] = []
+    for stem in sorted(by_stem.keys() | labels.keys()):
+        same_stem, label = by_stem.get(stem, []), labels.get(stem)
+        if not same_stem:
+            problems.append(f"labels/{stem}.txt: no image for this label file in images/")
+            continue
+        if len(same_stem) > 1:
+            listed = ", ".join(f"images/{p.name}" for p in same_stem)
+            problems.append(f"{listed}: these images would share one label file labels/{stem}.txt")
+            continue
+        image = same_stem[0]
+        if label is None:
+            problems.append(f"images/{image.name}: no label file labels/{stem}.txt; an empty file means no plate")
+            continue
+        where = f"labels/{label.name}"
+        text, problem = _read_text(label, where)
+        if text is None:
+            problems.append(problem or f"{where}: cannot be read")
+            continue
+        boxes, file_problems = _parse(text, where, len(names), names)
+        problems += file_problems
+        found.append(LabelledImage(image, label, tuple(boxes)))
+    return found, problems
+
+
+def check_labels(holdout_dir: Path, names: Sequence[str]) -> LabelSet:
+    """Every image of `holdout_dir` with its boxes; raises one LabelError listing every problem. A holdout whose
+    images all show no plate passes: the caller decides whether zero boxes is acceptable."""
+    if not names:
+        raise ValueError("names must list at least one class")
+    holdout_dir = Path(holdout_dir)
+    found, problems = _check(holdout_dir, names)
+    if problems:
+        raise _label_error(holdout_dir, problems)
+    result = LabelSet(holdout_dir, tuple(names), tuple(found))
+    log.info(
+        "labels of %s: %d images, %d boxes, %d images without a plate",
+        holdout_dir,
+        len(result.images),
+        result.boxes,
+        result.empty_images,
+    )
+    return result
+
+
+def read_holdout_info(holdout_dir: Path) -> dict[str, Any] | None:
+    """The holdout's `holdout.json`; None only when it does not exist (a broken one raises LabelError)."""
+    path = Path(holdout_dir) / HOLDOUT_JSON
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabelError(f"{path}: cannot be read ({e})", (f"{path}: cannot be read",), path=str(path)) from e
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as e:
+        msg = f"{path}:{e.lineno}: not valid JSON ({e.msg})"
+        raise LabelError(msg, (msg,), path=str(path)) from e
+    if not isinstance(info, dict):
+        msg = f"{path}: expected a JSON object, got {type(info).__name__}"
+        raise LabelError(msg, (msg,), path=str(path))
+    return info
+
+
+def _item_problems(items: Sequence[HoldoutItem]) -> list[str]:
+    """Names must be plain, unique image file names (also by stem: the label file is named by it) keeping the
+    source's suffix; sources must exist."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for item in items:
+        name, image = item.name, Path(item.image)
+        suffix = Path(name).suffix.lower()
+        if not name or name != Path(name).name or name in {".", ".."} or name.startswith("."):
+            problems.append(f"{name!r}: not a plain file name")
+            continue
+        if suffix not in IMAGE_SUFFIXES:
+            problems.append(f"{name}: not an image name ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        elif suffix != image.suffix.lower():
+            problems.append(f"{name}: its source {image} is a {image.suffix or 'suffix-less'} file")
+        key = Path(name).stem.lower()  # case-folded: a.jpg and A.png collide on case-insensitive filesystems
+        if key in seen:
+            problems.append(f"{name}: same label file name as {seen[key]}")
+        seen.setdefault(key, name)
+        if not image.is_file():
+            problems.append(f"{name}: source image {image} does not exist")
+    return problems
+
+
+def write_holdout(
+    out_dir: Path, items: Sequence[HoldoutItem], info: Mapping[str, Any], *, names: Sequence[str]
+) -> LabelSet:
+    """Write a holdout (copied images, YOLO labels, holdout.json with `info` plus its counts) to `out_dir`.
+
+    Built in a temp sibling and checked with the same checker as any holdout before it replaces `out_dir`: nothing
+    half-made is ever visible, and on any failure the old holdout is left as it was.
+    """
+    if not names:
+        raise ValueError("names must list at least one class")
+    out_dir = Path(out_dir)
+    problems = _item_problems(items) or ([] if items else ["no images to write"])
+    if problems:
+        raise _label_error(out_dir, problems)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "labels").mkdir()
+        for item in items:
+            shutil.copyfile(item.image, tmp / "images" / item.name)
+            (tmp / "labels" / f"{Path(item.name).stem}.txt").write_text(yolo_text(item.boxes), encoding="utf-8")
+        found, problems = _check(tmp, names)
+        if problems:
+            raise _label_error(out_dir, problems)
+        checked = LabelSet(tmp, tuple(names), tuple(found))
+        written = {
+            **info,
+            "names": list(names),
+            "images": len(checked.images),
+            "boxes": checked.boxes,
+            "empty_images": checked.empty_images,
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (tmp / HOLDOUT_JSON).write_text(json.dumps(written, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    result = LabelSet(
+        out_dir,
+        checked.names,
+        tuple(
+            LabelledImage(out_dir / "images" / i.image.name, out_dir / "labels" / i.label.name, i.boxes)
+            for i in checked.images
+        ),
+    )
+    log.info(
+        "wrote holdout %s: %d images, %d boxes, %d without a plate",
+        out_dir,
+        len(result.images),
+        result.boxes,
+        result.empty_images,
+    )
+    return result
+
+
+def import_yolo(src: Path, out_dir: Path, names: Sequence[str], info: Mapping[str, Any]) -> LabelSet:
+    """Import a YOLO export (`images/` + `labels/`, optionally `classes.txt`/`notes.json` beside them, as Label
+    Studio writes it) as the holdout `out_dir`. The export is checked first: any problem fails the whole import
+    with all of them listed, and `out_dir` is not touched."""
+    src, out_dir = Path(src), Path(out_dir)
+    if not names:
+        raise ValueError("names must list at least one class")
+    if not src.is_dir():
+        raise _label_error(src, [f"{src}: no such folder"])
+    if src.resolve() == out_dir.resolve():
+        raise _label_error(src, [f"{src}: the export and the holdout are the same folder"])
+    classes = src / CLASSES_TXT
+    if classes.exists():
+        try:
+            listed = [line.strip() for line in classes.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise _label_error(src, [f"{classes}: cannot be read ({e})"]) from e
+        if listed != list(names):
+            raise _label_error(src, [f"{classes}: classes {listed} differ from the detector's {list(names)}"])
+    checked = check_labels(src, names)
+    items = [HoldoutItem(i.image.name, i.image, i.boxes) for i in checked.images]
+    return write_holdout(
+        out_dir, items, {**info, "source": "yolo-import", "source_dir": str(src.resolve())}, names=names
+    )
+
+
+def compare_to_prelabels(
+    reviewed: Mapping[str, Sequence[Box]],
+    prelabels: Mapping[str, Sequence[Box]],
+    iou_match: float = 0.5,
+    moved_below: float = 0.9,
+) -> dict[str, int | float]:
+    """How a reviewer changed the detector's pre-labels: the detector's own error on this camera.
+
+    Per reviewed image, boxes of the same class are matched one-to-one, greedily by highest IoU (>= iou_match).
+    `kept`: IoU >= moved_below; `moved`: matched below that; `added`: reviewed boxes with no pre-label (plates the
+    detector missed); `removed`: pre-labels with no reviewed box (false boxes). Every reviewed image must have
+    pre-labels (an empty list when the detector found nothing); pre-labelled images not reviewed are ignored.
+    """
+    if not 0 < iou_match <= moved_below <= 1:
+        raise ValueError(f"need 0 < iou_match <= moved_below <= 1; got {iou_match}, {moved_below}")
+    missing = sorted(set(reviewed) - set(prelabels))
+    if missing:
+        raise ValueError(f"{len(missing)} reviewed images have no pre-labels: {', '.join(_first(missing))}")
+    kept = moved = added = removed = changed = 0
+    n_reviewed = n_pre = 0
+    for name in sorted(reviewed):
+        rev, pre = list(reviewed[name]), list(prelabels[name])
+        pairs = sorted(
+            ((r.iou(p), i, j) for i, r in enumerate(rev) for j, p in enumerate(pre) if r.cls == p.cls),
+            key=lambda t: (-t[0], t[1], t[2]),
+        )
+        used_r: set[int] = set()
+        used_p: set[int] = set()
+        img_kept = img_moved = 0
+        for iou, i, j in pairs:
+            if iou < iou_match:
+                break
+            if i in used_r or j in used_p:
+                continue
+            used_r.add(i)
+            used_p.add(j)
+            if iou >= moved_below:
+                img_kept += 1
+            else:
+                img_moved += 1
+        img_added, img_removed = len(rev) - len(used_r), len(pre) - len(used_p)
+        kept, moved, added, removed = kept + img_kept, moved + img_moved, added + img_added, removed + img_removed
+        changed += bool(img_moved or img_added or img_removed)
+        n_reviewed, n_pre = n_reviewed + len(rev), n_pre + len(pre)
+    matched = kept + moved
+    return {
+        "images": len(reviewed),
+        "images_changed": changed,
+        "kept": kept,
+        "moved": moved,
+        "added": added,
+        "removed": removed,
+        "prelabel_precision": matched / n_pre if n_pre else 1.0,
+        "prelabel_recall": matched / n_reviewed if n_reviewed else 1.0,
+    }
