@@ -8,6 +8,7 @@ Labels follow the reference detector's box convention (plate plus its margin), m
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from tasks.pipeline.labels import HOLDOUT_JSON
 from tasks.support.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -515,5 +517,7 @@ def write_holdout(out_dir: Path, n_frames: int, seed: int, cfg: SynthConfig = Sy
             if not cv2.imwrite(str(tmp / "images" / f"{stem}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
                 raise RuntimeError(f"cv2.imwrite failed for {stem}.jpg")
             (tmp / "labels" / f"{stem}.txt").write_text(yolo_lines(boxes, cfg))
+        info = {"source": "synthetic", "seed": seed, "images": n_frames, "videos": []}  # no gate video was used
+        (tmp / HOLDOUT_JSON).write_text(json.dumps(info, indent=2) + "\n")
     log.info("wrote holdout %s (%d frames)", out_dir, n_frames)
     return out_dir

@@ -296,6 +296,15 @@ def read_holdout_info(holdout_dir: Path) -> dict[str, Any] | None:
     return info
 
 
+def holdout_videos(info: Mapping[str, Any]) -> list[str]:
+    """The names of the videos a holdout's frames came from (`holdout.json` `videos`: names, or objects with a
+    `name`): they stay out of calibration and agreement frames for good."""
+    videos = info.get("videos") or []
+    if not isinstance(videos, list):
+        raise LabelError(f"holdout.json: `videos` must be a list, not {type(videos).__name__}")
+    return sorted(v["name"] if isinstance(v, dict) else str(v) for v in videos)
+
+
 def _item_problems(items: Sequence[HoldoutItem]) -> list[str]:
     """Names must be plain, unique image file names (also by stem: the label file is named by it) keeping the
     source's suffix; sources must exist."""

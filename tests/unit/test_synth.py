@@ -26,7 +26,7 @@ def test_holdout_is_deterministic_by_seed(tmp_path: Path) -> None:
     a = _files(write_holdout(tmp_path / "a", 4, seed=3, cfg=TINY))
     b = _files(write_holdout(tmp_path / "b", 4, seed=3, cfg=TINY))
     c = _files(write_holdout(tmp_path / "c", 4, seed=4, cfg=TINY))
-    assert len(a) == 8 and sorted(a) == sorted(b)
+    assert len(a) == 9 and sorted(a) == sorted(b)  # 4 images, 4 label files, holdout.json
     assert a == b  # identical label text and identical JPEG bytes
     labels = lambda files: [v for k, v in files.items() if k.startswith("labels")]  # noqa: E731
     assert labels(a) != labels(c)
