@@ -19,7 +19,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -219,13 +219,20 @@ def _sample(
 
     def flush() -> None:
         for (c, _), (n, text) in zip(batch, labeller([image for _, image in batch]), strict=True):
-            pool.append(FrameCandidate(c.video, c.t, c.image, c.brightness, c.stratum, n, text))
+            pool.append(replace(c, boxes=n, labels=text))
         batch.clear()
 
+    names: set[str] = set()
     for sample in sampler:
         offered += 1
+        name = f"{path.stem}_{round(sample.t * 1000):08d}.jpg"
+        if name in names:  # two samples within the same millisecond (interval_s < 1 ms): one file name, keep one
+            continue
         gray = cv2.cvtColor(sample.image, cv2.COLOR_BGR2GRAY)
-        # extraction's near-duplicate rule (extract_worker.Selector.offer), against every candidate kept so far
+        # extraction's near-duplicate rule, against every candidate kept so far. Not `Selector` itself: it caps and
+        # decimates per video and holds every kept JPEG in memory, and its rule is inlined in `offer`; factoring it
+        # out would change extract_worker.py, whose bytes key the frame cache (every video re-decoded once).
+        # tests/integration/test_labelling.py checks both keep the same frames.
         thumb = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
         n_kept = len(pool) + len(batch)
         threshold = extract.dedup_threshold
@@ -237,8 +244,8 @@ def _sample(
         ok, jpeg = cv2.imencode(".jpg", sample.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise RuntimeError(f"{path}: JPEG encoding failed for the frame at {sample.t:.3f} s")
-        name = f"{path.stem}_{round(sample.t * 1000):08d}.jpg"
         (scratch / name).write_bytes(jpeg.tobytes())
+        names.add(name)
         brightness = float(gray.mean())
         stratum = min(int(brightness / 256.0 * len(STRATA)), len(STRATA) - 1)
         candidate = FrameCandidate(path.name, sample.t, name, round(brightness, 2), stratum)
