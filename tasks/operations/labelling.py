@@ -270,8 +270,9 @@ def select_frames(candidates: Sequence[FrameCandidate], videos: Sequence[str], n
        in when one runs short.
     2. Videos: those frames are dealt one at a time to the video with the fewest frames so far (ties: the earlier in
        `videos`) among those that still have a candidate of a kind whose quota is not used up; it gets the kind with
-       the larger share of its quota left (ties: plate). So every video gets a frame when `n` allows, videos share
-       evenly and each video's frames keep about the 2:1 ratio.
+       the larger share of its quota left (ties: plate). So videos share evenly, each video's frames keep about the 2:1
+       ratio, and every video gets a frame when `n` >= the number of videos (unless step 1's quota of the only kind
+       a video has is used up by earlier videos: e.g. n = 3, one video with plates, two with only empty frames).
     3. Brightness: a video's k frames of one kind are shared round-robin between the strata it has (dark first).
     4. Time: a stratum's m frames out of its c candidates (in time order) are those at the centres of m equal slices,
        indices floor((j + 0.5) * c / m).
