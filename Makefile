@@ -4,9 +4,12 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Label Studio, only for the tests of `alpr-ops label` (the project talks to it over REST; its pins clash with ours)
+LS_VENV ?= .ls-venv
+LS_STAMP := $(LS_VENV)/.installed
 # Offline at run time: `alpr-ops` and the tests set tasks/support/offline.py's OFFLINE_ENV themselves.
 
-.PHONY: setup demo test lint lock
+.PHONY: setup demo test lint lock lock-label-studio
 
 setup: $(STAMP)
 
@@ -16,10 +19,15 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/opt_in_out --opt_out >/dev/null  # OpenVINO/NNCF telemetry off
 	@touch $(STAMP)
 
+$(LS_STAMP): requirements-label-studio.lock
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet -c requirements-label-studio.lock label-studio
+	@touch $(LS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/alpr-ops demo
 
-test: $(STAMP)
+test: $(STAMP) $(LS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -31,3 +39,7 @@ lint: $(STAMP)
 lock: $(STAMP)
 	{ head -n 2 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
+
+lock-label-studio: $(LS_STAMP)
+	{ head -n 2 requirements-label-studio.lock; $(LS_VENV)/bin/python -m pip freeze; } > requirements-label-studio.lock.new
+	mv requirements-label-studio.lock.new requirements-label-studio.lock
