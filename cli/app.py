@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from cli.commands import data, ops, pipeline, release
+from cli.commands import data, label, ops, pipeline, release
 from cli.context import state
 from cli.printers import ERR
 
@@ -76,6 +76,13 @@ app.command()(ops.deploy)
 app.command()(ops.watch)
 app.command()(ops.nightly)
 app.command()(ops.demo)
+
+label_app = typer.Typer(no_args_is_help=True, help="Your own labelled holdout: propose, review, pull or import.")
+label_app.command()(label.propose)
+label_app.command()(label.push)
+label_app.command()(label.pull)
+label_app.command("import")(label.import_)
+app.add_typer(label_app, name="label")
 
 gate_app = typer.Typer(no_args_is_help=True, help="The reference gate runtime.")
 gate_app.command("run")(release.gate_run)

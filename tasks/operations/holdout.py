@@ -1,0 +1,168 @@
+"""Your own labelled holdout, from proposal to `data/holdout/`: the steps behind `alpr-ops label ...`.
+
+propose: frames of the videos reserved for labelling, pre-labelled by the base detector, as a folder any annotation
+tool takes (images, YOLO pre-labels, a Label Studio import file). push/pull: the same through Label Studio's REST
+API. import: a YOLO export from another tool. Every way in goes through the one label checker and writes the holdout
+atomically, with `holdout.json` naming the videos it came from (they stay out of calibration for good).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.operations import label_studio as ls
+from tasks.operations.labelling import PROPOSAL_JSON, Proposal, propose
+from tasks.pipeline.extract import reserved_videos
+from tasks.pipeline.labels import (
+    Box,
+    HoldoutItem,
+    LabelError,
+    LabelSet,
+    compare_to_prelabels,
+    import_yolo,
+    read_label_file,
+    write_holdout,
+)
+from tasks.support.config import Params
+from tasks.support.errors import Remedy
+from tasks.support.fsutil import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+LABEL_STUDIO_DIR = "label_studio"  # in the proposal: tasks.json, config.xml, instructions.html
+
+
+def propose_holdout(params: Params) -> Proposal:
+    """Sample and pre-label frames of the reserved videos into `paths.label_proposal`, with a Label Studio import
+    file beside them."""
+    p = params.paths
+    reserved = reserved_videos(p.videos, p.holdout, params.label, p.frame_cache)
+    if not reserved:
+        raise LabelError(
+            f"no video of {p.videos} is reserved for labelling (label.videos is empty and label.fraction reserves "
+            "none: it needs two videos or more)",
+            remedy=Remedy.PARAMS,
+        )
+    proposal = propose(
+        [p.videos / name for name in reserved], p.label_proposal, p.model, params.label, params.extract,
+        params.validate_.imgsz,
+    )  # fmt: skip
+    write_label_studio_import(p.label_proposal, params.model.names)
+    return proposal
+
+
+def write_label_studio_import(proposal_dir: Path, names: tuple[str, ...]) -> Path:
+    """`label_studio/`: the labelling config, the instructions, and `tasks.json` (one task per frame with the
+    pre-labels as predictions). The image URLs are Label Studio's local-file URLs relative to the proposal's parent
+    folder (serve it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT
+    set to that folder); `alpr-ops label push` uploads the files instead and needs none of this."""
+    from PIL import Image
+
+    out = proposal_dir / LABEL_STUDIO_DIR
+    out.mkdir(exist_ok=True)
+    config = ls.label_config(names)
+    from_name, to_name, labels = ls._interface(config)
+    tasks = []
+    for image in ls.proposal_images(proposal_dir):
+        with Image.open(image) as im:
+            size = im.size
+        regions = [
+            ls.yolo_to_region(box, labels[box[0]], size, (from_name, to_name), score)
+            for box, score in ls.read_yolo(proposal_dir / "labels" / f"{image.stem}.txt")
+        ]
+        rel = image.relative_to(proposal_dir.parent).as_posix()
+        tasks.append(
+            {
+                "data": {"image": f"/data/local-files/?d={rel}", "source_file": image.name},
+                "predictions": [{"model_version": "prelabel", "result": regions}],
+            }
+        )
+    atomic_write_text(out / "config.xml", config)
+    atomic_write_text(out / "instructions.html", ls.instructions())
+    atomic_write_text(out / "tasks.json", json.dumps(tasks, indent=1))
+    return out
+
+
+@dataclass(frozen=True)
+class PulledHoldout:
+    holdout: LabelSet
+    project_url: str
+    reviewed: int
+    skipped: tuple[str, ...]
+    unreviewed: tuple[str, ...]
+    review: dict[str, Any]  # how the reviewed boxes differ from the pre-labels
+
+
+def pull_holdout(client: ls.LabelStudio, params: Params) -> PulledHoldout:
+    """The reviewed frames of the Label Studio project `label.project` become `paths.holdout` (checked, written
+    atomically); unreviewed and skipped frames are left out and counted."""
+    p, names = params.paths, params.model.names
+    proposal = _proposal_info(p.label_proposal)
+    pulled = ls.pull(client, params.label.project, names)
+    if not pulled.reviewed:
+        raise LabelError(
+            f"no frame of the Label Studio project {params.label.project!r} is reviewed yet "
+            f"({len(pulled.unreviewed)} unreviewed, {len(pulled.skipped)} skipped): {pulled.url}"
+        )
+    reviewed = {name: [Box(*b) for b in boxes] for name, boxes in sorted(pulled.reviewed.items())}
+    prelabels = {}
+    for name in reviewed:
+        boxes, problems = read_label_file(p.label_proposal / "labels" / f"{Path(name).stem}.txt", len(names))
+        if problems:
+            raise LabelError(f"the pre-labels of {name} cannot be read", problems=problems)
+        prelabels[name] = boxes
+    review = compare_to_prelabels(reviewed, prelabels)
+    info = {
+        "source": "label-studio",
+        "project": pulled.title,
+        "project_id": pulled.project_id,
+        "url": pulled.url,
+        "videos": proposal.get("videos", []),
+        "reviewed": len(reviewed),
+        "skipped": sorted(pulled.skipped),
+        "unreviewed": sorted(pulled.unreviewed),
+        "review": review,
+    }
+    with tempfile.TemporaryDirectory(prefix="alpr-pull-") as tmp:
+        files = ls.download_images(client, pulled, Path(tmp))
+        items = [HoldoutItem(name, files[name], boxes) for name, boxes in reviewed.items()]
+        holdout = write_holdout(p.holdout, items, info, names=names)
+    log.info(
+        "holdout %s: %d reviewed frames (%d boxes); %d unreviewed and %d skipped left out; review: %s",
+        p.holdout, len(items), holdout.boxes, len(pulled.unreviewed), len(pulled.skipped), review,
+    )  # fmt: skip
+    return PulledHoldout(holdout, pulled.url, len(items), tuple(pulled.skipped), tuple(pulled.unreviewed), review)
+
+
+def import_holdout(src: Path, params: Params, videos: tuple[str, ...] = ()) -> LabelSet:
+    """A YOLO export from another annotation tool becomes `paths.holdout`. Its videos: `videos`, else those of the
+    proposal the export came from (`proposal.json` in `src` or in `paths.label_proposal`)."""
+    p = params.paths
+    if not videos:
+        for folder in (src, p.label_proposal):
+            if (folder / PROPOSAL_JSON).is_file():
+                videos = tuple(v["name"] if isinstance(v, dict) else v for v in _proposal_info(folder)["videos"])
+                break
+    if not videos:
+        raise LabelError(
+            f"{src}: which videos are these frames from? No proposal.json here or in {p.label_proposal}; name "
+            "them (they stay out of calibration for good)",
+            remedy=Remedy.PARAMS,
+        )
+    info = {"source": "yolo-import", "videos": sorted(videos)}
+    return import_yolo(src, p.holdout, params.model.names, info)
+
+
+def _proposal_info(folder: Path) -> dict[str, Any]:
+    path = folder / PROPOSAL_JSON
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise LabelError(f"{path}: no proposal here; the pulled frames cannot be traced to their videos") from e
+    except ValueError as e:
+        raise LabelError(f"{path}: not valid JSON ({e})") from e
