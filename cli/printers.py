@@ -67,6 +67,12 @@ def print_candidates(rows: list[dict[str, Any]], champion: dict[str, Any] | None
         )
     console = out()
     console.print(table)
+    unlabelled = [r["name"] for r in rows if r.get("holdout")]
+    if unlabelled:
+        console.print(
+            f"[yellow]{rows[0]['holdout']}[/yellow]: {', '.join(unlabelled)} judged on agreement with FP32 alone "
+            "(no mAP; promotion needs promote.allow_unlabelled)"
+        )
     if champion:
         console.print(f"champion: [bold]{champion['candidate']}[/bold] (registry version {champion['version']})")
 

@@ -20,6 +20,7 @@ STATUS_FIELDS = (
     "latency_p50_ms",
     "latency_p95_ms",
     "size_mb",
+    "holdout",  # "no labelled holdout" when the rebuild was judged on agreement alone
 )
 
 
