@@ -168,7 +168,13 @@ def label_studio_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
             pytest.fail(reason)
         pytest.skip(reason)
     data = tmp_path_factory.mktemp("label-studio-template") / "data"
-    return data, labelstudio.make_template(data)
+    before = SUBPROCESS_LOG.read_text() if SUBPROCESS_LOG.exists() else ""
+    api_key = labelstudio.make_template(data)
+    # set up before the test's `no_network`, which clears the log: check this server's own report here
+    after = SUBPROCESS_LOG.read_text() if SUBPROCESS_LOG.exists() else ""
+    if after[len(before) :].strip():
+        pytest.fail(f"Label Studio reached for the network while migrating: {after[len(before) :]}")
+    return data, api_key
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,15 +121,33 @@ def _tail(path: Path, n: int = 4000) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
 
+def session(url: str, username: str = USERNAME, password: str = PASSWORD) -> httpx.Client:
+    """An HTTP client logged in as a browser is: the login form's CSRF cookie, then the session cookie."""
+    http = httpx.Client(base_url=url, timeout=60)
+    http.get("/user/login/").raise_for_status()
+    form = {"csrfmiddlewaretoken": http.cookies["csrftoken"], "email": username, "password": password}
+    done = http.post("/user/login/", data=form, headers={"Referer": f"{url}/user/login/"})
+    if "sessionid" not in http.cookies:
+        http.close()
+        raise RuntimeError(f"login as {username} failed ({done.status_code})")
+    http.headers["X-CSRFToken"] = http.cookies["csrftoken"]
+    return http
+
+
 def personal_access_token(url: str, username: str = USERNAME, password: str = PASSWORD) -> str:
-    """What a person does in Account & Settings, without one: log in (session cookie), then POST /api/token/."""
-    with httpx.Client(base_url=url, timeout=60) as http:
-        http.get("/user/login/").raise_for_status()
-        form = {"csrfmiddlewaretoken": http.cookies["csrftoken"], "email": username, "password": password}
-        done = http.post("/user/login/", data=form, headers={"Referer": f"{url}/user/login/"})
-        if "sessionid" not in http.cookies:
-            raise RuntimeError(f"login as {username} failed ({done.status_code})")
-        resp = http.post("/api/token/", headers={"X-CSRFToken": http.cookies["csrftoken"]})
+    """What a person does in Account & Settings, without one: log in, then POST /api/token/ (one per user)."""
+    with closing(session(url, username, password)) as http:
+        resp = http.post("/api/token/")
+        resp.raise_for_status()
+        return resp.json()["token"]
+
+
+def legacy_token(url: str, username: str = USERNAME, password: str = PASSWORD) -> str:
+    """The user's legacy API token, after allowing legacy tokens in the organisation (off by default since 1.23)."""
+    with closing(session(url, username, password)) as http:
+        allow = {"api_tokens_enabled": True, "legacy_api_tokens_enabled": True}
+        http.post("/api/jwt/settings", json=allow).raise_for_status()
+        resp = http.get("/api/current-user/token")
         resp.raise_for_status()
         return resp.json()["token"]
 

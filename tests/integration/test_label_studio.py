@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import free_port
-from labelstudio import Server, deadline, write_proposal
+from labelstudio import Server, deadline, legacy_token, write_proposal
 
 from tasks.operations.label_studio import (
     KEY_ENV,
@@ -145,6 +145,12 @@ def test_configuration_and_token_errors(label_studio: Server, monkeypatch: pytes
             assert ls.token_type == "personal access token"
             assert ls.get("/api/current-user/whoami")["email"] == label_studio.username
 
+            # the 5-minute access token: renewed when it expires, and when the server refuses it early
+            first, ls._access_exp = ls._access, 0.0
+            assert ls.find_project(TITLE) is None and ls._access not in (None, first)
+            ls._access = stale = f"{ls._access[:-4]}AAAA"  # a signature the server rejects (401)
+            assert ls.find_project(TITLE) is None and ls._access != stale
+
         # a personal access token this server did not sign (another server's), and a legacy token
         head, _, sig = label_studio.api_key.rpartition(".")
         forged = f"{head}.{sig[::-1]}"
@@ -153,6 +159,11 @@ def test_configuration_and_token_errors(label_studio: Server, monkeypatch: pytes
                 ls.find_project(TITLE)
             assert kind in str(refused.value) and refused.value.facts["token_type"] == kind
             assert not refused.value.transient
+
+        # a legacy token, once the organisation allows them again: sent as "Token <key>"
+        with LabelStudio(label_studio.url, legacy_token(label_studio.url)) as ls:
+            assert ls.token_type == "legacy API token"
+            assert ls.get("/api/current-user/whoami")["email"] == label_studio.username
 
         # nothing listening: names the URL, transient (a retry may succeed)
         down = f"http://127.0.0.1:{free_port()}"
