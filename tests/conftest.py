@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import labelstudio
 import netguard
 import pytest
 
@@ -154,6 +155,34 @@ def mlflow_server_at(tmp_path: Path, proxied: bool = False) -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def label_studio_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A migrated Label Studio data folder with the reviewer and their personal access token (once per session).
+    Not installed: skipped locally, a failure in CI (CI installs it: a missing install is a defect there)."""
+    exe = labelstudio.binary()
+    if not exe.is_file():
+        reason = f"Label Studio not installed at {exe} (set ALPR_LABEL_STUDIO_BIN or create .ls-venv)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    data = tmp_path_factory.mktemp("label-studio-template") / "data"
+    before = SUBPROCESS_LOG.read_text() if SUBPROCESS_LOG.exists() else ""
+    api_key = labelstudio.make_template(data)
+    # set up before the test's `no_network`, which clears the log: check this server's own report here
+    after = SUBPROCESS_LOG.read_text() if SUBPROCESS_LOG.exists() else ""
+    if after[len(before) :].strip():
+        pytest.fail(f"Label Studio reached for the network while migrating: {after[len(before) :]}")
+    return data, api_key
+
+
+@pytest.fixture
+def label_studio(label_studio_template: tuple[Path, str], tmp_path: Path) -> Iterator[labelstudio.Server]:
+    """A Label Studio server of its own for this test (a copy of the session's template, about 5 s to start)."""
+    template, api_key = label_studio_template
+    with labelstudio.server_from(template, api_key, tmp_path) as server:
+        yield server
 
 
 @pytest.fixture
