@@ -27,6 +27,9 @@ ADVICE: dict[Remedy, str] = {
     ),
     Remedy.PARAMS: "Fix params.yaml (or pass --params FILE).",
     Remedy.WAIT: "Wait for it to finish, then run again.",
+    Remedy.REPLACE_DATA: (
+        "Use a fresh clone, or run `alpr-ops init --force` to replace the videos (DVC keeps the old ones in its cache)."
+    ),
 }
 
 

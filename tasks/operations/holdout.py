@@ -50,7 +50,7 @@ def propose_holdout(params: Params) -> Proposal:
         )
     proposal = propose(
         [p.videos / name for name in reserved], p.label_proposal, p.model, params.label, params.extract,
-        params.validate_.imgsz,
+        params.build.imgsz,  # the detector's boxes at the input size the gate runs
     )  # fmt: skip
     write_label_studio_import(p.label_proposal, params.model.names)
     return proposal

@@ -48,7 +48,7 @@ def init_project(root: Path, params: Params, source: Path, *, link: bool = False
     existing = [v.name for v in list_videos(p.videos)[0]] if p.videos.is_dir() else []
     if (existing or (p.holdout / "images").is_dir()) and not force:
         what = f"{len(existing)} videos in {p.videos}" if existing else f"a labelled holdout in {p.holdout}"
-        raise InitError(f"{root} already has data ({what}); init would replace it", remedy=Remedy.PARAMS)
+        raise InitError(f"{root} already has data ({what}); init would replace it", remedy=Remedy.REPLACE_DATA)
     with atomic_dir(p.videos) as tmp:
         for video in videos:
             if link:

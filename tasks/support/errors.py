@@ -22,6 +22,7 @@ class Remedy(StrEnum):
     HOLDOUT = "holdout"  # a labelled holdout is missing
     PARAMS = "params"  # params.yaml must change
     WAIT = "wait"  # another run holds the lock
+    REPLACE_DATA = "replace-data"  # the project has data a setup step would replace
 
 
 class AlprError(RuntimeError):
