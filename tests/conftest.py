@@ -41,6 +41,32 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["ALPR_NETGUARD_LOG"] = str(SUBPROCESS_LOG)
 
 
+# Time the session-scoped fixtures take to set up (2 busy cores), added to the timeout of the first selected test
+# that uses each: that test pays for the setup, the others find it done.
+SESSION_SETUP_S = {"plate_model": 300, "prefect_api": 300, "built": 900, "validation_report": 300}
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: the first test that really runs
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if _skipped(item):  # skipped before its fixtures are set up: the next test pays
+            continue
+        names = set(getattr(item, "fixturenames", ()))
+        extra = sum(s for name, s in SESSION_SETUP_S.items() if name in names - seen)
+        seen |= names
+        if extra:
+            marker = item.get_closest_marker("timeout")
+            base = marker.args[0] if marker is not None and marker.args else config.getini("timeout")
+            item.add_marker(pytest.mark.timeout(float(base or 0) + extra), append=False)
+
+
+def _skipped(item: pytest.Item) -> bool:
+    if any(True for _ in item.iter_markers("skip")):
+        return True
+    return any(m.args and m.args[0] is True for m in item.iter_markers("skipif"))
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Leave nothing behind in the temp folder."""
     shutil.rmtree(SUBPROCESS_LOG.parent, ignore_errors=True)
