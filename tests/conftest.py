@@ -207,12 +207,24 @@ SMALL = {
 }
 
 
+# NNCF's accuracy-control search at test size: one layer group at most, within a short budget. The search itself is
+# tested with its own settings in tests/integration/test_int8.py.
+SMALL_SEARCH = {"max_iterations": 1, "search_budget_s": 60}
+
+
 def small_params(root: Path, **overrides: dict) -> Params:
-    """Writes `root/params.yaml`: the project's own, with test-sized settings (tiny images, few frames, few runs)."""
+    """Writes `root/params.yaml`: the project's own, with test-sized settings (tiny images, few frames, few runs, a
+    short NNCF search)."""
     import yaml
 
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in [*SMALL.items(), *overrides.items()]:
+    for section, values in SMALL.items():
+        doc.setdefault(section, {}).update(values)
+    for cand in doc.get("build", {}).get("candidates", []):
+        control = (cand.get("nncf") or {}).get("accuracy_control")
+        if control is not None:
+            control.update(SMALL_SEARCH)
+    for section, values in overrides.items():
         doc.setdefault(section, {}).update(values)
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -250,7 +262,9 @@ def project(tmp_path: Path, sample_data: Path, plate_model: Path) -> Params:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_model: Path) -> tuple[Params, list]:
-    """A project whose frames are extracted and every default candidate built (once per session, read-only)."""
+    """A project whose frames are extracted and every default candidate built (once per session, read-only), the
+    way the rebuild flow does it: the held-out videos' frames gate our INT8 build, and the project's frame and build
+    caches are filled. `seed_caches` copies those into projects that rebuild the same videos with the same params."""
     from tasks.pipeline.build import build_candidates
     from tasks.pipeline.extract import extract_frames
 
@@ -259,12 +273,31 @@ def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_mod
     shutil.copytree(sample_data / "holdout", root / "data" / "holdout")
     params = small_params(root)
     p = params.paths
-    frames = extract_frames(p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names)
+    frames = extract_frames(
+        p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames, p.frame_cache
+    )
     candidates = build_candidates(
-        plate_model, p.calibration_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash,
-        gate=params.validate_,
+        plate_model, frames.dataset_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash,
+        gate=params.validate_, cache_dir=p.build_cache, gate_frames=p.holdout_frames,
     )  # fmt: skip
     return params, candidates
+
+
+@pytest.fixture
+def seed_caches(built: tuple):
+    """`seed_caches(params)`: copy the session build's frame and build caches into the project of `params`, so that
+    rebuilding the session's videos with test-sized params reuses its frames and artifacts (as an unchanged rebuild
+    does) instead of building every candidate again. Only the caches: the project's outputs are its own."""
+    session = built[0].paths
+
+    def seed(params: Params) -> None:
+        for src, dst in (
+            (session.frame_cache, params.paths.frame_cache),
+            (session.build_cache, params.paths.build_cache),
+        ):
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+
+    return seed
 
 
 @pytest.fixture
