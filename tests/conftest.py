@@ -133,6 +133,41 @@ def free_port() -> int:
 
 
 @contextmanager
+def server_process(
+    cmd: list[str], env: dict[str, str] | None, log_path: Path, health: str, what: str
+) -> Iterator[None]:
+    """Run `cmd` in its own process group until the context exits; wait (at most 300 s) until `health` answers 200.
+    At exit the whole group (the server and its workers) is stopped: SIGTERM, then SIGKILL after 30 s."""
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{what} exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(health, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} not up in 300 s:\n{log_path.read_text()}")
+            time.sleep(0.5)
+        yield
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (uvicorn and job runner children)
+            proc.wait(30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+@contextmanager
 def mlflow_server_at(tmp_path: Path, proxied: bool = False) -> Iterator[str]:
     """`mlflow server` with a sqlite store on a free loopback port. `proxied`: artifacts go through the server to
     `--artifacts-destination` (server mode: workers need no access to the storage); else a file artifact root."""
@@ -145,37 +180,42 @@ def mlflow_server_at(tmp_path: Path, proxied: bool = False) -> Iterator[str]:
         *(["--artifacts-destination", where] if proxied else ["--default-artifact-root", where]),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    log_path = tmp_path / "mlflow-server.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up in 300 s:\n{log_path.read_text()}")
-            time.sleep(1)
+    with server_process(cmd, None, tmp_path / "mlflow-server.log", f"{url}/health", "mlflow server"):
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (uvicorn and job runner children)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `prefect server start` for the whole session, with its own PREFECT_HOME; its URL is exported as
+    PREFECT_API_URL, so in-process flows and every CLI subprocess use it instead of each starting Prefect's temporary
+    server and migrating a fresh database. Started after pytest_configure: it runs under the network guard too.
+    Tests of a server's own start-up (`alpr-ops serve`, the ephemeral server of `alpr-ops resume`) start their own."""
+    import prefect.context
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_HOST": "127.0.0.1"}
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    before = os.environ.get("PREFECT_API_URL")
+    with server_process(cmd, env, home / "server.log", f"{url}/health", "the session's Prefect server"):
+        os.environ["PREFECT_API_URL"] = url
+        prefect.context.refresh_global_settings_context()  # Prefect read the environment when first imported
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
+            yield url
+        finally:
+            if before is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = before
+            prefect.context.refresh_global_settings_context()
 
 
 @pytest.fixture
-def cli():
-    """`cli(root, *args, check=True)`: the installed `alpr-ops` command, run in a subprocess."""
+def cli(prefect_api: str):
+    """`cli(root, *args, check=True)`: the installed `alpr-ops` command, run in a subprocess (its flows run on the
+    session's Prefect server)."""
     return run_cli
 
 

@@ -129,21 +129,12 @@ def state_of(runs: list) -> list[str]:
 
 
 @pytest.fixture
-def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """`prefect server start` on a free 127.0.0.1 port with its own home; yields its URL and the env to reach it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    home = tmp_path / "prefect-home"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url, "PREFECT_WORKER_QUERY_SECONDS": "2",
-           "PATH": f"{EXE}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
-    log = tmp_path / "server.log"
-    server = start([str(EXE / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                   tmp_path, env, log)  # fmt: skip
-    try:
-        wait_for(lambda: healthy(url), 180, "the Prefect server", server, log)
-        yield url, env
-    finally:
-        stop(server, signal.SIGTERM)
+def prefect_server(tmp_path: Path, prefect_api: str) -> tuple[str, dict[str, str]]:
+    """The session's `prefect server start` (tests/conftest.py): its URL and the env to reach it, with a
+    PREFECT_HOME of this test's own. `alpr-ops serve` below starts a server of its own: that start-up is its test."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": prefect_api,
+           "PREFECT_WORKER_QUERY_SECONDS": "2", "PATH": f"{EXE}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    return prefect_api, env
 
 
 @pytest.fixture

@@ -149,14 +149,13 @@ def test_rollback_restores_previous_release_and_alias(store: Params, built, vali
         rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
 
 
-def test_promote_flow_and_the_promote_and_rollback_commands(store: Params, built, validated, tmp_path: Path, cli):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_promote_flow_and_the_promote_and_rollback_commands(
+    store: Params, built, validated, tmp_path: Path, prefect_api: str, cli
+) -> None:
     from flows.promote import promote as promote_flow
 
     first, _ = rebuild(store, built, validated)
-    with prefect_test_harness(server_startup_timeout=120):
-        result = promote_flow(store)  # no record given: the flow reads the latest rebuild from MLflow
+    result = promote_flow(store)  # no record given: the flow reads the latest rebuild from MLflow
     v1 = first.candidates[REF].version
     assert result.version == v1 == alias(store, CHAMPION)
     # the CLI, in a project whose params.yaml names the same store and gate folder
