@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,15 +34,20 @@ ROOT = Path(__file__).resolve().parents[2]
 REF = "fp32"  # tests promote the FP32 candidate only: the cheapest to load, and always within the FP32 gates
 
 
+def store_in(folder: Path, built: tuple) -> Params:
+    """The session's built project with an MLflow store and gate folder in `folder`, and gates any FP32 passes."""
+    params, _ = built
+    tracking = params.tracking.model_copy(
+        update={"uri": f"sqlite:///{folder / 'mlflow.db'}", "artifacts": folder / "mlartifacts"}
+    )
+    gates = {"gate_dir": folder / "gate", "min_agreement": 0.5, "max_p95_ms": 10_000.0, "min_speedup": 1.0}
+    return params.model_copy(update={"tracking": tracking, "promote": params.promote.model_copy(update=gates)})
+
+
 @pytest.fixture
 def store(tmp_path: Path, built: tuple) -> Params:
     """The session's built project with its own MLflow store and gate folder, and gates any FP32 passes."""
-    params, _ = built
-    tracking = params.tracking.model_copy(
-        update={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": tmp_path / "mlartifacts"}
-    )
-    gates = {"gate_dir": tmp_path / "gate", "min_agreement": 0.5, "max_p95_ms": 10_000.0, "min_speedup": 1.0}
-    return params.model_copy(update={"tracking": tracking, "promote": params.promote.model_copy(update=gates)})
+    return store_in(tmp_path, built)
 
 
 def rebuild(store: Params, built: tuple, validated: dict, **changes: float):
@@ -199,6 +205,27 @@ def promote_process(store: Params, tmp_path: Path, kill_at: str | None) -> subpr
     return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture(scope="module")
+def first_promotion(tmp_path_factory: pytest.TempPathFactory, built: tuple, validated: dict):
+    """A store whose first rebuild is promoted, made once: each kill test starts from a copy of it (the store's
+    database and gate folder; the artifacts stay where the database records them, and tests only add to them)."""
+    folder = tmp_path_factory.mktemp("first-promotion")
+    store = store_in(folder, built)
+    first, metrics = rebuild(store, built, validated)
+    run_promote(store, first, metrics)
+    return folder, first
+
+
+@pytest.fixture
+def promoted(first_promotion, tmp_path: Path, built: tuple) -> tuple[Params, object]:
+    """A fresh copy of `first_promotion` under tmp_path (a database file of its own: no connection of an earlier
+    test sees it); returns the store and the first rebuild's record."""
+    folder, first = first_promotion
+    shutil.copyfile(folder / "mlflow.db", tmp_path / "mlflow.db")
+    shutil.copytree(folder / "gate", tmp_path / "gate", symlinks=True)  # `current` is a relative symlink
+    return store_in(tmp_path, built), first
+
+
 @pytest.mark.parametrize(
     ("kill_at", "deployed_after_kill"),
     [
@@ -210,10 +237,10 @@ def promote_process(store: Params, tmp_path: Path, kill_at: str | None) -> subpr
     ],
 )
 def test_kill_during_promotion_leaves_a_complete_release_and_a_rerun_finishes(
-    store: Params, built, validated, tmp_path: Path, kill_at: str, deployed_after_kill: str
+    promoted: tuple, built, validated, tmp_path: Path, kill_at: str, deployed_after_kill: str
 ) -> None:
-    first, metrics = rebuild(store, built, validated)
-    run_promote(store, first, metrics)
+    store, first = promoted  # a first rebuild, promoted: its champion is deployed
+    assert deployed_version(store) == first.candidates[REF].version == alias(store, CHAMPION)
     second, _ = rebuild(store, built, validated)
     old, new = first.candidates[REF].version, second.candidates[REF].version
 
