@@ -216,7 +216,14 @@ def test_serve_watches_videos_and_rebuilds_once_per_landing(project: Params, mak
             lambda: (r := flow_runs(url, "rebuild/serve")) and all(s in FINAL for s in state_of(r)) and r,
             600, "the rebuild the new video starts", served, log,
         )  # fmt: skip
-        time.sleep(FAST_WATCH["settle_s"] + FAST_WATCH["debounce_s"] + 3)  # nothing more may start
+        # nothing more may start: the watcher records what it triggered for, so once its state is the folder as it
+        # is now, no change is pending (a change would have made it trigger, and queue a run, before saving)
+        from tasks.operations.watch import load_state, scan
+
+        wait_for(
+            lambda: load_state(params.paths.watch_state) == scan(params.paths.videos),
+            FAST_WATCH["settle_s"] + FAST_WATCH["debounce_s"] + 30, "the watcher to settle", served, log,
+        )  # fmt: skip
         runs = flow_runs(url, "rebuild/serve")
     finally:
         stop(served)
