@@ -42,6 +42,32 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["ALPR_NETGUARD_LOG"] = str(SUBPROCESS_LOG)
 
 
+# Time the session-scoped fixtures take to set up (2 busy cores), added to the timeout of the first selected test
+# that uses each: that test pays for the setup, the others find it done.
+SESSION_SETUP_S = {"plate_model": 300, "prefect_api": 300, "built": 900, "validation_report": 300}
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: the first test that really runs
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if _skipped(item):  # skipped before its fixtures are set up: the next test pays
+            continue
+        names = set(getattr(item, "fixturenames", ()))
+        extra = sum(s for name, s in SESSION_SETUP_S.items() if name in names - seen)
+        seen |= names
+        if extra:
+            marker = item.get_closest_marker("timeout")
+            base = marker.args[0] if marker is not None and marker.args else config.getini("timeout")
+            item.add_marker(pytest.mark.timeout(float(base or 0) + extra), append=False)
+
+
+def _skipped(item: pytest.Item) -> bool:
+    if any(True for _ in item.iter_markers("skip")):
+        return True
+    return any(m.args and m.args[0] is True for m in item.iter_markers("skipif"))
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Leave nothing behind in the temp folder."""
     shutil.rmtree(SUBPROCESS_LOG.parent, ignore_errors=True)
@@ -117,6 +143,41 @@ def free_port() -> int:
 
 
 @contextmanager
+def server_process(
+    cmd: list[str], env: dict[str, str] | None, log_path: Path, health: str, what: str
+) -> Iterator[None]:
+    """Run `cmd` in its own process group until the context exits; wait (at most 300 s) until `health` answers 200.
+    At exit the whole group (the server and its workers) is stopped: SIGTERM, then SIGKILL after 30 s."""
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{what} exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(health, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} not up in 300 s:\n{log_path.read_text()}")
+            time.sleep(0.5)
+        yield
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (uvicorn and job runner children)
+            proc.wait(30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+@contextmanager
 def mlflow_server_at(tmp_path: Path, proxied: bool = False) -> Iterator[str]:
     """`mlflow server` with a sqlite store on a free loopback port. `proxied`: artifacts go through the server to
     `--artifacts-destination` (server mode: workers need no access to the storage); else a file artifact root."""
@@ -129,32 +190,36 @@ def mlflow_server_at(tmp_path: Path, proxied: bool = False) -> Iterator[str]:
         *(["--artifacts-destination", where] if proxied else ["--default-artifact-root", where]),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    log_path = tmp_path / "mlflow-server.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up in 300 s:\n{log_path.read_text()}")
-            time.sleep(1)
+    with server_process(cmd, None, tmp_path / "mlflow-server.log", f"{url}/health", "mlflow server"):
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (uvicorn and job runner children)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `prefect server start` for the whole session, with its own PREFECT_HOME; its URL is exported as
+    PREFECT_API_URL, so in-process flows and every CLI subprocess use it instead of each starting Prefect's temporary
+    server and migrating a fresh database. Started after pytest_configure: it runs under the network guard too.
+    Tests of a server's own start-up (`alpr-ops serve`, the ephemeral server of `alpr-ops resume`) start their own."""
+    import prefect.context
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_HOST": "127.0.0.1"}
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    before = os.environ.get("PREFECT_API_URL")
+    with server_process(cmd, env, home / "server.log", f"{url}/health", "the session's Prefect server"):
+        os.environ["PREFECT_API_URL"] = url
+        prefect.context.refresh_global_settings_context()  # Prefect read the environment when first imported
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
+            yield url
+        finally:
+            if before is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = before
+            prefect.context.refresh_global_settings_context()
 
 
 @pytest.fixture(scope="session")
@@ -186,8 +251,9 @@ def label_studio(label_studio_template: tuple[Path, str], tmp_path: Path) -> Ite
 
 
 @pytest.fixture
-def cli():
-    """`cli(root, *args, check=True)`: the installed `alpr-ops` command, run in a subprocess."""
+def cli(prefect_api: str):
+    """`cli(root, *args, check=True)`: the installed `alpr-ops` command, run in a subprocess (its flows run on the
+    session's Prefect server)."""
     return run_cli
 
 
@@ -219,12 +285,24 @@ SMALL = {
 }
 
 
+# NNCF's accuracy-control search at test size: one layer group at most, within a short budget. The search itself is
+# tested with its own settings in tests/integration/test_int8.py.
+SMALL_SEARCH = {"max_iterations": 1, "search_budget_s": 60}
+
+
 def small_params(root: Path, **overrides: dict) -> Params:
-    """Writes `root/params.yaml`: the project's own, with test-sized settings (tiny images, few frames, few runs)."""
+    """Writes `root/params.yaml`: the project's own, with test-sized settings (tiny images, few frames, few runs, a
+    short NNCF search)."""
     import yaml
 
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in [*SMALL.items(), *overrides.items()]:
+    for section, values in SMALL.items():
+        doc.setdefault(section, {}).update(values)
+    for cand in doc.get("build", {}).get("candidates", []):
+        control = (cand.get("nncf") or {}).get("accuracy_control")
+        if control is not None:
+            control.update(SMALL_SEARCH)
+    for section, values in overrides.items():
         doc.setdefault(section, {}).update(values)
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -262,7 +340,9 @@ def project(tmp_path: Path, sample_data: Path, plate_model: Path) -> Params:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_model: Path) -> tuple[Params, list]:
-    """A project whose frames are extracted and every default candidate built (once per session, read-only)."""
+    """A project whose frames are extracted and every default candidate built (once per session, read-only), the
+    way the rebuild flow does it: the held-out videos' frames gate our INT8 build, and the project's frame and build
+    caches are filled. `seed_caches` copies those into projects that rebuild the same videos with the same params."""
     from tasks.pipeline.build import build_candidates
     from tasks.pipeline.extract import extract_frames
 
@@ -271,12 +351,31 @@ def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_mod
     shutil.copytree(sample_data / "holdout", root / "data" / "holdout")
     params = small_params(root)
     p = params.paths
-    frames = extract_frames(p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names)
+    frames = extract_frames(
+        p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames, p.frame_cache
+    )
     candidates = build_candidates(
-        plate_model, p.calibration_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash,
-        gate=params.validate_,
+        plate_model, frames.dataset_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash,
+        gate=params.validate_, cache_dir=p.build_cache, gate_frames=p.holdout_frames,
     )  # fmt: skip
     return params, candidates
+
+
+@pytest.fixture
+def seed_caches(built: tuple):
+    """`seed_caches(params)`: copy the session build's frame and build caches into the project of `params`, so that
+    rebuilding the session's videos with test-sized params reuses its frames and artifacts (as an unchanged rebuild
+    does) instead of building every candidate again. Only the caches: the project's outputs are its own."""
+    session = built[0].paths
+
+    def seed(params: Params) -> None:
+        for src, dst in (
+            (session.frame_cache, params.paths.frame_cache),
+            (session.build_cache, params.paths.build_cache),
+        ):
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+
+    return seed
 
 
 @pytest.fixture

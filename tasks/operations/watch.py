@@ -219,8 +219,10 @@ class Watcher:
         if self.dvc_file is None:
             return
         md5 = dvc_file_md5(self.dvc_file)
-        if md5 is None or md5 == self._dvc_md5 or rebuild_running(self.lock_file):
-            return  # unchanged, or a rebuild runs (its own `dvc commit` rewrites the file): look again later
+        if md5 is None or md5 == self._dvc_md5:
+            return  # unchanged
+        if self.lock_file is not None and rebuild_running(self.lock_file):
+            return  # a rebuild runs (its own `dvc commit` rewrites the file): look again later
         try:
             if not dvc_in_sync(self.dvc_file):
                 log.info("%s records videos this folder lacks: dvc pull", self.dvc_file)

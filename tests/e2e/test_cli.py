@@ -80,12 +80,13 @@ def test_promote_without_a_rebuild_says_what_to_run(project: Params, cli) -> Non
     assert "alpr-ops rebuild" in done.stderr
 
 
-def test_demo_runs_the_whole_workflow(tmp_path: Path, plate_model: Path, cli, make_params) -> None:
+def test_demo_runs_the_whole_workflow(tmp_path: Path, plate_model: Path, cli, make_params, seed_caches) -> None:
     """`alpr-ops demo` (what `make demo` runs) on test-sized params in a fresh git+DVC project."""
     import subprocess
     import sys
 
     params = make_params(tmp_path)
+    seed_caches(params)  # the demo's sample videos are the session's: frames and candidates come from the caches
     params.paths.model.parent.mkdir(parents=True)
     shutil.copyfile(plate_model, params.paths.model)  # fetch-model then finds the pinned file and only verifies it
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)

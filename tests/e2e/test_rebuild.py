@@ -26,14 +26,6 @@ STATUS_KEYS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def make_dvc_project(root: Path) -> None:
     """What a clone of the project holds: git, DVC, dvc.yaml and the code its stages depend on; data `dvc add`ed."""
     repo = Path(__file__).resolve().parents[2]
@@ -44,10 +36,11 @@ def make_dvc_project(root: Path) -> None:
     dvc(root, "add", "-q", "data/videos", "data/holdout", "models/best.pt")
 
 
-def test_rebuild_flow_promotes_and_status_reports(project: Params, harness: None, cli) -> None:
+def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: str, seed_caches, cli) -> None:
     from flows.rebuild import rebuild
 
     root = project.paths.videos.parents[1]
+    seed_caches(project)  # the session built these videos with these params: an unchanged rebuild reuses it all
     make_dvc_project(root)
     out = rebuild(project=Project(project, root, root))
 

@@ -128,21 +128,12 @@ def state_of(runs: list) -> list[str]:
 
 
 @pytest.fixture
-def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """`prefect server start` on a free 127.0.0.1 port with its own home; yields its URL and the env to reach it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    home = tmp_path / "prefect-home"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url, "PREFECT_WORKER_QUERY_SECONDS": "2",
-           "PATH": f"{EXE}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
-    log = tmp_path / "server.log"
-    server = start([str(EXE / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                   tmp_path, env, log)  # fmt: skip
-    try:
-        wait_for(lambda: healthy(url), 180, "the Prefect server", server, log)
-        yield url, env
-    finally:
-        stop(server, signal.SIGTERM)
+def prefect_server(tmp_path: Path, prefect_api: str) -> tuple[str, dict[str, str]]:
+    """The session's `prefect server start` (tests/conftest.py): its URL and the env to reach it, with a
+    PREFECT_HOME of this test's own. `alpr-ops serve` below starts a server of its own: that start-up is its test."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": prefect_api,
+           "PREFECT_WORKER_QUERY_SECONDS": "2", "PATH": f"{EXE}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    return prefect_api, env
 
 
 @pytest.fixture
@@ -224,7 +215,14 @@ def test_serve_watches_videos_and_rebuilds_once_per_landing(project: Params, mak
             lambda: (r := flow_runs(url, "rebuild/serve")) and all(s in FINAL for s in state_of(r)) and r,
             600, "the rebuild the new video starts", served, log,
         )  # fmt: skip
-        time.sleep(FAST_WATCH["settle_s"] + FAST_WATCH["debounce_s"] + 3)  # nothing more may start
+        # nothing more may start: the watcher records what it triggered for, so once its state is the folder as it
+        # is now, no change is pending (a change would have made it trigger, and queue a run, before saving)
+        from tasks.operations.watch import load_state, scan
+
+        wait_for(
+            lambda: load_state(params.paths.watch_state) == scan(params.paths.videos),
+            FAST_WATCH["settle_s"] + FAST_WATCH["debounce_s"] + 30, "the watcher to settle", served, log,
+        )  # fmt: skip
         runs = flow_runs(url, "rebuild/serve")
     finally:
         stop(served)

@@ -42,12 +42,10 @@ def with_nightly(params: Params, **changes) -> Params:
     return params.model_copy(update={"nightly": params.nightly.model_copy(update=changes)})
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+@pytest.fixture
+def harness(prefect_api: str) -> str:
+    """The session's Prefect server (tests/conftest.py) runs the flows."""
+    return prefect_api
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,15 +23,20 @@ ROOT = Path(__file__).resolve().parents[2]
 REF = "fp32"  # tests promote the FP32 candidate only: the cheapest to load, and always within the FP32 gates
 
 
+def store_in(folder: Path, built: tuple) -> Params:
+    """The session's built project with an MLflow store and gate folder in `folder`, and gates any FP32 passes."""
+    params, _ = built
+    tracking = params.tracking.model_copy(
+        update={"uri": f"sqlite:///{folder / 'mlflow.db'}", "artifacts": folder / "mlartifacts"}
+    )
+    gates = {"gate_dir": folder / "gate", "min_agreement": 0.5, "max_p95_ms": 10_000.0, "min_speedup": 1.0}
+    return params.model_copy(update={"tracking": tracking, "promote": params.promote.model_copy(update=gates)})
+
+
 @pytest.fixture
 def store(tmp_path: Path, built: tuple) -> Params:
     """The session's built project with its own MLflow store and gate folder, and gates any FP32 passes."""
-    params, _ = built
-    tracking = params.tracking.model_copy(
-        update={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": tmp_path / "mlartifacts"}
-    )
-    gates = {"gate_dir": tmp_path / "gate", "min_agreement": 0.5, "max_p95_ms": 10_000.0, "min_speedup": 1.0}
-    return params.model_copy(update={"tracking": tracking, "promote": params.promote.model_copy(update=gates)})
+    return store_in(tmp_path, built)
 
 
 def rebuild(store: Params, built: tuple, validated: dict, **changes: float):
@@ -138,14 +144,13 @@ def test_rollback_restores_previous_release_and_alias(store: Params, built, vali
         rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
 
 
-def test_promote_flow_and_the_promote_and_rollback_commands(store: Params, built, validated, tmp_path: Path, cli):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_promote_flow_and_the_promote_and_rollback_commands(
+    store: Params, built, validated, tmp_path: Path, prefect_api: str, cli
+) -> None:
     from flows.promote import promote as promote_flow
 
     first, _ = rebuild(store, built, validated)
-    with prefect_test_harness(server_startup_timeout=120):
-        result = promote_flow(params=store)  # no record given: the flow reads the latest rebuild from MLflow
+    result = promote_flow(params=store)  # no record given: the flow reads the latest rebuild from MLflow
     v1 = first.candidates[REF].version
     assert result.version == v1 == alias(store, CHAMPION)
     # the CLI, in a project whose params.yaml names the same store and gate folder
@@ -189,6 +194,27 @@ def promote_process(store: Params, tmp_path: Path, kill_at: str | None) -> subpr
     return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture(scope="module")
+def first_promotion(tmp_path_factory: pytest.TempPathFactory, built: tuple, validated: dict):
+    """A store whose first rebuild is promoted, made once: each kill test starts from a copy of it (the store's
+    database and gate folder; the artifacts stay where the database records them, and tests only add to them)."""
+    folder = tmp_path_factory.mktemp("first-promotion")
+    store = store_in(folder, built)
+    first, metrics = rebuild(store, built, validated)
+    run_promote(store, first, metrics)
+    return folder, first
+
+
+@pytest.fixture
+def promoted(first_promotion, tmp_path: Path, built: tuple) -> tuple[Params, object]:
+    """A fresh copy of `first_promotion` under tmp_path (a database file of its own: no connection of an earlier
+    test sees it); returns the store and the first rebuild's record."""
+    folder, first = first_promotion
+    shutil.copyfile(folder / "mlflow.db", tmp_path / "mlflow.db")
+    shutil.copytree(folder / "gate", tmp_path / "gate", symlinks=True)  # `current` is a relative symlink
+    return store_in(tmp_path, built), first
+
+
 @pytest.mark.parametrize(
     ("kill_at", "deployed_after_kill"),
     [
@@ -200,10 +226,10 @@ def promote_process(store: Params, tmp_path: Path, kill_at: str | None) -> subpr
     ],
 )
 def test_kill_during_promotion_leaves_a_complete_release_and_a_rerun_finishes(
-    store: Params, built, validated, tmp_path: Path, kill_at: str, deployed_after_kill: str
+    promoted: tuple, built, validated, tmp_path: Path, kill_at: str, deployed_after_kill: str
 ) -> None:
-    first, metrics = rebuild(store, built, validated)
-    run_promote(store, first, metrics)
+    store, first = promoted  # a first rebuild, promoted: its champion is deployed
+    assert deployed_version(store) == first.candidates[REF].version == alias(store, CHAMPION)
     second, _ = rebuild(store, built, validated)
     old, new = first.candidates[REF].version, second.candidates[REF].version
 

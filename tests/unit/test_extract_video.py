@@ -246,7 +246,8 @@ def test_kill_9_mid_extraction_then_rerun_completes(tmp_path: Path) -> None:
     clean = tmp_path / "clean"
     expected = run(videos, clean, interval_s=0.1)
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    root = str(Path(__file__).resolve().parents[2])  # keeps the network guard's site folder (tests/conftest.py)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-c", KILLED, str(tmp_path)], env=env)
     entries = tmp_path / "cache" / "entries"
     deadline = time.monotonic() + 120

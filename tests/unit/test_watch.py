@@ -30,22 +30,57 @@ class Recorder:
         self.calls.append((time.monotonic(), burst))
 
 
+class PollClock:
+    """The watcher's clock, which it reads once per poll: the test waits for the watcher's polls, not for wall time,
+    so a busy machine that delays the watcher's thread cannot make "nothing happened" pass without a look."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._reads = 0
+        self._last = float("-inf")
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        with self._cond:
+            self._reads, self._last = self._reads + 1, now
+            self._cond.notify_all()
+        return now
+
+    def wait_polled_past(self, t: float, timeout: float = 30.0) -> None:
+        """Return once the watcher has finished a poll that started at monotonic time `t` or later."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            assert self._cond.wait_for(lambda: self._last >= t, timeout), "the watcher stopped polling"
+            started = self._reads
+            # the next poll starts only after that one (and any trigger it called) returned
+            assert self._cond.wait_for(lambda: self._reads > started, deadline - time.monotonic()), "poll hung"
+
+
 @pytest.fixture
 def videos(sample_data: Path) -> list[Path]:
     return sorted((sample_data / "videos").iterdir())
 
 
-def start(folder: Path, state: Path, trigger: Recorder) -> tuple[Watcher, threading.Event, threading.Thread]:
-    watcher = Watcher(folder, FAST, state, trigger)
+def start(folder: Path, state: Path, trigger: Recorder) -> tuple[PollClock, threading.Event, threading.Thread]:
+    clock = PollClock()
+    watcher = Watcher(folder, FAST, state, trigger, clock=clock)
     watcher.start()  # here, not in the thread: what is there now counts as already rebuilt, whatever the load
     stop = threading.Event()
     thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
     thread.start()
-    return watcher, stop, thread
+    return clock, stop, thread
 
 
 def quiet_time() -> float:
+    """After the last change in the folder, the time within which any rebuild it causes has started (with margin)."""
     return FAST.settle_s + FAST.debounce_s + 1.0
+
+
+def wait_for_calls(rec: Recorder, n: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(rec.calls) < n:
+        assert time.monotonic() < deadline, f"{n} rebuild(s) expected within {timeout} s, got {len(rec.calls)}"
+        time.sleep(FAST.poll_s / 4)
 
 
 def test_slow_copy_starts_exactly_one_rebuild_after_it_ends(tmp_path: Path, videos: list[Path]) -> None:
@@ -53,11 +88,12 @@ def test_slow_copy_starts_exactly_one_rebuild_after_it_ends(tmp_path: Path, vide
     folder.mkdir()
     shutil.copy(videos[0], folder / videos[0].name)
     rec = Recorder()
-    _, stop, thread = start(folder, tmp_path / "state.json", rec)
+    clock, stop, thread = start(folder, tmp_path / "state.json", rec)
     try:
         assert rec.calls == []  # the video already there does not start a rebuild
         done = copy_slowly(videos[1], folder / "new.mp4", chunks=6, pause_s=0.4)  # pauses < settle_s
-        time.sleep(quiet_time())
+        wait_for_calls(rec, 1)
+        clock.wait_polled_past(done + quiet_time())  # and nothing more starts
     finally:
         stop.set()
         thread.join(5)
@@ -72,14 +108,18 @@ def test_two_quick_drops_make_one_rebuild(tmp_path: Path, videos: list[Path]) ->
     folder = tmp_path / "videos"
     folder.mkdir()
     rec = Recorder()
-    _, stop, thread = start(folder, tmp_path / "state.json", rec)
+    clock, stop, thread = start(folder, tmp_path / "state.json", rec)
     try:
         shutil.copy(videos[0], folder / "a.mp4")
-        time.sleep(0.5)
+        time.sleep(0.5)  # paces the drops: b lands 0.5 s after a, well within a's quiet period
         shutil.copy(videos[1], folder / "b.mp4")
-        time.sleep(quiet_time())
+        wait_for_calls(rec, 1)
+        clock.wait_polled_past(time.monotonic() + 2 * FAST.poll_s)  # not a second rebuild for the same burst
+        assert len(rec.calls) == 1, [b.describe() for _, b in rec.calls]
         shutil.copy(videos[0], folder / "c.mkv")  # a later drop, after the burst: a second, separate rebuild
-        time.sleep(quiet_time())
+        dropped = time.monotonic()
+        wait_for_calls(rec, 2)
+        clock.wait_polled_past(dropped + quiet_time())  # and nothing more starts
     finally:
         stop.set()
         thread.join(5)
@@ -91,15 +131,17 @@ def test_partial_and_hidden_files_wait_for_their_final_name(tmp_path: Path, vide
     folder = tmp_path / "videos"
     folder.mkdir()
     rec = Recorder()
-    _, stop, thread = start(folder, tmp_path / "state.json", rec)
+    clock, stop, thread = start(folder, tmp_path / "state.json", rec)
     try:
         shutil.copy(videos[0], folder / "gate.mp4.part")
         shutil.copy(videos[0], folder / ".gate2.mp4")
         (folder / "notes.txt").write_text("not a video")
-        time.sleep(quiet_time())
+        clock.wait_polled_past(time.monotonic() + quiet_time())  # they would have landed by now: nothing starts
         assert rec.calls == []
         (folder / "gate.mp4.part").rename(folder / "gate.mp4")
-        time.sleep(quiet_time())
+        renamed = time.monotonic()
+        wait_for_calls(rec, 1)
+        clock.wait_polled_past(renamed + quiet_time())  # and nothing more starts
     finally:
         stop.set()
         thread.join(5)
@@ -114,9 +156,11 @@ def test_restart_keeps_state_and_a_failed_trigger_is_retried(tmp_path: Path, vid
     shutil.copy(videos[1], folder / "b.mp4")  # lands while no watcher runs
     (folder / "a.mp4").unlink()
     rec = Recorder(fail_first=2)  # the Prefect API is down for the first two attempts
-    _, stop, thread = start(folder, state, rec)
+    clock, stop, thread = start(folder, state, rec)
+    started = time.monotonic()
     try:
-        time.sleep(quiet_time() + 0.5)
+        wait_for_calls(rec, 1)  # after two failed attempts
+        clock.wait_polled_past(started + quiet_time() + 0.5)  # and nothing more starts
     finally:
         stop.set()
         thread.join(5)
