@@ -23,6 +23,7 @@ from tasks.pipeline.labels import (
     HoldoutItem,
     LabelError,
     LabelSet,
+    check_labels,
     compare_to_prelabels,
     import_yolo,
     read_label_file,
@@ -66,7 +67,7 @@ def write_label_studio_import(proposal_dir: Path, names: tuple[str, ...]) -> Pat
     out = proposal_dir / LABEL_STUDIO_DIR
     out.mkdir(exist_ok=True)
     config = ls.label_config(names)
-    from_name, to_name, labels = ls._interface(config)
+    from_name, to_name, labels = ls.interface(config)
     tasks = []
     for image in ls.proposal_images(proposal_dir):
         with Image.open(image) as im:
@@ -154,8 +155,31 @@ def import_holdout(src: Path, params: Params, videos: tuple[str, ...] = ()) -> L
             "them (they stay out of calibration for good)",
             remedy=Remedy.PARAMS,
         )
-    info = {"source": "yolo-import", "videos": sorted(videos)}
+    info: dict[str, Any] = {"source": "yolo-import", "videos": sorted(videos)}
+    review = _review_against_proposal(src, p.label_proposal, params.model.names)
+    if review is not None:
+        info["review"] = review
     return import_yolo(src, p.holdout, params.model.names, info)
+
+
+def _review_against_proposal(src: Path, proposal_dir: Path, names: tuple[str, ...]) -> dict[str, Any] | None:
+    """How an export's boxes differ from the proposal's pre-labels, when every exported frame is a proposal frame
+    (None otherwise: frames from elsewhere have no pre-labels to compare with). A broken export is reported by the
+    import's own check."""
+    try:
+        reviewed = check_labels(src, names).boxes_by_image
+    except LabelError:
+        return None
+    prelabels = {}
+    for name in reviewed:
+        label = proposal_dir / "labels" / f"{Path(name).stem}.txt"
+        if not label.is_file():
+            return None
+        boxes, problems = read_label_file(label, len(names))
+        if problems:
+            return None
+        prelabels[name] = boxes
+    return compare_to_prelabels(reviewed, prelabels) if reviewed else None
 
 
 def _proposal_info(folder: Path) -> dict[str, Any]:

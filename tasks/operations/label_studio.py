@@ -244,7 +244,7 @@ def task_file_name(task: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- box conversion
-def _interface(config: str) -> tuple[str, str, list[str]]:
+def interface(config: str) -> tuple[str, str, list[str]]:
     """From a label config: the RectangleLabels' name, its image's name, and the label values in order."""
     try:
         root = ET.fromstring(config)
@@ -346,7 +346,7 @@ def push(
     """Put the proposal up for review: the project `title` (created with `label_config` and `instructions` when
     missing), every frame it does not have yet, and for each new frame the pre-labels of `labels/<stem>.txt`
     (`cls cx cy w h [conf]`; class i is the config's i-th label) as a prediction of `model_version`."""
-    _interface(label_config)  # a valid config before anything is created
+    interface(label_config)  # a valid config before anything is created
     images = proposal_images(proposal_dir)
     if not images:
         raise LabelStudioError(f"no images (*.jpg, *.jpeg, *.png) in the proposal {proposal_dir}", path=proposal_dir)
@@ -364,7 +364,7 @@ def push(
         project = client.post("/api/projects", {**body, "show_instruction": True})
     pid = int(project["id"])
     # the boxes go into the interface the project has (an existing project keeps its own config)
-    from_name, to_name, labels = _interface(client.get(f"/api/projects/{pid}")["label_config"])
+    from_name, to_name, labels = interface(client.get(f"/api/projects/{pid}")["label_config"])
     known = {task_file_name(t) for t in client.tasks(pid)}
     new = [p for p in images if p.name not in known]
     for i in range(0, len(new), UPLOAD_BATCH):

@@ -12,7 +12,7 @@ import pytest
 from tasks.operations.label_studio import (
     LabelStudio,
     LabelStudioError,
-    _interface,
+    interface,
     label_config,
     read_yolo,
     region_to_yolo,
@@ -41,9 +41,9 @@ def test_rotated_and_overhanging_boxes() -> None:
 
 
 def test_config_names_and_file_names() -> None:
-    assert _interface(label_config(["License_Plate", "A&B"])) == ("label", "image", ["License_Plate", "A&B"])
+    assert interface(label_config(["License_Plate", "A&B"])) == ("label", "image", ["License_Plate", "A&B"])
     with pytest.raises(LabelStudioError, match="RectangleLabels"):
-        _interface("<View><Image name='image' value='$image'/></View>")
+        interface("<View><Image name='image' value='$image'/></View>")
     assert task_file_name({"data": {"image": "/data/upload/3/0a1b2c3d-frame_0001.jpg"}}) == "frame_0001.jpg"
 
 
