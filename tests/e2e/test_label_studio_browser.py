@@ -6,6 +6,7 @@ Screenshots go to `test-artifacts/` (gitignored), also when the test fails.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -48,11 +49,13 @@ DRAWN_BOX = """(regionId) => {
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium not installed (apt-get install -y chromium)")
 def test_prelabel_drawn_in_labelling_ui(label_studio: Server, tmp_path: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "label-studio-prelabel.png"
     outside: list[str] = []
+    seen: list[str] = []  # for the failure message: what the UI was given, and what it complained about
 
     def loopback_only(route) -> None:  # the browser's own network guard: nothing leaves 127.0.0.1
         url = route.request.url
@@ -64,7 +67,7 @@ def test_prelabel_drawn_in_labelling_ui(label_studio: Server, tmp_path: Path) ->
             outside.append(url)
             route.abort()
 
-    with deadline(300), LabelStudio(label_studio.url, label_studio.api_key) as ls:
+    with deadline(360), LabelStudio(label_studio.url, label_studio.api_key) as ls:
         proposal = write_proposal(tmp_path / "proposal", {"frame_0.jpg": [(*BOX, 0.91)]})
         pushed = push(ls, proposal, TITLE, label_config(NAMES), instructions())
         (task,) = ls.tasks(pushed.project_id)
@@ -73,6 +76,16 @@ def test_prelabel_drawn_in_labelling_ui(label_studio: Server, tmp_path: Path) ->
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda e: seen.append(f"page error: {e}"))
+            page.on("console", lambda m: seen.append(f"console: {m.text[:200]}") if m.type == "error" else None)
+
+            def task_loaded(resp) -> None:
+                if "/api/tasks/" in resp.url and resp.ok:
+                    body = resp.json()
+                    seen.append(f"{resp.url}: {len(body.get('predictions', []))} prediction(s), "
+                                f"{len(body.get('annotations', []))} annotation(s)")  # fmt: skip
+
+            page.on("response", task_loaded)
             try:
                 page.route("**/*", loopback_only)
                 page.goto(f"{pushed.url}?task={task['id']}")  # no session yet: the login form
@@ -81,16 +94,23 @@ def test_prelabel_drawn_in_labelling_ui(label_studio: Server, tmp_path: Path) ->
                 page.click("button[type=submit]")
                 page.wait_for_url(lambda url: "/user/login" not in url, timeout=60_000)
                 # the regions panel lists the prediction's rectangle, and the image's canvas draws it
-                listed = page.locator(".lsf-tree__node_type_rectangleregion", has_text="License_Plate")
-                listed.first.wait_for(timeout=120_000)
+                listed = page.locator(".lsf-tree__node_type_rectangleregion", has_text="License_Plate").first
+                try:
+                    listed.wait_for(timeout=90_000)
+                except PlaywrightTimeout:  # seen once in six runs: the UI came up without the prediction
+                    seen.append("reloaded: no region after 90 s")
+                    page.reload()
+                    listed.wait_for(timeout=90_000)
                 drawn = page.wait_for_function(DRAWN_BOX, arg=region["id"], timeout=60_000).json_value()
                 page.screenshot(path=str(shot))
-            except Exception:
+            except Exception as e:
                 page.screenshot(path=str(ARTIFACTS / "label-studio-prelabel-failed.png"))
-                raise
+                raise AssertionError(f"pre-label not drawn ({e}); the page saw:\n" + "\n".join(seen)) from e
             finally:
                 browser.close()
 
+        if "reloaded: no region after 90 s" in seen:
+            warnings.warn("Label Studio showed the pre-label only after a reload:\n" + "\n".join(seen), stacklevel=1)
         _, cx, cy, w, h = BOX
         expected = (cx - w / 2, cy - h / 2, w, h)
         # within a stroke's width (the stage is about 770 pixels wide for W=320)
