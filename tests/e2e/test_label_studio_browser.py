@@ -6,6 +6,7 @@ Screenshots go to `test-artifacts/` (gitignored), also when the test fails.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -31,6 +32,7 @@ NAMES = ["License_Plate"]
 TITLE = "alpr-ops holdout"
 W = 320  # write_proposal's frames
 BOX = (0, 0.5, 0.6, 0.3, 0.1)  # cls cx cy w h: the pre-label of the one frame
+RELOADED = "reloaded: no region 45 s after login"
 
 # The drawn pre-label: the Konva rectangle named after the prediction's region, relative to the image's stage.
 DRAWN_BOX = """(regionId) => {
@@ -48,11 +50,13 @@ DRAWN_BOX = """(regionId) => {
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium not installed (apt-get install -y chromium)")
 def test_prelabel_drawn_in_labelling_ui(label_studio: Server, tmp_path: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "label-studio-prelabel.png"
     outside: list[str] = []
+    seen: list[str] = []  # for the failure message: what the UI was given, and what it complained about
 
     def loopback_only(route) -> None:  # the browser's own network guard: nothing leaves 127.0.0.1
         url = route.request.url
@@ -64,7 +68,7 @@ def test_prelabel_drawn_in_labelling_ui(label_studio: Server, tmp_path: Path) ->
             outside.append(url)
             route.abort()
 
-    with deadline(300), LabelStudio(label_studio.url, label_studio.api_key) as ls:
+    with deadline(360), LabelStudio(label_studio.url, label_studio.api_key) as ls:
         proposal = write_proposal(tmp_path / "proposal", {"frame_0.jpg": [(*BOX, 0.91)]})
         pushed = push(ls, proposal, TITLE, label_config(NAMES), instructions())
         (task,) = ls.tasks(pushed.project_id)
@@ -73,6 +77,16 @@ def test_prelabel_drawn_in_labelling_ui(label_studio: Server, tmp_path: Path) ->
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda e: seen.append(f"page error: {e}"))
+            page.on("console", lambda m: seen.append(f"console: {m.text[:200]}") if m.type == "error" else None)
+
+            def task_loaded(resp) -> None:
+                if "/api/tasks/" in resp.url and resp.ok:
+                    body = resp.json()
+                    seen.append(f"{resp.url}: {len(body.get('predictions', []))} prediction(s), "
+                                f"{len(body.get('annotations', []))} annotation(s)")  # fmt: skip
+
+            page.on("response", task_loaded)
             try:
                 page.route("**/*", loopback_only)
                 page.goto(f"{pushed.url}?task={task['id']}")  # no session yet: the login form
@@ -81,16 +95,26 @@ def test_prelabel_drawn_in_labelling_ui(label_studio: Server, tmp_path: Path) ->
                 page.click("button[type=submit]")
                 page.wait_for_url(lambda url: "/user/login" not in url, timeout=60_000)
                 # the regions panel lists the prediction's rectangle, and the image's canvas draws it
-                listed = page.locator(".lsf-tree__node_type_rectangleregion", has_text="License_Plate")
-                listed.first.wait_for(timeout=120_000)
+                listed = page.locator(".lsf-tree__node_type_rectangleregion", has_text="License_Plate").first
+                try:  # normally 5-10 s after login
+                    listed.wait_for(timeout=45_000)
+                except PlaywrightTimeout:
+                    # seen in 2 of 9 runs: the task API returned the prediction, no page error, yet the UI showed
+                    # neither the prediction nor its region; a reload showed both
+                    page.screenshot(path=str(ARTIFACTS / "label-studio-prelabel-before-reload.png"))
+                    seen.append(RELOADED)
+                    page.reload()
+                    listed.wait_for(timeout=90_000)
                 drawn = page.wait_for_function(DRAWN_BOX, arg=region["id"], timeout=60_000).json_value()
                 page.screenshot(path=str(shot))
-            except Exception:
+            except Exception as e:
                 page.screenshot(path=str(ARTIFACTS / "label-studio-prelabel-failed.png"))
-                raise
+                raise AssertionError(f"pre-label not drawn ({e}); the page saw:\n" + "\n".join(seen)) from e
             finally:
                 browser.close()
 
+        if RELOADED in seen:
+            warnings.warn("Label Studio showed the pre-label only after a reload:\n" + "\n".join(seen), stacklevel=1)
         _, cx, cy, w, h = BOX
         expected = (cx - w / 2, cy - h / 2, w, h)
         # within a stroke's width (the stage is about 770 pixels wide for W=320)
