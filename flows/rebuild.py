@@ -53,7 +53,7 @@ def rebuild(
     params, p = proj.params, proj.params.paths
     with rebuild_lock(p.rebuild_lock):
         model = fetch_model(p.model, params.model.package, params.model.member, params.model.sha256)
-        reserved = reserve_videos(p.videos, p.holdout, params.label, p.frame_cache)
+        reserved = reserve_videos(p.videos, p.holdout, p.label_proposal, params.label)
         frames = extract_frames(
             p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames,
             p.frame_cache, reserved,

@@ -106,7 +106,7 @@ def extract(
     params = state.project(overrides).params
     p = params.paths
     with guarded():
-        reserved = reserved_videos(p.videos, p.holdout, params.label, p.frame_cache)
+        reserved = reserved_videos(p.videos, p.holdout, p.label_proposal, params.label)
         result = extract_frames(
             p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames,
             p.frame_cache, reserved,

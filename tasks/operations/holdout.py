@@ -17,7 +17,7 @@ from typing import Any
 
 from tasks.operations import label_studio as ls
 from tasks.operations.labelling import PROPOSAL_JSON, Proposal, propose
-from tasks.pipeline.extract import reserved_videos
+from tasks.pipeline.extract import videos_to_label
 from tasks.pipeline.labels import (
     Box,
     HoldoutItem,
@@ -42,11 +42,11 @@ def propose_holdout(params: Params) -> Proposal:
     """Sample and pre-label frames of the reserved videos into `paths.label_proposal`, with a Label Studio import
     file beside them."""
     p = params.paths
-    reserved = reserved_videos(p.videos, p.holdout, params.label, p.frame_cache)
+    reserved = videos_to_label(p.videos, p.holdout, params.label, p.frame_cache)
     if not reserved:
         raise LabelError(
-            f"no video of {p.videos} is reserved for labelling (label.videos is empty and label.fraction reserves "
-            "none: it needs two videos or more)",
+            f"no video of {p.videos} to propose frames from (label.videos is empty, no labelled holdout names its "
+            "videos, and label.fraction picks none: it needs two videos or more and a fraction above 0)",
             remedy=Remedy.PARAMS,
         )
     proposal = propose(

@@ -123,29 +123,59 @@ def params_key(cfg: ExtractConfig) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def reserved_videos(videos_dir: Path, holdout_dir: Path, cfg: LabelConfig, cache_dir: Path) -> tuple[str, ...]:
+def reserved_videos(videos_dir: Path, holdout_dir: Path, proposal_dir: Path, cfg: LabelConfig) -> tuple[str, ...]:
     """The videos kept for the labelled holdout: never calibration frames, never agreement frames.
 
     Labelled frames seconds away from frames the INT8 build calibrates on or is gated on would score it
-    optimistically, so the split is by video. Once a labelled holdout records its videos (`holdout.json`), those
-    stay reserved for good, plus `label.videos`. Before that: `label.videos` by name, or else the `label.fraction`
-    share of videos with the highest content hashes (the holdout split takes the lowest), at least one when there
-    are two videos or more. A holdout without `holdout.json` (the demo's synthetic one, or one made before this)
-    reserves only `label.videos`.
+    optimistically, so the split is by video. Reserved: `label.videos`, the videos the labelled holdout came from
+    (`holdout.json`) and those a labelling proposal was made from (`proposal.json`), for good. Nothing else is
+    inferred: a missing holdout or proposal reserves nothing (which videos to label is chosen by `label propose`).
     """
+    present = {v.name for v in list_videos(videos_dir)[0]}
+    reserved = set(_named_for_labels(videos_dir, present, cfg))
+    for info in (read_holdout_info(holdout_dir), read_proposal_videos(proposal_dir)):
+        if info is not None:
+            reserved |= set(holdout_videos(info)) & present
+    return tuple(sorted(reserved))
+
+
+def videos_to_label(videos_dir: Path, holdout_dir: Path, cfg: LabelConfig, cache_dir: Path) -> tuple[str, ...]:
+    """Which videos a labelling proposal samples: `label.videos`; else those of an existing labelled holdout (more
+    frames of the same videos); else the `label.fraction` share with the highest content hashes (the agreement
+    split takes the lowest), at least one and never all."""
     videos, _ = list_videos(videos_dir)
-    present = {v.name for v in videos}
-    unknown = sorted(set(cfg.videos) - present)
-    if unknown:
-        raise ExtractError(f"label.videos names {unknown}, which {videos_dir} does not hold", remedy=Remedy.PARAMS)
+    if cfg.videos:
+        return _named_for_labels(videos_dir, {v.name for v in videos}, cfg)
     info = read_holdout_info(holdout_dir)
-    if info is not None:
-        return tuple(sorted(set(holdout_videos(info)) | set(cfg.videos)))
-    if cfg.videos or (holdout_dir / "images").is_dir() or cfg.fraction == 0 or len(videos) < 2:
-        return tuple(sorted(cfg.videos))
+    if info is not None and holdout_videos(info):
+        return tuple(sorted(set(holdout_videos(info)) & {v.name for v in videos}))
+    if cfg.fraction == 0 or len(videos) < 2:
+        return ()
     k = min(len(videos) - 1, max(1, round(len(videos) * cfg.fraction)))
     ranked = sorted(videos, key=lambda v: int(file_sha256(v, cache_dir)[:16], 16), reverse=True)
     return tuple(sorted(v.name for v in ranked[:k]))
+
+
+def _named_for_labels(videos_dir: Path, present: set[str], cfg: LabelConfig) -> tuple[str, ...]:
+    """`label.videos`, every one of which must be in the folder (a typo would silently reserve nothing)."""
+    unknown = sorted(set(cfg.videos) - present)
+    if unknown:
+        raise ExtractError(f"label.videos names {unknown}, which {videos_dir} does not hold", remedy=Remedy.PARAMS)
+    return tuple(sorted(cfg.videos))
+
+
+def read_proposal_videos(proposal_dir: Path) -> dict[str, Any] | None:
+    """`proposal.json` of a labelling proposal (None when there is none): its `videos` are reserved."""
+    path = proposal_dir / "proposal.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise ExtractError(f"{path}: not valid JSON ({e}); remove the proposal or propose again") from e
+    if not isinstance(info, dict):
+        raise ExtractError(f"{path}: expected an object, got {type(info).__name__}")
+    return info
 
 
 def split_of(video_sha256: str, holdout_fraction: float) -> str:

@@ -43,7 +43,7 @@ def test_every_candidate_gets_every_metric(validated: dict, built: tuple) -> Non
         assert validated[name]["agreement_map50"] > 0.5, name
         assert validated[name]["map50"] > 0.5 * ref["map50"], name
     # validation reads the DVC-tracked holdout but never writes into it (no labels.cache beside the labels)
-    assert sorted(p.name for p in params.paths.holdout.iterdir()) == ["images", "labels"]
+    assert sorted(p.name for p in params.paths.holdout.iterdir()) == ["holdout.json", "images", "labels"]
 
 
 def test_metrics_json_round_trip(validated: dict, tmp_path: Path) -> None:
