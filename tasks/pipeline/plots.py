@@ -143,10 +143,10 @@ def _scaled(det: Detections, scale: float) -> Detections:
 
 def candidate_plots(report: ValidationReport, name: str, out_dir: Path, grid_frames: int) -> list[Path]:
     """The PNGs of one candidate's run: latency histogram/CDF, PR curve, and (not for the reference) the grid."""
-    made = [
-        latency_plot(report.latency_samples[name], f"{name}: latency on its own runtime", out_dir / "latency.png"),
-        pr_curve_plot(report.pr_curves[name], f"{name}: precision-recall (labelled holdout)", out_dir / "pr_curve.png"),
-    ]
+    made = [latency_plot(report.latency_samples[name], f"{name}: latency on its own runtime", out_dir / "latency.png")]
+    if name in report.pr_curves:  # none without a labelled holdout
+        title = f"{name}: precision-recall (labelled holdout)"
+        made.append(pr_curve_plot(report.pr_curves[name], title, out_dir / "pr_curve.png"))
     if name != report.reference:
         grid = out_dir / "agreement_grid.png"
         made.append(disagreement_grid(report.diffs[name], report.reference, name, grid, grid_frames))

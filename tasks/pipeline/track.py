@@ -304,7 +304,8 @@ def _log_candidate_plots(mc: Any, rid: str, name: str, report: ValidationReport,
         candidate_plots(report, name, out / "plots", grid_frames)
         (out / "validation").mkdir()
         (out / "validation" / "latency_samples.json").write_text(json.dumps(report.latency_samples[name]))
-        (out / "validation" / "pr_curve.json").write_text(json.dumps(report.pr_curves[name]))
+        if name in report.pr_curves:
+            (out / "validation" / "pr_curve.json").write_text(json.dumps(report.pr_curves[name]))
         worst = [{**asdict(d), "score": round(d.score, 4)} for d in report.diffs[name]]
         (out / "validation" / "disagreements.json").write_text(json.dumps(worst, indent=1))
         mc.log_artifacts(rid, str(out))

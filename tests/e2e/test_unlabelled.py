@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from tasks.demo.synth import SynthConfig, write_videos
 from tasks.pipeline.track import client
 from tasks.pipeline.validate import NO_HOLDOUT
 from tasks.runtime.releases import MANIFEST, current_release
@@ -26,7 +27,14 @@ LENIENT = {"min_agreement": 0.3, "max_map_drop": 1.0, "max_p95_ms": 10_000.0, "m
 def test_without_a_labelled_holdout(project: Params, make_params, cli) -> None:
     root = project.paths.videos.parents[1]
     shutil.rmtree(project.paths.holdout)
-    sizes = {"build": {"imgsz": 160, "candidates": CANDIDATES}, "validate": {"imgsz": 160, "labels": "optional"}}
+    shutil.rmtree(project.paths.videos)  # longer clips: the agreement frames must show plates (they are all there is)
+    write_videos(project.paths.videos, 4, 6, 11, SynthConfig(width=640, height=360, fps=10))
+    # the agreement frames are all there is: enough of them, at a size where FP32 finds the plates
+    sizes = {
+        "build": {"candidates": CANDIDATES},
+        "validate": {"labels": "optional"},
+        "extract": {"interval_s": 0.25, "max_frames_per_video": 12},
+    }
     params = make_params(root, promote=LENIENT, **sizes)
 
     # judged on agreement alone: no mAP, every record says so, and promotion is refused without allow_unlabelled
@@ -54,6 +62,6 @@ def test_without_a_labelled_holdout(project: Params, make_params, cli) -> None:
     assert "map50_95" not in smoke
 
     # required (the default): no labelled holdout stops validation with what to do
-    make_params(root, promote=LENIENT, build=sizes["build"], validate={"imgsz": 160})
+    make_params(root, promote=LENIENT, build=sizes["build"], extract=sizes["extract"])
     failed = cli(root, "validate", check=False)
     assert failed.returncode == 1 and "no holdout images" in failed.stderr and "labelled holdout" in failed.stderr
