@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.runtime.tensorrt import engine_record
 from tasks.support import cache
 from tasks.support.candidate import CANDIDATE_JSON, Candidate, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
@@ -192,6 +193,7 @@ def build_candidates(
                 cache_key=key,
                 params=params,
                 quantization=quantization,
+                tensorrt=engine_record(artifact) if backend == "tensorrt" else {},
             )
             (tmp / CANDIDATE_JSON).write_text(result.to_json())
             cache.store(cache_dir, key, tmp)

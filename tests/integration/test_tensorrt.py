@@ -82,7 +82,7 @@ def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
     built: tuple, plate_model: Path, tmp_path: Path
 ) -> None:
     from tasks.pipeline.validate import run_validation
-    from tasks.runtime.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
+    from tasks.runtime.tensorrt import EngineMismatch, check_engine, read_engine, with_device, write_engine
 
     params, _ = built
     ours = CandidateConfig(name="trt-qdq", precision="int8", method="trt-qdq", qdq={"symmetric_activations": True})
@@ -97,7 +97,9 @@ def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
     metrics = run_validation(out, params.paths.holdout, "fp32", params.validate_).metrics
     assert metrics["trt-qdq"]["agreement_map50"] > 0.5
     header, blob = read_engine(engine)
-    write_engine(engine, {**header, "device": {**device, "gpu": "some other GPU"}}, blob)
+    assert engine.with_suffix(".plan").read_bytes() == blob  # the plain plan, for trtexec / DeepStream / C++
+    assert out[1].tensorrt["plan"] == engine.with_suffix(".plan").name and out[1].tensorrt["device"] == device
+    write_engine(engine, with_device(header, {**device, "gpu": "some other GPU"}), blob)
     with pytest.raises(EngineMismatch, match="some other GPU"):
         check_engine(engine)
 
