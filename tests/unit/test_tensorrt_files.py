@@ -9,8 +9,12 @@ import inspect
 import json
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from tasks.pipeline.build import BackendUnavailable, check_tensorrt
+from tasks.support.config import CandidateConfig
 
 FAKE_DEVICE = {"gpu": "Orin (nvgpu)", "compute_capability": "8.7", "tensorrt": "10.3.0"}
 # Ultralytics' own export metadata, as its exporter writes it into ONNX metadata_props and engine headers
@@ -179,3 +183,72 @@ def test_candidate_json_without_the_tensorrt_field_still_reads(tmp_path: Path) -
     del old["tensorrt"]  # written before the field existed
     (tmp_path / CANDIDATE_JSON).write_text(json.dumps(old))
     assert read_candidate(tmp_path).tensorrt == {}
+
+
+# --- versions -------------------------------------------------------------------------------------------------------
+
+
+def modules(**found: object):
+    """An `import_module` that knows only `found` (name -> module, or an exception to raise)."""
+
+    def load(name: str) -> object:
+        module = found.get(name)
+        if isinstance(module, BaseException):
+            raise module
+        if module is None:
+            raise ModuleNotFoundError(f"No module named '{name}'")
+        return module
+
+    return load
+
+
+def trt(version: str) -> SimpleNamespace:
+    return SimpleNamespace(__version__=version)
+
+
+ULTRALYTICS_INT8 = CandidateConfig(name="trt-int8", precision="int8")
+ULTRALYTICS_FP32 = CandidateConfig(name="trt-fp32", precision="fp32")
+OURS = CandidateConfig(name="trt-qdq", precision="int8", method="trt-qdq", qdq={"symmetric_activations": True})
+
+
+def gpu() -> bool:
+    return True
+
+
+def test_tensorrt_8_is_refused_with_the_version_found_and_the_jetpack_that_ships_10() -> None:
+    with pytest.raises(BackendUnavailable) as err:
+        check_tensorrt([OURS], import_module=modules(tensorrt=trt("8.6.2")), gpu_available=gpu)
+    message = str(err.value)
+    assert "TensorRT 8.6.2 is installed" in message and "TensorRT 10 or later" in message
+    assert "JetPack 6.1" in message
+    assert err.value.facts["tensorrt"] == "8.6.2"
+
+
+def test_tensorrt_10_3_is_accepted() -> None:
+    cands = [ULTRALYTICS_INT8, OURS]
+    assert check_tensorrt(cands, import_module=modules(tensorrt=trt("10.3.0")), gpu_available=gpu) == "10.3.0"
+
+
+def test_a_tensorrt_that_does_not_import_is_refused_with_its_import_error() -> None:
+    broken = ImportError("libnvinfer.so.10: cannot open shared object file: No such file or directory")
+    with pytest.raises(BackendUnavailable) as err:
+        check_tensorrt([OURS], import_module=modules(tensorrt=broken), gpu_available=gpu)
+    assert "libnvinfer.so.10: cannot open shared object file" in str(err.value)
+    assert "tensorrt` Python package does not import" in str(err.value)
+
+
+def test_tensorrt_11_without_modelopt_refuses_ultralytics_quantized_engines_only() -> None:
+    load = modules(tensorrt=trt("11.0.0"))
+    with pytest.raises(BackendUnavailable) as err:
+        check_tensorrt([ULTRALYTICS_FP32, ULTRALYTICS_INT8, OURS], import_module=load, gpu_available=gpu)
+    message = str(err.value)
+    assert "'trt-int8'" in message and "ModelOpt" in message and "No module named 'modelopt" in message
+    assert "'trt-qdq'" not in message and "'trt-fp32'" not in message
+    assert check_tensorrt([ULTRALYTICS_FP32, OURS], import_module=load, gpu_available=gpu) == "11.0.0"
+    with_modelopt = modules(tensorrt=trt("11.0.0"), **{"modelopt.onnx.quantization": SimpleNamespace()})
+    assert check_tensorrt([ULTRALYTICS_INT8], import_module=with_modelopt, gpu_available=gpu) == "11.0.0"
+
+
+def test_no_gpu_is_refused_even_with_tensorrt_10() -> None:
+    with pytest.raises(BackendUnavailable, match="no CUDA GPU"):
+        check_tensorrt([OURS], import_module=modules(tensorrt=trt("10.3.0")), gpu_available=lambda: False)
