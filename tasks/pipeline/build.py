@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.runtime.tensorrt import engine_record
+from tasks.runtime.tensorrt import ENGINE_FILES, engine_record
 from tasks.support import cache
 from tasks.support.candidate import CANDIDATE_JSON, Candidate, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
@@ -201,6 +201,12 @@ def build_candidates(
         keyed = {**params, "backend": backend}
         if cand.method == "nncf" and gate_hash:
             keyed["gate_frames_sha256"] = gate_hash
+        if backend == "tensorrt":  # engines cached before these layouts did not load or lacked their plan
+            keyed["engine_files"] = ENGINE_FILES
+        if cand.method == "trt-qdq":
+            from tasks.pipeline.quantize import TRT_QDQ_PLACEMENT
+
+            keyed["qdq_placement"] = TRT_QDQ_PLACEMENT
         key = cache.cache_key(base_model_sha256, calibrated_on, keyed, cfg.imgsz, toolchain)
         folder = out_dir / cand.name
         reused = _reuse(folder, key, cache_dir)
@@ -366,7 +372,10 @@ def build_artifact(
         onnx_fp32 = export_candidate(model, fp32, "onnxruntime", dataset_yaml, imgsz, Path(scratch))
         qdq = (out if cand.method == "ort-qdq" else Path(scratch)) / f"{onnx_fp32.stem}_qdq.onnx"
         settings = cand.qdq_settings
-        result = quantize.qdq_quantize_onnx(onnx_fp32, qdq, images, settings, imgsz, gate, settings.holdout_fraction)
+        result = quantize.qdq_quantize_onnx(
+            onnx_fp32, qdq, images, settings, imgsz, gate, settings.holdout_fraction,
+            for_tensorrt=cand.method == "trt-qdq",
+        )  # fmt: skip
         if cand.method == "ort-qdq":
             return qdq, result.info
         from tasks.runtime.tensorrt import build_strongly_typed_engine

@@ -30,6 +30,7 @@ from tasks.support.errors import AlprError, Remedy
 log = logging.getLogger(__name__)
 
 PLAN_SUFFIX = ".plan"
+ENGINE_FILES = "engine: ultralytics header with our data under alpr_ops; plan beside it"  # in TensorRT cache keys
 
 
 class EngineMismatch(AlprError):
