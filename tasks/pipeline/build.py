@@ -9,17 +9,19 @@ Artifacts are content-addressed (tasks/support/cache.py): an unchanged candidate
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
-import importlib.util
 import json
 import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.runtime.tensorrt import ENGINE_FILES, engine_record
 from tasks.support import cache
 from tasks.support.candidate import CANDIDATE_JSON, Candidate, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
@@ -56,22 +58,72 @@ def toolchain_versions() -> dict[str, str]:
     return found
 
 
-def check_tensorrt() -> None:
-    """Fail with the reason when this machine cannot build TensorRT engines (they are built on the target GPU)."""
-    missing = []
-    if importlib.util.find_spec("tensorrt") is None:
-        missing.append("the `tensorrt` Python package is not importable")
-    import torch
+TENSORRT_MIN_MAJOR = 10  # STRONGLY_TYPED networks (our trt-qdq engines) and the named-tensor API start at 10.0
+TENSORRT_10_JETPACK = "JetPack 6.1 or later (TensorRT 10.3), while JetPack 5.x and 6.0 ship TensorRT 8.5 and 8.6"
 
-    if not torch.cuda.is_available():
+
+def _major(version: str) -> int | None:
+    head = str(version).split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def check_tensorrt(
+    candidates: Sequence[CandidateConfig] = (),
+    *,
+    import_module: Callable[[str], Any] = importlib.import_module,
+    gpu_available: Callable[[], bool] | None = None,
+) -> str:
+    """Fail with the reason when this machine cannot build the TensorRT `candidates`; returns TensorRT's version.
+
+    TensorRT engines are built on the target GPU. Checked by importing `tensorrt` (a package that is found but does
+    not import fails here, with its error) and reading its version: 10 or later (`STRONGLY_TYPED` does not exist
+    before). On TensorRT 11, Ultralytics' own engine export quantizes FP16/INT8 through NVIDIA ModelOpt
+    (`ultralytics.utils.export.engine.modelopt_quantize_onnx`), which it would try to pip-install: those candidates
+    are refused unless `modelopt` imports; our `trt-qdq` (Q/DQ from ONNX Runtime) and FP32 exports do not need it.
+    `import_module` and `gpu_available` are injectable for tests (defaults: `importlib.import_module`,
+    `torch.cuda.is_available`).
+    """
+    missing, version = [], ""
+    try:
+        trt = import_module("tensorrt")
+    except Exception as e:  # ImportError, or OSError/AttributeError from a broken install
+        missing.append(f"the `tensorrt` Python package does not import ({type(e).__name__}: {e})")
+    else:
+        version = str(getattr(trt, "__version__", "unknown"))
+        major = _major(version)
+        if major is None or major < TENSORRT_MIN_MAJOR:
+            missing.append(
+                f"TensorRT {version} is installed, but this project needs TensorRT {TENSORRT_MIN_MAJOR} or later "
+                f"(strongly-typed networks from Q/DQ ONNX); on Jetson that is {TENSORRT_10_JETPACK}"
+            )
+        elif major >= 11:
+            needs = [c.name for c in candidates if c.method == "ultralytics" and c.precision in ("fp16", "int8")]
+            if needs:
+                try:
+                    import_module("modelopt.onnx.quantization")
+                except Exception as e:
+                    missing.append(
+                        f"TensorRT {version}: Ultralytics' FP16/INT8 engine export goes through NVIDIA ModelOpt on "
+                        f"TensorRT 11, and `modelopt` does not import here ({type(e).__name__}: {e}), so candidates "
+                        f"{', '.join(repr(n) for n in needs)} cannot be built; install nvidia-modelopt[onnx] on the "
+                        "gate, or build INT8 with method: trt-qdq (no ModelOpt needed)"
+                    )
+    if gpu_available is None:
+        import torch
+
+        gpu_available = torch.cuda.is_available
+    if not gpu_available():
         missing.append("no CUDA GPU is visible (torch.cuda.is_available() is False)")
     if missing:
         raise BackendUnavailable(
             "TensorRT backend unavailable here: "
             + "; ".join(missing)
             + ". TensorRT engines are tied to the GPU and TensorRT version they are built on: build them on the "
-            "gate's hardware (TensorRT 10 installed, GPU visible), or use build.backend: openvino for the CPU."
+            f"gate's hardware (TensorRT {TENSORRT_MIN_MAJOR} or later installed, GPU visible), or use "
+            "build.backend: openvino for the CPU.",
+            tensorrt=version,
         )
+    return version
 
 
 def export_candidate(
@@ -130,7 +182,8 @@ def build_candidates(
     if not dataset_yaml.is_file():
         raise BuildInputMissing(f"{dataset_yaml}: calibration dataset YAML not found")
     if any(cfg.backend_of(c) == "tensorrt" for c in cfg.candidates):
-        check_tensorrt()  # before any export: fail in seconds, not after the CPU candidates
+        # before any export: fail in seconds, not after the CPU candidates
+        check_tensorrt([c for c in cfg.candidates if cfg.backend_of(c) == "tensorrt"])
     if gate is None and any(c.method != "ultralytics" for c in cfg.candidates):
         raise ValueError("build_candidates: our INT8 methods need `gate` (params.yaml `validate:`) for their gate")
     toolchain = toolchain_versions()
@@ -148,6 +201,12 @@ def build_candidates(
         keyed = {**params, "backend": backend}
         if cand.method == "nncf" and gate_hash:
             keyed["gate_frames_sha256"] = gate_hash
+        if backend == "tensorrt":  # engines cached before these layouts did not load or lacked their plan
+            keyed["engine_files"] = ENGINE_FILES
+        if cand.method == "trt-qdq":
+            from tasks.pipeline.quantize import TRT_QDQ_PLACEMENT
+
+            keyed["qdq_placement"] = TRT_QDQ_PLACEMENT
         key = cache.cache_key(base_model_sha256, calibrated_on, keyed, cfg.imgsz, toolchain)
         folder = out_dir / cand.name
         reused = _reuse(folder, key, cache_dir)
@@ -192,6 +251,7 @@ def build_candidates(
                 cache_key=key,
                 params=params,
                 quantization=quantization,
+                tensorrt=engine_record(artifact) if backend == "tensorrt" else {},
             )
             (tmp / CANDIDATE_JSON).write_text(result.to_json())
             cache.store(cache_dir, key, tmp)
@@ -312,7 +372,10 @@ def build_artifact(
         onnx_fp32 = export_candidate(model, fp32, "onnxruntime", dataset_yaml, imgsz, Path(scratch))
         qdq = (out if cand.method == "ort-qdq" else Path(scratch)) / f"{onnx_fp32.stem}_qdq.onnx"
         settings = cand.qdq_settings
-        result = quantize.qdq_quantize_onnx(onnx_fp32, qdq, images, settings, imgsz, gate, settings.holdout_fraction)
+        result = quantize.qdq_quantize_onnx(
+            onnx_fp32, qdq, images, settings, imgsz, gate, settings.holdout_fraction,
+            for_tensorrt=cand.method == "trt-qdq",
+        )  # fmt: skip
         if cand.method == "ort-qdq":
             return qdq, result.info
         from tasks.runtime.tensorrt import build_strongly_typed_engine

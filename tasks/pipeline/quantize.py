@@ -1,5 +1,6 @@
 """Our INT8 builds: NNCF on the OpenVINO IR of the FP32 model (with accuracy recovery), and Q/DQ ONNX from ONNX
-Runtime's `quantize_static` (for ONNX Runtime, or for a strongly-typed TensorRT engine).
+Runtime's `quantize_static` (for ONNX Runtime, or, placed the way NVIDIA ModelOpt places Q/DQ for TensorRT, for a
+strongly-typed TensorRT engine: `trt_qdq_options`).
 
 The accuracy gate is agreement with FP32 (mAP50-95 of the INT8 model against the FP32 model's own detections):
 gate videos have no labels, and agreement is what says whether INT8 changed what the detector sees. It is measured
@@ -442,6 +443,36 @@ def _ort_infer(path: Path) -> Infer:
     return lambda x: session.run(None, {name: x})[0]
 
 
+# The compute ops TensorRT runs in INT8 from Q/DQ inputs: NVIDIA ModelOpt's INT8 placement for TensorRT puts Q/DQ
+# at their inputs (its partition heads); ops that only move or transform activations stay in float so TensorRT fuses
+# them (Conv + SiLU = Conv, Sigmoid, Mul). ModelOpt removes the same activation-only ops (Concat, Split, Reshape,
+# Sigmoid, Slice, Transpose...) from ONNX Runtime's QDQ registry and also quantizes pooling and residual Adds through
+# its own partitioning, which `quantize_static` has no equivalent of: those stay in float here.
+TRT_QDQ_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+TRT_QDQ_PLACEMENT = "modelopt-style: compute-op inputs, float bias, per-channel weights"  # in trt-qdq cache keys
+
+
+def trt_qdq_options(model: Any) -> tuple[list[str], dict[str, Any]]:
+    """(op_types_to_quantize, extra_options) of `quantize_static` for a Q/DQ ONNX that TensorRT's ONNX parser takes
+    and builds strongly typed, set as NVIDIA ModelOpt sets ONNX Runtime for TensorRT (`modelopt.onnx.quantization.
+    ort_utils.configure_ort`): no bias quantization (an INT32 bias behind DequantizeLinear is refused: TensorRT's
+    DequantizeLinear takes INT8/FP8/INT4/FP4 inputs), symmetric INT8 activations and weights (zero points 0), a Q/DQ
+    pair on each float weight, per-channel weight scales on the output-channel axis (Conv: 0, ConvTranspose: 1),
+    no op's output quantized for its own sake: only the inputs of `TRT_QDQ_OP_TYPES`."""
+    present = {node.op_type for node in model.graph.node}
+    extra = {
+        "QuantizeBias": False,
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "AddQDQPairToWeight": True,
+        "DedicatedQDQPair": False,
+        "OpTypesToExcludeOutputQuantization": sorted(present),
+        "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
+        "ForceQuantizeNoInputCheck": True,
+    }
+    return [t for t in TRT_QDQ_OP_TYPES if t in present], extra
+
+
 def qdq_quantize_onnx(
     fp32_onnx: Path,
     out_onnx: Path,
@@ -450,10 +481,16 @@ def qdq_quantize_onnx(
     imgsz: int,
     gate_cfg: ValidateConfig,
     holdout_fraction: float,
+    *,
+    for_tensorrt: bool = False,
 ) -> QuantizeResult:
     """A Q/DQ ONNX of `fp32_onnx` through ONNX Runtime's `quantize_static`, keeping the Ultralytics metadata.
 
-    Symmetric activations (int8, zero point 0) are what TensorRT's explicit quantization needs.
+    `for_tensorrt` (method `trt-qdq`): the graph TensorRT's ONNX parser takes and fuses best (`trt_qdq_options`:
+    ModelOpt's settings for TensorRT; `CandidateConfig` refuses a trt-qdq candidate without symmetric activations or
+    with per-tensor weights). Otherwise (`ort-qdq`, for ONNX Runtime's own CPU kernels):
+    ONNX Runtime's defaults, every op it can quantize and INT32 biases, which its QDQ fusions (QLinearConv and the
+    QLinear element-wise ops) use.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -484,6 +521,9 @@ def qdq_quantize_onnx(
         "percentile": CalibrationMethod.Percentile,
     }[cfg.calibration]
     extra: dict[str, Any] = {"ActivationSymmetric": cfg.symmetric_activations, "WeightSymmetric": True}
+    op_types: list[str] | None = None  # ONNX Runtime's default: every op type it has a quantizer for
+    if for_tensorrt:
+        op_types, extra = trt_qdq_options(model)
     if cfg.calibration == "percentile":
         extra["CalibPercentile"] = cfg.percentile
     started = time.perf_counter()
@@ -492,6 +532,7 @@ def qdq_quantize_onnx(
         str(out_onnx),
         Reader(),
         quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=op_types,
         per_channel=cfg.per_channel,
         activation_type=QuantType.QInt8 if cfg.symmetric_activations else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
@@ -519,6 +560,11 @@ def qdq_quantize_onnx(
             "calibration_frames": len(calib),
             "holdout_frames": len(held),
             "kept_in_float": exclude,
+            "qdq_placement": (
+                {"target": "tensorrt", "op_types_quantized": op_types, "quantize_bias": False, "per_channel": True}
+                if for_tensorrt
+                else {"target": "onnxruntime", "op_types_quantized": "onnxruntime-default", "quantize_bias": True}
+            ),
             "gate": {k: v for k, v in result.as_dict().items() if k not in ("max_drop", "passed")},
             "quantize_seconds": round(time.perf_counter() - started, 2),
         }

@@ -4,20 +4,33 @@ TensorRT 10.1 deprecated and TensorRT 11 removed the implicit INT8 calibrators: 
 the ONNX) built with `STRONGLY_TYPED` is the path that survives. An engine only runs on the GPU model and TensorRT
 version it was built with, so each one records them and `check_engine` refuses a mismatch with a clear message.
 
-Engine files use Ultralytics' layout (4-byte little-endian JSON length, JSON metadata, serialized engine) so that
-`YOLO("x.engine")` loads them.
+Each engine is written twice, from the same serialized bytes:
+
+- `<name>.engine`: Ultralytics' layout (4-byte little-endian JSON length, JSON metadata, serialized engine) so that
+  `YOLO("x.engine")` loads it. Ultralytics' backend sets every header key as an attribute of itself
+  (`BaseBackend.apply_metadata`), so the header holds Ultralytics' own export metadata (stride, names, imgsz...)
+  and ours only under the one key `alpr_ops` (`HEADER_KEY`), which no backend attribute uses: a top-level `device`
+  key, as older builds wrote, replaced the backend's `torch.device` and no engine loaded.
+- `<name>.plan`: the plain serialized plan, for tools that expect nothing in front of it (`trtexec --loadEngine`,
+  DeepStream's nvinfer, C++ `deserializeCudaEngine`). The candidate's `candidate.json` records it and what the engine
+  was built for (`engine_record`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from tasks.support.cache import META_KEY as HEADER_KEY  # the only key of ours in an engine header
 from tasks.support.errors import AlprError, Remedy
 
 log = logging.getLogger(__name__)
+
+PLAN_SUFFIX = ".plan"
+ENGINE_FILES = "engine: ultralytics header with our data under alpr_ops; plan beside it"  # in TensorRT cache keys
 
 
 class EngineMismatch(AlprError):
@@ -59,28 +72,58 @@ def write_engine(path: Path, header: dict[str, Any], engine: bytes) -> Path:
     return path
 
 
+def plan_path(engine_path: Path) -> Path:
+    """Where the plain serialized plan of `engine_path` lives: beside it, `<name>.plan`."""
+    return engine_path.with_suffix(PLAN_SUFFIX)
+
+
+def save_engine(engine_path: Path, header: dict[str, Any], serialized: bytes) -> tuple[Path, Path]:
+    """Write the serialized engine twice: the plain plan (`<name>.plan`, exactly `serialized`) and the engine
+    Ultralytics loads (`<name>.engine`: header + the same bytes). Returns (engine, plan)."""
+    plan = plan_path(engine_path)
+    tmp = plan.with_name(f".{plan.name}.tmp")
+    tmp.write_bytes(serialized)
+    tmp.replace(plan)
+    return write_engine(engine_path, header, serialized), plan
+
+
+def with_device(header: dict[str, Any], device: dict[str, str]) -> dict[str, Any]:
+    """`header` with `device` recorded under `HEADER_KEY` (and no top-level `device`, which older builds wrote and
+    which would replace the `torch.device` of Ultralytics' backend)."""
+    ours = {**(header.get(HEADER_KEY) or {}), "device": device}
+    return {**{k: v for k, v in header.items() if k not in ("device", HEADER_KEY)}, HEADER_KEY: ours}
+
+
+def built_for(header: dict[str, Any]) -> dict[str, str] | None:
+    """The GPU and TensorRT version an engine header records: under `HEADER_KEY`, or at the top level in engines
+    written before that (read, never written)."""
+    ours = header.get(HEADER_KEY)
+    found = ours.get("device") if isinstance(ours, dict) else None
+    return found or header.get("device") or None
+
+
 def check_engine(path: Path) -> dict[str, str]:
     """Fail unless `path` was built for this machine's GPU and TensorRT version; returns what it was built for."""
     header, _ = read_engine(path)
-    built_for = header.get("device")
-    if not built_for:
+    device = built_for(header)
+    if not device:
         raise EngineMismatch(f"{path}: the engine does not record its GPU and TensorRT version; rebuild it here")
     try:
         here = device_info()
     except (ImportError, RuntimeError, AssertionError) as e:  # no tensorrt package, no CUDA GPU
         raise EngineMismatch(
-            f"{path}: built for {built_for.get('gpu')!r} (compute capability {built_for.get('compute_capability')}, "
-            f"TensorRT {built_for.get('tensorrt')}), but this machine cannot run TensorRT ({type(e).__name__}: {e}). "
+            f"{path}: built for {device.get('gpu')!r} (compute capability {device.get('compute_capability')}, "
+            f"TensorRT {device.get('tensorrt')}), but this machine cannot run TensorRT ({type(e).__name__}: {e}). "
             "Run it on the gate hardware it was built for."
         ) from e
-    diff = {k: (built_for.get(k), here[k]) for k in here if built_for.get(k) != here[k]}
+    diff = {k: (device.get(k), here[k]) for k in here if device.get(k) != here[k]}
     if diff:
         detail = ", ".join(f"{k}: built for {a!r}, this machine has {b!r}" for k, (a, b) in diff.items())
         raise EngineMismatch(
             f"{path}: TensorRT engines only run where they were built ({detail}). Rebuild it on this machine "
             "with build.backend: tensorrt."
         )
-    return built_for
+    return device
 
 
 def ensure_runnable(artifact: Path) -> None:
@@ -88,6 +131,26 @@ def ensure_runnable(artifact: Path) -> None:
     (other formats run anywhere their runtime does)."""
     if artifact.suffix == ".engine":
         check_engine(artifact)
+
+
+def engine_record(engine_path: Path) -> dict[str, Any]:
+    """What `candidate.json` says about an engine (its `tensorrt` field): the plain plan beside it (name, sha256,
+    size), what it was built for, and the header layout of the `.engine` file."""
+    header, engine = read_engine(engine_path)
+    plan = plan_path(engine_path)
+    record: dict[str, Any] = {
+        "engine": engine_path.name,
+        "engine_layout": "ultralytics: 4-byte little-endian JSON length, JSON metadata, serialized plan",
+        "plan": plan.name if plan.is_file() else None,
+        "device": built_for(header),
+    }
+    if plan.is_file():
+        data = plan.read_bytes()
+        if data != engine:
+            raise EngineMismatch(f"{plan}: the plan differs from the serialized engine inside {engine_path.name}")
+        record["plan_sha256"] = hashlib.sha256(data).hexdigest()
+        record["plan_bytes"] = len(data)
+    return record
 
 
 def onnx_metadata(onnx_path: Path) -> dict[str, str]:
@@ -98,9 +161,16 @@ def onnx_metadata(onnx_path: Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+def engine_header(ultralytics_metadata: dict[str, Any], device: dict[str, str]) -> dict[str, Any]:
+    """The header of an engine we build: Ultralytics' export metadata as it is, and ours under `HEADER_KEY` only
+    (the build metadata embedded in the ONNX under that key is replaced: `cache.embed_metadata` adds the engine's)."""
+    return with_device({k: v for k, v in ultralytics_metadata.items() if k != HEADER_KEY}, device)
+
+
 def build_strongly_typed_engine(qdq_onnx: Path, engine_path: Path, workspace_gb: float = 4.0) -> Path:
     """Build a strongly-typed engine from a Q/DQ ONNX: precisions come from the graph's Q/DQ nodes, not from
-    builder flags or a calibrator (the only INT8 route in TensorRT 11)."""
+    builder flags or a calibrator (the only INT8 route in TensorRT 11). Writes `<name>.engine` and `<name>.plan`
+    (`save_engine`); needs TensorRT 10 or later (`tasks.pipeline.build.check_tensorrt` checks it first)."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -115,14 +185,14 @@ def build_strongly_typed_engine(qdq_onnx: Path, engine_path: Path, workspace_gb:
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"{qdq_onnx}: TensorRT failed to build a strongly-typed engine (see the log above)")
-    header: dict[str, Any] = {**onnx_metadata(qdq_onnx), "device": device_info()}
-    header.pop("alpr_ops", None)
-    write_engine(engine_path, header, bytes(serialized))
-    log.info("built strongly-typed TensorRT engine %s for %s", engine_path, header["device"])
+    device = device_info()
+    save_engine(engine_path, engine_header(onnx_metadata(qdq_onnx), device), bytes(serialized))
+    log.info("built strongly-typed TensorRT engine %s (and its plain plan) for %s", engine_path, device)
     return engine_path
 
 
 def stamp_device(engine_path: Path) -> Path:
-    """Record this machine's GPU and TensorRT version in an engine Ultralytics exported here."""
+    """Record this machine's GPU and TensorRT version in an engine Ultralytics exported here (under `HEADER_KEY`),
+    and write its plain plan beside it."""
     header, engine = read_engine(engine_path)
-    return write_engine(engine_path, {**header, "device": device_info()}, engine)
+    return save_engine(engine_path, with_device(header, device_info()), engine)[0]

@@ -19,7 +19,9 @@ from tasks.support.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
 
-META_KEY = "alpr_ops"  # ONNX metadata_props key, OpenVINO rt_info section, engine header key
+# ONNX metadata_props key, OpenVINO rt_info section, and the only key of ours in a TensorRT engine header (which
+# Ultralytics' backend applies key by key as attributes of itself: tests/unit/test_tensorrt_files.py checks the name)
+META_KEY = "alpr_ops"
 
 
 def cache_key(
@@ -96,8 +98,8 @@ def embed_metadata(artifact: Path, meta: dict[str, Any]) -> None:
     elif artifact.suffix == ".engine":
         from tasks.runtime.tensorrt import read_engine, write_engine
 
-        header, engine = read_engine(artifact)
-        write_engine(artifact, {**header, META_KEY: meta}, engine)
+        header, engine = read_engine(artifact)  # merged into what the header holds under META_KEY (the device)
+        write_engine(artifact, {**header, META_KEY: {**(header.get(META_KEY) or {}), **meta}}, engine)
     else:
         raise ValueError(f"{artifact}: no known way to embed metadata in this artifact type")
 

@@ -40,6 +40,9 @@ class Candidate:
     cache_key: str = ""
     params: dict[str, Any] = field(default_factory=dict)  # the candidate's entry of build.candidates
     quantization: dict[str, Any] = field(default_factory=dict)  # gate, layers kept in float (our methods)
+    # TensorRT engines: the plain plan beside the `.engine` and what it was built for (tasks.runtime.tensorrt
+    # `engine_record`); empty for other backends and for candidates built before it was recorded
+    tensorrt: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:

@@ -198,6 +198,11 @@ class CandidateConfig(_Frozen):
                 f"{where}: TensorRT needs symmetric activations; set qdq.symmetric_activations: true"
                 " (add `qdq: {symmetric_activations: true}` to the candidate)"
             )
+        if self.method == "trt-qdq" and self.qdq is not None and not self.qdq.per_channel:
+            raise ValueError(
+                f"{where}: trt-qdq quantizes weights per output channel, as NVIDIA ModelOpt does for TensorRT; "
+                "remove qdq.per_channel: false"
+            )
         if self.method != "ultralytics" and self.backend is not None and self.backend != METHOD_BACKEND[self.method]:
             raise ValueError(
                 f"{where}: method {self.method} builds for {METHOD_BACKEND[self.method]}, not backend {self.backend}"

@@ -82,7 +82,7 @@ def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
     built: tuple, plate_model: Path, tmp_path: Path
 ) -> None:
     from tasks.pipeline.validate import run_validation
-    from tasks.runtime.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
+    from tasks.runtime.tensorrt import EngineMismatch, check_engine, read_engine, with_device, write_engine
 
     params, _ = built
     ours = CandidateConfig(name="trt-qdq", precision="int8", method="trt-qdq", qdq={"symmetric_activations": True})
@@ -97,7 +97,9 @@ def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
     metrics = run_validation(out, params.paths.holdout, "fp32", params.validate_).metrics
     assert metrics["trt-qdq"]["agreement_map50"] > 0.5
     header, blob = read_engine(engine)
-    write_engine(engine, {**header, "device": {**device, "gpu": "some other GPU"}}, blob)
+    assert engine.with_suffix(".plan").read_bytes() == blob  # the plain plan, for trtexec / DeepStream / C++
+    assert out[1].tensorrt["plan"] == engine.with_suffix(".plan").name and out[1].tensorrt["device"] == device
+    write_engine(engine, with_device(header, {**device, "gpu": "some other GPU"}), blob)
     with pytest.raises(EngineMismatch, match="some other GPU"):
         check_engine(engine)
 
@@ -110,3 +112,142 @@ def test_an_engine_built_for_another_gpu_is_refused_before_any_loader_runs(tmp_p
     with pytest.raises(EngineMismatch, match=r"built for 'Orin \(nvgpu\)'"):
         ensure_runnable(engine)
     ensure_runnable(tmp_path / "m.onnx")  # other formats are not TensorRT's to refuse
+
+
+# --- the Q/DQ ONNX our trt-qdq candidates hand to TensorRT's parser, checked on the CPU -----------------------------
+
+# TensorRT 10's ONNX parser: "TensorRT 10.0 supports operators in the inclusive range of opset 9 to opset 20"
+# (onnx/onnx-tensorrt, branch 10.0-GA, docs/operators.md; later 10.x releases extend the top, never the bottom).
+# Same file: DequantizeLinear takes INT8, FP8, INT4 (FP4 from 10.8) with `x_zero_point` zero; QuantizeLinear's
+# `y_zero_point` must be 0.
+TRT10_OPSETS = range(9, 21)
+COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}  # what TensorRT runs in INT8 from Q/DQ inputs
+NEVER_QUANTIZED = {"Sigmoid", "Reshape"}  # activation-only ops whose outputs feed no compute op in this detector
+ACTIVATION_ONLY = {"Sigmoid", "Concat", "Split", "Reshape", "Mul", "Add", "Resize", "MaxPool", "Softmax", "Transpose"}
+
+
+def tensorrt_qdq_violations(model) -> tuple[list[str], dict[str, int]]:
+    """What in a Q/DQ ONNX breaks TensorRT 10's documented ONNX-parser rules, or the placement TensorRT fuses best
+    (Q/DQ at the inputs of compute ops only, as NVIDIA ModelOpt places them); and counts of what was checked."""
+    from onnx import TensorProto, numpy_helper, shape_inference
+
+    model = shape_inference.infer_shapes(model)
+    graph = model.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    init_types = {t.name: t.data_type for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            inits[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            init_types[node.output[0]] = node.attribute[0].t.data_type
+    types = {**init_types}
+    for v in [*graph.value_info, *graph.input, *graph.output]:
+        types.setdefault(v.name, v.type.tensor_type.elem_type)
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i, name in enumerate(n.input):
+            consumers.setdefault(name, []).append((n, i))
+    bad: list[str] = []
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    if opsets.get("ai.onnx") not in TRT10_OPSETS:
+        bad.append(f"opset {opsets.get('ai.onnx')} outside TensorRT 10's {TRT10_OPSETS.start}-{TRT10_OPSETS.stop - 1}")
+    bad += [
+        f"{n.name}: {n.domain}::{n.op_type} is not an ONNX op" for n in graph.node if n.domain not in ("", "ai.onnx")
+    ]
+    counts = {"weight_qdq": 0, "activation_q": 0, "per_channel_scales": 0}
+    for n in graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        attr = {a.name: a for a in n.attribute}
+        zp = n.input[2] if len(n.input) > 2 and n.input[2] else None
+        if zp is None:
+            bad.append(f"{n.name}: no zero point (defaults to uint8)")
+        elif init_types.get(zp) != TensorProto.INT8:
+            bad.append(f"{n.name}: zero point {TensorProto.DataType.Name(init_types.get(zp, 0))}, not INT8")
+        elif (inits[zp] != 0).any():
+            bad.append(f"{n.name}: zero point not 0")
+        if n.op_type == "DequantizeLinear" and types.get(n.input[0]) not in (None, TensorProto.INT8):
+            bad.append(f"{n.name}: DequantizeLinear input {TensorProto.DataType.Name(types[n.input[0]])}, not INT8")
+        scale = inits.get(n.input[1])
+        if scale is None:
+            bad.append(f"{n.name}: scale is not a constant")
+            continue
+        if n.op_type == "QuantizeLinear":
+            if n.input[0] not in inits:
+                counts["activation_q"] += 1
+                after = [c for dq in consumers.get(n.output[0], []) for c in consumers.get(dq[0].output[0], [])]
+                if not any(c.op_type in COMPUTE_OPS for c, _ in after):
+                    bad.append(f"{n.name}: quantizes {n.input[0]}, which feeds no compute op ({COMPUTE_OPS})")
+                src = producer.get(n.input[0])
+                if src is not None and src.op_type in NEVER_QUANTIZED:
+                    bad.append(f"{n.name}: Q/DQ on the output of {src.op_type} {src.name}")
+            continue
+        # DequantizeLinear: a weight (constant, or the Q of a constant) or an activation
+        q = producer.get(n.input[0])
+        weight = n.input[0] in inits or (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inits)
+        uses = consumers.get(n.output[0], [])
+        if scale.size > 1:
+            counts["per_channel_scales"] += 1
+            axis = attr["axis"].i if "axis" in attr else 1
+            if not weight or axis != 0:
+                bad.append(
+                    f"{n.name}: per-channel scale ({scale.size}) on {'a weight' if weight else 'an activation'}"
+                    f" with axis {axis}"
+                )
+        if weight:
+            counts["weight_qdq"] += 1
+            for c, i in uses:
+                if c.op_type in COMPUTE_OPS and i == 2:
+                    bad.append(f"{n.name}: quantized bias of {c.name}")
+                elif c.op_type == "Conv" and i == 1:
+                    w = inits[q.input[0]] if n.input[0] not in inits else inits[n.input[0]]
+                    if scale.size != w.shape[0]:
+                        bad.append(f"{n.name}: {scale.size} scales for the {w.shape[0]} output channels of {c.name}")
+                else:
+                    bad.append(f"{n.name}: weight Q/DQ feeding {c.op_type} input {i}")
+            if n.input[0] in inits:
+                bad.append(f"{n.name}: weight stored as INT8 (no Q/DQ pair on the weight)")
+    for n in graph.node:  # activation-only ops are not quantized themselves: none reads a DQ that only it reads
+        if n.op_type in ACTIVATION_ONLY:
+            for name in n.input:
+                dq = producer.get(name)
+                if (
+                    dq is not None
+                    and dq.op_type == "DequantizeLinear"
+                    and all(c.op_type in ACTIVATION_ONLY for c, _ in consumers.get(name, []))
+                ):
+                    bad.append(f"{n.name}: {n.op_type} reads a DequantizeLinear that feeds no compute op")
+    return bad, counts
+
+
+def test_trt_qdq_onnx_follows_tensorrts_onnx_parser_rules(
+    plate_model: Path, sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Q/DQ ONNX that build hands to TensorRT for a trt-qdq candidate (the engine build itself is not run here:
+    `build_strongly_typed_engine` is replaced by a copy of its input), checked against TensorRT's parser rules."""
+    import shutil
+
+    import onnx
+
+    import tasks.runtime.tensorrt as trt_files
+    from tasks.pipeline.build import build_artifact
+    from tasks.support.config import ValidateConfig
+
+    calib = tmp_path / "calibration.yaml"  # the holdout frames as calibration frames (6: 4 calibrate, 2 gate)
+    calib.write_text(f"path: {sample_data / 'holdout'}\nval: images\nnames: {{0: plate}}\n")
+    handed = tmp_path / "handed_to_tensorrt.onnx"
+
+    def parser_input(qdq_onnx: Path, engine_path: Path, workspace_gb: float = 4.0) -> Path:
+        shutil.copyfile(qdq_onnx, handed)
+        return engine_path
+
+    monkeypatch.setattr(trt_files, "build_strongly_typed_engine", parser_input)
+    cand = CandidateConfig(
+        name="trt-qdq", precision="int8", method="trt-qdq", qdq={"symmetric_activations": True, "subset_size": 4}
+    )
+    (tmp_path / "out").mkdir()
+    build_artifact(plate_model, cand, "tensorrt", calib, 160, tmp_path / "out", ValidateConfig(imgsz=160), [])
+    violations, counts = tensorrt_qdq_violations(onnx.load(str(handed)))
+    assert not violations, f"{len(violations)} violations:\n" + "\n".join(violations[:40])
+    assert counts["weight_qdq"] > 40 and counts["activation_q"] > 40
+    assert counts["per_channel_scales"] == counts["weight_qdq"]

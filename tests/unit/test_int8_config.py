@@ -82,6 +82,15 @@ def test_full_nncf_and_qdq_settings_parse(tmp_path: Path) -> None:
             "symmetric activations",
         ),
         ({"name": "x", "precision": "int8", "method": "trt-qdq"}, "qdq: {symmetric_activations: true}"),
+        (
+            {
+                "name": "x",
+                "precision": "int8",
+                "method": "trt-qdq",
+                "qdq": {"symmetric_activations": True, "per_channel": False},
+            },
+            "per output channel",
+        ),
         ({"name": "x", "precision": "int8", "method": "ort-qdq", "qdq": {"calibration": "max"}}, "qdq.calibration"),
         (
             {"name": "x", "precision": "int8", "method": "ort-qdq", "qdq": {"percentile": 99.9}},
