@@ -168,22 +168,6 @@ def server_from(template: Path, api_key: str, workdir: Path, timeout_s: float = 
         yield Server(url, api_key, USERNAME, PASSWORD, data_dir, log)
 
 
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Fail with TimeoutError if the block runs longer than `seconds` (SIGALRM; main thread only)."""
-
-    def expired(signum: int, frame: object) -> None:
-        raise TimeoutError(f"the test ran past its {seconds:.0f} s deadline")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def write_proposal(folder: Path, prelabels: dict[str, list[tuple]], size: tuple[int, int] = (320, 240)) -> Path:
     """JPEG frames (distinct noise plus a white 'plate') and YOLO pre-label files, as the proposal step writes them."""
     import cv2

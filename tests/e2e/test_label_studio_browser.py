@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from labelstudio import Server, deadline, write_proposal
+from labelstudio import Server, write_proposal
 
 from tasks.operations.label_studio import LabelStudio, instructions, label_config, pull, push
 
@@ -48,6 +48,7 @@ DRAWN_BOX = """(regionId) => {
 }"""
 
 
+@pytest.mark.timeout(360)
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium not installed (apt-get install -y chromium)")
 def test_prelabel_drawn_in_labelling_ui(label_studio: Server, tmp_path: Path) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -68,7 +69,7 @@ def test_prelabel_drawn_in_labelling_ui(label_studio: Server, tmp_path: Path) ->
             outside.append(url)
             route.abort()
 
-    with deadline(360), LabelStudio(label_studio.url, label_studio.api_key) as ls:
+    with LabelStudio(label_studio.url, label_studio.api_key) as ls:
         proposal = write_proposal(tmp_path / "proposal", {"frame_0.jpg": [(*BOX, 0.91)]})
         pushed = push(ls, proposal, TITLE, label_config(NAMES), instructions())
         (task,) = ls.tasks(pushed.project_id)

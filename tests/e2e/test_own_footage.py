@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import copy_project_code, small_params
 from conftest import run_dvc as dvc
-from labelstudio import Server, deadline
+from labelstudio import Server
 
 from tasks.demo.synth import SynthConfig, write_videos
 from tasks.operations.label_studio import LabelStudio
@@ -77,64 +77,63 @@ def review(url: str, api_key: str, title: str) -> dict[str, str]:
 def test_day_one_from_your_own_videos_to_a_champion(
     label_studio: Server, tmp_path: Path, cli, plate_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with deadline(840):
-        footage = tmp_path / "camera"  # the user's recordings, somewhere outside the project
-        write_videos(footage, 5, 4, 11, SynthConfig(width=640, height=360, fps=10))
-        root = tmp_path / "clone"
-        fresh_clone(root)
-        params = small_params(
-            root,
-            label={"frames": FRAMES, "project": "gate-07 holdout", "fraction": 0.4},  # 2 of 5 videos reserved
-            extract={"interval_s": 0.25, "dedup_threshold": 0.01},  # enough distinct frames in 4 s clips
-            build={"candidates": [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime"},
-                                  {"name": "ov-int8", "precision": "int8", "backend": "openvino"}]},
-            promote={"min_agreement": 0.3, "max_map_drop": 1.0, "max_p95_ms": 10_000.0, "min_speedup": 0.01},
-        )  # fmt: skip
-        p = params.paths
-        p.model.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(plate_model, p.model)  # fetched once per session (tests/integration/test_fetch_remote.py)
+    footage = tmp_path / "camera"  # the user's recordings, somewhere outside the project
+    write_videos(footage, 5, 4, 11, SynthConfig(width=640, height=360, fps=10))
+    root = tmp_path / "clone"
+    fresh_clone(root)
+    params = small_params(
+        root,
+        label={"frames": FRAMES, "project": "gate-07 holdout", "fraction": 0.4},  # 2 of 5 videos reserved
+        extract={"interval_s": 0.25, "dedup_threshold": 0.01},  # enough distinct frames in 4 s clips
+        build={"candidates": [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime"},
+                              {"name": "ov-int8", "precision": "int8", "backend": "openvino"}]},
+        promote={"min_agreement": 0.3, "max_map_drop": 1.0, "max_p95_ms": 10_000.0, "min_speedup": 0.01},
+    )  # fmt: skip
+    p = params.paths
+    p.model.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plate_model, p.model)  # fetched once per session (tests/integration/test_fetch_remote.py)
 
-        # 1. init: the videos copied and under DVC, the detector verified, no synthetic data written
-        cli(root, "init", "--videos", str(footage))
-        assert sorted(f.name for f in p.videos.iterdir()) == sorted(f.name for f in footage.iterdir())
-        assert (root / "data" / "videos.dvc").is_file() and (root / "models" / "best.pt.dvc").is_file()
-        assert not p.holdout.exists()
-        again = cli(root, "init", "--videos", str(footage), check=False)
-        assert again.returncode == 1 and "already has data" in again.stderr and "init --force" in again.stderr
+    # 1. init: the videos copied and under DVC, the detector verified, no synthetic data written
+    cli(root, "init", "--videos", str(footage))
+    assert sorted(f.name for f in p.videos.iterdir()) == sorted(f.name for f in footage.iterdir())
+    assert (root / "data" / "videos.dvc").is_file() and (root / "models" / "best.pt.dvc").is_file()
+    assert not p.holdout.exists()
+    again = cli(root, "init", "--videos", str(footage), check=False)
+    assert again.returncode == 1 and "already has data" in again.stderr and "init --force" in again.stderr
 
-        # 2. propose: frames of the reserved video(s), pre-labelled, with a Label Studio import file
-        cli(root, "label", "propose")
-        proposal = json.loads((p.label_proposal / "proposal.json").read_text())
-        reserved = {v["name"] for v in proposal["videos"]}
-        assert len(reserved) == 2
-        assert len(list((p.label_proposal / "images").iterdir())) == FRAMES
-        tasks = json.loads((p.label_proposal / "label_studio" / "tasks.json").read_text())
-        assert len(tasks) == FRAMES and all("predictions" in t for t in tasks)
+    # 2. propose: frames of the reserved video(s), pre-labelled, with a Label Studio import file
+    cli(root, "label", "propose")
+    proposal = json.loads((p.label_proposal / "proposal.json").read_text())
+    reserved = {v["name"] for v in proposal["videos"]}
+    assert len(reserved) == 2
+    assert len(list((p.label_proposal / "images").iterdir())) == FRAMES
+    tasks = json.loads((p.label_proposal / "label_studio" / "tasks.json").read_text())
+    assert len(tasks) == FRAMES and all("predictions" in t for t in tasks)
 
-        # 3. push, review in Label Studio, pull
-        monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
-        monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.api_key)
-        pushed = cli(root, "label", "push")
-        assert f"{FRAMES} frames uploaded" in pushed.stderr
-        actions = review(label_studio.url, label_studio.api_key, "gate-07 holdout")
-        pulled = cli(root, "label", "pull")
-        assert "2 frames are not reviewed yet" in pulled.stderr
+    # 3. push, review in Label Studio, pull
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.api_key)
+    pushed = cli(root, "label", "push")
+    assert f"{FRAMES} frames uploaded" in pushed.stderr
+    actions = review(label_studio.url, label_studio.api_key, "gate-07 holdout")
+    pulled = cli(root, "label", "pull")
+    assert "2 frames are not reviewed yet" in pulled.stderr
 
-        holdout = check_labels(p.holdout, params.model.names)
-        assert sorted(i.image.name for i in holdout.images) == sorted(actions)
-        info = read_holdout_info(p.holdout)
-        assert info["source"] == "label-studio" and info["reviewed"] == FRAMES - 2 and len(info["unreviewed"]) == 2
-        assert {v["name"] for v in info["videos"]} == reserved
-        review_stats = info["review"]
-        assert review_stats["removed"] >= 1 and review_stats["added"] >= 1 and review_stats["moved"] >= 1
-        assert (root / "data" / "holdout.dvc").is_file()
+    holdout = check_labels(p.holdout, params.model.names)
+    assert sorted(i.image.name for i in holdout.images) == sorted(actions)
+    info = read_holdout_info(p.holdout)
+    assert info["source"] == "label-studio" and info["reviewed"] == FRAMES - 2 and len(info["unreviewed"]) == 2
+    assert {v["name"] for v in info["videos"]} == reserved
+    review_stats = info["review"]
+    assert review_stats["removed"] >= 1 and review_stats["added"] >= 1 and review_stats["moved"] >= 1
+    assert (root / "data" / "holdout.dvc").is_file()
 
-        # 4. rebuild: a champion promoted; the labelled holdout's videos are in no calibration or agreement frame
-        cli(root, "rebuild")
-        status = json.loads(cli(root, "status", "--json").stdout)
-        assert status["champion"] is not None and status["deployed"]["version"] == status["champion"]["version"]
-        for folder in (p.calibration, p.holdout_frames):
-            used = set(pd.read_csv(folder / "manifest.csv")["video"])
-            assert used and not used & reserved, (folder, used, reserved)
-        report = json.loads((p.calibration / "report.json").read_text())
-        assert sorted(report["reserved_for_labels"]) == sorted(reserved)
+    # 4. rebuild: a champion promoted; the labelled holdout's videos are in no calibration or agreement frame
+    cli(root, "rebuild")
+    status = json.loads(cli(root, "status", "--json").stdout)
+    assert status["champion"] is not None and status["deployed"]["version"] == status["champion"]["version"]
+    for folder in (p.calibration, p.holdout_frames):
+        used = set(pd.read_csv(folder / "manifest.csv")["video"])
+        assert used and not used & reserved, (folder, used, reserved)
+    report = json.loads((p.calibration / "report.json").read_text())
+    assert sorted(report["reserved_for_labels"]) == sorted(reserved)

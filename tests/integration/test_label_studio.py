@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import free_port
-from labelstudio import Server, deadline, legacy_token, write_proposal
+from labelstudio import Server, legacy_token, write_proposal
 
 from tasks.operations.label_studio import (
     KEY_ENV,
@@ -44,8 +44,9 @@ def close(actual: list[tuple], expected: list[tuple]) -> bool:
     )
 
 
+@pytest.mark.timeout(240)
 def test_push_review_pull(label_studio: Server, tmp_path: Path) -> None:
-    with deadline(240), LabelStudio(label_studio.url, label_studio.api_key) as ls:
+    with LabelStudio(label_studio.url, label_studio.api_key) as ls:
         proposal = write_proposal(tmp_path / "proposal", PRELABELS)
         config = label_config(NAMES)
         first = push(ls, proposal, TITLE, config, instructions())
@@ -115,8 +116,9 @@ def test_push_review_pull(label_studio: Server, tmp_path: Path) -> None:
             assert path.read_bytes() == (proposal / "images" / name).read_bytes()
 
 
+@pytest.mark.timeout(120)
 def test_label_not_in_names_names_the_task(label_studio: Server, tmp_path: Path) -> None:
-    with deadline(120), LabelStudio(label_studio.url, label_studio.api_key) as ls:
+    with LabelStudio(label_studio.url, label_studio.api_key) as ls:
         proposal = write_proposal(tmp_path / "proposal", {"frame_0.jpg": [(0, 0.5, 0.5, 0.2, 0.1, 0.9)]})
         pushed = push(ls, proposal, TITLE, label_config(["License_Plate", "Sign"]), instructions())
         (task,) = ls.tasks(pushed.project_id)
@@ -128,45 +130,45 @@ def test_label_not_in_names_names_the_task(label_studio: Server, tmp_path: Path)
             pull(ls, TITLE, NAMES)
 
 
+@pytest.mark.timeout(120)
 def test_configuration_and_token_errors(label_studio: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    with deadline(120):
-        monkeypatch.delenv(URL_ENV, raising=False)
-        monkeypatch.delenv(KEY_ENV, raising=False)
-        with pytest.raises(LabelStudioError, match=f"{URL_ENV}.*{KEY_ENV}") as missing:
-            LabelStudio.from_env()
-        assert missing.value.facts["missing"] == [URL_ENV, KEY_ENV]
-        monkeypatch.setenv(URL_ENV, label_studio.url)
-        with pytest.raises(LabelStudioError, match=f"missing: {KEY_ENV}$"):
-            LabelStudio.from_env()
+    monkeypatch.delenv(URL_ENV, raising=False)
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(LabelStudioError, match=f"{URL_ENV}.*{KEY_ENV}") as missing:
+        LabelStudio.from_env()
+    assert missing.value.facts["missing"] == [URL_ENV, KEY_ENV]
+    monkeypatch.setenv(URL_ENV, label_studio.url)
+    with pytest.raises(LabelStudioError, match=f"missing: {KEY_ENV}$"):
+        LabelStudio.from_env()
 
-        # from the environment, with the reviewer's personal access token: works
-        monkeypatch.setenv(KEY_ENV, label_studio.api_key)
-        with LabelStudio.from_env() as ls:
-            assert ls.token_type == "personal access token"
-            assert ls.get("/api/current-user/whoami")["email"] == label_studio.username
+    # from the environment, with the reviewer's personal access token: works
+    monkeypatch.setenv(KEY_ENV, label_studio.api_key)
+    with LabelStudio.from_env() as ls:
+        assert ls.token_type == "personal access token"
+        assert ls.get("/api/current-user/whoami")["email"] == label_studio.username
 
-            # the 5-minute access token: renewed when it expires, and when the server refuses it early
-            first, ls._access_exp = ls._access, 0.0
-            assert ls.find_project(TITLE) is None and ls._access not in (None, first)
-            ls._access = stale = f"{ls._access[:-4]}AAAA"  # a signature the server rejects (401)
-            assert ls.find_project(TITLE) is None and ls._access != stale
+        # the 5-minute access token: renewed when it expires, and when the server refuses it early
+        first, ls._access_exp = ls._access, 0.0
+        assert ls.find_project(TITLE) is None and ls._access not in (None, first)
+        ls._access = stale = f"{ls._access[:-4]}AAAA"  # a signature the server rejects (401)
+        assert ls.find_project(TITLE) is None and ls._access != stale
 
-        # a personal access token this server did not sign (another server's), and a legacy token
-        head, _, sig = label_studio.api_key.rpartition(".")
-        forged = f"{head}.{sig[::-1]}"
-        for key, kind in ((forged, "personal access token"), ("0123456789abcdef0123456789abcdef", "legacy API token")):
-            with LabelStudio(label_studio.url, key) as ls, pytest.raises(LabelStudioError, match="refused") as refused:
-                ls.find_project(TITLE)
-            assert kind in str(refused.value) and refused.value.facts["token_type"] == kind
-            assert not refused.value.transient
-
-        # a legacy token, once the organisation allows them again: sent as "Token <key>"
-        with LabelStudio(label_studio.url, legacy_token(label_studio.url)) as ls:
-            assert ls.token_type == "legacy API token"
-            assert ls.get("/api/current-user/whoami")["email"] == label_studio.username
-
-        # nothing listening: names the URL, transient (a retry may succeed)
-        down = f"http://127.0.0.1:{free_port()}"
-        with LabelStudio(down, label_studio.api_key) as ls, pytest.raises(LabelStudioError, match=down) as refused:
+    # a personal access token this server did not sign (another server's), and a legacy token
+    head, _, sig = label_studio.api_key.rpartition(".")
+    forged = f"{head}.{sig[::-1]}"
+    for key, kind in ((forged, "personal access token"), ("0123456789abcdef0123456789abcdef", "legacy API token")):
+        with LabelStudio(label_studio.url, key) as ls, pytest.raises(LabelStudioError, match="refused") as refused:
             ls.find_project(TITLE)
-        assert refused.value.transient and refused.value.facts["transient"] is True
+        assert kind in str(refused.value) and refused.value.facts["token_type"] == kind
+        assert not refused.value.transient
+
+    # a legacy token, once the organisation allows them again: sent as "Token <key>"
+    with LabelStudio(label_studio.url, legacy_token(label_studio.url)) as ls:
+        assert ls.token_type == "legacy API token"
+        assert ls.get("/api/current-user/whoami")["email"] == label_studio.username
+
+    # nothing listening: names the URL, transient (a retry may succeed)
+    down = f"http://127.0.0.1:{free_port()}"
+    with LabelStudio(down, label_studio.api_key) as ls, pytest.raises(LabelStudioError, match=down) as refused:
+        ls.find_project(TITLE)
+    assert refused.value.transient and refused.value.facts["transient"] is True
