@@ -223,8 +223,8 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def label_studio_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A migrated Label Studio data folder with the reviewer and their personal access token (once per session).
+def label_studio_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated Label Studio data folder with the reviewer (once per session).
     Not installed: skipped locally, a failure in CI (CI installs it: a missing install is a defect there)."""
     exe = labelstudio.binary()
     if not exe.is_file():
@@ -234,19 +234,18 @@ def label_studio_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
         pytest.skip(reason)
     data = tmp_path_factory.mktemp("label-studio-template") / "data"
     before = SUBPROCESS_LOG.read_text() if SUBPROCESS_LOG.exists() else ""
-    api_key = labelstudio.make_template(data)
+    labelstudio.make_template(data)
     # set up before the test's `no_network`, which clears the log: check this server's own report here
     after = SUBPROCESS_LOG.read_text() if SUBPROCESS_LOG.exists() else ""
     if after[len(before) :].strip():
         pytest.fail(f"Label Studio reached for the network while migrating: {after[len(before) :]}")
-    return data, api_key
+    return data
 
 
 @pytest.fixture
-def label_studio(label_studio_template: tuple[Path, str], tmp_path: Path) -> Iterator[labelstudio.Server]:
+def label_studio(label_studio_template: Path, tmp_path: Path) -> Iterator[labelstudio.Server]:
     """A Label Studio server of its own for this test (a copy of the session's template, about 5 s to start)."""
-    template, api_key = label_studio_template
-    with labelstudio.server_from(template, api_key, tmp_path) as server:
+    with labelstudio.server_from(label_studio_template, tmp_path) as server:
         yield server
 
 

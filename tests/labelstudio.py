@@ -152,20 +152,22 @@ def legacy_token(url: str, username: str = USERNAME, password: str = PASSWORD) -
         return resp.json()["token"]
 
 
-def make_template(data_dir: Path, timeout_s: float = 300) -> str:
-    """Migrate a fresh data folder, create the reviewer and their token; returns the token. The server stops."""
+def make_template(data_dir: Path, timeout_s: float = 300) -> None:
+    """Migrate a fresh data folder and create the reviewer (the server creates them at its first start, and a login
+    proves it). The server stops."""
     with _serve(data_dir, timeout_s) as (url, _):
-        return personal_access_token(url)
+        session(url).close()
 
 
 @contextmanager
-def server_from(template: Path, api_key: str, workdir: Path, timeout_s: float = 120) -> Iterator[Server]:
-    """A running server on a `cp -a` copy of `template` under `workdir`; stopped at exit."""
+def server_from(template: Path, workdir: Path, timeout_s: float = 120) -> Iterator[Server]:
+    """A running server on a `cp -a` copy of `template` under `workdir`, and the reviewer's personal access token,
+    made on this copy (a token carried over from the template was refused in one full run); stopped at exit."""
     data_dir = workdir / "label-studio"
     workdir.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", str(template), str(data_dir)], check=True, timeout=120)
     with _serve(data_dir, timeout_s) as (url, log):
-        yield Server(url, api_key, USERNAME, PASSWORD, data_dir, log)
+        yield Server(url, personal_access_token(url), USERNAME, PASSWORD, data_dir, log)
 
 
 def write_proposal(folder: Path, prelabels: dict[str, list[tuple]], size: tuple[int, int] = (320, 240)) -> Path:
