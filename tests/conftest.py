@@ -22,6 +22,18 @@ import pytest
 from tasks.support.config import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
+# Debian's chromium for the browser tests (Playwright never downloads a browser here), offline and headless
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots of the browser tests
 ATTEMPTS: list[str] = []  # the guard's record, set in pytest_configure
 
 

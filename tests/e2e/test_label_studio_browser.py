@@ -11,23 +11,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from labelstudio import Server, write_proposal
 
 from tasks.operations.label_studio import LabelStudio, instructions, label_config, pull, push
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 NAMES = ["License_Plate"]
 TITLE = "alpr-ops holdout"
 W = 320  # write_proposal's frames

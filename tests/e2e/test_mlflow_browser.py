@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import quote, urlparse
 
 import pytest
-from conftest import mlflow_server_at
+from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, mlflow_server_at
 
 from tasks.operations.promote import promote
 from tasks.pipeline.track import lineage, log_rebuild
@@ -19,17 +19,6 @@ from tasks.support.config import Params
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 GRID_WIDTH = 966  # tasks/pipeline/plots.py: two 480-pixel frames and a 6-pixel gap
 
 
