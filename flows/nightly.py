@@ -50,7 +50,7 @@ def nightly_regression(
         metrics = measure(champion, reference, sample, p.holdout, params.validate_, work)
     finally:
         cleanup(work)
-    report = make_report(champion, reference, sample, metrics, params.nightly, params.promote.min_agreement)
+    report = make_report(champion, reference, sample, metrics, params.nightly)
     report = log_nightly(params.tracking, report)
     if not report.passed:
         raise reg.RegressionFailed(report)

@@ -114,15 +114,17 @@ class ChampionScore:
 
 @dataclass(frozen=True)
 class Decision:
-    """The winner (None when nothing passed) and why each candidate passed or failed."""
+    """The winner (None when nothing passed), why each candidate passed or failed, and how the winner was chosen
+    among those that passed (`policy`)."""
 
     winner: str | None
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     champion: ChampionScore | None = None
+    policy: str = ""
 
     def explain(self) -> str:
         lines = [f"{v.name}: {'PASS' if v.passed else 'FAIL'} ({'; '.join(v.reasons)})" for v in self.verdicts.values()]
-        return "\n".join(lines)
+        return "\n".join([*lines, *([f"choice: {self.policy}"] if self.policy else [])])
 
 
 class MetricsMissing(AlprError):
@@ -142,8 +144,9 @@ def _num(row: dict[str, Any], key: str, name: str) -> float:
 
 
 def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: ChampionScore | None = None) -> Decision:
-    """The fastest candidate (median latency) passing every gate: mAP drop and agreement vs FP32, p95 latency,
-    speed-up, and (when a champion is deployed) mAP50-95 no worse than the champion's on the same holdout."""
+    """Every candidate through the gates (mAP drop and agreement vs FP32, p95 latency, speed-up, and, when a champion
+    is deployed, mAP50-95 no worse than the champion's on the same holdout), then the winner among those that pass:
+    the most faithful to FP32 within the latency of the fastest (`choose`)."""
     verdicts = {}
     for name, row in metrics.items():
         unlabelled = row.get("holdout") == NO_HOLDOUT  # validated on agreement alone: the mAP gates do not apply
@@ -170,9 +173,53 @@ def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: Cha
             checks.append(GateCheck("vs_champion", v >= floor, v, floor, ">="))
         p50 = _num(row, "latency_p50_ms", name)
         verdicts[name] = Verdict(name, all(c.passed for c in checks), tuple(checks), p50)
-    passed = [v for v in verdicts.values() if v.passed]
-    winner = min(passed, key=lambda v: v.latency_p50_ms).name if passed else None
-    return Decision(winner, verdicts, champion)
+    winner, policy = choose([v for v in verdicts.values() if v.passed], metrics, cfg)
+    return Decision(winner, verdicts, champion, policy)
+
+
+def _speed(row: dict[str, Any]) -> float:
+    """A candidate's p50 for the choice: the interleaved re-timing's where validation re-timed it (close
+    candidates, timed A B B A in one process), else its own run's."""
+    return float(row.get("latency_interleaved_p50_ms") or row["latency_p50_ms"])
+
+
+def _slower_by(row: dict[str, Any], fastest: dict[str, Any]) -> tuple[float, float]:
+    """(p50 ratio of `row` to `fastest`, its measurement noise). Both re-timed together: the ratio of their
+    per-round ratios to the group's fastest, and the combined noise of those ratios; otherwise the plain p50 ratio,
+    with no noise estimate (such candidates were more than `validate.retime_within` apart when timed)."""
+    keys = ("latency_vs_fastest", "latency_vs_fastest_noise")
+    if all(k in row and k in fastest for k in keys):
+        ratio = float(row[keys[0]]) / float(fastest[keys[0]])
+        noise = (float(row[keys[1]]) ** 2 + float(fastest[keys[1]]) ** 2) ** 0.5
+        return ratio, noise
+    return _speed(row) / _speed(fastest), 0.0
+
+
+def choose(passed: list[Verdict], metrics: dict[str, dict[str, Any]], cfg: PromoteConfig) -> tuple[str | None, str]:
+    """Among the candidates that passed every gate, the most faithful to FP32 within the latency of the fastest.
+
+    A candidate whose p50 is within `promote.latency_tie` of the fastest one's, or within the noise the interleaved
+    re-timing measured for that pair (whichever is larger), ties with it; the tie goes to the highest agreement with
+    FP32, then the lower p50, then the name (so the same numbers always give the same winner). Returns (winner, why).
+    """
+    if not passed:
+        return None, "no candidate passed every gate"
+    fastest = min(passed, key=lambda v: (_speed(metrics[v.name]), v.name))
+    ties = []
+    for v in passed:
+        ratio, noise = _slower_by(metrics[v.name], metrics[fastest.name])
+        band = max(cfg.latency_tie, noise)
+        if ratio - 1.0 <= band:
+            ties.append((v, ratio, band))
+    agreement = {v.name: float(metrics[v.name]["agreement_map50_95"]) for v, _, _ in ties}
+    best = max(ties, key=lambda t: (agreement[t[0].name], -_speed(metrics[t[0].name]), t[0].name))[0]
+    fast = f"fastest passing: {fastest.name} (p50 {_speed(metrics[fastest.name]):.3g} ms)"
+    if len(ties) == 1:
+        return best.name, f"{fast}; no other passing candidate within its latency"
+    tied = ", ".join(
+        f"{v.name} ({ratio:.3f}x, within {band:.1%}; agreement {agreement[v.name]:.4f})" for v, ratio, band in ties
+    )
+    return best.name, f"{fast}; tied within measurement noise: {tied}; the most faithful to FP32 wins: {best.name}"
 
 
 def record_verdicts(mc: Any, record: RebuildRecord, decision: Decision) -> None:
@@ -183,6 +230,7 @@ def record_verdicts(mc: Any, record: RebuildRecord, decision: Decision) -> None:
             "gate.passed": str(verdict.passed).lower(),
             "gate.reasons": "; ".join(verdict.reasons),
             "gate.winner": str(decision.winner == name).lower(),
+            "gate.policy": decision.policy[:4900],  # MLflow tag values hold 5000 characters at most
         }
         for c in verdict.checks:
             tags[f"gate.{c.gate}"] = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
@@ -192,6 +240,7 @@ def record_verdicts(mc: Any, record: RebuildRecord, decision: Decision) -> None:
             "candidate": name,
             "passed": verdict.passed,
             "winner": decision.winner,
+            "policy": decision.policy,
             "checks": [asdict(c) for c in verdict.checks],
             "champion": asdict(decision.champion) if decision.champion else None,
             "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -40,7 +40,7 @@ LINEAGE_JSON = "lineage.json"  # the rebuild parent run's artifact listing its v
 # what to do when a gate breaks, and the params key that sets its threshold
 DIAGNOSIS = {
     "agreement": (
-        "promote.min_agreement",
+        "nightly.min_agreement",
         "the INT8 champion no longer agrees with the FP32 reference on the newest footage: rebuild with the new "
         "videos so the INT8 calibration covers them; if nothing passes, roll back",
     ),
@@ -412,14 +412,13 @@ def measure(
     return metrics
 
 
-def judge(
-    metrics: dict[str, float], promoted: dict[str, float], cfg: NightlyConfig, min_agreement: float
-) -> tuple[GateCheck, ...]:
+def judge(metrics: dict[str, float], promoted: dict[str, float], cfg: NightlyConfig) -> tuple[GateCheck, ...]:
     """The nightly gates (pure): agreement floor, agreement drop since promotion, brightness change of the footage,
     FP32 plates still found. A gate without its inputs (no promotion-time agreement, no baseline footage) is left
     out rather than guessed; the report's notes say so."""
     agreement = metrics["agreement_map50_95"]
-    checks = [GateCheck("agreement", agreement >= min_agreement, agreement, min_agreement, ">=")]
+    floor = cfg.min_agreement
+    checks = [GateCheck("agreement", agreement >= floor, agreement, floor, ">=")]
     if "agreement_map50_95" in promoted:
         drop = round(promoted["agreement_map50_95"] - agreement, 6)
         checks.append(GateCheck("agreement_drop", drop <= cfg.max_agreement_drop, drop, cfg.max_agreement_drop, "<="))
@@ -442,10 +441,9 @@ def make_report(
     sample: FrameSample,
     metrics: dict[str, float],
     cfg: NightlyConfig,
-    min_agreement: float,
 ) -> RegressionReport:
     """Judge the measured numbers against the gates and the champion's promotion-time values."""
-    checks = judge(metrics, champion.metrics, cfg, min_agreement)
+    checks = judge(metrics, champion.metrics, cfg)
     full = dict(metrics)
     if "agreement_map50_95" in champion.metrics:
         full["promoted_agreement_map50_95"] = champion.metrics["agreement_map50_95"]

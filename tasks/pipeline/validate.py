@@ -301,6 +301,36 @@ def latency(candidate: Candidate, frame_path: Path, cfg: ValidateConfig) -> dict
     return measure_in_subprocess(req)
 
 
+def retime_close(
+    candidates: list[Candidate],
+    rows: dict[str, dict[str, float | str]],
+    reference: str,
+    frame: Path,
+    cfg: ValidateConfig,
+) -> None:
+    """Re-time together, interleaved, the candidates (the reference aside) whose p50 came out within
+    `validate.retime_within` of the fastest one's, and add to their rows the interleaved p50, their ratio to the
+    fastest of them and its noise (`tasks/runtime/latency.py` says why). Nothing when fewer than two are close."""
+    from tasks.runtime.latency import InterleavedRequest, interleaved_stats, measure_interleaved_in_subprocess
+
+    contenders = [c for c in candidates if c.name != reference]
+    if cfg.retime_rounds == 0 or len(contenders) < 2:
+        return
+    fastest = min(float(rows[c.name]["latency_p50_ms"]) for c in contenders)
+    close = [c for c in contenders if float(rows[c.name]["latency_p50_ms"]) <= fastest * (1 + cfg.retime_within)]
+    if len(close) < 2:
+        return
+    req = InterleavedRequest(
+        tuple(str(c.path) for c in close), str(frame), cfg.imgsz, cfg.agreement_conf, cfg.iou, cfg.warmup,
+        cfg.threads, cfg.retime_rounds, cfg.retime_runs,
+    )  # fmt: skip
+    rounds = measure_interleaved_in_subprocess(req)
+    stats = interleaved_stats({c.name: rounds[str(c.path)] for c in close})
+    for name, values in stats.items():
+        rows[name].update(values)
+    log.info("re-timed %d close candidates interleaved: %s", len(close), stats)
+
+
 @dataclass(frozen=True)
 class ValidationReport:
     """Everything validation measured: the metrics rows, and the data behind the plots and the image grid."""
@@ -370,6 +400,7 @@ def run_validation(
             samples[cand.name] = measured["samples"]
             row["size_mb"] = cand.size_mb
             results[cand.name] = row
+        retime_close(candidates, results, reference, agree_images[0], cfg)
     ref = results[reference]
     for row in results.values():
         if labelled is not None:

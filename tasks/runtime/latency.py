@@ -4,6 +4,10 @@ A fresh process per candidate because (1) thread counts of OpenMP/oneDNN are rea
 be pinned before torch/ONNX Runtime/OpenVINO load; (2) peak resident memory (`ru_maxrss`) is a per-process high-water
 mark, so only a process that loads nothing else measures one candidate's; (3) earlier candidates' allocations and
 caches do not colour later ones. `measure_in_subprocess` runs `python -m tasks.runtime.latency` and reads back its JSON.
+
+The price of a process per candidate is drift: two candidates timed a minute apart see a different machine, by more
+than each one's own spread. So candidates whose latencies come out close are timed again together, interleaved in one
+process (`measure_interleaved`), and the promotion reads their ratio and its noise from that (`interleaved_stats`).
 """
 
 from __future__ import annotations
@@ -196,28 +200,104 @@ def measure(req: LatencyRequest) -> dict[str, Any]:
     return {"metrics": metrics, "samples": {"inference_ms": inference, "e2e_ms": total}}
 
 
-def measure_in_subprocess(req: LatencyRequest) -> dict[str, Any]:
-    """`measure` in a fresh interpreter with thread env vars pinned before any runtime loads."""
+@dataclass(frozen=True)
+class InterleavedRequest:
+    """Re-time several artifacts together in one process: `rounds` rounds of `runs` runs each, the order reversed
+    every other round (A B B A ...), so a drift of the machine (thermal, other load) falls on all of them alike."""
+
+    artifacts: tuple[str, ...]
+    frame_path: str
+    imgsz: int
+    conf: float
+    iou: float
+    warmup: int
+    threads: int
+    rounds: int
+    runs: int
+
+
+def measure_interleaved(req: InterleavedRequest) -> dict[str, list[float]]:
+    """Each artifact's median inference time (ms) in each round, by artifact path."""
+    import cv2
+    from ultralytics import YOLO
+
+    from tasks.runtime.tensorrt import ensure_runnable
+
+    frame = cv2.imread(req.frame_path)
+    if frame is None:
+        raise LatencyError(f"{req.frame_path}: cannot be read as an image")
+    kwargs = {"imgsz": req.imgsz, "conf": req.conf, "iou": req.iou, "device": "cpu", "verbose": False}
+    models = {}
+    for artifact in req.artifacts:
+        ensure_runnable(Path(artifact))
+        model = YOLO(artifact, task="detect")
+        model.predict(frame, **kwargs)
+        pin_threads(model.predictor.model, Path(artifact), req.threads)
+        for _ in range(req.warmup):
+            model.predict(frame, **kwargs)
+        models[artifact] = model
+    rounds: dict[str, list[float]] = {a: [] for a in req.artifacts}
+    order = list(req.artifacts)
+    for r in range(req.rounds):
+        for artifact in order if r % 2 == 0 else reversed(order):
+            times = [models[artifact].predict(frame, **kwargs)[0].speed["inference"] for _ in range(req.runs)]
+            rounds[artifact].append(round(statistics.median(times), 4))
+    return rounds
+
+
+def interleaved_stats(rounds: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Per name: the median of its round medians, its per-round ratio to the group's fastest (median), and the noise
+    of that ratio (about a 95% interval: two standard errors of the per-round ratios). Pure, for the promotion's
+    tie rule (`tasks/operations/promote.py` `choose`)."""
+    p50 = {name: statistics.median(values) for name, values in rounds.items()}
+    fastest = min(p50, key=lambda n: (p50[n], n))
+    stats = {}
+    for name, values in rounds.items():
+        ratios = [v / f for v, f in zip(values, rounds[fastest], strict=True)]
+        noise = 2 * statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 and name != fastest else 0.0
+        stats[name] = {
+            "latency_interleaved_p50_ms": round(p50[name], 3),
+            "latency_vs_fastest": round(statistics.median(ratios), 4),
+            "latency_vs_fastest_noise": round(noise, 4),
+        }
+    return stats
+
+
+def _run_child(mode: str, payload: dict[str, Any], threads: int, what: str) -> Any:
+    """Run this module in a fresh interpreter with thread env vars pinned before any runtime loads; its JSON."""
     root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, **{k: str(req.threads) for k in THREAD_ENV}}
+    env = {**os.environ, **{k: str(threads) for k in THREAD_ENV}}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="alpr-latency-") as tmp:
         out = Path(tmp) / "latency.json"
-        cmd = [sys.executable, "-m", "tasks.runtime.latency", json.dumps(asdict(req)), str(out)]
+        cmd = [sys.executable, "-m", "tasks.runtime.latency", mode, json.dumps(payload), str(out)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0 or not out.is_file():
             tail = done.stderr[-3000:]
-            raise LatencyError(f"latency measurement of {req.artifact} failed (exit {done.returncode}):\n{tail}")
+            raise LatencyError(f"latency measurement of {what} failed (exit {done.returncode}):\n{tail}")
         return json.loads(out.read_text())
+
+
+def measure_in_subprocess(req: LatencyRequest) -> dict[str, Any]:
+    """`measure` in a fresh interpreter with thread env vars pinned before any runtime loads."""
+    return _run_child("single", asdict(req), req.threads, req.artifact)
+
+
+def measure_interleaved_in_subprocess(req: InterleavedRequest) -> dict[str, list[float]]:
+    """`measure_interleaved` in a fresh interpreter (threads pinned as for `measure_in_subprocess`)."""
+    return _run_child("interleaved", asdict(req), req.threads, ", ".join(req.artifacts))
 
 
 def _main(argv: list[str]) -> None:
     from tasks.support.offline import set_offline_env
 
     set_offline_env()
-    args = json.loads(argv[0])
-    result = measure(LatencyRequest(**{**args, "batch_sizes": tuple(args["batch_sizes"])}))
-    Path(argv[1]).write_text(json.dumps(result))
+    mode, args = argv[0], json.loads(argv[1])
+    if mode == "interleaved":
+        result: Any = measure_interleaved(InterleavedRequest(**{**args, "artifacts": tuple(args["artifacts"])}))
+    else:
+        result = measure(LatencyRequest(**{**args, "batch_sizes": tuple(args["batch_sizes"])}))
+    Path(argv[2]).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

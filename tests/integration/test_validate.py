@@ -120,3 +120,25 @@ def test_agreement_falls_back_to_the_labelled_holdout(built: tuple, tmp_path: Pa
     shutil.copyfile(labelled[0], tmp_path / "flat" / labelled[0].name)
     with pytest.raises(ValidationError, match="rename one of the two sets"):
         agreement_images(tmp_path / "flat", labelled)
+
+
+def test_close_candidates_are_retimed_together_interleaved(built: tuple) -> None:
+    from tasks.pipeline.validate import retime_close
+
+    params, candidates = built
+    pair = [c for c in candidates if c.name in ("ov-int8", "ov-int8-mixed")]
+    frame = next((params.paths.holdout / "images").iterdir())
+    cfg = params.validate_.model_copy(update={"warmup": 1, "retime_rounds": 2, "retime_runs": 2, "retime_within": 0.5})
+    # each within 50% of the fastest: both re-timed, in one process, two rounds each
+    rows = {c.name: {"latency_p50_ms": 10.0} for c in pair}
+    rows["ov-int8-mixed"]["latency_p50_ms"] = 14.0
+    retime_close(pair, rows, "fp32", frame, cfg)
+    for name, row in rows.items():
+        assert row["latency_interleaved_p50_ms"] > 0, name
+        assert row["latency_vs_fastest"] >= 1.0 and row["latency_vs_fastest_noise"] >= 0, name
+    assert min(row["latency_vs_fastest"] for row in rows.values()) == 1.0
+    # one of them further off: nothing to re-time
+    far = {c.name: {"latency_p50_ms": 10.0} for c in pair}
+    far["ov-int8-mixed"]["latency_p50_ms"] = 16.0
+    retime_close(pair, far, "fp32", frame, cfg)
+    assert all(set(row) == {"latency_p50_ms"} for row in far.values())

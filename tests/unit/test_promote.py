@@ -62,6 +62,52 @@ def test_challenger_must_not_be_worse_than_the_champion() -> None:
     assert decide(metrics, cfg).winner == "worse", "without a champion the gate does not apply"
 
 
+def test_a_latency_tie_goes_to_the_most_faithful_candidate() -> None:
+    # the demo's case: a lossy export 4 ms faster than ours (1.10x) loses when the gates allow both only if it ties
+    metrics = {"peer": row(0.0, 40.0, agreement=0.889), "ours": row(0.0, 41.0, agreement=0.981)}
+    decision = decide(metrics, LOOSE)
+    assert decision.winner == "ours", decision.explain()
+    assert "tied within measurement noise" in decision.policy and "most faithful to FP32 wins: ours" in decision.policy
+    assert "choice: fastest passing: peer" in decision.explain()
+    # outside the tie band the faster one wins, however faithful the slower one is
+    metrics["ours"] = row(0.0, 44.0, agreement=0.981)
+    decision = decide(metrics, LOOSE)
+    assert decision.winner == "peer" and "no other passing candidate within its latency" in decision.policy
+    # ... unless the interleaved re-timing measured more noise than that for the pair
+    metrics["peer"].update(latency_vs_fastest=1.0, latency_vs_fastest_noise=0.0)
+    metrics["ours"].update(latency_vs_fastest=1.08, latency_vs_fastest_noise=0.09)
+    assert decide(metrics, LOOSE).winner == "ours"
+    metrics["ours"]["latency_vs_fastest_noise"] = 0.02
+    assert decide(metrics, LOOSE).winner == "peer"
+
+
+def test_the_interleaved_p50_decides_which_is_fastest() -> None:
+    # timed apart, "b" looked 20% faster; timed together, interleaved, it is the slower one
+    metrics = {"a": row(0.0, 12.0, agreement=0.96), "b": row(0.0, 10.0, agreement=0.97)}
+    metrics["a"].update(latency_interleaved_p50_ms=10.0, latency_vs_fastest=1.0, latency_vs_fastest_noise=0.0)
+    metrics["b"].update(latency_interleaved_p50_ms=11.0, latency_vs_fastest=1.1, latency_vs_fastest_noise=0.01)
+    decision = decide(metrics, LOOSE)
+    assert decision.winner == "a" and "fastest passing: a" in decision.policy
+
+
+def test_the_same_numbers_always_give_the_same_winner() -> None:
+    metrics = {n: row(0.0, 20.0, agreement=0.96) for n in ("c", "a", "b")}
+    assert {decide(dict(reversed(metrics.items())), LOOSE).winner, decide(metrics, LOOSE).winner} == {"c"}
+
+
+def test_interleaved_stats_ratios_and_noise() -> None:
+    from tasks.runtime.latency import interleaved_stats
+
+    stats = interleaved_stats({"a": [10.0, 10.2, 9.8, 10.0], "b": [11.0, 11.0, 11.0, 11.2]})
+    assert stats["a"] == {
+        "latency_interleaved_p50_ms": 10.0,
+        "latency_vs_fastest": 1.0,
+        "latency_vs_fastest_noise": 0.0,
+    }
+    assert stats["b"]["latency_interleaved_p50_ms"] == 11.0
+    assert 1.09 < stats["b"]["latency_vs_fastest"] < 1.12 and 0 < stats["b"]["latency_vs_fastest_noise"] < 0.03
+
+
 def test_no_winner_when_nothing_passes() -> None:
     decision = decide({"a": row(0.2, 5.0), "b": row(0.02, 6.0)}, LOOSE)
     assert decision.winner is None

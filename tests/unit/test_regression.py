@@ -9,7 +9,7 @@ import pytest
 from tasks.operations.regression import RegressionFailed, RegressionReport, judge
 from tasks.support.config import NightlyConfig
 
-CFG = NightlyConfig(max_agreement_drop=0.05, max_brightness_change=0.35, min_reference_boxes=1)
+CFG = NightlyConfig(max_agreement_drop=0.05, max_brightness_change=0.35, min_reference_boxes=1, min_agreement=0.8)
 PROMOTED = {"agreement_map50_95": 0.9}
 
 
@@ -19,14 +19,14 @@ def measured(**changes: float) -> dict[str, float]:
 
 
 def report(metrics: dict[str, float], promoted: dict[str, float] = PROMOTED) -> RegressionReport:
-    checks = judge(metrics, promoted, CFG, min_agreement=0.8)
+    checks = judge(metrics, promoted, CFG)
     return RegressionReport(
         all(c.passed for c in checks), checks, metrics, "7", "ov-int8", "fp32", ("a.mp4",), 10, "all frames"
     )
 
 
 def verdicts(metrics: dict[str, float], promoted: dict[str, float] = PROMOTED) -> dict[str, bool]:
-    return {c.gate: c.passed for c in judge(metrics, promoted, CFG, min_agreement=0.8)}
+    return {c.gate: c.passed for c in judge(metrics, promoted, CFG)}
 
 
 def test_unchanged_numbers_pass_every_gate() -> None:
@@ -71,7 +71,7 @@ def test_the_message_names_the_gate_its_numbers_the_param_and_the_fix() -> None:
     assert "check the cameras" in text and "rebuild with the new videos" in text
     assert "pass: agreement 0.88 >= 0.8" in text
     drop = report(measured(agreement_map50_95=0.7)).explain()
-    assert "(promote.min_agreement)" in drop and "(nightly.max_agreement_drop)" in drop and "roll back" in drop
+    assert "(nightly.min_agreement)" in drop and "(nightly.max_agreement_drop)" in drop and "roll back" in drop
 
 
 def test_the_failure_keeps_its_report_through_pickling() -> None:
