@@ -91,11 +91,12 @@ class TensorRTRunner:
             raise ValueError(f"{what}: expected one input and an output, found inputs {inputs}, outputs {names}")
         self.input_name = inputs[0]
         self.input_hw = _fixed_hw(self.engine.get_tensor_shape(self.input_name), what)
+        self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))  # FP16 engines too
         self._runner = TrtRunner(self.engine)  # execution context, device buffers, execute_async_v3
         self._runner.activate()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        out = self._runner.infer({self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        out = self._runner.infer({self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)})
         return np.asarray(out[self.outputs[0]])
 
     def close(self) -> None:

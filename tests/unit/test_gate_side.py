@@ -105,3 +105,24 @@ def test_gate_side_code_runs_on_python_3_10(gate_imports: dict[str, list[str]], 
     newer.write_text("import tomllib\n\ntry:\n    pass\nexcept* ValueError:\n    pass\n")
     refused = vermin(newer)
     assert refused.returncode != 0 and "tomllib" in refused.stdout and "except*" in refused.stdout
+
+
+def test_without_tensorrt_the_engine_paths_fail_typed_before_any_gpu_work(tmp_path: Path) -> None:
+    """No TensorRT here: the runner, the device query and the engine build each stop with `TensorRTUnavailable`
+    (what the host reports as a failed candidate), never an AttributeError half way."""
+    import importlib.util
+
+    from tasks.edge.runners import open_runner
+    from tasks.runtime.tensorrt import TensorRTUnavailable, build_strongly_typed_engine, device_info
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here: the refusal does not apply")
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"\x00plan")
+    with pytest.raises(TensorRTUnavailable, match="TensorRT cannot run here"):
+        open_runner(plan)
+    with pytest.raises(TensorRTUnavailable, match="TensorRT cannot run here"):
+        device_info()
+    with pytest.raises(TensorRTUnavailable, match="TensorRT cannot build here"):
+        build_strongly_typed_engine(tmp_path / "m.onnx", tmp_path / "m.engine", metadata={})
+    assert not (tmp_path / "m.engine").exists()
