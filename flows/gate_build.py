@@ -17,6 +17,7 @@ from tasks.edge import gate_build as edge
 download_bundle = task(edge.download_bundle, name="gate-download-bundle", cache_policy=NO_CACHE, **IO_RETRIES)
 build_and_measure = task(edge.build_and_measure, name="gate-build-engine", cache_policy=NO_CACHE)
 log_result = task(edge.log_result, name="gate-log-result", cache_policy=NO_CACHE, **IO_RETRIES)
+discard = task(edge.discard, name="gate-discard-work", cache_policy=NO_CACHE)
 
 
 @flow(name="gate-build", log_prints=False)
@@ -25,4 +26,6 @@ def gate_build(run_id: str, tracking_uri: str | None = None, work_dir: str | Non
     `tracking_uri`: the MLflow server the host uses (None: the worker's MLFLOW_TRACKING_URI)."""
     bundle = download_bundle(run_id, tracking_uri, work_dir)
     result = build_and_measure(bundle)
-    return log_result(run_id, result, tracking_uri)
+    metrics = log_result(run_id, result, tracking_uri)
+    discard(bundle)
+    return metrics

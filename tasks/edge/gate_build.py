@@ -130,7 +130,7 @@ def download_bundle(run_id: str, tracking_uri: str | None = None, work_dir: str 
     """Download and read the bundle of the candidate run `run_id` (tracking URI: given, or MLFLOW_TRACKING_URI)."""
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-    dest = Path(tempfile.mkdtemp(prefix=f"alpr-gate-{run_id[:8]}-", dir=work_dir))
+    dest = Path(tempfile.mkdtemp(prefix=f"alpr-gate-{run_id[:8]}-", dir=work_dir))  # `discard` removes it
     local = _client(tracking_uri).download_artifacts(run_id, BUNDLE_PATH, str(dest))
     return read_bundle(Path(local))
 
@@ -193,3 +193,9 @@ def log_result(run_id: str, result: GateResult, tracking_uri: str | None = None)
         client.log_artifacts(run_id, str(folder), RESULT_PATH)
     client.set_tag(run_id, "alpr.gate_build", "done")
     return metrics
+
+
+def discard(bundle: GateBundle) -> None:
+    """Remove the gate's working copy (bundle and engine) once the run holds them: a Jetson's storage is small. A
+    failed run keeps its copy for inspection (the error names its path)."""
+    shutil.rmtree(bundle.folder.parent, ignore_errors=True)

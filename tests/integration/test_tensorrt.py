@@ -280,3 +280,4 @@ def test_gate_side_build_times_and_checks_an_engine_without_pytorch(
     logged = {Path(a.path).name for a in client.list_artifacts(run_id, RESULT_PATH)}
     assert {"engine_record.json", "latency_ms.json"} <= logged
     assert any(n.endswith(".engine") for n in logged) and any(n.endswith(".plan") for n in logged)
+    assert not any((tmp_path / "gate").iterdir()), "the gate's working copy was left behind"
