@@ -26,8 +26,6 @@ GATE_FLOW = "gate-build"  # flows/gate_build.py's flow name; its deployment is `
 class GateUnavailable(AlprError):
     """No gate worker ran the build in time (no pool, no deployment, no worker); the message says what to start."""
 
-    remedy = Remedy.PARAMS
-
 
 @dataclass(frozen=True)
 class GateOutcome:
