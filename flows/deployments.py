@@ -8,10 +8,13 @@ the next run without redeploying. They run the same flow objects as the CLI (`fl
 - server mode: `prefect server start`, then `alpr-ops deploy` registers the deployments on the work pool of the
   project's gate hardware (`serve.work_pools[build.backend]`, e.g. `rebuild/gate-cpu`); a worker on that hardware
   (`prefect worker start --pool gate-cpu`) runs them, so engines are built and timed where they will run.
+- TensorRT (`build.backend: tensorrt`): `alpr-ops deploy` also registers `gate-build/<serve.work_pools.tensorrt>`
+  (`flows/gate_build.py`), which a Jetson's worker runs without PyTorch: the host asks it for each engine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Cron
 
+from flows.gate_build import gate_build
 from flows.nightly import nightly_regression
 from flows.promote import promote
 from flows.rebuild import rebuild
@@ -40,6 +44,7 @@ FLOWS: tuple[tuple[Any, str, Any], ...] = (
     (promote, "flows/promote.py:promote", 1),
     (rollback, "flows/rollback.py:rollback", 1),
 )
+GATE_BUILD = (gate_build, "flows/gate_build.py:gate_build")  # on the gate pool (tasks.pipeline.gate_remote)
 
 
 def nightly_schedule(params: Params) -> Cron:
@@ -108,7 +113,29 @@ def deploy_to_pool(params: Params, params_file: Path, root: Path) -> list[str]:
         )
         names.append(f"{fn.name}/{pool}")
     log.info("deployed %s on work pool %s", ", ".join(names), pool)
+    if params.build.backend == "tensorrt":
+        names.append(deploy_gate_build(params, root))
     return names
+
+
+def deploy_gate_build(params: Params, root: Path) -> str:
+    """Register the gate-build flow on the gate boxes' pool (`serve.work_pools.tensorrt`, created if missing): one
+    deployment that every gate worker of that hardware can run; its runs take parameters, not a params file."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from tasks.pipeline.gate_remote import gate_pool
+
+    pool = gate_pool(params)
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    fn, entrypoint = GATE_BUILD
+    fn.from_source(source=str(root.resolve()), entrypoint=entrypoint).deploy(
+        name=pool, work_pool_name=pool, build=False, push=False, print_next_steps=False
+    )
+    log.info("deployed %s/%s on work pool %s", fn.name, pool, pool)
+    return f"{fn.name}/{pool}"
 
 
 def trigger_rebuild(deployment: str, params_file: Path, videos: Path | None = None) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.edge.agreement import Detections, FrameDiff, agreement_counts, compare
 from tasks.pipeline.labels import check_labels
 from tasks.runtime.tensorrt import ensure_runnable
 from tasks.support.candidate import Candidate
@@ -157,34 +158,6 @@ def accuracy(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work
     return _summary(_val(candidate, dataset_yaml, cfg, work_dir).box)
 
 
-@dataclass(frozen=True)
-class Detections:
-    """Boxes of one frame: pixel xyxy, confidence, class."""
-
-    xyxy: tuple[tuple[float, float, float, float], ...] = ()
-    conf: tuple[float, ...] = ()
-    cls: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class FrameDiff:
-    """How a candidate's detections on one frame differ from the reference's."""
-
-    image: str
-    reference: Detections
-    candidate: Detections
-    matched: int
-    gained: int  # candidate boxes with no reference box (IoU >= 0.5, same class)
-    lost: int  # reference boxes the candidate missed
-    conf_shift: float  # sum over matched boxes of candidate conf - reference conf
-    iou_sum: float  # sum of IoU over matched boxes
-
-    @property
-    def score(self) -> float:
-        """Disagreement: unmatched boxes count 1 each, matched ones by their IoU deficit and confidence change."""
-        return self.gained + self.lost + (self.matched - self.iou_sum) + abs(self.conf_shift)
-
-
 def predict(candidate: Candidate, images: list[Path], cfg: ValidateConfig) -> list[Detections]:
     """The candidate's detections (confidence >= `agreement_conf`) on each image, on its own runtime."""
     model = _yolo(candidate)
@@ -201,40 +174,6 @@ def predict(candidate: Candidate, images: list[Path], cfg: ValidateConfig) -> li
             )
         )
     return found
-
-
-def compare(image: str, ref: Detections, cand: Detections, iou_threshold: float = 0.5) -> FrameDiff:
-    """One-to-one match (Hungarian, on Ultralytics' IoU) of same-class boxes with IoU >= `iou_threshold`."""
-    import numpy as np
-    import torch
-    from scipy.optimize import linear_sum_assignment
-    from ultralytics.utils.metrics import box_iou
-
-    matched, conf_shift, iou_sum = 0, 0.0, 0.0
-    if ref.xyxy and cand.xyxy:
-        iou = box_iou(torch.tensor(ref.xyxy), torch.tensor(cand.xyxy)).numpy()
-        iou[np.asarray(ref.cls)[:, None] != np.asarray(cand.cls)[None, :]] = 0.0
-        rows, cols = linear_sum_assignment(-iou)
-        for r, c in zip(rows, cols, strict=True):
-            if iou[r, c] >= iou_threshold:
-                matched += 1
-                iou_sum += float(iou[r, c])
-                conf_shift += cand.conf[c] - ref.conf[r]
-    return FrameDiff(image, ref, cand, matched, len(cand.xyxy) - matched, len(ref.xyxy) - matched, conf_shift, iou_sum)
-
-
-def agreement_counts(diffs: list[FrameDiff]) -> dict[str, float]:
-    """Boxes gained and lost against the reference, and the mean confidence shift of matched boxes."""
-    matched = sum(d.matched for d in diffs)
-    return {
-        "boxes_reference": float(sum(len(d.reference.conf) for d in diffs)),
-        "boxes_matched": float(matched),
-        "boxes_gained": float(sum(d.gained for d in diffs)),
-        "boxes_lost": float(sum(d.lost for d in diffs)),
-        "conf_shift_mean": round(sum(d.conf_shift for d in diffs) / matched, 5) if matched else 0.0,
-        "matched_iou_mean": round(sum(d.iou_sum for d in diffs) / matched, 5) if matched else 0.0,
-        "frames_disagreeing": float(sum(1 for d in diffs if d.gained or d.lost)),
-    }
 
 
 def write_pseudo_labels(

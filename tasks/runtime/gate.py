@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from tasks.edge.detect import Detector
 from tasks.runtime.releases import MANIFEST, current_release, gate_paths
 from tasks.runtime.tensorrt import ensure_runnable
 from tasks.support.candidate import CANDIDATE_JSON
@@ -38,20 +38,19 @@ class LoadedRelease:
     path: Path  # the resolved release folder
     version: str
     imgsz: int
-    model: Any  # ultralytics.YOLO
+    model: Detector  # the artifact on its runtime, with Ultralytics-equivalent pre/post-processing (no PyTorch)
 
 
 def load_release(release: Path) -> LoadedRelease:
-    """Load a release's artifact with Ultralytics' loader for its format and run it once on a blank frame, so a
-    release that cannot run fails here (in the loader thread) rather than on a live frame."""
-    from ultralytics import YOLO
-
+    """Load a release's artifact on its runtime (ONNX Runtime, OpenVINO or TensorRT, through `tasks.edge`: no
+    PyTorch, as on the gate box) and run it once on a blank frame of the model's own input shape, so a release that
+    cannot run fails here (in the loader thread) rather than on a live frame."""
     manifest = json.loads((release / MANIFEST).read_text())
     meta = json.loads((release / CANDIDATE_JSON).read_text())
     imgsz = int(meta["imgsz"])
     ensure_runnable(release / meta["artifact"])
-    model = YOLO(str(release / meta["artifact"]), task="detect")
-    model.predict(np.zeros((imgsz, imgsz, 3), dtype=np.uint8), imgsz=imgsz, device="cpu", verbose=False)
+    model = Detector.open(release / meta["artifact"])
+    model(np.zeros((*model.input_hw, 3), dtype=np.uint8))
     return LoadedRelease(release, str(manifest["version"]), imgsz, model)
 
 
@@ -156,9 +155,7 @@ class GateRuntime:
             concurrent.futures.wait([self._pending[1]], timeout=timeout)
 
     def detect(self, frame: np.ndarray) -> int:
-        a = self.active
-        result = a.model.predict(frame, imgsz=a.imgsz, conf=self.conf, iou=self.iou, device="cpu", verbose=False)[0]
-        return len(result.boxes)
+        return len(self.active.model(frame, self.conf, self.iou).conf)
 
     def run(
         self, frames: Iterator[np.ndarray], on_frame: Callable[[int, GateRuntime], None] | None = None

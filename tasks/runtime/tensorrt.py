@@ -14,6 +14,9 @@ Each engine is written twice, from the same serialized bytes:
 - `<name>.plan`: the plain serialized plan, for tools that expect nothing in front of it (`trtexec --loadEngine`,
   DeepStream's nvinfer, C++ `deserializeCudaEngine`). The candidate's `candidate.json` records it and what the engine
   was built for (`engine_record`).
+
+This module runs on the gate too (Python 3.10, no PyTorch, no Ultralytics: `tests/unit/test_gate_side.py` checks
+both): it imports only the standard library at module level, and TensorRT, Polygraphy or ONNX inside functions.
 """
 
 from __future__ import annotations
@@ -39,15 +42,47 @@ class EngineMismatch(AlprError):
     remedy = Remedy.BUILD
 
 
-def device_info() -> dict[str, str]:
-    """The GPU name, compute capability and TensorRT version an engine built here is tied to."""
-    import tensorrt as trt
-    import torch
+class TensorRTUnavailable(AlprError):
+    """This machine cannot build or run TensorRT engines (no `tensorrt`, no CUDA runtime or GPU); the message says
+    which. A gate-side build reports it as a failed candidate, never as a pass."""
 
-    major, minor = torch.cuda.get_device_capability(0)
+    remedy = Remedy.BUILD
+
+
+# cudaDeviceAttr values of the CUDA runtime API (stable since CUDA 5; cuda_runtime_api.h)
+_CC_MAJOR, _CC_MINOR = 75, 76
+
+
+def device_info() -> dict[str, str]:
+    """The GPU name, compute capability and TensorRT version an engine built here is tied to.
+
+    Without PyTorch (the gate has none): the CUDA runtime through Polygraphy's ctypes wrapper of libcudart, which
+    finds JetPack's and pip's CUDA libraries. The name is the first field of `cudaDeviceProp` (what
+    `torch.cuda.get_device_name` returns); the buffer is oversized because the struct grows between CUDA versions.
+    """
+    import ctypes
+
+    try:
+        import tensorrt as trt
+        from polygraphy import cuda
+    except Exception as e:  # ImportError, or OSError from a broken install
+        raise TensorRTUnavailable(f"TensorRT cannot run here: {type(e).__name__}: {e}") from e
+    try:
+        cudart = cuda.wrapper().handle
+        major, minor = ctypes.c_int(), ctypes.c_int()
+        props = ctypes.create_string_buffer(8192)
+        for status in (
+            cudart.cudaDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, 0),
+            cudart.cudaDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, 0),
+            cudart.cudaGetDeviceProperties(props, 0),
+        ):
+            if status != 0:
+                raise RuntimeError(f"CUDA runtime error {status} (no CUDA GPU?)")
+    except Exception as e:  # Polygraphy's own exception when libcudart is missing, or a CUDA error
+        raise TensorRTUnavailable(f"no usable CUDA GPU here: {type(e).__name__}: {e}") from e
     return {
-        "gpu": torch.cuda.get_device_name(0),
-        "compute_capability": f"{major}.{minor}",
+        "gpu": props.raw[:256].split(b"\0", 1)[0].decode(),
+        "compute_capability": f"{major.value}.{minor.value}",
         "tensorrt": trt.__version__,
     }
 
@@ -110,7 +145,7 @@ def check_engine(path: Path) -> dict[str, str]:
         raise EngineMismatch(f"{path}: the engine does not record its GPU and TensorRT version; rebuild it here")
     try:
         here = device_info()
-    except (ImportError, RuntimeError, AssertionError) as e:  # no tensorrt package, no CUDA GPU
+    except TensorRTUnavailable as e:
         raise EngineMismatch(
             f"{path}: built for {device.get('gpu')!r} (compute capability {device.get('compute_capability')}, "
             f"TensorRT {device.get('tensorrt')}), but this machine cannot run TensorRT ({type(e).__name__}: {e}). "
@@ -167,11 +202,20 @@ def engine_header(ultralytics_metadata: dict[str, Any], device: dict[str, str]) 
     return with_device({k: v for k, v in ultralytics_metadata.items() if k != HEADER_KEY}, device)
 
 
-def build_strongly_typed_engine(qdq_onnx: Path, engine_path: Path, workspace_gb: float = 4.0) -> Path:
+def build_strongly_typed_engine(
+    qdq_onnx: Path, engine_path: Path, workspace_gb: float = 4.0, metadata: dict[str, Any] | None = None
+) -> Path:
     """Build a strongly-typed engine from a Q/DQ ONNX: precisions come from the graph's Q/DQ nodes, not from
     builder flags or a calibrator (the only INT8 route in TensorRT 11). Writes `<name>.engine` and `<name>.plan`
-    (`save_engine`); needs TensorRT 10 or later (`tasks.pipeline.build.check_tensorrt` checks it first)."""
-    import tensorrt as trt
+    (`save_engine`); needs TensorRT 10 or later (`tasks.pipeline.build.check_tensorrt` checks it first).
+    `metadata`: Ultralytics' export metadata for the header; None reads it from the ONNX (needs `onnx`, which the
+    gate does not have: the gate passes what the host's bundle carries)."""
+    try:
+        import tensorrt as trt
+    except Exception as e:
+        raise TensorRTUnavailable(f"{qdq_onnx}: TensorRT cannot build here: {type(e).__name__}: {e}") from e
+    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        raise TensorRTUnavailable(f"TensorRT {trt.__version__}: strongly typed networks need TensorRT 10 or later")
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -186,7 +230,8 @@ def build_strongly_typed_engine(qdq_onnx: Path, engine_path: Path, workspace_gb:
     if serialized is None:
         raise RuntimeError(f"{qdq_onnx}: TensorRT failed to build a strongly-typed engine (see the log above)")
     device = device_info()
-    save_engine(engine_path, engine_header(onnx_metadata(qdq_onnx), device), bytes(serialized))
+    meta = onnx_metadata(qdq_onnx) if metadata is None else metadata
+    save_engine(engine_path, engine_header(meta, device), bytes(serialized))
     log.info("built strongly-typed TensorRT engine %s (and its plain plan) for %s", engine_path, device)
     return engine_path
 

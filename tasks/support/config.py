@@ -353,6 +353,7 @@ class ServeConfig(_Frozen):
 
     work_pools: dict[str, str] = {"openvino": "gate-cpu", "tensorrt": "gate-orin"}  # build.backend -> work pool
     port: int = Field(4200, ge=1, le=65535)  # `alpr-ops serve`'s local Prefect server (UI and API), on 127.0.0.1
+    gate_wait_s: float = Field(1800, gt=0)  # how long the host waits for a gate worker's engine build (issue 14)
 
 
 class Params(_Frozen):

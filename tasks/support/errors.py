@@ -4,8 +4,18 @@ CLI (`cli/advice.py`) turns the remedy into the command or setting a user acts o
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum
 from typing import Any
+
+try:
+    from enum import StrEnum  # novermin (Python 3.11)
+except ImportError:  # Python 3.10: JetPack 6's system Python on the gate imports these errors too
+
+    class StrEnum(str, Enum):  # type: ignore[no-redef]  # noqa: UP042 (3.10 has no enum.StrEnum)
+        """`enum.StrEnum` as Python 3.11 defines it: members are their values, also under `str()` and f-strings."""
+
+        def __str__(self) -> str:
+            return str(self.value)
 
 
 class Remedy(StrEnum):

@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks.support.errors import LockBusy
@@ -36,7 +36,7 @@ def file_lock(path: Path, what: str, *, wait: bool) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX)
         fh.seek(0)
         fh.truncate()
-        fh.write(f"{what} pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        fh.write(f"{what} pid {os.getpid()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")  # noqa: UP017 (the gate runs 3.10)
         fh.flush()
         try:
             yield

@@ -251,3 +251,33 @@ def test_trt_qdq_onnx_follows_tensorrts_onnx_parser_rules(
     assert not violations, f"{len(violations)} violations:\n" + "\n".join(violations[:40])
     assert counts["weight_qdq"] > 40 and counts["activation_q"] > 40
     assert counts["per_channel_scales"] == counts["weight_qdq"]
+
+
+@pytest.mark.skipif(not HAVE_TRT, reason=SKIP_REASON)
+def test_gate_side_build_times_and_checks_an_engine_without_pytorch(
+    built: tuple, tmp_path: Path, prefect_api: str
+) -> None:
+    """The split path end to end where TensorRT and a GPU exist: the host's bundle (FP32 ONNX, reference
+    detections) through MLflow, the gate-build flow (strongly typed engine, timing, agreement), results read back."""
+    from flows.gate_build import gate_build
+    from tasks.edge.gate_build import RESULT_PATH
+    from tasks.pipeline import gate_remote, track
+    from tasks.support.config import TrackingConfig
+
+    params, candidates = built
+    fp32 = next(c for c in candidates if c.name == params.build.reference)
+    tracking = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=tmp_path / "mlartifacts")
+    client = track.client(tracking)
+    run_id = client.create_run(track.experiment_id(client, tracking)).info.run_id
+    images = sorted((params.paths.holdout / "images").iterdir())
+    bundle = gate_remote.write_bundle("trt-fp32", fp32.path, fp32, images, params.validate_, tmp_path / "bundle")
+    gate_remote.log_bundle(tracking, run_id, bundle)
+    state = gate_build(run_id, tracking.uri, str(tmp_path / "gate"), return_state=True)
+    outcome = gate_remote.outcome_of(state, tracking, run_id)
+    assert outcome.passed, outcome.reason
+    assert outcome.metrics["latency_p50_ms"] > 0
+    assert outcome.metrics["boxes_matched"] >= 0.8 * outcome.metrics["boxes_reference"] > 0
+    logged = {Path(a.path).name for a in client.list_artifacts(run_id, RESULT_PATH)}
+    assert {"engine_record.json", "latency_ms.json"} <= logged
+    assert any(n.endswith(".engine") for n in logged) and any(n.endswith(".plan") for n in logged)
+    assert not any((tmp_path / "gate").iterdir()), "the gate's working copy was left behind"

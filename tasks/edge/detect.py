@@ -1,0 +1,56 @@
+"""Frames in, detections out, on any runner: the gate's whole inference path without PyTorch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.edge.agreement import Detections
+from tasks.edge.postprocess import decode
+from tasks.edge.preprocess import preprocess
+from tasks.edge.runners import Runner, open_runner
+
+
+@dataclass
+class Detector:
+    """A runner with Ultralytics-equivalent pre- and post-processing, at the runner's own input shape."""
+
+    runner: Runner
+    max_det: int = 300
+
+    @classmethod
+    def open(cls, artifact: Path, threads: int = 0) -> Detector:
+        return cls(open_runner(artifact, threads))
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.runner.input_hw
+
+    def __call__(self, frame: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
+        """Detections on a BGR frame of any size (letterboxed to the model's input, boxes in frame pixels)."""
+        batch, boxes = preprocess([frame], self.input_hw)
+        return decode(self.runner(batch)[0], boxes[0], conf, iou, self.max_det)
+
+
+def time_runner(runner: Runner, warmup: int, runs: int) -> list[float]:
+    """Milliseconds of each of `runs` inferences on a blank input of the runner's shape, after `warmup` runs."""
+    batch = np.zeros((1, 3, *runner.input_hw), dtype=np.float32)
+    for _ in range(warmup):
+        runner(batch)
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        runner(batch)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return samples
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50 and p95 of latency samples (NumPy's linear interpolation), in ms."""
+    return {
+        "latency_p50_ms": round(float(np.percentile(samples, 50)), 3),
+        "latency_p95_ms": round(float(np.percentile(samples, 95)), 3),
+    }

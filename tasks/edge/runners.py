@@ -1,0 +1,121 @@
+"""One small interface over the runtimes a gate runs a model with: input shape, and a batch in -> raw output out.
+
+ONNX Runtime and OpenVINO run on CPU (here, and on a CPU gate); TensorRT runs a serialized plan on the gate's GPU
+with TensorRT 10's named-tensor API (`execute_async_v3`), device memory handled by NVIDIA's Polygraphy (libcudart
+through ctypes) instead of PyTorch, which JetPack's Python does not have.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    input_hw: tuple[int, int]  # the model's fixed input (height, width)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:  # NCHW float32 -> (N, 4 + classes, anchors)
+        ...
+
+
+def _fixed_hw(shape: object, what: str) -> tuple[int, int]:
+    dims = list(shape)  # type: ignore[call-overload]
+    try:
+        h, w = int(dims[2]), int(dims[3])
+    except (TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"{what}: input shape {dims} is not a fixed NCHW shape (export with dynamic=False)") from e
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{what}: input shape {dims} is not a fixed NCHW shape (export with dynamic=False)")
+    return h, w
+
+
+class OnnxRuntimeRunner:
+    """An ONNX model on ONNX Runtime's CPU provider."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name, self.input_hw = inp.name, _fixed_hw(inp.shape, str(path))
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+class OpenVinoRunner:
+    """An OpenVINO IR (a folder with one .xml, as Ultralytics and NNCF write it, or the .xml) on the CPU."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        import openvino as ov
+
+        xml = path if path.suffix == ".xml" else next(iter(sorted(path.glob("*.xml"))), None)
+        if xml is None:
+            raise ValueError(f"{path}: no OpenVINO .xml in this folder")
+        core = ov.Core()
+        model = core.read_model(xml)
+        self.input_hw = _fixed_hw(model.input(0).get_partial_shape().to_shape(), str(xml))
+        config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        self.compiled = core.compile_model(model, "CPU", config)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.compiled(batch)[0])
+
+
+class TensorRTRunner:
+    """A serialized TensorRT plan (the plain `.plan`, or the plan inside an Ultralytics-layout `.engine`)."""
+
+    def __init__(self, plan: bytes, what: str = "engine") -> None:
+        from tasks.runtime.tensorrt import TensorRTUnavailable
+
+        try:
+            import tensorrt as trt
+            from polygraphy.backend.trt import TrtRunner
+        except Exception as e:  # ImportError, or OSError from a broken install
+            raise TensorRTUnavailable(f"{what}: TensorRT cannot run here: {type(e).__name__}: {e}") from e
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise TensorRTUnavailable(f"{what}: TensorRT could not deserialize the plan (see its log above)")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or not self.outputs:
+            raise ValueError(f"{what}: expected one input and an output, found inputs {inputs}, outputs {names}")
+        self.input_name = inputs[0]
+        self.input_hw = _fixed_hw(self.engine.get_tensor_shape(self.input_name), what)
+        self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))  # FP16 engines too
+        self._runner = TrtRunner(self.engine)  # execution context, device buffers, execute_async_v3
+        self._runner.activate()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        out = self._runner.infer({self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)})
+        return np.asarray(out[self.outputs[0]])
+
+    def close(self) -> None:
+        self._runner.deactivate()
+
+
+def open_runner(artifact: Path, threads: int = 0) -> Runner:
+    """The runner for an artifact, by its format: `.onnx`, an OpenVINO folder or `.xml`, `.engine` or `.plan`.
+
+    An `.engine` is checked first against this machine's GPU and TensorRT version (`check_engine`)."""
+    from tasks.runtime import tensorrt
+
+    if artifact.suffix == ".onnx":
+        return OnnxRuntimeRunner(artifact, threads)
+    if artifact.is_dir() or artifact.suffix == ".xml":
+        return OpenVinoRunner(artifact, threads)
+    if artifact.suffix == ".engine":
+        tensorrt.check_engine(artifact)
+        return TensorRTRunner(tensorrt.read_engine(artifact)[1], str(artifact))
+    if artifact.suffix == tensorrt.PLAN_SUFFIX:
+        return TensorRTRunner(artifact.read_bytes(), str(artifact))
+    raise ValueError(f"{artifact}: no runner for this format (.onnx, OpenVINO folder, .engine or .plan)")
