@@ -301,6 +301,14 @@ def latency(candidate: Candidate, frame_path: Path, cfg: ValidateConfig) -> dict
     return measure_in_subprocess(req)
 
 
+def engine_memory(candidate: Candidate, cfg: ValidateConfig) -> dict[str, Any]:
+    """Resident memory of running the engine alone (runtime + engine, no PyTorch), in its own short process
+    (tasks/runtime/memory.py says what the numbers mean)."""
+    from tasks.runtime.memory import engine_memory as probe
+
+    return probe(candidate.backend, candidate.path, candidate.imgsz, cfg.memory_frames, cfg.threads)
+
+
 @dataclass(frozen=True)
 class ValidationReport:
     """Everything validation measured: the metrics rows, and the data behind the plots and the image grid."""
@@ -367,6 +375,7 @@ def run_validation(
             diffs[cand.name] = sorted(frame_diffs, key=lambda d: d.score, reverse=True)
             measured = latency(cand, agree_images[0], cfg)
             row.update(measured["metrics"])
+            row.update(engine_memory(cand, cfg))
             samples[cand.name] = measured["samples"]
             row["size_mb"] = cand.size_mb
             results[cand.name] = row

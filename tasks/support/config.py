@@ -264,6 +264,7 @@ class ValidateConfig(_Frozen):
     threads: int = Field(2, ge=1)  # pinned for torch, ONNX Runtime and OpenVINO so latencies compare
     batch_sizes: tuple[int, ...] = Field((1, 4, 8), min_length=1)  # throughput batches (if the artifact allows)
     grid_frames: int = Field(6, ge=1)  # frames in the FP32-vs-candidate image grid, worst disagreements first
+    memory_frames: int = Field(3, ge=1)  # inferences the engine-memory probe runs (tasks/runtime/memory.py)
     # required: no labelled holdout (or one without a single box) stops validation. optional: without one, a rebuild
     # is judged on agreement with FP32 alone (the mAP gates are skipped, never compared 0 against 0).
     labels: Literal["required", "optional"] = "required"
