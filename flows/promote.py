@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import open_project
 from flows.retry import IO_RETRIES
 from tasks.operations import promote as promotion
+from tasks.pipeline import tradeoff
 from tasks.pipeline.track import RebuildRecord
 from tasks.support.config import Params
 from tasks.support.project import Overrides
@@ -22,6 +23,7 @@ from tasks.support.project import Overrides
 # re-run by hand (it recovers a killed run's leftovers), but a blind retry would hide why it failed.
 latest_rebuild = task(promotion.require_latest_rebuild, name="latest-rebuild", cache_policy=NO_CACHE, **IO_RETRIES)
 promote_winner = task(promotion.promote, name="promote", cache_policy=NO_CACHE)
+tradeoff_chart = task(tradeoff.log_tradeoff, name="tradeoff-chart", cache_policy=NO_CACHE, **IO_RETRIES)
 
 
 @flow(name="promote", log_prints=False)
@@ -32,13 +34,16 @@ def promote(
     record: RebuildRecord | None = None,
     metrics: dict[str, dict[str, Any]] | None = None,
 ) -> promotion.PromoteResult:
-    """Promote the winner of `record` (default: the newest finished rebuild in MLflow) to the gate runtime."""
+    """Promote the winner of `record` (default: the newest finished rebuild in MLflow) to the gate runtime, then
+    draw the rebuild's trade-off chart with the verdicts on its parent run."""
     if params is None:
         params = open_project(params_file, overrides, None).params
     if record is None or metrics is None:
         record, metrics = latest_rebuild(params.tracking)
     p = params.paths
-    return promote_winner(
+    result = promote_winner(
         record, metrics, params.promote, params.tracking, p.holdout, params.validate_, params.build.reference,
         p.holdout_frames,
     )  # fmt: skip
+    tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
+    return result

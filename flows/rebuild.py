@@ -18,7 +18,7 @@ from prefect import flow, task
 from prefect.cache_policies import DEFAULT, NO_CACHE
 
 from flows.common import open_project
-from flows.promote import promote
+from flows.promote import promote, tradeoff_chart
 from flows.retry import IO_RETRIES
 from tasks.pipeline import build, extract, fetch, track, validate
 from tasks.runtime.releases import gate_paths
@@ -71,7 +71,11 @@ def rebuild(
             dvc_push(proj.dvc_root)
         tags = lineage(proj.root, frames.frames_hash, params.model.sha256, dvc.dvc_file(p.videos), p.videos)
         record = log_rebuild(params, built, report.metrics, tags, report)
-        promotion = promote(params=params, record=record, metrics=report.metrics) if params.promote.auto else None
+        if params.promote.auto:  # the promote flow draws the trade-off chart with its verdicts
+            promotion = promote(params=params, record=record, metrics=report.metrics)
+        else:  # the chart without verdicts; `alpr-ops promote` redraws it with them
+            promotion = None
+            tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
     return {
         "params": params,
         "record": record,

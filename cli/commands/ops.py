@@ -137,6 +137,7 @@ def nightly(videos: PathOpt = None, holdout: PathOpt = None, gate_dir: PathOpt =
 def demo() -> None:
     """The whole workflow on embedded defaults: sample videos, fetch the model, version data, rebuild, promote."""
     from tasks.pipeline.extract import VIDEO_SUFFIXES
+    from tasks.pipeline.track import experiment_url
     from tasks.support.dvc import DvcError, dvc_track
 
     project = state.project()
@@ -152,11 +153,11 @@ def demo() -> None:
         dvc_track(project.root, [p.videos, p.holdout, p.model])
     except DvcError as e:
         log.warning("%s (continuing without DVC versioning)", e)
-    run_rebuild(project)
+    out = run_rebuild(project)
     uri = params.tracking.uri
     ERR.print(
         f"\nOpen the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000[/bold]"
-        "\nthen browse http://127.0.0.1:5000"
+        f"\nthen browse {experiment_url(uri, out['record'].experiment_id)}"
         "\nTo rebuild whenever new videos land in data/videos (and run the nightly check): [bold]alpr-ops serve[/bold]",
         soft_wrap=True,
     )

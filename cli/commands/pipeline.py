@@ -108,6 +108,8 @@ def run_rebuild(project: Any) -> dict[str, Any]:
     with guarded():
         info = status(params.tracking, params.promote)
     print_candidates(info["candidates"], info["champion"])
+    if info["rebuild"]:
+        ERR.print(f"MLflow runs: {info['rebuild']['mlflow_url']}", soft_wrap=True)
     if out["winner"] is None and out["explain"]:
         ERR.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
         ERR.print(out["explain"])

@@ -56,6 +56,8 @@ def status(
         sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
         return
     print_candidates(info["candidates"], info["champion"])
+    if info["rebuild"]:
+        ERR.print(f"MLflow runs: {info['rebuild']['mlflow_url']}", soft_wrap=True)
 
 
 def report(
@@ -71,6 +73,7 @@ def report(
         folder = write_report(prm.tracking, view, prm.paths.reports)
     print_report(view, summary_rows(view))
     ERR.print(f"report: {folder / 'report.html'} and {folder / 'report.md'}")
+    ERR.print(f"MLflow runs: {view.url}", soft_wrap=True)
 
 
 def gate_run(

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.pipeline.track import KIND_TAG, client
+from tasks.pipeline.track import KIND_TAG, client, experiment_url
+from tasks.pipeline.tradeoff import ARTIFACT_DIR as TRADEOFF_DIR
+from tasks.pipeline.tradeoff import CHART as TRADEOFF_CHART
 from tasks.support.config import TrackingConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
@@ -41,7 +43,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("throughput_batch1_fps", "throughput batch 1 (fps)", ".1f"),
     ("throughput_best_fps", "throughput best batch (fps)", ".1f"),
     ("best_batch", "best batch", ".0f"),
-    ("peak_rss_mb", "peak RSS (MB)", ".0f"),
+    ("engine_mb", "engine memory (MB, engine alone)", ".1f"),
+    ("engine_rss_mb", "engine process peak RSS (MB)", ".1f"),
+    ("runtime_rss_mb", "runtime alone RSS (MB)", ".1f"),
     ("size_mb", "size (MB)", ".2f"),
     ("speedup", "speed-up vs FP32", ".2f"),
 )
@@ -91,6 +95,7 @@ class RebuildView:
     params: dict[str, str]
     candidates: list[CandidateView]
     champion: str = ""
+    url: str = ""  # the experiment in the MLflow UI, on its runs table (`experiment_url`)
 
     def cell(self, cand: CandidateView, key: str, spec: str) -> str:
         value = cand.metrics.get(key)
@@ -160,18 +165,27 @@ def load_rebuild(tracking: TrackingConfig, run_id: str | None = None) -> Rebuild
     started = datetime.fromtimestamp(parent.info.start_time / 1000, UTC).isoformat(timespec="seconds")
     lineage = {k: parent.data.tags[k] for k in LINEAGE_TAGS if k in parent.data.tags}
     return RebuildView(
-        pid, eid, parent.info.run_name, started, parent.info.status, lineage, dict(parent.data.params), cands, champion
-    )
+        pid, eid, parent.info.run_name, started, parent.info.status, lineage, dict(parent.data.params), cands, champion,
+        experiment_url(tracking.uri, eid),
+    )  # fmt: skip
 
 
 def _verdict(c: CandidateView) -> str:
     return {"true": "PASS", "false": "FAIL"}.get(c.passed, "not decided")
 
 
+TRADEOFF = "_tradeoff"  # the parent run's chart among the report's images (no candidate name starts with _)
+
+
 def _download_images(tracking: TrackingConfig, view: RebuildView, out: Path) -> dict[str, dict[str, str]]:
-    """Each candidate run's plots, copied next to the report; returns candidate -> plot -> relative path."""
+    """Each candidate run's plots, and the parent run's trade-off chart (under the key `TRADEOFF`), copied next to
+    the report; returns candidate -> plot -> relative path."""
     mc = client(tracking)
     found: dict[str, dict[str, str]] = {}
+    if TRADEOFF_CHART in {Path(f.path).name for f in mc.list_artifacts(view.run_id, TRADEOFF_DIR)}:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        mc.download_artifacts(view.run_id, f"{TRADEOFF_DIR}/{TRADEOFF_CHART}", str(out / "images"))
+        found[TRADEOFF] = {TRADEOFF_CHART: f"images/{TRADEOFF_CHART}"}
     for c in view.candidates:
         names = {Path(f.path).name for f in mc.list_artifacts(c.run_id, "plots")}
         for plot in PLOTS:
@@ -201,11 +215,15 @@ def render_markdown(view: RebuildView, images: dict[str, dict[str, str]]) -> str
         columns=["", *names],
     )
     differing = ", ".join(label for _, label, _ in view.differing_rows()) or "none"
+    chart = images.get(TRADEOFF, {}).get(TRADEOFF_CHART)
     lines = [
         f"# Rebuild {view.run_name}",
         "",
         f"MLflow run `{view.run_id}` (experiment {view.experiment_id}), started {view.started}, {view.status}."
         + (f" Champion: {view.champion}." if view.champion else ""),
+        f"Runs in the MLflow UI: <{view.url}>",
+        "",
+        f"![trade-off: latency p50 vs agreement with FP32]({chart})\n\n{TRADEOFF_CAPTION}" if chart else NO_TRADEOFF,
         "",
         head.to_markdown(index=False, disable_numparse=True),
         "",
@@ -234,6 +252,13 @@ def render_markdown(view: RebuildView, images: dict[str, dict[str, str]]) -> str
     return "\n".join(lines)
 
 
+TRADEOFF_CAPTION = (
+    "Each candidate's latency p50 (x) against its agreement with FP32 (y). Shaded: what the agreement and speed-up "
+    "gates allow. Triangles: Ultralytics' own exports (the peers); circles: ours; square: FP32. Hollow: failed "
+    "another gate (named). Ringed: the winner, the fastest candidate that passed every gate."
+)
+NO_TRADEOFF = "No trade-off chart was logged for this rebuild (the rebuild and promote flows draw it)."
+
 HTML_TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Rebuild {{ v.run_name }}</title>
 <style>
@@ -245,7 +270,10 @@ img { max-width: 100%; border: 1px solid #ddd; } code { font-size: 90%; }
 </style></head><body>
 <h1>Rebuild {{ v.run_name }}</h1>
 <p>MLflow run <code>{{ v.run_id }}</code> (experiment {{ v.experiment_id }}), started {{ v.started }}, {{ v.status }}.
-{% if v.champion %}Champion: <b>{{ v.champion }}</b>.{% endif %}</p>
+{% if v.champion %}Champion: <b>{{ v.champion }}</b>.{% endif %}
+Runs in the MLflow UI: <a id="mlflow-link" href="{{ v.url }}">{{ v.url }}</a></p>
+{% if chart %}<figure id="tradeoff"><img src="{{ chart }}" alt="trade-off: latency p50 vs agreement with FP32">
+<figcaption>{{ caption }}</figcaption></figure>{% else %}<p>{{ no_chart }}</p>{% endif %}
 <h2>Candidates side by side</h2>
 <p>Highlighted rows differ between candidates.</p>
 <table id="candidates"><thead><tr><th>metric</th>{% for c in v.candidates %}<th>{{ c.name }}</th>{% endfor %}</tr>
@@ -280,6 +308,9 @@ def render_html(view: RebuildView, images: dict[str, dict[str, str]]) -> str:
         rows=ROWS,
         differing=view.differing_rows(),
         images=images,
+        chart=images.get(TRADEOFF, {}).get(TRADEOFF_CHART),
+        caption=TRADEOFF_CAPTION,
+        no_chart=NO_TRADEOFF,
         verdict=_verdict,
         notes=sorted({n for c in view.candidates for n in c.notes.values()}),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tasks.pipeline.track import client, latest_rebuild
+from tasks.pipeline.track import client, experiment_url, latest_rebuild
 from tasks.runtime.releases import MANIFEST, current_release
 from tasks.support.config import PromoteConfig, TrackingConfig
 from tasks.support.registry import CHAMPION
@@ -51,7 +51,11 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
     if latest is None:
         return out
     record, metrics = latest
-    out["rebuild"] = {"mlflow_run_id": record.parent_run_id, "experiment_id": record.experiment_id}
+    out["rebuild"] = {
+        "mlflow_run_id": record.parent_run_id,
+        "experiment_id": record.experiment_id,
+        "mlflow_url": experiment_url(tracking.uri, record.experiment_id),
+    }
     for name, row in metrics.items():
         item: dict[str, Any] = {"name": name}
         item.update({k: row.get(k) for k in STATUS_FIELDS})

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 KIND_TAG = "alpr.kind"  # "rebuild" on parent runs, "candidate" on child runs
 ARTIFACT_PATH = "artifact"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store (README, the demo's hint)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,18 @@ def experiment_id(mlflow_client: Any, cfg: TrackingConfig) -> str:
         return mlflow_client.create_experiment(cfg.experiment)
     location = cfg.artifacts.resolve().as_uri() if "://" not in str(cfg.artifacts) else str(cfg.artifacts)
     return mlflow_client.create_experiment(cfg.experiment, artifact_location=f"{location}/{cfg.experiment}")
+
+
+def experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    """The MLflow UI link of an experiment, opening on its runs table.
+
+    MLflow 3 lands an experiment link on the GenAI "Overview" page (traces, "No data available") unless the URL says
+    `workflowType=machine_learning` (the "Model training" view, whose "Runs" tab lists the rebuilds); the experiment
+    tag `mlflow.experimentKind` does not change that (measured on 3.17.2). A server store (`http(s)://`) is its own UI;
+    a local store (sqlite, files) is opened with `mlflow ui` on `LOCAL_UI`.
+    """
+    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def git_commit(repo: Path) -> str:
@@ -325,6 +338,7 @@ def _log_candidate(
 ) -> TrackedCandidate:
     """One child run (a failure marks it FAILED, never leaves it RUNNING) and its registry version."""
     strings = {k: str(v) for k, v in row.items() if isinstance(v, str) and k not in ("backend", "precision")}
+    # hardware (cpu_model, gpu_name), the batch note and the memory probe's input shape or why it did not run
     tags = {
         KIND_TAG: "candidate",
         "mlflow.parentRunId": parent_id,
@@ -332,10 +346,11 @@ def _log_candidate(
         "candidate": cand.name,
         "backend": cand.backend,
         "precision": cand.precision,
+        "method": cand.method,  # "ultralytics": Ultralytics' own export (a peer); otherwise our quantizer
         "artifact_sha256": cand.sha256,
         "base_model_sha256": cand.base_model_sha256,
         **lineage,
-        **strings,  # hardware (cpu_model, gpu_name) and the batch note, so latencies are read in context
+        **strings,  # so latencies and memory are read in context
     }
     run = mc.create_run(exp, tags=tags)
     rid = run.info.run_id

@@ -270,6 +270,14 @@ def retime_close(
     log.info("re-timed %d close candidates interleaved: %s", len(close), stats)
 
 
+def engine_memory(candidate: Candidate, cfg: ValidateConfig) -> dict[str, Any]:
+    """Resident memory of running the engine alone (runtime + engine, no PyTorch), in its own short process
+    (tasks/runtime/memory.py says what the numbers mean)."""
+    from tasks.runtime.memory import engine_memory as probe
+
+    return probe(candidate.backend, candidate.path, candidate.imgsz, cfg.memory_frames, cfg.threads)
+
+
 @dataclass(frozen=True)
 class ValidationReport:
     """Everything validation measured: the metrics rows, and the data behind the plots and the image grid."""
@@ -336,6 +344,7 @@ def run_validation(
             diffs[cand.name] = sorted(frame_diffs, key=lambda d: d.score, reverse=True)
             measured = latency(cand, agree_images[0], cfg)
             row.update(measured["metrics"])
+            row.update(engine_memory(cand, cfg))
             samples[cand.name] = measured["samples"]
             row["size_mb"] = cand.size_mb
             results[cand.name] = row

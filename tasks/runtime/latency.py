@@ -1,9 +1,10 @@
 """Latency of one artifact on its own runtime, measured in a fresh Python process with pinned threads.
 
 A fresh process per candidate because (1) thread counts of OpenMP/oneDNN are read once, at import, so they can only
-be pinned before torch/ONNX Runtime/OpenVINO load; (2) peak resident memory (`ru_maxrss`) is a per-process high-water
-mark, so only a process that loads nothing else measures one candidate's; (3) earlier candidates' allocations and
-caches do not colour later ones. `measure_in_subprocess` runs `python -m tasks.runtime.latency` and reads back its JSON.
+be pinned before torch/ONNX Runtime/OpenVINO load; (2) earlier candidates' allocations and caches do not colour
+later ones. Memory is not measured here: this process holds PyTorch and Ultralytics (~700 MB, the same for every
+candidate); `tasks/runtime/memory.py` measures the engine alone. `measure_in_subprocess` runs
+`python -m tasks.runtime.latency` and reads back its JSON.
 
 The price of a process per candidate is drift: two candidates timed a minute apart see a different machine, by more
 than each one's own spread. So candidates whose latencies come out close are timed again together, interleaved in one
@@ -16,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -52,16 +52,6 @@ def gpu_name() -> str:
     import torch
 
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-
-
-def _rss_mb() -> float:
-    """Current resident set size of this process, from /proc (MB)."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def pin_threads(autobackend: Any, artifact: Path, threads: int) -> int:
@@ -134,7 +124,6 @@ def measure(req: LatencyRequest) -> dict[str, Any]:
     from tasks.runtime.tensorrt import ensure_runnable
 
     artifact, threads, runs = Path(req.artifact), req.threads, req.runs
-    baseline_mb = _rss_mb()
     frame = cv2.imread(req.frame_path)
     if frame is None:
         raise LatencyError(f"{req.frame_path}: cannot be read as an image")
@@ -177,7 +166,6 @@ def measure(req: LatencyRequest) -> dict[str, Any]:
             "so best-batch throughput is the batch-1 throughput"
         )
     best = max(throughput, key=lambda b: throughput[b])
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     metrics: dict[str, Any] = {
         **_percentiles(inference, "latency"),
         **_percentiles(total, "e2e"),
@@ -188,8 +176,6 @@ def measure(req: LatencyRequest) -> dict[str, Any]:
         "throughput_best_fps": round(throughput[best], 3),
         "best_batch": float(best),
         "artifact_batch": float(fixed_batch),
-        "peak_rss_mb": round(peak_mb, 1),
-        "model_rss_mb": round(peak_mb - baseline_mb, 1),
         "threads": float(threads),
         "threads_effective": float(effective),
         "latency_runs": float(runs),

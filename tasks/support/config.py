@@ -270,6 +270,7 @@ class ValidateConfig(_Frozen):
     retime_within: float = Field(0.25, ge=0)
     retime_rounds: int = Field(6, ge=0)
     retime_runs: int = Field(20, ge=1)
+    memory_frames: int = Field(3, ge=1)  # inferences the engine-memory probe runs (tasks/runtime/memory.py)
     # required: no labelled holdout (or one without a single box) stops validation. optional: without one, a rebuild
     # is judged on agreement with FP32 alone (the mAP gates are skipped, never compared 0 against 0).
     labels: Literal["required", "optional"] = "required"

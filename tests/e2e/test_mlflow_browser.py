@@ -1,5 +1,6 @@
 """A reviewer's view: `mlflow server` on 127.0.0.1, a small rebuild logged to it, and headless Chromium (Debian's
-own `chromium`, driven by Playwright) loading the compare-runs page and the FP32-vs-candidate image artifact.
+own `chromium`, driven by Playwright) opening the experiment link the project prints (the runs table with the
+rebuild), the rebuild's trade-off chart, the compare-runs page and the FP32-vs-candidate image artifact.
 
 Screenshots are kept under `test-artifacts/` (gitignored) so CI can publish them.
 """
@@ -14,12 +15,15 @@ import pytest
 from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, mlflow_server_at
 
 from tasks.operations.promote import promote
-from tasks.pipeline.track import lineage, log_rebuild
+from tasks.operations.status import status
+from tasks.pipeline.track import client, lineage, log_rebuild
+from tasks.pipeline.tradeoff import log_tradeoff
 from tasks.support.config import Params
 
 pytestmark = pytest.mark.e2e
 
 GRID_WIDTH = 966  # tasks/pipeline/plots.py: two 480-pixel frames and a 6-pixel gap
+TRADEOFF_WIDTH = 1050  # tasks/pipeline/tradeoff.py: 10.5 inches at 100 dpi
 
 
 @pytest.fixture
@@ -44,6 +48,9 @@ def test_compare_view_and_image_artifact_in_chromium(
     record = log_rebuild(store, candidates, validation_report.metrics, tags, validation_report)
     gate = store.promote.model_copy(update={"gate_dir": tmp_path / "gate"})
     promote(record, validation_report.metrics, gate, store.tracking, p.holdout, store.validate_)
+    log_tradeoff(store.tracking, gate, store.build.reference, record.parent_run_id)  # as the promote flow does
+    link = status(store.tracking, gate)["rebuild"]["mlflow_url"]  # what `alpr-ops status` / the demo print
+    rebuild_name = client(store.tracking).get_run(record.parent_run_id).info.run_name
 
     run_ids = [record.parent_run_id, *(c.run_id for c in record.candidates.values())]
     grid_run = record.candidates["ov-int8"].run_id
@@ -63,6 +70,22 @@ def test_compare_view_and_image_artifact_in_chromium(
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.route("**/*", loopback_only)
+            # the printed link lands on the experiment's runs table (not the GenAI overview), the rebuild listed
+            page.goto(link)
+            page.get_by_text(rebuild_name, exact=True).first.wait_for(timeout=120_000)
+            page.screenshot(path=str(ARTIFACTS / "mlflow-experiment-runs.png"))
+            # the rebuild's trade-off chart: among the parent run's artifacts, rendered by the artifact viewer
+            chart = f"{mlflow_server}/get-artifact?path=tradeoff/tradeoff.png&run_uuid={record.parent_run_id}"
+            assert page.request.get(chart).body()[:8] == b"\x89PNG\r\n\x1a\n"
+            page.goto(
+                f"{mlflow_server}/#/experiments/{record.experiment_id}/runs/{record.parent_run_id}"
+                "/artifacts/tradeoff/tradeoff.png"
+            )
+            page.wait_for_function(
+                f"() => Array.from(document.images).some(i => i.complete && i.naturalWidth === {TRADEOFF_WIDTH})",
+                timeout=120_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "mlflow-tradeoff.png"))
             compare = (
                 f"{mlflow_server}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
                 f"&experiments={quote(json.dumps([record.experiment_id]))}"

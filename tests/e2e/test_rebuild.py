@@ -63,6 +63,12 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: 
     assert len(manifest["sha256"]) == 64 and "map50_95" in manifest["metrics"]
     assert "openvino" in manifest["toolchain"]
 
+    # the promote flow drew the trade-off chart with the verdicts on the rebuild's parent run
+    chart = Path(mc.download_artifacts(record.parent_run_id, "tradeoff", str(root / "chart")))
+    assert sorted(f.name for f in chart.iterdir()) == ["tradeoff.csv", "tradeoff.json", "tradeoff.png"]
+    drawn = json.loads((chart / "tradeoff.json").read_text())
+    assert drawn["decided"] and drawn["winner"] == promotion.decision.winner
+
     # DVC's metrics file
     doc = json.loads(project.paths.metrics.read_text())
     assert doc["reference"] == "fp32" and set(doc["candidates"]) == set(metrics)
@@ -75,6 +81,7 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: 
         assert set(cand) >= STATUS_KEYS, cand
         assert cand["mlflow_run_id"] == record.candidates[cand["name"]].run_id
     assert [c["passed"] for c in info["candidates"] if c["name"] == "fp32"] == [True]
+    assert info["rebuild"]["mlflow_url"].endswith(f"#/experiments/{record.experiment_id}?workflowType=machine_learning")
 
     # DVC sees the flow's outputs as its own stages' outputs: nothing to reproduce, data untouched by validation
     assert "up to date" in dvc(root, "status")

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from tasks.operations.report import load_rebuild, write_report
-from tasks.pipeline.track import client, lineage, log_rebuild
+from tasks.pipeline.track import client, experiment_url, lineage, log_rebuild
+from tasks.pipeline.tradeoff import log_tradeoff
 from tasks.support.config import Params
 
 pytestmark = pytest.mark.integration
@@ -62,6 +63,9 @@ def test_every_metric_plot_and_dataset_is_in_mlflow(store: Params, logged, valid
 
 
 def test_report_of_the_latest_rebuild(store: Params, logged, tmp_path: Path, cli) -> None:
+    chart = log_tradeoff(store.tracking, store.promote, store.build.reference, logged.parent_run_id)  # as the flow
+    assert not chart.decided and {p.name for p in chart.points} == set(logged.candidates)
+    assert {p.name: p.role for p in chart.points}["ov-int8"] == "peer"  # Ultralytics' export, from the run's tag
     view = load_rebuild(store.tracking)
     assert view.run_id == logged.parent_run_id
     assert [c.name for c in view.candidates] == list(logged.candidates) and len(logged.candidates) >= 3
@@ -73,6 +77,14 @@ def test_report_of_the_latest_rebuild(store: Params, logged, tmp_path: Path, cli
     assert (folder / "images" / "ov-int8" / "agreement_grid.png").is_file()
     assert 'src="images/ov-int8/agreement_grid.png"' in html
     assert "not decided" in md  # no promotion ran: no gate verdict is invented
+    # the trade-off chart heads the report (its first picture), and the MLflow link opens the runs table
+    assert html.index('src="images/tradeoff.png"') < html.index('<img src="images/ov-int8')
+    assert md.index("](images/tradeoff.png)") < md.index("](images/ov-int8/")
+    assert (folder / "images" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    url = experiment_url(store.tracking.uri, view.experiment_id)
+    assert url.endswith(f"/#/experiments/{view.experiment_id}?workflowType=machine_learning")
+    assert f'href="{url}"' in html and url in md
+    assert "engine memory (MB, engine alone)" in md
 
     # the CLI: an explicit run id, rich table on stdout, files under --out
     done = cli(store.paths.videos.parents[1], "--params", str(write_params(store, tmp_path)), "report",

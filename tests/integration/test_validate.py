@@ -20,8 +20,8 @@ KEYS = {
     "class.License_Plate.map50", "class.License_Plate.map50_95", "class.License_Plate.precision",
     "class.License_Plate.recall", "boxes_gained", "boxes_lost", "boxes_matched", "conf_shift_mean",
     "latency_p99_ms", "latency_mean_ms", "e2e_p99_ms", "throughput_batch1_fps", "throughput_best_fps", "best_batch",
-    "peak_rss_mb", "pre_ms", "inference_ms", "post_ms", "threads", "threads_effective", "cpu_model", "gpu_name",
-    "batch_note",
+    "engine_rss_mb", "runtime_rss_mb", "engine_mb", "pre_ms", "inference_ms", "post_ms", "threads",
+    "threads_effective", "cpu_model", "gpu_name", "batch_note",
 }  # fmt: skip
 
 
@@ -80,7 +80,9 @@ def test_agreement_counts_latency_and_threads(validation_report, built: tuple) -
         assert row["artifact_batch"] == 1 and row["best_batch"] == 1, name
         assert row["throughput_best_fps"] == row["throughput_batch1_fps"] > 0
         assert "fixed batch of 1" in row["batch_note"]
-        assert row["peak_rss_mb"] > row["model_rss_mb"] > 0
+        # memory of the engine alone (no torch in that process): the runtime's baseline, then runtime + engine
+        assert row["engine_rss_mb"] > row["runtime_rss_mb"] > 0 and row["engine_mb"] > 0, name
+        assert row["memory_input_shape"] == f"1x3x{params.build.imgsz}x{params.build.imgsz}", name
         assert row["inference_ms"] == pytest.approx(row["latency_mean_ms"])
         assert row["cpu_model"] and row["gpu_name"] == "none"
         curve = report.pr_curves[name]

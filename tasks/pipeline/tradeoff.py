@@ -1,0 +1,217 @@
+"""The trade-off of one rebuild in one picture: latency p50 (x) against agreement with FP32 (y), one point per
+candidate, so a reviewer sees at a glance why the winner won.
+
+- the region the agreement and speed-up gates allow is shaded (`promote.min_agreement` up, and the FP32 p50 divided
+  by `promote.min_speedup` left: the speed-up gate is a latency bound);
+- Ultralytics' own exports (`method: ultralytics`) are the peers (triangles), ours are circles, FP32 a square;
+- a candidate that failed another gate (mAP drop, p95, champion, labelled holdout, smoke test) is drawn hollow with
+  the gates named; the winner is ringed.
+
+Gate outcomes are read from what the promotion gate logged on each candidate run (`gate.*` tags,
+`tasks/operations/promote.py` `record_verdicts`), never recomputed here. Before the gate has run, the chart says so.
+The chart and the data behind it (`tradeoff.json`, `tradeoff.csv`) go to the rebuild's parent run under `tradeoff/`;
+`alpr-ops report` puts the same PNG at the head of the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.support.config import PromoteConfig, TrackingConfig
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_DIR = "tradeoff"
+CHART = "tradeoff.png"
+AREA_GATES = ("agreement", "speedup")  # the gates the shaded region shows; every other failed gate makes a point hollow
+META_TAGS = ("gate.passed", "gate.reasons", "gate.winner")  # gate tags that are not one gate's outcome
+PEER_METHOD = "ultralytics"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One candidate on the chart."""
+
+    name: str
+    latency_p50_ms: float
+    agreement: float  # agreement mAP50-95 with the FP32 reference's detections
+    role: str  # "reference", "peer" (Ultralytics' own export) or "ours"
+    passed: bool | None  # the gate's verdict; None before the gate ran
+    failed_gates: tuple[str, ...]  # failed gates other than agreement/speed-up: drawn hollow, named
+    winner: bool
+    engine_mb: float | None = None  # memory of the engine alone (tasks/runtime/memory.py), when measured
+
+    @property
+    def hollow(self) -> bool:
+        return bool(self.failed_gates)
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    """The chart's data: the points and the shaded region's bounds."""
+
+    reference: str
+    reference_p50_ms: float
+    min_agreement: float
+    min_speedup: float
+    max_p50_ms: float  # the speed-up gate as a latency bound: reference p50 / min_speedup
+    decided: bool  # the promotion gate has run on this rebuild
+    winner: str | None
+    points: tuple[Point, ...]
+
+
+def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteConfig) -> Tradeoff:
+    """The chart's data from each candidate's metrics and tags (`method`, `gate.*`) and the gate bounds of `cfg`."""
+    if reference not in rows:
+        raise ValueError(f"the reference '{reference}' is not among the candidates {sorted(rows)}")
+    points = []
+    for name, row in rows.items():
+        verdict = str(row.get("gate.passed", ""))
+        failed = tuple(
+            key.removeprefix("gate.")
+            for key, value in sorted(row.items())
+            if key.startswith("gate.")
+            and key not in META_TAGS
+            and key.removeprefix("gate.") not in AREA_GATES
+            and str(value).startswith("fail")
+        )
+        role = "reference" if name == reference else "peer" if row.get("method") == PEER_METHOD else "ours"
+        engine = row.get("engine_mb")
+        points.append(
+            Point(
+                name=name,
+                latency_p50_ms=float(row["latency_p50_ms"]),
+                agreement=float(row["agreement_map50_95"]),
+                role=role,
+                passed={"true": True, "false": False}.get(verdict),
+                failed_gates=failed,
+                winner=str(row.get("gate.winner", "")) == "true",
+                engine_mb=float(engine) if isinstance(engine, int | float) else None,
+            )
+        )
+    ref_p50 = float(rows[reference]["latency_p50_ms"])
+    winners = [p.name for p in points if p.winner]
+    return Tradeoff(
+        reference=reference,
+        reference_p50_ms=ref_p50,
+        min_agreement=cfg.min_agreement,
+        min_speedup=cfg.min_speedup,
+        max_p50_ms=round(ref_p50 / cfg.min_speedup, 6),
+        decided=any(p.passed is not None for p in points),
+        winner=winners[0] if winners else None,
+        points=tuple(points),
+    )
+
+
+MARKERS = {"reference": "s", "peer": "^", "ours": "o"}
+COLOURS = {"reference": "tab:gray", "peer": "tab:blue", "ours": "tab:orange"}
+ROLE_NOTE = {"peer": " (peer)", "reference": " (reference)"}
+
+
+def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
+    """The chart as a PNG (matplotlib's object API on Agg, as every plot here)."""
+    from matplotlib.lines import Line2D
+
+    from tasks.pipeline.plots import _figure
+
+    fig = _figure(10.5, 5.5)
+    ax = fig.subplots()
+    xs = [p.latency_p50_ms for p in data.points]
+    ys = [p.agreement for p in data.points]
+    x_hi = max([*xs, data.max_p50_ms]) * 1.15
+    y_lo = max(0.0, min([*ys, data.min_agreement]) - 0.05)
+    ax.fill_between([0, data.max_p50_ms], data.min_agreement, 1.02, color="tab:green", alpha=0.12, linewidth=0)
+    ax.axhline(data.min_agreement, color="tab:green", linestyle="--", linewidth=0.8)
+    ax.axvline(data.max_p50_ms, color="tab:green", linestyle="--", linewidth=0.8)
+    for p in data.points:
+        colour = COLOURS[p.role]
+        ax.scatter(
+            [p.latency_p50_ms],
+            [p.agreement],
+            s=90,
+            marker=MARKERS[p.role],
+            facecolors="none" if p.hollow else colour,
+            edgecolors=colour,
+            linewidths=2,
+            zorder=3,
+        )
+        if p.winner:
+            ax.scatter([p.latency_p50_ms], [p.agreement], s=420, facecolors="none", edgecolors="gold", linewidths=2.5)
+        label = p.name + ROLE_NOTE.get(p.role, "") + (" WINNER" if p.winner else "")
+        if p.failed_gates:
+            label += "\nfailed: " + ", ".join(p.failed_gates)
+        if p.engine_mb is not None:
+            label += f"\nengine {p.engine_mb:.0f} MB"
+        ax.annotate(label, (p.latency_p50_ms, p.agreement), xytext=(7, -4), textcoords="offset points", fontsize=8)
+    ax.set_xlim(0, x_hi)
+    ax.set_ylim(y_lo, 1.02)
+    ax.set_xlabel("inference latency p50 (ms, batch 1, own runtime)")
+    ax.set_ylabel(f"agreement mAP50-95 with {data.reference}")
+    ax.grid(alpha=0.3)
+    handles = [
+        Line2D([], [], marker="s", color="tab:gray", linestyle="", label=f"{data.reference} (reference)"),
+        Line2D([], [], marker="^", color="tab:blue", linestyle="", label="peer: Ultralytics' own export"),
+        Line2D([], [], marker="o", color="tab:orange", linestyle="", label="ours"),
+        Line2D([], [], marker="o", color="black", markerfacecolor="none", linestyle="", label="failed another gate"),
+        Line2D([], [], marker="o", color="gold", markerfacecolor="none", markersize=14, linestyle="", label="winner"),
+    ]
+    shaded = f"gates allow:\nagreement >= {data.min_agreement:g},\np50 <= {data.max_p50_ms:.3g} ms\n"
+    shaded += f"(speed-up >= {data.min_speedup:g})"
+    handles.append(Line2D([], [], color="tab:green", alpha=0.4, linewidth=8, label=shaded))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if not data.decided:
+        title = "Trade-off (promotion gate not run yet)"
+    else:
+        title = f"Trade-off: winner {data.winner}" if data.winner else "Trade-off: no candidate passed every gate"
+    ax.set_title(title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def write_tradeoff(data: Tradeoff, out_dir: Path) -> list[Path]:
+    """The chart and the data behind it: `tradeoff.png`, `tradeoff.json` (bounds and points), `tradeoff.csv`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chart = draw_tradeoff(data, out_dir / CHART)
+    doc = out_dir / "tradeoff.json"
+    doc.write_text(json.dumps(asdict(data), indent=2))
+    table = out_dir / "tradeoff.csv"
+    with table.open("w", newline="") as f:
+        fields = [*(k for k in asdict(data.points[0]) if k != "failed_gates"), "failed_gates", "hollow"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for p in data.points:
+            writer.writerow({**asdict(p), "failed_gates": ";".join(p.failed_gates), "hollow": p.hollow})
+    return [chart, doc, table]
+
+
+def rebuild_rows(mc: Any, parent_run_id: str) -> dict[str, dict[str, Any]]:
+    """Each candidate run of a rebuild as one row: its metrics and its tags (the gate's verdict among them)."""
+    parent = mc.get_run(parent_run_id)
+    children = mc.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    )
+    rows = {}
+    for run in sorted(children, key=lambda r: r.info.start_time):
+        name = run.data.tags.get("candidate", run.info.run_name)
+        rows[name] = {**run.data.tags, **run.data.metrics}
+    return rows
+
+
+def log_tradeoff(tracking: TrackingConfig, cfg: PromoteConfig, reference: str, parent_run_id: str) -> Tradeoff:
+    """Draw the rebuild's trade-off chart from what MLflow holds and log it (and its data) to the parent run."""
+    from tasks.pipeline.track import client
+
+    mc = client(tracking)
+    data = tradeoff_data(rebuild_rows(mc, parent_run_id), reference, cfg)
+    with tempfile.TemporaryDirectory(prefix="alpr-tradeoff-") as tmp:
+        write_tradeoff(data, Path(tmp) / ARTIFACT_DIR)
+        mc.log_artifacts(parent_run_id, str(Path(tmp) / ARTIFACT_DIR), ARTIFACT_DIR)
+    log.info("logged the trade-off chart of rebuild %s (winner: %s)", parent_run_id, data.winner)
+    return data

@@ -1,0 +1,80 @@
+"""The trade-off chart's data (tasks/pipeline/tradeoff.py) on a synthetic rebuild: no model, no MLflow."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.operations.promote import decide
+from tasks.pipeline.tradeoff import tradeoff_data, write_tradeoff
+from tasks.support.config import PromoteConfig
+
+CFG = PromoteConfig(min_agreement=0.8, min_speedup=1.25, max_p95_ms=50, max_map_drop=0.01)
+
+
+def _row(p50: float, agreement: float, method: str, map_drop: float = 0.0, p95: float | None = None) -> dict:
+    return {
+        "latency_p50_ms": p50,
+        "latency_p95_ms": p95 if p95 is not None else p50 * 1.2,
+        "agreement_map50_95": agreement,
+        "map_drop": map_drop,
+        "speedup": round(20.0 / p50, 3),
+        "method": method,
+        "engine_mb": 10.0,
+    }
+
+
+ROWS = {
+    "fp32": _row(20.0, 1.0, "ultralytics"),
+    "ov-int8": _row(10.0, 0.9, "ultralytics", map_drop=0.05),  # in the shaded region, but loses mAP
+    "ort-int8": _row(12.0, 0.7, "ultralytics"),  # too far from FP32: below the shaded region, not hollow
+    "ours": _row(11.0, 0.95, "nncf"),  # passes everything: the winner
+    "slow-tail": _row(9.0, 0.97, "nncf", p95=80.0),  # fastest p50 but its p95 fails
+}
+
+
+def _logged(rows: dict, cfg: PromoteConfig) -> dict:
+    """Each row plus the `gate.*` tags the promotion gate logs (record_verdicts), from the real `decide`."""
+    decision = decide(rows, cfg)
+    out = {}
+    for name, row in rows.items():
+        verdict = decision.verdicts[name]
+        tags = {"gate.passed": str(verdict.passed).lower(), "gate.winner": str(decision.winner == name).lower()}
+        tags.update({f"gate.{c.gate}": f"{'pass' if c.passed else 'fail'}: {c.value}" for c in verdict.checks})
+        out[name] = {**row, **tags}
+    return out
+
+
+def test_hollow_ringed_peers_and_the_shaded_bounds(tmp_path: Path) -> None:
+    data = tradeoff_data(_logged(ROWS, CFG), "fp32", CFG)
+    by = {p.name: p for p in data.points}
+    # the shaded region: agreement and speed-up bounds from params (speed-up as a latency bound on FP32's p50)
+    assert (data.min_agreement, data.min_speedup, data.max_p50_ms) == (0.8, 1.25, pytest.approx(16.0))
+    assert data.decided and data.winner == "ours"
+    assert [p.name for p in data.points if p.winner] == ["ours"]
+    # hollow: failed a gate other than agreement / speed-up, with that gate named
+    assert by["ov-int8"].hollow and by["ov-int8"].failed_gates == ("map_drop",)
+    assert by["slow-tail"].hollow and by["slow-tail"].failed_gates == ("p95_ms",)
+    # failing only an area gate is shown by the position, not by a hollow marker
+    assert not by["ort-int8"].hollow and by["ort-int8"].passed is False
+    assert not by["fp32"].hollow and by["fp32"].passed is False  # speed-up 1.0 < 1.25: left of nothing, outside
+    assert {p.name: p.role for p in data.points} == {
+        "fp32": "reference", "ov-int8": "peer", "ort-int8": "peer", "ours": "ours", "slow-tail": "ours",
+    }  # fmt: skip
+    files = write_tradeoff(data, tmp_path / "tradeoff")
+    assert [f.name for f in files] == ["tradeoff.png", "tradeoff.json", "tradeoff.csv"]
+    assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(files[1].read_text())["winner"] == "ours"
+    table = {r["name"]: r for r in csv.DictReader(files[2].open())}
+    assert table["ov-int8"]["failed_gates"] == "map_drop" and table["ov-int8"]["hollow"] == "True"
+
+
+def test_before_the_gate_ran_nothing_is_hollow_or_ringed() -> None:
+    data = tradeoff_data(ROWS, "fp32", CFG)
+    assert not data.decided and data.winner is None
+    assert not any(p.hollow or p.winner for p in data.points)
+    with pytest.raises(ValueError, match="reference 'nope'"):
+        tradeoff_data(ROWS, "nope", CFG)
