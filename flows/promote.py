@@ -41,9 +41,11 @@ def promote(
     if record is None or metrics is None:
         record, metrics = latest_rebuild(params.tracking)
     p = params.paths
-    result = promote_winner(
-        record, metrics, params.promote, params.tracking, p.holdout, params.validate_, params.build.reference,
-        p.holdout_frames,
-    )  # fmt: skip
-    tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
+    try:
+        result = promote_winner(
+            record, metrics, params.promote, params.tracking, p.holdout, params.validate_, params.build.reference,
+            p.holdout_frames,
+        )  # fmt: skip
+    finally:  # also when the smoke test (or another step) refused the winner: the chart names that gate
+        tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
     return result

@@ -184,14 +184,14 @@ def _speed(row: dict[str, Any]) -> float:
 
 
 def _slower_by(row: dict[str, Any], fastest: dict[str, Any]) -> tuple[float, float]:
-    """(p50 ratio of `row` to `fastest`, its measurement noise). Both re-timed together: the ratio of their
-    per-round ratios to the group's fastest, and the combined noise of those ratios; otherwise the plain p50 ratio,
-    with no noise estimate (such candidates were more than `validate.retime_within` apart when timed)."""
-    keys = ("latency_vs_fastest", "latency_vs_fastest_noise")
-    if all(k in row and k in fastest for k in keys):
-        ratio = float(row[keys[0]]) / float(fastest[keys[0]])
-        noise = (float(row[keys[1]]) ** 2 + float(fastest[keys[1]]) ** 2) ** 0.5
-        return ratio, noise
+    """(p50 ratio of `row` to `fastest`, its measurement noise). Both re-timed together: the mean of their per-round
+    ratios and its 95% interval (`pair_ratio`); otherwise the plain p50 ratio with no noise estimate (candidates
+    that were not re-timed together were more than `validate.retime_within` apart when timed)."""
+    from tasks.runtime.latency import pair_ratio, rounds_of
+
+    x, f = rounds_of(row), rounds_of(fastest)
+    if x is not None and f is not None and len(x) == len(f):
+        return pair_ratio(x, f)
     return _speed(row) / _speed(fastest), 0.0
 
 
@@ -215,17 +215,22 @@ def choose(passed: list[Verdict], metrics: dict[str, dict[str, Any]], cfg: Promo
     best = max(ties, key=lambda t: (agreement[t[0].name], -_speed(metrics[t[0].name]), t[0].name))[0]
     fast = f"fastest passing: {fastest.name} (p50 {_speed(metrics[fastest.name]):.3g} ms)"
     if len(ties) == 1:
-        return best.name, f"{fast}; no other passing candidate within its latency"
-    tied = ", ".join(
-        f"{v.name} ({ratio:.3f}x, within {band:.1%}; agreement {agreement[v.name]:.4f})" for v, ratio, band in ties
-    )
-    return best.name, f"{fast}; tied within measurement noise: {tied}; the most faithful to FP32 wins: {best.name}"
+        why = f"{fast}; no other passing candidate within its latency"
+    else:
+        tied = ", ".join(
+            f"{v.name} ({ratio:.3f}x, within {band:.1%}; agreement {agreement[v.name]:.4f})" for v, ratio, band in ties
+        )
+        why = f"{fast}; tied within measurement noise: {tied}; the most faithful to FP32 wins: {best.name}"
+    if str(metrics[best.name].get("precision", "")) == "fp32":
+        why += " (an FP32 model: no INT8 candidate passed every gate and was as fast)"
+    return best.name, why
 
 
-def record_verdicts(mc: Any, record: RebuildRecord, decision: Decision) -> None:
-    """Each verdict, gate by gate with its numbers, on the candidate's run: tags and `promotion/verdict.json`."""
+def verdict_tags(decision: Decision) -> dict[str, dict[str, str]]:
+    """The `gate.*` tags of each candidate's verdict, gate by gate with its numbers (what the trade-off chart and
+    `status` read back)."""
+    out = {}
     for name, verdict in decision.verdicts.items():
-        run_id = record.candidates[name].run_id
         tags = {
             "gate.passed": str(verdict.passed).lower(),
             "gate.reasons": "; ".join(verdict.reasons),
@@ -234,6 +239,18 @@ def record_verdicts(mc: Any, record: RebuildRecord, decision: Decision) -> None:
         }
         for c in verdict.checks:
             tags[f"gate.{c.gate}"] = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
+        out[name] = tags
+    return out
+
+
+def record_verdicts(mc: Any, record: RebuildRecord, decision: Decision) -> None:
+    """Each verdict, gate by gate with its numbers, on the candidate's run: tags and `promotion/verdict.json`."""
+    for name, tags in verdict_tags(decision).items():
+        verdict = decision.verdicts[name]
+        run_id = record.candidates[name].run_id
+        for key in mc.get_run(run_id).data.tags:  # an earlier decision's gates (a champion then, a smoke test)
+            if key.startswith("gate.") and key not in tags:
+                mc.delete_tag(run_id, key)
         for key, value in tags.items():
             mc.set_tag(run_id, key, value)
         doc = {

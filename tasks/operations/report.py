@@ -255,7 +255,9 @@ def render_markdown(view: RebuildView, images: dict[str, dict[str, str]]) -> str
 TRADEOFF_CAPTION = (
     "Each candidate's latency p50 (x) against its agreement with FP32 (y). Shaded: what the agreement and speed-up "
     "gates allow. Triangles: Ultralytics' own exports (the peers); circles: ours; square: FP32. Hollow: failed "
-    "another gate (named). Ringed: the winner, the fastest candidate that passed every gate."
+    "another gate (named). Ringed: the winner: among the candidates that passed every gate, the most faithful to FP32 "
+    "within the latency of the fastest (ties: within promote.latency_tie or the interleaved re-timing's noise); "
+    "the line under the plot says how it was chosen."
 )
 NO_TRADEOFF = "No trade-off chart was logged for this rebuild (the rebuild and promote flows draw it)."
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.pipeline.validate import NO_HOLDOUT
+from tasks.runtime.latency import ROUNDS_KEY
 from tasks.support.candidate import Candidate
 from tasks.support.config import Params, TrackingConfig
 from tasks.support.hashing import sha256_file
@@ -418,6 +419,6 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
             "backend": run.data.tags.get("backend", ""),
             "precision": run.data.tags.get("precision", ""),
             "passed": run.data.tags.get("gate.passed", ""),
-            **({"holdout": run.data.tags["holdout"]} if "holdout" in run.data.tags else {}),
+            **{k: run.data.tags[k] for k in ("holdout", ROUNDS_KEY) if k in run.data.tags},
         }
     return RebuildRecord(exp.experiment_id, pid, tracked), metrics

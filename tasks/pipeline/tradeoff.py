@@ -5,7 +5,8 @@ candidate, so a reviewer sees at a glance why the winner won.
   by `promote.min_speedup` left: the speed-up gate is a latency bound);
 - Ultralytics' own exports (`method: ultralytics`) are the peers (triangles), ours are circles, FP32 a square;
 - a candidate that failed another gate (mAP drop, p95, champion, labelled holdout, smoke test) is drawn hollow with
-  the gates named; the winner is ringed.
+  the gates named; the winner is ringed, and why it won among the passing ones (the promotion's `gate.policy`)
+  is written under the plot. Latency is the p50 the choice used: the interleaved re-timing's where there is one.
 
 Gate outcomes are read from what the promotion gate logged on each candidate run (`gate.*` tags,
 `tasks/operations/promote.py` `record_verdicts`), never recomputed here. Before the gate has run, the chart says so.
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 ARTIFACT_DIR = "tradeoff"
 CHART = "tradeoff.png"
 AREA_GATES = ("agreement", "speedup")  # the gates the shaded region shows; every other failed gate makes a point hollow
-META_TAGS = ("gate.passed", "gate.reasons", "gate.winner")  # gate tags that are not one gate's outcome
+META_TAGS = ("gate.passed", "gate.reasons", "gate.winner", "gate.policy")  # gate tags that are not one gate's outcome
 PEER_METHOD = "ultralytics"
 
 
@@ -64,6 +65,7 @@ class Tradeoff:
     decided: bool  # the promotion gate has run on this rebuild
     winner: str | None
     points: tuple[Point, ...]
+    policy: str = ""  # how the winner was chosen among the passing candidates (the promotion's `gate.policy`)
 
 
 def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteConfig) -> Tradeoff:
@@ -86,7 +88,8 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
         points.append(
             Point(
                 name=name,
-                latency_p50_ms=float(row["latency_p50_ms"]),
+                # the p50 the choice used: the interleaved re-timing's where validation re-timed the candidate
+                latency_p50_ms=float(row.get("latency_interleaved_p50_ms") or row["latency_p50_ms"]),
                 agreement=float(row["agreement_map50_95"]),
                 role=role,
                 passed={"true": True, "false": False}.get(verdict),
@@ -97,6 +100,7 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
         )
     ref_p50 = float(rows[reference]["latency_p50_ms"])
     winners = [p.name for p in points if p.winner]
+    policy = next((str(row["gate.policy"]) for row in rows.values() if row.get("gate.policy")), "")
     return Tradeoff(
         reference=reference,
         reference_p50_ms=ref_p50,
@@ -106,6 +110,7 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
         decided=any(p.passed is not None for p in points),
         winner=winners[0] if winners else None,
         points=tuple(points),
+        policy=policy,
     )
 
 
@@ -170,6 +175,11 @@ def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
     else:
         title = f"Trade-off: winner {data.winner}" if data.winner else "Trade-off: no candidate passed every gate"
     ax.set_title(title)
+    if data.policy:  # why the winner won, under the plot
+        import textwrap
+
+        fig.text(0.01, 0.01, textwrap.fill(data.policy, 150), fontsize=7, va="bottom")
+        fig.subplots_adjust(bottom=0.2)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return out

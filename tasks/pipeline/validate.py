@@ -247,16 +247,22 @@ def retime_close(
     frame: Path,
     cfg: ValidateConfig,
 ) -> None:
-    """Re-time together, interleaved, the candidates (the reference aside) whose p50 came out within
-    `validate.retime_within` of the fastest one's, and add to their rows the interleaved p50, their ratio to the
-    fastest of them and its noise (`tasks/runtime/latency.py` says why). Nothing when fewer than two are close."""
+    """Re-time together, interleaved, every candidate (the reference aside) whose p50 came out within
+    `validate.retime_within` of another one's (validation does not know yet which will pass the gates, so any close
+    pair may be the one the choice hinges on), and add to their rows the interleaved p50, the ratio to the fastest of
+    them, its noise and the round medians (`tasks/runtime/latency.py` says why). Nothing when no two are close."""
     from tasks.runtime.latency import InterleavedRequest, interleaved_stats, measure_interleaved_in_subprocess
 
     contenders = [c for c in candidates if c.name != reference]
     if cfg.retime_rounds == 0 or len(contenders) < 2:
         return
-    fastest = min(float(rows[c.name]["latency_p50_ms"]) for c in contenders)
-    close = [c for c in contenders if float(rows[c.name]["latency_p50_ms"]) <= fastest * (1 + cfg.retime_within)]
+    p50 = {c.name: float(rows[c.name]["latency_p50_ms"]) for c in contenders}
+
+    def close_to_another(c: Candidate) -> bool:
+        lo, hi = p50[c.name] / (1 + cfg.retime_within), p50[c.name] * (1 + cfg.retime_within)
+        return any(lo <= p50[o.name] <= hi for o in contenders if o.name != c.name)
+
+    close = [c for c in contenders if close_to_another(c)]
     if len(close) < 2:
         return
     req = InterleavedRequest(

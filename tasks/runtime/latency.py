@@ -231,22 +231,44 @@ def measure_interleaved(req: InterleavedRequest) -> dict[str, list[float]]:
     return rounds
 
 
-def interleaved_stats(rounds: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    """Per name: the median of its round medians, its per-round ratio to the group's fastest (median), and the noise
-    of that ratio (about a 95% interval: two standard errors of the per-round ratios). Pure, for the promotion's
-    tie rule (`tasks/operations/promote.py` `choose`)."""
+ROUNDS_KEY = "latency_rounds_ms"  # a candidate's per-round medians of the interleaved re-timing, space-separated
+
+
+def pair_ratio(x: list[float], f: list[float]) -> tuple[float, float]:
+    """How much slower `x` is than `f`, timed in the same rounds: the mean of the per-round ratios x_r / f_r, and
+    the half-width of its 95% interval (Student's t over the rounds; 0 with one round, where no spread is known)."""
+    from scipy import stats
+
+    ratios = [a / b for a, b in zip(x, f, strict=True)]
+    mean = statistics.fmean(ratios)
+    if len(ratios) < 2:
+        return mean, 0.0
+    t = float(stats.t.ppf(0.975, len(ratios) - 1))
+    return mean, t * statistics.stdev(ratios) / len(ratios) ** 0.5
+
+
+def interleaved_stats(rounds: dict[str, list[float]]) -> dict[str, dict[str, float | str]]:
+    """Per name: the median of its round medians, its ratio to the fastest of the group and that ratio's noise
+    (`pair_ratio`), and the round medians themselves (`ROUNDS_KEY`), from which the promotion's tie rule computes
+    the ratio of any two candidates that were re-timed together (`tasks/operations/promote.py` `choose`)."""
     p50 = {name: statistics.median(values) for name, values in rounds.items()}
     fastest = min(p50, key=lambda n: (p50[n], n))
-    stats = {}
+    stats: dict[str, dict[str, float | str]] = {}
     for name, values in rounds.items():
-        ratios = [v / f for v, f in zip(values, rounds[fastest], strict=True)]
-        noise = 2 * statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 and name != fastest else 0.0
+        ratio, noise = pair_ratio(values, rounds[fastest])
         stats[name] = {
             "latency_interleaved_p50_ms": round(p50[name], 3),
-            "latency_vs_fastest": round(statistics.median(ratios), 4),
+            "latency_vs_fastest": round(ratio, 4),
             "latency_vs_fastest_noise": round(noise, 4),
+            ROUNDS_KEY: " ".join(f"{v:g}" for v in values),
         }
     return stats
+
+
+def rounds_of(row: dict[str, Any]) -> list[float] | None:
+    """The round medians a metrics row carries (`ROUNDS_KEY`), or None when it was not re-timed."""
+    text = row.get(ROUNDS_KEY)
+    return [float(v) for v in str(text).split()] if text else None
 
 
 def _run_child(mode: str, payload: dict[str, Any], threads: int, what: str) -> Any:

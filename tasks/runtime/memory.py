@@ -5,7 +5,8 @@ Why a separate process: the latency process imports PyTorch and Ultralytics (pre
 dwarf an engine of a few MB, so its peak RSS is the same for every candidate. Here nothing else is loaded (the child
 asserts that torch and ultralytics were never imported), so two numbers tell candidates apart:
 
-- `runtime_rss_mb`: peak RSS of the child once the runtime (and numpy) is imported, before any engine is loaded;
+- `runtime_rss_mb`: peak RSS of the child once the runtime has loaded, compiled and run a one-operation model with
+  the same settings (plugins, compiler, thread pools: the runtime's fixed costs), before the engine is loaded;
 - `engine_rss_mb`: peak RSS of the same child after loading the engine and running `frames` inferences.
 
 `engine_rss_mb - runtime_rss_mb` (`engine_mb`) is what the engine itself takes: weights, compiled kernels and the
@@ -67,10 +68,20 @@ def _run_onnxruntime(artifact: Path, imgsz: int, frames: int, threads: int) -> t
     import numpy as np
     import onnxruntime as ort
 
-    runtime_mb = _peak_mb()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # the runtime's fixed costs (providers, thread pools) before the baseline: a one-operation model, same settings
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    tiny = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny", [x], [y]))
+    tiny.opset_import[0].version = 17
+    tiny.ir_version = 8
+    warm = ort.InferenceSession(tiny.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    warm.run(None, {"x": np.zeros((1, 3, 8, 8), dtype=np.float32)})
+    runtime_mb = _peak_mb()
     session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
     first = session.get_inputs()[0]
     shape = _shape(list(first.shape), imgsz)
@@ -85,10 +96,17 @@ def _run_openvino(artifact: Path, imgsz: int, frames: int, threads: int) -> tupl
     import numpy as np
     import openvino as ov
 
-    runtime_mb = _peak_mb()
     xml = artifact if artifact.is_file() else next(artifact.glob("*.xml"))
     core = ov.Core()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    # the CPU plugin and its compiler load on the first compile (about 30 MB): a one-operation model first, same
+    # settings, so that what follows the baseline is the engine's own
+    from openvino import opset13 as ops
+
+    x = ops.parameter([1, 3, 8, 8], np.float32)
+    tiny = core.compile_model(ov.Model([ops.relu(x)], [x], "tiny"), "CPU", config)
+    tiny.create_infer_request().infer({0: np.zeros((1, 3, 8, 8), dtype=np.float32)})
+    runtime_mb = _peak_mb()
     compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
     port = compiled.inputs[0]
     pshape = port.get_partial_shape()

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from tasks.operations.promote import ChampionScore, MetricsMissing, decide
+from tasks.runtime.latency import ROUNDS_KEY
 from tasks.runtime.releases import current_release, prune_releases, recover, switch_current
 from tasks.support.config import PromoteConfig
 from tasks.support.errors import Remedy
@@ -73,21 +74,42 @@ def test_a_latency_tie_goes_to_the_most_faithful_candidate() -> None:
     metrics["ours"] = row(0.0, 44.0, agreement=0.981)
     decision = decide(metrics, LOOSE)
     assert decision.winner == "peer" and "no other passing candidate within its latency" in decision.policy
-    # ... unless the interleaved re-timing measured more noise than that for the pair
-    metrics["peer"].update(latency_vs_fastest=1.0, latency_vs_fastest_noise=0.0)
-    metrics["ours"].update(latency_vs_fastest=1.08, latency_vs_fastest_noise=0.09)
+    # ... unless the interleaved re-timing of the pair measured more noise than that
+    metrics["peer"][ROUNDS_KEY] = "40 40 40 40"
+    metrics["ours"][ROUNDS_KEY] = "40 48 40 48"  # 1.10x on average, but anywhere from 1.0x to 1.2x
     assert decide(metrics, LOOSE).winner == "ours"
-    metrics["ours"]["latency_vs_fastest_noise"] = 0.02
+    metrics["ours"][ROUNDS_KEY] = "43.6 44.4 43.6 44.4"  # 1.10x, steadily
     assert decide(metrics, LOOSE).winner == "peer"
+
+
+def test_the_noise_is_the_pairs_own_not_the_group_fastests() -> None:
+    # the group's fastest (a failing peer) jitters; the two passing candidates are 6% apart in every round
+    metrics = {
+        "peer": row(0.0, 10.0, agreement=0.5),
+        "fast": row(0.0, 11.0, agreement=0.96),
+        "slow": row(0.0, 11.7, agreement=0.99),
+    }
+    metrics["peer"][ROUNDS_KEY] = "10 13 9 14 10 13"
+    metrics["fast"][ROUNDS_KEY] = "11 11 11 11 11 11"
+    metrics["slow"][ROUNDS_KEY] = "11.66 11.66 11.66 11.66 11.66 11.66"
+    decision = decide(metrics, LOOSE)
+    assert decision.winner == "fast", decision.explain()
 
 
 def test_the_interleaved_p50_decides_which_is_fastest() -> None:
     # timed apart, "b" looked 20% faster; timed together, interleaved, it is the slower one
     metrics = {"a": row(0.0, 12.0, agreement=0.96), "b": row(0.0, 10.0, agreement=0.97)}
-    metrics["a"].update(latency_interleaved_p50_ms=10.0, latency_vs_fastest=1.0, latency_vs_fastest_noise=0.0)
-    metrics["b"].update(latency_interleaved_p50_ms=11.0, latency_vs_fastest=1.1, latency_vs_fastest_noise=0.01)
+    metrics["a"].update({"latency_interleaved_p50_ms": 10.0, ROUNDS_KEY: "10 10 10"})
+    metrics["b"].update({"latency_interleaved_p50_ms": 11.0, ROUNDS_KEY: "11 11 11"})
     decision = decide(metrics, LOOSE)
     assert decision.winner == "a" and "fastest passing: a" in decision.policy
+
+
+def test_an_fp32_winner_is_said_so() -> None:
+    metrics = {"fp32": {**row(0.0, 30.0, agreement=0.995), "precision": "fp32"}}
+    metrics["int8"] = {**row(0.0, 15.0, agreement=0.9), "precision": "int8"}
+    decision = decide(metrics, LOOSE.model_copy(update={"min_agreement": 0.95}))
+    assert decision.winner == "fp32" and "no INT8 candidate passed" in decision.policy
 
 
 def test_the_same_numbers_always_give_the_same_winner() -> None:
@@ -96,16 +118,15 @@ def test_the_same_numbers_always_give_the_same_winner() -> None:
 
 
 def test_interleaved_stats_ratios_and_noise() -> None:
-    from tasks.runtime.latency import interleaved_stats
+    from tasks.runtime.latency import interleaved_stats, pair_ratio
 
     stats = interleaved_stats({"a": [10.0, 10.2, 9.8, 10.0], "b": [11.0, 11.0, 11.0, 11.2]})
-    assert stats["a"] == {
-        "latency_interleaved_p50_ms": 10.0,
-        "latency_vs_fastest": 1.0,
-        "latency_vs_fastest_noise": 0.0,
-    }
-    assert stats["b"]["latency_interleaved_p50_ms"] == 11.0
-    assert 1.09 < stats["b"]["latency_vs_fastest"] < 1.12 and 0 < stats["b"]["latency_vs_fastest_noise"] < 0.03
+    assert stats["a"]["latency_vs_fastest"] == 1.0 and stats["a"]["latency_vs_fastest_noise"] == 0.0
+    assert stats["a"][ROUNDS_KEY] == "10 10.2 9.8 10" and stats["b"]["latency_interleaved_p50_ms"] == 11.0
+    assert 1.09 < stats["b"]["latency_vs_fastest"] < 1.12 and 0 < stats["b"]["latency_vs_fastest_noise"] < 0.05
+    # a 95% interval from Student's t: wider with fewer rounds for the same spread
+    assert pair_ratio([11, 12], [10, 10])[1] > pair_ratio([11, 12] * 3, [10, 10] * 3)[1]
+    assert pair_ratio([11.0], [10.0]) == (1.1, 0.0)
 
 
 def test_no_winner_when_nothing_passes() -> None:

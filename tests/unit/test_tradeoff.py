@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.operations.promote import decide
+from tasks.operations.promote import decide, verdict_tags
 from tasks.pipeline.tradeoff import tradeoff_data, write_tradeoff
 from tasks.support.config import PromoteConfig
 
@@ -38,14 +38,8 @@ ROWS = {
 
 def _logged(rows: dict, cfg: PromoteConfig) -> dict:
     """Each row plus the `gate.*` tags the promotion gate logs (record_verdicts), from the real `decide`."""
-    decision = decide(rows, cfg)
-    out = {}
-    for name, row in rows.items():
-        verdict = decision.verdicts[name]
-        tags = {"gate.passed": str(verdict.passed).lower(), "gate.winner": str(decision.winner == name).lower()}
-        tags.update({f"gate.{c.gate}": f"{'pass' if c.passed else 'fail'}: {c.value}" for c in verdict.checks})
-        out[name] = {**row, **tags}
-    return out
+    tags = verdict_tags(decide(rows, cfg))
+    return {name: {**row, **tags[name]} for name, row in rows.items()}
 
 
 def test_hollow_ringed_peers_and_the_shaded_bounds(tmp_path: Path) -> None:
@@ -54,6 +48,7 @@ def test_hollow_ringed_peers_and_the_shaded_bounds(tmp_path: Path) -> None:
     # the shaded region: agreement and speed-up bounds from params (speed-up as a latency bound on FP32's p50)
     assert (data.min_agreement, data.min_speedup, data.max_p50_ms) == (0.8, 1.25, pytest.approx(16.0))
     assert data.decided and data.winner == "ours"
+    assert "fastest passing: ours" in data.policy  # the promotion's explanation, written under the plot
     assert [p.name for p in data.points if p.winner] == ["ours"]
     # hollow: failed a gate other than agreement / speed-up, with that gate named
     assert by["ov-int8"].hollow and by["ov-int8"].failed_gates == ("map_drop",)
