@@ -29,15 +29,25 @@ class Detector:
     def input_hw(self) -> tuple[int, int]:
         return self.runner.input_hw
 
+    def close(self) -> None:
+        """Free what the runtime holds outside Python's heap (a TensorRT context and its GPU buffers)."""
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
+
     def __call__(self, frame: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
         """Detections on a BGR frame of any size (letterboxed to the model's input, boxes in frame pixels)."""
         batch, boxes = preprocess([frame], self.input_hw)
         return decode(self.runner(batch)[0], boxes[0], conf, iou, self.max_det)
 
 
-def time_runner(runner: Runner, warmup: int, runs: int) -> list[float]:
-    """Milliseconds of each of `runs` inferences on a blank input of the runner's shape, after `warmup` runs."""
-    batch = np.zeros((1, 3, *runner.input_hw), dtype=np.float32)
+def time_runner(runner: Runner, warmup: int, runs: int, frame: np.ndarray | None = None) -> list[float]:
+    """Milliseconds of each of `runs` inferences after `warmup` runs, on `frame` (BGR, letterboxed as for detection)
+    or, without one, on a blank input of the runner's shape."""
+    if frame is not None:
+        batch = preprocess([frame], runner.input_hw)[0]
+    else:
+        batch = np.zeros((1, 3, *runner.input_hw), dtype=np.float32)
     for _ in range(warmup):
         runner(batch)
     samples = []

@@ -162,13 +162,14 @@ def build_and_measure(bundle: GateBundle, out_dir: str | None = None) -> GateRes
     runner = TensorRTRunner(tensorrt.plan_path(engine).read_bytes(), str(engine))
     try:
         detector = Detector(runner)
-        diffs = []
+        diffs, first = [], None
         for frame_path, ref in zip(bundle.frames, bundle.reference, strict=True):
             frame = cv2.imread(str(frame_path))
             if frame is None:
                 raise BundleInvalid(f"{frame_path}: cannot be read as an image")
+            first = frame if first is None else first
             diffs.append(compare(frame_path.name, ref, detector(frame, s.agreement_conf, s.iou)))
-        samples = time_runner(runner, s.warmup, s.runs)
+        samples = time_runner(runner, s.warmup, s.runs, first)  # a real frame, as the host's latency uses
     finally:
         runner.close()
     metrics = {**agreement_counts(diffs), **percentiles(samples)}

@@ -63,6 +63,12 @@ def write_bundle(
 
     settings = edge.GateSettings(cfg.agreement_conf, cfg.iou, cfg.warmup, cfg.runs)
     dets = predict(reference, images, cfg)
+    if not any(len(d.conf) for d in dets):  # as validation: no reference box, no agreement to measure
+        raise edge.BundleInvalid(
+            f"the reference '{reference.name}' finds no plate (conf >= {cfg.agreement_conf}) on any of {len(images)} "
+            "frames for the gate: agreement could not be measured there. Use frames that show vehicles.",
+            remedy=Remedy.HOLDOUT,
+        )
     return edge.write_bundle(out, candidate, onnx, onnx_metadata(onnx), images, dets, settings)
 
 
@@ -106,6 +112,13 @@ def request_gate_build(params: Params, run_id: str, timeout_s: float) -> GateOut
     from prefect.states import Cancelled
 
     pool, deployment = gate_pool(params), gate_deployment(params)
+    if not params.tracking.uri.startswith(("http://", "https://", "databricks")):
+        raise GateUnavailable(
+            f"tracking.uri {params.tracking.uri!r} is a local store the gate box cannot reach: the gate "
+            "downloads its bundle from MLflow and logs its results there, so run an MLflow server (README: Past one "
+            "machine) and set tracking.uri to its http(s) address",
+            remedy=Remedy.PARAMS,
+        )
     start_worker = f"start one on the gate box: `prefect worker start --pool {pool}` (README: TensorRT on the gate)"
     with get_client(sync_client=True) as client:
         try:

@@ -140,7 +140,8 @@ class GateRuntime:
                 if new.path == target:
                     log.info("gate: switched v%s -> v%s before frame %d", self.active.version, new.version, next_index)
                     self.report.swaps.append((next_index, self.active.version, new.version))
-                    self.active = new
+                    self.active, old = new, self.active
+                    old.model.close()  # a TensorRT engine's GPU buffers, which Python's collector never sees
         if target is None or target == self.active.path:
             self._failed = None
             return

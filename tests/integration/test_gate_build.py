@@ -48,6 +48,15 @@ def test_the_hosts_bundle_reaches_the_gate_side_through_mlflow(candidate_run, tm
     assert got.settings.runs > 0 and 0 < got.settings.agreement_conf < 1
 
 
+def _tensorrt_imports() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:  # absent or broken: both mean the gate flow must fail typed here
+        return False
+    return True
+
+
+@pytest.mark.skipif(_tensorrt_imports(), reason="tensorrt imports here: the GPU test covers the gate flow instead")
 def test_the_gate_flow_without_tensorrt_fails_typed_and_the_host_reports_a_failed_candidate(
     candidate_run, tmp_path: Path, prefect_api: str
 ) -> None:
@@ -75,6 +84,10 @@ def test_a_gate_pool_without_a_worker_is_refused_within_the_timeout(built: tuple
     pool = f"gate-orin-{uuid.uuid4().hex[:8]}"  # a pool of its own: no worker anywhere serves it
     serve = params.serve.model_copy(update={"work_pools": {"tensorrt": pool}})
     params = params.model_copy(update={"serve": serve})
+    with pytest.raises(GateUnavailable, match="is a local store the gate box cannot reach"):
+        request_gate_build(params, "run-x", timeout_s=2)  # the session's sqlite store
+    # a server address (nothing listens there: the gate would be the one to use it)
+    params = params.model_copy(update={"tracking": params.tracking.model_copy(update={"uri": "http://127.0.0.1:9"})})
     with pytest.raises(GateUnavailable, match="does not exist on the Prefect server"):
         request_gate_build(params, "run-x", timeout_s=2)
     assert deploy_gate_build(params, Path(__file__).resolve().parents[2]) == f"gate-build/{pool}"
