@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -51,6 +51,14 @@ def guarded() -> Iterator[None]:
         raise fail(e, 2) from e
     except AlprError as e:
         raise fail(e) from e
+
+
+def locked(project: Project, what: str) -> AbstractContextManager[None]:
+    """The project lock (tasks/support/locks.py) for a command that writes the project's data, candidates,
+    registry or gate folder: it queues behind any other writer, saying whom it waits for."""
+    from tasks.support.locks import project_lock
+
+    return project_lock(project.params.paths.rebuild_lock, what)
 
 
 def go_offline(project: Project) -> None:

@@ -16,6 +16,7 @@ from flows.retry import IO_RETRIES
 from tasks.operations import promote as promotion
 from tasks.pipeline.track import RebuildRecord
 from tasks.support.config import Params
+from tasks.support.locks import project_lock
 from tasks.support.project import Overrides
 
 # No caching and no retries: promotion moves registry aliases and the gate's `current` pointer; it is safe to
@@ -35,10 +36,11 @@ def promote(
     """Promote the winner of `record` (default: the newest finished rebuild in MLflow) to the gate runtime."""
     if params is None:
         params = open_project(params_file, overrides, None).params
-    if record is None or metrics is None:
-        record, metrics = latest_rebuild(params.tracking)
-    p = params.paths
-    return promote_winner(
-        record, metrics, params.promote, params.tracking, p.holdout, params.validate_, params.build.reference,
-        p.holdout_frames,
-    )  # fmt: skip
+    with project_lock(params.paths.rebuild_lock, "promote"):  # queues behind a rebuild; re-entered inside one
+        if record is None or metrics is None:
+            record, metrics = latest_rebuild(params.tracking)
+        p = params.paths
+        return promote_winner(
+            record, metrics, params.promote, params.tracking, p.holdout, params.validate_, params.build.reference,
+            p.holdout_frames,
+        )  # fmt: skip

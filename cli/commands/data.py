@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.context import PathOpt, fail, guarded, state
+from cli.context import PathOpt, fail, guarded, locked, state
 from cli.printers import ERR, print_extract
 from tasks.support.config import Params
 from tasks.support.project import Overrides
@@ -61,7 +61,7 @@ def init(
     from tasks.operations.onboarding import init_project
 
     project = state.project()
-    with guarded():
+    with guarded(), locked(project, "init"):
         done = init_project(project.root, project.params, videos, link=link, force=force)
     for name, reason in done.skipped.items():
         ERR.print(f"[yellow]skipped[/yellow] {name}: {reason}")
@@ -103,9 +103,10 @@ def extract(
     overrides = Overrides.of(
         videos=videos, calibration=out, calibration_yaml=dataset_yaml, holdout_frames=holdout_frames, frame_cache=cache
     )
-    params = state.project(overrides).params
+    project = state.project(overrides)
+    params = project.params
     p = params.paths
-    with guarded():
+    with guarded(), locked(project, "extract"):
         reserved = reserved_videos(p.videos, p.holdout, p.label_proposal, params.label)
         result = extract_frames(
             p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames,

@@ -25,7 +25,7 @@ import yaml
 from tasks.pipeline.extract import VIDEO_SUFFIXES
 from tasks.support.config import WatchConfig
 from tasks.support.fsutil import atomic_write_text
-from tasks.support.project import rebuild_running
+from tasks.support.locks import is_locked
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Watcher:
     state_file: Path
     trigger: Callable[[Burst], None]
     dvc_file: Path | None = None  # `<videos>.dvc`: a changed hash there (after `git pull`) makes the watcher pull
-    lock_file: Path | None = None  # the rebuild lock: no `dvc pull` while a rebuild reads the videos or commits
+    lock_file: Path | None = None  # the project lock: no `dvc pull` while a rebuild (or extract) reads the videos
     clock: Callable[[], float] = time.monotonic
     _landing: Landing | None = None
     _dvc_md5: str | None = None
@@ -221,7 +221,7 @@ class Watcher:
         md5 = dvc_file_md5(self.dvc_file)
         if md5 is None or md5 == self._dvc_md5:
             return  # unchanged
-        if self.lock_file is not None and rebuild_running(self.lock_file):
+        if self.lock_file is not None and is_locked(self.lock_file):
             return  # a rebuild runs (its own `dvc commit` rewrites the file): look again later
         try:
             if not dvc_in_sync(self.dvc_file):

@@ -47,7 +47,7 @@ class PathsConfig(_Frozen):
     plots: Path = Path("metrics/plots")  # plot data (CSV) that dvc.yaml declares
     reports: Path = Path("reports")  # `alpr-ops report` output
     watch_state: Path = Path(".cache/watch.json")  # the videos the watcher last started a rebuild for
-    rebuild_lock: Path = Path(".cache/rebuild.lock")  # one rebuild at a time on this project's data
+    rebuild_lock: Path = Path(".cache/rebuild.lock")  # the project lock: every writer queues on it
     prefect_home: Path = Path(".cache/prefect")  # `alpr-ops serve`'s local Prefect server: database, results
     label_proposal: Path = Path("data/label_proposal")  # `alpr-ops label propose`: frames + pre-labels to review
 
