@@ -153,7 +153,7 @@ def demo() -> None:
     except DvcError as e:
         log.warning("%s (continuing without DVC versioning)", e)
     run_rebuild(project)
-    uri = params.tracking.uri
+    uri = params.tracking.shown_uri
     ERR.print(
         f"\nOpen the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000[/bold]"
         "\nthen browse http://127.0.0.1:5000"

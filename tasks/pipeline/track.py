@@ -250,7 +250,7 @@ def log_rebuild(
     except BaseException:
         mc.set_terminated(pid, status="FAILED")
         raise
-    log.info("logged rebuild %s with %d candidates to %s", pid, len(tracked), params.tracking.uri)
+    log.info("logged rebuild %s with %d candidates to %s", pid, len(tracked), params.tracking.shown_uri)
     return RebuildRecord(exp, pid, tracked)
 
 
