@@ -106,6 +106,7 @@ app.command()(ops.deploy)
 app.command()(ops.watch)
 app.command()(ops.nightly)
 app.command()(ops.demo)
+app.command()(ops.gc)
 
 label_app = typer.Typer(no_args_is_help=True, help="Your own labelled holdout: propose, review, pull or import.")
 label_app.command()(label.propose)

@@ -93,11 +93,15 @@ def list_videos(videos_dir: Path) -> tuple[list[Path], dict[str, str]]:
     return videos, skipped
 
 
+def hash_memo_key(path: Path) -> str:
+    """The name a file's hash is memoised under in `<cache>/hashes/`: its path, size, mtime and inode."""
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
+
+
 def file_sha256(path: Path, cache_dir: Path) -> str:
     """The file's sha256, memoised under (path, size, mtime, inode) so an unchanged rerun does not re-read videos."""
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
-    memo = cache_dir / "hashes" / key
+    memo = cache_dir / "hashes" / hash_memo_key(path)
     with contextlib.suppress(OSError):
         known = memo.read_text().strip()
         if len(known) == 64:

@@ -311,23 +311,18 @@ SECRET_QUERY_KEYS = ("token", "key", "secret", "password", "passwd", "sig", "sig
 
 def redact_uri(uri: str) -> str:
     """`uri` as it may be logged or shown: a user name or password in it, and query values whose name says they
-    are secret (token, key, signature, ...), replaced by `***`. A tracking URI may carry the server's credentials."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    are secret (token, key, signature, ...), replaced by `***`. A tracking URI may carry the server's credentials.
+    Anything else is left as written (`sqlite:////abs/path` keeps its slashes)."""
+    from urllib.parse import parse_qsl, urlencode
 
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if any(s in k.lower() for s in SECRET_QUERY_KEYS) else v) for k, v in pairs], safe="*"
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    out = redact_text(uri)
+    base, sep, rest = out.partition("?")
+    if not sep:
+        return out
+    query, hash_sep, fragment = rest.partition("#")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    safe = [(k, "***" if any(s in k.lower() for s in SECRET_QUERY_KEYS) else v) for k, v in pairs]
+    return f"{base}?{urlencode(safe, safe='*')}{hash_sep}{fragment}"
 
 
 _USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@'\"]+@")

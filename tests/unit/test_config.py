@@ -97,3 +97,13 @@ def test_true_is_not_a_number(tmp_path: Path, yaml_text: str, key: str) -> None:
     p.write_text(yaml_text)
     with pytest.raises(ConfigError, match=rf"{key}: expected a number, got (True|False|\[1, True\])"):
         load_params(p)
+
+
+def test_the_tracking_uri_is_shown_without_credentials() -> None:
+    """Issue 15, defect 8: a tracking URI may hold the server's credentials; logs and messages show it redacted."""
+    from tasks.support.config import TrackingConfig, redact_text
+
+    cfg = TrackingConfig(uri="https://ops:pa55@mlflow.example:5000/?token=abc&x=1")
+    assert cfg.shown_uri == "https://***@mlflow.example:5000/?token=***&x=1"
+    assert TrackingConfig(uri="sqlite:////srv/a/mlflow.db").shown_uri == "sqlite:////srv/a/mlflow.db"
+    assert redact_text("in http://ops:pa55@h:1 has no alias") == "in http://***@h:1 has no alias"
