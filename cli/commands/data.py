@@ -25,8 +25,9 @@ def sample_videos(
     holdout_frames: Annotated[int | None, typer.Option(help="Labelled holdout frames.")] = None,
 ) -> None:
     """Write synthetic parking-gate videos and a labelled holdout set (from other seeds)."""
-    params = state.project(Overrides.of(videos=out, holdout=holdout)).params
-    write_sample_data(params, n, seconds, seed, holdout_frames)
+    project = state.project(Overrides.of(videos=out, holdout=holdout))
+    with locked(project, "sample-videos"):
+        write_sample_data(project.params, n, seconds, seed, holdout_frames)
 
 
 def write_sample_data(
@@ -76,8 +77,9 @@ def init(
 
 def fetch_model(out: PathOpt = None) -> None:
     """Fetch the pinned plate detector (fastanpr's best.pt) from PyPI and verify its sha256."""
-    params = state.project(Overrides.of(model=out)).params
-    fetch_pinned_model(params)
+    project = state.project(Overrides.of(model=out))
+    with locked(project, "fetch-model"):
+        fetch_pinned_model(project.params)
 
 
 def fetch_pinned_model(params: Params) -> Path:
