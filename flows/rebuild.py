@@ -69,10 +69,13 @@ def rebuild(
         write_metrics(p.metrics, params.build.reference, report.metrics)
         write_plot_data(p.plots, report)
         if proj.dvc_root is not None:
-            dvc_commit(proj.dvc_root)
+            dvc_commit(proj.dvc_root, p.videos, frames.inputs)  # only the stages, only if the videos are the snapshot's
             dvc_push(proj.dvc_root)
-        tags = lineage(proj.root, frames.frames_hash, params.model.sha256, dvc.dvc_file(p.videos), p.videos)
-        record = log_rebuild(params, built, report.metrics, tags, report)
+        # every record names the videos as extraction read them (frames.inputs), not the folder as it is now
+        tags = lineage(
+            proj.root, frames.frames_hash, params.model.sha256, dvc.dvc_file(p.videos), p.videos, frames.inputs
+        )
+        record = log_rebuild(params, built, report.metrics, tags, report, frames.inputs)
         promotion = promote(params=params, record=record, metrics=report.metrics) if params.promote.auto else None
     return {
         "params": params,
