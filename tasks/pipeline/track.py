@@ -264,7 +264,7 @@ def log_rebuild(
         parent_inputs, child_inputs = rebuild_datasets(params, report, inputs)
         if parent_inputs:
             mc.log_inputs(pid, datasets=parent_inputs)
-        _log_parent_artifacts(mc, pid, params, lineage, metrics, report)
+        _log_parent_artifacts(mc, pid, params, lineage, metrics, report, inputs)
         name = params.tracking.registered_model
         if mc.search_registered_models(filter_string=f"name = '{name}'") == []:
             mc.create_registered_model(name, description="INT8/FP32 plate detector candidates for the gate runtime")
@@ -304,12 +304,16 @@ def _log_parent_artifacts(
     lineage: dict[str, str],
     metrics: dict[str, dict[str, float | str]],
     report: ValidationReport | None,
+    inputs: Sequence[VideoInput] | None = None,
 ) -> None:
-    """The parent run's files: lineage (with the full video list), the metrics of all candidates, latency CDFs."""
+    """The parent run's files: lineage (with the full video list: the extraction's snapshot `inputs` when given;
+    the nightly check reads it as the champion's videos), the metrics of all candidates, latency CDFs."""
     with tempfile.TemporaryDirectory(prefix="alpr-track-") as tmp:
         out = Path(tmp)
         doc: dict[str, Any] = {"tags": lineage}
-        if params.paths.videos.is_dir():
+        if inputs is not None:
+            doc["videos"] = snapshot_table(inputs).to_dict(orient="records")
+        elif params.paths.videos.is_dir():
             doc["videos"] = video_table(params.paths.videos).to_dict(orient="records")
         (out / "lineage.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

@@ -4,17 +4,20 @@ cache), and the next rebuild picks it up."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
+import mlflow.data
 import pytest
 from conftest import copy_project_code
 from conftest import run_dvc as dvc
 
 from tasks.demo.synth import SynthConfig
 from tasks.pipeline.extract import extract_frames
-from tasks.pipeline.track import lineage, snapshot_table
+from tasks.pipeline.track import client, lineage, log_rebuild, snapshot_table
+from tasks.support.config import Params
 from tasks.support.dvc import dvc_commit
 from testkit.clips import encode_clip, scene_frames
 
@@ -24,7 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL = SynthConfig(width=160, height=120, fps=10)
 
 
-def test_a_video_copied_in_after_extraction_is_in_no_record_of_that_rebuild(tmp_path: Path, make_params) -> None:
+def test_a_video_copied_in_after_extraction_is_in_no_record_of_that_rebuild(
+    tmp_path: Path, make_params, store: Params, built: tuple
+) -> None:
     params = make_params(tmp_path, extract={"interval_s": 0.5, "max_frames_per_video": 4, "holdout_fraction": 0.0})
     p = params.paths
     for i in range(2):
@@ -47,7 +52,17 @@ def test_a_video_copied_in_after_extraction_is_in_no_record_of_that_rebuild(tmp_
     tags = lineage(tmp_path, frames.frames_hash, params.model.sha256, p.videos.with_suffix(".dvc"), p.videos,
                    frames.inputs)  # fmt: skip
     assert tags["videos_count"] == "2" and "v9.mp4" not in tags["videos"]
-    assert list(snapshot_table(frames.inputs)["video"]) == ["v0.mp4", "v1.mp4"]  # the MLflow dataset's rows
+    # MLflow: the parent run's lineage.json (the nightly check's list of the champion's videos) and its dataset
+    fp32 = next(c for c in built[1] if c.name == store.build.reference)
+    logged = store.model_copy(update={"paths": store.paths.model_copy(update={"videos": p.videos})})
+    record = log_rebuild(logged, [fp32], {fp32.name: {"map50_95": 0.5}}, tags, None, frames.inputs)
+    mc = client(logged.tracking)
+    doc = json.loads(Path(mc.download_artifacts(record.parent_run_id, "lineage.json", str(tmp_path))).read_text())
+    assert [v["video"] for v in doc["videos"]] == ["v0.mp4", "v1.mp4"]
+    (dataset,) = [
+        d.dataset for d in mc.get_run(record.parent_run_id).inputs.dataset_inputs if d.dataset.name == "gate-videos"
+    ]
+    assert dataset.digest == mlflow.data.from_pandas(snapshot_table(frames.inputs), source=str(p.videos)).digest
     assert dvc_commit(tmp_path, p.videos, frames.inputs) is None  # the videos are not the snapshot's any more
     assert not (tmp_path / "dvc.lock").exists()
     assert (tmp_path / "data" / "videos.dvc").read_text() == videos_dvc
