@@ -32,6 +32,33 @@ class _RunName(logging.Filter):
         return True
 
 
+class _Redact(logging.Filter):
+    """No credentials of a URI (a tracking URI may hold them) reach the terminal, whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tasks.support.config import redact_text
+
+        message = record.getMessage()
+        if "://" in message:
+            record.msg, record.args = redact_text(message), None
+        return True
+
+
+class _NoTracebackForKnownErrors(logging.Filter):
+    """Prefect logs a failed task's or flow's exception with its traceback; for an error a person acts on (a task's
+    typed error, an MLflow store that is down or locked) the CLI prints the message and the advice instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            from cli.context import store_error
+            from tasks.support.errors import AlprError
+
+            exc = record.exc_info[1]
+            if isinstance(exc, AlprError) or store_error(exc):
+                record.exc_info, record.exc_text = None, None
+        return True
+
+
 @app.callback()
 def main(
     params: Annotated[Path, typer.Option("--params", help="The parameters file.")] = Path("params.yaml"),
@@ -45,6 +72,8 @@ def main(
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_RunName())
+        handler.addFilter(_NoTracebackForKnownErrors())
+        handler.addFilter(_Redact())
     # One readable line per step: silence per-request and per-layer chatter from the libraries underneath.
     for noisy in ("httpx", "httpcore", "alembic", "mlflow.store.db.utils", "dvc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -67,6 +96,7 @@ app.command()(pipeline.build)
 app.command()(pipeline.validate)
 app.command()(pipeline.rebuild)
 app.command()(pipeline.resume)
+app.command()(pipeline.repro)
 app.command()(release.promote)
 app.command()(release.rollback)
 app.command()(release.status)
@@ -76,6 +106,7 @@ app.command()(ops.deploy)
 app.command()(ops.watch)
 app.command()(ops.nightly)
 app.command()(ops.demo)
+app.command()(ops.gc)
 
 label_app = typer.Typer(no_args_is_help=True, help="Your own labelled holdout: propose, review, pull or import.")
 label_app.command()(label.propose)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -37,20 +37,55 @@ state = State()
 
 def fail(error: BaseException, code: int = 1) -> typer.Exit:
     """Print the error and what to do about it; the caller raises the returned exit."""
-    ERR.print(f"[red]error:[/red] {explain(error)}", soft_wrap=True)
+    from tasks.support.config import redact_text
+
+    ERR.print(f"[red]error:[/red] {redact_text(explain(error))}", soft_wrap=True)
     return typer.Exit(code)
+
+
+def store_error(error: BaseException) -> bool:
+    """Whether `error` comes from the MLflow store (an MlflowException, a database error under it, a connection
+    error to the server): not a bug, but a store that is down, locked or refusing."""
+    for exc in (error, error.__cause__, error.__context__):
+        if exc is None:
+            continue
+        module = type(exc).__module__
+        if module.startswith(("mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3")):
+            return True
+    return False
+
+
+STORE_ADVICE = (
+    "The MLflow store (tracking.uri in params.yaml) did not answer: check that its server is running and reachable, "
+    "or that no other process holds its database locked, then run the command again. Nothing was changed by this run."
+)
 
 
 @contextmanager
 def guarded() -> Iterator[None]:
-    """Turn a task's typed error into its message and advice (exit 1; a params error: exit 2). Anything else is a
-    bug and keeps its traceback."""
+    """Turn a task's typed error into its message and advice (exit 1; a params error: exit 2); an MLflow store
+    that is down or locked too. Anything else is a bug and keeps its traceback."""
     try:
         yield
     except ConfigError as e:
         raise fail(e, 2) from e
     except AlprError as e:
         raise fail(e) from e
+    except Exception as e:
+        if not store_error(e):
+            raise
+        from tasks.support.config import redact_text
+
+        ERR.print(f"[red]error:[/red] {type(e).__name__}: {redact_text(str(e))}\n{STORE_ADVICE}", soft_wrap=True)
+        raise typer.Exit(1) from e
+
+
+def locked(project: Project, what: str) -> AbstractContextManager[None]:
+    """The project lock (tasks/support/locks.py) for a command that writes the project's data, candidates,
+    registry or gate folder: it queues behind any other writer, saying whom it waits for."""
+    from tasks.support.locks import project_lock
+
+    return project_lock(project.params.paths.rebuild_lock, what)
 
 
 def go_offline(project: Project) -> None:

@@ -16,6 +16,7 @@ from flows.common import open_project
 from flows.retry import IO_RETRIES
 from tasks.operations import regression as reg
 from tasks.support.config import Params
+from tasks.support.locks import project_lock
 from tasks.support.project import Overrides
 
 IO = {**IO_RETRIES, "cache_policy": NO_CACHE}
@@ -39,19 +40,23 @@ def nightly_regression(
     if params is None:
         params = open_project(params_file, overrides, None).params
     p = params.paths
-    champion = find_champion(params.promote.gate_dir, params.tracking)
-    work = scratch()
-    try:
-        reference = fetch_reference(params.tracking, champion, params.build.reference, work)
-        baseline = baseline_videos(params.tracking, champion)
-        sample = sample_frames(
-            p.videos, params.extract, params.model.names, p.frame_cache, params.nightly.newest_videos, baseline, work
-        )
-        metrics = measure(champion, reference, sample, p.holdout, params.validate_, work)
-    finally:
-        cleanup(work)
-    report = make_report(champion, reference, sample, metrics, params.nightly)
-    report = log_nightly(params.tracking, report)
+    # Under the project lock: a rebuild running beside it would share the cores (inflating the latencies that pick
+    # its winner) and could move the champion mid-check; the nightly waits for it instead.
+    with project_lock(p.rebuild_lock, "nightly check"):
+        champion = find_champion(params.promote.gate_dir, params.tracking)
+        work = scratch()
+        try:
+            reference = fetch_reference(params.tracking, champion, params.build.reference, work)
+            baseline = baseline_videos(params.tracking, champion)
+            sample = sample_frames(
+                p.videos, params.extract, params.model.names, p.frame_cache, params.nightly.newest_videos, baseline,
+                work,
+            )  # fmt: skip
+            metrics = measure(champion, reference, sample, p.holdout, params.validate_, work)
+        finally:
+            cleanup(work)
+        report = make_report(champion, reference, sample, metrics, params.nightly)
+        report = log_nightly(params.tracking, report)
     if not report.passed:
         raise reg.RegressionFailed(report)
     return report

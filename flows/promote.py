@@ -17,6 +17,7 @@ from tasks.operations import promote as promotion
 from tasks.pipeline import tradeoff
 from tasks.pipeline.track import RebuildRecord
 from tasks.support.config import Params
+from tasks.support.locks import project_lock
 from tasks.support.project import Overrides
 
 # No caching and no retries: promotion moves registry aliases and the gate's `current` pointer; it is safe to
@@ -38,14 +39,15 @@ def promote(
     draw the rebuild's trade-off chart with the verdicts on its parent run."""
     if params is None:
         params = open_project(params_file, overrides, None).params
-    if record is None or metrics is None:
-        record, metrics = latest_rebuild(params.tracking)
-    p = params.paths
-    try:
-        result = promote_winner(
-            record, metrics, params.promote, params.tracking, p.holdout, params.validate_, params.build.reference,
-            p.holdout_frames,
-        )  # fmt: skip
-    finally:  # also when the smoke test (or another step) refused the winner: the chart names that gate
-        tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
-    return result
+    with project_lock(params.paths.rebuild_lock, "promote"):  # queues behind a rebuild; re-entered inside one
+        if record is None or metrics is None:
+            record, metrics = latest_rebuild(params.tracking)
+        p = params.paths
+        try:
+            result = promote_winner(
+                record, metrics, params.promote, params.tracking, p.holdout, params.validate_, params.build.reference,
+                p.holdout_frames,
+            )  # fmt: skip
+        finally:  # also when the smoke test (or another step) refused the winner: the chart names that gate
+            tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
+        return result

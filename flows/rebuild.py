@@ -23,7 +23,8 @@ from flows.retry import IO_RETRIES
 from tasks.pipeline import build, extract, fetch, track, validate
 from tasks.runtime.releases import gate_paths
 from tasks.support import dvc
-from tasks.support.project import Overrides, Project, rebuild_lock
+from tasks.support.locks import project_lock
+from tasks.support.project import Overrides, Project
 
 RESUMABLE: dict[str, Any] = {"cache_policy": DEFAULT, "persist_result": True}
 fetch_model = task(fetch.fetch_model, name="fetch-model", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -46,12 +47,13 @@ def rebuild(
     """Rebuild every candidate from the project's videos and promote the winner.
 
     Give `params_file` (and `overrides`: other paths, a subset of candidates), parsed here once, or a `project`
-    the caller parsed. Holds the project's rebuild lock: a rebuild from the CLI and one from a deployment queue.
+    the caller parsed. Holds the project lock (tasks/support/locks.py): a rebuild queues behind any other writer
+    (a CLI rebuild, a deployment's, an extract, a promotion); the promote subflow re-enters it.
     DVC records the outputs (`dvc commit`) only when the run used the paths `dvc.yaml` describes.
     """
     proj = open_project(params_file, overrides, project)
     params, p = proj.params, proj.params.paths
-    with rebuild_lock(p.rebuild_lock):
+    with project_lock(p.rebuild_lock, "rebuild"):
         model = fetch_model(p.model, params.model.package, params.model.member, params.model.sha256)
         reserved = reserve_videos(p.videos, p.holdout, p.label_proposal, params.label)
         frames = extract_frames(
@@ -67,10 +69,13 @@ def rebuild(
         write_metrics(p.metrics, params.build.reference, report.metrics)
         write_plot_data(p.plots, report)
         if proj.dvc_root is not None:
-            dvc_commit(proj.dvc_root)
+            dvc_commit(proj.dvc_root, p.videos, frames.inputs)  # only the stages, only if the videos are the snapshot's
             dvc_push(proj.dvc_root)
-        tags = lineage(proj.root, frames.frames_hash, params.model.sha256, dvc.dvc_file(p.videos), p.videos)
-        record = log_rebuild(params, built, report.metrics, tags, report)
+        # every record names the videos as extraction read them (frames.inputs), not the folder as it is now
+        tags = lineage(
+            proj.root, frames.frames_hash, params.model.sha256, dvc.dvc_file(p.videos), p.videos, frames.inputs
+        )
+        record = log_rebuild(params, built, report.metrics, tags, report, frames.inputs)
         if params.promote.auto:  # the promote flow draws the trade-off chart with its verdicts
             promotion = promote(params=params, record=record, metrics=report.metrics)
         else:  # the chart without verdicts; `alpr-ops promote` redraws it with them

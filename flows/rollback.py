@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import open_project
 from tasks.operations import promote as promotion
 from tasks.support.config import Params
+from tasks.support.locks import project_lock
 from tasks.support.project import Overrides
 
 roll_back = task(promotion.rollback, name="rollback", cache_policy=NO_CACHE)  # moves aliases: never retried
@@ -21,4 +22,5 @@ def rollback(
     """Point `current` and `champion` back at the `previous` version, in one step (logged to MLflow)."""
     if params is None:
         params = open_project(params_file, overrides, None).params
-    return roll_back(params.promote, params.tracking, params.paths.holdout, params.validate_)
+    with project_lock(params.paths.rebuild_lock, "rollback"):  # queues behind a rebuild or a promotion
+        return roll_back(params.promote, params.tracking, params.paths.holdout, params.validate_)

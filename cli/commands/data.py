@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.context import PathOpt, fail, guarded, state
+from cli.context import PathOpt, fail, guarded, locked, state
 from cli.printers import ERR, print_extract
 from tasks.support.config import Params
 from tasks.support.project import Overrides
@@ -25,8 +25,9 @@ def sample_videos(
     holdout_frames: Annotated[int | None, typer.Option(help="Labelled holdout frames.")] = None,
 ) -> None:
     """Write synthetic parking-gate videos and a labelled holdout set (from other seeds)."""
-    params = state.project(Overrides.of(videos=out, holdout=holdout)).params
-    write_sample_data(params, n, seconds, seed, holdout_frames)
+    project = state.project(Overrides.of(videos=out, holdout=holdout))
+    with locked(project, "sample-videos"):
+        write_sample_data(project.params, n, seconds, seed, holdout_frames)
 
 
 def write_sample_data(
@@ -61,7 +62,7 @@ def init(
     from tasks.operations.onboarding import init_project
 
     project = state.project()
-    with guarded():
+    with guarded(), locked(project, "init"):
         done = init_project(project.root, project.params, videos, link=link, force=force)
     for name, reason in done.skipped.items():
         ERR.print(f"[yellow]skipped[/yellow] {name}: {reason}")
@@ -76,8 +77,9 @@ def init(
 
 def fetch_model(out: PathOpt = None) -> None:
     """Fetch the pinned plate detector (fastanpr's best.pt) from PyPI and verify its sha256."""
-    params = state.project(Overrides.of(model=out)).params
-    fetch_pinned_model(params)
+    project = state.project(Overrides.of(model=out))
+    with locked(project, "fetch-model"):
+        fetch_pinned_model(project.params)
 
 
 def fetch_pinned_model(params: Params) -> Path:
@@ -103,9 +105,10 @@ def extract(
     overrides = Overrides.of(
         videos=videos, calibration=out, calibration_yaml=dataset_yaml, holdout_frames=holdout_frames, frame_cache=cache
     )
-    params = state.project(overrides).params
+    project = state.project(overrides)
+    params = project.params
     p = params.paths
-    with guarded():
+    with guarded(), locked(project, "extract"):
         reserved = reserved_videos(p.videos, p.holdout, p.label_proposal, params.label)
         result = extract_frames(
             p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames,

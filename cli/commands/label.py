@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.context import go_offline, guarded, state
+from cli.context import go_offline, guarded, locked, state
 from cli.printers import ERR
 from tasks.support.project import Project
 
@@ -28,7 +28,7 @@ def propose() -> None:
     go_offline(project)
     from tasks.operations.holdout import LABEL_STUDIO_DIR, propose_holdout
 
-    with guarded():
+    with guarded(), locked(project, "label propose"):
         done = propose_holdout(project.params)
     ERR.print(
         f"proposal: {done.frames} frames of {len(done.videos)} videos ({done.with_plate} with a pre-labelled plate, "
@@ -63,9 +63,9 @@ def pull() -> None:
     from tasks.operations import label_studio as ls
     from tasks.operations.holdout import pull_holdout
 
-    with guarded(), ls.LabelStudio.from_env() as client:
+    with guarded(), locked(project, "label pull"), ls.LabelStudio.from_env() as client:
         done = pull_holdout(client, project.params)
-    _track(project)
+        _track(project)
     r = done.review
     ERR.print(
         f"holdout {project.params.paths.holdout}: {done.reviewed} reviewed frames, {done.holdout.boxes} plates. "
@@ -86,7 +86,7 @@ def import_(
     project = state.project()
     from tasks.operations.holdout import import_holdout
 
-    with guarded():
+    with guarded(), locked(project, "label import"):
         done = import_holdout(source, project.params, tuple(videos or ()))
-    _track(project)
+        _track(project)
     ERR.print(f"holdout {project.params.paths.holdout}: {len(done.images)} frames, {done.boxes} plates.")

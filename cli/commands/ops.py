@@ -12,7 +12,7 @@ import typer
 
 from cli.commands.data import fetch_pinned_model, write_sample_data
 from cli.commands.pipeline import run_rebuild
-from cli.context import PathOpt, fail, go_offline, guarded, state
+from cli.context import PathOpt, fail, go_offline, guarded, locked, state
 from cli.printers import ERR, print_nightly
 from tasks.support.project import Overrides, Project
 
@@ -134,6 +134,29 @@ def nightly(videos: PathOpt = None, holdout: PathOpt = None, gate_dir: PathOpt =
     ERR.print(report.explain())
 
 
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be pruned; delete nothing.")] = False,
+) -> None:
+    """Prune the frame cache, the build cache and old MLflow model artifacts; never what the champion, `previous`,
+    the latest rebuild or the next one use (tasks/operations/gc.py). Prints the size of each area."""
+    project = state.project()
+    go_offline(project)
+    from tasks.operations.gc import collect_garbage
+
+    with guarded(), locked(project, "gc"):
+        report = collect_garbage(project.params, dry_run)
+    verb = "would prune" if report.dry_run else "pruned"
+    for a in report.areas:
+        ERR.print(
+            f"{a.name} ({a.where}): {a.total_bytes / 1e6:.1f} MB, {verb} {a.pruned_bytes / 1e6:.1f} MB "
+            f"in {len(a.pruned)} entries, {a.kept} kept",
+            soft_wrap=True,
+        )
+        for item in a.pruned:
+            ERR.print(f"  {verb}: {item}", soft_wrap=True)
+    ERR.print(f"total {verb}: {report.pruned_bytes / 1e6:.1f} MB")
+
+
 def demo() -> None:
     """The whole workflow on embedded defaults: sample videos, fetch the model, version data, rebuild, promote."""
     from tasks.pipeline.extract import VIDEO_SUFFIXES
@@ -154,7 +177,7 @@ def demo() -> None:
     except DvcError as e:
         log.warning("%s (continuing without DVC versioning)", e)
     out = run_rebuild(project)
-    uri = params.tracking.uri
+    uri = params.tracking.shown_uri
     ERR.print(
         f"\nOpen the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000[/bold]"
         f"\nthen browse {experiment_url(uri, out['record'].experiment_id)}"

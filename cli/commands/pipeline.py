@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.context import PathOpt, fail, go_offline, guarded, state
+from cli.context import PathOpt, fail, go_offline, guarded, locked, state
 from cli.printers import ERR, print_candidates
 from tasks.support.project import Overrides
 
@@ -36,7 +36,7 @@ def build(
 
     prm = project.params
     p = prm.paths
-    with guarded():
+    with guarded(), locked(project, "build"):
         weights = verify_model(p.model, prm.model.sha256)
         dataset = check_dataset_yaml(p.calibration_yaml, p.calibration)
         build_candidates(
@@ -64,11 +64,11 @@ def validate(
 
     prm = project.params
     p = prm.paths
-    with guarded():
+    with guarded(), locked(project, "validate"):
         built = load_candidates(p.candidates, [c.name for c in prm.build.candidates])
         report = run_validation(built, p.holdout, prm.build.reference, prm.validate_, p.holdout_frames)
-    write_metrics(p.metrics, prm.build.reference, report.metrics)
-    write_plot_data(p.plots, report)
+        write_metrics(p.metrics, prm.build.reference, report.metrics)
+        write_plot_data(p.plots, report)
     print_candidates([{"name": k, **v} for k, v in report.metrics.items()], None)
 
 
@@ -114,6 +114,18 @@ def run_rebuild(project: Any) -> dict[str, Any]:
         ERR.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
         ERR.print(out["explain"])
     return out
+
+
+def repro(
+    args: Annotated[list[str] | None, typer.Argument(help="Arguments for `dvc repro` (e.g. a stage name).")] = None,
+) -> None:
+    """`dvc repro` under the project lock: no rebuild, promotion or other writer runs between its stages (each
+    stage's `alpr-ops` command re-enters the lock this process holds)."""
+    project = state.project()
+    exe = Path(sys.executable).with_name("dvc")
+    with locked(project, "dvc repro"):
+        code = subprocess.run([str(exe), "repro", *(args or [])], cwd=project.root, check=False).returncode
+    raise typer.Exit(code)
 
 
 def resume(flow_run_id: Annotated[str, typer.Argument(help="The failed rebuild's flow run id.")]) -> None:

@@ -23,8 +23,9 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
 
     prm = project.params
     with guarded():
-        record, metrics = require_latest_rebuild(prm.tracking)  # fails fast, before Prefect starts
-        result = promote_flow(params=prm, record=record, metrics=metrics)
+        require_latest_rebuild(prm.tracking)  # fails fast, before Prefect starts
+        # the flow reads the latest rebuild again under the project lock: one that ran while this waited is newer
+        result = promote_flow(params=prm)
     ERR.print(result.decision.explain())
     if result.version is None:
         ERR.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")

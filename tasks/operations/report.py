@@ -124,13 +124,15 @@ def load_rebuild(tracking: TrackingConfig, run_id: str | None = None) -> Rebuild
             )
         )
         if not runs:
-            raise ReportError(f"no rebuild recorded in {tracking.uri} ({tracking.experiment})", remedy=Remedy.REBUILD)
+            raise ReportError(
+                f"no rebuild recorded in {tracking.shown_uri} ({tracking.experiment})", remedy=Remedy.REBUILD
+            )
         parent = runs[0]
     else:
         try:
             parent = mc.get_run(run_id)
         except MlflowException as e:
-            raise ReportError(f"run {run_id} not found in {tracking.uri}: {e.message}") from e
+            raise ReportError(f"run {run_id} not found in {tracking.shown_uri}: {e.message}") from e
         if parent.data.tags.get(KIND_TAG) != "rebuild":
             raise ReportError(f"run {run_id} is not a rebuild (tag {KIND_TAG}={parent.data.tags.get(KIND_TAG)!r}).")
     pid, eid = parent.info.run_id, parent.info.experiment_id

@@ -24,8 +24,9 @@ import yaml
 
 from tasks.pipeline.extract import VIDEO_SUFFIXES
 from tasks.support.config import WatchConfig
+from tasks.support.errors import AlprError
 from tasks.support.fsutil import atomic_write_text
-from tasks.support.project import rebuild_running
+from tasks.support.locks import is_locked
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,24 @@ PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", "~"
 Snapshot = dict[str, tuple[int, int]]  # file name -> (size, mtime_ns)
 
 
+class VideosFolderMissing(AlprError):
+    """The watched folder is not there (an unmounted share, a renamed folder): never read as "no videos"."""
+
+
 def scan(folder: Path) -> Snapshot:
-    """The video files of `folder` with their size and mtime; hidden and partially-downloaded files are skipped."""
-    if not folder.is_dir():
-        return {}
+    """The video files of `folder` with their size and mtime; hidden and partially-downloaded files are skipped.
+
+    A folder that is not there, or cannot be listed, raises `VideosFolderMissing`: read as empty, an unmounted
+    share would look like every video removed (a failing rebuild), then every video added (a full one)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError as e:  # FileNotFoundError, NotADirectoryError, PermissionError, a stale network mount
+        raise VideosFolderMissing(
+            f"{folder}: the watched videos folder cannot be read ({e.strerror or e}); is its share mounted?",
+            path=str(folder),
+        ) from e
     out: Snapshot = {}
-    for path in folder.iterdir():
+    for path in entries:
         name = path.name
         if name.startswith(".") or name.lower().endswith(PARTIAL_SUFFIXES):
             continue
@@ -168,10 +181,11 @@ class Watcher:
     state_file: Path
     trigger: Callable[[Burst], None]
     dvc_file: Path | None = None  # `<videos>.dvc`: a changed hash there (after `git pull`) makes the watcher pull
-    lock_file: Path | None = None  # the rebuild lock: no `dvc pull` while a rebuild reads the videos or commits
+    lock_file: Path | None = None  # the project lock: no `dvc pull` while a rebuild (or extract) reads the videos
     clock: Callable[[], float] = time.monotonic
     _landing: Landing | None = None
     _dvc_md5: str | None = None
+    _missing: bool = False  # the folder was not there at the last scan (said once per outage)
 
     def start(self) -> None:
         """Load the state; on the first run the videos present now count as already rebuilt."""
@@ -200,7 +214,18 @@ class Watcher:
             self.start()
         assert self._landing is not None
         self._check_dvc()
-        burst = self._landing.update(self.clock(), scan(self.videos))
+        now = self.clock()
+        try:
+            snapshot = scan(self.videos)
+        except VideosFolderMissing as e:
+            if not self._missing:
+                log.error('%s Not read as "all videos removed": waiting for it to come back.', e)
+            self._missing = True
+            return None
+        if self._missing:
+            log.warning("%s is back; watching it again", self.videos)
+            self._missing = False
+        burst = self._landing.update(now, snapshot)
         if burst is None:
             return None
         log.info("videos landed in %s (%s): starting a rebuild", self.videos, burst.describe())
@@ -221,7 +246,7 @@ class Watcher:
         md5 = dvc_file_md5(self.dvc_file)
         if md5 is None or md5 == self._dvc_md5:
             return  # unchanged
-        if self.lock_file is not None and rebuild_running(self.lock_file):
+        if self.lock_file is not None and is_locked(self.lock_file):
             return  # a rebuild runs (its own `dvc commit` rewrites the file): look again later
         try:
             if not dvc_in_sync(self.dvc_file):

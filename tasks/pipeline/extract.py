@@ -14,6 +14,7 @@ from-scratch run would write, which is what DVC's lock records.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -65,6 +66,17 @@ class ExtractError(AlprError):
 
 
 @dataclass(frozen=True)
+class VideoInput:
+    """One video as the rebuild read it when extraction started: the snapshot every record of the rebuild uses
+    (lineage tags, MLflow datasets, the DVC commit's check), never the folder as it is later."""
+
+    name: str
+    size_bytes: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ExtractResult:
     """What `extract_frames` produced, and what it skipped and why."""
 
@@ -78,6 +90,7 @@ class ExtractResult:
     holdout_dir: Path | None = None
     holdout_frames: int = 0
     report: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[VideoInput, ...] = ()  # every video file listed at the start (reserved ones included)
 
 
 def list_videos(videos_dir: Path) -> tuple[list[Path], dict[str, str]]:
@@ -93,11 +106,40 @@ def list_videos(videos_dir: Path) -> tuple[list[Path], dict[str, str]]:
     return videos, skipped
 
 
+def hash_memo_key(path: Path) -> str:
+    """The name a file's hash is memoised under in `<cache>/hashes/`: its path, size, mtime and inode."""
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
+
+
+def snapshot_videos(videos: list[Path], cache_dir: Path, skipped: dict[str, str]) -> tuple[VideoInput, ...]:
+    """The videos as they are now: name, size, mtime and sha256 (memoised). An unreadable one goes to `skipped`."""
+    out = []
+    for video in videos:
+        try:
+            st = video.stat()
+            sha = file_sha256(video, cache_dir)
+        except OSError as e:
+            skipped[video.name] = f"cannot be read: {e}"
+            continue
+        out.append(VideoInput(video.name, st.st_size, st.st_mtime_ns, sha))
+    return tuple(out)
+
+
+def videos_unchanged(videos_dir: Path, inputs: Collection[VideoInput]) -> list[str]:
+    """What differs between `videos_dir` now and the snapshot (added, removed or rewritten files, by name, size and
+    mtime); [] when nothing does."""
+    now = {v.name: (v.stat().st_size, v.stat().st_mtime_ns) for v in list_videos(videos_dir)[0]}
+    then = {i.name: (i.size_bytes, i.mtime_ns) for i in inputs}
+    changes = [f"added {n}" for n in sorted(set(now) - set(then))]
+    changes += [f"removed {n}" for n in sorted(set(then) - set(now))]
+    changes += [f"changed {n}" for n in sorted(set(now) & set(then)) if now[n] != then[n]]
+    return changes
+
+
 def file_sha256(path: Path, cache_dir: Path) -> str:
     """The file's sha256, memoised under (path, size, mtime, inode) so an unchanged rerun does not re-read videos."""
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
-    memo = cache_dir / "hashes" / key
+    memo = cache_dir / "hashes" / hash_memo_key(path)
     with contextlib.suppress(OSError):
         known = memo.read_text().strip()
         if len(known) == 64:
@@ -289,10 +331,11 @@ def extract_frames(
     """
     videos, skipped = list_videos(videos_dir)
     held_for_labels = sorted(v.name for v in videos if v.name in set(reserved))
-    videos = [v for v in videos if v.name not in set(reserved)]
     with contextlib.ExitStack() as stack:
         if cache_dir is None:
             cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alpr-frames-")))
+        inputs = snapshot_videos(videos, cache_dir, skipped)
+        videos = [v for v in videos if v.name not in set(reserved) and v.name not in skipped]
         entries_dir = cache_dir / "entries"
         _remove_temps(entries_dir, "")
         for target in (out_dir, holdout_dir):
@@ -317,11 +360,13 @@ def extract_frames(
         for job in jobs:
             entries[job.video.name] = (decoded[job.video.name], job.entry)
         if held_for_labels:
-            log.info("%d videos reserved for the labelled holdout, not read: %s", len(held_for_labels), held_for_labels)
-        return _assemble(
+            log.info("%d videos reserved for the labelled holdout, not extracted: %s", len(held_for_labels),
+                     held_for_labels)  # fmt: skip
+        result = _assemble(
             videos_dir, out_dir, dataset_yaml, cfg, names, holdout_dir, entries, skipped, jobs, key, processes,
             held_for_labels,
         )  # fmt: skip
+    return dataclasses.replace(result, inputs=inputs)
 
 
 def _assemble(

@@ -13,6 +13,7 @@ import logging
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from tasks.support.images import list_images
 if TYPE_CHECKING:
     import pandas as pd
 
+    from tasks.pipeline.extract import VideoInput
     from tasks.pipeline.validate import ValidationReport
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,15 @@ def video_table(videos_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["video", "size_bytes", "sha256"])
 
 
+def snapshot_table(inputs: Sequence[VideoInput]) -> pd.DataFrame:
+    """The `video_table` of the videos as extraction read them (`ExtractResult.inputs`), not as the folder is now:
+    a video copied in during the rebuild is not one of its inputs."""
+    import pandas as pd
+
+    rows = [{"video": i.name, "size_bytes": float(i.size_bytes), "sha256": i.sha256} for i in inputs]
+    return pd.DataFrame(rows, columns=["video", "size_bytes", "sha256"])
+
+
 def image_table(images: list[Path]) -> pd.DataFrame:
     """One row per image: name and sha256 (holdout and agreement frames as MLflow datasets)."""
     import pandas as pd
@@ -149,13 +160,23 @@ def table_hash(table: pd.DataFrame) -> str:
 
 
 def lineage(
-    repo: Path, frames_hash: str, base_model_sha256: str, videos_dvc: Path, videos_dir: Path | None = None
+    repo: Path,
+    frames_hash: str,
+    base_model_sha256: str,
+    videos_dvc: Path,
+    videos_dir: Path | None = None,
+    inputs: Sequence[VideoInput] | None = None,
 ) -> dict[str, str]:
-    """Tags that say exactly what a rebuild was made from: code, DVC state, videos (hashes), frames, model."""
+    """Tags that say exactly what a rebuild was made from: code, DVC state, videos (hashes), frames, model. The
+    videos are the extraction's snapshot (`inputs`) when given, else `videos_dir` as it is now."""
     tags = {"git_commit": git_commit(repo), "frames_hash": frames_hash, "base_model_sha256": base_model_sha256}
     tags["dvc_rev"] = dvc_rev(repo)
-    if videos_dir is not None and videos_dir.is_dir():
+    table = None
+    if inputs is not None:
+        table = snapshot_table(inputs)
+    elif videos_dir is not None and videos_dir.is_dir():
         table = video_table(videos_dir)
+    if table is not None:
         tags["videos_count"] = str(len(table))
         tags["videos_sha256"] = table_hash(table)
         tags["videos"] = ", ".join(f"{r.video}:{r.sha256[:12]}" for r in table.itertuples())[:4900]
@@ -194,16 +215,21 @@ def _dataset_input(table: pd.DataFrame, name: str, source: Path, context: str) -
     return DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
 
 
-def rebuild_datasets(params: Params, report: ValidationReport | None) -> tuple[list[Any], list[Any]]:
-    """MLflow dataset inputs: (for the parent run) videos, calibration frames, holdout, agreement frames;
-    (for each candidate run) the holdout and agreement frames it was evaluated on."""
+def rebuild_datasets(
+    params: Params, report: ValidationReport | None, inputs: Sequence[VideoInput] | None = None
+) -> tuple[list[Any], list[Any]]:
+    """MLflow dataset inputs: (for the parent run) videos (the extraction's snapshot `inputs` when given),
+    calibration frames, holdout, agreement frames; (for each candidate run) the holdout and agreement frames it was
+    evaluated on."""
     import pandas as pd
 
     from tasks.pipeline.validate import agreement_images, holdout_images
 
     p = params.paths
     parent, child = [], []
-    if p.videos.is_dir():
+    if inputs is not None:
+        parent.append(_dataset_input(snapshot_table(inputs), "gate-videos", p.videos, "source"))
+    elif p.videos.is_dir():
         parent.append(_dataset_input(video_table(p.videos), "gate-videos", p.videos, "source"))
     manifest = p.calibration / "manifest.csv"
     if manifest.is_file():
@@ -225,6 +251,7 @@ def log_rebuild(
     metrics: dict[str, dict[str, float | str]],
     lineage: dict[str, str],
     report: ValidationReport | None = None,
+    inputs: Sequence[VideoInput] | None = None,
 ) -> RebuildRecord:
     """Log one rebuild (parent + child runs), upload each artifact and register it as a model version.
 
@@ -248,10 +275,10 @@ def log_rebuild(
     shared.pop("build.candidates", None)
     mc.log_batch(pid, params=[Param(k, v) for k, v in shared.items()])
     try:
-        parent_inputs, child_inputs = rebuild_datasets(params, report)
+        parent_inputs, child_inputs = rebuild_datasets(params, report, inputs)
         if parent_inputs:
             mc.log_inputs(pid, datasets=parent_inputs)
-        _log_parent_artifacts(mc, pid, params, lineage, metrics, report)
+        _log_parent_artifacts(mc, pid, params, lineage, metrics, report, inputs)
         name = params.tracking.registered_model
         if mc.search_registered_models(filter_string=f"name = '{name}'") == []:
             mc.create_registered_model(name, description="INT8/FP32 plate detector candidates for the gate runtime")
@@ -264,7 +291,7 @@ def log_rebuild(
     except BaseException:
         mc.set_terminated(pid, status="FAILED")
         raise
-    log.info("logged rebuild %s with %d candidates to %s", pid, len(tracked), params.tracking.uri)
+    log.info("logged rebuild %s with %d candidates to %s", pid, len(tracked), params.tracking.shown_uri)
     return RebuildRecord(exp, pid, tracked)
 
 
@@ -291,12 +318,16 @@ def _log_parent_artifacts(
     lineage: dict[str, str],
     metrics: dict[str, dict[str, float | str]],
     report: ValidationReport | None,
+    inputs: Sequence[VideoInput] | None = None,
 ) -> None:
-    """The parent run's files: lineage (with the full video list), the metrics of all candidates, latency CDFs."""
+    """The parent run's files: lineage (with the full video list: the extraction's snapshot `inputs` when given;
+    the nightly check reads it as the champion's videos), the metrics of all candidates, latency CDFs."""
     with tempfile.TemporaryDirectory(prefix="alpr-track-") as tmp:
         out = Path(tmp)
         doc: dict[str, Any] = {"tags": lineage}
-        if params.paths.videos.is_dir():
+        if inputs is not None:
+            doc["videos"] = snapshot_table(inputs).to_dict(orient="records")
+        elif params.paths.videos.is_dir():
             doc["videos"] = video_table(params.paths.videos).to_dict(orient="records")
         (out / "lineage.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

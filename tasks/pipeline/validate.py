@@ -99,9 +99,32 @@ def _yolo(candidate: Candidate):  # -> ultralytics.YOLO, imported lazily (slow i
     return YOLO(str(candidate.path), task="detect")
 
 
+def dataset_counts(dataset_yaml: Path) -> tuple[int, int]:
+    """Images and boxes of a dataset this module wrote (`images/` and `labels/` beside its YAML)."""
+    root = dataset_yaml.parent
+    images = list_images(root / "images")
+    boxes = 0
+    for image in images:
+        label = root / "labels" / f"{image.stem}.txt"
+        if label.is_file():
+            boxes += sum(1 for line in label.read_text(encoding="utf-8-sig").splitlines() if line.split())
+    return len(images), boxes
+
+
 def _val(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work_dir: Path) -> Any:
-    """Ultralytics' validator on `dataset_yaml` (same letterbox as the gate); returns its DetMetrics."""
-    return _yolo(candidate).val(
+    """Ultralytics' validator on `dataset_yaml` (same letterbox as the gate); returns its DetMetrics.
+
+    Ultralytics drops an image it finds corrupt (and duplicate boxes) with a log line and scores the rest, so the
+    images and boxes it scored are checked against the dataset: a metric over part of the holdout is an error.
+    """
+    scored: dict[str, int] = {}
+
+    def count(validator: Any) -> None:
+        scored.update(images=int(validator.seen), boxes=int(validator.metrics.nt_per_class.sum()))
+
+    model = _yolo(candidate)
+    model.add_callback("on_val_end", count)
+    metrics = model.val(
         data=str(dataset_yaml),
         imgsz=cfg.imgsz,
         batch=1,
@@ -115,6 +138,15 @@ def _val(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work_dir
         name=f"val-{candidate.name}",
         exist_ok=True,
     )
+    images, boxes = dataset_counts(dataset_yaml)
+    if scored != {"images": images, "boxes": boxes}:
+        raise ValidationError(
+            f"{dataset_yaml.parent}: Ultralytics scored {scored.get('images', 0)} of {images} images and "
+            f"{scored.get('boxes', 0)} of {boxes} boxes (its log names what it dropped as corrupt); fix or remove "
+            "those images, so that every metric covers the whole holdout",
+            remedy=Remedy.HOLDOUT,
+        )
+    return metrics
 
 
 def _summary(box: Any) -> dict[str, float]:

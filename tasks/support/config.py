@@ -1,6 +1,8 @@
 """Typed view of `params.yaml`: parsed once at the edge (the CLI), passed to tasks as frozen objects.
 
-Unknown keys are errors, not warnings: a typo in `params.yaml` must stop the run rather than be ignored.
+Unknown keys are errors, not warnings: a typo in `params.yaml` must stop the run rather than be ignored. So is a
+key given twice in one mapping (YAML would silently keep the last), and `true`/`false` where a number is expected
+(pydantic would read them as 1 and 0).
 
 `params.yaml` is the one source of parameter values. It spells out every field, and every default below equals the
 value written there, so a config built in code (`ExtractConfig()`, `BuildConfig(imgsz=320)`, `NncfConfig()` in tests)
@@ -13,8 +15,11 @@ candidates). Its defaults are documented in its class below, the one place they 
 
 from __future__ import annotations
 
+import re
+import types
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -26,8 +31,34 @@ Precision = Literal["fp32", "fp16", "int8"]
 EXPORT_FORMAT: dict[str, str] = {"openvino": "openvino", "onnxruntime": "onnx", "tensorrt": "engine"}
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type is a number, optionally None or a tuple of numbers."""
+    if annotation in (int, float):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, tuple):
+        return any(_numeric(arg) for arg in typing.get_args(annotation) if arg is not Ellipsis)
+    return False
+
+
+def _has_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, list | tuple) and any(isinstance(v, bool) for v in value))
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """`true` is not a number: pydantic's lax mode would take it as 1 (strict mode would also refuse the
+        strings that paths are written as)."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                key = field.alias or name
+                if key in data and _numeric(field.annotation) and _has_bool(data[key]):
+                    raise ValueError(f"{key}: expected a number, got {data[key]!r}")
+        return data
 
 
 class PathsConfig(_Frozen):
@@ -47,7 +78,7 @@ class PathsConfig(_Frozen):
     plots: Path = Path("metrics/plots")  # plot data (CSV) that dvc.yaml declares
     reports: Path = Path("reports")  # `alpr-ops report` output
     watch_state: Path = Path(".cache/watch.json")  # the videos the watcher last started a rebuild for
-    rebuild_lock: Path = Path(".cache/rebuild.lock")  # one rebuild at a time on this project's data
+    rebuild_lock: Path = Path(".cache/rebuild.lock")  # the project lock: every writer queues on it
     prefect_home: Path = Path(".cache/prefect")  # `alpr-ops serve`'s local Prefect server: database, results
     label_proposal: Path = Path("data/label_proposal")  # `alpr-ops label propose`: frames + pre-labels to review
 
@@ -282,6 +313,34 @@ class ValidateConfig(_Frozen):
         return self
 
 
+SECRET_QUERY_KEYS = ("token", "key", "secret", "password", "passwd", "sig", "signature", "credential", "auth")
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` as it may be logged or shown: a user name or password in it, and query values whose name says they
+    are secret (token, key, signature, ...), replaced by `***`. A tracking URI may carry the server's credentials.
+    Anything else is left as written (`sqlite:////abs/path` keeps its slashes)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    out = redact_text(uri)
+    base, sep, rest = out.partition("?")
+    if not sep:
+        return out
+    query, hash_sep, fragment = rest.partition("#")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    safe = [(k, "***" if any(s in k.lower() for s in SECRET_QUERY_KEYS) else v) for k, v in pairs]
+    return f"{base}?{urlencode(safe, safe='*')}{hash_sep}{fragment}"
+
+
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@'\"]+@")
+
+
+def redact_text(text: str) -> str:
+    """`text` with the user name and password of every URI in it replaced by `***` (for messages and logs that
+    may quote a tracking URI)."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
 class TrackingConfig(_Frozen):
     """MLflow tracking and model registry (defaults: `params.yaml` `tracking:`)."""
 
@@ -289,6 +348,11 @@ class TrackingConfig(_Frozen):
     artifacts: Path = Path("mlartifacts")
     experiment: str = "alpr-ops"
     registered_model: str = "gate-plate-detector"
+
+    @property
+    def shown_uri(self) -> str:
+        """The URI for logs and messages, credentials redacted (`redact_uri`)."""
+        return redact_uri(self.uri)
 
 
 class PromoteConfig(_Frozen):
@@ -394,12 +458,38 @@ class ConfigError(ValueError):
     """`params.yaml` is missing or wrong; the message names the file and the key."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (SafeLoader keeps the last one silently)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise DuplicateKeyError(f"line {line}: key {key!r} is given twice (first at line {seen[key]})")
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+class DuplicateKeyError(ValueError):
+    """A YAML mapping gives the same key twice."""
+
+
 def load_params(path: Path) -> Params:
     """Parse `params.yaml` into `Params`, with paths made absolute relative to the file's folder."""
     if not path.is_file():
         raise ConfigError(f"{path}: not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # a SafeLoader: no arbitrary objects
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{path}: {e}; keep one") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):

@@ -5,9 +5,15 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.support.errors import AlprError
+from tasks.support.fsutil import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from tasks.pipeline.extract import VideoInput
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +40,62 @@ def dvc_track(root: Path, targets: list[Path]) -> list[Path]:
     return dvc_files
 
 
-def dvc_commit(root: Path) -> Path:
-    """Record the current outputs of every `dvc.yaml` stage in `dvc.lock`, as `dvc commit` does.
+STAGES = ("extract", "build", "validate")  # the dvc.yaml stages the rebuild flow runs
+
+
+def dvc_commit(root: Path, videos_dir: Path | None = None, inputs: Sequence[VideoInput] | None = None) -> Path | None:
+    """Record the outputs of the `dvc.yaml` stages (`STAGES`) in `dvc.lock`, as `dvc commit STAGES` does, and,
+    with the snapshot, the videos in `<videos>.dvc` (so what dvc.lock names as the extract stage's input is in the
+    DVC cache): named targets only, never every `.dvc` file. Returns dvc.lock, or None when nothing was recorded.
 
     The Prefect flow runs the same steps as the DVC stages; committing their outputs afterwards lets `dvc status`
-    and `dvc repro` treat a flow-made result as up to date instead of rebuilding it.
+    and `dvc repro` treat a flow-made result as up to date instead of rebuilding it. DVC hashes the stages' inputs
+    as they are at commit time, so with the extraction's snapshot (`videos_dir`, `inputs`) the commit is made only
+    when the videos are still exactly those (checked before and after; dvc.lock is put back if they changed in
+    between): a video copied in during the rebuild is recorded as no input of it, and `dvc status` shows the
+    change the next rebuild picks up.
     """
     if not (root / ".dvc").is_dir() or not (root / "dvc.yaml").is_file():
         raise DvcError(f"{root}: no .dvc/ or dvc.yaml here; run `dvc init` in the project folder.")
+    lock = root / "dvc.lock"
+    if _inputs_changed(videos_dir, inputs):
+        return None
+    videos_record = dvc_file(videos_dir) if videos_dir is not None and inputs is not None else None
+    if videos_record is not None and (not videos_record.is_file() or not videos_record.is_relative_to(root)):
+        videos_record = None
+    records = [lock, *([videos_record] if videos_record is not None else [])]
+    before = {path: path.read_bytes() if path.is_file() else None for path in records}
+    targets = [*STAGES, *([str(videos_record.relative_to(root))] if videos_record is not None else [])]
     # DVC's CLI, in the project folder: its Python API resolves stage paths against the process's cwd
-    cmd = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet"]
+    cmd = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *targets]
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise DvcError(f"`dvc commit` in {root} failed:\n{done.stdout}{done.stderr}")
-    log.info("recorded the rebuild's outputs in %s", root / "dvc.lock")
-    return root / "dvc.lock"
+    if _inputs_changed(videos_dir, inputs):  # changed while DVC hashed them: take the records back
+        for path, old in before.items():
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(path, old)
+        return None
+    log.info("recorded the rebuild's outputs in %s", lock)
+    return lock
+
+
+def _inputs_changed(videos_dir: Path | None, inputs: Sequence[VideoInput] | None) -> bool:
+    if videos_dir is None or inputs is None:
+        return False
+    from tasks.pipeline.extract import videos_unchanged
+
+    changes = videos_unchanged(videos_dir, inputs)
+    if changes:
+        log.warning(
+            "%s changed during the rebuild (%s): dvc.lock not updated, so DVC records no input this rebuild did not "
+            "read; the next rebuild picks the change up",
+            videos_dir,
+            ", ".join(changes),
+        )
+    return bool(changes)
 
 
 def dvc_push(root: Path) -> bool:

@@ -8,15 +8,12 @@ an edit to `params.yaml` applies to the next run without redeploying.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from tasks.support.config import ConfigError, Params, PathsConfig, load_params
-from tasks.support.locks import file_lock, is_locked
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +85,3 @@ def load_project(params_file: Path, overrides: Overrides | None = None) -> Proje
     in_dvc = (root / ".dvc").is_dir() and (root / "dvc.yaml").is_file()
     # dvc.lock may record the outputs only when the run used the paths and candidates dvc.yaml's stages describe
     return Project(params, root, root if in_dvc and params == base else None)
-
-
-@contextmanager
-def rebuild_lock(lock_file: Path) -> Iterator[None]:
-    """Hold the project's rebuild lock; a second rebuild on the same data waits here (queues) until the first ends."""
-    with file_lock(lock_file, "rebuild", wait=True):
-        yield
-
-
-def rebuild_running(lock_file: Path) -> bool:
-    """Whether a rebuild holds the project's lock, without waiting for it."""
-    return is_locked(lock_file)

@@ -73,3 +73,37 @@ def test_validation_params_and_paths(tmp_path: Path) -> None:
         load_params(write(tmp_path, "validate:\n  batch_sizes: [1, 0]\n"))
     with pytest.raises(ConfigError, match="threads"):
         load_params(write(tmp_path, "validate:\n  threads: 0\n"))
+
+
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path: Path) -> None:
+    """Issue 15, defect 8: YAML keeps the last of two equal keys silently."""
+    p = tmp_path / "params.yaml"
+    p.write_text("promote:\n  max_map_drop: 0.01\n  min_agreement: 0.8\n  max_map_drop: 0.5\n")
+    with pytest.raises(ConfigError, match=r"line 4: key 'max_map_drop' is given twice \(first at line 2\)"):
+        load_params(p)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [
+        ("promote:\n  max_map_drop: true\n", "max_map_drop"),
+        ("validate:\n  runs: false\n", "runs"),
+        ("validate:\n  batch_sizes: [1, true]\n", "batch_sizes"),
+    ],
+)
+def test_true_is_not_a_number(tmp_path: Path, yaml_text: str, key: str) -> None:
+    """Issue 15, defect 8: pydantic's lax mode reads `true` as 1 (a max_map_drop of 1 passes every candidate)."""
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=rf"{key}: expected a number, got (True|False|\[1, True\])"):
+        load_params(p)
+
+
+def test_the_tracking_uri_is_shown_without_credentials() -> None:
+    """Issue 15, defect 8: a tracking URI may hold the server's credentials; logs and messages show it redacted."""
+    from tasks.support.config import TrackingConfig, redact_text
+
+    cfg = TrackingConfig(uri="https://ops:pa55@mlflow.example:5000/?token=abc&x=1")
+    assert cfg.shown_uri == "https://***@mlflow.example:5000/?token=***&x=1"
+    assert TrackingConfig(uri="sqlite:////srv/a/mlflow.db").shown_uri == "sqlite:////srv/a/mlflow.db"
+    assert redact_text("in http://ops:pa55@h:1 has no alias") == "in http://***@h:1 has no alias"

@@ -251,7 +251,11 @@ def test_kill_9_mid_extraction_then_rerun_completes(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", KILLED, str(tmp_path)], env=env)
     entries = tmp_path / "cache" / "entries"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (entries.is_dir() and any(entries.glob("*/entry.json"))):
+
+    def cached() -> bool:  # a complete entry: renamed into place (pathlib's glob also matches the hidden temp ones)
+        return entries.is_dir() and any(not p.parent.name.startswith(".") for p in entries.glob("*/entry.json"))
+
+    while time.monotonic() < deadline and not cached():
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)  # after the first video is cached, during the second
     proc.wait()

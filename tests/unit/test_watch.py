@@ -189,3 +189,30 @@ def test_unreadable_state_names_the_file_and_the_fix(tmp_path: Path) -> None:
     state.write_text("{not json")
     with pytest.raises(ValueError, match=r"state\.json.*Delete it"):
         load_state(state)
+
+
+def test_a_folder_that_disappears_is_an_error_not_all_videos_removed(
+    tmp_path: Path, videos: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15, defect 8: an unmounted share read as empty queued a failing rebuild, then a full one on its return."""
+    folder, state = tmp_path / "videos", tmp_path / "state.json"
+    folder.mkdir()
+    shutil.copy(videos[0], folder / "a.mp4")
+    rec, now = Recorder(), [0.0]
+    watcher = Watcher(folder, FAST, state, rec, clock=lambda: now[0])
+    watcher.start()
+    folder.rename(tmp_path / "unmounted")
+    for t in (1.0, 5.0, 10.0):  # well past settle + debounce
+        now[0] = t
+        assert watcher.poll() is None
+    assert rec.calls == [] and 'Not read as "all videos removed"' in caplog.text
+    (tmp_path / "unmounted").rename(folder)  # the share is back, unchanged: nothing to rebuild
+    for t in (11.0, 15.0, 20.0):
+        now[0] = t
+        assert watcher.poll() is None
+    assert rec.calls == [] and set(load_state(state) or {}) == {"a.mp4"}
+    from tasks.operations.watch import VideosFolderMissing, scan
+
+    folder.rename(tmp_path / "unmounted")
+    with pytest.raises(VideosFolderMissing, match="cannot be read"):
+        scan(folder)

@@ -1,0 +1,221 @@
+"""`alpr-ops gc`: prune the frame cache, the build cache and old MLflow artifacts, keeping everything in use.
+
+In use, never pruned:
+- frame cache (`paths.frame_cache`): the entries of the videos in `paths.videos` under the current extraction
+  parameters and code (what the next rebuild and the nightly check read), and their hash memos;
+- build cache (`paths.build_cache`): the entries whose key a `candidate.json` names in `paths.candidates` (the
+  latest build), in the gate folder's releases (`current`, the rollback chain), in a kept MLflow run or in a
+  candidate's last-build record (`last/`, kept too);
+- MLflow: every run of the latest finished rebuild and of each rebuild that holds an aliased registry version
+  (`champion`, `previous`, `challenger`): promotion, rollback and the nightly check download from those (the
+  nightly check also reads the champion's FP32 reference, a sibling run). Of the other rebuilds, the candidate
+  runs' `artifact/` folders (the models: nearly all of the space) are deleted; runs, metrics, tags and plots stay,
+  and each pruned run is tagged `alpr.pruned`.
+
+The caller holds the project lock, so no rebuild or promotion changes what is in use while this runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.support.candidate import CANDIDATE_JSON
+from tasks.support.config import Params
+
+log = logging.getLogger(__name__)
+
+PRUNED_TAG = "alpr.pruned"
+LAST = "last"  # tasks/pipeline/build.py: `<build cache>/last/<candidate>.json`, never pruned
+
+
+@dataclass
+class AreaReport:
+    """One area: its size now, and what gc removes (or, in a dry run, would remove)."""
+
+    name: str
+    where: str
+    total_bytes: int = 0
+    pruned_bytes: int = 0
+    pruned: list[str] = field(default_factory=list)
+    kept: int = 0
+
+
+@dataclass(frozen=True)
+class GcReport:
+    dry_run: bool
+    areas: tuple[AreaReport, ...]
+
+    @property
+    def pruned_bytes(self) -> int:
+        return sum(a.pruned_bytes for a in self.areas)
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (a hard link counted once per area would need inode tracking: it is not)."""
+    if path.is_file() or path.is_symlink():
+        return path.lstat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(root) / name).lstat().st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _prune_folder(area: AreaReport, folder: Path, keep: set[str], dry_run: bool) -> None:
+    """Remove every entry of `folder` whose name is not in `keep` (temp entries of killed runs included)."""
+    if not folder.is_dir():
+        return
+    for item in sorted(folder.iterdir()):
+        size = tree_bytes(item)
+        area.total_bytes += size
+        if item.name in keep:
+            area.kept += 1
+            continue
+        area.pruned_bytes += size
+        area.pruned.append(item.name)
+        if not dry_run:
+            _remove(item)
+
+
+def frame_cache_area(params: Params, dry_run: bool) -> AreaReport:
+    from tasks.pipeline.extract import file_sha256, hash_memo_key, list_videos, params_key
+
+    cache = params.paths.frame_cache
+    area = AreaReport("frame cache", str(cache))
+    videos = list_videos(params.paths.videos)[0] if params.paths.videos.is_dir() else []
+    key = params_key(params.extract)
+    entries = {f"{file_sha256(v, cache)}-{key}" for v in videos}
+    _prune_folder(area, cache / "entries", entries, dry_run)
+    _prune_folder(area, cache / "hashes", {hash_memo_key(v) for v in videos}, dry_run)
+    return area
+
+
+def _cache_keys(folders: list[Path]) -> set[str]:
+    keys = set()
+    for folder in folders:
+        try:
+            key = json.loads((folder / CANDIDATE_JSON).read_text()).get("cache_key")
+        except (OSError, ValueError):
+            continue
+        if key:
+            keys.add(str(key))
+    return keys
+
+
+def build_cache_area(params: Params, kept_run_keys: set[str], dry_run: bool) -> AreaReport:
+    from tasks.runtime.releases import gate_paths
+
+    cache = params.paths.build_cache
+    area = AreaReport("build cache", str(cache))
+    candidates = params.paths.candidates
+    releases = gate_paths(params.promote.gate_dir).releases
+    folders = [p for root in (candidates, releases) if root.is_dir() for p in root.iterdir() if p.is_dir()]
+    keys = _cache_keys(folders) | kept_run_keys | {LAST}
+    for record in sorted((cache / LAST).glob("*.json")):  # each candidate's last build: the next build starts there
+        try:
+            keys.add(str(json.loads(record.read_text()).get("cache_key", "")))
+        except (OSError, ValueError):
+            continue
+    _prune_folder(area, cache, keys, dry_run)
+    return area
+
+
+def _artifact_bytes(mc: Any, run_id: str, path: str) -> int:
+    total = 0
+    for item in mc.list_artifacts(run_id, path):
+        total += _artifact_bytes(mc, run_id, item.path) if item.is_dir else int(item.file_size or 0)
+    return total
+
+
+def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str]]:
+    """Prune the model artifacts of candidate runs no alias and no latest rebuild needs; returns the area and the
+    build-cache keys of the kept candidate runs."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, client
+
+    tracking = params.tracking
+    area = AreaReport("MLflow artifacts", tracking.shown_uri)
+    mc = client(tracking)
+    exp = mc.get_experiment_by_name(tracking.experiment)
+    if exp is None:
+        return area, set()
+    runs = mc.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'candidate'", max_results=50000)
+    parents = mc.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = 'rebuild' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    keep_parents = {parents[0].info.run_id} if parents else set()
+    try:
+        aliases = mc.get_registered_model(tracking.registered_model).aliases or {}
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        aliases = {}
+    parent_of = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
+    for alias, version in sorted(aliases.items()):
+        run_id = mc.get_model_version(tracking.registered_model, str(version)).run_id
+        if run_id not in parent_of:
+            raise RuntimeError(f"registry alias {alias} (version {version}) names run {run_id}, not a candidate run")
+        keep_parents.add(parent_of[run_id])
+    keys: set[str] = set()
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    for run in runs:
+        rid = run.info.run_id
+        if run.data.tags.get(PRUNED_TAG):
+            continue
+        size = _artifact_bytes(mc, rid, ARTIFACT_PATH)
+        area.total_bytes += size
+        if parent_of[rid] in keep_parents or run.info.status != "FINISHED":
+            area.kept += 1
+            meta = [a for a in mc.list_artifacts(rid, ARTIFACT_PATH) if a.path.endswith(CANDIDATE_JSON)]
+            if meta:
+                with tempfile.TemporaryDirectory(prefix="alpr-gc-") as tmp:
+                    text = Path(mc.download_artifacts(rid, meta[0].path, tmp)).read_text()
+                keys.add(str(json.loads(text).get("cache_key", "")))
+            continue
+        area.pruned_bytes += size
+        area.pruned.append(f"{run.data.tags.get('candidate', run.info.run_name)} of rebuild {parent_of[rid]} ({rid})")
+        if not dry_run and size:
+            get_artifact_repository(run.info.artifact_uri).delete_artifacts(ARTIFACT_PATH)
+            mc.set_tag(rid, PRUNED_TAG, stamp)
+    keys.discard("")
+    return area, keys
+
+
+def collect_garbage(params: Params, dry_run: bool) -> GcReport:
+    """Prune the three areas (nothing in a dry run) and report sizes; the caller holds the project lock."""
+    ml, kept_keys = mlflow_area(params, dry_run)
+    areas = (frame_cache_area(params, dry_run), build_cache_area(params, kept_keys, dry_run), ml)
+    for a in areas:
+        log.info(
+            "%s %s: %d of %d bytes in %d entries%s",
+            "would prune" if dry_run else "pruned",
+            a.name,
+            a.pruned_bytes,
+            a.total_bytes,
+            len(a.pruned),
+            f", {a.kept} kept" if a.kept else "",
+        )
+    return GcReport(dry_run, areas)

@@ -1,0 +1,58 @@
+"""Issue 15, defect 8: `alpr-ops gc` prunes the frame cache, the build cache and old MLflow model artifacts, with a
+dry run and a size report, and never touches what the champion, `previous` or the latest rebuild use."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tasks.pipeline.track import ARTIFACT_PATH, client, log_rebuild
+from tasks.support.config import Params
+from tasks.support.registry import CHAMPION, PREVIOUS, set_alias
+
+pytestmark = pytest.mark.integration
+
+
+def test_gc_prunes_only_what_nothing_uses(store: Params, built: tuple, tmp_path: Path) -> None:
+    from tasks.operations.gc import collect_garbage
+
+    session, candidates = built
+    fp32 = next(c for c in candidates if c.name == session.build.reference)
+    # caches of its own (copies of the session's, which other tests read), plus entries nothing uses
+    paths = store.paths.model_copy(update={"frame_cache": tmp_path / "frames", "build_cache": tmp_path / "build"})
+    params = store.model_copy(update={"paths": paths})
+    shutil.copytree(session.paths.frame_cache, paths.frame_cache)
+    shutil.copytree(session.paths.build_cache, paths.build_cache)
+    in_use_frames = sorted(p.name for p in (paths.frame_cache / "entries").iterdir())
+    in_use_builds = sorted(p.name for p in paths.build_cache.iterdir())
+    (paths.frame_cache / "entries" / ("0" * 64)).mkdir()  # a removed video's frames
+    (paths.frame_cache / "entries" / ("0" * 64 + "-old")).mkdir()
+    (paths.frame_cache / "entries" / ("0" * 64 + "-old") / "f.jpg").write_bytes(b"x" * 1000)
+    (paths.build_cache / ("f" * 64)).mkdir()  # a candidate built from frames no longer used
+    (paths.build_cache / ("f" * 64) / "model.onnx").write_bytes(b"x" * 5000)
+    # three rebuilds: the oldest is pruned; `previous`, and the latest (the champion), are kept
+    runs = [log_rebuild(params, [fp32], {fp32.name: {"map50_95": 0.5}}, {"frames_hash": f"h{i}"}) for i in range(3)]
+    mc = client(params.tracking)
+    name = params.tracking.registered_model
+    set_alias(mc, name, PREVIOUS, runs[1].candidates[fp32.name].version)
+    set_alias(mc, name, CHAMPION, runs[2].candidates[fp32.name].version)
+    run_ids = [r.candidates[fp32.name].run_id for r in runs]
+
+    dry = collect_garbage(params, dry_run=True)
+    frames, builds, ml = dry.areas
+    assert ml.pruned == [f"fp32 of rebuild {runs[0].parent_run_id} ({run_ids[0]})"] and ml.pruned_bytes > 0
+    assert sorted(builds.pruned) == ["f" * 64] and builds.pruned_bytes == 5000
+    assert sorted(frames.pruned) == ["0" * 64, "0" * 64 + "-old"] and frames.pruned_bytes == 1000
+    assert all(a.total_bytes >= a.pruned_bytes for a in dry.areas)
+    assert all(mc.list_artifacts(rid, ARTIFACT_PATH) for rid in run_ids)  # a dry run deletes nothing
+    assert (paths.build_cache / ("f" * 64)).is_dir()
+
+    done = collect_garbage(params, dry_run=False)
+    assert [a.pruned for a in done.areas] == [a.pruned for a in dry.areas]
+    assert mc.list_artifacts(run_ids[0], ARTIFACT_PATH) == []
+    assert all(mc.list_artifacts(rid, ARTIFACT_PATH) for rid in run_ids[1:])  # previous and champion
+    assert sorted(p.name for p in (paths.frame_cache / "entries").iterdir()) == in_use_frames
+    assert sorted(p.name for p in paths.build_cache.iterdir()) == in_use_builds
+    assert collect_garbage(params, dry_run=True).pruned_bytes == 0  # nothing left to prune

@@ -1,0 +1,96 @@
+"""Issue 15, defect 4: every entry point that writes the project's data, candidates, registry or gate folder takes
+the one project lock; started beside a holder, it queues (saying for whom) and then gives what it gives when run
+after it. The holder is paused at a known point with the test hook `ALPR_PAUSE_AT` (no sleeps decide anything)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.support.config import Params
+from tasks.support.locks import PAUSE_DIR_ENV, PAUSE_ENV
+
+pytestmark = pytest.mark.integration
+
+EXE = Path(sys.executable).with_name("alpr-ops")
+
+
+class Run:
+    """`alpr-ops ARGS` in a subprocess whose stderr is read line by line, so the test can wait for a line."""
+
+    def __init__(self, root: Path, env: dict[str, str], *args: str) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [str(EXE), *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.err: list[str] = []
+        self.out = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.err.append(line)
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        """Until a line of its stderr contains `text`; fails at once if the process ends without saying it."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.err):
+            assert self.proc.poll() is None or self._reader.is_alive(), (
+                f"alpr-ops {' '.join(self.args)} ended without saying {text!r}:\n{''.join(self.err)[-3000:]}"
+            )
+            assert time.monotonic() < deadline, f"alpr-ops {' '.join(self.args)} never said {text!r}"
+            time.sleep(0.02)
+
+    def finish(self) -> int:
+        assert self.proc.stdout is not None
+        self.out = self.proc.stdout.read()
+        code = self.proc.wait(600)
+        self._reader.join(60)
+        return code
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+
+def test_writers_queue_behind_the_lock_holder_and_end_as_if_run_after_it(project: Params, cli, tmp_path: Path) -> None:
+    root = project.paths.videos.parents[1]
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    env = {**os.environ, "PATH": f"{EXE.parent}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
+    first = Run(root, {**env, PAUSE_ENV: "locked:extract", PAUSE_DIR_ENV: str(pause)}, "extract")
+    deadline = time.monotonic() + 300
+    while not (pause / "locked:extract.paused").exists():
+        assert first.proc.poll() is None, f"the first extract ended without pausing:\n{first.stderr[-3000:]}"
+        assert time.monotonic() < deadline, "the first extract never paused"
+        time.sleep(0.02)
+    holder = json.loads(project.paths.rebuild_lock.read_text())
+    assert holder["what"] == "extract" and holder["pid"] == first.proc.pid and "extract" in holder["command"]
+
+    # started while the first extract holds the project lock: a second extract (a dvc.yaml stage, as build and
+    # validate are) and a rollback (a registry and gate writer, as promote and the nightly check are)
+    waiters = [Run(root, env, "extract"), Run(root, env, "rollback")]
+    for run in waiters:
+        run.wait_for(f"waiting for the extract started at {holder['started']} by pid {holder['pid']}")
+    assert first.proc.poll() is None and not project.paths.calibration.exists()  # nothing ran beside the holder
+    (pause / "locked:extract.go").touch()
+
+    assert first.finish() == 0, first.stderr[-3000:]
+    codes = [run.finish() for run in waiters]
+    # what each gives when run after the first one: the second extract decodes nothing (every video is cached by
+    # then) and writes the same frames; rollback finds nothing to roll back to, and says so without a traceback
+    second, rollback = waiters
+    assert codes[0] == 0, second.stderr[-3000:]
+    report = json.loads((project.paths.calibration / "report.json").read_text())
+    assert report["decoded_videos"] == 0 and report["calibration_frames"] > 0
+    assert codes[1] != 0 and "error: nothing to roll back to" in rollback.stderr, rollback.stderr[-3000:]
+    assert "Traceback" not in rollback.stderr, rollback.stderr[-3000:]
