@@ -25,6 +25,8 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
     with guarded():
         record, metrics = require_latest_rebuild(prm.tracking)  # fails fast, before Prefect starts
         result = promote_flow(params=prm, record=record, metrics=metrics)
+    for repair in result.repairs:
+        ERR.print(f"[yellow]repaired first:[/yellow] {repair}")
     ERR.print(result.decision.explain())
     if result.version is None:
         ERR.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")
@@ -40,6 +42,8 @@ def rollback(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
 
     with guarded():
         result = rollback_flow(params=project.params)
+    for repair in result.repairs:
+        ERR.print(f"[yellow]repaired first:[/yellow] {repair}")
     ERR.print(f"rolled back: version {result.from_version} -> {result.to_version} ({result.release})")
 
 
@@ -56,6 +60,10 @@ def status(
         sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
         return
     print_candidates(info["candidates"], info["champion"])
+    deployed = info["deployed"]
+    ERR.print(f"deployed: version {deployed['version']} ({deployed['release']})" if deployed else "deployed: none")
+    if info["mismatch"]:
+        ERR.print(f"[red]mismatch:[/red] {info['mismatch']}")
 
 
 def report(

@@ -8,7 +8,7 @@ from typing import Any
 from tasks.pipeline.track import client, latest_rebuild
 from tasks.runtime.releases import MANIFEST, current_release
 from tasks.support.config import PromoteConfig, TrackingConfig
-from tasks.support.registry import CHAMPION
+from tasks.support.registry import CHAMPION, version_by_alias
 
 STATUS_FIELDS = (
     "precision",
@@ -26,19 +26,29 @@ STATUS_FIELDS = (
 
 def champion(tracking: TrackingConfig) -> dict[str, Any] | None:
     """The registry version holding the `champion` alias, or None."""
-    from mlflow.exceptions import MlflowException
-
-    mc = client(tracking)
-    try:
-        mv = mc.get_model_version_by_alias(tracking.registered_model, CHAMPION)
-    except MlflowException:  # no such registered model or alias yet
+    mv = version_by_alias(client(tracking), tracking.registered_model, CHAMPION)  # raises on a store error
+    if mv is None:  # no such registered model, or it has no champion alias yet
         return None
     return {"version": str(mv.version), "mlflow_run_id": mv.run_id, "candidate": mv.tags.get("candidate", "")}
+
+
+def mismatch(champ: dict[str, Any] | None, deployed: dict[str, Any] | None) -> str | None:
+    """What disagrees between the registry's champion and the deployed release (None: they agree). Only reported
+    here: the next promotion or rollback repairs it under its lock, taking the deployed release as the truth."""
+    c = None if champ is None else champ["version"]
+    d = None if deployed is None else str(deployed["version"])
+    if c == d:
+        return None
+    return (
+        f"the registry's champion is version {c} but the gate runs version {d}; the next promotion or rollback "
+        "repairs the aliases (the deployed release is the truth)"
+    )
 
 
 def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, Any]:
     """Champion, deployed release and every candidate of the latest rebuild, as plain JSON-able data."""
     out: dict[str, Any] = {"champion": champion(tracking), "deployed": None, "rebuild": None, "candidates": []}
+    out["mismatch"] = None
     release = current_release(promote_cfg.gate_dir)
     if release is not None and (release / MANIFEST).is_file():
         manifest = json.loads((release / MANIFEST).read_text())
@@ -47,6 +57,7 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
             "version": manifest.get("version"),
             "sha256": manifest.get("sha256"),
         }
+    out["mismatch"] = mismatch(out["champion"], out["deployed"])
     latest = latest_rebuild(tracking)
     if latest is None:
         return out

@@ -8,7 +8,6 @@ load is logged and skipped: the gate keeps the release it has.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -18,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.runtime.releases import MANIFEST, current_release, gate_paths
+from tasks.runtime.releases import current_release, gate_paths, read_manifest, verify_release
 from tasks.runtime.tensorrt import ensure_runnable
-from tasks.support.candidate import CANDIDATE_JSON
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.images import IMAGE_SUFFIXES, list_images
 
@@ -42,15 +40,16 @@ class LoadedRelease:
 
 
 def load_release(release: Path) -> LoadedRelease:
-    """Load a release's artifact with Ultralytics' loader for its format and run it once on a blank frame, so a
-    release that cannot run fails here (in the loader thread) rather than on a live frame."""
+    """Verify a release (sha256 against its manifest, path inside the folder, the backend's own format), load its
+    artifact with Ultralytics' loader for its format and run it once on a blank frame, so a release that cannot
+    run, or is not what promotion verified, fails here (in the loader thread) rather than on a live frame."""
     from ultralytics import YOLO
 
-    manifest = json.loads((release / MANIFEST).read_text())
-    meta = json.loads((release / CANDIDATE_JSON).read_text())
-    imgsz = int(meta["imgsz"])
-    ensure_runnable(release / meta["artifact"])
-    model = YOLO(str(release / meta["artifact"]), task="detect")
+    cand = verify_release(release)  # against the manifest promotion wrote; a failure keeps the old release
+    manifest = read_manifest(release)
+    imgsz = int(cand.imgsz)
+    ensure_runnable(cand.path)
+    model = YOLO(str(cand.path), task="detect")
     model.predict(np.zeros((imgsz, imgsz, 3), dtype=np.uint8), imgsz=imgsz, device="cpu", verbose=False)
     return LoadedRelease(release, str(manifest["version"]), imgsz, model)
 

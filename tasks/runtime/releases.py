@@ -15,14 +15,17 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tasks.support.candidate import CANDIDATE_JSON
-from tasks.support.hashing import path_sha256
+from tasks.support.candidate import Candidate
 from tasks.support.locks import file_lock
+from tasks.support.verify import VerificationError, verify_artifact
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# in the manifest: where the artifact's sha256 was checked at promotion (the MLflow run / registry version record)
+VERIFIED_KEY = "verified_against"
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,39 @@ def prune_releases(gate_dir: Path, keep: int) -> None:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def release_is_complete(release: Path) -> bool:
-    """True when `release` has a manifest and its artifact hashes to the manifest's sha256."""
+def read_manifest(release: Path) -> dict[str, Any]:
+    """A release's `manifest.json` (what promotion verified and deployed)."""
     try:
-        manifest = json.loads((release / MANIFEST).read_text())
-        meta = json.loads((release / CANDIDATE_JSON).read_text())
-        return manifest.get("sha256") == meta["sha256"] == path_sha256(release / meta["artifact"])
-    except (OSError, ValueError, KeyError):
+        return json.loads((release / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise VerificationError(f"{release / MANIFEST}: missing or unreadable: {e}") from e
+
+
+def verify_release(release: Path, expected_sha256: str | None = None) -> Candidate:
+    """A deployed release, checked (`tasks.support.verify`) against the manifest promotion wrote after verifying
+    the artifact with the MLflow store's record, and against `expected_sha256` (that record) when given. A
+    manifest without the verification record (deployed before it existed) is refused until adopted."""
+    manifest = read_manifest(release)
+    if not manifest.get(VERIFIED_KEY):
+        raise VerificationError(
+            f"{release / MANIFEST}: no verification record (deployed before artifacts were verified); run a "
+            "promotion or rollback once to adopt it"
+        )
+    sha = str(manifest.get("sha256", ""))
+    if expected_sha256 is not None and sha != expected_sha256:
+        raise VerificationError(f"{release / MANIFEST}: sha256 {sha} is not the recorded {expected_sha256}")
+    cand = verify_artifact(release, sha, str(release / MANIFEST))
+    if manifest.get("artifact", cand.artifact) != cand.artifact:
+        raise VerificationError(f"{release}: candidate.json names '{cand.artifact}', its manifest another artifact")
+    return cand
+
+
+def release_is_complete(release: Path, expected_sha256: str | None = None) -> bool:
+    """True when `release` has a manifest and passes `verify_release` (against `expected_sha256` when given)."""
+    try:
+        verify_release(release, expected_sha256)
+    except VerificationError as e:
+        if (release / MANIFEST).exists():
+            log.warning("%s", e)
         return False
+    return True

@@ -10,20 +10,52 @@ import logging
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tasks.support.errors import AlprError
+from tasks.support.faults import checkpoint
 
 log = logging.getLogger(__name__)
 
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
 
 
-def version_by_alias(mc: Any, name: str, alias: str) -> Any | None:
-    """The model version holding `alias`, or None when the model or the alias does not exist yet."""
-    from mlflow.exceptions import MlflowException
+class RegistryError(AlprError):
+    """The model registry could not be read or written: an error, never to be taken for "no such alias"."""
 
+
+def redact_uri(uri: str) -> str:
+    """A store URI safe to show: user and password (`https://user:token@host`) replaced by `***`."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def store_of(mc: Any) -> str:
+    """The registry `mc` talks to, credentials redacted, for messages."""
+    return redact_uri(str(getattr(mc, "_registry_uri", None) or mc.tracking_uri))
+
+
+def version_by_alias(mc: Any, name: str, alias: str) -> Any | None:
+    """The model version holding `alias`; None only when the registered model does not exist or, read from the
+    model itself, has no such alias. Any other failure (a locked database, an unreachable server) raises
+    `RegistryError` naming the store: "could not read" must never pass for "there is no champion"."""
     try:
-        return mc.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+        models = mc.search_registered_models(filter_string=f"name = '{name}'")
+        model = next((m for m in models if m.name == name), None)
+        if model is None:
+            return None
+        version = (model.aliases or {}).get(alias)
+        return None if version is None else mc.get_model_version(name, str(version))
+    except Exception as e:
+        store = store_of(mc)
+        raw = str(getattr(mc, "_registry_uri", "") or "")
+        why = str(e).replace(raw, store) if raw else str(e)
+        raise RegistryError(
+            f"the model registry at {store} could not be read ({name}@{alias}): {type(e).__name__}: {why}. "
+            "Nothing was changed; re-run when the store is reachable."
+        ) from e
 
 
 def set_alias(mc: Any, name: str, alias: str, version: str) -> None:
@@ -48,6 +80,7 @@ def crown(mc: Any, name: str, version: str) -> str | None:
     old_version = str(old.version) if old is not None else None
     if old_version is not None and old_version != str(version):
         set_alias(mc, name, PREVIOUS, old_version)
+        checkpoint("after_previous")
     set_alias(mc, name, CHAMPION, str(version))
     return old_version
 
