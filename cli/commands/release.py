@@ -75,7 +75,7 @@ def report(
 
     prm = state.project(Overrides.of(reports=out)).params
     with guarded():
-        view = load_rebuild(prm.tracking, run_id)
+        view = load_rebuild(prm.tracking, run_id, prm.promote.gate_dir)
         folder = write_report(prm.tracking, view, prm.paths.reports)
     print_report(view, summary_rows(view))
     ERR.print(f"report: {folder / 'report.html'} and {folder / 'report.md'}")
@@ -88,10 +88,13 @@ def gate_run(
     """Run `current` frame by frame; hot-swap to a new release when `current` changes (no frame dropped)."""
     project = state.project(Overrides.of(gate_dir=gate_dir))
     go_offline(project)
+    from tasks.operations.promote import adopt_at_gate_start
     from tasks.runtime.gate import run_gate
 
     prm = project.params
     with guarded():
+        for line in adopt_at_gate_start(prm.tracking, prm.promote.gate_dir):  # releases deployed before the upgrade
+            ERR.print(f"[yellow]{line}[/yellow]")
         result = run_gate(prm.promote.gate_dir, source, prm.validate_.agreement_conf, prm.validate_.iou)
     versions = sorted({f.version for f in result.frames})
     ERR.print(

@@ -28,6 +28,7 @@ from tasks.runtime.releases import (
     MANIFEST,
     VERIFIED_KEY,
     current_release,
+    ensure_gate_id,
     gate_paths,
     promotion_lock,
     prune_releases,
@@ -45,7 +46,10 @@ from tasks.support.images import frames_folder, list_images
 from tasks.support.registry import (
     CHALLENGER,
     CHAMPION,
+    LEGACY,
     PREVIOUS,
+    Aliases,
+    aliases_for,
     crown,
     delete_alias,
     download_version,
@@ -352,11 +356,11 @@ def manifest_for(
 
 
 def evaluate_champion(
-    mc: Any, tracking: TrackingConfig, holdout_dir: Path, vcfg: ValidateConfig
+    mc: Any, tracking: TrackingConfig, holdout_dir: Path, vcfg: ValidateConfig, names: Aliases
 ) -> ChampionScore | None:
-    """Download the `champion` version from the registry and measure its mAP50-95 on this holdout (None: no
-    champion yet)."""
-    mv = version_by_alias(mc, tracking.registered_model, CHAMPION)
+    """Download the gate's champion version from the registry, verify it, and measure its mAP50-95 on this
+    holdout (None: no champion yet)."""
+    mv = version_by_alias(mc, tracking.registered_model, names.champion)
     if mv is None:
         return None
     with tempfile.TemporaryDirectory(prefix="alpr-champion-") as tmp:
@@ -381,7 +385,7 @@ def _log_event(mc: Any, tracking: TrackingConfig, kind: str, tags: dict[str, str
     return run.info.run_id
 
 
-def reconcile(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> tuple[str, ...]:
+def reconcile(mc: Any, tracking: TrackingConfig, gate_dir: Path, names: Aliases) -> tuple[str, ...]:
     """Make the aliases agree with what the gate runs; returns (and logs) each repair. Called under the promotion
     lock only (outside it, it would "repair" a promotion in progress).
 
@@ -395,26 +399,99 @@ def reconcile(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> tuple[str, .
         return ()
     deployed = str(read_manifest(release)["version"])
     name = tracking.registered_model
-    champ, prev = (version_by_alias(mc, name, a) for a in (CHAMPION, PREVIOUS))
+    champ, prev = (version_by_alias(mc, name, a) for a in (names.champion, names.previous))
     c, p = (None if mv is None else str(mv.version) for mv in (champ, prev))
     repairs: list[str] = []
     if c != deployed and p == deployed:
-        set_alias(mc, name, CHAMPION, deployed)
-        delete_alias(mc, name, PREVIOUS)
+        set_alias(mc, name, names.champion, deployed)
+        delete_alias(mc, name, names.previous)
         repairs.append(f"champion {c} -> {deployed} and previous removed (a rollback to {deployed} was interrupted)")
     elif c != deployed:
-        crown(mc, name, deployed)
+        crown(mc, name, deployed, names)
         repairs.append(
             f"champion {c} -> {deployed}"
             + (f", previous -> {c}" if c is not None else "")
             + f" (a promotion of {deployed} was interrupted after the switch)"
         )
     elif p == deployed:
-        delete_alias(mc, name, PREVIOUS)
+        delete_alias(mc, name, names.previous)
         repairs.append(f"previous {p} removed: it is the champion (a rollback was interrupted)")
     for repair in repairs:
         log.warning("reconciled %s with %s (the deployed release is the truth): %s", name, release, repair)
     return tuple(repairs)
+
+
+def open_gate(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> tuple[Aliases, tuple[str, ...]]:
+    """Under the promotion lock: the gate folder's aliases (its id is created on first use) and what was adopted
+    from a version before scoped aliases and verified releases. A gate folder deployed before has no id: it takes
+    over the project-wide `champion`/`previous` when the project-wide champion is what it runs (otherwise its
+    champion is set from its deployed release by `reconcile`), and every release without a verification record
+    is checked against the hash its MLflow run and registry version recorded: adopted when it matches, left
+    unverified (never loaded) when not."""
+    gid, created = ensure_gate_id(gate_dir)
+    names, name, done = aliases_for(gid), tracking.registered_model, []
+    release = current_release(gate_dir)
+    if created and release is not None:
+        deployed = str(read_manifest(release)["version"])
+        old_c, old_p = (version_by_alias(mc, name, a) for a in (LEGACY.champion, LEGACY.previous))
+        if old_c is not None and str(old_c.version) == deployed:
+            set_alias(mc, name, names.champion, deployed)
+            if old_p is not None:
+                set_alias(mc, name, names.previous, str(old_p.version))
+            previous = "" if old_p is None else f", {LEGACY.previous} {old_p.version} as {names.previous}"
+            done.append(f"upgrade: adopted the project-wide {LEGACY.champion} {deployed} as {names.champion}{previous}")
+        else:
+            done.append(
+                f"upgrade: the project-wide {LEGACY.champion} "
+                f"({'none' if old_c is None else old_c.version}) is not what {gate_dir} runs ({deployed}); not "
+                f"adopted (its {names.champion} is set from the deployed release)"
+            )
+    done += adopt_releases(mc, tracking, gate_dir)
+    for line in done:
+        log.warning("%s", line)
+    return names, tuple(done)
+
+
+def adopt_releases(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> list[str]:
+    """Releases deployed before verification existed: record the hash their MLflow run and registry version
+    recorded at build time when the artifact matches it; refuse (leave unverified, so never loaded) when not."""
+    done = []
+    for release in sorted(gate_paths(gate_dir).releases.glob("v*")):
+        try:
+            manifest = read_manifest(release)
+        except VerificationError as e:
+            done.append(f"upgrade: {release.name} not adopted: {e}")
+            continue
+        if manifest.get(VERIFIED_KEY):
+            continue
+        try:
+            rec = recorded(mc, tracking, str(manifest["run_id"]), str(manifest["version"]))
+            cand = verify_artifact(release, rec.sha256, rec.where)
+        except (VerificationError, KeyError) as e:
+            done.append(f"upgrade: {release.name} NOT adopted and will not be loaded: {e}")
+            continue
+        manifest.update({"sha256": rec.sha256, "artifact": cand.artifact, VERIFIED_KEY: f"{rec.where}, on upgrade"})
+        atomic_write_text(release / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        done.append(f"upgrade: {release.name} adopted (its artifact matches {rec.where})")
+    return done
+
+
+def adopt_at_gate_start(tracking: TrackingConfig, gate_dir: Path) -> tuple[str, ...]:
+    """Before the gate runtime starts: when a release in `gate_dir` has no verification record (deployed before
+    the upgrade), adopt what can be adopted (`open_gate`, under the promotion lock) and say what was done. A gate
+    whose releases are all verified never contacts the registry here."""
+    unverified = [r for r in gate_paths(gate_dir).releases.glob("v*") if not _manifest_or_empty(r).get(VERIFIED_KEY)]
+    if not unverified:
+        return ()
+    with promotion_lock(gate_dir):
+        return open_gate(client(tracking), tracking, gate_dir)[1]
+
+
+def _manifest_or_empty(release: Path) -> dict[str, Any]:
+    try:
+        return read_manifest(release)
+    except VerificationError:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -446,9 +523,10 @@ def promote(
     mc = client(tracking)
     unlabelled = any(row.get("holdout") == NO_HOLDOUT for row in metrics.values())
     with promotion_lock(cfg.gate_dir), tempfile.TemporaryDirectory(prefix="alpr-reference-") as scratch:
-        repairs = reconcile(mc, tracking, cfg.gate_dir)
+        names, adopted = open_gate(mc, tracking, cfg.gate_dir)
+        repairs = adopted + reconcile(mc, tracking, cfg.gate_dir, names)
         checkpoint("before_champion")
-        champion = None if unlabelled else evaluate_champion(mc, tracking, holdout_dir, vcfg)
+        champion = None if unlabelled else evaluate_champion(mc, tracking, holdout_dir, vcfg, names)
         checkpoint("after_champion")
         decision = decide(metrics, cfg, champion)
         record_verdicts(mc, record, decision)
@@ -458,7 +536,7 @@ def promote(
         winner = record.candidates[decision.winner]
         if not winner.version:
             raise RuntimeError(f"candidate '{decision.winner}' (run {winner.run_id}) has no registry version")
-        mc.set_registered_model_alias(name, CHALLENGER, winner.version)
+        set_alias(mc, name, names.challenger, winner.version)
         row = metrics[decision.winner]
         manifest = manifest_for(tracking, winner.version, winner.run_id, decision.winner, row, record.parent_run_id)
         check = _agreement_check(record, reference, frames_dir, tracking, Path(scratch)) if unlabelled else None
@@ -468,10 +546,10 @@ def promote(
             release = deploy(gate, winner.source, winner.version, manifest, rec)
         except (SmokeTestError, VerificationError) as e:
             mc.set_tag(winner.run_id, "gate.smoke_test", f"fail: {e}")
-            delete_alias(mc, name, CHALLENGER)
+            delete_alias(mc, name, names.challenger)
             raise
         mc.set_tag(winner.run_id, "gate.smoke_test", "pass")
-        old = crown(mc, name, winner.version)
+        old = crown(mc, name, winner.version, names)
         checkpoint("after_aliases")
         _log_event(
             mc,
@@ -536,14 +614,16 @@ def rollback(cfg: PromoteConfig, tracking: TrackingConfig, holdout_dir: Path, vc
     name = tracking.registered_model
     mc = client(tracking)
     with promotion_lock(cfg.gate_dir):
-        repairs = reconcile(mc, tracking, cfg.gate_dir)
-        prev = version_by_alias(mc, name, PREVIOUS)
+        names, adopted = open_gate(mc, tracking, cfg.gate_dir)
+        repairs = adopted + reconcile(mc, tracking, cfg.gate_dir, names)
+        prev = version_by_alias(mc, name, names.previous)
         if prev is None:
             raise RollbackError(
-                f"nothing to roll back to: model '{name}' in {tracking.uri} has no '{PREVIOUS}' alias "
+                f"nothing to roll back to: model '{name}' in {redact_uri(tracking.uri)} has no '{names.previous}' "
+                f"alias for {cfg.gate_dir} "
                 "(no promotion has replaced a champion yet, or the last rollback already used it)"
             )
-        champ = version_by_alias(mc, name, CHAMPION)
+        champ = version_by_alias(mc, name, names.champion)
         from_version = str(champ.version) if champ is not None else None
         run = mc.get_run(prev.run_id)
         row = {**run.data.metrics, "backend": run.data.tags.get("backend"), "precision": run.data.tags.get("precision")}
@@ -557,9 +637,9 @@ def rollback(cfg: PromoteConfig, tracking: TrackingConfig, holdout_dir: Path, vc
             release = deploy(Gate(cfg, tracking, holdout_dir, vcfg), prev.source, str(prev.version), manifest, rec)
         except (SmokeTestError, VerificationError) as e:
             raise RollbackError(f"previous version {prev.version} cannot be restored: {e}") from e
-        set_alias(mc, name, CHAMPION, str(prev.version))
+        set_alias(mc, name, names.champion, str(prev.version))
         checkpoint("rollback_after_champion")
-        delete_alias(mc, name, PREVIOUS)
+        delete_alias(mc, name, names.previous)
         run_id = _log_event(
             mc, tracking, "rollback", {"from_version": from_version or "", "to_version": str(prev.version)}
         )

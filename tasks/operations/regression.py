@@ -27,11 +27,11 @@ from typing import Any
 
 from tasks.operations.promote import GateCheck, fetch_verified, recorded
 from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, client, experiment_id
-from tasks.runtime.releases import MANIFEST, current_release, gate_paths, verify_release
+from tasks.runtime.releases import MANIFEST, current_release, gate_id, gate_paths, verify_release
 from tasks.support.candidate import Candidate
 from tasks.support.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
-from tasks.support.registry import CHAMPION, version_by_alias
+from tasks.support.registry import aliases_for, version_by_alias
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,8 @@ def find_champion(gate_dir: Path, tracking: TrackingConfig) -> Champion:
     mc = client(tracking)
     # the deployed artifact, against its manifest and the hash the store recorded when it was built
     verify_release(release, recorded(mc, tracking, str(manifest["run_id"]), str(manifest["version"])).sha256)
-    mv = version_by_alias(mc, tracking.registered_model, CHAMPION)
+    gid = gate_id(gate_dir)  # this gate folder's champion, not another's (none before its first promotion here)
+    mv = None if gid is None else version_by_alias(mc, tracking.registered_model, aliases_for(gid).champion)
     return Champion(
         release,
         str(manifest["version"]),

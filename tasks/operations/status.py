@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from tasks.pipeline.track import client, latest_rebuild
-from tasks.runtime.releases import MANIFEST, current_release
+from tasks.runtime.releases import MANIFEST, current_release, gate_id
 from tasks.support.config import PromoteConfig, TrackingConfig
-from tasks.support.registry import CHAMPION, version_by_alias
+from tasks.support.registry import aliases_for, version_by_alias
 
 STATUS_FIELDS = (
     "precision",
@@ -24,9 +25,12 @@ STATUS_FIELDS = (
 )
 
 
-def champion(tracking: TrackingConfig) -> dict[str, Any] | None:
-    """The registry version holding the `champion` alias, or None."""
-    mv = version_by_alias(client(tracking), tracking.registered_model, CHAMPION)  # raises on a store error
+def champion(tracking: TrackingConfig, gate_dir: Path) -> dict[str, Any] | None:
+    """The registry version holding this gate folder's champion alias, or None (a store error raises)."""
+    gid = gate_id(gate_dir)
+    if gid is None:  # nothing promoted into this folder since aliases were scoped
+        return None
+    mv = version_by_alias(client(tracking), tracking.registered_model, aliases_for(gid).champion)
     if mv is None:  # no such registered model, or it has no champion alias yet
         return None
     return {"version": str(mv.version), "mlflow_run_id": mv.run_id, "candidate": mv.tags.get("candidate", "")}
@@ -47,9 +51,10 @@ def mismatch(champ: dict[str, Any] | None, deployed: dict[str, Any] | None) -> s
 
 def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, Any]:
     """Champion, deployed release and every candidate of the latest rebuild, as plain JSON-able data."""
-    out: dict[str, Any] = {"champion": champion(tracking), "deployed": None, "rebuild": None, "candidates": []}
-    out["mismatch"] = None
-    release = current_release(promote_cfg.gate_dir)
+    gate_dir = promote_cfg.gate_dir
+    out: dict[str, Any] = {"champion": champion(tracking, gate_dir), "deployed": None, "rebuild": None}
+    out |= {"candidates": [], "mismatch": None}
+    release = current_release(gate_dir)
     if release is not None and (release / MANIFEST).is_file():
         manifest = json.loads((release / MANIFEST).read_text())
         out["deployed"] = {
@@ -58,6 +63,11 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
             "sha256": manifest.get("sha256"),
         }
     out["mismatch"] = mismatch(out["champion"], out["deployed"])
+    if out["deployed"] is not None and gate_id(gate_dir) is None:
+        out["mismatch"] = (
+            f"{gate_dir} was deployed before registry aliases were scoped per gate folder: the next promotion or "
+            "rollback adopts it (and says what it did)"
+        )
     latest = latest_rebuild(tracking)
     if latest is None:
         return out

@@ -8,9 +8,11 @@ holds the gate folder's lock, and first clears what a killed one left behind (`r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from tasks.support.candidate import Candidate
+from tasks.support.fsutil import atomic_write_text
 from tasks.support.locks import file_lock
 from tasks.support.verify import VerificationError, verify_artifact
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+GATE_ID_FILE = "gate.json"  # {"id": ...}: names this gate folder's registry aliases (champion-<id>, ...)
 # in the manifest: where the artifact's sha256 was checked at promotion (the MLflow run / registry version record)
 VERIFIED_KEY = "verified_against"
 
@@ -44,6 +48,34 @@ class GatePaths:
 def gate_paths(gate_dir: Path) -> GatePaths:
     """Every path derived from a gate folder, built here only."""
     return GatePaths(gate_dir, gate_dir / "current", gate_dir / "releases", gate_dir / ".promote.lock")
+
+
+def gate_id(gate_dir: Path) -> str | None:
+    """The id stored in the gate folder (None: nothing was ever promoted into it by this version)."""
+    path = gate_dir / GATE_ID_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = str(json.loads(path.read_text())["id"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VerificationError(f"{path}: unreadable gate id ({e}); restore it from a backup") from e
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise VerificationError(f"{path}: gate id '{value}' is not [A-Za-z0-9_-]{{1,64}}")
+    return value
+
+
+def ensure_gate_id(gate_dir: Path) -> tuple[str, bool]:
+    """The gate folder's id, created on first use (under the promotion lock): the folder's name and a hash of its
+    absolute path at creation, so two folders named alike get different ids and moving a folder keeps its id.
+    Returns (id, created)."""
+    existing = gate_id(gate_dir)
+    if existing is not None:
+        return existing, False
+    slug = re.sub(r"[^A-Za-z0-9_]+", "_", gate_dir.resolve().name)[:40] or "gate"
+    new = f"{slug}-{hashlib.sha256(str(gate_dir.resolve()).encode()).hexdigest()[:8]}"
+    atomic_write_text(gate_dir / GATE_ID_FILE, json.dumps({"id": new}) + "\n")
+    log.info("gate folder %s: id %s (its registry aliases are champion-%s, previous-%s)", gate_dir, new, new, new)
+    return new, True
 
 
 def current_release(gate_dir: Path) -> Path | None:

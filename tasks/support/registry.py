@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,6 +19,24 @@ from tasks.support.faults import checkpoint
 log = logging.getLogger(__name__)
 
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
+
+
+@dataclass(frozen=True)
+class Aliases:
+    """The aliases describing one gate folder. Each gate folder has its own (`champion-<gate id>`, ...; the id is
+    stored in the folder, tasks/runtime/releases.py), so promoting or rolling back one gate never moves another's."""
+
+    champion: str
+    previous: str
+    challenger: str
+
+
+def aliases_for(gate_id: str) -> Aliases:
+    """The aliases of the gate folder whose id is `gate_id`."""
+    return Aliases(f"{CHAMPION}-{gate_id}", f"{PREVIOUS}-{gate_id}", f"{CHALLENGER}-{gate_id}")
+
+
+LEGACY = Aliases(CHAMPION, PREVIOUS, CHALLENGER)  # project-wide, before aliases were scoped: adopted on upgrade
 
 
 class RegistryError(AlprError):
@@ -70,18 +89,19 @@ def delete_alias(mc: Any, name: str, alias: str) -> None:
         log.info("registry: %s@%s removed", name, alias)
 
 
-def crown(mc: Any, name: str, version: str) -> str | None:
-    """Make `version` the champion; the old champion (if another version) becomes `previous`. Returns the old one.
+def crown(mc: Any, name: str, version: str, aliases: Aliases) -> str | None:
+    """Make `version` the gate's champion; the old champion (if another version) becomes `previous`. Returns the
+    old one.
 
     `previous` is set first: a crash between the two calls leaves the old champion reachable under both aliases,
-    never under none.
+    never under none (and the next promotion reconciles them with the deployed release).
     """
-    old = version_by_alias(mc, name, CHAMPION)
+    old = version_by_alias(mc, name, aliases.champion)
     old_version = str(old.version) if old is not None else None
     if old_version is not None and old_version != str(version):
-        set_alias(mc, name, PREVIOUS, old_version)
+        set_alias(mc, name, aliases.previous, old_version)
         checkpoint("after_previous")
-    set_alias(mc, name, CHAMPION, str(version))
+    set_alias(mc, name, aliases.champion, str(version))
     return old_version
 
 

@@ -3,6 +3,7 @@ smoke test, rollback, the Prefect flow, and kill -9 of the promote process at se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,9 +15,9 @@ import pytest
 
 from tasks.operations.promote import KILL_ENV, RollbackError, SmokeTestError, promote, rollback
 from tasks.pipeline.track import client, lineage, log_rebuild
-from tasks.runtime.releases import MANIFEST, current_release, release_is_complete
+from tasks.runtime.releases import MANIFEST, current_release, gate_id, release_is_complete
 from tasks.support.config import Params
-from tasks.support.registry import CHALLENGER, CHAMPION, PREVIOUS, version_by_alias
+from tasks.support.registry import CHALLENGER, CHAMPION, PREVIOUS, aliases_for, version_by_alias
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +54,12 @@ def run_promote(store: Params, record, metrics):
 
 
 def alias(store: Params, name: str) -> str | None:
-    mv = version_by_alias(client(store.tracking), store.tracking.registered_model, name)
+    """The version holding the gate folder's own alias `name` (champion, previous, challenger), or None."""
+    gid = gate_id(store.promote.gate_dir)
+    if gid is None:
+        return None
+    scoped = dataclasses.asdict(aliases_for(gid))[name]
+    mv = version_by_alias(client(store.tracking), store.tracking.registered_model, scoped)
     return None if mv is None else str(mv.version)
 
 
@@ -363,6 +369,8 @@ def test_a_locked_registry_stops_promotion_instead_of_reading_as_no_champion(
     from tasks.operations.promote import PAUSE_ENV
 
     store, first = promoted
+    # the smoke test must not be what stops the worse challenger (it reproduces its claimed mAP within 0.01)
+    store = store.model_copy(update={"promote": store.promote.model_copy(update={"smoke_tolerance": 0.2})})
     v1 = first.candidates[REF].version
     gate = store.promote.gate_dir
     before = os.readlink(gate / "current")
@@ -430,7 +438,7 @@ def test_kill_between_switch_and_last_alias_move_then_a_third_rebuild_keeps_the_
     assert deployed_version(store) == live
     from tasks.operations.status import status
 
-    assert status(store.tracking, store.promote)["mismatch"] or alias(store, PREVIOUS) == live  # reported, not fixed
+    assert status(store.tracking, store.promote).get("mismatch") or alias(store, PREVIOUS) == live  # only reported
 
     third, metrics = rebuild(store, built, validated)
     result = run_promote(store, third, metrics)
@@ -439,3 +447,75 @@ def test_kill_between_switch_and_last_alias_move_then_a_third_rebuild_keeps_the_
     assert result.repairs, "the repair of the aliases left behind by the kill was not reported"
     back = rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
     assert (back.to_version, deployed_version(store), alias(store, CHAMPION)) == (live, live, live)
+
+
+def test_two_gate_folders_have_their_own_aliases_and_rolling_back_one_leaves_the_other(
+    second_promotion, built, validated, tmp_path: Path
+) -> None:
+    """Issue 15 defect 7: promote into two gate folders, roll back one: the other keeps its release, its aliases
+    and its champion in status and in the nightly check."""
+    from tasks.operations.regression import find_champion
+    from tasks.operations.status import status
+
+    folder, first, second = second_promotion
+    a = copy_store(folder, tmp_path / "s", built)  # gate A runs v2, previous v1
+    b = a.model_copy(update={"promote": a.promote.model_copy(update={"gate_dir": tmp_path / "other-gate"})})
+    v1, v2 = first.candidates[REF].version, second.candidates[REF].version
+    third, metrics = rebuild(b, built, validated)
+    v3 = run_promote(b, third, metrics).version  # gate B: its first promotion, no champion to compare with
+    assert (alias(b, CHAMPION), alias(b, PREVIOUS)) == (v3, None)
+    assert (deployed_version(a), alias(a, CHAMPION), alias(a, PREVIOUS)) == (v2, v2, v1)
+
+    back = rollback(a.promote, a.tracking, a.paths.holdout, a.validate_)
+    assert (back.from_version, back.to_version) == (v2, v1)
+    assert (deployed_version(a), alias(a, CHAMPION), alias(a, PREVIOUS)) == (v1, v1, None)
+    assert (deployed_version(b), alias(b, CHAMPION), alias(b, PREVIOUS)) == (v3, v3, None)
+    for store, version in ((a, v1), (b, v3)):
+        info = status(store.tracking, store.promote)
+        assert info["champion"]["version"] == info["deployed"]["version"] == version and info["mismatch"] is None
+        assert find_champion(store.promote.gate_dir, store.tracking).registry_version == version
+
+
+def test_upgrading_a_running_site_adopts_what_matches_the_registry_and_refuses_the_rest(
+    second_promotion, built, validated, tmp_path: Path
+) -> None:
+    """Issue 15 defect 9: a gate folder as a version before this issue left it (project-wide aliases, manifests
+    without a verification record) is adopted at the first gate start: aliases taken over, a release whose artifact
+    matches its run's recorded hash adopted, one that does not refused; a rollback then restores the refused one
+    from the store, verified."""
+    from tasks.operations.promote import adopt_at_gate_start
+    from tasks.runtime.gate import GateRuntime
+    from tasks.runtime.releases import GATE_ID_FILE, VERIFIED_KEY
+    from tasks.support.errors import AlprError
+    from tasks.support.registry import LEGACY, delete_alias, set_alias
+
+    folder, first, second = second_promotion
+    store = copy_store(folder, tmp_path / "s", built)
+    v1, v2 = first.candidates[REF].version, second.candidates[REF].version
+    gate, mc, name = store.promote.gate_dir, client(store.tracking), store.tracking.registered_model
+    # back to the old layout: no gate id, project-wide aliases, manifests without a verification record
+    scoped = aliases_for(gate_id(gate))
+    for alias_name in (scoped.champion, scoped.previous):
+        delete_alias(mc, name, alias_name)
+    set_alias(mc, name, LEGACY.champion, v2)
+    set_alias(mc, name, LEGACY.previous, v1)
+    (gate / GATE_ID_FILE).unlink()
+    for manifest in (gate / "releases").glob("v*/manifest.json"):
+        doc = json.loads(manifest.read_text())
+        doc.pop(VERIFIED_KEY)
+        manifest.write_text(json.dumps(doc))
+    old = gate / "releases" / f"v{v1}"  # its artifact replaced since, candidate.json rewritten to match
+    meta = json.loads((old / "candidate.json").read_text())
+    other = next(c for c in built[1] if c.name == "ort-int8")
+    shutil.copyfile(other.path, old / meta["artifact"])
+    (old / "candidate.json").write_text(json.dumps({**meta, "sha256": other.sha256}))
+    with pytest.raises(AlprError, match="no verification record"):
+        GateRuntime(gate, 0.25, 0.7)  # not adopted yet: the gate runs nothing it cannot verify
+
+    done = "\n".join(adopt_at_gate_start(store.tracking, gate))
+    assert f"adopted the project-wide champion {v2}" in done and f"v{v2} adopted" in done
+    assert f"v{v1} NOT adopted" in done, done
+    assert (alias(store, CHAMPION), alias(store, PREVIOUS)) == (v2, v1)
+    GateRuntime(gate, 0.25, 0.7).close()  # the adopted live release runs
+    back = rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)  # v1 re-downloaded
+    assert (back.to_version, deployed_version(store), alias(store, CHAMPION)) == (v1, v1, v1)
