@@ -519,3 +519,32 @@ def test_upgrading_a_running_site_adopts_what_matches_the_registry_and_refuses_t
     GateRuntime(gate, 0.25, 0.7).close()  # the adopted live release runs
     back = rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)  # v1 re-downloaded
     assert (back.to_version, deployed_version(store), alias(store, CHAMPION)) == (v1, v1, v1)
+
+
+def test_against_a_real_mlflow_server_only_facts_read_as_no_champion(
+    first_promotion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15 defect 2 against a real `mlflow server` (on a copy of the first promotion's database, so no
+    migration runs): no such model or an alias the model does not list is "none"; a server that cannot be reached
+    is an error naming it, its credentials redacted."""
+    from conftest import mlflow_server_at
+    from mlflow import MlflowClient
+
+    from tasks.support.registry import RegistryError
+
+    folder, first = first_promotion
+    shutil.copyfile(folder / "mlflow.db", tmp_path / "server.db")  # the database `mlflow_server_at` serves
+    champion = aliases_for(gate_id(folder / "gate")).champion
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once instead of backing off for minutes
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    with mlflow_server_at(tmp_path) as url:
+        secret_url = url.replace("http://", "http://alpr:s3cret-token@")
+        mc = MlflowClient(tracking_uri=secret_url, registry_uri=secret_url)
+        name = mc.search_registered_models()[0].name
+        assert str(version_by_alias(mc, name, champion).version) == first.candidates[REF].version
+        assert version_by_alias(mc, name, "champion-another-gate") is None  # the model does not list it
+        assert version_by_alias(mc, "no-such-model", champion) is None
+    with pytest.raises(RegistryError, match="could not be read") as e:  # the server is gone
+        version_by_alias(mc, name, champion)
+    message = str(e.value)
+    assert url.removeprefix("http://") in message and "s3cret-token" not in message, message
