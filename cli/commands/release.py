@@ -26,6 +26,8 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
         require_latest_rebuild(prm.tracking)  # fails fast, before Prefect starts
         # the flow reads the latest rebuild again under the project lock: one that ran while this waited is newer
         result = promote_flow(params=prm)
+    for repair in result.repairs:
+        ERR.print(f"[yellow]repaired first:[/yellow] {repair}")
     ERR.print(result.decision.explain())
     if result.version is None:
         ERR.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")
@@ -41,6 +43,8 @@ def rollback(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
 
     with guarded():
         result = rollback_flow(params=project.params)
+    for repair in result.repairs:
+        ERR.print(f"[yellow]repaired first:[/yellow] {repair}")
     ERR.print(f"rolled back: version {result.from_version} -> {result.to_version} ({result.release})")
 
 
@@ -57,6 +61,10 @@ def status(
         sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
         return
     print_candidates(info["candidates"], info["champion"])
+    deployed = info["deployed"]
+    ERR.print(f"deployed: version {deployed['version']} ({deployed['release']})" if deployed else "deployed: none")
+    if info["mismatch"]:
+        ERR.print(f"[red]mismatch:[/red] {info['mismatch']}")
     if info["rebuild"]:
         ERR.print(f"MLflow runs: {info['rebuild']['mlflow_url']}", soft_wrap=True)
 
@@ -70,7 +78,7 @@ def report(
 
     prm = state.project(Overrides.of(reports=out)).params
     with guarded():
-        view = load_rebuild(prm.tracking, run_id)
+        view = load_rebuild(prm.tracking, run_id, prm.promote.gate_dir)
         folder = write_report(prm.tracking, view, prm.paths.reports)
     print_report(view, summary_rows(view))
     ERR.print(f"report: {folder / 'report.html'} and {folder / 'report.md'}")
@@ -84,10 +92,13 @@ def gate_run(
     """Run `current` frame by frame; hot-swap to a new release when `current` changes (no frame dropped)."""
     project = state.project(Overrides.of(gate_dir=gate_dir))
     go_offline(project)
+    from tasks.operations.promote import adopt_at_gate_start
     from tasks.runtime.gate import run_gate
 
     prm = project.params
     with guarded():
+        for line in adopt_at_gate_start(prm.tracking, prm.promote.gate_dir):  # releases deployed before the upgrade
+            ERR.print(f"[yellow]{line}[/yellow]")
         result = run_gate(prm.promote.gate_dir, source, prm.validate_.agreement_conf, prm.validate_.iou)
     versions = sorted({f.version for f in result.frames})
     ERR.print(

@@ -5,8 +5,8 @@ Layout of the gate folder: `releases/v<version>/` (the artifact as registered in
 new one, never a partial copy. One promotion or rollback at a time holds `.promote.lock` (an `flock`, released by
 the kernel when the process dies), and the next one first clears what a killed one left behind.
 
-Fault injection: with `ALPR_KILL_AT=<checkpoint>` in the environment, the process SIGKILLs itself when it reaches
-that checkpoint (names in `CHECKPOINTS`); the kill-safety tests use it to stop a promotion at exact points.
+Fault injection (tests only, `tasks/support/faults.py`): `ALPR_KILL_AT=<checkpoint>` SIGKILLs the process at that
+checkpoint, `ALPR_PAUSE_AT` pauses it there until the test resumes it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import signal
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -27,51 +26,43 @@ from tasks.pipeline.track import KIND_TAG, RebuildRecord, client, experiment_id,
 from tasks.pipeline.validate import NO_HOLDOUT, accuracy, holdout_images, mirror_holdout, write_pseudo_labels
 from tasks.runtime.releases import (
     MANIFEST,
+    VERIFIED_KEY,
+    current_release,
+    ensure_gate_id,
     gate_paths,
     promotion_lock,
     prune_releases,
+    read_manifest,
     release_is_complete,
     switch_current,
 )
 from tasks.runtime.tensorrt import ensure_runnable
-from tasks.support.candidate import CANDIDATE_JSON, Candidate, read_candidate
+from tasks.support.candidate import Candidate
 from tasks.support.config import PromoteConfig, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
+from tasks.support.faults import CHECKPOINTS, KILL_ENV, PAUSE_ENV, checkpoint
 from tasks.support.fsutil import atomic_dir, atomic_write_text
-from tasks.support.hashing import path_sha256
 from tasks.support.images import frames_folder, list_images
 from tasks.support.registry import (
     CHALLENGER,
     CHAMPION,
+    LEGACY,
     PREVIOUS,
+    Aliases,
+    aliases_for,
     crown,
     delete_alias,
     download_version,
+    redact_uri,
+    set_alias,
     version_by_alias,
 )
+from tasks.support.verify import VerificationError, recorded_sha256, verify_artifact
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS"]  # re-exported for callers that know aliases through this module
-
-KILL_ENV = "ALPR_KILL_AT"
-CHECKPOINTS = (
-    "after_champion_download",
-    "after_download",
-    "after_smoke_test",
-    "after_release_written",
-    "before_switch",
-    "after_switch",
-    "after_aliases",
-)
-
-
-def checkpoint(name: str) -> None:
-    """Fault-injection hook: SIGKILL this process here when `ALPR_KILL_AT` names this checkpoint (tests only)."""
-    if os.environ.get(KILL_ENV) == name:
-        log.warning("%s=%s: killing process %d", KILL_ENV, name, os.getpid())
-        os.kill(os.getpid(), signal.SIGKILL)
-
+# re-exported for callers that know aliases and the fault-injection hooks through this module
+__all__ = ["CHALLENGER", "CHAMPION", "CHECKPOINTS", "KILL_ENV", "PAUSE_ENV", "PREVIOUS", "checkpoint"]
 
 # --- the policy ---------------------------------------------------------------------------------------------------
 
@@ -325,22 +316,21 @@ class Gate:
     agreement: AgreementCheck | None = None
 
 
-def smoke_test(release: Path, gate: Gate, validated: dict[str, Any]) -> dict[str, float]:
-    """Load the release with its runtime's loader (Ultralytics `YOLO` on the artifact), run it on the labelled
-    holdout (or, without one, on the agreement frames) and check it reproduces the validated number within
-    `promote.smoke_tolerance`."""
+def smoke_test(cand: Candidate, gate: Gate, validated: dict[str, Any]) -> dict[str, float]:
+    """Load the verified candidate (`verify_artifact`) with its runtime's loader (Ultralytics `YOLO` on the
+    artifact), run it on the labelled holdout (or, without one, on the agreement frames) and check it reproduces the
+    validated number within `promote.smoke_tolerance`."""
     key = "map50_95" if gate.agreement is None else "agreement_map50_95"
     if key not in validated:
-        raise SmokeTestError(f"{release.name}: no validated {key} to compare the smoke test with")
+        raise SmokeTestError(f"{cand.folder.name}: no validated {key} to compare the smoke test with")
     expected, tolerance = float(validated[key]), gate.cfg.smoke_tolerance
     try:
-        cand = read_candidate(release)
         if gate.agreement is None:
             got = holdout_map(cand, gate.holdout_dir, gate.vcfg)
         else:
             got = agreement_map(cand, gate.agreement, gate.vcfg)
     except Exception as e:  # any loader or runtime failure means the gate could not run it either
-        raise SmokeTestError(f"{release.name}: the artifact failed to load or run: {e}") from e
+        raise SmokeTestError(f"{cand.folder.name}: the artifact failed to load or run: {e}") from e
     diff = abs(got - expected)
     if diff > tolerance:
         raise SmokeTestError(
@@ -351,15 +341,40 @@ def smoke_test(release: Path, gate: Gate, validated: dict[str, Any]) -> dict[str
     return {key: got, f"expected_{key}": expected, "tolerance": tolerance}
 
 
-def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any]) -> Path:
-    """Download the registered artifact into `releases/v<version>/`, smoke-test it, then switch `current`.
+@dataclass(frozen=True)
+class Recorded:
+    """The artifact hash the MLflow store recorded for a version when its rebuild logged it, and where."""
 
-    A complete release of the same version already in place is not replaced (the gate may be running it);
-    `current` is just pointed at it.
+    sha256: str
+    where: str
+
+
+def recorded(mc: Any, tracking: TrackingConfig, run_id: str, version: str | None) -> Recorded:
+    """The build-time sha256 of a registry version's artifact, read back from the store (run and version tags)."""
+    store = redact_uri(tracking.uri)
+    sha = recorded_sha256(mc, store, run_id, tracking.registered_model if version else None, version)
+    where = f"{store} (run {run_id}" + (f", version {version})" if version else ")")
+    return Recorded(sha, where)
+
+
+def fetch_verified(
+    mc: Any, tracking: TrackingConfig, source: str, run_id: str, version: str | None, dst: Path
+) -> Candidate:
+    """Download a registered artifact folder and verify it against the store's record before anything loads it."""
+    rec = recorded(mc, tracking, run_id, version)
+    return verify_artifact(download_version(source, dst, tracking.uri), rec.sha256, rec.where)
+
+
+def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any], rec: Recorded) -> Path:
+    """Download the registered artifact into `releases/v<version>/`, verify it against the hash the store recorded
+    at build time (`rec`), smoke-test it, then switch `current`.
+
+    A complete release of the same version already in place, with that hash, is not replaced (the gate may be
+    running it); `current` is just pointed at it.
     """
     gate_dir = gate.cfg.gate_dir
     release = gate_paths(gate_dir).release(version)
-    if release_is_complete(release):
+    if release_is_complete(release, rec.sha256):
         log.info("%s is already complete; pointing current at it", release)
     else:
         with atomic_dir(release) as tmp:
@@ -368,19 +383,17 @@ def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any]) 
                 item.rename(tmp / item.name)
             (tmp / ".download").rmdir()
             checkpoint("after_download")
-            meta = json.loads((tmp / CANDIDATE_JSON).read_text())
-            sha = path_sha256(tmp / meta["artifact"])
-            if sha != meta["sha256"]:
-                raise SmokeTestError(f"{source_uri}: artifact sha256 {sha} differs from the built {meta['sha256']}")
-            smoke = smoke_test(tmp, gate, manifest["metrics"])
+            cand = verify_artifact(tmp, rec.sha256, rec.where)
+            smoke = smoke_test(cand, gate, manifest["metrics"])
             checkpoint("after_smoke_test")
             full = {
                 **manifest,
-                "sha256": sha,
-                "artifact": meta["artifact"],
-                "imgsz": meta["imgsz"],
-                "toolchain": meta["toolchain"],
-                "target_hardware": target_hardware(meta["backend"]),
+                "sha256": rec.sha256,
+                VERIFIED_KEY: rec.where,
+                "artifact": cand.artifact,
+                "imgsz": cand.imgsz,
+                "toolchain": cand.toolchain,
+                "target_hardware": target_hardware(cand.backend),
                 "smoke_test": smoke,
             }
             atomic_write_text(tmp / MANIFEST, json.dumps(full, indent=2, sort_keys=True))
@@ -409,17 +422,16 @@ def manifest_for(
 
 
 def evaluate_champion(
-    mc: Any, tracking: TrackingConfig, holdout_dir: Path, vcfg: ValidateConfig
+    mc: Any, tracking: TrackingConfig, holdout_dir: Path, vcfg: ValidateConfig, names: Aliases
 ) -> ChampionScore | None:
-    """Download the `champion` version from the registry and measure its mAP50-95 on this holdout (None: no
-    champion yet)."""
-    mv = version_by_alias(mc, tracking.registered_model, CHAMPION)
+    """Download the gate's champion version from the registry, verify it, and measure its mAP50-95 on this
+    holdout (None: no champion yet)."""
+    mv = version_by_alias(mc, tracking.registered_model, names.champion)
     if mv is None:
         return None
     with tempfile.TemporaryDirectory(prefix="alpr-champion-") as tmp:
-        folder = download_version(mv.source, Path(tmp) / "champion", tracking.uri)
+        cand = fetch_verified(mc, tracking, mv.source, mv.run_id, str(mv.version), Path(tmp) / "champion")
         checkpoint("after_champion_download")
-        cand = read_candidate(folder)
         try:
             score = holdout_map(cand, holdout_dir, vcfg)
         except Exception as e:  # e.g. a TensorRT champion on a machine without its GPU
@@ -439,11 +451,121 @@ def _log_event(mc: Any, tracking: TrackingConfig, kind: str, tags: dict[str, str
     return run.info.run_id
 
 
+def reconcile(mc: Any, tracking: TrackingConfig, gate_dir: Path, names: Aliases) -> tuple[str, ...]:
+    """Make the aliases agree with what the gate runs; returns (and logs) each repair. Called under the promotion
+    lock only (outside it, it would "repair" a promotion in progress).
+
+    The deployed manifest (`current`) is the truth: promotion and rollback switch `current` first and move the
+    aliases after, so a killed run leaves the aliases behind, never ahead. A `previous` equal to the deployed
+    version means a rollback to it was interrupted (its champion moves, `previous` is cleared); any other
+    disagreement is an interrupted promotion (`crown` the deployed version: the old champion becomes `previous`).
+    """
+    release = current_release(gate_dir)
+    if release is None:
+        return ()
+    deployed = str(read_manifest(release)["version"])
+    name = tracking.registered_model
+    champ, prev = (version_by_alias(mc, name, a) for a in (names.champion, names.previous))
+    c, p = (None if mv is None else str(mv.version) for mv in (champ, prev))
+    repairs: list[str] = []
+    if c != deployed and p == deployed:
+        set_alias(mc, name, names.champion, deployed)
+        delete_alias(mc, name, names.previous)
+        repairs.append(f"champion {c} -> {deployed} and previous removed (a rollback to {deployed} was interrupted)")
+    elif c != deployed:
+        crown(mc, name, deployed, names)
+        repairs.append(
+            f"champion {c} -> {deployed}"
+            + (f", previous -> {c}" if c is not None else "")
+            + f" (a promotion of {deployed} was interrupted after the switch)"
+        )
+    elif p == deployed:
+        delete_alias(mc, name, names.previous)
+        repairs.append(f"previous {p} removed: it is the champion (a rollback was interrupted)")
+    for repair in repairs:
+        log.warning("reconciled %s with %s (the deployed release is the truth): %s", name, release, repair)
+    return tuple(repairs)
+
+
+def open_gate(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> tuple[Aliases, tuple[str, ...]]:
+    """Under the promotion lock: the gate folder's aliases (its id is created on first use) and what was adopted
+    from a version before scoped aliases and verified releases. A gate folder deployed before has no id: it takes
+    over the project-wide `champion`/`previous` when the project-wide champion is what it runs (otherwise its
+    champion is set from its deployed release by `reconcile`), and every release without a verification record
+    is checked against the hash its MLflow run and registry version recorded: adopted when it matches, left
+    unverified (never loaded) when not."""
+    gid, created = ensure_gate_id(gate_dir)
+    names, name, done = aliases_for(gid), tracking.registered_model, []
+    release = current_release(gate_dir)
+    if created and release is not None:
+        deployed = str(read_manifest(release)["version"])
+        old_c, old_p = (version_by_alias(mc, name, a) for a in (LEGACY.champion, LEGACY.previous))
+        if old_c is not None and str(old_c.version) == deployed:
+            set_alias(mc, name, names.champion, deployed)
+            if old_p is not None:
+                set_alias(mc, name, names.previous, str(old_p.version))
+            previous = "" if old_p is None else f", {LEGACY.previous} {old_p.version} as {names.previous}"
+            done.append(f"upgrade: adopted the project-wide {LEGACY.champion} {deployed} as {names.champion}{previous}")
+        else:
+            done.append(
+                f"upgrade: the project-wide {LEGACY.champion} "
+                f"({'none' if old_c is None else old_c.version}) is not what {gate_dir} runs ({deployed}); not "
+                f"adopted (its {names.champion} is set from the deployed release)"
+            )
+    done += adopt_releases(mc, tracking, gate_dir)
+    for line in done:
+        log.warning("%s", line)
+    return names, tuple(done)
+
+
+def adopt_releases(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> list[str]:
+    """Releases deployed before verification existed: record the hash their MLflow run and registry version
+    recorded at build time when the artifact matches it; refuse (leave unverified, so never loaded) when not."""
+    done = []
+    for release in sorted(gate_paths(gate_dir).releases.glob("v*")):
+        try:
+            manifest = read_manifest(release)
+        except VerificationError as e:
+            done.append(f"upgrade: {release.name} not adopted: {e}")
+            continue
+        if manifest.get(VERIFIED_KEY):
+            continue
+        try:
+            rec = recorded(mc, tracking, str(manifest["run_id"]), str(manifest["version"]))
+            cand = verify_artifact(release, rec.sha256, rec.where)
+        except (VerificationError, KeyError) as e:
+            done.append(f"upgrade: {release.name} NOT adopted and will not be loaded: {e}")
+            continue
+        manifest.update({"sha256": rec.sha256, "artifact": cand.artifact, VERIFIED_KEY: f"{rec.where}, on upgrade"})
+        atomic_write_text(release / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        done.append(f"upgrade: {release.name} adopted (its artifact matches {rec.where})")
+    return done
+
+
+def adopt_at_gate_start(tracking: TrackingConfig, gate_dir: Path) -> tuple[str, ...]:
+    """Before the gate runtime starts: when a release in `gate_dir` has no verification record (deployed before
+    the upgrade), adopt what can be adopted (`open_gate`, under the promotion lock) and say what was done. A gate
+    whose releases are all verified never contacts the registry here."""
+    unverified = [r for r in gate_paths(gate_dir).releases.glob("v*") if not _manifest_or_empty(r).get(VERIFIED_KEY)]
+    if not unverified:
+        return ()
+    with promotion_lock(gate_dir):
+        return open_gate(client(tracking), tracking, gate_dir)[1]
+
+
+def _manifest_or_empty(release: Path) -> dict[str, Any]:
+    try:
+        return read_manifest(release)
+    except VerificationError:
+        return {}
+
+
 @dataclass(frozen=True)
 class PromoteResult:
     decision: Decision
     version: str | None = None
     release: Path | None = None
+    repairs: tuple[str, ...] = ()  # alias repairs made first (`reconcile`)
 
 
 def promote(
@@ -467,27 +589,33 @@ def promote(
     mc = client(tracking)
     unlabelled = any(row.get("holdout") == NO_HOLDOUT for row in metrics.values())
     with promotion_lock(cfg.gate_dir), tempfile.TemporaryDirectory(prefix="alpr-reference-") as scratch:
-        champion = None if unlabelled else evaluate_champion(mc, tracking, holdout_dir, vcfg)
+        names, adopted = open_gate(mc, tracking, cfg.gate_dir)
+        repairs = adopted + reconcile(mc, tracking, cfg.gate_dir, names)
+        checkpoint("before_champion")
+        champion = None if unlabelled else evaluate_champion(mc, tracking, holdout_dir, vcfg, names)
+        checkpoint("after_champion")
         decision = decide(metrics, cfg, champion)
         record_verdicts(mc, record, decision)
         if decision.winner is None:
             log.warning("no candidate passed the gates; nothing promoted:\n%s", decision.explain())
-            return PromoteResult(decision)
+            return PromoteResult(decision, repairs=repairs)
         winner = record.candidates[decision.winner]
         if not winner.version:
             raise RuntimeError(f"candidate '{decision.winner}' (run {winner.run_id}) has no registry version")
-        mc.set_registered_model_alias(name, CHALLENGER, winner.version)
+        set_alias(mc, name, names.challenger, winner.version)
         row = metrics[decision.winner]
         manifest = manifest_for(tracking, winner.version, winner.run_id, decision.winner, row, record.parent_run_id)
         check = _agreement_check(record, reference, frames_dir, tracking, Path(scratch)) if unlabelled else None
+        rec = recorded(mc, tracking, winner.run_id, winner.version)
         try:
-            release = deploy(Gate(cfg, tracking, holdout_dir, vcfg, check), winner.source, winner.version, manifest)
-        except SmokeTestError as e:
+            gate = Gate(cfg, tracking, holdout_dir, vcfg, check)
+            release = deploy(gate, winner.source, winner.version, manifest, rec)
+        except (SmokeTestError, VerificationError) as e:
             mc.set_tag(winner.run_id, "gate.smoke_test", f"fail: {e}")
-            delete_alias(mc, name, CHALLENGER)
+            delete_alias(mc, name, names.challenger)
             raise
         mc.set_tag(winner.run_id, "gate.smoke_test", "pass")
-        old = crown(mc, name, winner.version)
+        old = crown(mc, name, winner.version, names)
         checkpoint("after_aliases")
         _log_event(
             mc,
@@ -497,7 +625,7 @@ def promote(
         )
         prune_releases(cfg.gate_dir, cfg.keep_releases)
     log.info("promoted %s (version %s) to %s", decision.winner, winner.version, release)
-    return PromoteResult(decision, winner.version, release)
+    return PromoteResult(decision, winner.version, release, repairs)
 
 
 def _agreement_check(
@@ -512,8 +640,9 @@ def _agreement_check(
             f"frames in {frames_dir}: the release cannot be smoke-tested"
         )
     ref = record.candidates[reference]
+    mc = client(tracking)
     return AgreementCheck(
-        read_candidate(download_version(ref.source, scratch / "reference", tracking.uri)), tuple(frames)
+        fetch_verified(mc, tracking, ref.source, ref.run_id, ref.version or None, scratch / "reference"), tuple(frames)
     )
 
 
@@ -521,7 +650,7 @@ def require_latest_rebuild(tracking: TrackingConfig) -> tuple[RebuildRecord, dic
     """The newest finished rebuild and its metrics; fails with what to run when there is none."""
     latest = latest_rebuild(tracking)
     if latest is None:
-        raise NoRebuild(f"no finished rebuild in {tracking.uri}", remedy=Remedy.REBUILD)
+        raise NoRebuild(f"no finished rebuild in {tracking.shown_uri}", remedy=Remedy.REBUILD)
     return latest
 
 
@@ -538,6 +667,7 @@ class RollbackResult:
     to_version: str
     release: Path
     mlflow_run_id: str
+    repairs: tuple[str, ...] = ()  # alias repairs made first (`reconcile`)
 
 
 def rollback(cfg: PromoteConfig, tracking: TrackingConfig, holdout_dir: Path, vcfg: ValidateConfig) -> RollbackResult:
@@ -550,13 +680,16 @@ def rollback(cfg: PromoteConfig, tracking: TrackingConfig, holdout_dir: Path, vc
     name = tracking.registered_model
     mc = client(tracking)
     with promotion_lock(cfg.gate_dir):
-        prev = version_by_alias(mc, name, PREVIOUS)
+        names, adopted = open_gate(mc, tracking, cfg.gate_dir)
+        repairs = adopted + reconcile(mc, tracking, cfg.gate_dir, names)
+        prev = version_by_alias(mc, name, names.previous)
         if prev is None:
             raise RollbackError(
-                f"nothing to roll back to: model '{name}' in {tracking.uri} has no '{PREVIOUS}' alias "
+                f"nothing to roll back to: model '{name}' in {redact_uri(tracking.uri)} has no '{names.previous}' "
+                f"alias for {cfg.gate_dir} "
                 "(no promotion has replaced a champion yet, or the last rollback already used it)"
             )
-        champ = version_by_alias(mc, name, CHAMPION)
+        champ = version_by_alias(mc, name, names.champion)
         from_version = str(champ.version) if champ is not None else None
         run = mc.get_run(prev.run_id)
         row = {**run.data.metrics, "backend": run.data.tags.get("backend"), "precision": run.data.tags.get("precision")}
@@ -565,14 +698,16 @@ def rollback(cfg: PromoteConfig, tracking: TrackingConfig, holdout_dir: Path, vc
         manifest = manifest_for(
             tracking, str(prev.version), prev.run_id, run.data.tags.get("candidate", ""), row, "rollback"
         )
+        rec = recorded(mc, tracking, prev.run_id, str(prev.version))
         try:
-            release = deploy(Gate(cfg, tracking, holdout_dir, vcfg), prev.source, str(prev.version), manifest)
-        except SmokeTestError as e:
+            release = deploy(Gate(cfg, tracking, holdout_dir, vcfg), prev.source, str(prev.version), manifest, rec)
+        except (SmokeTestError, VerificationError) as e:
             raise RollbackError(f"previous version {prev.version} cannot be restored: {e}") from e
-        mc.set_registered_model_alias(name, CHAMPION, str(prev.version))
-        delete_alias(mc, name, PREVIOUS)
+        set_alias(mc, name, names.champion, str(prev.version))
+        checkpoint("rollback_after_champion")
+        delete_alias(mc, name, names.previous)
         run_id = _log_event(
             mc, tracking, "rollback", {"from_version": from_version or "", "to_version": str(prev.version)}
         )
     log.info("rolled back from version %s to %s (%s)", from_version, prev.version, release)
-    return RollbackResult(from_version, str(prev.version), release, run_id)
+    return RollbackResult(from_version, str(prev.version), release, run_id, repairs)

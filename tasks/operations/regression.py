@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.operations.promote import GateCheck
+from tasks.operations.promote import GateCheck, fetch_verified, recorded
 from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, client, experiment_id
-from tasks.runtime.releases import MANIFEST, current_release, gate_paths
-from tasks.support.candidate import Candidate, read_candidate
+from tasks.runtime.releases import MANIFEST, current_release, gate_id, gate_paths, verify_release
+from tasks.support.candidate import Candidate
 from tasks.support.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
-from tasks.support.registry import CHAMPION, download_version, version_by_alias
+from tasks.support.registry import aliases_for, version_by_alias
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,11 @@ def find_champion(gate_dir: Path, tracking: TrackingConfig) -> Champion:
             remedy=Remedy.PROMOTE,
         )
     manifest = json.loads((release / MANIFEST).read_text())
-    mv = version_by_alias(client(tracking), tracking.registered_model, CHAMPION)
+    mc = client(tracking)
+    # the deployed artifact, against its manifest and the hash the store recorded when it was built
+    verify_release(release, recorded(mc, tracking, str(manifest["run_id"]), str(manifest["version"])).sha256)
+    gid = gate_id(gate_dir)  # this gate folder's champion, not another's (none before its first promotion here)
+    mv = None if gid is None else version_by_alias(mc, tracking.registered_model, aliases_for(gid).champion)
     return Champion(
         release,
         str(manifest["version"]),
@@ -215,7 +219,7 @@ def fetch_reference(tracking: TrackingConfig, champion: Champion, reference: str
         )
         if not found:
             raise RegressionError(
-                f"no FP32 reference '{reference}' in {tracking.uri} for champion version {champion.version} "
+                f"no FP32 reference '{reference}' in {tracking.shown_uri} for champion version {champion.version} "
                 f"(neither in its rebuild nor any rebuild of base model {base[:12]})",
                 remedy=Remedy.REBUILD,
             )
@@ -223,8 +227,8 @@ def fetch_reference(tracking: TrackingConfig, champion: Champion, reference: str
         note = f"'{reference}' of rebuild {run.data.tags.get('mlflow.parentRunId')} (same base model; the champion's "
         note += "own rebuild logged no reference)"
         log.warning("nightly: using %s", note)
-    folder = download_version(f"{run.info.artifact_uri}/{ARTIFACT_PATH}", work / "reference", tracking.uri)
-    cand = read_candidate(folder)
+    source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
+    cand = fetch_verified(mc, tracking, source, run.info.run_id, None, work / "reference")
     if cand.precision != "fp32":
         raise RegressionError(f"reference '{reference}' (run {run.info.run_id}) is {cand.precision}, not fp32")
     return Reference(cand, run.info.run_id, note)
@@ -375,7 +379,7 @@ def measure(
         write_pseudo_labels,
     )
 
-    champ = read_candidate(champion.release)
+    champ = verify_release(champion.release)  # checked again at this load: the release may have changed since
     # label-free by design: without a labelled holdout the check runs on the newest frames alone
     labelled = holdout_images(holdout_dir, class_names(reference.candidate), "optional")
     images, _ = agreement_images(sample.frames_dir.parent, labelled)
@@ -501,5 +505,5 @@ def log_nightly(tracking: TrackingConfig, report: RegressionReport) -> Regressio
         mc.set_terminated(rid, status="FAILED")
         raise
     mc.set_terminated(rid)
-    log.info("nightly run %s logged to %s: %s", rid, tracking.uri, "pass" if report.passed else "FAIL")
+    log.info("nightly run %s logged to %s: %s", rid, tracking.shown_uri, "pass" if report.passed else "FAIL")
     return done

@@ -15,9 +15,11 @@ from typing import Any
 from tasks.pipeline.track import KIND_TAG, client, experiment_url
 from tasks.pipeline.tradeoff import ARTIFACT_DIR as TRADEOFF_DIR
 from tasks.pipeline.tradeoff import CHART as TRADEOFF_CHART
+from tasks.runtime.releases import gate_id
 from tasks.support.config import TrackingConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
+from tasks.support.registry import aliases_for, version_by_alias
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +108,9 @@ class RebuildView:
         return [r for r in ROWS if len({self.cell(c, r[0], r[2]) for c in self.candidates}) > 1]
 
 
-def load_rebuild(tracking: TrackingConfig, run_id: str | None = None) -> RebuildView:
-    """The rebuild `run_id` (default: the newest rebuild in the experiment) with its candidate runs."""
+def load_rebuild(tracking: TrackingConfig, run_id: str | None = None, gate_dir: Path | None = None) -> RebuildView:
+    """The rebuild `run_id` (default: the newest rebuild in the experiment) with its candidate runs, and the
+    champion of `gate_dir` (its own alias; none when not given or never promoted into)."""
     from mlflow.exceptions import MlflowException
 
     mc = client(tracking)
@@ -143,11 +146,10 @@ def load_rebuild(tracking: TrackingConfig, run_id: str | None = None) -> Rebuild
         if mv.run_id
     }
     champion = ""
-    try:
-        champ = mc.get_model_version_by_alias(tracking.registered_model, "champion")
+    gid = gate_id(gate_dir) if gate_dir is not None else None
+    champ = None if gid is None else version_by_alias(mc, tracking.registered_model, aliases_for(gid).champion)
+    if champ is not None:  # a registry error raises: it is not "no champion"
         champion = f"{champ.tags.get('candidate', '')} (version {champ.version})"
-    except MlflowException:
-        pass
     cands = []
     for run in sorted(children, key=lambda r: r.info.start_time):
         t = run.data.tags

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from tasks.pipeline.track import client, experiment_url, latest_rebuild
-from tasks.runtime.releases import MANIFEST, current_release
+from tasks.runtime.releases import MANIFEST, current_release, gate_id
 from tasks.support.config import PromoteConfig, TrackingConfig
-from tasks.support.registry import CHAMPION
+from tasks.support.registry import aliases_for, version_by_alias
 
 STATUS_FIELDS = (
     "precision",
@@ -24,22 +25,36 @@ STATUS_FIELDS = (
 )
 
 
-def champion(tracking: TrackingConfig) -> dict[str, Any] | None:
-    """The registry version holding the `champion` alias, or None."""
-    from mlflow.exceptions import MlflowException
-
-    mc = client(tracking)
-    try:
-        mv = mc.get_model_version_by_alias(tracking.registered_model, CHAMPION)
-    except MlflowException:  # no such registered model or alias yet
+def champion(tracking: TrackingConfig, gate_dir: Path) -> dict[str, Any] | None:
+    """The registry version holding this gate folder's champion alias, or None (a store error raises)."""
+    gid = gate_id(gate_dir)
+    if gid is None:  # nothing promoted into this folder since aliases were scoped
+        return None
+    mv = version_by_alias(client(tracking), tracking.registered_model, aliases_for(gid).champion)
+    if mv is None:  # no such registered model, or it has no champion alias yet
         return None
     return {"version": str(mv.version), "mlflow_run_id": mv.run_id, "candidate": mv.tags.get("candidate", "")}
 
 
+def mismatch(champ: dict[str, Any] | None, deployed: dict[str, Any] | None) -> str | None:
+    """What disagrees between the registry's champion and the deployed release (None: they agree). Only reported
+    here: the next promotion or rollback repairs it under its lock, taking the deployed release as the truth."""
+    c = None if champ is None else champ["version"]
+    d = None if deployed is None else str(deployed["version"])
+    if c == d:
+        return None
+    return (
+        f"the registry's champion is version {c} but the gate runs version {d}; the next promotion or rollback "
+        "repairs the aliases (the deployed release is the truth)"
+    )
+
+
 def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, Any]:
     """Champion, deployed release and every candidate of the latest rebuild, as plain JSON-able data."""
-    out: dict[str, Any] = {"champion": champion(tracking), "deployed": None, "rebuild": None, "candidates": []}
-    release = current_release(promote_cfg.gate_dir)
+    gate_dir = promote_cfg.gate_dir
+    out: dict[str, Any] = {"champion": champion(tracking, gate_dir), "deployed": None, "rebuild": None}
+    out |= {"candidates": [], "mismatch": None}
+    release = current_release(gate_dir)
     if release is not None and (release / MANIFEST).is_file():
         manifest = json.loads((release / MANIFEST).read_text())
         out["deployed"] = {
@@ -47,6 +62,12 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
             "version": manifest.get("version"),
             "sha256": manifest.get("sha256"),
         }
+    out["mismatch"] = mismatch(out["champion"], out["deployed"])
+    if out["deployed"] is not None and gate_id(gate_dir) is None:
+        out["mismatch"] = (
+            f"{gate_dir} was deployed before registry aliases were scoped per gate folder: the next promotion or "
+            "rollback adopts it (and says what it did)"
+        )
     latest = latest_rebuild(tracking)
     if latest is None:
         return out

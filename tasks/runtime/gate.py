@@ -8,7 +8,6 @@ load is logged and skipped: the gate keeps the release it has.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -18,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.edge.detect import Detector
-from tasks.runtime.releases import MANIFEST, current_release, gate_paths
+from tasks.runtime.releases import current_release, gate_paths, read_manifest, verify_release
 from tasks.runtime.tensorrt import ensure_runnable
-from tasks.support.candidate import CANDIDATE_JSON
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.images import IMAGE_SUFFIXES, list_images
 
@@ -42,14 +40,15 @@ class LoadedRelease:
 
 
 def load_release(release: Path) -> LoadedRelease:
-    """Load a release's artifact on its runtime (ONNX Runtime, OpenVINO or TensorRT, through `tasks.edge`: no
-    PyTorch, as on the gate box) and run it once on a blank frame of the model's own input shape, so a release that
-    cannot run fails here (in the loader thread) rather than on a live frame."""
-    manifest = json.loads((release / MANIFEST).read_text())
-    meta = json.loads((release / CANDIDATE_JSON).read_text())
-    imgsz = int(meta["imgsz"])
-    ensure_runnable(release / meta["artifact"])
-    model = Detector.open(release / meta["artifact"])
+    """Verify a release (sha256 against its manifest, path inside the folder, the backend's own format), load its
+    artifact on its runtime (ONNX Runtime, OpenVINO or TensorRT, through `tasks.edge`: no PyTorch, as on the gate
+    box) and run it once on a blank frame of the model's own input shape, so a release that cannot run, or is not
+    what promotion verified, fails here (in the loader thread) rather than on a live frame."""
+    cand = verify_release(release)  # against the manifest promotion wrote; a failure keeps the old release
+    manifest = read_manifest(release)
+    imgsz = int(cand.imgsz)
+    ensure_runnable(cand.path)
+    model = Detector.open(cand.path)
     model(np.zeros((*model.input_hw, 3), dtype=np.uint8))
     return LoadedRelease(release, str(manifest["version"]), imgsz, model)
 

@@ -8,21 +8,28 @@ holds the gate folder's lock, and first clears what a killed one left behind (`r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tasks.support.candidate import CANDIDATE_JSON
-from tasks.support.hashing import path_sha256
+from tasks.support.candidate import Candidate
+from tasks.support.fsutil import atomic_write_text, fsync_dir
 from tasks.support.locks import file_lock
+from tasks.support.verify import VerificationError, verify_artifact
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+GATE_ID_FILE = "gate.json"  # {"id": ...}: names this gate folder's registry aliases (champion-<id>, ...)
+# in the manifest: where the artifact's sha256 was checked at promotion (the MLflow run / registry version record)
+VERIFIED_KEY = "verified_against"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,34 @@ def gate_paths(gate_dir: Path) -> GatePaths:
     return GatePaths(gate_dir, gate_dir / "current", gate_dir / "releases", gate_dir / ".promote.lock")
 
 
+def gate_id(gate_dir: Path) -> str | None:
+    """The id stored in the gate folder (None: nothing was ever promoted into it by this version)."""
+    path = gate_dir / GATE_ID_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = str(json.loads(path.read_text())["id"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VerificationError(f"{path}: unreadable gate id ({e}); restore it from a backup") from e
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise VerificationError(f"{path}: gate id '{value}' is not [A-Za-z0-9_-]{{1,64}}")
+    return value
+
+
+def ensure_gate_id(gate_dir: Path) -> tuple[str, bool]:
+    """The gate folder's id, created on first use (under the promotion lock): the folder's name and a hash of its
+    absolute path at creation, so two folders named alike get different ids and moving a folder keeps its id.
+    Returns (id, created)."""
+    existing = gate_id(gate_dir)
+    if existing is not None:
+        return existing, False
+    slug = re.sub(r"[^A-Za-z0-9_]+", "_", gate_dir.resolve().name)[:40] or "gate"
+    new = f"{slug}-{hashlib.sha256(str(gate_dir.resolve()).encode()).hexdigest()[:8]}"
+    atomic_write_text(gate_dir / GATE_ID_FILE, json.dumps({"id": new}) + "\n")
+    log.info("gate folder %s: id %s (its registry aliases are champion-%s, previous-%s)", gate_dir, new, new, new)
+    return new, True
+
+
 def current_release(gate_dir: Path) -> Path | None:
     """The release `current` points at, or None before the first promotion."""
     link = gate_paths(gate_dir).current
@@ -55,6 +90,7 @@ def switch_current(gate_dir: Path, release: Path) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(release.relative_to(gate_dir))
     os.replace(tmp, gate_paths(gate_dir).current)
+    fsync_dir(gate_dir)  # the switch itself survives a power cut, not only the release it points at
 
 
 def recover(gate_dir: Path) -> None:
@@ -97,11 +133,39 @@ def prune_releases(gate_dir: Path, keep: int) -> None:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def release_is_complete(release: Path) -> bool:
-    """True when `release` has a manifest and its artifact hashes to the manifest's sha256."""
+def read_manifest(release: Path) -> dict[str, Any]:
+    """A release's `manifest.json` (what promotion verified and deployed)."""
     try:
-        manifest = json.loads((release / MANIFEST).read_text())
-        meta = json.loads((release / CANDIDATE_JSON).read_text())
-        return manifest.get("sha256") == meta["sha256"] == path_sha256(release / meta["artifact"])
-    except (OSError, ValueError, KeyError):
+        return json.loads((release / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise VerificationError(f"{release / MANIFEST}: missing or unreadable: {e}") from e
+
+
+def verify_release(release: Path, expected_sha256: str | None = None) -> Candidate:
+    """A deployed release, checked (`tasks.support.verify`) against the manifest promotion wrote after verifying
+    the artifact with the MLflow store's record, and against `expected_sha256` (that record) when given. A
+    manifest without the verification record (deployed before it existed) is refused until adopted."""
+    manifest = read_manifest(release)
+    if not manifest.get(VERIFIED_KEY):
+        raise VerificationError(
+            f"{release / MANIFEST}: no verification record (deployed before artifacts were verified); run a "
+            "promotion or rollback once to adopt it"
+        )
+    sha = str(manifest.get("sha256", ""))
+    if expected_sha256 is not None and sha != expected_sha256:
+        raise VerificationError(f"{release / MANIFEST}: sha256 {sha} is not the recorded {expected_sha256}")
+    cand = verify_artifact(release, sha, str(release / MANIFEST))
+    if manifest.get("artifact", cand.artifact) != cand.artifact:
+        raise VerificationError(f"{release}: candidate.json names '{cand.artifact}', its manifest another artifact")
+    return cand
+
+
+def release_is_complete(release: Path, expected_sha256: str | None = None) -> bool:
+    """True when `release` has a manifest and passes `verify_release` (against `expected_sha256` when given)."""
+    try:
+        verify_release(release, expected_sha256)
+    except VerificationError as e:
+        if (release / MANIFEST).exists():
+            log.warning("%s", e)
         return False
+    return True

@@ -21,7 +21,6 @@ import logging
 import os
 import shlex
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,26 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from tasks.support.errors import LockBusy
+from tasks.support.faults import checkpoint
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "ALPR_LOCK_TOKEN"  # the holder's token, inherited by the child processes it starts
-PAUSE_ENV = "ALPR_PAUSE_AT"  # tests only: `<point>` at which to pause (see `pause_at`)
-PAUSE_DIR_ENV = "ALPR_PAUSE_DIR"  # tests only: where `pause_at` signals that it paused, and waits to go on
 _held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("alpr_held_locks", default=frozenset())
-
-
-def pause_at(point: str) -> None:
-    """Test hook: when `ALPR_PAUSE_AT` names `point`, write `<ALPR_PAUSE_DIR>/<point>.paused` and wait until
-    `<point>.go` appears there (a test holds a run at a known point without sleeping). Off unless both are set."""
-    folder = os.environ.get(PAUSE_DIR_ENV)
-    if os.environ.get(PAUSE_ENV) != point or not folder:
-        return
-    (Path(folder) / f"{point}.paused").write_text(str(os.getpid()))
-    log.warning("%s=%s: paused (pid %d) until %s/%s.go exists", PAUSE_ENV, point, os.getpid(), folder, point)
-    go = Path(folder) / f"{point}.go"
-    while not go.exists():
-        time.sleep(0.02)
 
 
 def holder_info(path: Path) -> dict[str, Any] | None:
@@ -115,7 +100,7 @@ def project_lock(path: Path, what: str) -> Iterator[None]:
         os.environ[TOKEN_ENV] = token
         reset = _held.set(_held.get() | {key})
         try:
-            pause_at(f"locked:{what}")
+            checkpoint(f"locked-{what}")  # tests only (tasks/support/faults.py): hold the lock at a known point
             yield
         finally:
             _held.reset(reset)

@@ -8,22 +8,65 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tasks.support.config import redact_uri
+from tasks.support.errors import AlprError
+from tasks.support.faults import checkpoint
 
 log = logging.getLogger(__name__)
 
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
 
 
-def version_by_alias(mc: Any, name: str, alias: str) -> Any | None:
-    """The model version holding `alias`, or None when the model or the alias does not exist yet."""
-    from mlflow.exceptions import MlflowException
+@dataclass(frozen=True)
+class Aliases:
+    """The aliases describing one gate folder. Each gate folder has its own (`champion-<gate id>`, ...; the id is
+    stored in the folder, tasks/runtime/releases.py), so promoting or rolling back one gate never moves another's."""
 
+    champion: str
+    previous: str
+    challenger: str
+
+
+def aliases_for(gate_id: str) -> Aliases:
+    """The aliases of the gate folder whose id is `gate_id`."""
+    return Aliases(f"{CHAMPION}-{gate_id}", f"{PREVIOUS}-{gate_id}", f"{CHALLENGER}-{gate_id}")
+
+
+LEGACY = Aliases(CHAMPION, PREVIOUS, CHALLENGER)  # project-wide, before aliases were scoped: adopted on upgrade
+
+
+class RegistryError(AlprError):
+    """The model registry could not be read or written: an error, never to be taken for "no such alias"."""
+
+
+def store_of(mc: Any) -> str:
+    """The registry `mc` talks to, credentials redacted, for messages."""
+    return redact_uri(str(getattr(mc, "_registry_uri", None) or mc.tracking_uri))
+
+
+def version_by_alias(mc: Any, name: str, alias: str) -> Any | None:
+    """The model version holding `alias`; None only when the registered model does not exist or, read from the
+    model itself, has no such alias. Any other failure (a locked database, an unreachable server) raises
+    `RegistryError` naming the store: "could not read" must never pass for "there is no champion"."""
     try:
-        return mc.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+        models = mc.search_registered_models(filter_string=f"name = '{name}'")
+        model = next((m for m in models if m.name == name), None)
+        if model is None:
+            return None
+        version = (model.aliases or {}).get(alias)
+        return None if version is None else mc.get_model_version(name, str(version))
+    except Exception as e:
+        store = store_of(mc)
+        raw = str(getattr(mc, "_registry_uri", "") or "")
+        why = str(e).replace(raw, store) if raw else str(e)
+        raise RegistryError(
+            f"the model registry at {store} could not be read ({name}@{alias}): {type(e).__name__}: {why}. "
+            "Nothing was changed; re-run when the store is reachable."
+        ) from e
 
 
 def set_alias(mc: Any, name: str, alias: str, version: str) -> None:
@@ -38,17 +81,19 @@ def delete_alias(mc: Any, name: str, alias: str) -> None:
         log.info("registry: %s@%s removed", name, alias)
 
 
-def crown(mc: Any, name: str, version: str) -> str | None:
-    """Make `version` the champion; the old champion (if another version) becomes `previous`. Returns the old one.
+def crown(mc: Any, name: str, version: str, aliases: Aliases) -> str | None:
+    """Make `version` the gate's champion; the old champion (if another version) becomes `previous`. Returns the
+    old one.
 
     `previous` is set first: a crash between the two calls leaves the old champion reachable under both aliases,
-    never under none.
+    never under none (and the next promotion reconciles them with the deployed release).
     """
-    old = version_by_alias(mc, name, CHAMPION)
+    old = version_by_alias(mc, name, aliases.champion)
     old_version = str(old.version) if old is not None else None
     if old_version is not None and old_version != str(version):
-        set_alias(mc, name, PREVIOUS, old_version)
-    set_alias(mc, name, CHAMPION, str(version))
+        set_alias(mc, name, aliases.previous, old_version)
+        checkpoint("after_previous")
+    set_alias(mc, name, aliases.champion, str(version))
     return old_version
 
 

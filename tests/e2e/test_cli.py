@@ -70,7 +70,7 @@ def test_no_frames_at_all_stops_and_keeps_the_previous_frames(project: Params, c
 def test_status_on_an_empty_store(project: Params, cli) -> None:
     root = project.paths.videos.parents[1]
     info = json.loads(cli(root, "status", "--json").stdout)
-    assert info == {"champion": None, "deployed": None, "rebuild": None, "candidates": []}
+    assert info == {"champion": None, "deployed": None, "rebuild": None, "candidates": [], "mismatch": None}
 
 
 def test_promote_without_a_rebuild_says_what_to_run(project: Params, cli) -> None:

@@ -13,10 +13,10 @@ from conftest import run_dvc as dvc
 
 from tasks.pipeline.extract import read_frames_hash
 from tasks.pipeline.track import client
-from tasks.runtime.releases import MANIFEST, current_release
+from tasks.runtime.releases import MANIFEST, current_release, gate_id
 from tasks.support.config import Params
 from tasks.support.project import Project
-from tasks.support.registry import CHAMPION
+from tasks.support.registry import aliases_for
 
 pytestmark = pytest.mark.e2e
 
@@ -49,9 +49,10 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: 
     promotion = out["promotion"]
     assert promotion.decision.winner is not None
 
-    # registry: the champion alias points at the promoted version of this rebuild
+    # registry: the gate folder's champion alias points at the promoted version of this rebuild
     mc = client(project.tracking)
-    champ = mc.get_model_version_by_alias(project.tracking.registered_model, CHAMPION)
+    scoped = aliases_for(gate_id(project.promote.gate_dir)).champion
+    champ = mc.get_model_version_by_alias(project.tracking.registered_model, scoped)
     assert str(champ.version) == promotion.version
     assert champ.run_id == record.candidates[promotion.decision.winner].run_id
 

@@ -12,7 +12,7 @@ import pytest
 
 from tasks.demo.synth import SynthConfig, write_videos
 from tasks.runtime.gate import GateRuntime, run_gate
-from tasks.runtime.releases import MANIFEST, switch_current
+from tasks.runtime.releases import MANIFEST, VERIFIED_KEY, switch_current
 from tasks.support.candidate import Candidate
 
 pytestmark = pytest.mark.integration
@@ -22,8 +22,18 @@ def make_release(gate_dir: Path, version: str, cand: Candidate) -> Path:
     """A release folder as `deploy` writes it (artifact, candidate.json, manifest.json), without MLflow."""
     release = gate_dir / "releases" / f"v{version}"
     shutil.copytree(cand.folder, release)
-    (release / MANIFEST).write_text(json.dumps({"version": version, "sha256": cand.sha256, "candidate": cand.name}))
+    manifest = {"version": version, "sha256": cand.sha256, "candidate": cand.name, "artifact": cand.artifact}
+    (release / MANIFEST).write_text(json.dumps({**manifest, VERIFIED_KEY: "test (run r, version v)"}))
     return release
+
+
+def swap_artifact(release: Path, other: Candidate) -> None:
+    """Replace a release's artifact with another valid model and rewrite its candidate.json to match (the manifest
+    promotion wrote keeps the verified hash)."""
+    meta = json.loads((release / "candidate.json").read_text())
+    shutil.copyfile(other.path, release / meta["artifact"])
+    meta["sha256"] = other.sha256
+    (release / "candidate.json").write_text(json.dumps(meta))
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +107,27 @@ def test_gate_cli_runs_current_on_a_video(gate, video, tmp_path: Path, make_para
         tmp_path / "project", "gate", "run", "--source", str(path), "--gate-dir", str(tmp_path / "x"), check=False
     )
     assert missing.returncode == 1 and "no release deployed" in missing.stderr
+
+
+def test_a_swapped_release_is_refused_at_start_and_at_hot_reload(gate, video, caplog) -> None:
+    from tasks.support.errors import AlprError
+
+    gate_dir, cands = gate
+    path, _ = video
+    swapped = make_release(gate_dir, "4", cands["fp32"])
+    swap_artifact(swapped, cands["ort-int8"])  # a valid ONNX model, not the one promotion verified
+
+    def on_frame(index: int, runtime: GateRuntime) -> None:
+        if index == 1:
+            switch_current(gate_dir, swapped)
+        if index == 2:
+            runtime.wait_for_load(timeout=300)
+
+    with caplog.at_level(logging.WARNING, logger="tasks.runtime.gate"):
+        report = run_gate(gate_dir, path, conf=0.25, iou=0.7, on_frame=on_frame)
+    assert {f.version for f in report.frames} == {"1"} and report.swaps == []
+    assert [Path(p).name for p, _ in report.failures] == ["v4"] and "keeping v1" in caplog.text
+    assert "sha256" in report.failures[0][1], report.failures
+    # a gate (re)started on it refuses to run it at all
+    with pytest.raises(AlprError, match="sha256"):
+        GateRuntime(gate_dir, 0.25, 0.7)

@@ -217,3 +217,42 @@ def test_no_champion_is_a_clear_error(champion: Params, harness, tmp_path: Path,
     (tmp_path / "params.yaml").write_text(params.model_dump_json(by_alias=True))
     done = cli(tmp_path, "nightly", check=False)
     assert done.returncode == 1 and "no champion is deployed" in done.stderr and "alpr-ops rebuild" in done.stderr
+
+
+def test_a_swapped_champion_or_reference_is_refused(champion: Params, built: tuple, tmp_path: Path) -> None:
+    """Issue 15: the nightly check loads neither a deployed release whose artifact is not the one promotion verified,
+    nor an FP32 reference whose artifact in the store is not the one its rebuild recorded."""
+    import json
+    from urllib.parse import unquote, urlparse
+
+    from tasks.support.errors import AlprError
+    from tasks.support.hashing import path_sha256
+
+    def swap(folder: Path, other: Path) -> None:  # another valid model in place, candidate.json rewritten to match
+        meta = json.loads((folder / "candidate.json").read_text())
+        target = folder / meta["artifact"]
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+        (shutil.copytree if other.is_dir() else shutil.copyfile)(other, target)
+        meta["sha256"] = path_sha256(target)
+        (folder / "candidate.json").write_text(json.dumps(meta))
+
+    by_name = {c.name: c for c in built[1]}
+    gate = tmp_path / "gate"
+    shutil.copytree(champion.promote.gate_dir, gate, symlinks=True)
+    swap(gate / "current", by_name["ov-int8-mixed"].path)
+    with pytest.raises(AlprError, match="sha256"):
+        find_champion(gate, champion.tracking)
+
+    found = find_champion(champion.promote.gate_dir, champion.tracking)
+    run = client(champion.tracking).get_run(found.run_id)
+    ref = reg._reference_run(client(champion.tracking), run.data.tags["mlflow.parentRunId"], "fp32")
+    folder = Path(unquote(urlparse(ref.info.artifact_uri).path)) / "artifact"
+    saved = tmp_path / "saved"
+    shutil.copytree(folder, saved)
+    try:
+        swap(folder, by_name["ort-int8"].path)
+        with pytest.raises(AlprError, match="recorded in"):
+            reg.fetch_reference(champion.tracking, found, "fp32", tmp_path / "work")
+    finally:  # the module's store is shared with the other tests
+        shutil.rmtree(folder)
+        shutil.copytree(saved, folder)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tasks.support.config import Params
-from tasks.support.locks import PAUSE_DIR_ENV, PAUSE_ENV
+from tasks.support.faults import PAUSE_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +67,9 @@ def test_writers_queue_behind_the_lock_holder_and_end_as_if_run_after_it(project
     pause = tmp_path / "pause"
     pause.mkdir()
     env = {**os.environ, "PATH": f"{EXE.parent}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
-    first = Run(root, {**env, PAUSE_ENV: "locked:extract", PAUSE_DIR_ENV: str(pause)}, "extract")
+    first = Run(root, {**env, PAUSE_ENV: f"locked-extract:{pause}"}, "extract")
     deadline = time.monotonic() + 300
-    while not (pause / "locked:extract.paused").exists():
+    while not (pause / "locked-extract.paused").exists():
         assert first.proc.poll() is None, f"the first extract ended without pausing:\n{first.stderr[-3000:]}"
         assert time.monotonic() < deadline, "the first extract never paused"
         time.sleep(0.02)
@@ -82,7 +82,7 @@ def test_writers_queue_behind_the_lock_holder_and_end_as_if_run_after_it(project
     for run in waiters:
         run.wait_for(f"waiting for the extract started at {holder['started']} by pid {holder['pid']}")
     assert first.proc.poll() is None and not project.paths.calibration.exists()  # nothing ran beside the holder
-    (pause / "locked:extract.go").touch()
+    (pause / "locked-extract.resume").touch()
 
     assert first.finish() == 0, first.stderr[-3000:]
     codes = [run.finish() for run in waiters]

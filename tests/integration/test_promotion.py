@@ -3,6 +3,7 @@ smoke test, rollback, the Prefect flow, and kill -9 of the promote process at se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,9 +15,9 @@ import pytest
 
 from tasks.operations.promote import KILL_ENV, RollbackError, SmokeTestError, promote, rollback
 from tasks.pipeline.track import client, lineage, log_rebuild
-from tasks.runtime.releases import MANIFEST, current_release, release_is_complete
+from tasks.runtime.releases import MANIFEST, current_release, gate_id, release_is_complete
 from tasks.support.config import Params
-from tasks.support.registry import CHALLENGER, CHAMPION, PREVIOUS, version_by_alias
+from tasks.support.registry import CHALLENGER, CHAMPION, PREVIOUS, aliases_for, version_by_alias
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +54,12 @@ def run_promote(store: Params, record, metrics):
 
 
 def alias(store: Params, name: str) -> str | None:
-    mv = version_by_alias(client(store.tracking), store.tracking.registered_model, name)
+    """The version holding the gate folder's own alias `name` (champion, previous, challenger), or None."""
+    gid = gate_id(store.promote.gate_dir)
+    if gid is None:
+        return None
+    scoped = dataclasses.asdict(aliases_for(gid))[name]
+    mv = version_by_alias(client(store.tracking), store.tracking.registered_model, scoped)
     return None if mv is None else str(mv.version)
 
 
@@ -182,15 +188,29 @@ promote(record, metrics, params.promote, params.tracking, params.paths.holdout, 
 """
 
 
-def promote_process(store: Params, tmp_path: Path, kill_at: str | None) -> subprocess.CompletedProcess[str]:
-    """`promote` of the latest rebuild in its own process (optionally SIGKILLed at checkpoint `kill_at`)."""
+ROLLBACK_SCRIPT = """
+import sys
+from tasks.support.config import Params
+from tasks.support.offline import configure_offline
+from tasks.operations.promote import rollback
+
+params = Params.model_validate_json(open(sys.argv[1]).read())
+configure_offline(params.paths.ultralytics_config)
+rollback(params.promote, params.tracking, params.paths.holdout, params.validate_)
+"""
+
+
+def promote_process(
+    store: Params, tmp_path: Path, kill_at: str | None, script: str = PROMOTE_SCRIPT
+) -> subprocess.CompletedProcess[str]:
+    """`promote` of the latest rebuild (or `script`) in its own process (optionally SIGKILLed at `kill_at`)."""
     cfg = tmp_path / "params.json"
     cfg.write_text(store.model_dump_json(by_alias=True))
     env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     if kill_at:
         env[KILL_ENV] = kill_at
-    args = [sys.executable, "-c", PROMOTE_SCRIPT, str(cfg)]
+    args = [sys.executable, "-c", script, str(cfg)]
     return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -205,14 +225,31 @@ def first_promotion(tmp_path_factory: pytest.TempPathFactory, built: tuple, vali
     return folder, first
 
 
+def copy_store(folder: Path, dst: Path, built: tuple) -> Params:
+    """A copy of the store in `folder` (its database and gate folder; the artifacts stay where the database records
+    them) under `dst`: a database file of its own, so no connection of an earlier test sees it."""
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / "mlflow.db", dst / "mlflow.db")
+    shutil.copytree(folder / "gate", dst / "gate", symlinks=True)  # `current` is a relative symlink
+    return store_in(dst, built)
+
+
 @pytest.fixture
 def promoted(first_promotion, tmp_path: Path, built: tuple) -> tuple[Params, object]:
-    """A fresh copy of `first_promotion` under tmp_path (a database file of its own: no connection of an earlier
-    test sees it); returns the store and the first rebuild's record."""
+    """A fresh copy of `first_promotion` under tmp_path; returns the store and the first rebuild's record."""
     folder, first = first_promotion
-    shutil.copyfile(folder / "mlflow.db", tmp_path / "mlflow.db")
-    shutil.copytree(folder / "gate", tmp_path / "gate", symlinks=True)  # `current` is a relative symlink
-    return store_in(tmp_path, built), first
+    return copy_store(folder, tmp_path, built), first
+
+
+@pytest.fixture(scope="module")
+def second_promotion(first_promotion, tmp_path_factory: pytest.TempPathFactory, built: tuple, validated: dict):
+    """`first_promotion` followed by a second rebuild's promotion (made once): champion v2, previous v1."""
+    folder, first = first_promotion
+    dst = tmp_path_factory.mktemp("second-promotion")
+    store = copy_store(folder, dst, built)
+    second, metrics = rebuild(store, built, validated)
+    run_promote(store, second, metrics)
+    return dst, first, second
 
 
 @pytest.mark.parametrize(
@@ -246,3 +283,268 @@ def test_kill_during_promotion_leaves_a_complete_release_and_a_rerun_finishes(
     gate = store.promote.gate_dir
     leftovers = [p.name for p in (gate / "releases").glob(".*")] + [p.name for p in gate.glob(".current.*")]
     assert leftovers == [], f"a killed promotion's leftovers were not cleared: {leftovers}"
+
+
+# --- issue 15: every load of a built artifact is verified against the store's build-time record -------------------
+
+
+def store_folder(source: str) -> Path:
+    """The folder of a version's artifact in the (file) artifact store."""
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(source).path))
+
+
+def swap_in_store(source: str, built: tuple) -> None:
+    """What an attacker with write access to the artifact store does: replace a version's artifact with another
+    valid model (the ONNX Runtime INT8 export) and rewrite its `candidate.json` to match."""
+    from tasks.support.hashing import path_sha256
+
+    folder = store_folder(source)
+    meta = json.loads((folder / "candidate.json").read_text())
+    other = next(c for c in built[1] if c.name == "ort-int8")
+    shutil.copyfile(other.path, folder / meta["artifact"])
+    meta["sha256"] = path_sha256(folder / meta["artifact"])
+    (folder / "candidate.json").write_text(json.dumps(meta))
+
+
+def test_an_artifact_swapped_in_the_store_is_refused_by_promotion_champion_check_and_rollback(
+    promoted: tuple, built, validated, tmp_path: Path
+) -> None:
+    from tasks.support.errors import AlprError
+
+    store, first = promoted
+    v1 = first.candidates[REF].version
+    gate = store.promote.gate_dir
+    before = os.readlink(gate / "current")
+    # a challenger whose artifact was swapped after it was built and validated
+    second, metrics2 = rebuild(store, built, validated)
+    swap_in_store(second.candidates[REF].source, built)
+    with pytest.raises(AlprError, match="recorded in"):
+        run_promote(store, second, metrics2)
+    assert os.readlink(gate / "current") == before and alias(store, CHAMPION) == v1
+    assert not (gate / "releases" / f"v{second.candidates[REF].version}").exists()
+    # a clean third rebuild is promoted; then the old champion (now `previous`) is swapped in the store and its
+    # release folder is gone: rollback's re-download refuses it
+    third, metrics3 = rebuild(store, built, validated)
+    v3 = run_promote(store, third, metrics3).version
+    assert (alias(store, CHAMPION), alias(store, PREVIOUS)) == (v3, v1)
+    shared = store_folder(first.candidates[REF].source)  # the first promotion's artifact, shared by other tests
+    saved = tmp_path / "saved"
+    shutil.copytree(shared, saved)
+    try:
+        swap_in_store(first.candidates[REF].source, built)
+        shutil.rmtree(gate / "releases" / f"v{v1}")
+        with pytest.raises(RollbackError, match="recorded in"):
+            rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
+    finally:
+        shutil.rmtree(shared)
+        shutil.copytree(saved, shared)
+    assert deployed_version(store) == v3 and (alias(store, CHAMPION), alias(store, PREVIOUS)) == (v3, v1)
+    # the champion swapped in the store: the not-worse-than-champion check refuses to load it
+    swap_in_store(third.candidates[REF].source, built)
+    with pytest.raises(AlprError, match="recorded in"):
+        run_promote(store, second, metrics2)
+    assert deployed_version(store) == v3 and alias(store, CHAMPION) == v3
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    """Wait for an event (a file the pause hook wrote, a thread that ended), failing after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_locked_registry_stops_promotion_instead_of_reading_as_no_champion(
+    promoted: tuple, built, validated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15 defect 2: the promotion pauses just before it reads the champion; the test then holds an exclusive
+    lock on mlflow.db past MLflow's 20 s busy wait. A challenger worse than the champion must not be deployed."""
+    import sqlite3
+    import threading
+
+    from tasks.operations.promote import PAUSE_ENV
+
+    store, first = promoted
+    # the smoke test must not be what stops the worse challenger (it reproduces its claimed mAP within 0.01)
+    store = store.model_copy(update={"promote": store.promote.model_copy(update={"smoke_tolerance": 0.2})})
+    v1 = first.candidates[REF].version
+    gate = store.promote.gate_dir
+    before = os.readlink(gate / "current")
+    worse, metrics = rebuild(store, built, validated, map50_95=validated[REF]["map50_95"] - 0.05)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    monkeypatch.setenv(PAUSE_ENV, f"before_champion,after_champion:{hooks}")
+    outcome: list[BaseException | object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(run_promote(store, worse, metrics))
+        except BaseException as e:  # the test inspects it
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_for((hooks / "before_champion.paused").exists, 120, "the promotion to reach the champion read")
+    db = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None, timeout=0)
+    db.execute("BEGIN EXCLUSIVE")
+    try:
+        (hooks / "before_champion.resume").touch()
+        # the champion read fails after MLflow's busy wait: the promotion must stop there; code that took the error
+        # for "no champion" goes on (and pauses after it), and then finds the store unlocked again
+        wait_for(lambda: outcome or (hooks / "after_champion.paused").exists(), 120, "the champion read to end")
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+        (hooks / "after_champion.resume").touch()
+    thread.join(timeout=300)
+    assert outcome and isinstance(outcome[0], Exception), f"the promotion went on: {outcome}"
+    message = str(outcome[0])
+    assert "could not be read" in message and str(tmp_path / "mlflow.db") in message, message
+    assert os.readlink(gate / "current") == before and deployed_version(store) == v1
+    assert (alias(store, CHAMPION), alias(store, PREVIOUS), alias(store, CHALLENGER)) == (v1, None, v1)
+
+
+@pytest.mark.parametrize(
+    ("operation", "kill_at"),
+    [
+        ("promote", "after_switch"),
+        ("promote", "after_previous"),
+        ("rollback", "after_switch"),
+        ("rollback", "rollback_after_champion"),
+    ],
+)
+def test_kill_between_switch_and_last_alias_move_then_a_third_rebuild_keeps_the_live_release_for_rollback(
+    request: pytest.FixtureRequest, built, validated, tmp_path: Path, operation: str, kill_at: str
+) -> None:
+    """Issue 15 defect 3: the deployed release is the truth. After a kill -9 between `current`'s switch and the last
+    alias move, the next promotion (of another rebuild) first repairs the aliases under its lock: `previous` is then
+    the release that was live, and rollback returns to it."""
+    if operation == "promote":  # v1 live; a second rebuild's promotion is killed after it switched to v2
+        folder, _ = request.getfixturevalue("first_promotion")
+        store = copy_store(folder, tmp_path / "s", built)
+        second, _ = rebuild(store, built, validated)
+        live = second.candidates[REF].version
+        killed = promote_process(store, tmp_path, kill_at)
+    else:  # v2 live, previous v1; a rollback is killed after it switched back to v1
+        folder, first, _ = request.getfixturevalue("second_promotion")
+        store = copy_store(folder, tmp_path / "s", built)
+        live = first.candidates[REF].version
+        killed = promote_process(store, tmp_path, kill_at, ROLLBACK_SCRIPT)
+    assert killed.returncode == -9, f"not killed at {kill_at}:\n{killed.stderr[-3000:]}"
+    assert deployed_version(store) == live
+    from tasks.operations.status import status
+
+    assert status(store.tracking, store.promote).get("mismatch") or alias(store, PREVIOUS) == live  # only reported
+
+    third, metrics = rebuild(store, built, validated)
+    result = run_promote(store, third, metrics)
+    v3 = third.candidates[REF].version
+    assert (deployed_version(store), alias(store, CHAMPION), alias(store, PREVIOUS)) == (v3, v3, live)
+    assert result.repairs, "the repair of the aliases left behind by the kill was not reported"
+    back = rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
+    assert (back.to_version, deployed_version(store), alias(store, CHAMPION)) == (live, live, live)
+
+
+def test_two_gate_folders_have_their_own_aliases_and_rolling_back_one_leaves_the_other(
+    second_promotion, built, validated, tmp_path: Path
+) -> None:
+    """Issue 15 defect 7: promote into two gate folders, roll back one: the other keeps its release, its aliases
+    and its champion in status and in the nightly check."""
+    from tasks.operations.regression import find_champion
+    from tasks.operations.status import status
+
+    folder, first, second = second_promotion
+    a = copy_store(folder, tmp_path / "s", built)  # gate A runs v2, previous v1
+    b = a.model_copy(update={"promote": a.promote.model_copy(update={"gate_dir": tmp_path / "other-gate"})})
+    v1, v2 = first.candidates[REF].version, second.candidates[REF].version
+    third, metrics = rebuild(b, built, validated)
+    v3 = run_promote(b, third, metrics).version  # gate B: its first promotion, no champion to compare with
+    assert (alias(b, CHAMPION), alias(b, PREVIOUS)) == (v3, None)
+    assert (deployed_version(a), alias(a, CHAMPION), alias(a, PREVIOUS)) == (v2, v2, v1)
+
+    back = rollback(a.promote, a.tracking, a.paths.holdout, a.validate_)
+    assert (back.from_version, back.to_version) == (v2, v1)
+    assert (deployed_version(a), alias(a, CHAMPION), alias(a, PREVIOUS)) == (v1, v1, None)
+    assert (deployed_version(b), alias(b, CHAMPION), alias(b, PREVIOUS)) == (v3, v3, None)
+    for store, version in ((a, v1), (b, v3)):
+        info = status(store.tracking, store.promote)
+        assert info["champion"]["version"] == info["deployed"]["version"] == version and info["mismatch"] is None
+        assert find_champion(store.promote.gate_dir, store.tracking).registry_version == version
+
+
+def test_upgrading_a_running_site_adopts_what_matches_the_registry_and_refuses_the_rest(
+    second_promotion, built, validated, tmp_path: Path
+) -> None:
+    """Issue 15 defect 9: a gate folder as a version before this issue left it (project-wide aliases, manifests
+    without a verification record) is adopted at the first gate start: aliases taken over, a release whose artifact
+    matches its run's recorded hash adopted, one that does not refused; a rollback then restores the refused one
+    from the store, verified."""
+    from tasks.operations.promote import adopt_at_gate_start
+    from tasks.runtime.gate import GateRuntime
+    from tasks.runtime.releases import GATE_ID_FILE, VERIFIED_KEY
+    from tasks.support.errors import AlprError
+    from tasks.support.registry import LEGACY, delete_alias, set_alias
+
+    folder, first, second = second_promotion
+    store = copy_store(folder, tmp_path / "s", built)
+    v1, v2 = first.candidates[REF].version, second.candidates[REF].version
+    gate, mc, name = store.promote.gate_dir, client(store.tracking), store.tracking.registered_model
+    # back to the old layout: no gate id, project-wide aliases, manifests without a verification record
+    scoped = aliases_for(gate_id(gate))
+    for alias_name in (scoped.champion, scoped.previous):
+        delete_alias(mc, name, alias_name)
+    set_alias(mc, name, LEGACY.champion, v2)
+    set_alias(mc, name, LEGACY.previous, v1)
+    (gate / GATE_ID_FILE).unlink()
+    for manifest in (gate / "releases").glob("v*/manifest.json"):
+        doc = json.loads(manifest.read_text())
+        doc.pop(VERIFIED_KEY)
+        manifest.write_text(json.dumps(doc))
+    old = gate / "releases" / f"v{v1}"  # its artifact replaced since, candidate.json rewritten to match
+    meta = json.loads((old / "candidate.json").read_text())
+    other = next(c for c in built[1] if c.name == "ort-int8")
+    shutil.copyfile(other.path, old / meta["artifact"])
+    (old / "candidate.json").write_text(json.dumps({**meta, "sha256": other.sha256}))
+    with pytest.raises(AlprError, match="no verification record"):
+        GateRuntime(gate, 0.25, 0.7)  # not adopted yet: the gate runs nothing it cannot verify
+
+    done = "\n".join(adopt_at_gate_start(store.tracking, gate))
+    assert f"adopted the project-wide champion {v2}" in done and f"v{v2} adopted" in done
+    assert f"v{v1} NOT adopted" in done, done
+    assert (alias(store, CHAMPION), alias(store, PREVIOUS)) == (v2, v1)
+    GateRuntime(gate, 0.25, 0.7).close()  # the adopted live release runs
+    back = rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)  # v1 re-downloaded
+    assert (back.to_version, deployed_version(store), alias(store, CHAMPION)) == (v1, v1, v1)
+
+
+def test_against_a_real_mlflow_server_only_facts_read_as_no_champion(
+    first_promotion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15 defect 2 against a real `mlflow server` (on a copy of the first promotion's database, so no
+    migration runs): no such model or an alias the model does not list is "none"; a server that cannot be reached
+    is an error naming it, its credentials redacted."""
+    from conftest import mlflow_server_at
+    from mlflow import MlflowClient
+
+    from tasks.support.registry import RegistryError
+
+    folder, first = first_promotion
+    shutil.copyfile(folder / "mlflow.db", tmp_path / "server.db")  # the database `mlflow_server_at` serves
+    champion = aliases_for(gate_id(folder / "gate")).champion
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once instead of backing off for minutes
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    with mlflow_server_at(tmp_path) as url:
+        secret_url = url.replace("http://", "http://alpr:s3cret-token@")
+        mc = MlflowClient(tracking_uri=secret_url, registry_uri=secret_url)
+        name = mc.search_registered_models()[0].name
+        assert str(version_by_alias(mc, name, champion).version) == first.candidates[REF].version
+        assert version_by_alias(mc, name, "champion-another-gate") is None  # the model does not list it
+        assert version_by_alias(mc, "no-such-model", champion) is None
+    with pytest.raises(RegistryError, match="could not be read") as e:  # the server is gone
+        version_by_alias(mc, name, champion)
+    message = str(e.value)
+    assert url.removeprefix("http://") in message and "s3cret-token" not in message, message

@@ -11,11 +11,17 @@ from mlflow.exceptions import MlflowException
 from tasks.operations.promote import SmokeTestError, promote
 from tasks.operations.status import status
 from tasks.pipeline.track import client, latest_rebuild, lineage, log_rebuild
-from tasks.runtime.releases import MANIFEST, current_release
+from tasks.runtime.releases import MANIFEST, current_release, gate_id
 from tasks.support.config import Params, PromoteConfig
-from tasks.support.registry import CHAMPION, PREVIOUS
+from tasks.support.registry import aliases_for
 
 pytestmark = pytest.mark.integration
+
+
+def by_alias(store: Params, which: str):
+    """The version holding the gate folder's own `champion` / `previous` alias."""
+    scoped = getattr(aliases_for(gate_id(store.promote.gate_dir)), which)
+    return client(store.tracking).get_model_version_by_alias(store.tracking.registered_model, scoped)
 
 
 def tags(params: Params, candidates: list) -> dict:
@@ -54,7 +60,7 @@ def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tu
     assert result.decision.winner is not None
     winner = record.candidates[result.decision.winner]
     mc = client(store.tracking)
-    assert str(mc.get_model_version_by_alias(store.tracking.registered_model, CHAMPION).version) == winner.version
+    assert str(by_alias(store, "champion").version) == winner.version
     gate = store.promote.gate_dir
     assert current_release(gate) == (gate / "releases" / f"v{winner.version}").resolve()
     manifest = json.loads((gate / "current" / MANIFEST).read_text())
@@ -68,9 +74,8 @@ def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tu
     # a second rebuild promotes again: `previous` keeps the old champion for rollback
     record2 = log_rebuild(store, candidates, validated, tags(store, candidates))
     result2 = promote(record2, validated, store.promote, store.tracking, store.paths.holdout, store.validate_)
-    name = store.tracking.registered_model
-    assert str(mc.get_model_version_by_alias(name, PREVIOUS).version) == winner.version
-    assert str(mc.get_model_version_by_alias(name, CHAMPION).version) == result2.version
+    assert str(by_alias(store, "previous").version) == winner.version
+    assert str(by_alias(store, "champion").version) == result2.version
     info = status(store.tracking, store.promote)
     assert info["champion"]["version"] == result2.version
     assert info["deployed"]["version"] == result2.version
@@ -88,7 +93,7 @@ def test_nothing_passes_leaves_champion_and_current_untouched(store: Params, bui
     assert result.decision.winner is None and result.version is None
     assert os.readlink(store.promote.gate_dir / "current") == before
     mc = client(store.tracking)
-    assert str(mc.get_model_version_by_alias(store.tracking.registered_model, CHAMPION).version) == first.version
+    assert str(by_alias(store, "champion").version) == first.version
     assert mc.get_run(record.candidates["fp32"].run_id).data.tags["gate.passed"] == "false"
 
 
@@ -112,7 +117,7 @@ def test_artifact_that_fails_the_smoke_test_is_not_deployed(store: Params, built
     assert current_release(gate) is None
     assert [p.name for p in (gate / "releases").iterdir()] == [], "a failed release was left in releases/"
     with pytest.raises(MlflowException, match="alias"):
-        client(store.tracking).get_model_version_by_alias(store.tracking.registered_model, CHAMPION)
+        by_alias(store, "champion")
 
 
 def test_promoting_the_live_version_again_keeps_the_release_in_place(store: Params, built: tuple, validated: dict):
