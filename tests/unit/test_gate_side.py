@@ -78,9 +78,17 @@ def imported_by_gate_modules(release: Path) -> dict[str, list[str]]:
 def gate_imports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     release = tmp_path_factory.mktemp("gate") / "v1"
     release.mkdir()
-    tiny_detector(release / "model.onnx")
-    (release / "candidate.json").write_text(json.dumps({"name": "tiny", "imgsz": 64, "artifact": "model.onnx"}))
-    (release / "manifest.json").write_text(json.dumps({"version": "1"}))
+    import hashlib
+
+    sha = hashlib.sha256(tiny_detector(release / "model.onnx").read_bytes()).hexdigest()
+    cand = {
+        "name": "tiny", "backend": "onnxruntime", "precision": "fp32", "folder": ".", "artifact": "model.onnx",
+        "sha256": sha, "size_mb": 0.0, "base_model_sha256": "", "frames_hash": "", "imgsz": 64, "toolchain": {},
+        "build_seconds": 0.0, "built_at": "",
+    }  # fmt: skip
+    (release / "candidate.json").write_text(json.dumps(cand))
+    manifest = {"version": "1", "sha256": sha, "artifact": "model.onnx", "verified_against": "test (run r, v 1)"}
+    (release / "manifest.json").write_text(json.dumps(manifest))
     return imported_by_gate_modules(release)
 
 
