@@ -25,6 +25,8 @@ from tasks.support.project import Overrides
 latest_rebuild = task(promotion.require_latest_rebuild, name="latest-rebuild", cache_policy=NO_CACHE, **IO_RETRIES)
 promote_winner = task(promotion.promote, name="promote", cache_policy=NO_CACHE)
 tradeoff_chart = task(tradeoff.log_tradeoff, name="tradeoff-chart", cache_policy=NO_CACHE, **IO_RETRIES)
+# after a refused promotion: one try, and only when the store answered (its own error is the one to report)
+chart_after_refusal = task(tradeoff.chart_after_refusal, name="tradeoff-chart-after-refusal", cache_policy=NO_CACHE)
 
 
 @flow(name="promote", log_prints=False)
@@ -43,11 +45,14 @@ def promote(
         if record is None or metrics is None:
             record, metrics = latest_rebuild(params.tracking)
         p = params.paths
+        chart = (params.tracking, params.promote, params.build.reference, record.parent_run_id)
         try:
             result = promote_winner(
                 record, metrics, params.promote, params.tracking, p.holdout, params.validate_, params.build.reference,
                 p.holdout_frames,
             )  # fmt: skip
-        finally:  # also when the smoke test (or another step) refused the winner: the chart names that gate
-            tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
+        except Exception as e:  # the chart also names the gate that refused the winner (smoke test, verification)
+            chart_after_refusal(*chart, refusal=e)
+            raise
+        tradeoff_chart(*chart)
         return result

@@ -29,6 +29,7 @@ from typing import Any
 
 from tasks.support.candidate import CANDIDATE_JSON
 from tasks.support.config import Params
+from tasks.support.errors import AlprError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,13 @@ def frame_cache_area(params: Params, dry_run: bool) -> AreaReport:
 
     cache = params.paths.frame_cache
     area = AreaReport("frame cache", str(cache))
-    videos = list_videos(params.paths.videos)[0] if params.paths.videos.is_dir() else []
+    if not params.paths.videos.is_dir():  # "not there" must not read as "no video in use": it would prune them all
+        raise AlprError(
+            f"{params.paths.videos}: the videos folder is not there (an unmounted share?), so gc cannot tell which "
+            "frame-cache entries are in use; mount or restore it (or point paths.videos at it), then run gc again",
+            path=str(params.paths.videos),
+        )
+    videos = list_videos(params.paths.videos)[0]
     key = params_key(params.extract)
     entries = {f"{file_sha256(v, cache)}-{key}" for v in videos}
     _prune_folder(area, cache / "entries", entries, dry_run)

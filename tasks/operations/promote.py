@@ -605,9 +605,9 @@ def promote(
         set_alias(mc, name, names.challenger, winner.version)
         row = metrics[decision.winner]
         manifest = manifest_for(tracking, winner.version, winner.run_id, decision.winner, row, record.parent_run_id)
-        check = _agreement_check(record, reference, frames_dir, tracking, Path(scratch)) if unlabelled else None
-        rec = recorded(mc, tracking, winner.run_id, winner.version)
-        try:
+        try:  # whatever refuses the winner from here on takes the challenger alias back
+            check = _agreement_check(record, reference, frames_dir, tracking, Path(scratch)) if unlabelled else None
+            rec = recorded(mc, tracking, winner.run_id, winner.version)
             gate = Gate(cfg, tracking, holdout_dir, vcfg, check)
             release = deploy(gate, winner.source, winner.version, manifest, rec)
         except (SmokeTestError, VerificationError) as e:

@@ -27,7 +27,7 @@ from typing import Any
 
 from tasks.operations.promote import GateCheck, fetch_verified, recorded
 from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, client, experiment_id
-from tasks.runtime.releases import MANIFEST, current_release, gate_id, gate_paths, verify_release
+from tasks.runtime.releases import MANIFEST, current_release, gate_id, gate_paths, read_manifest, verify_release
 from tasks.support.candidate import Candidate
 from tasks.support.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
@@ -170,7 +170,7 @@ def find_champion(gate_dir: Path, tracking: TrackingConfig) -> Champion:
             f"{gate_paths(gate_dir).current}: no champion is deployed, so there is nothing to re-validate",
             remedy=Remedy.PROMOTE,
         )
-    manifest = json.loads((release / MANIFEST).read_text())
+    manifest = read_manifest(release)  # unreadable: a VerificationError naming it, not a traceback
     mc = client(tracking)
     # the deployed artifact, against its manifest and the hash the store recorded when it was built
     verify_release(release, recorded(mc, tracking, str(manifest["run_id"]), str(manifest["version"])).sha256)
@@ -215,8 +215,9 @@ def fetch_reference(tracking: TrackingConfig, champion: Champion, reference: str
             filter_string=f"tags.`{KIND_TAG}` = 'candidate' and tags.candidate = '{reference}' "
             f"and tags.base_model_sha256 = '{base}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
-            max_results=1,
+            max_results=20,
         )
+        found = [r for r in found if "alpr.pruned" not in r.data.tags][:1]  # `alpr-ops gc` removed their artifacts
         if not found:
             raise RegressionError(
                 f"no FP32 reference '{reference}' in {tracking.shown_uri} for champion version {champion.version} "

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tasks.pipeline.track import client, experiment_url, latest_rebuild
-from tasks.runtime.releases import MANIFEST, current_release, gate_id
+from tasks.runtime.releases import MANIFEST, current_release, gate_id, read_manifest
 from tasks.support.config import PromoteConfig, TrackingConfig
 from tasks.support.registry import aliases_for, version_by_alias
 
@@ -56,7 +55,7 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
     out |= {"candidates": [], "mismatch": None}
     release = current_release(gate_dir)
     if release is not None and (release / MANIFEST).is_file():
-        manifest = json.loads((release / MANIFEST).read_text())
+        manifest = read_manifest(release)  # unreadable: a VerificationError naming it, not a traceback
         out["deployed"] = {
             "release": str(release),
             "version": manifest.get("version"),

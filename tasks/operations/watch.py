@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +25,9 @@ import yaml
 
 from tasks.pipeline.extract import VIDEO_SUFFIXES
 from tasks.support.config import WatchConfig
-from tasks.support.errors import AlprError
+from tasks.support.errors import AlprError, LockBusy
 from tasks.support.fsutil import atomic_write_text
-from tasks.support.locks import is_locked
+from tasks.support.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,12 @@ class Watcher:
         now = self.clock()
         try:
             snapshot = scan(self.videos)
+            if not snapshot and self._landing.known:  # an unmounted share usually leaves its empty mount point
+                raise VideosFolderMissing(
+                    f"{self.videos}: the watched videos folder is empty but held {len(self._landing.known)} videos; "
+                    "is its share mounted? (to really remove every video, stop the watcher first)",
+                    path=str(self.videos),
+                )
         except VideosFolderMissing as e:
             if not self._missing:
                 log.error('%s Not read as "all videos removed": waiting for it to come back.', e)
@@ -246,12 +253,16 @@ class Watcher:
         md5 = dvc_file_md5(self.dvc_file)
         if md5 is None or md5 == self._dvc_md5:
             return  # unchanged
-        if self.lock_file is not None and is_locked(self.lock_file):
-            return  # a rebuild runs (its own `dvc commit` rewrites the file): look again later
+        # under the project lock (never waiting: a rebuild runs, and its own `dvc commit` rewrites the file; look
+        # again later), so no rebuild or extract reads the folder while the pull writes it
+        held = file_lock(self.lock_file, "watcher dvc pull", wait=False) if self.lock_file else nullcontext()
         try:
-            if not dvc_in_sync(self.dvc_file):
-                log.info("%s records videos this folder lacks: dvc pull", self.dvc_file)
-                dvc_pull(self.dvc_file)
+            with held:
+                if not dvc_in_sync(self.dvc_file):
+                    log.info("%s records videos this folder lacks: dvc pull", self.dvc_file)
+                    dvc_pull(self.dvc_file)
+        except LockBusy:
+            return
         except RuntimeError as e:
             log.warning("%s; retrying on the next scan", e)
             return

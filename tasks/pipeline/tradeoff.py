@@ -225,3 +225,20 @@ def log_tradeoff(tracking: TrackingConfig, cfg: PromoteConfig, reference: str, p
         mc.log_artifacts(parent_run_id, str(Path(tmp) / ARTIFACT_DIR), ARTIFACT_DIR)
     log.info("logged the trade-off chart of rebuild %s (winner: %s)", parent_run_id, data.winner)
     return data
+
+
+def chart_after_refusal(
+    tracking: TrackingConfig, cfg: PromoteConfig, reference: str, parent_run_id: str, refusal: BaseException
+) -> Tradeoff | None:
+    """The chart of a rebuild whose promotion was refused (the smoke test or verification names the gate), drawn
+    once and never in place of that refusal: not at all when the refusal was the store's own (it would fail there
+    too), and a chart that cannot be drawn is only logged. The caller re-raises the refusal."""
+    from tasks.support.registry import RegistryError
+
+    if isinstance(refusal, RegistryError | OSError) or type(refusal).__name__ == "MlflowException":
+        return None
+    try:
+        return log_tradeoff(tracking, cfg, reference, parent_run_id)
+    except Exception as e:
+        log.warning("trade-off chart of rebuild %s not drawn (%s: %s)", parent_run_id, type(e).__name__, e)
+        return None

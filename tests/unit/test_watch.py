@@ -216,3 +216,9 @@ def test_a_folder_that_disappears_is_an_error_not_all_videos_removed(
     folder.rename(tmp_path / "unmounted")
     with pytest.raises(VideosFolderMissing, match="cannot be read"):
         scan(folder)
+    # an unmounted share usually leaves its empty mount point: empty while it held videos is the same error
+    folder.mkdir()
+    for t in (21.0, 25.0, 30.0):
+        now[0] = t
+        assert watcher.poll() is None
+    assert rec.calls == [] and "is empty but held 1 videos" in caplog.text
