@@ -221,10 +221,14 @@ def write_pseudo_labels(
         if img is None:
             raise ValidationError(f"{image}: cannot be read as an image; regenerate the frames.")
         h, w = img.shape[:2]
-        lines = [
-            f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-            for c, (x1, y1, x2, y2) in zip(det.cls, det.xyxy, strict=True)
-        ]
+        # one label per distinct box: boxes equal to 6 decimals (an untrained head's priors) are one label, as
+        # Ultralytics' loader would make them, so the scored-boxes check counts what it scores
+        lines = list(
+            dict.fromkeys(
+                f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+                for c, (x1, y1, x2, y2) in zip(det.cls, det.xyxy, strict=True)
+            )
+        )
         (out / "labels" / f"{image.stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
     boxes = sum(len(d.cls) for d in detections)
     log.info("reference %s gave %d boxes on %d frames (agreement labels)", reference.name, boxes, len(images))
