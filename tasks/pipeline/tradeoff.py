@@ -175,11 +175,10 @@ def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
     else:
         title = f"Trade-off: winner {data.winner}" if data.winner else "Trade-off: no candidate passed every gate"
     ax.set_title(title)
-    if data.policy:  # why the winner won, under the plot
+    if data.policy:  # why the winner won, under the plot (a figure label: the layout engine makes room for it)
         import textwrap
 
-        fig.text(0.01, 0.01, textwrap.fill(data.policy, 150), fontsize=7, va="bottom")
-        fig.subplots_adjust(bottom=0.2)
+        fig.supxlabel(textwrap.fill(data.policy, 150), fontsize=7, ha="left", x=0.01)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return out
