@@ -47,30 +47,13 @@ def _temp_name(parent: Path, prefix: str, suffix: str) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write `text` to `path` through a temp file in the same folder, fsynced, and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = _temp_name(path.parent, f".{path.name}.", ".tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write `text` (UTF-8) to `path` through a temp file in the same folder, fsynced, and an atomic rename."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """`atomic_write_text` for bytes."""
+    """Write `data` to `path` through a temp file in the same folder, fsynced, an atomic rename, and the folder
+    fsynced: a crash leaves the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = _temp_name(path.parent, f".{path.name}.", ".tmp")
