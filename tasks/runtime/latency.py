@@ -113,28 +113,42 @@ class LatencyRequest:
     batch_sizes: tuple[int, ...]
 
 
+def _read_frame(frame_path: str) -> Any:
+    """The BGR frame every timed run predicts on."""
+    import cv2
+
+    frame = cv2.imread(frame_path)
+    if frame is None:
+        raise LatencyError(f"{frame_path}: cannot be read as an image")
+    return frame
+
+
+def _open_pinned(artifact: Path, frame: Any, kwargs: dict[str, Any], threads: int, warmup: int) -> tuple[Any, int]:
+    """The artifact loaded with Ultralytics' loader for its format, its runtime session rebuilt with `threads`
+    threads (`pin_threads`) and warmed up on `frame`; returns (model, the thread count the runtime reports)."""
+    from ultralytics import YOLO
+
+    from tasks.runtime.tensorrt import ensure_runnable
+
+    ensure_runnable(artifact)
+    model = YOLO(str(artifact), task="detect")
+    model.predict(frame, **kwargs)  # creates the predictor and its AutoBackend
+    effective = pin_threads(model.predictor.model, artifact, threads)
+    for _ in range(warmup):
+        model.predict(frame, **kwargs)
+    return model, effective
+
+
 def measure(req: LatencyRequest) -> dict[str, Any]:
     """Warm up, then `runs` timed single-frame predictions; throughput per batch size where the artifact allows.
 
     Returns metrics (floats), strings (hardware, batch note) and the per-run samples for the CDF plot.
     """
-    import cv2
-    from ultralytics import YOLO
-
-    from tasks.runtime.tensorrt import ensure_runnable
-
     artifact, threads, runs = Path(req.artifact), req.threads, req.runs
-    frame = cv2.imread(req.frame_path)
-    if frame is None:
-        raise LatencyError(f"{req.frame_path}: cannot be read as an image")
-    ensure_runnable(artifact)
-    model = YOLO(str(artifact), task="detect")
+    frame = _read_frame(req.frame_path)
     kwargs = {"imgsz": req.imgsz, "conf": req.conf, "iou": req.iou, "device": "cpu", "verbose": False}
-    model.predict(frame, **kwargs)  # creates the predictor and its AutoBackend
+    model, effective = _open_pinned(artifact, frame, kwargs, threads, req.warmup)
     autobackend = model.predictor.model
-    effective = pin_threads(autobackend, artifact, threads)
-    for _ in range(req.warmup):
-        model.predict(frame, **kwargs)
     pre, inference, post, total = [], [], [], []
     started_all = time.perf_counter()
     for _ in range(runs):
@@ -204,24 +218,9 @@ class InterleavedRequest:
 
 def measure_interleaved(req: InterleavedRequest) -> dict[str, list[float]]:
     """Each artifact's median inference time (ms) in each round, by artifact path."""
-    import cv2
-    from ultralytics import YOLO
-
-    from tasks.runtime.tensorrt import ensure_runnable
-
-    frame = cv2.imread(req.frame_path)
-    if frame is None:
-        raise LatencyError(f"{req.frame_path}: cannot be read as an image")
+    frame = _read_frame(req.frame_path)
     kwargs = {"imgsz": req.imgsz, "conf": req.conf, "iou": req.iou, "device": "cpu", "verbose": False}
-    models = {}
-    for artifact in req.artifacts:
-        ensure_runnable(Path(artifact))
-        model = YOLO(artifact, task="detect")
-        model.predict(frame, **kwargs)
-        pin_threads(model.predictor.model, Path(artifact), req.threads)
-        for _ in range(req.warmup):
-            model.predict(frame, **kwargs)
-        models[artifact] = model
+    models = {a: _open_pinned(Path(a), frame, kwargs, req.threads, req.warmup)[0] for a in req.artifacts}
     rounds: dict[str, list[float]] = {a: [] for a in req.artifacts}
     order = list(req.artifacts)
     for r in range(req.rounds):

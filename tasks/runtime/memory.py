@@ -34,7 +34,6 @@ except ImportError:  # the child runs this file as a script, possibly where `tas
 
 RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # backend -> the one module the child imports
 FORBIDDEN = ("torch", "ultralytics")  # must never be loaded in the child: they would be measured instead
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 class MemoryProbeError(AlprError):
@@ -146,6 +145,8 @@ def engine_memory(backend: str, artifact: Path, imgsz: int, frames: int, threads
         return {"memory_note": "TensorRT engine: host memory probe not run (its memory is on the GPU; no GPU here)"}
     if backend not in RUNTIMES:
         raise ValueError(f"no memory probe for backend {backend!r} (known: {sorted(RUNTIMES)}, tensorrt)")
+    from tasks.runtime.latency import THREAD_ENV  # the parent's import: the child runs this file alone
+
     env = {**os.environ, **{k: str(threads) for k in THREAD_ENV}}
     with tempfile.TemporaryDirectory(prefix="alpr-memory-") as tmp:
         out = Path(tmp) / "memory.json"
