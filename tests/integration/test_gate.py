@@ -77,20 +77,27 @@ def test_current_switched_mid_video_is_swapped_in_without_dropping_a_frame(gate,
     assert report.fps > 0 and report.detections == sum(f.detections for f in report.frames)
 
 
+def run_switching_to(gate_dir: Path, video: Path, release: Path, at_frame: int):
+    """Run the gate on `video`, switch `current` to `release` at frame `at_frame`, and wait at the next frame until
+    the background load of it ended (loaded or refused)."""
+
+    def on_frame(index: int, runtime: GateRuntime) -> None:
+        if index == at_frame:
+            switch_current(gate_dir, release)
+        if index == at_frame + 1:
+            runtime.wait_for_load(timeout=300)
+
+    return run_gate(gate_dir, video, conf=0.25, iou=0.7, on_frame=on_frame)
+
+
 def test_a_release_that_fails_to_load_is_not_swapped_in(gate, video, caplog: pytest.LogCaptureFixture) -> None:
     gate_dir, cands = gate
     path, n = video
     broken = make_release(gate_dir, "3", cands["fp32"])
     (broken / cands["fp32"].artifact).write_bytes(b"not an onnx model")
 
-    def on_frame(index: int, runtime: GateRuntime) -> None:
-        if index == 2:
-            switch_current(gate_dir, broken)
-        if index == 3:
-            runtime.wait_for_load(timeout=300)
-
     with caplog.at_level(logging.WARNING, logger="tasks.runtime.gate"):
-        report = run_gate(gate_dir, path, conf=0.25, iou=0.7, on_frame=on_frame)
+        report = run_switching_to(gate_dir, path, broken, at_frame=2)
     assert [f.index for f in report.frames] == list(range(n))
     assert {f.version for f in report.frames} == {"1"} and report.swaps == []
     assert [Path(p).name for p, _ in report.failures] == ["v3"], "the failed load was retried or not reported"
@@ -117,14 +124,8 @@ def test_a_swapped_release_is_refused_at_start_and_at_hot_reload(gate, video, ca
     swapped = make_release(gate_dir, "4", cands["fp32"])
     swap_artifact(swapped, cands["ort-int8"])  # a valid ONNX model, not the one promotion verified
 
-    def on_frame(index: int, runtime: GateRuntime) -> None:
-        if index == 1:
-            switch_current(gate_dir, swapped)
-        if index == 2:
-            runtime.wait_for_load(timeout=300)
-
     with caplog.at_level(logging.WARNING, logger="tasks.runtime.gate"):
-        report = run_gate(gate_dir, path, conf=0.25, iou=0.7, on_frame=on_frame)
+        report = run_switching_to(gate_dir, path, swapped, at_frame=1)
     assert {f.version for f in report.frames} == {"1"} and report.swaps == []
     assert [Path(p).name for p, _ in report.failures] == ["v4"] and "keeping v1" in caplog.text
     assert "sha256" in report.failures[0][1], report.failures
