@@ -30,7 +30,7 @@ demo: $(STAMP)
 test: $(STAMP) $(LS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile  # two workers, one file each at a time (tests/conftest.py)
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .

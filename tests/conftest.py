@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -61,8 +62,13 @@ SESSION_SETUP_S = {"plate_model": 300, "prefect_api": 300, "built": 900, "valida
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection: the first test that really runs
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadfile`) any file may be a worker's first, and its first test may wait for
+    another worker's set-up (`once_per_run`): there the first test of each file that uses a fixture pays."""
     seen: set[str] = set()
-    for item in items:
+    distributed = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    for i, item in enumerate(items):
+        if distributed and (i == 0 or item.path != items[i - 1].path):
+            seen = set()
         if _skipped(item):  # skipped before its fixtures are set up: the next test pays
             continue
         names = set(getattr(item, "fixturenames", ()))
@@ -146,6 +152,27 @@ def copy_slowly(src: Path, dst: Path, chunks: int = 6, pause_s: float = 0.4) -> 
             fh.flush()
             time.sleep(pause_s)
     return time.monotonic()
+
+
+@contextmanager
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, bool]]:
+    """A folder made once per test run, also when pytest-xdist runs the session in several worker processes: yields
+    `(folder, made)`; `made` False means this process must make it now (it holds the lock while it does), True that
+    another process (or an earlier call) already did and it is only read. Without xdist: a folder of the session."""
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        yield tmp_path_factory.mktemp(name), False
+        return
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of this run
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        made = done.exists()
+        if not made:
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half-way
+            folder.mkdir()
+        yield folder, made
+        done.touch()
 
 
 def free_port() -> int:
@@ -244,13 +271,16 @@ def label_studio_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    data = tmp_path_factory.mktemp("label-studio-template") / "data"
-    before = SUBPROCESS_LOG.read_text() if SUBPROCESS_LOG.exists() else ""
-    labelstudio.make_template(data)
-    # set up before the test's `no_network`, which clears the log: check this server's own report here
-    after = SUBPROCESS_LOG.read_text() if SUBPROCESS_LOG.exists() else ""
-    if after[len(before) :].strip():
-        pytest.fail(f"Label Studio reached for the network while migrating: {after[len(before) :]}")
+    with once_per_run(tmp_path_factory, "label-studio-template") as (root, made):
+        data = root / "data"
+        if made:
+            return data
+        before = SUBPROCESS_LOG.read_text() if SUBPROCESS_LOG.exists() else ""
+        labelstudio.make_template(data)
+        # set up before the test's `no_network`, which clears the log: check this server's own report here
+        after = SUBPROCESS_LOG.read_text() if SUBPROCESS_LOG.exists() else ""
+        if after[len(before) :].strip():
+            pytest.fail(f"Label Studio reached for the network while migrating: {after[len(before) :]}")
     return data
 
 
@@ -331,11 +361,12 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny generated gate videos and a labelled holdout, made once per session: `videos/` and `holdout/`."""
     from tasks.demo.synth import SynthConfig, write_holdout, write_videos
 
-    root = tmp_path_factory.mktemp("sample")
-    s = Params.model_validate(SMALL).sample
-    cfg = SynthConfig(width=s.width, height=s.height, fps=s.fps)
-    write_videos(root / "videos", s.n, s.seconds, s.seed, cfg)
-    write_holdout(root / "holdout", s.holdout_frames, s.seed, cfg)
+    with once_per_run(tmp_path_factory, "sample") as (root, made):
+        if not made:
+            s = Params.model_validate(SMALL).sample
+            cfg = SynthConfig(width=s.width, height=s.height, fps=s.fps)
+            write_videos(root / "videos", s.n, s.seconds, s.seed, cfg)
+            write_holdout(root / "holdout", s.holdout_frames, s.seed, cfg)
     return root
 
 
@@ -356,19 +387,24 @@ def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_mod
     caches are filled. `seed_caches` copies those into projects that rebuild the same videos with the same params."""
     from tasks.pipeline.build import build_candidates
     from tasks.pipeline.extract import extract_frames
+    from tasks.support.candidate import load_candidates
 
-    root = tmp_path_factory.mktemp("built")
-    shutil.copytree(sample_data / "videos", root / "data" / "videos")
-    shutil.copytree(sample_data / "holdout", root / "data" / "holdout")
-    params = small_params(root)
-    p = params.paths
-    frames = extract_frames(
-        p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames, p.frame_cache
-    )
-    candidates = build_candidates(
-        plate_model, frames.dataset_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash,
-        gate=params.validate_, cache_dir=p.build_cache, gate_frames=p.holdout_frames,
-    )  # fmt: skip
+    with once_per_run(tmp_path_factory, "built") as (root, made):
+        if made:  # another xdist worker built it: read it back
+            params = load_params(root / "params.yaml")
+            return params, load_candidates(params.paths.candidates, [c.name for c in params.build.candidates])
+        shutil.copytree(sample_data / "videos", root / "data" / "videos")
+        shutil.copytree(sample_data / "holdout", root / "data" / "holdout")
+        params = small_params(root)
+        p = params.paths
+        frames = extract_frames(
+            p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, p.holdout_frames,
+            p.frame_cache,
+        )  # fmt: skip
+        candidates = build_candidates(
+            plate_model, frames.dataset_yaml, p.candidates, params.build, params.model.sha256, frames.frames_hash,
+            gate=params.validate_, cache_dir=p.build_cache, gate_frames=p.holdout_frames,
+        )  # fmt: skip
     return params, candidates
 
 
@@ -408,11 +444,15 @@ def validation_report(tmp_path_factory: pytest.TempPathFactory, built: tuple[Par
     from tasks.pipeline.validate import run_validation
 
     params, candidates = built
-    s = params.sample
-    frames = write_holdout(tmp_path_factory.mktemp("holdout_frames") / "frames", 4, s.seed + 7,
-                           SynthConfig(width=s.width, height=s.height, fps=s.fps))  # fmt: skip
-    shutil.rmtree(frames / "labels")
-    return run_validation(candidates, params.paths.holdout, params.build.reference, params.validate_, frames)
+    with once_per_run(tmp_path_factory, "holdout_frames") as (root, made):
+        if made:  # another xdist worker validated them: its report, as it returned it
+            return pickle.loads((root / "report.pickle").read_bytes())
+        s = params.sample
+        frames = write_holdout(root / "frames", 4, s.seed + 7, SynthConfig(width=s.width, height=s.height, fps=s.fps))
+        shutil.rmtree(frames / "labels")
+        report = run_validation(candidates, params.paths.holdout, params.build.reference, params.validate_, frames)
+        (root / "report.pickle").write_bytes(pickle.dumps(report))
+    return report
 
 
 @pytest.fixture(scope="session")
