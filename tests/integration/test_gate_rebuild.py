@@ -42,6 +42,15 @@ def gate_built(built: tuple, plate_model: Path, tmp_path_factory: pytest.TempPat
     )
 
 
+@pytest.fixture(scope="module")
+def gate_validation(built: tuple, gate_built: list):
+    """Validation of the two: the reference measured, the gate-built candidate not run here (`gate: pending`)."""
+    from tasks.pipeline.validate import run_validation
+
+    params, _ = built
+    return run_validation(gate_built, params.paths.holdout, "fp32", params.validate_, params.paths.holdout_frames)
+
+
 def test_a_gate_built_candidate_is_its_onnx_on_the_host(gate_built: list) -> None:
     ref, trt = gate_built
     assert trt.backend == "tensorrt" and trt.path.suffix == ".onnx" and trt.path.is_file()
@@ -63,12 +72,21 @@ def test_engine_exports_that_need_tensorrt_are_refused_before_anything_is_built(
         BuildConfig(backend="tensorrt", candidates=(CandidateConfig(name="fp32", precision="fp32"),))
 
 
-def test_host_scores_gate_detections_with_ultralytics_metrics(built: tuple, gate_built: list, tmp_path: Path) -> None:
+def test_validation_leaves_a_gate_built_candidate_pending(gate_validation) -> None:
+    from tasks.pipeline.validate import GATE_KEY, GATE_PENDING
+
+    row = gate_validation.metrics["trt-fp32"]
+    assert row[GATE_KEY] == GATE_PENDING and "latency_p50_ms" not in row and "agreement_map50_95" not in row
+    assert "trt-fp32" not in gate_validation.latency_samples
+    assert gate_validation.metrics["fp32"]["latency_p50_ms"] > 0 and "map_drop" in gate_validation.metrics["fp32"]
+
+
+def test_host_scores_gate_detections_with_ultralytics_metrics(built: tuple, gate_built: list, gate_validation) -> None:
     """Real detections (the FP32 reference's) in place of the gate's: its own give full agreement; boxes shifted by
     a fifth of their width agree less; at `validate.conf` the labelled mAP is validation's own."""
     from tasks.edge.agreement import Detections
     from tasks.pipeline.gate_remote import score_gate_detections, scoring_inputs
-    from tasks.pipeline.validate import accuracy, mirror_holdout, predict
+    from tasks.pipeline.validate import predict
 
     params, _ = built
     cfg, ref = params.validate_, gate_built[0]
@@ -91,8 +109,7 @@ def test_host_scores_gate_detections_with_ultralytics_metrics(built: tuple, gate
     assert shifted["agreement_map50_95"] < 0.9 * same["agreement_map50_95"]
     low = predict(ref, scoring.frames, cfg.model_copy(update={"agreement_conf": cfg.conf}))  # as the gate reports
     scored = score_gate_detections({f.name: d for f, d in zip(scoring.frames, low, strict=True)}, scoring, cfg)
-    data = mirror_holdout(params.paths.holdout, scoring.labelled, tmp_path / "holdout", scoring.names)
-    validated = accuracy(ref, data, cfg, tmp_path / "runs")
+    validated = gate_validation.metrics["fp32"]  # Ultralytics' validator on the same model and holdout
     assert scored["map50_95"] == pytest.approx(validated["map50_95"], abs=0.02)
     assert scored["map50"] == pytest.approx(validated["map50"], abs=0.02)
 
@@ -119,20 +136,16 @@ def gate_worker(prefect_api: str, tmp_path: Path) -> Iterator[str]:
 
 
 def test_a_gate_that_cannot_build_fails_its_candidate_alone(
-    built: tuple, gate_built: list, validated: dict, validation_report, gate_worker: str, tmp_path: Path
+    built: tuple, gate_built: list, gate_validation, gate_worker: str, tmp_path: Path
 ) -> None:
     from flows.deployments import deploy_gate_build
     from tasks.operations.promote import decide
     from tasks.pipeline import track
     from tasks.pipeline.gate_remote import gate_engines
-    from tasks.pipeline.validate import GATE_KEY, GATE_PENDING
+    from tasks.pipeline.validate import GATE_KEY
 
-    params, candidates = built
-    trt = gate_built[1]
-    cpu = [c for c in candidates if c.name == "fp32"]
-    pending = {"backend": trt.backend, "precision": trt.precision, GATE_KEY: GATE_PENDING, "size_mb": trt.size_mb}
-    rows = {**{c.name: validated[c.name] for c in cpu}, trt.name: pending}
-    report = dataclasses.replace(validation_report, metrics=rows)
+    params, _ = built
+    report, trt = gate_validation, gate_built[1]
     with mlflow_server_at(tmp_path) as url:
         p: Params = params.model_copy(
             update={
@@ -141,14 +154,14 @@ def test_a_gate_that_cannot_build_fails_its_candidate_alone(
             }
         )
         deploy_gate_build(p, REPO)
-        record = track.log_rebuild(p, [*cpu, trt], rows, {"frames_hash": "h"}, report)
-        metrics = gate_engines(p, [*cpu, trt], record, report, tmp_path)
+        record = track.log_rebuild(p, gate_built, report.metrics, {"frames_hash": "h"}, report)
+        metrics = gate_engines(p, gate_built, record, report, tmp_path)
         run = track.client(p.tracking).get_run(record.candidates[trt.name].run_id)
     reason = metrics[trt.name][GATE_KEY]
     assert reason.startswith("failed: gate build Failed") and "TensorRT" in reason, reason
     assert run.data.tags[GATE_KEY] == reason
     assert "latency_p50_ms" not in metrics[trt.name] and "agreement_map50_95" not in run.data.metrics
-    assert metrics["fp32"] == validated["fp32"]  # the host's candidates: untouched
+    assert metrics["fp32"] == report.metrics["fp32"]  # the host's candidates: untouched
     decision = decide(metrics, params.promote)
     assert not decision.verdicts[trt.name].passed
     assert "TensorRT" in decision.explain() and decision.winner != trt.name
