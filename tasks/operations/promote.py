@@ -250,7 +250,8 @@ def verdict_tags(decision: Decision) -> dict[str, dict[str, str]]:
             "gate.policy": decision.policy[:4900],  # MLflow tag values hold 5000 characters at most
         }
         for c in verdict.checks:
-            tags[f"gate.{c.gate}"] = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
+            shown = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
+            tags[f"gate.{c.gate}"] = (shown + (f" ({c.note})" if c.note else ""))[:4900]
         out[name] = tags
     return out
 

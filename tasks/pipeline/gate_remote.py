@@ -343,6 +343,7 @@ def gate_engines(
     its run. Returns the rebuild's metrics with those rows merged; a gate that failed or did not answer fails that
     candidate with its reason (its row says `gate: failed: ...`), and the other candidates are untouched."""
     import tempfile
+    import time
 
     from mlflow.entities import Metric
 
@@ -355,25 +356,31 @@ def gate_engines(
         return metrics
     by_name = {c.name: c for c in candidates}
     reference = by_name[params.build.reference]
-    scoring = scoring_inputs(params, reference)
-    outcomes: dict[str, GateOutcome] = {}
+    try:
+        scoring: GateScoring | None = scoring_inputs(params, reference)
+        unscored = ""
+    except Exception as e:  # validation passed on these inputs a moment ago; still, never a crash of the rebuild
+        scoring, unscored = None, f"the host could not prepare the gate's frames: {type(e).__name__}: {e}"
+        log.warning("%s", unscored)
     with tempfile.TemporaryDirectory(prefix="alpr-gate-bundles-", dir=work_dir) as tmp:
         for cand in gated:
             run_id = record.candidates[cand.name].run_id
-            outcome = _ask_gate(params, cand, run_id, scoring, reference, Path(tmp))
+            if scoring is None:
+                outcome = GateOutcome(run_id, False, unscored)
+            else:
+                outcome = _ask_gate(params, cand, run_id, scoring, reference, Path(tmp))
             scored = None
-            if outcome.passed:
+            if outcome.passed and scoring is not None:
                 try:
                     scored = score_gate_detections(gate_detections(params.tracking, run_id), scoring, params.validate_)
                 except Exception as e:
                     outcome = GateOutcome(run_id, False, f"{type(e).__name__}: {e}")
-            outcomes[cand.name] = outcome
             metrics[cand.name] = merge_gate_row(metrics[cand.name], outcome, scored, metrics[reference.name])
-    _set_speedups(metrics, [c for c in gated if metrics[c.name][GATE_KEY] == GATE_MEASURED], metrics[reference.name])
-    mc = client(params.tracking)
+    set_speedups(metrics, [c for c in gated if metrics[c.name][GATE_KEY] == GATE_MEASURED], metrics[reference.name])
+    mc, now = client(params.tracking), int(time.time() * 1000)
     for cand in gated:
         row, run_id = metrics[cand.name], record.candidates[cand.name].run_id
-        numeric = [Metric(k, float(v), 0, 0) for k, v in row.items() if isinstance(v, int | float)]
+        numeric = [Metric(k, float(v), now, 0) for k, v in row.items() if isinstance(v, int | float)]
         mc.log_batch(run_id, metrics=numeric)
         for key in (GATE_KEY, SPEEDUP_BASIS):
             if key in row:
@@ -382,7 +389,7 @@ def gate_engines(
     return metrics
 
 
-def _set_speedups(metrics: dict[str, dict[str, Any]], measured: list[Candidate], reference_row: dict[str, Any]) -> None:
+def set_speedups(metrics: dict[str, dict[str, Any]], measured: list[Candidate], reference_row: dict[str, Any]) -> None:
     """Speed-up of each measured gate engine: against an FP32 engine timed on the same gate when one was (like for
     like), else against the host's FP32 reference (another machine: the basis says so)."""
     fp32 = [c for c in measured if c.precision == "fp32"]

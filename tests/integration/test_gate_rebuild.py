@@ -85,7 +85,13 @@ def test_host_scores_gate_detections_with_ultralytics_metrics(built: tuple, gate
     """Real detections (the FP32 reference's) in place of the gate's: its own give full agreement; boxes shifted by
     a fifth of their width agree less; at `validate.conf` the labelled mAP is validation's own."""
     from tasks.edge.agreement import Detections
-    from tasks.pipeline.gate_remote import score_gate_detections, scoring_inputs
+    from tasks.pipeline.gate_remote import (
+        GateOutcome,
+        merge_gate_row,
+        score_gate_detections,
+        scoring_inputs,
+        set_speedups,
+    )
     from tasks.pipeline.validate import predict
 
     params, _ = built
@@ -112,6 +118,18 @@ def test_host_scores_gate_detections_with_ultralytics_metrics(built: tuple, gate
     validated = gate_validation.metrics["fp32"]  # Ultralytics' validator on the same model and holdout
     assert scored["map50_95"] == pytest.approx(validated["map50_95"], abs=0.02)
     assert scored["map50"] == pytest.approx(validated["map50"], abs=0.02)
+    # merged as the gate step merges a measured engine: the gate's latency, the host's scores, the drop vs FP32
+    outcome = GateOutcome("run", True, "", {"latency_p50_ms": 4.0, "latency_p95_ms": 5.0, "boxes_matched": 99.0})
+    metrics = {"fp32": validated, "trt": merge_gate_row({"gate": "pending"}, outcome, scored, validated)}
+    set_speedups(metrics, [dataclasses.replace(ref, name="trt", precision="int8")], validated)
+    row = metrics["trt"]
+    assert (
+        row["gate"] == "measured" and row["latency_p50_ms"] == 4.0 and row["boxes_matched"] == scored["boxes_matched"]
+    )
+    assert row["map_drop"] == pytest.approx(validated["map50_95"] - scored["map50_95"], abs=1e-5)
+    assert row["speedup"] == round(validated["latency_p50_ms"] / 4.0, 3) and "host" in row["speedup_basis"]
+    failed = merge_gate_row({"gate": "pending"}, GateOutcome("run", False, "no worker"), None, validated)
+    assert failed == {"gate": "failed: no worker"}
 
 
 @pytest.fixture
