@@ -20,7 +20,7 @@ from prefect.cache_policies import DEFAULT, NO_CACHE
 from flows.common import open_project
 from flows.promote import promote, tradeoff_chart
 from flows.retry import IO_RETRIES
-from tasks.pipeline import build, extract, fetch, track, validate
+from tasks.pipeline import build, extract, fetch, gate_remote, track, validate
 from tasks.runtime.releases import gate_paths
 from tasks.support import dvc
 from tasks.support.locks import project_lock
@@ -36,6 +36,9 @@ write_metrics = task(validate.write_metrics, name="write-metrics", cache_policy=
 write_plot_data = task(validate.write_plot_data, name="write-plot-data", cache_policy=NO_CACHE)
 lineage = task(track.lineage, name="lineage", cache_policy=NO_CACHE)
 log_rebuild = task(track.log_rebuild, name="track", **RESUMABLE)
+# build.tensorrt_on: gate: each TensorRT candidate's engine built and timed on the gate, its numbers merged (a retry
+# after it must not ask the gate again)
+gate_engines = task(gate_remote.gate_engines, name="gate-engines", **RESUMABLE)
 dvc_commit = task(dvc.dvc_commit, name="dvc-commit", cache_policy=NO_CACHE)
 dvc_push = task(dvc.dvc_push, name="dvc-push", cache_policy=NO_CACHE, **IO_RETRIES)
 
@@ -76,15 +79,16 @@ def rebuild(
             proj.root, frames.frames_hash, params.model.sha256, dvc.dvc_file(p.videos), p.videos, frames.inputs
         )
         record = log_rebuild(params, built, report.metrics, tags, report, frames.inputs)
+        metrics = gate_engines(params, built, record, report)  # the same rows when no engine is built on the gate
         if params.promote.auto:  # the promote flow draws the trade-off chart with its verdicts
-            promotion = promote(params=params, record=record, metrics=report.metrics)
+            promotion = promote(params=params, record=record, metrics=metrics)
         else:  # the chart without verdicts; `alpr-ops promote` redraws it with them
             promotion = None
             tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
     return {
         "params": params,
         "record": record,
-        "metrics": report.metrics,
+        "metrics": metrics,
         "promotion": promotion,
         "extract": frames,
         "validation": report,

@@ -8,7 +8,9 @@ only runs on the GPU model and TensorRT version it was built with, and its laten
 The bundle (`BUNDLE_PATH` in the run's artifacts) is one folder: `bundle.json` (what to build, the validation
 settings, Ultralytics' export metadata for the engine header, the reference's detections by frame), the ONNX and
 `frames/`. The gate logs metrics prefixed `gate.`, and the engine, its plain plan and the engine's record (what
-`candidate.json` says about it) under `RESULT_PATH`.
+`candidate.json` says about it) under `RESULT_PATH`, with its raw detections on every frame (`DETECTIONS_JSON`, at
+the validation `conf`), from which the host scores agreement and labelled mAP with the code it scores every other
+candidate with (`tasks/pipeline/gate_remote.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ BUNDLE_PATH = "gate_bundle"  # artifact folder of the candidate's run that the h
 BUNDLE_JSON = "bundle.json"
 RESULT_PATH = "gate_build"  # artifact folder the gate logs engine, plan and record to
 METRIC_PREFIX = "gate."
+DETECTIONS_JSON = "detections.json"  # in RESULT_PATH: [{"name": frame file name, "detections": Detections}, ...]
 BUNDLE_VERSION = 1
 
 
@@ -49,6 +52,7 @@ class GateSettings:
     warmup: int
     runs: int
     workspace_gb: float = 4.0
+    conf: float | None = None  # validate.conf: the detections the gate reports for mAP (None: agreement_conf)
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class GateResult:
     record: dict[str, Any]  # tasks.runtime.tensorrt.engine_record: plan, its sha256, the device it was built for
     metrics: dict[str, float] = field(default_factory=dict)
     latency_ms: tuple[float, ...] = ()
+    detections: tuple[tuple[str, Detections], ...] = ()  # (frame name, raw detections at `conf`) per frame
 
 
 def build_and_measure(bundle: GateBundle, out_dir: str | None = None) -> GateResult:
@@ -156,25 +161,38 @@ def build_and_measure(bundle: GateBundle, out_dir: str | None = None) -> GateRes
     out = Path(out_dir) if out_dir else bundle.folder.parent / "engine"
     out.mkdir(parents=True, exist_ok=True)
     s = bundle.settings
+    raw_conf = s.agreement_conf if s.conf is None else min(s.conf, s.agreement_conf)
     engine = tensorrt.build_strongly_typed_engine(
         bundle.onnx, out / f"{bundle.onnx.stem}.engine", s.workspace_gb, metadata=bundle.metadata
     )
     runner = TensorRTRunner(tensorrt.plan_path(engine).read_bytes(), str(engine))
     try:
         detector = Detector(runner)
-        diffs, first = [], None
+        diffs, raw, first = [], [], None
         for frame_path, ref in zip(bundle.frames, bundle.reference, strict=True):
             frame = cv2.imread(str(frame_path))
             if frame is None:
                 raise BundleInvalid(f"{frame_path}: cannot be read as an image")
             first = frame if first is None else first
-            diffs.append(compare(frame_path.name, ref, detector(frame, s.agreement_conf, s.iou)))
+            found = detector(frame, raw_conf, s.iou)
+            raw.append((frame_path.name, found))
+            diffs.append(compare(frame_path.name, ref, above(found, s.agreement_conf)))
         samples = time_runner(runner, s.warmup, s.runs, first)  # a real frame, as the host's latency uses
     finally:
         runner.close()
     metrics = {**agreement_counts(diffs), **percentiles(samples)}
     log.info("gate: built and measured %s: %s", bundle.candidate, metrics)
-    return GateResult(bundle.candidate, engine, tensorrt.engine_record(engine), metrics, tuple(samples))
+    record = tensorrt.engine_record(engine)
+    return GateResult(bundle.candidate, engine, record, metrics, tuple(samples), tuple(raw))
+
+
+def above(found: Detections, conf: float) -> Detections:
+    """The detections with confidence >= `conf` (NMS is greedy by score, so filtering after it at a higher
+    threshold gives what NMS at that threshold gives, up to `max_det`)."""
+    keep = [i for i, c in enumerate(found.conf) if c >= conf]
+    return Detections(
+        tuple(found.xyxy[i] for i in keep), tuple(found.conf[i] for i in keep), tuple(found.cls[i] for i in keep)
+    )
 
 
 def log_result(run_id: str, result: GateResult, tracking_uri: str | None = None) -> dict[str, float]:
@@ -191,6 +209,8 @@ def log_result(run_id: str, result: GateResult, tracking_uri: str | None = None)
         shutil.copyfile(plan_path(result.engine), folder / plan_path(result.engine).name)
         (folder / "engine_record.json").write_text(json.dumps(result.record, indent=1, sort_keys=True))
         (folder / "latency_ms.json").write_text(json.dumps(list(result.latency_ms)))
+        frames = [{"name": n, "detections": d.to_json()} for n, d in result.detections]
+        (folder / DETECTIONS_JSON).write_text(json.dumps(frames))
         client.log_artifacts(run_id, str(folder), RESULT_PATH)
     client.set_tag(run_id, "alpr.gate_build", "done")
     return metrics

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from tasks.pipeline.track import KIND_TAG, RebuildRecord, client, experiment_id, latest_rebuild
-from tasks.pipeline.validate import NO_HOLDOUT, accuracy, holdout_images, mirror_holdout, write_pseudo_labels
+from tasks.pipeline.validate import (
+    GATE_KEY,
+    GATE_MEASURED,
+    NO_HOLDOUT,
+    accuracy,
+    holdout_images,
+    mirror_holdout,
+    write_pseudo_labels,
+)
 from tasks.runtime.releases import (
     MANIFEST,
     VERIFIED_KEY,
@@ -76,10 +84,11 @@ class GateCheck:
     value: float
     threshold: float
     op: str  # "<=" or ">="
+    note: str = ""  # why, when the numbers alone do not say (a gate-built engine's failure)
 
     def __str__(self) -> str:
         shown = self.op if self.passed else {"<=": ">", ">=": "<"}[self.op]
-        return f"{self.gate} {self.value:.4g} {shown} {self.threshold:.4g}"
+        return f"{self.gate} {self.value:.4g} {shown} {self.threshold:.4g}" + (f" ({self.note})" if self.note else "")
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,12 @@ class Decision:
         return "\n".join([*lines, *([f"choice: {self.policy}"] if self.policy else [])])
 
 
+GATE_NOT_DEPLOYABLE = (
+    "an engine built on the gate is not promoted yet: the host cannot smoke-test it and the registry holds its ONNX, "
+    "not the gate's engine; deploy it with build.tensorrt_on: host on the gate's hardware"
+)
+
+
 class MetricsMissing(AlprError):
     """A candidate's metrics lack a number a gate needs."""
 
@@ -140,6 +155,10 @@ def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: Cha
     the most faithful to FP32 within the latency of the fastest (`choose`)."""
     verdicts = {}
     for name, row in metrics.items():
+        if GATE_KEY in row and row[GATE_KEY] != GATE_MEASURED:  # pending, or failed on the gate: no numbers to judge
+            check = GateCheck("gate_build", False, 0.0, 1.0, ">=", str(row[GATE_KEY]))
+            verdicts[name] = Verdict(name, False, (check,), float(row.get("latency_p50_ms", "nan")))
+            continue
         unlabelled = row.get("holdout") == NO_HOLDOUT  # validated on agreement alone: the mAP gates do not apply
         if unlabelled:  # passes only where the operator allows it (promote.allow_unlabelled)
             first = GateCheck("labelled_holdout", cfg.allow_unlabelled, 0.0, 0.0 if cfg.allow_unlabelled else 1.0, ">=")
@@ -162,6 +181,8 @@ def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: Cha
             floor = round(champion.map50_95 - cfg.champion_tolerance, 6)
             v = _num(row, "map50_95", name)
             checks.append(GateCheck("vs_champion", v >= floor, v, floor, ">="))
+        if GATE_KEY in row:  # judged like any other candidate above, but its engine cannot be deployed from here
+            checks.append(GateCheck("deployable", False, 0.0, 1.0, ">=", GATE_NOT_DEPLOYABLE))
         p50 = _num(row, "latency_p50_ms", name)
         verdicts[name] = Verdict(name, all(c.passed for c in checks), tuple(checks), p50)
     winner, policy = choose([v for v in verdicts.values() if v.passed], metrics, cfg)
@@ -229,7 +250,8 @@ def verdict_tags(decision: Decision) -> dict[str, dict[str, str]]:
             "gate.policy": decision.policy[:4900],  # MLflow tag values hold 5000 characters at most
         }
         for c in verdict.checks:
-            tags[f"gate.{c.gate}"] = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
+            shown = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
+            tags[f"gate.{c.gate}"] = (shown + (f" ({c.note})" if c.note else ""))[:4900]
         out[name] = tags
     return out
 

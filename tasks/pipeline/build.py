@@ -23,7 +23,7 @@ from typing import Any
 
 from tasks.runtime.tensorrt import ENGINE_FILES, engine_record
 from tasks.support import cache
-from tasks.support.candidate import CANDIDATE_JSON, Candidate, read_candidate
+from tasks.support.candidate import BUILT_ON_GATE, CANDIDATE_JSON, Candidate, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
@@ -181,13 +181,14 @@ def build_candidates(
     """
     if not dataset_yaml.is_file():
         raise BuildInputMissing(f"{dataset_yaml}: calibration dataset YAML not found")
-    if any(cfg.backend_of(c) == "tensorrt" for c in cfg.candidates):
-        # before any export: fail in seconds, not after the CPU candidates
-        check_tensorrt([c for c in cfg.candidates if cfg.backend_of(c) == "tensorrt"])
+    on_host = [c for c in cfg.candidates if cfg.backend_of(c) == "tensorrt" and not cfg.built_on_gate(c)]
+    check_gate_built(cfg)  # before any export: fail in seconds, not after the CPU candidates
+    if on_host:
+        check_tensorrt(on_host)
     if gate is None and any(c.method != "ultralytics" for c in cfg.candidates):
         raise ValueError("build_candidates: our INT8 methods need `gate` (params.yaml `validate:`) for their gate")
     toolchain = toolchain_versions()
-    if any(cfg.backend_of(c) == "tensorrt" for c in cfg.candidates):
+    if on_host:
         from tasks.runtime.tensorrt import device_info
 
         toolchain = {**toolchain, **{f"trt_{k}": v for k, v in device_info().items()}}
@@ -201,7 +202,10 @@ def build_candidates(
         keyed = {**params, "backend": backend}
         if cand.method == "nncf" and gate_hash:
             keyed["gate_frames_sha256"] = gate_hash
-        if backend == "tensorrt":  # engines cached before these layouts did not load or lacked their plan
+        on_gate = cfg.built_on_gate(cand)
+        if on_gate:  # only the ONNX is built here: never the same entry as a host-built engine
+            keyed["tensorrt_on"] = BUILT_ON_GATE
+        elif backend == "tensorrt":  # engines cached before these layouts did not load or lacked their plan
             keyed["engine_files"] = ENGINE_FILES
         if cand.method == "trt-qdq":
             from tasks.pipeline.quantize import TRT_QDQ_PLACEMENT
@@ -218,7 +222,7 @@ def build_candidates(
         built_at = datetime.now(UTC).isoformat(timespec="seconds")
         with atomic_dir(folder) as tmp:
             artifact, quantization = build_artifact(
-                model, cand, backend, dataset_yaml, cfg.imgsz, tmp, gate, start_kept, gate_images
+                model, cand, backend, dataset_yaml, cfg.imgsz, tmp, gate, start_kept, gate_images, on_gate
             )
             embedded = {
                 "name": cand.name,
@@ -251,7 +255,7 @@ def build_candidates(
                 cache_key=key,
                 params=params,
                 quantization=quantization,
-                tensorrt=engine_record(artifact) if backend == "tensorrt" else {},
+                tensorrt=_tensorrt_record(artifact, tmp, backend, on_gate),
             )
             (tmp / CANDIDATE_JSON).write_text(result.to_json())
             cache.store(cache_dir, key, tmp)
@@ -262,6 +266,32 @@ def build_candidates(
         )  # fmt: skip
         built.append(result)
     return built
+
+
+def check_gate_built(cfg: BuildConfig) -> None:
+    """With tensorrt_on: gate, the host builds a TensorRT candidate only as far as the ONNX the gate builds its
+    engine from: the FP32 ONNX (Ultralytics fp32) or our Q/DQ ONNX (trt-qdq). Ultralytics' FP16/INT8 engine export
+    quantizes inside TensorRT at export time, which only a TensorRT machine can do: refused by name."""
+    refused = [
+        c.name
+        for c in cfg.candidates
+        if cfg.built_on_gate(c) and not (c.method == "trt-qdq" or (c.method == "ultralytics" and c.precision == "fp32"))
+    ]
+    if refused:
+        raise BackendUnavailable(
+            "build.tensorrt_on: gate builds TensorRT engines on the gate from an ONNX the host exports, but "
+            f"candidates {', '.join(repr(n) for n in refused)} are Ultralytics FP16/INT8 engine exports, which need "
+            "TensorRT at export time: use method: trt-qdq (INT8) or precision: fp32 for them, or set "
+            "build.tensorrt_on: host on the gate's own hardware",
+            remedy=Remedy.PARAMS,
+        )
+
+
+def _tensorrt_record(artifact: Path, folder: Path, backend: str, on_gate: bool) -> dict[str, Any]:
+    """What candidate.json says about the engine: the gate builds it from this ONNX, or the engine built here."""
+    if on_gate:
+        return {"built_on": BUILT_ON_GATE, "onnx": artifact.relative_to(folder).as_posix()}
+    return engine_record(artifact) if backend == "tensorrt" else {}
 
 
 def gate_frame_images(folder: Path | None) -> list[Path]:
@@ -344,10 +374,14 @@ def build_artifact(
     gate: ValidateConfig | None,
     start_kept: list[str],
     gate_images: list[Path] | None = None,
+    on_gate: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
-    """Build one candidate's artifact into the folder `out`; returns it and what quantization recorded."""
+    """Build one candidate's artifact into the folder `out`; returns it and what quantization recorded. `on_gate`:
+    a TensorRT candidate stops at the ONNX its engine is built from on the gate (FP32 export, or trt-qdq's Q/DQ)."""
     if cand.method == "ultralytics":
-        artifact = export_candidate(model, cand, backend, dataset_yaml, imgsz, out)
+        artifact = export_candidate(model, cand, "onnxruntime" if on_gate else backend, dataset_yaml, imgsz, out)
+        if on_gate:
+            return artifact, {}
         if backend == "tensorrt":
             from tasks.runtime.tensorrt import stamp_device
 
@@ -370,13 +404,13 @@ def build_artifact(
             )
             return artifact, result.info
         onnx_fp32 = export_candidate(model, fp32, "onnxruntime", dataset_yaml, imgsz, Path(scratch))
-        qdq = (out if cand.method == "ort-qdq" else Path(scratch)) / f"{onnx_fp32.stem}_qdq.onnx"
+        qdq = (out if cand.method == "ort-qdq" or on_gate else Path(scratch)) / f"{onnx_fp32.stem}_qdq.onnx"
         settings = cand.qdq_settings
         result = quantize.qdq_quantize_onnx(
             onnx_fp32, qdq, images, settings, imgsz, gate, settings.holdout_fraction,
             for_tensorrt=cand.method == "trt-qdq",
         )  # fmt: skip
-        if cand.method == "ort-qdq":
+        if cand.method == "ort-qdq" or on_gate:
             return qdq, result.info
         from tasks.runtime.tensorrt import build_strongly_typed_engine
 

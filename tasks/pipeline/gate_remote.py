@@ -11,12 +11,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.edge import gate_build as edge
+from tasks.edge.agreement import Detections
 from tasks.support.candidate import Candidate
 from tasks.support.config import Params, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
+
+if TYPE_CHECKING:
+    from tasks.pipeline.track import RebuildRecord
+    from tasks.pipeline.validate import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +59,22 @@ def gate_deployment(params: Params) -> str:
 
 
 def write_bundle(
-    candidate: str, onnx: Path, reference: Candidate, images: list[Path], cfg: ValidateConfig, out: Path
+    candidate: str,
+    onnx: Path,
+    reference: Candidate,
+    images: list[Path],
+    cfg: ValidateConfig,
+    out: Path,
+    detections: list[Detections] | None = None,
 ) -> Path:
     """The gate bundle of `candidate` (its ONNX) with the FP32 `reference`'s detections on `images`, as validation
-    computes them (`agreement_conf`, `iou`, Ultralytics' predictor on the reference's own runtime)."""
+    computes them (`agreement_conf`, `iou`, Ultralytics' predictor on the reference's own runtime; `detections`:
+    already computed that way). The gate reports its own detections at `conf`, validation's mAP threshold."""
     from tasks.pipeline.validate import predict
     from tasks.runtime.tensorrt import onnx_metadata
 
-    settings = edge.GateSettings(cfg.agreement_conf, cfg.iou, cfg.warmup, cfg.runs)
-    dets = predict(reference, images, cfg)
+    settings = edge.GateSettings(cfg.agreement_conf, cfg.iou, cfg.warmup, cfg.runs, conf=cfg.conf)
+    dets = detections if detections is not None else predict(reference, images, cfg)
     if not any(len(d.conf) for d in dets):  # as validation: no reference box, no agreement to measure
         raise edge.BundleInvalid(
             f"the reference '{reference.name}' finds no plate (conf >= {cfg.agreement_conf}) on any of {len(images)} "
@@ -145,3 +157,250 @@ def request_gate_build(params: Params, run_id: str, timeout_s: float) -> GateOut
             f"({getattr(state, 'name', 'no state')}); {hint}"
         )
     return outcome_of(state, params.tracking, run_id)
+
+
+# --- the rebuild's gate step: bundles out, the gate's numbers merged in --------------------------------------------
+
+SPEEDUP_BASIS = "speedup_basis"
+
+
+def gate_detections(tracking: TrackingConfig, run_id: str) -> dict[str, Detections]:
+    """The gate's raw detections per frame name, from the run's `gate_build/detections.json`."""
+    import json
+    import tempfile
+
+    from tasks.pipeline.track import client
+
+    with tempfile.TemporaryDirectory(prefix="alpr-gate-dets-") as tmp:
+        try:
+            local = client(tracking).download_artifacts(run_id, f"{edge.RESULT_PATH}/{edge.DETECTIONS_JSON}", tmp)
+            doc = json.loads(Path(local).read_text())
+            return {str(f["name"]): Detections.from_json(f["detections"]) for f in doc}
+        except Exception as e:  # absent (an older gate), unreadable: nothing to score, so the candidate fails
+            raise edge.BundleInvalid(
+                f"run {run_id}: the gate logged no readable {edge.RESULT_PATH}/{edge.DETECTIONS_JSON} "
+                f"({type(e).__name__}: {e}); update the gate's project clone and rebuild"
+            ) from e
+
+
+def box_metrics(truth: list[Detections], preds: list[Detections], names: dict[int, str], frames: list[str]) -> Any:
+    """Ultralytics' own detection metrics (`DetMetrics.box`) of `preds` against `truth`, frame by frame: its
+    DetectionValidator's matching (`_process_batch`: IoU 0.5-0.95, class-aware) and `ap_per_class`, on detections
+    that came from elsewhere (the gate's engine) instead of its dataloader. Boxes in frame pixels; IoU does not
+    change under the letterbox's scale and shift, so they match what its validator compares."""
+    import tempfile
+
+    import numpy as np
+    import torch
+    from ultralytics.models.yolo.detect import DetectionValidator
+    from ultralytics.utils.metrics import DetMetrics
+
+    def tensors(d: Detections, order: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray]:
+        boxes = np.asarray(d.xyxy, dtype=np.float32).reshape(-1, 4)
+        cls = np.asarray(d.cls, dtype=np.float32).reshape(-1)
+        if order is not None:
+            boxes, cls = boxes[order], cls[order]
+        return torch.from_numpy(boxes), cls
+
+    with tempfile.TemporaryDirectory(prefix="alpr-gate-val-") as tmp:
+        validator = DetectionValidator(save_dir=Path(tmp), args={"plots": False})
+    metrics = DetMetrics(names=names)
+    for name, t, p in zip(frames, truth, preds, strict=True):
+        order = np.argsort(-np.asarray(p.conf, dtype=np.float32), kind="stable")  # descending, as its NMS returns
+        pb, pc = tensors(p, order)
+        tb, tc = tensors(t)
+        tp = validator._process_batch(
+            {"bboxes": pb, "cls": torch.from_numpy(pc)}, {"bboxes": tb, "cls": torch.from_numpy(tc)}
+        )["tp"]
+        conf = np.asarray(p.conf, dtype=np.float32).reshape(-1)[order]
+        metrics.update_stats(
+            {"tp": tp, "target_cls": tc, "target_img": np.unique(tc), "conf": conf, "pred_cls": pc, "im_name": name}
+        )
+    metrics.process()
+    return metrics.box
+
+
+def distinct(d: Detections) -> Detections:
+    """One box per distinct (class, box): what `write_pseudo_labels` makes agreement labels of."""
+    seen = dict.fromkeys(zip(d.cls, d.xyxy, strict=True))
+    return Detections(tuple(b for _, b in seen), tuple(1.0 for _ in seen), tuple(c for c, _ in seen))
+
+
+def holdout_truth(holdout_dir: Path, images: list[Path]) -> list[Detections]:
+    """The labelled holdout's boxes in frame pixels (YOLO labels: class, centre x/y, width, height, normalised)."""
+    import cv2
+
+    found = []
+    for image in images:
+        img = cv2.imread(str(image))
+        if img is None:
+            raise edge.BundleInvalid(f"{image}: cannot be read as an image", remedy=Remedy.HOLDOUT)
+        h, w = img.shape[:2]
+        label = holdout_dir / "labels" / f"{image.stem}.txt"
+        rows = [line.split() for line in label.read_text(encoding="utf-8-sig").splitlines()] if label.is_file() else []
+        boxes, cls = [], []
+        for c, cx, cy, bw, bh in (r[:5] for r in rows if r):
+            x, y, ww, hh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
+            boxes.append((x - ww / 2, y - hh / 2, x + ww / 2, y + hh / 2))
+            cls.append(int(c))
+        found.append(Detections(tuple(boxes), tuple(1.0 for _ in cls), tuple(cls)))
+    return found
+
+
+@dataclass(frozen=True)
+class GateScoring:
+    """What the host scores every gate-built candidate against: the agreement frames and the reference's detections
+    on them (as validation made them), and the labelled holdout's images and boxes (none: agreement alone)."""
+
+    frames: list[Path]
+    reference: list[Detections]
+    names: dict[int, str]
+    labelled: list[Path]
+    truth: list[Detections]
+
+
+def score_gate_detections(found: dict[str, Detections], scoring: GateScoring, cfg: ValidateConfig) -> dict[str, Any]:
+    """The metrics validation gives a candidate, from the gate's detections: agreement mAP and box counts against
+    the reference, and on a labelled holdout mAP, precision and recall, overall and per class."""
+    from tasks.edge.agreement import agreement_counts, compare
+    from tasks.edge.gate_build import above
+    from tasks.pipeline.validate import _summary, per_class
+
+    missing = [f.name for f in scoring.frames if f.name not in found]
+    if missing:
+        raise edge.BundleInvalid(f"the gate reported no detections for {len(missing)} frames ({missing[:3]})")
+    preds = [found[f.name] for f in scoring.frames]
+    agree = _summary(
+        box_metrics([distinct(r) for r in scoring.reference], preds, scoring.names, [str(f) for f in scoring.frames])
+    )
+    row: dict[str, Any] = {"agreement_map50": agree["map50"], "agreement_map50_95": agree["map50_95"]}
+    diffs = [
+        compare(str(f), r, above(p, cfg.agreement_conf))
+        for f, r, p in zip(scoring.frames, scoring.reference, preds, strict=True)
+    ]
+    row.update(agreement_counts(diffs))
+    if scoring.labelled:
+        box = box_metrics(
+            scoring.truth, [found[f.name] for f in scoring.labelled], scoring.names, [str(f) for f in scoring.labelled]
+        )
+        row.update(_summary(box))
+        row.update(per_class(box, scoring.names))
+    return row
+
+
+def scoring_inputs(params: Params, reference: Candidate) -> GateScoring:
+    """The frames and reference detections validation used (`agreement_images`, `predict`), rebuilt the same way."""
+    from tasks.pipeline.validate import _yolo, agreement_images, holdout_images, predict
+
+    cfg, p = params.validate_, params.paths
+    names = dict(_yolo(reference).names)
+    labelled = holdout_images(p.holdout, list(names.values()), cfg.labels)
+    frames, _ = agreement_images(p.holdout_frames, labelled)
+    truth = holdout_truth(p.holdout, labelled) if labelled else []
+    return GateScoring(frames, predict(reference, frames, cfg), names, labelled, truth)
+
+
+def _ask_gate(
+    params: Params, cand: Candidate, run_id: str, scoring: GateScoring, reference: Candidate, work: Path
+) -> GateOutcome:
+    """Bundle, log, request; whatever goes wrong is this candidate's failure with the reason, never the rebuild's."""
+    try:
+        bundle = write_bundle(
+            cand.name, cand.path, reference, scoring.frames, params.validate_, work / cand.name, scoring.reference
+        )
+        log_bundle(params.tracking, run_id, bundle)
+        return request_gate_build(params, run_id, params.serve.gate_wait_s)
+    except Exception as e:  # fail closed for this candidate; the host's other candidates go on to promotion
+        log.warning("candidate %s: the gate build did not run: %s", cand.name, e)
+        return GateOutcome(run_id, False, f"{type(e).__name__}: {e}")
+
+
+def merge_gate_row(
+    row: dict[str, Any], outcome: GateOutcome, scored: dict[str, Any] | None, reference_row: dict[str, Any]
+) -> dict[str, Any]:
+    """A gate-built candidate's row: failed with the gate's reason, or measured (the gate's latency, the host's
+    scores, mAP drop against the reference). The speed-up is set by the caller (it needs every gate outcome)."""
+    from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED
+
+    if not outcome.passed or scored is None:
+        return {**row, GATE_KEY: f"failed: {outcome.reason}"[:4900]}
+    merged = {**row, **scored, GATE_KEY: GATE_MEASURED}
+    merged.update({k: outcome.metrics[k] for k in ("latency_p50_ms", "latency_p95_ms")})
+    if "map50_95" in merged and "map50_95" in reference_row:
+        merged["map_drop"] = round(float(reference_row["map50_95"]) - float(merged["map50_95"]), 5)
+    return merged
+
+
+def gate_engines(
+    params: Params,
+    candidates: list[Candidate],
+    record: RebuildRecord,
+    report: ValidationReport,
+    work_dir: Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The rebuild's gate step, after tracking: each gate-built candidate's engine is built and timed on the gate
+    (`request_gate_build`), its detections scored here like every other candidate's, and the merged row logged to
+    its run. Returns the rebuild's metrics with those rows merged; a gate that failed or did not answer fails that
+    candidate with its reason (its row says `gate: failed: ...`), and the other candidates are untouched."""
+    import tempfile
+    import time
+
+    from mlflow.entities import Metric
+
+    from tasks.pipeline.track import client
+    from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED
+
+    metrics = {name: dict(row) for name, row in report.metrics.items()}
+    gated = [c for c in candidates if c.gate_built]
+    if not gated:
+        return metrics
+    by_name = {c.name: c for c in candidates}
+    reference = by_name[params.build.reference]
+    try:
+        scoring: GateScoring | None = scoring_inputs(params, reference)
+        unscored = ""
+    except Exception as e:  # validation passed on these inputs a moment ago; still, never a crash of the rebuild
+        scoring, unscored = None, f"the host could not prepare the gate's frames: {type(e).__name__}: {e}"
+        log.warning("%s", unscored)
+    with tempfile.TemporaryDirectory(prefix="alpr-gate-bundles-", dir=work_dir) as tmp:
+        for cand in gated:
+            run_id = record.candidates[cand.name].run_id
+            if scoring is None:
+                outcome = GateOutcome(run_id, False, unscored)
+            else:
+                outcome = _ask_gate(params, cand, run_id, scoring, reference, Path(tmp))
+            scored = None
+            if outcome.passed and scoring is not None:
+                try:
+                    scored = score_gate_detections(gate_detections(params.tracking, run_id), scoring, params.validate_)
+                except Exception as e:
+                    outcome = GateOutcome(run_id, False, f"{type(e).__name__}: {e}")
+            metrics[cand.name] = merge_gate_row(metrics[cand.name], outcome, scored, metrics[reference.name])
+    set_speedups(metrics, [c for c in gated if metrics[c.name][GATE_KEY] == GATE_MEASURED], metrics[reference.name])
+    mc, now = client(params.tracking), int(time.time() * 1000)
+    for cand in gated:
+        row, run_id = metrics[cand.name], record.candidates[cand.name].run_id
+        numeric = [Metric(k, float(v), now, 0) for k, v in row.items() if isinstance(v, int | float)]
+        mc.log_batch(run_id, metrics=numeric)
+        for key in (GATE_KEY, SPEEDUP_BASIS):
+            if key in row:
+                mc.set_tag(run_id, key, str(row[key])[:4900])
+        log.info("candidate %s on the gate: %s", cand.name, row[GATE_KEY])
+    return metrics
+
+
+def set_speedups(metrics: dict[str, dict[str, Any]], measured: list[Candidate], reference_row: dict[str, Any]) -> None:
+    """Speed-up of each measured gate engine: against an FP32 engine timed on the same gate when one was (like for
+    like), else against the host's FP32 reference (another machine: the basis says so)."""
+    fp32 = [c for c in measured if c.precision == "fp32"]
+    if fp32:
+        base, basis = float(metrics[fp32[0].name]["latency_p50_ms"]), f"{fp32[0].name} on the gate"
+    else:
+        base, basis = (
+            float(reference_row["latency_p50_ms"]),
+            "the host's FP32 reference (no FP32 engine timed on the gate)",
+        )
+    for c in measured:
+        row = metrics[c.name]
+        row["speedup"] = round(base / float(row["latency_p50_ms"]), 3)
+        row[SPEEDUP_BASIS] = basis

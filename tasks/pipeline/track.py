@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.pipeline.validate import NO_HOLDOUT
+from tasks.pipeline.validate import GATE_KEY, NO_HOLDOUT
 from tasks.runtime.latency import ROUNDS_KEY
 from tasks.support.candidate import Candidate
 from tasks.support.config import Params, TrackingConfig
@@ -389,7 +389,7 @@ def _log_candidate(
     try:
         if inputs:
             mc.log_inputs(rid, datasets=inputs)
-        if report is not None and params is not None:
+        if report is not None and params is not None and cand.name in report.latency_samples:  # not gate-built
             _log_candidate_plots(mc, rid, cand.name, report, params.validate_.grid_frames)
         version = _fill_candidate_run(mc, run, cand, row, tags, registered_model)
     except BaseException:
@@ -450,6 +450,6 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
             "backend": run.data.tags.get("backend", ""),
             "precision": run.data.tags.get("precision", ""),
             "passed": run.data.tags.get("gate.passed", ""),
-            **{k: run.data.tags[k] for k in ("holdout", ROUNDS_KEY) if k in run.data.tags},
+            **{k: run.data.tags[k] for k in ("holdout", ROUNDS_KEY, GATE_KEY) if k in run.data.tags},
         }
     return RebuildRecord(exp.experiment_id, pid, tracked), metrics

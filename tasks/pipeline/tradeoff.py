@@ -74,6 +74,8 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
         raise ValueError(f"the reference '{reference}' is not among the candidates {sorted(rows)}")
     points = []
     for name, row in rows.items():
+        if "latency_p50_ms" not in row or "agreement_map50_95" not in row:  # a gate build that failed: not measured
+            continue
         verdict = str(row.get("gate.passed", ""))
         failed = tuple(
             key.removeprefix("gate.")

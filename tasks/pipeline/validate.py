@@ -35,6 +35,10 @@ class ValidationError(AlprError):
 
 
 NO_HOLDOUT = "no labelled holdout"  # the `holdout` value of every record of a rebuild validated without one
+# a candidate whose engine the gate builds (build.tensorrt_on: gate): the host does not run its ONNX; its row says
+# `gate: pending` until the gate's numbers are merged (tasks/pipeline/gate_remote.py: `measured`, or `failed: why`),
+# and it cannot pass before
+GATE_KEY, GATE_PENDING, GATE_MEASURED = "gate", "pending", "measured"
 
 
 def holdout_images(holdout_dir: Path, names: Sequence[str], labels: str = "required") -> list[Path]:
@@ -289,7 +293,7 @@ def retime_close(
     them, its noise and the round medians (`tasks/runtime/latency.py` says why). Nothing when no two are close."""
     from tasks.runtime.latency import InterleavedRequest, interleaved_stats, measure_interleaved_in_subprocess
 
-    contenders = [c for c in candidates if c.name != reference]
+    contenders = [c for c in candidates if c.name != reference and not c.gate_built]
     if cfg.retime_rounds == 0 or len(contenders) < 2:
         return
     p50 = {c.name: float(rows[c.name]["latency_p50_ms"]) for c in contenders}
@@ -370,6 +374,9 @@ def run_validation(
         agreement = write_pseudo_labels(by_name[reference], agree_images, work / "agreement", cfg, ref_dets)
         for cand in steps(candidates, "validate: measuring candidates"):
             row: dict[str, float | str] = {"backend": cand.backend, "precision": cand.precision}
+            if cand.gate_built:  # measured where its engine runs, after tracking (gate_remote.gate_engines)
+                results[cand.name] = {**row, GATE_KEY: GATE_PENDING, "size_mb": cand.size_mb}
+                continue
             if labelled is not None:
                 box = _val(cand, labelled, cfg, work / "runs").box
                 row.update(_summary(box))
@@ -393,6 +400,8 @@ def run_validation(
         retime_close(candidates, results, reference, agree_images[0], cfg)
     ref = results[reference]
     for row in results.values():
+        if GATE_KEY in row:
+            continue
         if labelled is not None:
             row["map_drop"] = round(float(ref["map50_95"]) - float(row["map50_95"]), 5)
         row["speedup"] = round(float(ref["latency_p50_ms"]) / float(row["latency_p50_ms"]), 3)

@@ -11,6 +11,7 @@ from typing import Any
 from tasks.support.errors import AlprError, Remedy
 
 CANDIDATE_JSON = "candidate.json"
+BUILT_ON_GATE = "gate"  # `tensorrt.built_on` of a candidate whose engine the gate's worker builds from its ONNX
 
 
 class CandidateMissing(AlprError):
@@ -42,11 +43,18 @@ class Candidate:
     quantization: dict[str, Any] = field(default_factory=dict)  # gate, layers kept in float (our methods)
     # TensorRT engines: the plain plan beside the `.engine` and what it was built for (tasks.runtime.tensorrt
     # `engine_record`); empty for other backends and for candidates built before it was recorded
+    # or, built with build.tensorrt_on: gate, {"built_on": "gate", "onnx": <the artifact>}: the host holds only the
+    # ONNX the gate builds the engine from, so the host neither runs nor deploys it (`gate_built`)
     tensorrt: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
         return self.folder / self.artifact
+
+    @property
+    def gate_built(self) -> bool:
+        """The engine is built on the gate: `path` is its ONNX, which is not what ships."""
+        return self.tensorrt.get("built_on") == BUILT_ON_GATE
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -255,6 +255,9 @@ class BuildConfig(_Frozen):
     """What to build and for which runtime (defaults: `params.yaml` `build:`, its four candidates included)."""
 
     backend: Backend = "openvino"
+    # where TensorRT engines are built and timed: gate (the host exports the ONNX, the gate-build worker of
+    # serve.work_pools.tensorrt builds the engine) or host (this machine is the gate's hardware: TensorRT and its GPU)
+    tensorrt_on: Literal["gate", "host"] = "gate"
     imgsz: int = Field(640, ge=32, multiple_of=32)
     reference: str = "fp32"
     candidates: tuple[CandidateConfig, ...] = (
@@ -274,7 +277,18 @@ class BuildConfig(_Frozen):
             raise ValueError(f"build.reference '{self.reference}' is not one of build.candidates {names}")
         if ref[0].precision != "fp32":
             raise ValueError(f"build.reference '{self.reference}' must have precision fp32, not {ref[0].precision}")
+        if self.tensorrt_on == "gate" and self.backend_of(ref[0]) == "tensorrt":
+            raise ValueError(
+                f"build.reference '{self.reference}' would be a TensorRT engine built on the gate, but the host runs "
+                "the FP32 reference (agreement labels, the mAP baseline): give it `backend: onnxruntime` (an FP32 "
+                "engine can be a candidate of its own, e.g. {name: trt-fp32, precision: fp32}), or set "
+                "build.tensorrt_on: host"
+            )
         return self
+
+    def built_on_gate(self, candidate: CandidateConfig) -> bool:
+        """Whether the candidate's engine is built by the gate's worker (the host exports only its ONNX)."""
+        return self.tensorrt_on == "gate" and self.backend_of(candidate) == "tensorrt"
 
     def backend_of(self, candidate: CandidateConfig) -> Backend:
         """The runtime a candidate is built for and validated on (our methods each build for one runtime)."""

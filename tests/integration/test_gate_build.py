@@ -98,3 +98,21 @@ def test_a_gate_pool_without_a_worker_is_refused_within_the_timeout(built: tuple
         runs = client.read_flow_runs()
         mine = [r for r in runs if r.parameters.get("run_id") == "run-x" and r.deployment_id is not None]
         assert mine and all(r.state.is_cancelled() for r in mine if r.state is not None)
+
+
+def test_the_gates_detections_reach_the_host_through_mlflow(candidate_run, tmp_path: Path) -> None:
+    """What the gate logs after a build (`log_result`: engine, plan, and its raw detections per frame) is what the
+    host's gate step scores (`gate_detections`); here the engine is placeholder bytes, the detections real ones."""
+    from tasks.edge.gate_build import GateResult, log_result, read_bundle
+    from tasks.pipeline import track
+    from tasks.pipeline.gate_remote import gate_detections
+    from tasks.runtime.tensorrt import save_engine
+
+    tracking, _, sent = candidate_run
+    client = track.client(tracking)
+    run_id = client.create_run(track.experiment_id(client, tracking)).info.run_id  # a run of its own
+    bundle = read_bundle(sent)
+    engine, _ = save_engine(tmp_path / "model.engine", {"stride": 32}, b"\x00not-a-plan")
+    dets = tuple((f.name, d) for f, d in zip(bundle.frames, bundle.reference, strict=True))
+    log_result(run_id, GateResult("trt-test", engine, {}, {"latency_p50_ms": 1.5}, (1.5,), dets), tracking.uri)
+    assert gate_detections(tracking, run_id) == dict(dets)

@@ -34,10 +34,12 @@ def test_tensorrt_backend_refuses_with_the_reason_and_the_fix() -> None:
 
 
 def tensorrt_build(*precisions: str) -> BuildConfig:
-    """The FP32 ONNX reference plus one TensorRT engine per precision (their backend comes from build.backend)."""
+    """The FP32 ONNX reference plus one TensorRT engine per precision (their backend comes from build.backend), built
+    here (tensorrt_on: host: this machine is the gate's hardware). tensorrt_on: gate is test_gate_rebuild.py's, and
+    its gate side `test_gate_side_build_times_and_checks_an_engine_without_pytorch` below."""
     engines = tuple(CandidateConfig(name=f"trt-{p}", precision=p) for p in precisions)
     reference = CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime")
-    return BuildConfig(backend="tensorrt", imgsz=320, candidates=(reference, *engines))
+    return BuildConfig(backend="tensorrt", tensorrt_on="host", imgsz=320, candidates=(reference, *engines))
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is available here: the refusal path does not apply")
@@ -86,7 +88,7 @@ def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
 
     params, _ = built
     ours = CandidateConfig(name="trt-qdq", precision="int8", method="trt-qdq", qdq={"symmetric_activations": True})
-    cfg = BuildConfig(backend="tensorrt", imgsz=320, candidates=(tensorrt_build().candidates[0], ours))
+    cfg = tensorrt_build().model_copy(update={"candidates": (tensorrt_build().candidates[0], ours)})
     out = build_candidates(
         plate_model, params.paths.calibration_yaml, tmp_path / "c", cfg, params.model.sha256, "h", gate=params.validate_
     )
@@ -253,12 +255,19 @@ def test_trt_qdq_onnx_follows_tensorrts_onnx_parser_rules(
     assert counts["per_channel_scales"] == counts["weight_qdq"]
 
 
+def bundle_reference(bundle: Path) -> tuple:
+    from tasks.edge.gate_build import read_bundle
+
+    return read_bundle(bundle).reference
+
+
 @pytest.mark.skipif(not HAVE_TRT, reason=SKIP_REASON)
 def test_gate_side_build_times_and_checks_an_engine_without_pytorch(
     built: tuple, tmp_path: Path, prefect_api: str
 ) -> None:
     """The split path end to end where TensorRT and a GPU exist: the host's bundle (FP32 ONNX, reference
-    detections) through MLflow, the gate-build flow (strongly typed engine, timing, agreement), results read back."""
+    detections) through MLflow, the gate-build flow (strongly typed engine, timing, agreement), results read back,
+    and the gate's detections scored on the host as the rebuild's gate step scores them."""
     from flows.gate_build import gate_build
     from tasks.edge.gate_build import RESULT_PATH
     from tasks.pipeline import gate_remote, track
@@ -278,6 +287,13 @@ def test_gate_side_build_times_and_checks_an_engine_without_pytorch(
     assert outcome.metrics["latency_p50_ms"] > 0
     assert outcome.metrics["boxes_matched"] >= 0.8 * outcome.metrics["boxes_reference"] > 0
     logged = {Path(a.path).name for a in client.list_artifacts(run_id, RESULT_PATH)}
-    assert {"engine_record.json", "latency_ms.json"} <= logged
+    assert {"engine_record.json", "latency_ms.json", "detections.json"} <= logged
     assert any(n.endswith(".engine") for n in logged) and any(n.endswith(".plan") for n in logged)
     assert not any((tmp_path / "gate").iterdir()), "the gate's working copy was left behind"
+    found = gate_remote.gate_detections(tracking, run_id)
+    scoring = gate_remote.scoring_inputs(params, fp32)
+    scoring = gate_remote.GateScoring(
+        images, list(bundle_reference(bundle)), scoring.names, scoring.labelled, scoring.truth
+    )
+    scored = gate_remote.score_gate_detections(found, scoring, params.validate_)
+    assert scored["agreement_map50_95"] > 0.9  # an FP32 engine of the reference's own model

@@ -73,3 +73,8 @@ def test_before_the_gate_ran_nothing_is_hollow_or_ringed() -> None:
     assert not any(p.hollow or p.winner for p in data.points)
     with pytest.raises(ValueError, match="reference 'nope'"):
         tradeoff_data(ROWS, "nope", CFG)
+
+
+def test_a_candidate_the_gate_failed_to_measure_is_not_drawn() -> None:
+    rows = {**ROWS, "trt-qdq": {"gate": "failed: no gate worker", "method": "trt-qdq", "gate.passed": "false"}}
+    assert "trt-qdq" not in [p.name for p in tradeoff_data(rows, "fp32", CFG).points]
