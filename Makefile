@@ -27,7 +27,8 @@ $(LS_STAMP): requirements-label-studio.lock
 demo: $(STAMP)
 	$(BIN)/alpr-ops demo
 
-test: $(STAMP) $(LS_STAMP)
+test:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) $(LS_STAMP)  # the two venvs install side by side
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n 2 --dist loadfile  # two workers, one file each at a time (tests/conftest.py)
