@@ -94,3 +94,62 @@ def test_writers_queue_behind_the_lock_holder_and_end_as_if_run_after_it(project
     assert report["decoded_videos"] == 0 and report["calibration_frames"] > 0
     assert codes[1] != 0 and "error: nothing to roll back to" in rollback.stderr, rollback.stderr[-3000:]
     assert "Traceback" not in rollback.stderr, rollback.stderr[-3000:]
+
+
+def wait_paused(pause: Path, point: str, run: Run) -> None:
+    deadline = time.monotonic() + 300
+    while not (pause / f"{point}.paused").exists():
+        assert run.proc.poll() is None, f"alpr-ops {' '.join(run.args)} ended without pausing:\n{run.stderr[-3000:]}"
+        assert time.monotonic() < deadline, f"alpr-ops {' '.join(run.args)} never paused at {point}"
+        time.sleep(0.02)
+
+
+@pytest.mark.timeout(600)
+def test_promote_and_nightly_during_a_rebuild_wait_and_neither_fails(
+    project: Params, cli, make_params, seed_caches, tmp_path: Path
+) -> None:
+    """Defect 4's other pairs: a manual promote and the nightly check started while a rebuild (with its automatic
+    promotion) holds the lock. Both queue; the rebuild, the promote and the nightly check then give what they give
+    one after the other: the rebuild's winner is champion, the promote of the same rebuild changes nothing (its
+    `previous` stays the release that was live before the rebuild), the nightly check passes on that champion."""
+    from tasks.pipeline.track import client
+    from tasks.runtime.releases import current_release, gate_id
+    from tasks.support.registry import aliases_for
+
+    root = project.paths.videos.parents[1]
+    # the FP32 reference alone, from the session's build cache (the nightly check needs plates found at 320)
+    fp32 = [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime", "method": "ultralytics"}]
+    params = make_params(root, build={"candidates": fp32})
+    seed_caches(params)
+    cli(root, "rebuild")  # the first champion: what the nightly check and `previous` need
+    first = current_release(params.promote.gate_dir)
+    assert first is not None
+
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    env = {**os.environ, "PATH": f"{EXE.parent}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
+    rebuild = Run(root, {**env, PAUSE_ENV: f"locked-rebuild:{pause}"}, "rebuild")
+    wait_paused(pause, "locked-rebuild", rebuild)
+    holder = json.loads(params.paths.rebuild_lock.read_text())
+    waiters = [Run(root, env, "promote"), Run(root, env, "nightly")]
+    for run in waiters:
+        run.wait_for(f"waiting for the rebuild started at {holder['started']} by pid {holder['pid']}")
+    assert current_release(params.promote.gate_dir) == first  # nothing moved beside the holder
+    (pause / "locked-rebuild.resume").touch()
+
+    assert rebuild.finish() == 0, rebuild.stderr[-3000:]
+    promote, nightly = waiters
+    assert promote.finish() == 0, promote.stderr[-3000:]
+    nightly_code = nightly.finish()
+    second = current_release(params.promote.gate_dir)
+    assert second is not None and second != first  # the rebuild's own promotion, kept by the promote after it
+    aliases = aliases_for(gate_id(params.promote.gate_dir))
+    mc = client(params.tracking)
+    name = params.tracking.registered_model
+    champion = mc.get_model_version_by_alias(name, aliases.champion).version
+    assert second.name == f"v{champion}"
+    assert first.name == f"v{mc.get_model_version_by_alias(name, aliases.previous).version}"
+    # the nightly check judged the rebuild's champion, not the one live when it started (its verdict on these
+    # 3-second clips is its own business: exit 0 for a pass, 1 for a broken gate; never a lock or store error)
+    assert f"nightly regression of champion version {champion} " in nightly.stderr, nightly.stderr[-3000:]
+    assert nightly_code in (0, 1) and "Traceback" not in promote.stderr + nightly.stderr
