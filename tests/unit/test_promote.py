@@ -175,9 +175,9 @@ def test_recover_clears_leftovers_and_restores_a_moved_aside_release(tmp_path: P
     assert not (tmp_path / ".current.123.tmp").is_symlink()
 
 
-def test_a_gate_built_engine_fails_closed_until_measured_and_is_not_promoted_from_here() -> None:
+def test_a_gate_built_engine_fails_closed_until_measured_then_is_judged_on_its_numbers() -> None:
     """tensorrt_on: gate: `gate: pending` or `failed: why` is a failed verdict naming it; a measured gate engine is
-    judged on its numbers and still refused (promotion of gate-built engines is not wired)."""
+    judged on its numbers like any other candidate (deploy then verifies the engine the gate measured)."""
     metrics = {
         "fp32": row(0.0, 30.0),
         "trt-pending": {"backend": "tensorrt", "precision": "int8", "gate": "pending"},
@@ -185,11 +185,10 @@ def test_a_gate_built_engine_fails_closed_until_measured_and_is_not_promoted_fro
         "trt-measured": {**row(0.0, 2.0, speedup=15.0), "gate": "measured"},
     }
     decision = decide(metrics, LOOSE)
-    assert decision.winner == "fp32"
+    assert decision.winner == "trt-measured"
     assert [str(c) for c in decision.verdicts["trt-failed"].checks] == [
         f"gate_build 0 < 1 ({metrics['trt-failed']['gate']})"
     ]
     assert "(pending)" in decision.verdicts["trt-pending"].reasons[0]
     measured = decision.verdicts["trt-measured"]
-    assert [c.gate for c in measured.checks if not c.passed] == ["deployable"]
-    assert "not promoted yet" in decision.explain()
+    assert measured.passed and [c.gate for c in measured.checks] == ["map_drop", "agreement", "p95_ms", "speedup"]
