@@ -353,3 +353,30 @@ def test_a_gate_candidate_that_failed_or_does_not_match_its_record_is_never_regi
     assert "artifact_sha256" not in mc.get_run(run_id).data.tags
     decision = decide(step.metrics, p.promote)
     assert not decision.verdicts[trt.name].passed and decision.winner != trt.name
+
+
+def test_gate_build_is_deployed_whenever_a_candidate_is_built_on_the_gate(built: tuple, prefect_api: str) -> None:
+    """`alpr-ops deploy` on a real Prefect server: a CPU project (`build.backend: openvino`) with one candidate of
+    `backend: tensorrt` built on the gate gets `gate-build` on the tensorrt pool; without one, it does not."""
+    from prefect.client.orchestration import get_client
+
+    from flows.deployments import deploy_to_pool
+
+    params, _ = built
+    pools = {"openvino": f"gate-cpu-{uuid.uuid4().hex[:8]}", "tensorrt": f"gate-orin-{uuid.uuid4().hex[:8]}"}
+    trt = CandidateConfig(name="trt-fp32", precision="fp32", backend="tensorrt")
+    p = params.model_copy(
+        update={
+            "build": BuildConfig(backend="openvino", imgsz=320, candidates=(REFERENCE, trt)),
+            "serve": params.serve.model_copy(update={"work_pools": pools}),
+        }
+    )
+    names = deploy_to_pool(p, REPO / "params.yaml", REPO)
+    assert f"gate-build/{pools['tensorrt']}" in names
+    with get_client(sync_client=True) as client:
+        assert client.read_deployment_by_name(f"gate-build/{pools['tensorrt']}").work_pool_name == pools["tensorrt"]
+    from flows.deployments import needs_gate_build
+
+    on_host = p.model_copy(update={"build": p.build.model_copy(update={"tensorrt_on": "host"})})
+    cpu_only = p.model_copy(update={"build": BuildConfig(backend="openvino", imgsz=320, candidates=(REFERENCE,))})
+    assert not needs_gate_build(on_host) and not needs_gate_build(cpu_only)
