@@ -110,7 +110,7 @@ class ChampionScore:
     version: str
     candidate: str
     map50_95: float
-    basis: str = "re-evaluated on this holdout"
+    basis: str = ""  # how `map50_95` was obtained when not re-evaluated on this holdout (a gate-built engine's)
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: Cha
         if champion is not None and not unlabelled:
             floor = round(champion.map50_95 - cfg.champion_tolerance, 6)
             v = _num(row, "map50_95", name)
-            checks.append(GateCheck("vs_champion", v >= floor, v, floor, ">="))
+            checks.append(GateCheck("vs_champion", v >= floor, v, floor, ">=", champion.basis))
         p50 = _num(row, "latency_p50_ms", name)
         verdicts[name] = Verdict(name, all(c.passed for c in checks), tuple(checks), p50)
     winner, policy = choose([v for v in verdicts.values() if v.passed], metrics, cfg)
@@ -518,7 +518,10 @@ def evaluate_champion(
                     f"champion version {mv.version} ({cand.name}) is an engine built on the gate and its run has no "
                     "map50_95 (no labelled holdout then): challengers cannot be compared with it here"
                 )
-            basis = "its gate-measured mAP50-95 on the labelled holdout of its own rebuild (the host cannot run it)"
+            basis = (
+                f"champion {mv.version} is a gate-built engine the host cannot run: its mAP50-95 as scored from the "
+                "gate's detections on the labelled holdout of its own rebuild"
+            )
             log.warning("champion version %s (%s): %s", mv.version, cand.name, basis)
             return ChampionScore(str(mv.version), cand.name, float(recorded_map), basis)
         try:

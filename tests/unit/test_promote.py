@@ -61,6 +61,9 @@ def test_challenger_must_not_be_worse_than_the_champion() -> None:
     assert decision.winner == "close"
     assert "vs_champion 0.692 < 0.695" in decision.verdicts["worse"].reasons
     assert decide(metrics, cfg).winner == "worse", "without a champion the gate does not apply"
+    # a gate-built champion (the host cannot run it): its recorded score, and the verdict says where it came from
+    gate_built = ChampionScore("4", "trt-qdq", 0.70, basis="champion 4 is a gate-built engine the host cannot run")
+    assert "(champion 4 is a gate-built engine" in decide(metrics, cfg, gate_built).verdicts["worse"].reasons[-1]
 
 
 def test_a_latency_tie_goes_to_the_most_faithful_candidate() -> None:
