@@ -8,7 +8,8 @@ the next run without redeploying. They run the same flow objects as the CLI (`fl
 - server mode: `prefect server start`, then `alpr-ops deploy` registers the deployments on the work pool of the
   project's gate hardware (`serve.work_pools[build.backend]`, e.g. `rebuild/gate-cpu`); a worker on that hardware
   (`prefect worker start --pool gate-cpu`) runs them, so engines are built and timed where they will run.
-- TensorRT (`build.backend: tensorrt`): `alpr-ops deploy` also registers `gate-build/<serve.work_pools.tensorrt>`
+- TensorRT built on the gate (any candidate with `backend: tensorrt`, its own or `build.backend`, and
+  `build.tensorrt_on: gate`): `alpr-ops deploy` also registers `gate-build/<serve.work_pools.tensorrt>`
   (`flows/gate_build.py`), which a Jetson's worker runs without PyTorch: the host asks it for each engine.
 """
 
@@ -113,9 +114,15 @@ def deploy_to_pool(params: Params, params_file: Path, root: Path) -> list[str]:
         )
         names.append(f"{fn.name}/{pool}")
     log.info("deployed %s on work pool %s", ", ".join(names), pool)
-    if params.build.backend == "tensorrt":
+    if needs_gate_build(params):
         names.append(deploy_gate_build(params, root))
     return names
+
+
+def needs_gate_build(params: Params) -> bool:
+    """Whether any candidate's engine is built on the gate (`backend: tensorrt`, its own or `build.backend`, with
+    `build.tensorrt_on: gate`): then the gate pool needs the `gate-build` deployment, whatever `build.backend` is."""
+    return any(params.build.built_on_gate(c) for c in params.build.candidates)
 
 
 def deploy_gate_build(params: Params, root: Path) -> str:

@@ -79,7 +79,8 @@ def rebuild(
             proj.root, frames.frames_hash, params.model.sha256, dvc.dvc_file(p.videos), p.videos, frames.inputs
         )
         record = log_rebuild(params, built, report.metrics, tags, report, frames.inputs)
-        metrics = gate_engines(params, built, record, report)  # the same rows when no engine is built on the gate
+        # the same record and rows when no engine is built on the gate; else with the measured engines registered
+        record, metrics = gate_engines(params, built, record, report)
         if params.promote.auto:  # the promote flow draws the trade-off chart with its verdicts
             promotion = promote(params=params, record=record, metrics=metrics)
         else:  # the chart without verdicts; `alpr-ops promote` redraws it with them

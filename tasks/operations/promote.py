@@ -110,6 +110,7 @@ class ChampionScore:
     version: str
     candidate: str
     map50_95: float
+    basis: str = ""  # how `map50_95` was obtained when not re-evaluated on this holdout (a gate-built engine's)
 
 
 @dataclass(frozen=True)
@@ -125,12 +126,6 @@ class Decision:
     def explain(self) -> str:
         lines = [f"{v.name}: {'PASS' if v.passed else 'FAIL'} ({'; '.join(v.reasons)})" for v in self.verdicts.values()]
         return "\n".join([*lines, *([f"choice: {self.policy}"] if self.policy else [])])
-
-
-GATE_NOT_DEPLOYABLE = (
-    "an engine built on the gate is not promoted yet: the host cannot smoke-test it and the registry holds its ONNX, "
-    "not the gate's engine; deploy it with build.tensorrt_on: host on the gate's hardware"
-)
 
 
 class MetricsMissing(AlprError):
@@ -180,9 +175,7 @@ def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: Cha
         if champion is not None and not unlabelled:
             floor = round(champion.map50_95 - cfg.champion_tolerance, 6)
             v = _num(row, "map50_95", name)
-            checks.append(GateCheck("vs_champion", v >= floor, v, floor, ">="))
-        if GATE_KEY in row:  # judged like any other candidate above, but its engine cannot be deployed from here
-            checks.append(GateCheck("deployable", False, 0.0, 1.0, ">=", GATE_NOT_DEPLOYABLE))
+            checks.append(GateCheck("vs_champion", v >= floor, v, floor, ">=", champion.basis))
         p50 = _num(row, "latency_p50_ms", name)
         verdicts[name] = Verdict(name, all(c.passed for c in checks), tuple(checks), p50)
     winner, policy = choose([v for v in verdicts.values() if v.passed], metrics, cfg)
@@ -387,6 +380,67 @@ def fetch_verified(
     return verify_artifact(download_version(source, dst, tracking.uri), rec.sha256, rec.where)
 
 
+def is_gate_engine(cand: Candidate) -> bool:
+    """A TensorRT engine the gate built and measured (`track.register_gate_engine`): not runnable on this host."""
+    return cand.backend == "tensorrt" and cand.gate_built and cand.path.suffix == ".engine"
+
+
+GATE_AT_LOAD = (
+    "not run on this host (TensorRT runs only on the gate's GPU): the gate built and measured these exact bytes, and "
+    "the gate runtime verifies the engine's sha256 against this manifest, and its GPU and TensorRT version against "
+    "the engine header, before it loads it"
+)
+
+
+def gate_measured(
+    cand: Candidate, tracking: TrackingConfig, manifest: dict[str, Any], rec: Recorded
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """In place of the host smoke test for a gate-built engine (verified against `rec` already): the gate's own
+    record of the engine it built and measured (`gate_build/engine_record.json` on the candidate's run, logged by
+    the gate) must name exactly these bytes (its engine sha256 is the recorded one; the plan beside it and inside
+    it match), and the run must hold the numbers the gate measured on them. Returns (the manifest's `smoke_test`
+    entry, its `target_hardware`); raises `SmokeTestError` otherwise, so nothing unmeasured is deployed."""
+    from tasks.edge.gate_build import RESULT_PATH
+    from tasks.runtime.tensorrt import ENGINE_RECORD_JSON, EngineMismatch, check_engine_record
+
+    run_id, where = str(manifest["run_id"]), f"{RESULT_PATH}/{ENGINE_RECORD_JSON}"
+    with tempfile.TemporaryDirectory(prefix="alpr-gate-record-") as tmp:
+        try:
+            record = json.loads(Path(client(tracking).download_artifacts(run_id, where, tmp)).read_text())
+        except Exception as e:  # absent or unreadable: nothing shows the gate ran this engine
+            raise SmokeTestError(
+                f"{cand.path}: run {run_id} holds no readable {where} ({type(e).__name__}: {e}): nothing shows the "
+                "gate built and measured this engine, so it is not deployed"
+            ) from e
+    if record.get("engine_sha256") != rec.sha256:
+        raise SmokeTestError(
+            f"{cand.path}: the engine recorded in {rec.where} (sha256 {rec.sha256}) is not the one the gate built and "
+            f"measured ({where} of run {run_id}: {record.get('engine_sha256')}); it is not deployed"
+        )
+    try:
+        check_engine_record(cand.path, record)
+    except EngineMismatch as e:
+        raise SmokeTestError(f"{cand.path}: {e}") from e
+    numbers = manifest["metrics"]
+    needed = ("gate_frames", "agreement_map50_95", "latency_p50_ms", "latency_p95_ms")
+    missing = [k for k in needed if k not in numbers]
+    if missing:
+        raise SmokeTestError(f"{cand.path}: run {run_id} lacks the gate's measurement {missing}; it is not deployed")
+    measured = {
+        "run_id": run_id,
+        "record": where,
+        "engine_sha256": rec.sha256,
+        "plan_sha256": record["plan_sha256"],
+        "frames": int(numbers["gate_frames"]),
+        **{k: numbers[k] for k in needed[1:]},
+        **{k: numbers[k] for k in ("map50_95",) if k in numbers},
+    }
+    hardware = {**(record.get("device") or {}), "backend": "tensorrt", "device": "cuda:0", "measured_on": "the gate"}
+    log.info("%s: the gate measured these bytes on %d frames (agreement %.4f)", cand.name, measured["frames"],
+             measured["agreement_map50_95"])  # fmt: skip
+    return {"host": GATE_AT_LOAD, "gate_build": measured}, hardware
+
+
 def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any], rec: Recorded) -> Path:
     """Download the registered artifact into `releases/v<version>/`, verify it against the hash the store recorded
     at build time (`rec`), smoke-test it, then switch `current`.
@@ -406,7 +460,10 @@ def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any], 
             (tmp / ".download").rmdir()
             checkpoint("after_download")
             cand = verify_artifact(tmp, rec.sha256, rec.where)
-            smoke = smoke_test(cand, gate, manifest["metrics"])
+            if is_gate_engine(cand):  # the host cannot run it: the gate's measurement of these bytes instead
+                smoke, hardware = gate_measured(cand, gate.tracking, manifest, rec)
+            else:
+                smoke, hardware = smoke_test(cand, gate, manifest["metrics"]), target_hardware(cand.backend)
             checkpoint("after_smoke_test")
             full = {
                 **manifest,
@@ -415,7 +472,7 @@ def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any], 
                 "artifact": cand.artifact,
                 "imgsz": cand.imgsz,
                 "toolchain": cand.toolchain,
-                "target_hardware": target_hardware(cand.backend),
+                "target_hardware": hardware,
                 "smoke_test": smoke,
             }
             atomic_write_text(tmp / MANIFEST, json.dumps(full, indent=2, sort_keys=True))
@@ -454,6 +511,19 @@ def evaluate_champion(
     with tempfile.TemporaryDirectory(prefix="alpr-champion-") as tmp:
         cand = fetch_verified(mc, tracking, mv.source, mv.run_id, str(mv.version), Path(tmp) / "champion")
         checkpoint("after_champion_download")
+        if is_gate_engine(cand):  # the host cannot run it; the gate's detections were scored on the holdout then
+            recorded_map = mc.get_run(mv.run_id).data.metrics.get("map50_95")
+            if recorded_map is None:
+                raise RuntimeError(
+                    f"champion version {mv.version} ({cand.name}) is an engine built on the gate and its run has no "
+                    "map50_95 (no labelled holdout then): challengers cannot be compared with it here"
+                )
+            basis = (
+                f"champion {mv.version} is a gate-built engine the host cannot run: its mAP50-95 as scored from the "
+                "gate's detections on the labelled holdout of its own rebuild"
+            )
+            log.warning("champion version %s (%s): %s", mv.version, cand.name, basis)
+            return ChampionScore(str(mv.version), cand.name, float(recorded_map), basis)
         try:
             score = holdout_map(cand, holdout_dir, vcfg)
         except Exception as e:  # e.g. a TensorRT champion on a machine without its GPU
@@ -636,7 +706,8 @@ def promote(
             mc.set_tag(winner.run_id, "gate.smoke_test", f"fail: {e}")
             delete_alias(mc, name, names.challenger)
             raise
-        mc.set_tag(winner.run_id, "gate.smoke_test", "pass")
+        smoke = read_manifest(release).get("smoke_test") or {}
+        mc.set_tag(winner.run_id, "gate.smoke_test", "pass" if "gate_build" not in smoke else f"pass: {GATE_AT_LOAD}")
         old = crown(mc, name, winner.version, names)
         checkpoint("after_aliases")
         _log_event(

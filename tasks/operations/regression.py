@@ -363,6 +363,21 @@ def _mean_conf(dets: list[Any]) -> float:
     return round(sum(confs) / len(confs), 5) if confs else 0.0
 
 
+def runnable_here(champ: Candidate, version: str) -> None:
+    """The nightly check re-runs the champion on this machine; a TensorRT engine runs only on the GPU and TensorRT
+    version it was built for (a gate-built engine: the gate's). Refused with what was not checked, never a pass."""
+    from tasks.runtime.tensorrt import EngineMismatch, ensure_runnable
+
+    try:
+        ensure_runnable(champ.path)
+    except EngineMismatch as e:
+        raise RegressionError(
+            f"champion version {version} ({champ.name}) is a TensorRT engine this machine cannot run, so the nightly "
+            f"check did NOT re-validate it (nothing was measured; this is not a pass): {e}. Run the nightly check on "
+            "the gate's hardware, or rely on the gate runtime's own verification at load."
+        ) from e
+
+
 def measure(
     champion: Champion, reference: Reference, sample: FrameSample, holdout_dir: Path, cfg: ValidateConfig, work: Path
 ) -> dict[str, float]:
@@ -381,6 +396,7 @@ def measure(
     )
 
     champ = verify_release(champion.release)  # checked again at this load: the release may have changed since
+    runnable_here(champ, champion.version)
     # label-free by design: without a labelled holdout the check runs on the newest frames alone
     labelled = holdout_images(holdout_dir, class_names(reference.candidate), "optional")
     images, _ = agreement_images(sample.frames_dir.parent, labelled)

@@ -8,10 +8,11 @@ gate build that failed, or a gate that did not answer, is a failed candidate wit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tasks.edge import gate_build as edge
 from tasks.edge.agreement import Detections
@@ -331,52 +332,91 @@ def merge_gate_row(
     return merged
 
 
+class GateStep(NamedTuple):
+    """The rebuild after its gate step: the record (a gate-built candidate the gate measured now has the registry
+    version of its engine) and every candidate's metrics (gate-built rows merged)."""
+
+    record: RebuildRecord
+    metrics: dict[str, dict[str, Any]]
+
+
 def gate_engines(
     params: Params,
     candidates: list[Candidate],
     record: RebuildRecord,
     report: ValidationReport,
     work_dir: Path | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> GateStep:
     """The rebuild's gate step, after tracking: each gate-built candidate's engine is built and timed on the gate
-    (`request_gate_build`), its detections scored here like every other candidate's, and the merged row logged to
-    its run. Returns the rebuild's metrics with those rows merged; a gate that failed or did not answer fails that
-    candidate with its reason (its row says `gate: failed: ...`), and the other candidates are untouched."""
+    (`request_gate_build`), then `finish_gate_step` scores, registers and logs. A gate that failed or did not answer
+    fails that candidate with its reason (its row says `gate: failed: ...`), and the other candidates are untouched."""
     import tempfile
-    import time
 
-    from mlflow.entities import Metric
-
-    from tasks.pipeline.track import client
-    from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED
-
-    metrics = {name: dict(row) for name, row in report.metrics.items()}
     gated = [c for c in candidates if c.gate_built]
     if not gated:
-        return metrics
-    by_name = {c.name: c for c in candidates}
-    reference = by_name[params.build.reference]
+        return GateStep(record, {name: dict(row) for name, row in report.metrics.items()})
+    reference = next(c for c in candidates if c.name == params.build.reference)
     try:
         scoring: GateScoring | None = scoring_inputs(params, reference)
         unscored = ""
     except Exception as e:  # validation passed on these inputs a moment ago; still, never a crash of the rebuild
         scoring, unscored = None, f"the host could not prepare the gate's frames: {type(e).__name__}: {e}"
         log.warning("%s", unscored)
+    outcomes = {}
     with tempfile.TemporaryDirectory(prefix="alpr-gate-bundles-", dir=work_dir) as tmp:
         for cand in gated:
             run_id = record.candidates[cand.name].run_id
             if scoring is None:
-                outcome = GateOutcome(run_id, False, unscored)
+                outcomes[cand.name] = GateOutcome(run_id, False, unscored)
             else:
-                outcome = _ask_gate(params, cand, run_id, scoring, reference, Path(tmp))
-            scored = None
-            if outcome.passed and scoring is not None:
-                try:
-                    scored = score_gate_detections(gate_detections(params.tracking, run_id), scoring, params.validate_)
-                except Exception as e:
-                    outcome = GateOutcome(run_id, False, f"{type(e).__name__}: {e}")
-            metrics[cand.name] = merge_gate_row(metrics[cand.name], outcome, scored, metrics[reference.name])
-    set_speedups(metrics, [c for c in gated if metrics[c.name][GATE_KEY] == GATE_MEASURED], metrics[reference.name])
+                outcomes[cand.name] = _ask_gate(params, cand, run_id, scoring, reference, Path(tmp))
+    return finish_gate_step(params, candidates, record, report.metrics, outcomes, scoring)
+
+
+def finish_gate_step(
+    params: Params,
+    candidates: list[Candidate],
+    record: RebuildRecord,
+    validated: dict[str, dict[str, Any]],
+    outcomes: dict[str, GateOutcome],
+    scoring: GateScoring | None,
+) -> GateStep:
+    """What the host does once the gate answered: score each measured engine's detections here like every other
+    candidate's, register the engine the gate logged as the candidate's artifact (`track.register_gate_engine`:
+    checked against the gate's own engine record, its hash on the run and the new registry version), and log the
+    merged row to its run. A candidate the gate did not measure, or whose engine does not match its record, is
+    failed with the reason and never registered."""
+    import time
+
+    from mlflow.entities import Metric
+
+    from tasks.pipeline.track import client, register_gate_engine
+    from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED
+
+    metrics = {name: dict(row) for name, row in validated.items()}
+    gated = [c for c in candidates if c.gate_built]
+    reference_row = metrics[params.build.reference]
+    tracked = dict(record.candidates)
+    for cand in gated:
+        run_id = record.candidates[cand.name].run_id
+        outcome = outcomes[cand.name]
+        scored = None
+        if outcome.passed and scoring is not None:
+            try:
+                scored = score_gate_detections(gate_detections(params.tracking, run_id), scoring, params.validate_)
+                scored["gate_frames"] = float(len(scoring.frames))  # the frames the gate ran this engine on
+            except Exception as e:
+                outcome = GateOutcome(run_id, False, f"{type(e).__name__}: {e}")
+        row = merge_gate_row(metrics[cand.name], outcome, scored, reference_row)
+        if row[GATE_KEY] == GATE_MEASURED:
+            try:
+                tracked[cand.name] = register_gate_engine(params.tracking, cand, run_id)
+            except Exception as e:  # fail closed: an engine that does not match its record is never deployable
+                why = f"the gate's engine was not registered: {type(e).__name__}: {e}"
+                log.warning("candidate %s: %s", cand.name, why)
+                row = merge_gate_row(metrics[cand.name], GateOutcome(run_id, False, why), None, reference_row)
+        metrics[cand.name] = row
+    set_speedups(metrics, [c for c in gated if metrics[c.name][GATE_KEY] == GATE_MEASURED], reference_row)
     mc, now = client(params.tracking), int(time.time() * 1000)
     for cand in gated:
         row, run_id = metrics[cand.name], record.candidates[cand.name].run_id
@@ -386,7 +426,7 @@ def gate_engines(
             if key in row:
                 mc.set_tag(run_id, key, str(row[key])[:4900])
         log.info("candidate %s on the gate: %s", cand.name, row[GATE_KEY])
-    return metrics
+    return GateStep(dataclasses.replace(record, candidates=tracked), metrics)
 
 
 def set_speedups(metrics: dict[str, dict[str, Any]], measured: list[Candidate], reference_row: dict[str, Any]) -> None:

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.pipeline.validate import GATE_KEY, NO_HOLDOUT
+from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, NO_HOLDOUT
 from tasks.runtime.latency import ROUNDS_KEY
 from tasks.support.candidate import Candidate
 from tasks.support.config import Params, TrackingConfig
 from tasks.support.hashing import sha256_file
 from tasks.support.images import list_images
+from tasks.support.verify import SHA_TAG
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,7 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KIND_TAG = "alpr.kind"  # "rebuild" on parent runs, "candidate" on child runs
-ARTIFACT_PATH = "artifact"
+ARTIFACT_PATH = "artifact"  # what a registry version points at: the deployable artifact and its candidate.json
+GATE_ONNX_PATH = "gate_onnx"  # a gate-built candidate's ONNX (what the gate builds its engine from), not deployable
+ONNX_SHA_TAG = "onnx_sha256"  # its sha256 on the run (artifact_sha256 is the engine's, once the gate measured it)
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store (README, the demo's hint)
 
 
@@ -379,7 +382,9 @@ def _log_candidate(
         "backend": cand.backend,
         "precision": cand.precision,
         "method": cand.method,  # "ultralytics": Ultralytics' own export (a peer); otherwise our quantizer
-        "artifact_sha256": cand.sha256,
+        # what ships: this artifact; for an engine built on the gate, the engine, recorded once the gate measured it
+        # (`register_gate_engine`): its ONNX is not deployable and gets no artifact hash and no registry version
+        **({ONNX_SHA_TAG: cand.sha256} if cand.gate_built else {SHA_TAG: cand.sha256}),
         "base_model_sha256": cand.base_model_sha256,
         **lineage,
         **strings,  # so latencies and memory are read in context
@@ -396,7 +401,61 @@ def _log_candidate(
         mc.set_terminated(rid, status="FAILED")
         raise
     mc.set_terminated(rid)
-    return TrackedCandidate(cand.name, rid, version, f"{run.info.artifact_uri}/{ARTIFACT_PATH}")
+    return TrackedCandidate(cand.name, rid, version, f"{run.info.artifact_uri}/{ARTIFACT_PATH}" if version else "")
+
+
+def register_gate_engine(tracking: TrackingConfig, cand: Candidate, run_id: str) -> TrackedCandidate:
+    """Register the engine the gate built and measured for the gate-built candidate `cand` (its ONNX on the host):
+    download what the gate logged to the run (`gate_build/`: engine, plan, engine record), check the engine and its
+    plan against the gate's own record (`check_engine_record`), and record THAT engine as the candidate's artifact:
+    logged to the run's `artifact/` with its `candidate.json`, its sha256 as `artifact_sha256` on the run and on the
+    new registry version (`verify.recorded_sha256` requires both to agree). Called only for a candidate the gate
+    measured (`gate_remote.finish_gate_step`); anything missing or mismatched raises, and nothing is registered."""
+    import dataclasses
+    import shutil
+
+    from tasks.edge.gate_build import RESULT_PATH
+    from tasks.runtime.tensorrt import ENGINE_RECORD_JSON, EngineMismatch, check_engine_record, plan_path
+    from tasks.support.candidate import CANDIDATE_JSON
+    from tasks.support.hashing import path_size_mb
+    from tasks.support.verify import verify_artifact
+
+    mc = client(tracking)
+    run = mc.get_run(run_id)
+    with tempfile.TemporaryDirectory(prefix="alpr-gate-engine-") as tmp:
+        got = Path(mc.download_artifacts(run_id, RESULT_PATH, tmp))
+        try:
+            record = json.loads((got / ENGINE_RECORD_JSON).read_text())
+        except (OSError, ValueError) as e:
+            raise EngineMismatch(f"run {run_id}: the gate logged no readable {RESULT_PATH}/{ENGINE_RECORD_JSON}") from e
+        name = str(record.get("engine", ""))
+        if Path(name).name != name or not name.endswith(".engine"):
+            raise EngineMismatch(f"run {run_id}: the gate's engine record names '{name}', not an engine file beside it")
+        check_engine_record(got / name, record)
+        folder = Path(tmp) / ARTIFACT_PATH
+        folder.mkdir()
+        for f in (got / name, plan_path(got / name), got / ENGINE_RECORD_JSON):
+            shutil.copyfile(f, folder / f.name)
+        # the gate's record, and what the engine was built from: the ONNX the host exported (still `built_on: gate`)
+        origin = {"built_on": cand.tensorrt.get("built_on"), "onnx": cand.artifact, "onnx_sha256": cand.sha256}
+        engine = dataclasses.replace(
+            cand,
+            folder=folder,
+            artifact=name,
+            sha256=str(record["engine_sha256"]),
+            size_mb=path_size_mb(folder / name),
+            tensorrt={**record, **origin, "gate_run_id": run_id},
+        )
+        (folder / CANDIDATE_JSON).write_text(engine.to_json())
+        verify_artifact(folder, engine.sha256, f"the gate's engine record of run {run_id}")  # path, format, hash
+        mc.log_artifacts(run_id, str(folder), ARTIFACT_PATH)
+    mc.set_tag(run_id, SHA_TAG, engine.sha256)
+    version_tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+    version_tags.update({SHA_TAG: engine.sha256, GATE_KEY: GATE_MEASURED})
+    source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
+    mv = mc.create_model_version(tracking.registered_model, source=source, run_id=run_id, tags=version_tags)
+    log.info("registered the gate's engine of %s (sha256 %s) as version %s", cand.name, engine.sha256[:12], mv.version)
+    return TrackedCandidate(cand.name, run_id, str(mv.version), source)
 
 
 def _fill_candidate_run(
@@ -416,6 +475,9 @@ def _fill_candidate_run(
         metrics=[Metric(k, v, now, 0) for k, v in numeric.items()],
         params=[Param(k, str(v)) for k, v in cand_params.items()],
     )
+    if cand.gate_built:  # the ONNX the gate builds from, kept for the record; no version until the gate measured it
+        mc.log_artifacts(rid, str(cand.folder), GATE_ONNX_PATH)
+        return ""
     mc.log_artifacts(rid, str(cand.folder), ARTIFACT_PATH)
     source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
     version_tags = {k: v for k, v in tags.items() if not k.startswith("mlflow.")}

@@ -33,6 +33,9 @@ from tasks.support.errors import AlprError, Remedy
 log = logging.getLogger(__name__)
 
 PLAN_SUFFIX = ".plan"
+ENGINE_RECORD_JSON = "engine_record.json"  # the gate logs `engine_record` of the engine it built and measured
+# what an engine's record must say, identically, wherever the engine is checked against it
+RECORD_KEYS = ("engine", "engine_sha256", "plan", "plan_sha256", "plan_bytes", "device")
 ENGINE_FILES = "engine: ultralytics header with our data under alpr_ops; plan beside it"  # in TensorRT cache keys
 
 
@@ -175,6 +178,7 @@ def engine_record(engine_path: Path) -> dict[str, Any]:
     plan = plan_path(engine_path)
     record: dict[str, Any] = {
         "engine": engine_path.name,
+        "engine_sha256": hashlib.sha256(engine_path.read_bytes()).hexdigest(),
         "engine_layout": "ultralytics: 4-byte little-endian JSON length, JSON metadata, serialized plan",
         "plan": plan.name if plan.is_file() else None,
         "device": built_for(header),
@@ -186,6 +190,22 @@ def engine_record(engine_path: Path) -> dict[str, Any]:
         record["plan_sha256"] = hashlib.sha256(data).hexdigest()
         record["plan_bytes"] = len(data)
     return record
+
+
+def check_engine_record(engine_path: Path, recorded: dict[str, Any]) -> dict[str, Any]:
+    """Fail unless `engine_path` and the plan beside it are the ones `recorded` (the builder's `engine_record`)
+    describes: the engine's sha256, the plan's sha256 and size (the plan file and the plan inside the engine being
+    the same bytes) and the device it was built for. Returns the record recomputed here. Runs without TensorRT: it
+    checks the files, not that they run."""
+    missing = [k for k in RECORD_KEYS if not recorded.get(k)]
+    if missing:
+        raise EngineMismatch(f"{engine_path}: the engine record lacks {missing}; it cannot vouch for this engine")
+    here = engine_record(engine_path)  # EngineMismatch when the plan beside it differs from the engine's own
+    diff = {k: (recorded.get(k), here.get(k)) for k in RECORD_KEYS if recorded.get(k) != here.get(k)}
+    if diff:
+        detail = "; ".join(f"{k}: recorded {a!r}, found {b!r}" for k, (a, b) in diff.items())
+        raise EngineMismatch(f"{engine_path}: not the engine its record describes ({detail})")
+    return here
 
 
 def onnx_metadata(onnx_path: Path) -> dict[str, str]:

@@ -173,14 +173,210 @@ def test_a_gate_that_cannot_build_fails_its_candidate_alone(
         )
         deploy_gate_build(p, REPO)
         record = track.log_rebuild(p, gate_built, report.metrics, {"frames_hash": "h"}, report)
-        metrics = gate_engines(p, gate_built, record, report, tmp_path)
-        run = track.client(p.tracking).get_run(record.candidates[trt.name].run_id)
+        record, metrics = gate_engines(p, gate_built, record, report, tmp_path)
+        mc = track.client(p.tracking)
+        run = mc.get_run(record.candidates[trt.name].run_id)
+        versions = mc.search_model_versions(f"run_id = '{run.info.run_id}'")
     reason = metrics[trt.name][GATE_KEY]
     assert reason.startswith("failed: gate build Failed") and "TensorRT" in reason, reason
     assert run.data.tags[GATE_KEY] == reason
+    # never registered as deployable: no registry version, no artifact hash on its run
+    assert record.candidates[trt.name].version == "" and not versions and "artifact_sha256" not in run.data.tags
     assert "latency_p50_ms" not in metrics[trt.name] and "agreement_map50_95" not in run.data.metrics
     assert metrics["fp32"] == report.metrics["fp32"]  # the host's candidates: untouched
     decision = decide(metrics, params.promote)
     assert not decision.verdicts[trt.name].passed
     assert "TensorRT" in decision.explain() and decision.winner != trt.name
     assert decision.verdicts["fp32"].checks[0].gate == "map_drop"  # judged as before: numbers, not the gate
+
+
+# --- promotion of an engine built on the gate -----------------------------------------------------------------------
+# The host cannot run TensorRT, so no test here has a real engine. These tests log, as the gate's own `log_result`
+# does, an engine-layout file written with the project's writer (`tensorrt.save_engine`) around PLACEHOLDER plan bytes:
+# it is NOT a runnable engine. They check the chain (the engine's hash recorded on the run and the registry version,
+# verified at deploy, the manifest pointing at the gate's measurement of those bytes), not TensorRT.
+
+GATE_DEVICE = {"gpu": "Orin (nvgpu)", "compute_capability": "8.7", "tensorrt": "10.3.0"}
+LOOSE_GATES = {"max_map_drop": 0.05, "min_agreement": 0.5}  # the chain is under test, not the thresholds
+
+
+@pytest.fixture(scope="module")
+def gate_scoring(built: tuple, gate_built: list) -> tuple:
+    """What the host scores gate detections against, and the FP32 reference's own detections at `validate.conf`
+    (what the test's placeholder "gate" reports: a faithful engine)."""
+    from tasks.pipeline.gate_remote import scoring_inputs
+    from tasks.pipeline.validate import predict
+
+    params, _ = built
+    cfg, ref = params.validate_, gate_built[0]
+    scoring = scoring_inputs(params, ref)
+    return scoring, predict(ref, scoring.frames, cfg.model_copy(update={"agreement_conf": cfg.conf}))
+
+
+def log_placeholder_engine(tracking_uri: str, run_id: str, cand, scoring, detections, work: Path, plan: bytes) -> str:
+    """Log to `run_id` what the gate logs after building and measuring an engine (`edge.log_result`: metrics, engine,
+    plan, engine record, detections), with an engine file around `plan` (placeholder bytes, not a runnable engine).
+    Returns the engine's sha256."""
+    from tasks.edge import gate_build as edge
+    from tasks.runtime.tensorrt import engine_header, engine_record, onnx_metadata, save_engine
+
+    work.mkdir(parents=True, exist_ok=True)
+    engine, _ = save_engine(
+        work / f"{cand.path.stem}.engine", engine_header(onnx_metadata(cand.path), GATE_DEVICE), plan
+    )
+    record = engine_record(engine)
+    dets = tuple((f.name, d) for f, d in zip(scoring.frames, detections, strict=True))
+    result = edge.GateResult(cand.name, engine, record, {"latency_p50_ms": 1.0, "latency_p95_ms": 1.5}, (1.0,), dets)
+    edge.log_result(run_id, result, tracking_uri)
+    return record["engine_sha256"]
+
+
+def tracked_and_gate_logged(p: Params, gate_built: list, report, gate_scoring, work: Path, plan: bytes) -> tuple:
+    """A rebuild of the reference and the gate-built candidate logged to `p`'s store, then the "gate" (above) logs
+    its engine to the candidate's run. Returns (record, engine sha256, the gate's outcome)."""
+    from tasks.pipeline import track
+    from tasks.pipeline.gate_remote import GateOutcome, gate_metrics
+
+    trt = gate_built[1]
+    record = track.log_rebuild(p, gate_built, report.metrics, {"frames_hash": "h"})
+    run_id = record.candidates[trt.name].run_id
+    # the ONNX is not what ships: no registry version and no artifact hash until the gate measured the engine
+    assert record.candidates[trt.name].version == "" and record.candidates["fp32"].version
+    assert "artifact_sha256" not in track.client(p.tracking).get_run(run_id).data.tags
+    scoring, dets = gate_scoring
+    sha = log_placeholder_engine(p.tracking.uri, run_id, trt, scoring, dets, work, plan)
+    return record, sha, GateOutcome(run_id, True, "", gate_metrics(p.tracking, run_id))
+
+
+def test_a_measured_gate_engine_is_registered_and_promoted_by_its_hash(
+    store: Params, gate_built: list, gate_validation, gate_scoring, tmp_path: Path
+) -> None:
+    """The engine bytes are a placeholder (not a runnable engine): this checks the chain (hash recorded, verified at
+    deploy, manifest), not TensorRT."""
+    from tasks.operations.promote import promote
+    from tasks.pipeline import track
+    from tasks.runtime.releases import current_release, read_manifest, verify_release
+
+    trt = gate_built[1]
+    p = store.model_copy(update={"promote": store.promote.model_copy(update=LOOSE_GATES)})
+    record, sha, outcome = tracked_and_gate_logged(
+        p, gate_built, gate_validation, gate_scoring, tmp_path / "gate", b"\x00placeholder plan, not an engine\xff"
+    )
+    from tasks.pipeline.gate_remote import finish_gate_step  # after the tracking checks: they fail on older code
+
+    step = finish_gate_step(p, gate_built, record, gate_validation.metrics, {trt.name: outcome}, gate_scoring[0])
+    assert step.metrics[trt.name]["gate"] == "measured"
+    tracked, mc = step.record.candidates[trt.name], track.client(p.tracking)
+    assert tracked.version and tracked.source.endswith("/artifact")
+    version_tags = mc.get_model_version(p.tracking.registered_model, tracked.version).tags
+    assert mc.get_run(tracked.run_id).data.tags["artifact_sha256"] == version_tags["artifact_sha256"] == sha
+    result = promote(step.record, step.metrics, p.promote, p.tracking, p.paths.holdout, p.validate_)
+    assert result.decision.winner == trt.name and result.version == tracked.version, result.decision.explain()
+    manifest = read_manifest(result.release)
+    measured = manifest["smoke_test"]["gate_build"]
+    assert manifest["sha256"] == measured["engine_sha256"] == sha
+    assert measured["frames"] == len(gate_scoring[0].frames) and measured["run_id"] == tracked.run_id
+    assert measured["agreement_map50_95"] == step.metrics[trt.name]["agreement_map50_95"]
+    assert "gate runtime verifies" in manifest["smoke_test"]["host"]
+    assert manifest["target_hardware"]["gpu"] == GATE_DEVICE["gpu"]
+    deployed = verify_release(current_release(p.promote.gate_dir), sha)  # what the gate runtime checks at load
+    assert deployed.path.suffix == ".engine" and deployed.gate_built
+    assert mc.get_run(tracked.run_id).data.tags["gate.smoke_test"].startswith("pass: not run on this host")
+
+
+def test_a_gate_engine_swapped_in_the_store_after_it_was_recorded_is_refused(
+    store: Params, gate_built: list, gate_validation, gate_scoring, tmp_path: Path
+) -> None:
+    """Issue 15's shape for a gate-built engine: after registration, the engine in the artifact store is replaced by
+    another engine file (placeholder plan bytes again, not a runnable engine), with its plan and `candidate.json`
+    rewritten to match; promotion refuses it and nothing is deployed."""
+    import json
+    from urllib.parse import unquote, urlparse
+
+    from tasks.operations.promote import promote
+    from tasks.runtime.tensorrt import read_engine, save_engine
+    from tasks.support.errors import AlprError
+    from tasks.support.hashing import sha256_file
+
+    trt = gate_built[1]
+    p = store.model_copy(update={"promote": store.promote.model_copy(update=LOOSE_GATES)})
+    record, sha, outcome = tracked_and_gate_logged(
+        p, gate_built, gate_validation, gate_scoring, tmp_path / "gate", b"\x00the plan the gate measured"
+    )
+    from tasks.pipeline.gate_remote import finish_gate_step  # after the tracking checks: they fail on older code
+
+    step = finish_gate_step(p, gate_built, record, gate_validation.metrics, {trt.name: outcome}, gate_scoring[0])
+    folder = Path(unquote(urlparse(step.record.candidates[trt.name].source).path))
+    meta = json.loads((folder / "candidate.json").read_text())
+    header, _ = read_engine(folder / meta["artifact"])
+    save_engine(folder / meta["artifact"], header, b"\x00another plan, put there later")
+    meta["sha256"] = sha256_file(folder / meta["artifact"])
+    (folder / "candidate.json").write_text(json.dumps(meta))
+    assert meta["sha256"] != sha
+    with pytest.raises(AlprError, match="recorded in"):
+        promote(step.record, step.metrics, p.promote, p.tracking, p.paths.holdout, p.validate_)
+    assert not (p.promote.gate_dir / "current").exists()
+    assert not list((p.promote.gate_dir / "releases").glob("v*"))
+
+
+def test_a_gate_candidate_that_failed_or_does_not_match_its_record_is_never_registered(
+    store: Params, gate_built: list, gate_validation, gate_scoring, tmp_path: Path
+) -> None:
+    """A gate that failed, and a gate whose logged plan is not the one its engine record names (placeholder bytes,
+    not a runnable engine), both leave the candidate failed: no registry version, no artifact hash, never promoted."""
+    from urllib.parse import unquote, urlparse
+
+    from tasks.operations.promote import decide
+    from tasks.pipeline import track
+    from tasks.pipeline.gate_remote import GateOutcome
+
+    trt = gate_built[1]
+    p = store.model_copy(update={"promote": store.promote.model_copy(update=LOOSE_GATES)})
+    record, _, measured = tracked_and_gate_logged(
+        p, gate_built, gate_validation, gate_scoring, tmp_path / "gate", b"\x00the plan the gate built"
+    )
+    from tasks.pipeline.gate_remote import finish_gate_step  # after the tracking checks: they fail on older code
+
+    run_id, mc = measured.run_id, track.client(p.tracking)
+    failed = GateOutcome(run_id, False, "gate build Failed: TensorRTUnavailable: no module named 'tensorrt'")
+    gate_validation_metrics = gate_validation.metrics
+    step = finish_gate_step(p, gate_built, record, gate_validation_metrics, {trt.name: failed}, gate_scoring[0])
+    assert step.metrics[trt.name]["gate"].startswith("failed: gate build Failed")
+    assert step.record.candidates[trt.name].version == ""
+    # the gate says it measured, but the plan it logged beside the engine is not the one its record names
+    logged = Path(unquote(urlparse(mc.get_run(run_id).info.artifact_uri).path)) / "gate_build"
+    (logged / f"{trt.path.stem}.plan").write_bytes(b"\x00some other plan")
+    step = finish_gate_step(p, gate_built, record, gate_validation_metrics, {trt.name: measured}, gate_scoring[0])
+    assert step.metrics[trt.name]["gate"].startswith("failed: the gate's engine was not registered"), step.metrics
+    assert step.record.candidates[trt.name].version == ""
+    assert not mc.search_model_versions(f"run_id = '{run_id}'")
+    assert "artifact_sha256" not in mc.get_run(run_id).data.tags
+    decision = decide(step.metrics, p.promote)
+    assert not decision.verdicts[trt.name].passed and decision.winner != trt.name
+
+
+def test_gate_build_is_deployed_whenever_a_candidate_is_built_on_the_gate(built: tuple, prefect_api: str) -> None:
+    """`alpr-ops deploy` on a real Prefect server: a CPU project (`build.backend: openvino`) with one candidate of
+    `backend: tensorrt` built on the gate gets `gate-build` on the tensorrt pool; without one, it does not."""
+    from prefect.client.orchestration import get_client
+
+    from flows.deployments import deploy_to_pool
+
+    params, _ = built
+    pools = {"openvino": f"gate-cpu-{uuid.uuid4().hex[:8]}", "tensorrt": f"gate-orin-{uuid.uuid4().hex[:8]}"}
+    trt = CandidateConfig(name="trt-fp32", precision="fp32", backend="tensorrt")
+    p = params.model_copy(
+        update={
+            "build": BuildConfig(backend="openvino", imgsz=320, candidates=(REFERENCE, trt)),
+            "serve": params.serve.model_copy(update={"work_pools": pools}),
+        }
+    )
+    names = deploy_to_pool(p, REPO / "params.yaml", REPO)
+    assert f"gate-build/{pools['tensorrt']}" in names
+    with get_client(sync_client=True) as client:
+        assert client.read_deployment_by_name(f"gate-build/{pools['tensorrt']}").work_pool_name == pools["tensorrt"]
+    from flows.deployments import needs_gate_build
+
+    on_host = p.model_copy(update={"build": p.build.model_copy(update={"tensorrt_on": "host"})})
+    cpu_only = p.model_copy(update={"build": BuildConfig(backend="openvino", imgsz=320, candidates=(REFERENCE,))})
+    assert not needs_gate_build(on_host) and not needs_gate_build(cpu_only)

@@ -61,6 +61,9 @@ def test_challenger_must_not_be_worse_than_the_champion() -> None:
     assert decision.winner == "close"
     assert "vs_champion 0.692 < 0.695" in decision.verdicts["worse"].reasons
     assert decide(metrics, cfg).winner == "worse", "without a champion the gate does not apply"
+    # a gate-built champion (the host cannot run it): its recorded score, and the verdict says where it came from
+    gate_built = ChampionScore("4", "trt-qdq", 0.70, basis="champion 4 is a gate-built engine the host cannot run")
+    assert "(champion 4 is a gate-built engine" in decide(metrics, cfg, gate_built).verdicts["worse"].reasons[-1]
 
 
 def test_a_latency_tie_goes_to_the_most_faithful_candidate() -> None:
@@ -175,9 +178,9 @@ def test_recover_clears_leftovers_and_restores_a_moved_aside_release(tmp_path: P
     assert not (tmp_path / ".current.123.tmp").is_symlink()
 
 
-def test_a_gate_built_engine_fails_closed_until_measured_and_is_not_promoted_from_here() -> None:
+def test_a_gate_built_engine_fails_closed_until_measured_then_is_judged_on_its_numbers() -> None:
     """tensorrt_on: gate: `gate: pending` or `failed: why` is a failed verdict naming it; a measured gate engine is
-    judged on its numbers and still refused (promotion of gate-built engines is not wired)."""
+    judged on its numbers like any other candidate (deploy then verifies the engine the gate measured)."""
     metrics = {
         "fp32": row(0.0, 30.0),
         "trt-pending": {"backend": "tensorrt", "precision": "int8", "gate": "pending"},
@@ -185,11 +188,10 @@ def test_a_gate_built_engine_fails_closed_until_measured_and_is_not_promoted_fro
         "trt-measured": {**row(0.0, 2.0, speedup=15.0), "gate": "measured"},
     }
     decision = decide(metrics, LOOSE)
-    assert decision.winner == "fp32"
+    assert decision.winner == "trt-measured"
     assert [str(c) for c in decision.verdicts["trt-failed"].checks] == [
         f"gate_build 0 < 1 ({metrics['trt-failed']['gate']})"
     ]
     assert "(pending)" in decision.verdicts["trt-pending"].reasons[0]
     measured = decision.verdicts["trt-measured"]
-    assert [c.gate for c in measured.checks if not c.passed] == ["deployable"]
-    assert "not promoted yet" in decision.explain()
+    assert measured.passed and [c.gate for c in measured.checks] == ["map_drop", "agreement", "p95_ms", "speedup"]

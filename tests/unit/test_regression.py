@@ -79,3 +79,22 @@ def test_the_failure_keeps_its_report_through_pickling() -> None:
     r = report(measured(newest_boxes_reference=0))
     again = pickle.loads(pickle.dumps(RegressionFailed(r)))
     assert again.report == r and str(again) == r.explain()
+
+
+def test_the_nightly_check_refuses_a_tensorrt_champion_it_cannot_run(tmp_path) -> None:
+    """A gate-built engine deployed as champion cannot be re-run on a host without its GPU and TensorRT: the check
+    stops saying nothing was re-validated, never a pass. The engine file wraps placeholder bytes (not a runnable
+    engine): what is checked is the refusal before any loader, not TensorRT."""
+    from tasks.operations.regression import RegressionError, runnable_here
+    from tasks.runtime.tensorrt import HEADER_KEY, save_engine
+    from tasks.support.candidate import Candidate
+
+    device = {"gpu": "Orin (nvgpu)", "compute_capability": "8.7", "tensorrt": "10.3.0"}
+    save_engine(tmp_path / "trt-fp32.engine", {HEADER_KEY: {"device": device}}, b"\x00placeholder plan")
+    champ = Candidate(
+        name="trt-fp32", backend="tensorrt", precision="fp32", folder=tmp_path, artifact="trt-fp32.engine",
+        sha256="x", size_mb=0.0, base_model_sha256="b", frames_hash="f", imgsz=320, toolchain={}, build_seconds=0.0,
+        built_at="", tensorrt={"built_on": "gate"},
+    )  # fmt: skip
+    with pytest.raises(RegressionError, match=r"did NOT re-validate it.*not a pass.*Orin"):
+        runnable_here(champ, "7")
