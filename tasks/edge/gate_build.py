@@ -197,7 +197,7 @@ def above(found: Detections, conf: float) -> Detections:
 
 def log_result(run_id: str, result: GateResult, tracking_uri: str | None = None) -> dict[str, float]:
     """Log the gate's metrics (`gate.` prefix), engine, plan and engine record to the candidate's run."""
-    from tasks.runtime.tensorrt import plan_path
+    from tasks.runtime.tensorrt import ENGINE_RECORD_JSON, plan_path
 
     client = _client(tracking_uri)
     metrics = {f"{METRIC_PREFIX}{k}": float(v) for k, v in result.metrics.items()}
@@ -207,7 +207,7 @@ def log_result(run_id: str, result: GateResult, tracking_uri: str | None = None)
         folder = Path(tmp)
         shutil.copyfile(result.engine, folder / result.engine.name)
         shutil.copyfile(plan_path(result.engine), folder / plan_path(result.engine).name)
-        (folder / "engine_record.json").write_text(json.dumps(result.record, indent=1, sort_keys=True))
+        (folder / ENGINE_RECORD_JSON).write_text(json.dumps(result.record, indent=1, sort_keys=True))
         (folder / "latency_ms.json").write_text(json.dumps(list(result.latency_ms)))
         frames = [{"name": n, "detections": d.to_json()} for n, d in result.detections]
         (folder / DETECTIONS_JSON).write_text(json.dumps(frames))

@@ -43,8 +43,9 @@ class Candidate:
     quantization: dict[str, Any] = field(default_factory=dict)  # gate, layers kept in float (our methods)
     # TensorRT engines: the plain plan beside the `.engine` and what it was built for (tasks.runtime.tensorrt
     # `engine_record`); empty for other backends and for candidates built before it was recorded
-    # or, built with build.tensorrt_on: gate, {"built_on": "gate", "onnx": <the artifact>}: the host holds only the
-    # ONNX the gate builds the engine from, so the host neither runs nor deploys it (`gate_built`)
+    # or, built with build.tensorrt_on: gate, {"built_on": "gate", ...}: at build time the artifact is the ONNX the
+    # gate builds the engine from (never run nor deployed by the host); once the gate measured it, the registered
+    # artifact is the gate's engine, checked against the gate's record (tasks/pipeline/track.py register_gate_engine)
     tensorrt: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,7 +54,8 @@ class Candidate:
 
     @property
     def gate_built(self) -> bool:
-        """The engine is built on the gate: `path` is its ONNX, which is not what ships."""
+        """The engine is built on the gate: on the host after build, `path` is its ONNX, which is not what ships;
+        the registered version holds the gate's engine."""
         return self.tensorrt.get("built_on") == BUILT_ON_GATE
 
     def to_json(self) -> str:
