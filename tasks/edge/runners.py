@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from tasks.support.candidate import openvino_xml
+
 log = logging.getLogger(__name__)
 
 
@@ -56,9 +58,7 @@ class OpenVinoRunner:
     def __init__(self, path: Path, threads: int = 0) -> None:
         import openvino as ov
 
-        xml = path if path.suffix == ".xml" else next(iter(sorted(path.glob("*.xml"))), None)
-        if xml is None:
-            raise ValueError(f"{path}: no OpenVINO .xml in this folder")
+        xml = openvino_xml(path)
         core = ov.Core()
         model = core.read_model(xml)
         self.input_hw = _fixed_hw(model.input(0).get_partial_shape().to_shape(), str(xml))

@@ -23,7 +23,7 @@ from typing import Any
 
 from tasks.runtime.tensorrt import ENGINE_FILES, engine_record
 from tasks.support import cache
-from tasks.support.candidate import BUILT_ON_GATE, CANDIDATE_JSON, Candidate, read_candidate
+from tasks.support.candidate import BUILT_ON_GATE, CANDIDATE_JSON, Candidate, openvino_xml, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
@@ -398,7 +398,7 @@ def build_artifact(
             artifact = out / ir.name.replace("_openvino_model", "_int8_openvino_model")
             artifact.mkdir()
             shutil.copyfile(ir / "metadata.yaml", artifact / "metadata.yaml")
-            xml = next(ir.glob("*.xml"))
+            xml = openvino_xml(ir)
             result = quantize.nncf_quantize_ir(
                 xml, artifact / xml.name, images, cand.nncf_settings, imgsz, gate, start_kept, gate_images or []
             )

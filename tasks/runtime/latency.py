@@ -79,7 +79,9 @@ def pin_threads(autobackend: Any, artifact: Path, threads: int) -> int:
         import openvino as ov
 
         core = ov.Core()
-        xml = artifact if artifact.is_file() else next(artifact.glob("*.xml"))
+        from tasks.support.candidate import openvino_xml
+
+        xml = openvino_xml(artifact)
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
         backend.compile_model = partial(core.compile_model, device_name="CPU", config=config)
         backend.ov_compiled_model = backend.compile_model(core.read_model(str(xml)))

@@ -95,7 +95,9 @@ def _run_openvino(artifact: Path, imgsz: int, frames: int, threads: int) -> tupl
     import numpy as np
     import openvino as ov
 
-    xml = artifact if artifact.is_file() else next(artifact.glob("*.xml"))
+    from tasks.support.candidate import openvino_xml
+
+    xml = openvino_xml(artifact)
     core = ov.Core()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     # the CPU plugin and its compiler load on the first compile (about 30 MB): a one-operation model first, same

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from tasks.support.candidate import openvino_xml
 from tasks.support.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def embed_metadata(artifact: Path, meta: dict[str, Any]) -> None:
     elif artifact.is_dir() and artifact.name.endswith("_openvino_model"):
         import openvino as ov
 
-        xml = _ov_xml(artifact)
+        xml = openvino_xml(artifact)
         model = ov.Core().read_model(xml)
         model.set_rt_info(text, [META_KEY, "metadata"])
         tmp = xml.with_name(f".{xml.stem}-meta.xml")
@@ -115,7 +116,7 @@ def read_embedded_metadata(artifact: Path) -> dict[str, Any]:
     if artifact.is_dir():
         import openvino as ov
 
-        model = ov.Core().read_model(_ov_xml(artifact))
+        model = ov.Core().read_model(openvino_xml(artifact))
         if not model.has_rt_info([META_KEY, "metadata"]):
             return {}
         return json.loads(model.get_rt_info([META_KEY, "metadata"]).astype(str))
@@ -124,10 +125,3 @@ def read_embedded_metadata(artifact: Path) -> dict[str, Any]:
 
         return read_engine(artifact)[0].get(META_KEY, {})
     return {}
-
-
-def _ov_xml(folder: Path) -> Path:
-    xmls = sorted(folder.glob("*.xml"))
-    if len(xmls) != 1:
-        raise ValueError(f"{folder}: expected one OpenVINO .xml, found {[p.name for p in xmls]}")
-    return xmls[0]

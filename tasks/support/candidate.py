@@ -64,6 +64,17 @@ class Candidate:
         return json.dumps(data, indent=2, sort_keys=True)
 
 
+def openvino_xml(path: Path) -> Path:
+    """The model file of an OpenVINO IR: `path` when it is the .xml, else the one .xml in the folder `path` (as
+    Ultralytics and NNCF write an IR). Every loader of an IR finds it here, so they all refuse the same folders."""
+    if path.suffix == ".xml" and path.is_file():
+        return path
+    xmls = sorted(path.glob("*.xml"))
+    if len(xmls) != 1:
+        raise ValueError(f"{path}: expected one OpenVINO .xml, found {[p.name for p in xmls] or 'none'}")
+    return xmls[0]
+
+
 def read_candidate(folder: Path) -> Candidate:
     """The candidate in `folder`, from its `candidate.json` (the folder may have moved since it was built)."""
     data = json.loads((folder / CANDIDATE_JSON).read_text())
