@@ -89,6 +89,11 @@ def test_a_candidate_forced_below_the_gate_recovers_and_names_the_layers_kept_in
     assert q["kept_by_recovery"], "recovery passed without keeping any layer in float"
     assert set(q["kept_by_recovery"]) <= set(q["kept_in_float"])
     assert all("Convolution" in name for name in q["kept_in_float"])
+    # after the search, its float scope quantized afresh; the gate keeps whichever model agrees more
+    search, fresh = q["recovery"][-2:]
+    assert search["step"] == "nncf_accuracy_control" and fresh["step"] == "requantize_final_scope", q["recovery"]
+    assert q["gate"]["agreement"] == max(search["agreement"], fresh["agreement"])
+    assert fresh["kept"] is (fresh["agreement"] > search["agreement"])
     meta = json.loads((built[1].folder / CANDIDATE_JSON).read_text())
     assert meta["quantization"]["kept_in_float"] == q["kept_in_float"]
     assert read_embedded_metadata(built[1].path)["kept_in_float"] == q["kept_in_float"]
