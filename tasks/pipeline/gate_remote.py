@@ -227,24 +227,23 @@ def distinct(d: Detections) -> Detections:
     return Detections(tuple(b for _, b in seen), tuple(1.0 for _ in seen), tuple(c for c, _ in seen))
 
 
-def holdout_truth(holdout_dir: Path, images: list[Path]) -> list[Detections]:
-    """The labelled holdout's boxes in frame pixels (YOLO labels: class, centre x/y, width, height, normalised)."""
+def holdout_truth(holdout_dir: Path, images: list[Path], names: list[str]) -> list[Detections]:
+    """The labelled holdout's boxes in frame pixels, read by the project's label checker (`check_labels`: one label
+    file per image, malformed lines and classes outside `names` are errors)."""
     import cv2
 
+    from tasks.pipeline.labels import check_labels
+
+    by_image = check_labels(holdout_dir, names).boxes_by_image
     found = []
     for image in images:
         img = cv2.imread(str(image))
         if img is None:
             raise edge.BundleInvalid(f"{image}: cannot be read as an image", remedy=Remedy.HOLDOUT)
         h, w = img.shape[:2]
-        label = holdout_dir / "labels" / f"{image.stem}.txt"
-        rows = [line.split() for line in label.read_text(encoding="utf-8-sig").splitlines()] if label.is_file() else []
-        boxes, cls = [], []
-        for c, cx, cy, bw, bh in (r[:5] for r in rows if r):
-            x, y, ww, hh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
-            boxes.append((x - ww / 2, y - hh / 2, x + ww / 2, y + hh / 2))
-            cls.append(int(c))
-        found.append(Detections(tuple(boxes), tuple(1.0 for _ in cls), tuple(cls)))
+        boxes = by_image[image.name]
+        corners = tuple((x1 * w, y1 * h, x2 * w, y2 * h) for x1, y1, x2, y2 in (b.xyxy for b in boxes))
+        found.append(Detections(corners, tuple(1.0 for _ in boxes), tuple(b.cls for b in boxes)))
     return found
 
 
@@ -297,7 +296,7 @@ def scoring_inputs(params: Params, reference: Candidate) -> GateScoring:
     names = dict(_yolo(reference).names)
     labelled = holdout_images(p.holdout, list(names.values()), cfg.labels)
     frames, _ = agreement_images(p.holdout_frames, labelled)
-    truth = holdout_truth(p.holdout, labelled) if labelled else []
+    truth = holdout_truth(p.holdout, labelled, list(names.values())) if labelled else []
     return GateScoring(frames, predict(reference, frames, cfg), names, labelled, truth)
 
 
