@@ -1,6 +1,7 @@
 """INT8 candidates side by side, in one run, on the same holdout frames: mAP50-95, agreement with FP32, median and
-p95 latency on each candidate's own runtime (runs interleaved across candidates so load changes hit all alike),
-build time and size, with ratios to FP32 and to each Ultralytics INT8 peer.
+p95 latency on each candidate's own runtime and input shape (runs interleaved across candidates so load changes hit
+all alike), build time and size, with latency ratios to both FP32 references (the accuracy reference,
+`build.reference`, and the speed reference, `build.speed_reference`) and to each Ultralytics INT8 peer.
 
 Usage (from a project folder where `alpr-ops extract` and `alpr-ops build` have run):
 
@@ -42,22 +43,32 @@ def quiet_onnxruntime(model) -> bool:
     return True
 
 
-def interleaved_latency(candidates: list, frame: np.ndarray, imgsz: int, warmup: int, runs: int) -> dict:
-    """Inference latency (ms) per candidate, measured round-robin: run r of every candidate before run r+1."""
+def input_shape(candidate) -> tuple[int, int]:
+    """The (height, width) the candidate's engine takes: recorded in candidate.json, else the square `imgsz` (older
+    candidates were all square)."""
+    shape = getattr(candidate, "input_shape", None)
+    return (int(shape[0]), int(shape[1])) if shape else (candidate.imgsz, candidate.imgsz)
+
+
+def interleaved_latency(candidates: list, frame: np.ndarray, warmup: int, runs: int) -> dict:
+    """Inference latency (ms) per candidate at its own input shape, measured round-robin: run r of every candidate
+    before run r+1."""
     from ultralytics import YOLO
 
     models = {c.name: YOLO(str(c.path), task="detect") for c in candidates}
-    kwargs = {"imgsz": imgsz, "conf": 0.25, "device": "cpu", "verbose": False}
+    kwargs = {
+        c.name: {"imgsz": list(input_shape(c)), "conf": 0.25, "device": "cpu", "verbose": False} for c in candidates
+    }
     for name, model in models.items():
-        model.predict(frame, **kwargs)  # creates the predictor and its runtime session
+        model.predict(frame, **kwargs[name])  # creates the predictor and its runtime session
         if quiet_onnxruntime(model):
             log.info("%s: ONNX Runtime threads set not to spin between runs", name)
         for _ in range(warmup):
-            model.predict(frame, **kwargs)
+            model.predict(frame, **kwargs[name])
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(runs):
         for name, model in models.items():
-            times[name].append(model.predict(frame, **kwargs)[0].speed["inference"])
+            times[name].append(model.predict(frame, **kwargs[name])[0].speed["inference"])
     return {n: (float(np.median(t)), float(np.percentile(t, 95))) for n, t in times.items()}
 
 
@@ -81,6 +92,10 @@ def main() -> int:
     from tasks.support.candidate import load_candidates
 
     names = args.names.split(",") if args.names else [c.name for c in params.build.candidates]
+    speed = params.build.speed_reference_name
+    missing = [n for n in (params.build.reference, speed) if n not in names]
+    if missing:  # every ratio is to them: a run without them could not say what its ratios mean
+        raise SystemExit(f"--names {names} leaves out the FP32 reference(s) {missing}: add them")
     candidates = load_candidates(params.paths.candidates, names)
     by_name = {c.name: c for c in candidates}
     ref = params.build.reference
@@ -105,24 +120,29 @@ def main() -> int:
                 "build": c.build_seconds,
             }
         frame = cv2.imread(str(images[0]))
-        lat = interleaved_latency(candidates, frame, vcfg.imgsz, args.warmup, args.runs)
+        load = os.getloadavg()[0]  # the machine's load as timing starts (its ms are only comparable at a like load)
+        lat = interleaved_latency(candidates, frame, args.warmup, args.runs)
     for name, (p50, p95) in lat.items():
         rows[name].update(p50=p50, p95=p95)
     peers = [c.name for c in candidates if c.method == "ultralytics" and c.precision == "int8"]
-    header = f"{'candidate':<16}{'method':<12}{'backend':<12}{'mAP50-95':>9}{'dmAP pt':>8}{'agree':>7}"
-    header += f"{'p50 ms':>8}{'p95 ms':>8}{'xFP32':>7}" + "".join(f"{'x' + p:>12}" for p in peers)
-    header += f"{'build s':>9}{'MB':>7}  kept-in-float"
+    header = f"{'candidate':<16}{'method':<12}{'runtime':<12}{'input hxw':>10}{'mAP50-95':>9}{'dmAP pt':>8}"
+    header += f"{'agree':>7}{'p50 ms':>8}{'p95 ms':>8}{'x' + ref:>10}{'x' + speed:>10}"
+    header += "".join(f"{'x' + p:>12}" for p in peers) + f"{'build s':>9}{'MB':>7}  kept-in-float"
     out = [
-        f"# INT8 benchmark: {len(images)} holdout frames, imgsz {vcfg.imgsz}, {args.runs} interleaved runs, "
-        f"{os.cpu_count()} CPU cores (shared machine: absolute ms are noisy, ratios are from one run)",
+        f"# INT8 benchmark: {len(images)} holdout frames, {args.runs} interleaved runs, {os.cpu_count()} CPU cores, "
+        f"load average {load:.1f} at the start of timing (absolute ms are noisy on a shared machine; "
+        "ratios are from one run)",
+        f"# accuracy reference: {ref} (mAP drop, agreement); speed reference: {speed} (x{speed}: p50 over its p50)",
         header,
     ]
     r0 = rows[ref]
     for c in candidates:
         r = rows[c.name]
         kept = c.quantization.get("kept_in_float", [])
-        line = f"{c.name:<16}{c.method:<12}{c.backend:<12}{r['map']:>9.3f}{(r['map'] - r0['map']) * 100:>+8.1f}"
-        line += f"{r['agree']:>7.3f}{r['p50']:>8.1f}{r['p95']:>8.1f}{r['p50'] / r0['p50']:>7.2f}"
+        h, w = input_shape(c)
+        line = f"{c.name:<16}{c.method:<12}{c.backend:<12}{f'{h}x{w}':>10}{r['map']:>9.3f}"
+        line += f"{(r['map'] - r0['map']) * 100:>+8.1f}{r['agree']:>7.3f}{r['p50']:>8.1f}{r['p95']:>8.1f}"
+        line += f"{r['p50'] / r0['p50']:>10.2f}{r['p50'] / rows[speed]['p50']:>10.2f}"
         line += "".join(f"{r['p50'] / rows[p]['p50']:>12.2f}" for p in peers)
         line += f"{r['build']:>9.0f}{r['size']:>7.1f}  {len(kept)}"
         out.append(line)

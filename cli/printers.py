@@ -49,11 +49,12 @@ def print_candidates(rows: list[dict[str, Any]], champion: dict[str, Any] | None
     table = Table(title="Candidates (latency: batch 1, inference only, this machine)")
     for col in ("candidate", "precision", "backend"):
         table.add_column(col)
-    for col in ("mAP50", "mAP50-95", "drop vs FP32", "agreement", "p50 ms", "p95 ms", "size MB", "passed"):
+    for col in ("mAP50", "mAP50-95", "drop vs FP32", "agreement", "p50 ms", "p95 ms", "speed-up", "size MB", "passed"):
         table.add_column(col, justify="right")
     for r in rows:
+        role = str(r.get("role", ""))
         table.add_row(
-            r["name"],
+            r["name"] + (f" ({role})" if role and role != "candidate" else ""),
             str(r.get("precision", "")),
             str(r.get("backend", "")),
             _fmt(r.get("map50"), ".3f"),
@@ -62,6 +63,7 @@ def print_candidates(rows: list[dict[str, Any]], champion: dict[str, Any] | None
             _fmt(r.get("agreement_map50_95"), ".3f"),
             _fmt(r.get("latency_p50_ms"), ".1f"),
             _fmt(r.get("latency_p95_ms"), ".1f"),
+            _fmt(r.get("speedup"), ".2f"),
             _fmt(r.get("size_mb"), ".1f"),
             {True: "yes", False: "no"}.get(r.get("passed"), "-"),
         )

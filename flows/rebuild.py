@@ -68,8 +68,11 @@ def rebuild(
             gate=params.validate_, cache_dir=p.build_cache, previous=gate_paths(params.promote.gate_dir).current,
             gate_frames=p.holdout_frames,
         )  # fmt: skip
-        report = validate_candidates(built, p.holdout, params.build.reference, params.validate_, p.holdout_frames)
-        write_metrics(p.metrics, params.build.reference, report.metrics)
+        report = validate_candidates(
+            built, p.holdout, params.build.reference, params.validate_, p.holdout_frames,
+            params.build.speed_reference_name,
+        )  # fmt: skip
+        write_metrics(p.metrics, params.build.reference, report.metrics, report.speed_basis)
         write_plot_data(p.plots, report)
         if proj.dvc_root is not None:
             dvc_commit(proj.dvc_root, p.videos, frames.inputs)  # only the stages, only if the videos are the snapshot's
@@ -85,7 +88,10 @@ def rebuild(
             promotion = promote(params=params, record=record, metrics=metrics)
         else:  # the chart without verdicts; `alpr-ops promote` redraws it with them
             promotion = None
-            tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
+            tradeoff_chart(
+                params.tracking, params.promote, params.build.reference, record.parent_run_id,
+                params.build.speed_reference_name,
+            )  # fmt: skip
     return {
         "params": params,
         "record": record,

@@ -450,7 +450,10 @@ def validation_report(tmp_path_factory: pytest.TempPathFactory, built: tuple[Par
         s = params.sample
         frames = write_holdout(root / "frames", 4, s.seed + 7, SynthConfig(width=s.width, height=s.height, fps=s.fps))
         shutil.rmtree(frames / "labels")
-        report = run_validation(candidates, params.paths.holdout, params.build.reference, params.validate_, frames)
+        report = run_validation(
+            candidates, params.paths.holdout, params.build.reference, params.validate_, frames,
+            params.build.speed_reference_name,
+        )  # fmt: skip
         (root / "report.pickle").write_bytes(pickle.dumps(report))
     return report
 

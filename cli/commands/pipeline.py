@@ -66,8 +66,10 @@ def validate(
     p = prm.paths
     with guarded(), locked(project, "validate"):
         built = load_candidates(p.candidates, [c.name for c in prm.build.candidates])
-        report = run_validation(built, p.holdout, prm.build.reference, prm.validate_, p.holdout_frames)
-        write_metrics(p.metrics, prm.build.reference, report.metrics)
+        report = run_validation(
+            built, p.holdout, prm.build.reference, prm.validate_, p.holdout_frames, prm.build.speed_reference_name
+        )
+        write_metrics(p.metrics, prm.build.reference, report.metrics, report.speed_basis)
         write_plot_data(p.plots, report)
     print_candidates([{"name": k, **v} for k, v in report.metrics.items()], None)
 

@@ -49,7 +49,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("engine_rss_mb", "engine process peak RSS (MB)", ".1f"),
     ("runtime_rss_mb", "runtime alone RSS (MB)", ".1f"),
     ("size_mb", "size (MB)", ".2f"),
-    ("speedup", "speed-up vs FP32", ".2f"),
+    ("speedup", "speed-up vs the speed reference", ".2f"),
 )
 LINEAGE_TAGS = (
     "git_commit",
@@ -82,6 +82,7 @@ class CandidateView:
     reasons: str
     metrics: dict[str, float]
     notes: dict[str, str] = field(default_factory=dict)
+    role: str = ""  # accuracy reference, speed reference, or candidate (validation's `role`; "" on older runs)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def load_rebuild(tracking: TrackingConfig, run_id: str | None = None, gate_dir: 
                 reasons=t.get("gate.reasons", ""),
                 metrics=dict(run.data.metrics),
                 notes={k: t[k] for k in ("batch_note",) if k in t},
+                role=t.get("role", ""),
             )
         )
     started = datetime.fromtimestamp(parent.info.start_time / 1000, UTC).isoformat(timespec="seconds")
@@ -212,6 +214,7 @@ def render_markdown(view: RebuildView, images: dict[str, dict[str, str]]) -> str
     )
     head = pd.DataFrame(
         [
+            ["role", *(c.role or "-" for c in view.candidates)],
             ["precision / backend", *(f"{c.precision} / {c.backend}" for c in view.candidates)],
             ["gate verdict", *(_verdict(c) for c in view.candidates)],
             ["registry version", *(c.version or "-" for c in view.candidates)],
@@ -258,7 +261,8 @@ def render_markdown(view: RebuildView, images: dict[str, dict[str, str]]) -> str
 
 TRADEOFF_CAPTION = (
     "Each candidate's latency p50 (x) against its agreement with FP32 (y). Shaded: what the agreement and speed-up "
-    "gates allow. Triangles: Ultralytics' own exports (the peers); circles: ours; square: FP32. Hollow: failed "
+    "gates allow (speed-up: against the FP32 speed reference). Triangles: Ultralytics' own exports (the peers); "
+    "circles: ours; squares: the FP32 references (accuracy, speed). Hollow: failed "
     "another gate (named). Ringed: the winner: among the candidates that passed every gate, the most faithful to FP32 "
     "within the latency of the fastest (ties: within promote.latency_tie or the interleaved re-timing's noise); "
     "the line under the plot says how it was chosen."
@@ -283,6 +287,7 @@ Runs in the MLflow UI: <a id="mlflow-link" href="{{ v.url }}">{{ v.url }}</a></p
 <h2>Candidates side by side</h2>
 <p>Highlighted rows differ between candidates.</p>
 <table id="candidates"><thead><tr><th>metric</th>{% for c in v.candidates %}<th>{{ c.name }}</th>{% endfor %}</tr>
+<tr><td>role</td>{% for c in v.candidates %}<td>{{ c.role or "-" }}</td>{% endfor %}</tr>
 <tr><td>precision / backend</td>{% for c in v.candidates %}<td>{{ c.precision }} / {{ c.backend }}</td>{% endfor %}</tr>
 <tr><td>gate verdict</td>{% for c in v.candidates %}<td class="{{ verdict(c) }}">{{ verdict(c) }}</td>{% endfor %}</tr>
 <tr><td>registry version</td>{% for c in v.candidates %}<td>{{ c.version or "-" }}</td>{% endfor %}</tr></thead>

@@ -19,7 +19,9 @@ STATUS_FIELDS = (
     "agreement_map50_95",
     "latency_p50_ms",
     "latency_p95_ms",
+    "speedup",  # against the speed reference
     "size_mb",
+    "role",  # accuracy reference, speed reference, or candidate
     "holdout",  # "no labelled holdout" when the rebuild was judged on agreement alone
 )
 

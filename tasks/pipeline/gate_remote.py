@@ -415,7 +415,8 @@ def finish_gate_step(
                 log.warning("candidate %s: %s", cand.name, why)
                 row = merge_gate_row(metrics[cand.name], GateOutcome(run_id, False, why), None, reference_row)
         metrics[cand.name] = row
-    set_speedups(metrics, [c for c in gated if metrics[c.name][GATE_KEY] == GATE_MEASURED], reference_row)
+    speed_row = metrics[params.build.speed_reference_name]
+    set_speedups(metrics, [c for c in gated if metrics[c.name][GATE_KEY] == GATE_MEASURED], speed_row)
     mc, now = client(params.tracking), int(time.time() * 1000)
     for cand in gated:
         row, run_id = metrics[cand.name], record.candidates[cand.name].run_id
@@ -428,16 +429,16 @@ def finish_gate_step(
     return GateStep(dataclasses.replace(record, candidates=tracked), metrics)
 
 
-def set_speedups(metrics: dict[str, dict[str, Any]], measured: list[Candidate], reference_row: dict[str, Any]) -> None:
+def set_speedups(metrics: dict[str, dict[str, Any]], measured: list[Candidate], speed_row: dict[str, Any]) -> None:
     """Speed-up of each measured gate engine: against an FP32 engine timed on the same gate when one was (like for
-    like), else against the host's FP32 reference (another machine: the basis says so)."""
+    like), else against the host's FP32 speed reference (`speed_row`; another machine: the basis says so)."""
     fp32 = [c for c in measured if c.precision == "fp32"]
     if fp32:
         base, basis = float(metrics[fp32[0].name]["latency_p50_ms"]), f"{fp32[0].name} on the gate"
     else:
         base, basis = (
-            float(reference_row["latency_p50_ms"]),
-            "the host's FP32 reference (no FP32 engine timed on the gate)",
+            float(speed_row["latency_p50_ms"]),
+            "the host's FP32 speed reference (no FP32 engine timed on the gate)",
         )
     for c in measured:
         row = metrics[c.name]

@@ -512,6 +512,6 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
             "backend": run.data.tags.get("backend", ""),
             "precision": run.data.tags.get("precision", ""),
             "passed": run.data.tags.get("gate.passed", ""),
-            **{k: run.data.tags[k] for k in ("holdout", ROUNDS_KEY, GATE_KEY) if k in run.data.tags},
+            **{k: run.data.tags[k] for k in ("holdout", "role", ROUNDS_KEY, GATE_KEY) if k in run.data.tags},
         }
     return RebuildRecord(exp.experiment_id, pid, tracked), metrics

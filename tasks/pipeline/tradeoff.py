@@ -1,9 +1,10 @@
 """The trade-off of one rebuild in one picture: latency p50 (x) against agreement with FP32 (y), one point per
 candidate, so a reviewer sees at a glance why the winner won.
 
-- the region the agreement and speed-up gates allow is shaded (`promote.min_agreement` up, and the FP32 p50 divided
-  by `promote.min_speedup` left: the speed-up gate is a latency bound);
-- Ultralytics' own exports (`method: ultralytics`) are the peers (triangles), ours are circles, FP32 a square;
+- the region the agreement and speed-up gates allow is shaded (`promote.min_agreement` up, and the speed reference's
+  p50 (`build.speed_reference`) divided by `promote.min_speedup` left: the speed-up gate is a latency bound);
+- Ultralytics' own exports (`method: ultralytics`) are the peers (triangles), ours are circles, the two FP32
+  references (accuracy, speed) squares;
 - a candidate that failed another gate (mAP drop, p95, champion, labelled holdout, smoke test) is drawn hollow with
   the gates named; the winner is ringed, and why it won among the passing ones (the promotion's `gate.policy`)
   is written under the plot. Latency is the p50 the choice used: the interleaved re-timing's where there is one.
@@ -57,21 +58,27 @@ class Point:
 class Tradeoff:
     """The chart's data: the points and the shaded region's bounds."""
 
-    reference: str
-    reference_p50_ms: float
+    reference: str  # the accuracy reference (agreement's labels)
+    reference_p50_ms: float  # the speed reference's p50
     min_agreement: float
     min_speedup: float
-    max_p50_ms: float  # the speed-up gate as a latency bound: reference p50 / min_speedup
+    max_p50_ms: float  # the speed-up gate as a latency bound: the speed reference's p50 / min_speedup
     decided: bool  # the promotion gate has run on this rebuild
     winner: str | None
     points: tuple[Point, ...]
     policy: str = ""  # how the winner was chosen among the passing candidates (the promotion's `gate.policy`)
+    speed_reference: str = ""  # the candidate speed-ups are measured against ("": the accuracy reference)
 
 
-def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteConfig) -> Tradeoff:
-    """The chart's data from each candidate's metrics and tags (`method`, `gate.*`) and the gate bounds of `cfg`."""
-    if reference not in rows:
-        raise ValueError(f"the reference '{reference}' is not among the candidates {sorted(rows)}")
+def tradeoff_data(
+    rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteConfig, speed_reference: str | None = None
+) -> Tradeoff:
+    """The chart's data from each candidate's metrics and tags (`method`, `gate.*`) and the gate bounds of `cfg`;
+    the speed-up bound from `speed_reference`'s p50 (None: the accuracy `reference`'s)."""
+    speed_ref = speed_reference or reference
+    for name in (reference, speed_ref):
+        if name not in rows:
+            raise ValueError(f"the reference '{name}' is not among the candidates {sorted(rows)}")
     points = []
     for name, row in rows.items():
         if "latency_p50_ms" not in row or "agreement_map50_95" not in row:  # a gate build that failed: not measured
@@ -85,7 +92,7 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
             and key.removeprefix("gate.") not in AREA_GATES
             and str(value).startswith("fail")
         )
-        role = "reference" if name == reference else "peer" if row.get("method") == PEER_METHOD else "ours"
+        role = "reference" if name in (reference, speed_ref) else "peer" if row.get("method") == PEER_METHOD else "ours"
         engine = row.get("engine_mb")
         points.append(
             Point(
@@ -100,7 +107,7 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
                 engine_mb=float(engine) if isinstance(engine, int | float) else None,
             )
         )
-    ref_p50 = float(rows[reference]["latency_p50_ms"])
+    ref_p50 = float(rows[speed_ref]["latency_p50_ms"])
     winners = [p.name for p in points if p.winner]
     policy = next((str(row["gate.policy"]) for row in rows.values() if row.get("gate.policy")), "")
     return Tradeoff(
@@ -113,6 +120,7 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
         winner=winners[0] if winners else None,
         points=tuple(points),
         policy=policy,
+        speed_reference=speed_ref,
     )
 
 
@@ -150,7 +158,10 @@ def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
         )
         if p.winner:
             ax.scatter([p.latency_p50_ms], [p.agreement], s=420, facecolors="none", edgecolors="gold", linewidths=2.5)
-        label = p.name + ROLE_NOTE.get(p.role, "") + (" WINNER" if p.winner else "")
+        note = ROLE_NOTE.get(p.role, "")
+        if p.role == "reference":
+            note = " (accuracy reference)" if p.name == data.reference else " (speed reference)"
+        label = p.name + note + (" WINNER" if p.winner else "")
         if p.failed_gates:
             label += "\nfailed: " + ", ".join(p.failed_gates)
         if p.engine_mb is not None:
@@ -162,14 +173,14 @@ def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
     ax.set_ylabel(f"agreement mAP50-95 with {data.reference}")
     ax.grid(alpha=0.3)
     handles = [
-        Line2D([], [], marker="s", color="tab:gray", linestyle="", label=f"{data.reference} (reference)"),
+        Line2D([], [], marker="s", color="tab:gray", linestyle="", label=f"{data.reference} (accuracy reference)"),
         Line2D([], [], marker="^", color="tab:blue", linestyle="", label="peer: Ultralytics' own export"),
         Line2D([], [], marker="o", color="tab:orange", linestyle="", label="ours"),
         Line2D([], [], marker="o", color="black", markerfacecolor="none", linestyle="", label="failed another gate"),
         Line2D([], [], marker="o", color="gold", markerfacecolor="none", markersize=14, linestyle="", label="winner"),
     ]
     shaded = f"gates allow:\nagreement >= {data.min_agreement:g},\np50 <= {data.max_p50_ms:.3g} ms\n"
-    shaded += f"(speed-up >= {data.min_speedup:g})"
+    shaded += f"(speed-up >= {data.min_speedup:g}\nvs {data.speed_reference or data.reference})"
     handles.append(Line2D([], [], color="tab:green", alpha=0.4, linewidth=8, label=shaded))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if not data.decided:
@@ -215,12 +226,14 @@ def rebuild_rows(mc: Any, parent_run_id: str) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def log_tradeoff(tracking: TrackingConfig, cfg: PromoteConfig, reference: str, parent_run_id: str) -> Tradeoff:
+def log_tradeoff(
+    tracking: TrackingConfig, cfg: PromoteConfig, reference: str, parent_run_id: str, speed_reference: str | None = None
+) -> Tradeoff:
     """Draw the rebuild's trade-off chart from what MLflow holds and log it (and its data) to the parent run."""
     from tasks.pipeline.track import client
 
     mc = client(tracking)
-    data = tradeoff_data(rebuild_rows(mc, parent_run_id), reference, cfg)
+    data = tradeoff_data(rebuild_rows(mc, parent_run_id), reference, cfg, speed_reference)
     with tempfile.TemporaryDirectory(prefix="alpr-tradeoff-") as tmp:
         write_tradeoff(data, Path(tmp) / ARTIFACT_DIR)
         mc.log_artifacts(parent_run_id, str(Path(tmp) / ARTIFACT_DIR), ARTIFACT_DIR)
@@ -229,7 +242,13 @@ def log_tradeoff(tracking: TrackingConfig, cfg: PromoteConfig, reference: str, p
 
 
 def chart_after_refusal(
-    tracking: TrackingConfig, cfg: PromoteConfig, reference: str, parent_run_id: str, refusal: BaseException
+    tracking: TrackingConfig,
+    cfg: PromoteConfig,
+    reference: str,
+    parent_run_id: str,
+    speed_reference: str | None = None,
+    *,
+    refusal: BaseException,
 ) -> Tradeoff | None:
     """The chart of a rebuild whose promotion was refused (the smoke test or verification names the gate), drawn
     once and never in place of that refusal: not at all when the refusal was the store's own (it would fail there
@@ -239,7 +258,7 @@ def chart_after_refusal(
     if isinstance(refusal, RegistryError | OSError) or type(refusal).__name__ == "MlflowException":
         return None
     try:
-        return log_tradeoff(tracking, cfg, reference, parent_run_id)
+        return log_tradeoff(tracking, cfg, reference, parent_run_id, speed_reference)
     except Exception as e:
         log.warning("trade-off chart of rebuild %s not drawn (%s: %s)", parent_run_id, type(e).__name__, e)
         return None

@@ -324,6 +324,16 @@ def engine_memory(candidate: Candidate, cfg: ValidateConfig) -> dict[str, Any]:
     return probe(candidate.backend, candidate.path, candidate.imgsz, cfg.memory_frames, cfg.threads)
 
 
+ROLE_KEY = "role"  # each row says which FP32 reference it is, if any: every table shows it
+
+
+def role_of(name: str, reference: str, speed_reference: str) -> str:
+    """What a candidate is to the comparison: the accuracy reference (mAP drop, agreement), the speed reference
+    (speed-ups), both, or a candidate."""
+    roles = [r for r, n in (("accuracy reference", reference), ("speed reference", speed_reference)) if n == name]
+    return " and ".join(roles) or "candidate"
+
+
 @dataclass(frozen=True)
 class ValidationReport:
     """Everything validation measured: the metrics rows, and the data behind the plots and the image grid."""
@@ -337,6 +347,12 @@ class ValidationReport:
     holdout_images: int = 0
     agreement_frames: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    speed_reference: str = ""  # the candidate every `speedup` is measured against ("": the accuracy reference)
+
+    @property
+    def speed_basis(self) -> str:
+        """The name of the candidate every `speedup` row divides (the speed reference)."""
+        return self.speed_reference or self.reference
 
 
 def run_validation(
@@ -345,12 +361,19 @@ def run_validation(
     reference: str,
     cfg: ValidateConfig,
     frames_dir: Path | None = None,
+    speed_reference: str | None = None,
 ) -> ValidationReport:
     """Validate every candidate: labelled accuracy (overall, per class, PR curve), agreement with `reference` on
-    unlabelled frames (mAP, boxes gained/lost, confidence shift), latency on its runtime, size."""
+    unlabelled frames (mAP, boxes gained/lost, confidence shift), latency on its runtime, size. Speed-ups are
+    against `speed_reference` (build.speed_reference; None: `reference`)."""
     by_name = {c.name: c for c in candidates}
     if reference not in by_name:
         raise ValidationError(f"reference candidate '{reference}' was not built; build it first (build.reference).")
+    speed_ref = speed_reference or reference
+    if speed_ref not in by_name:
+        raise ValidationError(
+            f"speed reference candidate '{speed_ref}' was not built; build it first (build.speed_reference)."
+        )
     names = dict(_yolo(by_name[reference]).names)
     images = holdout_images(holdout_dir, list(names.values()), cfg.labels)
     agree_images, source = agreement_images(frames_dir, images)
@@ -398,18 +421,24 @@ def run_validation(
             row["size_mb"] = cand.size_mb
             results[cand.name] = row
         retime_close(candidates, results, reference, agree_images[0], cfg)
-    ref = results[reference]
-    for row in results.values():
+    ref, speed = results[reference], results[speed_ref]
+    if GATE_KEY in speed:
+        raise ValidationError(f"speed reference '{speed_ref}' is built on the gate: the host cannot time it")
+    for name, row in results.items():
+        row[ROLE_KEY] = role_of(name, reference, speed_ref)
         if GATE_KEY in row:
             continue
         if labelled is not None:
             row["map_drop"] = round(float(ref["map50_95"]) - float(row["map50_95"]), 5)
-        row["speedup"] = round(float(ref["latency_p50_ms"]) / float(row["latency_p50_ms"]), 3)
+        row["speedup"] = round(float(speed["latency_p50_ms"]) / float(row["latency_p50_ms"]), 3)
     log.info(
         "validated %d candidates on %d holdout frames, agreement on %d frames (%s), %d threads (%s CPU cores)",
         len(results), len(images), len(agree_images), source, cfg.threads, os.cpu_count(),
     )  # fmt: skip
-    return ValidationReport(reference, results, samples, curves, diffs, source, len(images), len(agree_images))
+    return ValidationReport(
+        reference, results, samples, curves, diffs, source, len(images), len(agree_images),
+        speed_reference=speed_ref,
+    )  # fmt: skip
 
 
 def latency_cdf(samples: list[float]) -> list[tuple[float, float]]:
@@ -445,7 +474,10 @@ def write_plot_data(plots_dir: Path, report: ValidationReport) -> Path:
     return plots_dir
 
 
-def write_metrics(path: Path, reference: str, metrics: dict[str, dict[str, float | str]]) -> Path:
-    """The metrics JSON that `dvc.yaml` declares (`dvc metrics show/diff` read it)."""
-    doc = {"reference": reference, "candidates": metrics}
+def write_metrics(
+    path: Path, reference: str, metrics: dict[str, dict[str, float | str]], speed_reference: str | None = None
+) -> Path:
+    """The metrics JSON that `dvc.yaml` declares (`dvc metrics show/diff` read it); it names the accuracy reference
+    and the speed reference every `speedup` is measured against."""
+    doc = {"reference": reference, "speed_reference": speed_reference or reference, "candidates": metrics}
     return atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")

@@ -259,9 +259,13 @@ class BuildConfig(_Frozen):
     # serve.work_pools.tensorrt builds the engine) or host (this machine is the gate's hardware: TensorRT and its GPU)
     tensorrt_on: Literal["gate", "host"] = "gate"
     imgsz: int = Field(640, ge=32, multiple_of=32)
-    reference: str = "fp32"
+    reference: str = "fp32"  # the accuracy reference: mAP drop and agreement are measured against it
+    # the speed reference: every speed-up (the promote.min_speedup gate, tables, the trade-off chart) is its p50 over
+    # a candidate's; the FP32 model on the runtime our INT8 engines use. null: the accuracy reference times it too
+    speed_reference: str | None = "fp32-ov"
     candidates: tuple[CandidateConfig, ...] = (
         CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime", method="ultralytics"),
+        CandidateConfig(name="fp32-ov", precision="fp32", backend="openvino", method="ultralytics"),
         CandidateConfig(name="ov-int8", precision="int8", backend="openvino", method="ultralytics"),
         CandidateConfig(name="ort-int8", precision="int8", backend="onnxruntime", method="ultralytics"),
         CandidateConfig(name="ov-int8-mixed", precision="int8", method="nncf", nncf=NncfConfig()),
@@ -284,7 +288,30 @@ class BuildConfig(_Frozen):
                 "engine can be a candidate of its own, e.g. {name: trt-fp32, precision: fp32}), or set "
                 "build.tensorrt_on: host"
             )
+        if self.speed_reference is not None:
+            speed = [c for c in self.candidates if c.name == self.speed_reference]
+            if not speed:
+                raise ValueError(
+                    f"build.speed_reference '{self.speed_reference}' is not one of build.candidates {names}: declare "
+                    "it (e.g. {name: fp32-ov, precision: fp32, backend: openvino, method: ultralytics}) or set "
+                    "build.speed_reference: null to time speed-ups against build.reference"
+                )
+            if speed[0].precision != "fp32":
+                raise ValueError(
+                    f"build.speed_reference '{self.speed_reference}' must have precision fp32, not {speed[0].precision}"
+                )
+            if self.built_on_gate(speed[0]):
+                raise ValueError(
+                    f"build.speed_reference '{self.speed_reference}' would be built and timed on the gate, but the "
+                    "host times every CPU candidate against it: give it a CPU backend or set it to null (an FP32 "
+                    "engine timed on the gate is already the basis of the gate engines' speed-ups)"
+                )
         return self
+
+    @property
+    def speed_reference_name(self) -> str:
+        """The candidate every speed-up is measured against (`speed_reference`, else the accuracy reference)."""
+        return self.speed_reference or self.reference
 
     def built_on_gate(self, candidate: CandidateConfig) -> bool:
         """Whether the candidate's engine is built by the gate's worker (the host exports only its ONNX)."""

@@ -54,12 +54,12 @@ class Project:
 
 
 def select_candidates(params: Params, names: tuple[str, ...]) -> Params:
-    """`params` with only the named candidates (the reference is always kept: every gate compares with it)."""
+    """`params` with only the named candidates (the two references are always kept: every gate compares with them)."""
     declared = [c.name for c in params.build.candidates]
     unknown = [n for n in names if n not in declared]
     if unknown:
         raise ConfigError(f"unknown candidate(s) {unknown}: params.yaml build.candidates declares {declared}")
-    keep = set(names) | {params.build.reference}
+    keep = set(names) | {params.build.reference, params.build.speed_reference_name}
     build = params.build.model_copy(update={"candidates": [c for c in params.build.candidates if c.name in keep]})
     return params.model_copy(update={"build": build})
 

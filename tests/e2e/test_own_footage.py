@@ -85,7 +85,7 @@ def test_day_one_from_your_own_videos_to_a_champion(
         root,
         label={"frames": FRAMES, "project": "gate-07 holdout", "fraction": 0.4},  # 2 of 5 videos reserved
         extract={"interval_s": 0.25, "dedup_threshold": 0.01},  # enough distinct frames in 4 s clips
-        build={"candidates": [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime"},
+        build={"speed_reference": None, "candidates": [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime"},
                               {"name": "ov-int8", "precision": "int8", "backend": "openvino"}]},
         promote={"min_agreement": 0.3, "max_map_drop": 1.0, "max_p95_ms": 10_000.0, "min_speedup": 0.01},
     )  # fmt: skip

@@ -67,7 +67,11 @@ def make_code_project(project: Params, make_params, **sections: dict) -> tuple[P
     root = project.paths.videos.parents[1]
     copy_project_code(root)
     params = make_params(
-        root, build={"imgsz": 160, "candidates": CANDIDATES}, validate={"imgsz": 160}, watch=FAST_WATCH, **sections
+        root,
+        build={"imgsz": 160, "candidates": CANDIDATES, "speed_reference": None},
+        validate={"imgsz": 160},
+        watch=FAST_WATCH,
+        **sections,
     )
     return root, params
 

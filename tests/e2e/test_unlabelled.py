@@ -31,7 +31,7 @@ def test_without_a_labelled_holdout(project: Params, make_params, cli) -> None:
     write_videos(project.paths.videos, 4, 6, 11, SynthConfig(width=640, height=360, fps=10))
     # the agreement frames are all there is: enough of them, at a size where FP32 finds the plates
     sizes = {
-        "build": {"candidates": CANDIDATES},
+        "build": {"candidates": CANDIDATES, "speed_reference": None},
         "validate": {"labels": "optional"},
         "extract": {"interval_s": 0.25, "max_frames_per_video": 12},
     }

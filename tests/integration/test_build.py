@@ -47,7 +47,11 @@ def test_int8_build_needs_the_calibration_yaml(tmp_path: Path, plate_model: Path
     from tasks.pipeline.build import BuildInputMissing, build_candidates
     from tasks.support.config import BuildConfig
 
-    cfg = BuildConfig(imgsz=64, candidates=(CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),))
+    cfg = BuildConfig(
+        imgsz=64,
+        speed_reference=None,
+        candidates=(CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),),
+    )
     with pytest.raises(BuildInputMissing, match="calibration dataset YAML not found") as e:
         build_candidates(plate_model, tmp_path / "calibration.yaml", tmp_path / "out", cfg, "x", "y")
     assert e.value.remedy is Remedy.EXTRACT

@@ -27,7 +27,7 @@ TRT_FP32 = CandidateConfig(name="trt-fp32", precision="fp32")  # backend from bu
 
 
 def gate_build_config(*candidates: CandidateConfig) -> BuildConfig:
-    return BuildConfig(backend="tensorrt", imgsz=320, candidates=(REFERENCE, *candidates))
+    return BuildConfig(backend="tensorrt", imgsz=320, speed_reference=None, candidates=(REFERENCE, *candidates))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,9 @@ def test_engine_exports_that_need_tensorrt_are_refused_before_anything_is_built(
         build_candidates(plate_model, params.paths.calibration_yaml, tmp_path / "c", cfg, params.model.sha256, "h")
     assert not (tmp_path / "c").exists()
     with pytest.raises(ValueError, match="the host runs the FP32 reference"):  # a reference the host cannot run
-        BuildConfig(backend="tensorrt", candidates=(CandidateConfig(name="fp32", precision="fp32"),))
+        BuildConfig(
+            backend="tensorrt", speed_reference=None, candidates=(CandidateConfig(name="fp32", precision="fp32"),)
+        )
 
 
 def test_validation_leaves_a_gate_built_candidate_pending(gate_validation) -> None:
@@ -367,7 +369,7 @@ def test_gate_build_is_deployed_whenever_a_candidate_is_built_on_the_gate(built:
     trt = CandidateConfig(name="trt-fp32", precision="fp32", backend="tensorrt")
     p = params.model_copy(
         update={
-            "build": BuildConfig(backend="openvino", imgsz=320, candidates=(REFERENCE, trt)),
+            "build": BuildConfig(backend="openvino", imgsz=320, speed_reference=None, candidates=(REFERENCE, trt)),
             "serve": params.serve.model_copy(update={"work_pools": pools}),
         }
     )
@@ -378,5 +380,7 @@ def test_gate_build_is_deployed_whenever_a_candidate_is_built_on_the_gate(built:
     from flows.deployments import needs_gate_build
 
     on_host = p.model_copy(update={"build": p.build.model_copy(update={"tensorrt_on": "host"})})
-    cpu_only = p.model_copy(update={"build": BuildConfig(backend="openvino", imgsz=320, candidates=(REFERENCE,))})
+    cpu_only = p.model_copy(
+        update={"build": BuildConfig(backend="openvino", imgsz=320, speed_reference=None, candidates=(REFERENCE,))}
+    )
     assert not needs_gate_build(on_host) and not needs_gate_build(cpu_only)

@@ -55,7 +55,7 @@ def gate_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _build(model: Path, frames, out: Path, *cands: CandidateConfig, **kw) -> list:
-    cfg = BuildConfig(imgsz=320, candidates=(FP32, *cands))
+    cfg = BuildConfig(imgsz=320, speed_reference=None, candidates=(FP32, *cands))
     return build_candidates(model, frames.dataset_yaml, out, cfg, "m" * 64, frames.frames_hash, gate=GATE, **kw)
 
 

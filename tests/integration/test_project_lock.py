@@ -119,7 +119,7 @@ def test_promote_and_nightly_during_a_rebuild_wait_and_neither_fails(
     root = project.paths.videos.parents[1]
     # the FP32 reference alone, from the session's build cache (the nightly check needs plates found at 320)
     fp32 = [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime", "method": "ultralytics"}]
-    params = make_params(root, build={"candidates": fp32})
+    params = make_params(root, build={"candidates": fp32, "speed_reference": None})
     seed_caches(params)
     cli(root, "rebuild")  # the first champion: what the nightly check and `previous` need
     first = current_release(params.promote.gate_dir)

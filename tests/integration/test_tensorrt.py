@@ -39,7 +39,9 @@ def tensorrt_build(*precisions: str) -> BuildConfig:
     its gate side `test_gate_side_build_times_and_checks_an_engine_without_pytorch` below."""
     engines = tuple(CandidateConfig(name=f"trt-{p}", precision=p) for p in precisions)
     reference = CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime")
-    return BuildConfig(backend="tensorrt", tensorrt_on="host", imgsz=320, candidates=(reference, *engines))
+    return BuildConfig(
+        backend="tensorrt", tensorrt_on="host", imgsz=320, speed_reference=None, candidates=(reference, *engines)
+    )
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is available here: the refusal path does not apply")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 KEYS = {
     "map50", "map50_95", "box_precision", "box_recall", "agreement_map50", "agreement_map50_95",
     "latency_p50_ms", "latency_p95_ms", "e2e_p50_ms", "size_mb", "map_drop", "speedup", "backend", "precision",
-    "class.License_Plate.map50", "class.License_Plate.map50_95", "class.License_Plate.precision",
+    "role", "class.License_Plate.map50", "class.License_Plate.map50_95", "class.License_Plate.precision",
     "class.License_Plate.recall", "boxes_gained", "boxes_lost", "boxes_matched", "conf_shift_mean",
     "latency_p99_ms", "latency_mean_ms", "e2e_p99_ms", "throughput_batch1_fps", "throughput_best_fps", "best_batch",
     "engine_rss_mb", "runtime_rss_mb", "engine_mb", "pre_ms", "inference_ms", "post_ms", "threads",
@@ -32,8 +32,15 @@ def test_every_candidate_gets_every_metric(validated: dict, built: tuple) -> Non
         assert set(row) >= KEYS, name
         assert 0 <= row["map50_95"] <= row["map50"] <= 1
         assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"]
-    ref = validated["fp32"]
-    assert ref["map_drop"] == 0 and ref["speedup"] == 1
+    ref, speed = validated["fp32"], validated["fp32-ov"]
+    assert ref["map_drop"] == 0 and speed["speedup"] == 1  # mAP against the accuracy reference, speed the speed one
+    assert ref["role"] == "accuracy reference" and speed["role"] == "speed reference"
+    assert speed["precision"] == "fp32" and speed["backend"] == "openvino"
+    for name, row in validated.items():  # every speed-up is the OpenVINO FP32's p50 over the candidate's
+        assert row["speedup"] == round(speed["latency_p50_ms"] / row["latency_p50_ms"], 3), name
+        assert name in ("fp32", "fp32-ov") or row["role"] == "candidate"
+    # the same FP32 model on OpenVINO and on ONNX Runtime: the same detections, bar float rounding
+    assert speed["agreement_map50_95"] > 0.9 and abs(speed["map50_95"] - ref["map50_95"]) < 0.01
     # the reference agrees with its own detections; the detector finds the synthetic plates
     assert ref["agreement_map50"] > 0.9
     assert ref["map50"] > 0.3
@@ -47,8 +54,9 @@ def test_every_candidate_gets_every_metric(validated: dict, built: tuple) -> Non
 
 
 def test_metrics_json_round_trip(validated: dict, tmp_path: Path) -> None:
-    path = write_metrics(tmp_path / "m" / "validate.json", "fp32", validated)
+    path = write_metrics(tmp_path / "m" / "validate.json", "fp32", validated, "fp32-ov")
     assert json.loads(path.read_text())["reference"] == "fp32"
+    assert json.loads(path.read_text())["speed_reference"] == "fp32-ov"
     assert json.loads(path.read_text())["candidates"] == json.loads(json.dumps(validated))
 
 

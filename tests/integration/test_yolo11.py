@@ -20,6 +20,7 @@ def test_yolo11n_builds_and_validates(built: tuple, tmp_path: Path) -> None:
     YOLO("yolo11n.yaml").save(str(weights))
     cfg = BuildConfig(
         imgsz=160,
+        speed_reference=None,
         candidates=(
             CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),
             CandidateConfig(name="ov-int8", precision="int8", backend="openvino"),

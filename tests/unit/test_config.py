@@ -51,7 +51,7 @@ def test_reference_must_be_a_fp32_candidate(tmp_path: Path) -> None:
 
 def test_candidate_backend_defaults_to_build_backend(tmp_path: Path) -> None:
     text = (
-        "build:\n  backend: tensorrt\n  candidates:\n"
+        "build:\n  backend: tensorrt\n  speed_reference: null\n  candidates:\n"
         "    - {name: fp32, precision: fp32, backend: onnxruntime}\n    - {name: trt-int8, precision: int8}\n"
     )
     build = load_params(write(tmp_path, text)).build
@@ -107,3 +107,18 @@ def test_the_tracking_uri_is_shown_without_credentials() -> None:
     assert cfg.shown_uri == "https://***@mlflow.example:5000/?token=***&x=1"
     assert TrackingConfig(uri="sqlite:////srv/a/mlflow.db").shown_uri == "sqlite:////srv/a/mlflow.db"
     assert redact_text("in http://ops:pa55@h:1 has no alias") == "in http://***@h:1 has no alias"
+
+
+def test_speed_reference_must_be_a_declared_fp32_candidate_the_host_times(tmp_path: Path) -> None:
+    head = "build:\n  candidates:\n    - {name: fp32, precision: fp32, backend: onnxruntime}\n"
+    with pytest.raises(ConfigError, match=r"speed_reference 'fp32-ov' is not one of build.candidates.*null"):
+        load_params(write(tmp_path, head))  # the default speed reference, not declared: never a quiet fallback
+    int8 = head + "    - {name: q, precision: int8, backend: openvino}\n  speed_reference: q\n"
+    with pytest.raises(ConfigError, match="speed_reference 'q' must have precision fp32"):
+        load_params(write(tmp_path, int8))
+    gate = head.replace("build:\n", "build:\n  backend: tensorrt\n") + "    - {name: e, precision: fp32}\n"
+    with pytest.raises(ConfigError, match="speed_reference 'e' would be built and timed on the gate"):
+        load_params(write(tmp_path, gate + "  speed_reference: e\n"))
+    build = load_params(write(tmp_path, head + "  speed_reference: null\n")).build
+    assert build.speed_reference_name == "fp32"  # null: the accuracy reference times speed-ups, as declared
+    assert load_params(ROOT / "params.yaml").build.speed_reference_name == "fp32-ov"

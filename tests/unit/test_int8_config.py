@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _params_with(tmp_path: Path, *candidates: dict) -> Path:
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
     doc["build"]["candidates"] = [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime"}, *candidates]
+    doc["build"]["speed_reference"] = None
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -132,4 +133,8 @@ def test_cache_key_changes_with_every_input() -> None:
 
 def test_reference_must_stay_an_fp32_candidate() -> None:
     with pytest.raises(ValueError, match="precision fp32"):
-        BuildConfig(reference="q", candidates=(CandidateConfig(name="q", precision="int8", method="ort-qdq"),))
+        BuildConfig(
+            reference="q",
+            speed_reference=None,
+            candidates=(CandidateConfig(name="q", precision="int8", method="ort-qdq"),),
+        )

@@ -129,7 +129,7 @@ def _set(path: tuple, value: object) -> Callable[[dict], None]:
     return mutate
 
 
-MIXED = ("build", "candidates", 3)  # ov-int8-mixed
+MIXED = ("build", "candidates", 4)  # ov-int8-mixed
 
 
 @pytest.mark.parametrize(
@@ -144,8 +144,8 @@ MIXED = ("build", "candidates", 3)  # ov-int8-mixed
         (_set(("validate", "batch_sizes"), [1, 4]), "validate.batch_sizes: code default"),
         (_set(("serve", "work_pools"), {"openvino": "cpu"}), "serve.work_pools: code default"),
         (_drop(("build", "candidates", 0, "method")), "build.candidates[fp32].method: not written"),
-        (_drop(("build", "candidates", 1, "backend")), "build.candidates[ov-int8].backend: not written"),
-        (_drop(("build", "candidates", 2)), "build.candidates: code default"),
+        (_drop(("build", "candidates", 2, "backend")), "build.candidates[ov-int8].backend: not written"),
+        (_drop(("build", "candidates", 3)), "build.candidates: code default"),
         (_drop((*MIXED, "nncf", "accuracy_control", "holdout_fraction")), "accuracy_control.holdout_fraction: not"),
         (_drop((*MIXED, "nncf", "ignored_scope", "patterns")), "nncf.ignored_scope.patterns: not written"),
         (_drop((*MIXED, "nncf", "smooth_quant_alpha")), "nncf.smooth_quant_alpha: not written"),
@@ -163,12 +163,12 @@ def test_a_missing_or_different_value_is_reported(mutate: Callable[[dict], None]
 
 def test_a_changed_code_default_is_reported() -> None:
     written = Params.model_validate(_doc())
-    changed = Params(extract=ExtractConfig(interval_s=1.0), build=BuildConfig(candidates=written.build.candidates[:3]))
+    changed = Params(extract=ExtractConfig(interval_s=1.0), build=BuildConfig(candidates=written.build.candidates[:4]))
     found = differences(changed, written)
     assert "extract.interval_s: code default 1.0 != params.yaml 0.5" in found
     assert any(line.startswith("build.candidates: code default") for line in found), found
     nncf = NncfConfig(accuracy_control=AccuracyControlConfig(holdout_fraction=0.3))
-    assert differences(nncf, written.build.candidates[3].nncf) == [
+    assert differences(nncf, written.build.candidates[4].nncf) == [
         "accuracy_control.holdout_fraction: code default 0.3 != params.yaml 0.25"
     ]
 

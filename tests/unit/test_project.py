@@ -10,10 +10,10 @@ from tasks.support.config import ConfigError
 from tasks.support.project import Overrides, load_project
 
 
-def test_candidates_subset_keeps_the_reference_and_names_typos(tmp_path: Path, make_params) -> None:
+def test_candidates_subset_keeps_the_references_and_names_typos(tmp_path: Path, make_params) -> None:
     make_params(tmp_path)
     proj = load_project(tmp_path / "params.yaml", Overrides.of(only=["ov-int8"]))
-    assert [c.name for c in proj.params.build.candidates] == ["fp32", "ov-int8"]
+    assert [c.name for c in proj.params.build.candidates] == ["fp32", "fp32-ov", "ov-int8"]
     with pytest.raises(ConfigError, match=r"unknown candidate\(s\) \['ov-int9'\].*declares"):
         load_project(tmp_path / "params.yaml", Overrides.of(only=["ov-int9"]))
 
