@@ -45,10 +45,7 @@ def promote(
         if record is None or metrics is None:
             record, metrics = latest_rebuild(params.tracking)
         p = params.paths
-        chart = (
-            params.tracking, params.promote, params.build.reference, record.parent_run_id,
-            params.build.speed_reference_name,
-        )  # fmt: skip
+        chart = (params.tracking, params.promote, params.build.reference, record.parent_run_id)
         try:
             result = promote_winner(
                 record, metrics, params.promote, params.tracking, p.holdout, params.validate_, params.build.reference,

@@ -88,10 +88,7 @@ def rebuild(
             promotion = promote(params=params, record=record, metrics=metrics)
         else:  # the chart without verdicts; `alpr-ops promote` redraws it with them
             promotion = None
-            tradeoff_chart(
-                params.tracking, params.promote, params.build.reference, record.parent_run_id,
-                params.build.speed_reference_name,
-            )  # fmt: skip
+            tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
     return {
         "params": params,
         "record": record,

@@ -70,15 +70,19 @@ class Tradeoff:
     speed_reference: str = ""  # the candidate speed-ups are measured against ("": the accuracy reference)
 
 
-def tradeoff_data(
-    rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteConfig, speed_reference: str | None = None
-) -> Tradeoff:
-    """The chart's data from each candidate's metrics and tags (`method`, `gate.*`) and the gate bounds of `cfg`;
-    the speed-up bound from `speed_reference`'s p50 (None: the accuracy `reference`'s)."""
-    speed_ref = speed_reference or reference
-    for name in (reference, speed_ref):
-        if name not in rows:
-            raise ValueError(f"the reference '{name}' is not among the candidates {sorted(rows)}")
+def speed_reference_of(rows: dict[str, dict[str, Any]], reference: str) -> str:
+    """The candidate this rebuild's speed-ups were measured against: the one validation tagged `role: speed
+    reference`; a rebuild from before the speed reference existed timed them against the accuracy `reference`."""
+    tagged = [name for name, row in rows.items() if "speed reference" in str(row.get("role", ""))]
+    return tagged[0] if tagged else reference
+
+
+def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteConfig) -> Tradeoff:
+    """The chart's data from each candidate's metrics and tags (`method`, `role`, `gate.*`) and the gate bounds of
+    `cfg`; the speed-up bound from the p50 of the speed reference the rebuild's speed-ups were measured against."""
+    if reference not in rows:
+        raise ValueError(f"the reference '{reference}' is not among the candidates {sorted(rows)}")
+    speed_ref = speed_reference_of(rows, reference)
     points = []
     for name, row in rows.items():
         if "latency_p50_ms" not in row or "agreement_map50_95" not in row:  # a gate build that failed: not measured
@@ -226,14 +230,12 @@ def rebuild_rows(mc: Any, parent_run_id: str) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def log_tradeoff(
-    tracking: TrackingConfig, cfg: PromoteConfig, reference: str, parent_run_id: str, speed_reference: str | None = None
-) -> Tradeoff:
+def log_tradeoff(tracking: TrackingConfig, cfg: PromoteConfig, reference: str, parent_run_id: str) -> Tradeoff:
     """Draw the rebuild's trade-off chart from what MLflow holds and log it (and its data) to the parent run."""
     from tasks.pipeline.track import client
 
     mc = client(tracking)
-    data = tradeoff_data(rebuild_rows(mc, parent_run_id), reference, cfg, speed_reference)
+    data = tradeoff_data(rebuild_rows(mc, parent_run_id), reference, cfg)
     with tempfile.TemporaryDirectory(prefix="alpr-tradeoff-") as tmp:
         write_tradeoff(data, Path(tmp) / ARTIFACT_DIR)
         mc.log_artifacts(parent_run_id, str(Path(tmp) / ARTIFACT_DIR), ARTIFACT_DIR)
@@ -242,13 +244,7 @@ def log_tradeoff(
 
 
 def chart_after_refusal(
-    tracking: TrackingConfig,
-    cfg: PromoteConfig,
-    reference: str,
-    parent_run_id: str,
-    speed_reference: str | None = None,
-    *,
-    refusal: BaseException,
+    tracking: TrackingConfig, cfg: PromoteConfig, reference: str, parent_run_id: str, refusal: BaseException
 ) -> Tradeoff | None:
     """The chart of a rebuild whose promotion was refused (the smoke test or verification names the gate), drawn
     once and never in place of that refusal: not at all when the refusal was the store's own (it would fail there
@@ -258,7 +254,7 @@ def chart_after_refusal(
     if isinstance(refusal, RegistryError | OSError) or type(refusal).__name__ == "MlflowException":
         return None
     try:
-        return log_tradeoff(tracking, cfg, reference, parent_run_id, speed_reference)
+        return log_tradeoff(tracking, cfg, reference, parent_run_id)
     except Exception as e:
         log.warning("trade-off chart of rebuild %s not drawn (%s: %s)", parent_run_id, type(e).__name__, e)
         return None

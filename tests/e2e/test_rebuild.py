@@ -45,7 +45,7 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: 
     out = rebuild(project=Project(project, root, root))
 
     record, metrics = out["record"], out["metrics"]
-    assert set(metrics) == {"fp32", "ov-int8", "ort-int8", "ov-int8-mixed"}
+    assert set(metrics) == {"fp32", "fp32-ov", "ov-int8", "ort-int8", "ov-int8-mixed"}
     promotion = out["promotion"]
     assert promotion.decision.winner is not None
 
@@ -72,7 +72,7 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: 
 
     # DVC's metrics file
     doc = json.loads(project.paths.metrics.read_text())
-    assert doc["reference"] == "fp32" and set(doc["candidates"]) == set(metrics)
+    assert doc["reference"] == "fp32" and doc["speed_reference"] == "fp32-ov" and set(doc["candidates"]) == set(metrics)
 
     # `alpr-ops status --json` reads it all back from MLflow and the gate folder
     info = json.loads(cli(root, "status", "--json").stdout)
@@ -81,7 +81,10 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: 
     for cand in info["candidates"]:
         assert set(cand) >= STATUS_KEYS, cand
         assert cand["mlflow_run_id"] == record.candidates[cand["name"]].run_id
-    assert [c["passed"] for c in info["candidates"] if c["name"] == "fp32"] == [True]
+    # the speed reference passes its own speed-up gate (1.0 >= 1.0) and FP32's accuracy gates
+    assert [c["passed"] for c in info["candidates"] if c["name"] == "fp32-ov"] == [True]
+    roles = {c["name"]: c["role"] for c in info["candidates"]}
+    assert roles["fp32"] == "accuracy reference" and roles["fp32-ov"] == "speed reference"
     assert info["rebuild"]["mlflow_url"].endswith(f"#/experiments/{record.experiment_id}?workflowType=machine_learning")
 
     # DVC sees the flow's outputs as its own stages' outputs: nothing to reproduce, data untouched by validation

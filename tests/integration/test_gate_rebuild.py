@@ -171,6 +171,7 @@ def test_a_gate_that_cannot_build_fails_its_candidate_alone(
             update={
                 "tracking": params.tracking.model_copy(update={"uri": url}),
                 "serve": params.serve.model_copy(update={"work_pools": {"tensorrt": gate_worker}, "gate_wait_s": 240}),
+                "build": gate_build_config(TRT_FP32),  # the candidates gate_built holds
             }
         )
         deploy_gate_build(p, REPO)
@@ -260,7 +261,9 @@ def test_a_measured_gate_engine_is_registered_and_promoted_by_its_hash(
     from tasks.runtime.releases import current_release, read_manifest, verify_release
 
     trt = gate_built[1]
-    p = store.model_copy(update={"promote": store.promote.model_copy(update=LOOSE_GATES)})
+    p = store.model_copy(
+        update={"promote": store.promote.model_copy(update=LOOSE_GATES), "build": gate_build_config(TRT_FP32)}
+    )
     record, sha, outcome = tracked_and_gate_logged(
         p, gate_built, gate_validation, gate_scoring, tmp_path / "gate", b"\x00placeholder plan, not an engine\xff"
     )
@@ -301,7 +304,9 @@ def test_a_gate_engine_swapped_in_the_store_after_it_was_recorded_is_refused(
     from tasks.support.hashing import sha256_file
 
     trt = gate_built[1]
-    p = store.model_copy(update={"promote": store.promote.model_copy(update=LOOSE_GATES)})
+    p = store.model_copy(
+        update={"promote": store.promote.model_copy(update=LOOSE_GATES), "build": gate_build_config(TRT_FP32)}
+    )
     record, sha, outcome = tracked_and_gate_logged(
         p, gate_built, gate_validation, gate_scoring, tmp_path / "gate", b"\x00the plan the gate measured"
     )
@@ -333,7 +338,9 @@ def test_a_gate_candidate_that_failed_or_does_not_match_its_record_is_never_regi
     from tasks.pipeline.gate_remote import GateOutcome
 
     trt = gate_built[1]
-    p = store.model_copy(update={"promote": store.promote.model_copy(update=LOOSE_GATES)})
+    p = store.model_copy(
+        update={"promote": store.promote.model_copy(update=LOOSE_GATES), "build": gate_build_config(TRT_FP32)}
+    )
     record, _, measured = tracked_and_gate_logged(
         p, gate_built, gate_validation, gate_scoring, tmp_path / "gate", b"\x00the plan the gate built"
     )

@@ -30,7 +30,8 @@ def store_in(folder: Path, built: tuple) -> Params:
     tracking = params.tracking.model_copy(
         update={"uri": f"sqlite:///{folder / 'mlflow.db'}", "artifacts": folder / "mlartifacts"}
     )
-    gates = {"gate_dir": folder / "gate", "min_agreement": 0.5, "max_p95_ms": 10_000.0, "min_speedup": 1.0}
+    # min_speedup: the ONNX Runtime FP32 is slower than the speed reference (the same model on OpenVINO)
+    gates = {"gate_dir": folder / "gate", "min_agreement": 0.5, "max_p95_ms": 10_000.0, "min_speedup": 0.01}
     return params.model_copy(update={"tracking": tracking, "promote": params.promote.model_copy(update=gates)})
 
 

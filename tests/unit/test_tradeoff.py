@@ -78,3 +78,14 @@ def test_before_the_gate_ran_nothing_is_hollow_or_ringed() -> None:
 def test_a_candidate_the_gate_failed_to_measure_is_not_drawn() -> None:
     rows = {**ROWS, "trt-qdq": {"gate": "failed: no gate worker", "method": "trt-qdq", "gate.passed": "false"}}
     assert "trt-qdq" not in [p.name for p in tradeoff_data(rows, "fp32", CFG).points]
+
+
+def test_the_speed_bound_is_the_speed_reference_the_rebuild_was_timed_against() -> None:
+    rows = {**ROWS, "fp32": {**ROWS["fp32"], "role": "accuracy reference"}}
+    rows["fp32-ov"] = {**_row(16.0, 0.99, "ultralytics"), "role": "speed reference"}
+    data = tradeoff_data(rows, "fp32", CFG)
+    assert data.speed_reference == "fp32-ov" and data.reference_p50_ms == 16.0 and data.max_p50_ms == 16.0 / 1.25
+    assert {p.name: p.role for p in data.points}["fp32-ov"] == "reference"
+    # a rebuild logged before the speed reference existed timed its speed-ups against the accuracy reference
+    old = tradeoff_data(ROWS, "fp32", CFG)
+    assert old.speed_reference == "fp32" and old.max_p50_ms == 20.0 / 1.25
