@@ -259,6 +259,9 @@ class BuildConfig(_Frozen):
     # serve.work_pools.tensorrt builds the engine) or host (this machine is the gate's hardware: TensorRT and its GPU)
     tensorrt_on: Literal["gate", "host"] = "gate"
     imgsz: int = Field(640, ge=32, multiple_of=32)
+    # camera: INT8 candidates take the footage's aspect, long side imgsz (1280x720 -> 384x640; tasks/support/shape.py);
+    # square: every candidate imgsz x imgsz. The FP32 references are square either way.
+    shape: Literal["camera", "square"] = "camera"
     reference: str = "fp32"
     candidates: tuple[CandidateConfig, ...] = (
         CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime", method="ultralytics"),
