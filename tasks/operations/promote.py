@@ -471,6 +471,7 @@ def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any], 
                 VERIFIED_KEY: rec.where,
                 "artifact": cand.artifact,
                 "imgsz": cand.imgsz,
+                "input_shape": list(cand.input_shape),  # (height, width) the gate feeds it
                 "toolchain": cand.toolchain,
                 "target_hardware": hardware,
                 "smoke_test": smoke,

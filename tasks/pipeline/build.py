@@ -30,6 +30,7 @@ from tasks.support.fsutil import atomic_dir, atomic_write_text
 from tasks.support.hashing import path_sha256, path_size_mb, sha256_file
 from tasks.support.images import frames_folder, list_images
 from tasks.support.progress import steps
+from tasks.support.shape import FrameSizeUnknown, Shape, footage_frame_size, input_shape, shape_text, square
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,12 @@ def check_tensorrt(
 
 
 def export_candidate(
-    model: Path, candidate: CandidateConfig, backend: str, dataset_yaml: Path, imgsz: int, out: Path
+    model: Path, candidate: CandidateConfig, backend: str, dataset_yaml: Path, imgsz: int | Shape, out: Path
 ) -> Path:
     """Export one candidate with Ultralytics and move the artifact into the folder `out`; return its path.
+
+    `imgsz`: a square side, or (height, width): Ultralytics exports a fixed input of that shape, letterboxes INT8
+    calibration to it and records it in the export's metadata, which its predictor and validator then use.
 
     The export runs in a scratch folder of its own: Ultralytics names outputs by replacing the text `.pt` anywhere
     in the model's path, so the path it sees must hold `.pt` only as the file's suffix.
@@ -140,7 +144,10 @@ def export_candidate(
         import nncf  # NNCF resets its log level on import; its per-layer INFO lines would bury ours
 
         nncf.set_log_level(logging.WARNING)
-    kwargs: dict[str, object] = {"format": EXPORT_FORMAT[backend], "imgsz": imgsz, "verbose": False}
+    if not isinstance(imgsz, int) and imgsz[0] == imgsz[1]:
+        imgsz = imgsz[0]  # a square input, exported as it always was
+    size = imgsz if isinstance(imgsz, int) else list(imgsz)
+    kwargs: dict[str, object] = {"format": EXPORT_FORMAT[backend], "imgsz": size, "verbose": False}
     kwargs["device"] = 0 if backend == "tensorrt" else "cpu"
     quantize = _QUANTIZE[candidate.precision]
     if quantize is not None:
@@ -194,14 +201,19 @@ def build_candidates(
         toolchain = {**toolchain, **{f"trt_{k}": v for k, v in device_info().items()}}
     gate_images = gate_frame_images(gate_frames)
     gate_hash = _images_sha256(gate_images) if gate_images else ""
+    shaped = cfg.shape == "camera" and any(c.precision == "int8" for c in cfg.candidates)
+    frame_hw = footage_size(dataset_yaml, gate_frames) if shaped else None
     built = []
     for cand in steps(cfg.candidates, "build: exporting candidates"):
         backend = cfg.backend_of(cand)
+        shape = input_shape(cand.precision, cfg.shape, cfg.imgsz, frame_hw)
         params = cand.model_dump(mode="json", exclude_none=True)
         calibrated_on = frames_hash if cand.precision == "int8" else ""  # FP32/FP16 do not depend on the frames
         keyed = {**params, "backend": backend}
         if cand.method == "nncf" and gate_hash:
             keyed["gate_frames_sha256"] = gate_hash
+        if shape != square(cfg.imgsz):  # a square input is keyed by imgsz alone (as before shapes existed)
+            keyed["input_shape"] = list(shape)
         on_gate = cfg.built_on_gate(cand)
         if on_gate:  # only the ONNX is built here: never the same entry as a host-built engine
             keyed["tensorrt_on"] = BUILT_ON_GATE
@@ -222,7 +234,7 @@ def build_candidates(
         built_at = datetime.now(UTC).isoformat(timespec="seconds")
         with atomic_dir(folder) as tmp:
             artifact, quantization = build_artifact(
-                model, cand, backend, dataset_yaml, cfg.imgsz, tmp, gate, start_kept, gate_images, on_gate
+                model, cand, backend, dataset_yaml, shape, tmp, gate, start_kept, gate_images, on_gate
             )
             embedded = {
                 "name": cand.name,
@@ -231,6 +243,7 @@ def build_candidates(
                 "base_model_sha256": base_model_sha256,
                 "frames_hash": frames_hash,
                 "imgsz": cfg.imgsz,
+                "input_shape": list(shape),
                 "toolchain": toolchain,
                 "cache_key": key,
                 "built_at": built_at,
@@ -256,16 +269,36 @@ def build_candidates(
                 params=params,
                 quantization=quantization,
                 tensorrt=_tensorrt_record(artifact, tmp, backend, on_gate),
+                input_shape=shape,
             )
             (tmp / CANDIDATE_JSON).write_text(result.to_json())
             cache.store(cache_dir, key, tmp)
         _remember(cache_dir, result)
         log.info(
-            "built %s (%s %s, %s) in %.0f s: %s, %.1f MB",
-            cand.name, backend, cand.precision, cand.method, result.build_seconds, result.path, result.size_mb,
+            "built %s (%s %s, %s, input %s) in %.0f s: %s, %.1f MB",
+            cand.name, backend, cand.precision, cand.method, shape_text(shape), result.build_seconds, result.path,
+            result.size_mb,
         )  # fmt: skip
         built.append(result)
     return built
+
+
+def footage_size(dataset_yaml: Path, gate_frames: Path | None) -> Shape:
+    """The frame size (height, width) of the footage, from the extraction manifests beside the calibration images
+    and beside the held-out videos' frames (`gate_frames`, when extraction wrote one): every video must share it
+    (`tasks.support.shape.footage_frame_size` refuses mixed footage)."""
+    from tasks.pipeline.quantize import calibration_images
+
+    manifest = calibration_images(dataset_yaml)[0].parent.parent / "manifest.csv"
+    if not manifest.is_file():
+        raise FrameSizeUnknown(
+            f"{manifest}: not found, so the footage's frame size is unknown; extract the calibration frames with "
+            "the project's extraction (it records each frame's size), or set build.shape: square"
+        )
+    manifests = [manifest]
+    if gate_frames is not None and (gate_frames / "manifest.csv").is_file():
+        manifests.append(gate_frames / "manifest.csv")
+    return footage_frame_size(manifests)
 
 
 def check_gate_built(cfg: BuildConfig) -> None:
@@ -369,15 +402,17 @@ def build_artifact(
     cand: CandidateConfig,
     backend: str,
     dataset_yaml: Path,
-    imgsz: int,
+    imgsz: int | Shape,
     out: Path,
     gate: ValidateConfig | None,
     start_kept: list[str],
     gate_images: list[Path] | None = None,
     on_gate: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
-    """Build one candidate's artifact into the folder `out`; returns it and what quantization recorded. `on_gate`:
-    a TensorRT candidate stops at the ONNX its engine is built from on the gate (FP32 export, or trt-qdq's Q/DQ)."""
+    """Build one candidate's artifact into the folder `out`, at input `imgsz` (a square side or (height, width));
+    returns it and what quantization recorded. `on_gate`: a TensorRT candidate stops at the ONNX its engine is
+    built from on the gate (FP32 export, or trt-qdq's Q/DQ). Ours export the FP32 source at that shape and
+    calibrate and gate on frames letterboxed to it."""
     if cand.method == "ultralytics":
         artifact = export_candidate(model, cand, "onnxruntime" if on_gate else backend, dataset_yaml, imgsz, out)
         if on_gate:

@@ -63,15 +63,17 @@ def split_frames(images: Sequence[Path], fraction: float) -> tuple[list[Path], l
     return [im for i, im in enumerate(images) if i not in picked], held
 
 
-def letterbox(image: Path, imgsz: int) -> np.ndarray:
-    """The NCHW float32 input Ultralytics' predictor feeds a static-shape export (letterbox, RGB, 0-1)."""
+def letterbox(image: Path, imgsz: int | tuple[int, int]) -> np.ndarray:
+    """The NCHW float32 input Ultralytics' predictor feeds a static-shape export (letterbox, RGB, 0-1), of a square
+    side `imgsz` or of the export's (height, width)."""
     import cv2
     from ultralytics.data.augment import LetterBox
 
     frame = cv2.imread(str(image))
     if frame is None:
         raise QuantizeError(f"{image}: cannot be read as an image", remedy=Remedy.EXTRACT)
-    boxed = LetterBox(new_shape=(imgsz, imgsz), auto=False)(image=frame)
+    shape = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    boxed = LetterBox(new_shape=shape, auto=False)(image=frame)
     return np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
 
 
@@ -249,13 +251,16 @@ def nncf_quantize_ir(
     out_xml: Path,
     images: list[Path],
     cfg: NncfConfig,
-    imgsz: int,
+    imgsz: int | tuple[int, int],
     gate_cfg: ValidateConfig,
     start_kept: Sequence[str] = (),
     gate_images: Sequence[Path] = (),
 ) -> QuantizeResult:
     """Quantize the FP32 IR `fp32_xml` with NNCF into `out_xml`; recover accuracy when the gate fails.
 
+    `imgsz`: the IR's input, a square side or (height, width); calibration and gate frames are letterboxed to it.
+    The gate compares with the FP32 IR at that same shape (what quantization changed); what the shape itself
+    costs is measured by validation, against the square FP32 reference.
     `start_kept`: layers the previous champion kept in float, added to the ignored scope so that an unchanged model
     passes the gate at the first try and the slow search runs only when something changed. `gate_images`: frames of
     videos never used for calibration, for the gate and the search; without them (fewer than 2), the gate uses
@@ -519,7 +524,7 @@ def qdq_quantize_onnx(
     out_onnx: Path,
     images: list[Path],
     cfg: QdqConfig,
-    imgsz: int,
+    imgsz: int | tuple[int, int],
     gate_cfg: ValidateConfig,
     holdout_fraction: float,
     *,

@@ -466,7 +466,8 @@ def _fill_candidate_run(
 
     rid = run.info.run_id
     now = int(run.info.start_time)
-    cand_params = {"candidate": cand.name, "backend": cand.backend, "precision": cand.precision, "imgsz": cand.imgsz}
+    cand_params = {"candidate": cand.name, "backend": cand.backend, "precision": cand.precision, "imgsz": cand.imgsz,
+                   "input_shape": "x".join(str(v) for v in cand.input_shape)}  # fmt: skip
     cand_params.update({f"toolchain.{k}": v for k, v in cand.toolchain.items()})
     numeric = {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
     numeric["build_seconds"] = cand.build_seconds

@@ -26,6 +26,7 @@ from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
 from tasks.support.images import frames_folder, list_images, write_dataset_yaml
 from tasks.support.progress import steps
+from tasks.support.shape import shape_text
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,15 @@ def _val(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work_dir
 
     Ultralytics drops an image it finds corrupt (and duplicate boxes) with a log line and scores the rest, so the
     images and boxes it scored are checked against the dataset: a metric over part of the holdout is an error.
+    So is the input it ran at: Ultralytics takes a fixed-shape export's input from its metadata (`validate.imgsz`
+    does not apply), which must be the candidate's recorded `input_shape`.
     """
     scored: dict[str, int] = {}
+    ran_at: list[tuple[int, ...]] = []
 
     def count(validator: Any) -> None:
         scored.update(images=int(validator.seen), boxes=int(validator.metrics.nt_per_class.sum()))
+        ran_at.append(tuple(int(v) for v in validator.args.imgsz))
 
     model = _yolo(candidate)
     model.add_callback("on_val_end", count)
@@ -142,6 +147,12 @@ def _val(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work_dir
         name=f"val-{candidate.name}",
         exist_ok=True,
     )
+    if ran_at != [candidate.input_shape]:
+        raise ValidationError(
+            f"{candidate.path}: Ultralytics validated it at input {ran_at} (height, width), not the {candidate.name} "
+            f"candidate's recorded input_shape {list(candidate.input_shape)}; rebuild it",
+            remedy=Remedy.BUILD,
+        )
     images, boxes = dataset_counts(dataset_yaml)
     if scored != {"images": images, "boxes": boxes}:
         raise ValidationError(
@@ -396,7 +407,8 @@ def run_validation(
             )
         agreement = write_pseudo_labels(by_name[reference], agree_images, work / "agreement", cfg, ref_dets)
         for cand in steps(candidates, "validate: measuring candidates"):
-            row: dict[str, float | str] = {"backend": cand.backend, "precision": cand.precision}
+            row: dict[str, float | str] = {"backend": cand.backend, "precision": cand.precision,
+                                           "input_shape": shape_text(cand.input_shape)}  # fmt: skip
             if cand.gate_built:  # measured where its engine runs, after tracking (gate_remote.gate_engines)
                 results[cand.name] = {**row, GATE_KEY: GATE_PENDING, "size_mb": cand.size_mb}
                 continue

@@ -49,6 +49,12 @@ def load_release(release: Path) -> LoadedRelease:
     imgsz = int(cand.imgsz)
     ensure_runnable(cand.path)
     model = Detector.open(cand.path)
+    if tuple(model.input_hw) != cand.input_shape:
+        model.close()
+        raise GateError(
+            f"{cand.path}: its engine takes {list(model.input_hw)} (height, width), not the input_shape "
+            f"{list(cand.input_shape)} its candidate.json records: not the artifact that was validated"
+        )
     model(np.zeros((*model.input_hw, 3), dtype=np.uint8))
     return LoadedRelease(release, str(manifest["version"]), imgsz, model)
 

@@ -47,6 +47,15 @@ class Candidate:
     # gate builds the engine from (never run nor deployed by the host); once the gate measured it, the registered
     # artifact is the gate's engine, checked against the gate's record (tasks/pipeline/track.py register_gate_engine)
     tensorrt: dict[str, Any] = field(default_factory=dict)
+    # the engine's input (height, width): the camera's aspect for INT8 candidates built with build.shape: camera
+    # (tasks/support/shape.py); a candidate.json written before it was recorded was built square at `imgsz`
+    input_shape: tuple[int, ...] = ()  # (height, width); () is read as (imgsz, imgsz)
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(v) for v in self.input_shape) or (int(self.imgsz), int(self.imgsz))
+        if len(shape) != 2:
+            raise ValueError(f"{self.name}: input_shape must be [height, width], got {list(self.input_shape)}")
+        object.__setattr__(self, "input_shape", shape)
 
     @property
     def path(self) -> Path:

@@ -259,6 +259,9 @@ class BuildConfig(_Frozen):
     # serve.work_pools.tensorrt builds the engine) or host (this machine is the gate's hardware: TensorRT and its GPU)
     tensorrt_on: Literal["gate", "host"] = "gate"
     imgsz: int = Field(640, ge=32, multiple_of=32)
+    # camera: INT8 candidates take the footage's aspect, long side imgsz (1280x720 -> 384x640; tasks/support/shape.py);
+    # square: every candidate imgsz x imgsz. The FP32 references are square either way.
+    shape: Literal["camera", "square"] = "camera"
     reference: str = "fp32"  # the accuracy reference: mAP drop and agreement are measured against it
     # the speed reference: every speed-up (the promote.min_speedup gate, tables, the trade-off chart) is its p50 over
     # a candidate's; the FP32 model on the runtime our INT8 engines use. null: the accuracy reference times it too

@@ -39,7 +39,8 @@ def test_int8_calibrated_on_blank_frames_gets_low_agreement_and_fails_the_gate(
     out = tmp_path / "blank-int8"
     out.mkdir()
     spec = CandidateConfig(name="blank-int8", precision="int8", backend="openvino")
-    artifact = export_candidate(plate_model, spec, "openvino", blank_calibration(tmp_path / "blank"), 320, out)
+    shape = by_name["ov-int8"].input_shape  # the good one's input: only the calibration differs
+    artifact = export_candidate(plate_model, spec, "openvino", blank_calibration(tmp_path / "blank"), shape, out)
     bad = dataclasses.replace(
         by_name["ov-int8"], name="blank-int8", folder=out, artifact=artifact.name, sha256=path_sha256(artifact)
     )
@@ -50,7 +51,9 @@ def test_int8_calibrated_on_blank_frames_gets_low_agreement_and_fails_the_gate(
     good, broken = metrics["ov-int8"], metrics["blank-int8"]
     assert broken["agreement_map50_95"] < 0.8, broken
     assert broken["agreement_map50_95"] < good["agreement_map50_95"] - 0.15, (good, broken)
-    assert broken["boxes_lost"] > 0 and broken["conf_shift_mean"] < good["conf_shift_mean"]
+    assert broken["boxes_lost"] > good["boxes_lost"]
+    # where it still finds a reference box, with less confidence (at the camera's 192x320 it found none: measured)
+    assert broken["boxes_matched"] == 0 or broken["conf_shift_mean"] < good["conf_shift_mean"], (good, broken)
 
     # label mAP on a few holdout frames need not drop for this candidate (measured: it rose); the agreement gate
     # is what rejects it

@@ -54,8 +54,9 @@ def gate_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return extract_frames(root / "videos", root / "frames", root / "frames.yaml", cfg, ("plate",)).out_dir
 
 
-def _build(model: Path, frames, out: Path, *cands: CandidateConfig, **kw) -> list:
-    cfg = BuildConfig(imgsz=320, speed_reference=None, candidates=(FP32, *cands))
+def _build(model: Path, frames, out: Path, *cands: CandidateConfig, shape: str = "square", **kw) -> list:
+    # square by default: the agreement numbers these tests reason about were measured at 320x320
+    cfg = BuildConfig(imgsz=320, shape=shape, speed_reference=None, candidates=(FP32, *cands))
     return build_candidates(model, frames.dataset_yaml, out, cfg, "m" * 64, frames.frames_hash, gate=GATE, **kw)
 
 
@@ -150,7 +151,9 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
         {"name": "qdq", "precision": "int8", "method": "ort-qdq", "qdq": {"holdout_fraction": 0.125}}
     )
     out, cache = tmp_path / "candidates", tmp_path / "cache"
-    first = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames)
+    first = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames, shape="camera")
+    # the INT8 ones at the 640x360 clips' shape (NNCF and Q/DQ calibrate and gate at it), FP32 square
+    assert [c.input_shape for c in first] == [(320, 320), (192, 320), (192, 320)]
     stamps = {c.name: (c.path.stat().st_mtime_ns, path_sha256(c.path), c.built_at) for c in first}
 
     # metadata in and beside every artifact, and every artifact loads in Ultralytics
@@ -163,12 +166,13 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
         assert inside["frames_hash"] == frames.frames_hash and inside["base_model_sha256"] == "m" * 64
         assert inside["params"]["name"] == c.name and "openvino" in inside["toolchain"]
         assert beside["sha256"] == path_sha256(c.path)
+        assert inside["input_shape"] == beside["input_shape"] == list(c.input_shape)
         assert YOLO(str(c.path), task="detect").predict(
             str(next((frames.out_dir / "images").iterdir())), imgsz=320, verbose=False
         )
 
     caplog.set_level(logging.INFO, logger="tasks.pipeline.build")
-    again = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames)
+    again = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames, shape="camera")
     assert again == first
     assert {c.name: (c.path.stat().st_mtime_ns, path_sha256(c.path), c.built_at) for c in again} == stamps
     assert sum("reused" in r.message for r in caplog.records) == 3
@@ -178,7 +182,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     shutil.rmtree(out)
     caplog.clear()
     caplog.set_level(logging.INFO, logger="tasks.pipeline.build")
-    restored = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames)
+    restored = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames, shape="camera")
     assert [path_sha256(c.path) for c in restored] == [s[1] for s in stamps.values()]
     assert sum("from the build cache" in r.message for r in caplog.records) == 3
 
@@ -187,7 +191,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     fewer.mkdir(parents=True)
     for image in sorted((gate_frames / "images").iterdir())[1:]:
         shutil.copyfile(image, fewer / image.name)
-    regated = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=fewer.parent)
+    regated = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=fewer.parent, shape="camera")
     mtimes = {c.name: c.path.stat().st_mtime_ns for c in regated}
     assert mtimes["fp32"] == stamps["fp32"][0] and mtimes["qdq"] == stamps["qdq"][0]
     assert mtimes["ours"] > stamps["ours"][0]
@@ -202,10 +206,15 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
         ("plate",),
     )
     assert other.frames_hash != frames.frames_hash
-    rebuilt = _build(plate_model, other, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames)
+    rebuilt = _build(plate_model, other, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames, shape="camera")
     assert rebuilt[0] == first[0] and rebuilt[0].path.stat().st_mtime_ns == stamps["fp32"][0]
     int8 = [c for c in rebuilt if c.precision == "int8"]
     assert all(c.frames_hash == other.frames_hash for c in int8)
     assert all(c.path.stat().st_mtime_ns > stamps[c.name][0] for c in int8)
     assert all(read_embedded_metadata(c.path)["frames_hash"] == other.frames_hash for c in int8)
     assert {c.cache_key for c in int8}.isdisjoint({c.cache_key for c in first})
+
+    # ours built square from the same inputs: another artifact under another key (the shape is part of the key)
+    squared = _build(plate_model, other, tmp_path / "square", ours, cache_dir=cache, gate_frames=gate_frames)
+    assert squared[0].cache_key == rebuilt[0].cache_key and squared[1].input_shape == (320, 320)
+    assert squared[1].cache_key != rebuilt[1].cache_key and squared[1].sha256 != rebuilt[1].sha256

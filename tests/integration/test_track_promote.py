@@ -44,6 +44,8 @@ def test_rebuild_is_logged_with_lineage_runs_and_registry_versions(store: Params
         assert run.data.metrics["map50_95"] == pytest.approx(validated[cand.name]["map50_95"])
         assert run.data.metrics["latency_p95_ms"] == pytest.approx(validated[cand.name]["latency_p95_ms"])
         assert run.data.params["precision"] == cand.precision
+        shape = "x".join(str(v) for v in cand.input_shape)  # INT8 at the camera's shape, FP32 square
+        assert run.data.params["input_shape"] == run.data.tags["input_shape"] == shape, cand.name
         files = {f.path for f in mc.list_artifacts(tracked.run_id, "artifact")}
         assert f"artifact/{cand.artifact}" in files and "artifact/candidate.json" in files
         mv = mc.get_model_version(store.tracking.registered_model, tracked.version)
@@ -55,6 +57,7 @@ def test_rebuild_is_logged_with_lineage_runs_and_registry_versions(store: Params
 
 def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tuple, validated: dict) -> None:
     _, candidates = built
+    by_name = {c.name: c for c in candidates}
     record = log_rebuild(store, candidates, validated, tags(store, candidates))
     result = promote(record, validated, store.promote, store.tracking, store.paths.holdout, store.validate_)
     assert result.decision.winner is not None
@@ -68,6 +71,7 @@ def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tu
     assert manifest["metrics"]["map50_95"] == pytest.approx(validated[result.decision.winner]["map50_95"])
     meta = json.loads((gate / "current" / "candidate.json").read_text())
     assert manifest["sha256"] == meta["sha256"]
+    assert manifest["input_shape"] == meta["input_shape"] == list(by_name[result.decision.winner].input_shape)
     verdict = mc.get_run(winner.run_id).data.tags
     assert verdict["gate.passed"] == "true"
 

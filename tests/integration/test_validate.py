@@ -69,7 +69,8 @@ def test_missing_holdout_is_a_clear_error(built: tuple, tmp_path: Path) -> None:
 
 
 def test_agreement_counts_latency_and_threads(validation_report, built: tuple) -> None:
-    params, _ = built
+    params, candidates = built
+    shapes = {c.name: "x".join(str(v) for v in c.input_shape) for c in candidates}
     report = validation_report
     # agreement ran on the unlabelled frames of the holdout videos and the labelled holdout's images
     assert report.agreement_source.endswith("images") and "holdout_frames" in report.agreement_source
@@ -90,7 +91,7 @@ def test_agreement_counts_latency_and_threads(validation_report, built: tuple) -
         assert "fixed batch of 1" in row["batch_note"]
         # memory of the engine alone (no torch in that process): the runtime's baseline, then runtime + engine
         assert row["engine_rss_mb"] > row["runtime_rss_mb"] > 0 and row["engine_mb"] > 0, name
-        assert row["memory_input_shape"] == f"1x3x{params.build.imgsz}x{params.build.imgsz}", name
+        assert row["memory_input_shape"] == f"1x3x{shapes[name]}", name  # INT8: the camera's shape
         assert row["inference_ms"] == pytest.approx(row["latency_mean_ms"])
         assert row["cpu_model"] and row["gpu_name"] == "none"
         curve = report.pr_curves[name]

@@ -84,7 +84,7 @@ def gate_imports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str
     cand = {
         "name": "tiny", "backend": "onnxruntime", "precision": "fp32", "folder": ".", "artifact": "model.onnx",
         "sha256": sha, "size_mb": 0.0, "base_model_sha256": "", "frames_hash": "", "imgsz": 64, "toolchain": {},
-        "build_seconds": 0.0, "built_at": "",
+        "build_seconds": 0.0, "built_at": "", "input_shape": [32, 64],
     }  # fmt: skip
     (release / "candidate.json").write_text(json.dumps(cand))
     manifest = {"version": "1", "sha256": sha, "artifact": "model.onnx", "verified_against": "test (run r, v 1)"}

@@ -1,0 +1,109 @@
+"""The input shape an engine is built at: the square `build.imgsz`, or the camera's own aspect (`build.shape`).
+
+A gate camera's frame is 16:9; a square input spends 44% of every inference on letterbox padding. The camera
+shape is the smallest input of the frame's aspect whose long side is `build.imgsz`, the short side rounded UP to a
+multiple of the model stride: the frame is scaled exactly as the square input scaled it (so a plate keeps the size
+the detector saw in the square), no pixel is lost, and the padding is at most one stride.
+
+The footage's frame size comes from the extraction manifests (one row per frame, with its width and height). One
+project is one camera group: footage of two frame sizes cannot share one shape, and the build refuses it naming
+the videos (`MixedFootage`) rather than pick a shape that crops or pads one of the cameras.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tasks.support.errors import AlprError, Remedy
+
+STRIDE = 32  # the largest stride of the YOLO detectors this project builds (P5 head): inputs are multiples of it
+
+Shape = tuple[int, int]  # (height, width), as Ultralytics' `imgsz=(h, w)` and an engine's NCHW input
+
+
+class MixedFootage(AlprError):
+    """The project's videos do not share one frame size, so no one input shape fits them all."""
+
+    remedy = Remedy.PARAMS
+
+
+class FrameSizeUnknown(AlprError):
+    """The build needs the footage's frame size and no extraction manifest records it."""
+
+    remedy = Remedy.EXTRACT
+
+
+def camera_shape(frame_hw: Shape, imgsz: int, stride: int = STRIDE) -> Shape:
+    """(height, width) of the smallest input with the aspect of `frame_hw` whose long side is `imgsz`, the short
+    side rounded up to a multiple of `stride` (1280x720 at 640: (384, 640); portrait 720x1280: (640, 384))."""
+    h, w = frame_hw
+    if h <= 0 or w <= 0:
+        raise ValueError(f"frame size must be positive, got {h}x{w} (height x width)")
+    if imgsz % stride:
+        raise ValueError(f"imgsz {imgsz} is not a multiple of the stride {stride}")
+    long_side, short_side = max(h, w), min(h, w)
+    short = min(imgsz, math.ceil(short_side * imgsz / long_side / stride) * stride)
+    return (imgsz, short) if h >= w else (short, imgsz)
+
+
+def square(imgsz: int) -> Shape:
+    return (imgsz, imgsz)
+
+
+def input_shape(precision: str, how: str, imgsz: int, frame_hw: Shape | None) -> Shape:
+    """The shape a candidate is built at: INT8 engines at the camera shape when `how` (`build.shape`) is camera;
+    FP32/FP16 ones (the accuracy and speed references) square, so accuracy and speed are measured against the
+    square model a user would deploy without this project."""
+    if how == "camera" and precision == "int8":
+        if frame_hw is None:
+            raise FrameSizeUnknown("build.shape: camera needs the footage's frame size; extract the frames first")
+        return camera_shape(frame_hw, imgsz)
+    return square(imgsz)
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """`384x640` (height x width): how a shape is written in metrics rows, MLflow and the README."""
+    h, w = shape
+    return f"{h}x{w}"
+
+
+def manifest_frame_sizes(manifest: Path) -> dict[str, set[Shape]]:
+    """Each video's frame sizes (height, width) as extraction recorded them in a `manifest.csv`."""
+    sizes: dict[str, set[Shape]] = {}
+    with manifest.open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                size = (int(row["height"]), int(row["width"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise FrameSizeUnknown(
+                    f"{manifest}: a row without a frame width and height ({e}); extract the frames again"
+                ) from e
+            sizes.setdefault(row["video"], set()).add(size)
+    return sizes
+
+
+def footage_frame_size(manifests: Iterable[Path]) -> Shape:
+    """The one frame size (height, width) of every video the `manifests` list; `MixedFootage` when they differ."""
+    by_size: dict[Shape, set[str]] = {}
+    read = []
+    for manifest in manifests:
+        read.append(manifest)
+        for video, sizes in manifest_frame_sizes(manifest).items():
+            for size in sizes:
+                by_size.setdefault(size, set()).add(video)
+    if not by_size:
+        raise FrameSizeUnknown(f"no frame listed in {[str(m) for m in read]}: extract the frames first")
+    if len(by_size) > 1:
+        groups = "; ".join(
+            f"{w}x{h} (width x height): {', '.join(sorted(videos))}" for (h, w), videos in sorted(by_size.items())
+        )
+        raise MixedFootage(
+            f"the project's videos have {len(by_size)} frame sizes ({groups}), and build.shape: camera builds one "
+            "input shape for the footage. One project is one camera group: move each camera's videos to a project "
+            "of its own (one project per frame size), or set build.shape: square to build square engines for all",
+            sizes={shape_text(s): sorted(v) for s, v in by_size.items()},
+        )
+    return next(iter(by_size))

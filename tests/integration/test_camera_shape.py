@@ -1,0 +1,133 @@
+"""Engines shaped to the camera (issue 16, part 3): the session's 640x360 (16:9) clips build their INT8 candidates
+at 192x320 (imgsz 320), the FP32 reference stays square, and every consumer (validation, the gate runtime) runs
+them at that shape. Mixed footage stops the build."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tasks.edge.agreement import box_iou
+from tasks.pipeline.build import build_candidates
+from tasks.pipeline.extract import extract_frames
+from tasks.runtime.gate import GateError, GateRuntime, load_release
+from tasks.runtime.releases import MANIFEST, VERIFIED_KEY, switch_current
+from tasks.support.cache import read_embedded_metadata
+from tasks.support.candidate import CANDIDATE_JSON, Candidate, read_candidate
+from tasks.support.config import BuildConfig, CandidateConfig, ExtractConfig, ValidateConfig
+from tasks.support.shape import MixedFootage
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+CAMERA = (192, 320)  # 640x360 frames at imgsz 320: 180 rows, rounded up to the stride
+CONF, IOU = 0.25, 0.7
+
+
+def test_mixed_footage_is_refused_before_any_export(tmp_path: Path, plate_model: Path) -> None:
+    from tasks.demo.synth import SynthConfig
+    from testkit.clips import encode_clip, scene_frames
+
+    videos = tmp_path / "videos"
+    encode_clip(videos / "lane16x9.mp4", scene_frames(1, 10, SynthConfig(width=640, height=360, fps=10)), 10)
+    encode_clip(videos / "lane4x3.mp4", scene_frames(2, 10, SynthConfig(width=480, height=360, fps=10)), 10)
+    cfg = ExtractConfig(interval_s=0.5, max_frames_per_video=2, dedup_threshold=0, brightness_bins=1,
+                        holdout_fraction=0)  # fmt: skip
+    frames = extract_frames(videos, tmp_path / "calibration", tmp_path / "calibration.yaml", cfg, ("plate",))
+    build = BuildConfig(
+        imgsz=320,
+        speed_reference=None,
+        candidates=(
+            CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),
+            CandidateConfig(name="ov-int8", precision="int8", backend="openvino"),
+        ),
+    )
+    with pytest.raises(MixedFootage) as err:
+        build_candidates(plate_model, frames.dataset_yaml, tmp_path / "c", build, "m" * 64, frames.frames_hash)
+    message = str(err.value)
+    assert "640x360 (width x height): lane16x9.mp4" in message and "480x360 (width x height): lane4x3.mp4" in message
+    assert "one project per frame size" in message
+    assert not (tmp_path / "c").exists(), "the build exported something before refusing the footage"
+
+
+def test_int8_candidates_are_built_validated_and_measured_at_the_camera_shape(built: tuple, validated: dict) -> None:
+    _, candidates = built
+    by_name = {c.name: c for c in candidates}
+    assert by_name["fp32"].input_shape == (320, 320)  # the accuracy reference stays square
+    shaped = [c for c in candidates if c.precision == "int8"]
+    assert {c.method for c in shaped} >= {"ultralytics", "nncf"}  # the peers and ours
+    for cand in shaped:
+        assert cand.input_shape == CAMERA, cand.name
+        assert json.loads((cand.folder / CANDIDATE_JSON).read_text())["input_shape"] == list(CAMERA)
+        assert read_embedded_metadata(cand.path)["input_shape"] == list(CAMERA)
+        # validated at that shape (validation checks what Ultralytics ran it at) and probed at it
+        assert validated[cand.name]["input_shape"] == "192x320"
+        assert validated[cand.name]["memory_input_shape"] == "1x3x192x320"
+    assert validated["fp32"]["input_shape"] == "320x320"
+
+
+def test_validation_refuses_an_artifact_that_is_not_the_recorded_shape(built: tuple, tmp_path: Path) -> None:
+    from tasks.pipeline.validate import ValidationError, accuracy, holdout_images, mirror_holdout
+
+    params, candidates = built
+    cand = next(c for c in candidates if c.name == "ov-int8")
+    wrong = dataclasses.replace(cand, input_shape=(320, 320))
+    images = holdout_images(params.paths.holdout, ["License_Plate"])[:1]
+    data = mirror_holdout(params.paths.holdout, images, tmp_path / "holdout", {0: "License_Plate"})
+    assert accuracy(cand, data, ValidateConfig(imgsz=320), tmp_path / "runs")["map50_95"] >= 0
+    with pytest.raises(ValidationError, match=r"\[\(192, 320\)\].*input_shape \[320, 320\]"):
+        accuracy(wrong, data, ValidateConfig(imgsz=320), tmp_path / "runs")
+
+
+def _release(gate_dir: Path, version: str, cand: Candidate) -> Path:
+    """A release as `deploy` writes it (artifact, candidate.json, manifest.json), without MLflow."""
+    release = gate_dir / "releases" / f"v{version}"
+    shutil.copytree(cand.folder, release)
+    manifest = {"version": version, "sha256": cand.sha256, "candidate": cand.name, "artifact": cand.artifact}
+    (release / MANIFEST).write_text(json.dumps({**manifest, VERIFIED_KEY: "test (run r, version v)"}))
+    return release
+
+
+def test_the_gate_runs_a_camera_shaped_release_like_ultralytics(built: tuple, sample_data: Path, tmp_path) -> None:
+    from ultralytics import YOLO
+
+    _, candidates = built
+    cand = next(c for c in candidates if c.name == "ov-int8")
+    gate_dir = tmp_path / "gate"
+    switch_current(gate_dir, _release(gate_dir, "1", cand))
+    runtime = GateRuntime(gate_dir, CONF, IOU)
+    compared = 0
+    try:
+        assert runtime.active.model.input_hw == CAMERA
+        yolo = YOLO(str(cand.path), task="detect")
+        for image in sorted((sample_data / "holdout" / "images").iterdir()):
+            frame = cv2.imread(str(image))
+            assert frame.shape[:2] == (360, 640)  # a real 16:9 frame
+            ours = runtime.active.model(frame, CONF, IOU)
+            # Ultralytics takes the fixed-shape export's input from its metadata: no imgsz given
+            theirs = yolo.predict(frame, conf=CONF, iou=IOU, device="cpu", verbose=False)[0].boxes
+            assert len(ours.conf) == len(theirs.conf), image.name
+            if not ours.conf:
+                continue
+            o, t = np.argsort(ours.conf)[::-1], np.argsort(theirs.conf.numpy())[::-1]
+            iou = box_iou(np.asarray(ours.xyxy)[o], theirs.xyxy.numpy()[t]).diagonal()
+            assert (iou >= 0.9).all(), (image.name, iou)
+            assert np.allclose(np.asarray(ours.conf)[o], theirs.conf.numpy()[t], atol=0.01)
+            compared += len(ours.conf)
+        assert yolo.predictor.imgsz == list(CAMERA)
+    finally:
+        runtime.close()
+    assert compared >= 3, "too few plates on the holdout for the comparison to mean much"
+
+    # a release whose candidate.json records another shape than its engine takes is not what was validated
+    other = _release(gate_dir, "2", cand)
+    meta = json.loads((other / CANDIDATE_JSON).read_text())
+    (other / CANDIDATE_JSON).write_text(json.dumps({**meta, "input_shape": [320, 320]}))
+    assert read_candidate(other).input_shape == (320, 320)
+    with pytest.raises(GateError, match=r"takes \[192, 320\].*input_shape \[320, 320\]"):
+        load_release(other)

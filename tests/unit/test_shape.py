@@ -1,0 +1,99 @@
+"""The input shape an engine is built at: the camera's aspect, long side imgsz, short side up to the stride."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.support.candidate import CANDIDATE_JSON, Candidate, read_candidate
+from tasks.support.shape import (
+    FrameSizeUnknown,
+    MixedFootage,
+    camera_shape,
+    footage_frame_size,
+    input_shape,
+    shape_text,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize(
+    ("frame_hw", "imgsz", "expected"),
+    [
+        ((720, 1280), 640, (384, 640)),  # the demo's 16:9 camera: 360 rows of frame, rounded up to 384
+        ((1280, 720), 640, (640, 384)),  # portrait footage: the transpose
+        ((1080, 1920), 640, (384, 640)),  # 1080p is the same aspect
+        ((360, 640), 320, (192, 320)),  # the test suite's clips at its imgsz: 180 -> 192
+        ((960, 1280), 640, (480, 640)),  # 4:3: 480 is already a multiple of 32
+        ((600, 800), 640, (480, 640)),  # smaller than imgsz: scaled up, as the square input scales it
+        ((640, 640), 640, (640, 640)),  # a square camera keeps the square
+        ((200, 1920), 640, (96, 640)),  # very wide: 66.7 rows -> 96, never below one stride
+        ((1, 1920), 640, (32, 640)),
+    ],
+)
+def test_camera_shape(frame_hw: tuple[int, int], imgsz: int, expected: tuple[int, int]) -> None:
+    h, w = camera_shape(frame_hw, imgsz)
+    assert (h, w) == expected
+    assert h % 32 == 0 and w % 32 == 0
+    # the frame's scale is the square input's (long side to imgsz), and all of the frame fits: no pixel lost
+    scale = imgsz / max(frame_hw)
+    assert round(frame_hw[0] * scale) <= h and round(frame_hw[1] * scale) <= w
+    assert min(h, w) - min(frame_hw) * scale < 32  # the smallest such input: less than one stride of padding
+
+
+def test_camera_shape_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        camera_shape((0, 1280), 640)
+    with pytest.raises(ValueError, match="multiple of the stride"):
+        camera_shape((720, 1280), 650)
+
+
+def test_only_int8_candidates_take_the_camera_shape() -> None:
+    assert input_shape("int8", "camera", 640, (720, 1280)) == (384, 640)
+    assert input_shape("fp32", "camera", 640, (720, 1280)) == (640, 640)  # the references stay square
+    assert input_shape("int8", "square", 640, (720, 1280)) == (640, 640)
+    with pytest.raises(FrameSizeUnknown):
+        input_shape("int8", "camera", 640, None)
+    assert shape_text((384, 640)) == "384x640"
+
+
+def _manifest(path: Path, rows: list[tuple[str, int, int]]) -> Path:
+    lines = ["image,video,width,height"] + [f"images/{v}_{i}.jpg,{v},{w},{h}" for i, (v, w, h) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_footage_frame_size_reads_the_manifests_and_refuses_mixed_footage(tmp_path: Path) -> None:
+    calib = _manifest(tmp_path / "a.csv", [("gate1.mp4", 1280, 720), ("gate2.mp4", 1280, 720)])
+    held = _manifest(tmp_path / "b.csv", [("gate3.mp4", 1280, 720)])
+    assert footage_frame_size([calib, held]) == (720, 1280)
+    other = _manifest(tmp_path / "c.csv", [("lane2.mp4", 640, 480), ("lane3.mp4", 640, 480)])
+    with pytest.raises(MixedFootage) as err:
+        footage_frame_size([calib, other])
+    message = str(err.value)
+    assert "1280x720 (width x height): gate1.mp4, gate2.mp4" in message
+    assert "640x480 (width x height): lane2.mp4, lane3.mp4" in message
+    assert "one project per frame size" in message and "build.shape: square" in message
+    assert err.value.facts["sizes"] == {"720x1280": ["gate1.mp4", "gate2.mp4"], "480x640": ["lane2.mp4", "lane3.mp4"]}
+    with pytest.raises(FrameSizeUnknown):
+        footage_frame_size([_manifest(tmp_path / "empty.csv", [])])
+
+
+def test_a_candidate_json_without_input_shape_reads_as_square(tmp_path: Path) -> None:
+    cand = Candidate(
+        name="old", backend="openvino", precision="int8", folder=tmp_path, artifact="m", sha256="0" * 64,
+        size_mb=1.0, base_model_sha256="b", frames_hash="f", imgsz=320, toolchain={}, build_seconds=1.0, built_at="t",
+    )  # fmt: skip
+    assert cand.input_shape == (320, 320)
+    doc = json.loads(cand.to_json())
+    del doc["input_shape"]  # what a build before shapes existed wrote
+    (tmp_path / CANDIDATE_JSON).write_text(json.dumps(doc))
+    assert read_candidate(tmp_path).input_shape == (320, 320)
+    shaped = dataclasses.replace(cand, input_shape=(192, 320))
+    (tmp_path / CANDIDATE_JSON).write_text(shaped.to_json())
+    assert json.loads(shaped.to_json())["input_shape"] == [192, 320]
+    assert read_candidate(tmp_path).input_shape == (192, 320)
