@@ -82,6 +82,11 @@ def test_promotion_deploys_the_winner_and_moves_aliases(
     assert {mv.version for mv in mc.search_model_versions(f"name = '{store.tracking.registered_model}'")} == versions
     reused = mc.get_model_version(store.tracking.registered_model, winner.version)
     assert reused.run_id == winner.run_id and record2.candidates[result.decision.winner].run_id != winner.run_id
+    latest, _ = latest_rebuild(store.tracking)  # what `alpr-ops promote` reads back: the reused versions, their bytes
+    assert latest.parent_run_id == record2.parent_run_id
+    assert {n: (t.version, t.source) for n, t in latest.candidates.items()} == {
+        n: (t.version, record.candidates[n].source) for n, t in record2.candidates.items()
+    }
     result2 = promote(record2, validated, store.promote, store.tracking, store.paths.holdout, store.validate_)
     assert result2.version == winner.version and "already runs these exact bytes" in result2.unchanged
     assert current_release(gate) == (gate / "releases" / f"v{winner.version}").resolve()
