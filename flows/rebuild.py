@@ -8,6 +8,11 @@ flow run id). Retrying a failed rebuild's flow run (the UI's Retry, or `alpr-ops
 finished and runs the rest; a new rebuild is a new flow run and redoes everything (the frame cache and the build
 cache make unchanged inputs cheap there). The MLflow step is persisted too: a retry after it must not log a second
 parent run.
+
+Unchanged inputs: the first step fingerprints the inputs (videos, holdout, params, code, toolchain, hardware:
+tasks/pipeline/unchanged.py); when they equal the newest finished rebuild's, the flow logs one small run naming it
+and stops (nothing registered or promoted). `force=True` rebuilds anyway. Validation reuses the report of the same
+artifacts, frames, settings, code and hardware (tasks/pipeline/validation_cache.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from prefect.cache_policies import DEFAULT, NO_CACHE
 from flows.common import open_project
 from flows.promote import promote, tradeoff_chart
 from flows.retry import IO_RETRIES
-from tasks.pipeline import build, extract, fetch, gate_remote, track, validate
+from tasks.pipeline import build, extract, fetch, gate_remote, track, unchanged, validate, validation_cache
 from tasks.runtime.releases import gate_paths
 from tasks.support import dvc
 from tasks.support.locks import project_lock
@@ -31,7 +36,10 @@ fetch_model = task(fetch.fetch_model, name="fetch-model", cache_policy=NO_CACHE,
 reserve_videos = task(extract.reserved_videos, name="reserve-videos", cache_policy=NO_CACHE)
 extract_frames = task(extract.extract_frames, name="extract", **RESUMABLE)
 build_candidates = task(build.build_candidates, name="build", **RESUMABLE)
-validate_candidates = task(validate.run_validation, name="validate", **RESUMABLE)
+check_inputs = task(unchanged.check_inputs, name="check-inputs", cache_policy=NO_CACHE)
+log_unchanged = task(unchanged.log_unchanged, name="log-unchanged", cache_policy=NO_CACHE, **IO_RETRIES)
+record_fingerprint = task(unchanged.record_fingerprint, name="record-fingerprint", cache_policy=NO_CACHE, **IO_RETRIES)
+validate_candidates = task(validation_cache.cached_validation, name="validate", **RESUMABLE)
 write_metrics = task(validate.write_metrics, name="write-metrics", cache_policy=NO_CACHE)
 write_plot_data = task(validate.write_plot_data, name="write-plot-data", cache_policy=NO_CACHE)
 lineage = task(track.lineage, name="lineage", cache_policy=NO_CACHE)
@@ -45,18 +53,25 @@ dvc_push = task(dvc.dvc_push, name="dvc-push", cache_policy=NO_CACHE, **IO_RETRI
 
 @flow(name="rebuild", log_prints=False)
 def rebuild(
-    params_file: str = "params.yaml", overrides: Overrides | None = None, project: Project | None = None
+    params_file: str = "params.yaml",
+    overrides: Overrides | None = None,
+    project: Project | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Rebuild every candidate from the project's videos and promote the winner.
 
     Give `params_file` (and `overrides`: other paths, a subset of candidates), parsed here once, or a `project`
     the caller parsed. Holds the project lock (tasks/support/locks.py): a rebuild queues behind any other writer
     (a CLI rebuild, a deployment's, an extract, a promotion); the promote subflow re-enters it.
-    DVC records the outputs (`dvc commit`) only when the run used the paths `dvc.yaml` describes.
+    DVC records the outputs (`dvc commit`) only when the run used the paths `dvc.yaml` describes. Inputs equal to
+    the newest finished rebuild's: one small MLflow run naming it, nothing else (`force`: rebuild anyway).
     """
     proj = open_project(params_file, overrides, project)
     params, p = proj.params, proj.params.paths
     with project_lock(p.rebuild_lock, "rebuild"):
+        inputs = check_inputs(params, force)
+        if inputs.matched_run_id is not None:
+            return unchanged_result(params, inputs, log_unchanged(params.tracking, inputs))
         model = fetch_model(p.model, params.model.package, params.model.member, params.model.sha256)
         reserved = reserve_videos(p.videos, p.holdout, p.label_proposal, params.label)
         frames = extract_frames(
@@ -69,7 +84,7 @@ def rebuild(
             gate_frames=p.holdout_frames,
         )  # fmt: skip
         report = validate_candidates(
-            built, p.holdout, params.build.reference, params.validate_, p.holdout_frames,
+            built, p.holdout, params.build.reference, params.validate_, p.holdout_frames, p.validation_cache,
             params.build.speed_reference_name,
         )  # fmt: skip
         write_metrics(p.metrics, params.build.reference, report.metrics, report.speed_basis)
@@ -89,6 +104,7 @@ def rebuild(
         else:  # the chart without verdicts; `alpr-ops promote` redraws it with them
             promotion = None
             tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
+        record_fingerprint(params.tracking, record.parent_run_id, inputs)  # last: only a finished rebuild is matched
     return {
         "params": params,
         "record": record,
@@ -100,4 +116,12 @@ def rebuild(
         "winner": promotion.decision.winner if promotion else None,
         "version": promotion.version if promotion else None,
         "explain": promotion.decision.explain() if promotion else None,
+        "unchanged": None,
     }
+
+
+def unchanged_result(params: Any, inputs: unchanged.InputsCheck, run_id: str) -> dict[str, Any]:
+    """What the flow returns when its inputs matched a finished rebuild: the keys of a rebuild's result, with
+    nothing built, registered or promoted; `unchanged` names the rebuild matched, `mlflow_run_id` the small run."""
+    empty = ("record", "metrics", "promotion", "extract", "validation", "winner", "version", "explain")
+    return {**dict.fromkeys(empty), "params": params, "mlflow_run_id": run_id, "unchanged": inputs.matched_run_id}

@@ -350,6 +350,26 @@ def small_params(root: Path, **overrides: dict) -> Params:
     return load_params(root / "params.yaml")
 
 
+def another_build(cand, under: Path):  # (Candidate, Path) -> Candidate
+    """A copy of the built candidate `cand` in a new folder under `under`, whose artifact differs in its embedded
+    metadata alone: another build of the same model (the same detections, other bytes). Tests of promotion and
+    rollback need one per rebuild: a rebuild of byte-identical artifacts reuses their registry versions."""
+    import dataclasses
+
+    from tasks.support.cache import embed_metadata, read_embedded_metadata
+    from tasks.support.candidate import CANDIDATE_JSON
+    from tasks.support.hashing import path_sha256
+
+    under.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{cand.name}-", dir=under))
+    shutil.copytree(cand.folder, folder, dirs_exist_ok=True)
+    copy = dataclasses.replace(cand, folder=folder)
+    embed_metadata(copy.path, {**read_embedded_metadata(copy.path), "another_build": folder.name})
+    copy = dataclasses.replace(copy, sha256=path_sha256(copy.path))
+    (folder / CANDIDATE_JSON).write_text(copy.to_json())
+    return copy
+
+
 @pytest.fixture
 def make_params():
     """`make_params(root, **sections)`: write test-sized `root/params.yaml` and return it parsed."""

@@ -160,7 +160,7 @@ def gc(
 def demo() -> None:
     """The whole workflow on embedded defaults: sample videos, fetch the model, version data, rebuild, promote."""
     from tasks.pipeline.extract import VIDEO_SUFFIXES
-    from tasks.pipeline.track import experiment_url
+    from tasks.pipeline.track import client, experiment_id, experiment_url
     from tasks.support.dvc import DvcError, dvc_track
 
     project = state.project()
@@ -176,11 +176,11 @@ def demo() -> None:
         dvc_track(project.root, [p.videos, p.holdout, p.model])
     except DvcError as e:
         log.warning("%s (continuing without DVC versioning)", e)
-    out = run_rebuild(project)
+    run_rebuild(project)
     uri = params.tracking.shown_uri
     ERR.print(
         f"\nOpen the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000[/bold]"
-        f"\nthen browse {experiment_url(uri, out['record'].experiment_id)}"
+        f"\nthen browse {experiment_url(uri, experiment_id(client(params.tracking), params.tracking))}"
         "\nTo rebuild whenever new videos land in data/videos (and run the nightly check): [bold]alpr-ops serve[/bold]",
         soft_wrap=True,
     )

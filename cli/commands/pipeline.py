@@ -81,19 +81,48 @@ def rebuild(
     candidates: Annotated[
         list[str] | None, typer.Option("--candidate", "-c", help="Build only these (repeatable); default: all.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even when the inputs equal the last finished rebuild's.")
+    ] = False,
 ) -> None:
-    """Run the whole workflow as a Prefect flow: extract, build, validate, track, promote."""
+    """Run the whole workflow as a Prefect flow: extract, build, validate, track, promote.
+
+    When the inputs (videos, holdout, params, code, toolchain, hardware) equal the last finished rebuild's, nothing
+    is rebuilt: one small MLflow run names that rebuild (checked before any Prefect server starts). `--force`
+    rebuilds anyway."""
     project = state.project(Overrides.of(gate_dir=gate_dir, only=candidates, videos=videos, holdout=holdout))
-    run_rebuild(project)
+    if not force and skip_unchanged(project):
+        return
+    run_rebuild(project, force=force)
 
 
-def run_rebuild(project: Any) -> dict[str, Any]:
+def skip_unchanged(project: Any) -> bool:
+    """Under the project lock, before Prefect starts: when the inputs equal the last finished rebuild's, log the
+    small run that names it, say so, and return True. The flow checks again (a rebuild may finish in between)."""
+    go_offline(project)
+    from tasks.pipeline.unchanged import check_inputs, log_unchanged
+
+    prm = project.params
+    with guarded(), locked(project, "rebuild"):
+        check = check_inputs(prm)
+        if check.matched_run_id is None:
+            return False
+        run_id = log_unchanged(prm.tracking, check)
+    ERR.print(
+        f"Inputs unchanged since rebuild {check.matched_run_id} (videos, holdout, params, code, toolchain, hardware): "
+        f"nothing rebuilt, registered or promoted; logged run {run_id}. `alpr-ops rebuild --force` rebuilds anyway.",
+        soft_wrap=True,
+    )
+    return True
+
+
+def run_rebuild(project: Any, force: bool = False) -> dict[str, Any]:
     """The `rebuild` flow on the parsed project, then the candidates table from MLflow; a failure says how to
     resume."""
     from flows.rebuild import rebuild as rebuild_flow
     from tasks.operations.status import status
 
-    flow_state = rebuild_flow(project=project, return_state=True)
+    flow_state = rebuild_flow(project=project, force=force, return_state=True)
     if not flow_state.is_completed():
         try:
             flow_state.result()
@@ -107,11 +136,16 @@ def run_rebuild(project: Any) -> dict[str, Any]:
         raise typer.Exit(1)
     out = flow_state.result()
     params = out["params"]
+    if out["unchanged"]:
+        ERR.print(f"Inputs unchanged since rebuild {out['unchanged']}: nothing rebuilt; run {out['mlflow_run_id']}.")
+        return out
     with guarded():
         info = status(params.tracking, params.promote)
     print_candidates(info["candidates"], info["champion"])
     if info["rebuild"]:
         ERR.print(f"MLflow runs: {info['rebuild']['mlflow_url']}", soft_wrap=True)
+    if out["promotion"] is not None and out["promotion"].unchanged:
+        ERR.print(f"Promotion of {out['winner']} (version {out['version']}) is a no-op: {out['promotion'].unchanged}")
     if out["winner"] is None and out["explain"]:
         ERR.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
         ERR.print(out["explain"])

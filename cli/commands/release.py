@@ -32,6 +32,9 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
     if result.version is None:
         ERR.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")
         raise typer.Exit(1)
+    if result.unchanged:
+        ERR.print(f"Promotion of {result.decision.winner} (version {result.version}) is a no-op: {result.unchanged}")
+        return
     ERR.print(f"champion: {result.decision.winner} (version {result.version}) -> {result.release}")
 
 

@@ -8,7 +8,8 @@ In use, never pruned:
   candidate's last-build record (`last/`, kept too);
 - MLflow: every run of the latest finished rebuild and of each rebuild that holds an aliased registry version
   (`champion`, `previous`, `challenger`): promotion, rollback and the nightly check download from those (the
-  nightly check also reads the champion's FP32 reference, a sibling run). Of the other rebuilds, the candidate
+  nightly check also reads the champion's FP32 reference, a sibling run), and the run holding the bytes of each
+  registry version a kept run reused (`registry.reused_from_run`). Of the other rebuilds, the candidate
   runs' `artifact/` folders (the models: nearly all of the space) are deleted; runs, metrics, tags and plots stay,
   and each pruned run is tagged `alpr.pruned`.
 
@@ -158,7 +159,7 @@ def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str]]:
     from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, client
+    from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, REUSED_RUN_TAG, client
 
     tracking = params.tracking
     area = AreaReport("MLflow artifacts", tracking.shown_uri)
@@ -186,6 +187,11 @@ def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str]]:
         if run_id not in parent_of:
             raise RuntimeError(f"registry alias {alias} (version {version}) names run {run_id}, not a candidate run")
         keep_parents.add(parent_of[run_id])
+    kept_runs = {r.info.run_id for r in runs if parent_of[r.info.run_id] in keep_parents}
+    # a kept run whose artifact is a registered version's bytes holds none itself: that version's run holds them
+    kept_runs |= {
+        r.data.tags[REUSED_RUN_TAG] for r in runs if r.info.run_id in kept_runs and REUSED_RUN_TAG in r.data.tags
+    }
     keys: set[str] = set()
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     for run in runs:
@@ -194,7 +200,7 @@ def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str]]:
             continue
         size = _artifact_bytes(mc, rid, ARTIFACT_PATH)
         area.total_bytes += size
-        if parent_of[rid] in keep_parents or run.info.status != "FINISHED":
+        if rid in kept_runs or run.info.status != "FINISHED":
             area.kept += 1
             meta = [a for a in mc.list_artifacts(rid, ARTIFACT_PATH) if a.path.endswith(CANDIDATE_JSON)]
             if meta:

@@ -659,6 +659,7 @@ class PromoteResult:
     version: str | None = None
     release: Path | None = None
     repairs: tuple[str, ...] = ()  # alias repairs made first (`reconcile`)
+    unchanged: str = ""  # why nothing was deployed although a winner passed: the gate runs its exact bytes already
 
 
 def promote(
@@ -695,6 +696,12 @@ def promote(
         winner = record.candidates[decision.winner]
         if not winner.version:
             raise RuntimeError(f"candidate '{decision.winner}' (run {winner.run_id}) has no registry version")
+        same = already_deployed(mc, tracking, cfg.gate_dir, winner.run_id, winner.version)
+        if same is not None:
+            release, why = same
+            mc.set_tag(winner.run_id, "gate.promotion", f"no-op: {why}"[:4900])
+            log.info("promotion of %s (version %s) is a no-op: %s", decision.winner, winner.version, why)
+            return PromoteResult(decision, winner.version, release, repairs, unchanged=why)
         set_alias(mc, name, names.challenger, winner.version)
         row = metrics[decision.winner]
         manifest = manifest_for(tracking, winner.version, winner.run_id, decision.winner, row, record.parent_run_id)
@@ -720,6 +727,30 @@ def promote(
         prune_releases(cfg.gate_dir, cfg.keep_releases)
     log.info("promoted %s (version %s) to %s", decision.winner, winner.version, release)
     return PromoteResult(decision, winner.version, release, repairs)
+
+
+def already_deployed(
+    mc: Any, tracking: TrackingConfig, gate_dir: Path, run_id: str, version: str
+) -> tuple[Path, str] | None:
+    """(the release, why) when the gate's current release holds exactly the winner's bytes (its verified sha256 is
+    the one the store recorded for the winner) and is complete: promoting it again would re-deploy the same bytes
+    over the champion as a new release. None otherwise (then the winner is deployed as usual)."""
+    release = current_release(gate_dir)
+    if release is None:
+        return None
+    manifest = read_manifest(release)
+    rec = recorded(mc, tracking, run_id, version)
+    if (
+        manifest.get("sha256") != rec.sha256
+        or not manifest.get(VERIFIED_KEY)
+        or not release_is_complete(release, rec.sha256)
+    ):
+        return None
+    why = (
+        f"the gate already runs these exact bytes (sha256 {rec.sha256[:12]}, release {release.name}, version "
+        f"{manifest.get('version')}): nothing deployed, no new release, aliases unchanged"
+    )
+    return release, why
 
 
 def _agreement_check(

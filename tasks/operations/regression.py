@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.operations.promote import GateCheck, fetch_verified, recorded
-from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, client, experiment_id
+from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, REUSED_RUN_TAG, client, experiment_id
 from tasks.runtime.releases import MANIFEST, current_release, gate_id, gate_paths, read_manifest, verify_release
 from tasks.support.candidate import Candidate
 from tasks.support.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
@@ -228,6 +228,8 @@ def fetch_reference(tracking: TrackingConfig, champion: Champion, reference: str
         note = f"'{reference}' of rebuild {run.data.tags.get('mlflow.parentRunId')} (same base model; the champion's "
         note += "own rebuild logged no reference)"
         log.warning("nightly: using %s", note)
+    if run.data.tags.get(REUSED_RUN_TAG):  # its bytes are a registered version's: that version's run holds them
+        run = mc.get_run(run.data.tags[REUSED_RUN_TAG])
     source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
     cand = fetch_verified(mc, tracking, source, run.info.run_id, None, work / "reference")
     if cand.precision != "fp32":

@@ -38,6 +38,10 @@ KIND_TAG = "alpr.kind"  # "rebuild" on parent runs, "candidate" on child runs
 ARTIFACT_PATH = "artifact"  # what a registry version points at: the deployable artifact and its candidate.json
 GATE_ONNX_PATH = "gate_onnx"  # a gate-built candidate's ONNX (what the gate builds its engine from), not deployable
 ONNX_SHA_TAG = "onnx_sha256"  # its sha256 on the run (artifact_sha256 is the engine's, once the gate measured it)
+# on a candidate run whose artifact is byte-identical to a registered version's: that version (no new one is made;
+# it keeps its own run and lineage) and its run
+REUSED_VERSION_TAG, REUSED_RUN_TAG = "registry.reused_version", "registry.reused_from_run"
+VALIDATION_CACHE_TAG = "validation_cache"  # on the parent run: "hit <key>" (the report was reused) or "stored <key>"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store (README, the demo's hint)
 
 
@@ -271,6 +275,8 @@ def log_rebuild(
         tags["labelled_holdout"] = f"{report.holdout_images} images" if report.holdout_images else NO_HOLDOUT
         ref_row = report.metrics[report.reference]
         tags.update({k: str(ref_row[k]) for k in ("cpu_model", "gpu_name") if k in ref_row})
+        if VALIDATION_CACHE_TAG in report.extra:  # tasks/pipeline/validation_cache.py
+            tags[VALIDATION_CACHE_TAG] = report.extra[VALIDATION_CACHE_TAG]
     parent = mc.create_run(exp, tags=tags)
     pid = parent.info.run_id
     _log_holdout_review(mc, pid, params.paths.holdout, int(parent.info.start_time))
@@ -396,12 +402,12 @@ def _log_candidate(
             mc.log_inputs(rid, datasets=inputs)
         if report is not None and params is not None and cand.name in report.latency_samples:  # not gate-built
             _log_candidate_plots(mc, rid, cand.name, report, params.validate_.grid_frames)
-        version = _fill_candidate_run(mc, run, cand, row, tags, registered_model)
+        version, source = _fill_candidate_run(mc, run, cand, row, tags, registered_model)
     except BaseException:
         mc.set_terminated(rid, status="FAILED")
         raise
     mc.set_terminated(rid)
-    return TrackedCandidate(cand.name, rid, version, f"{run.info.artifact_uri}/{ARTIFACT_PATH}" if version else "")
+    return TrackedCandidate(cand.name, rid, version, source)
 
 
 def register_gate_engine(tracking: TrackingConfig, cand: Candidate, run_id: str) -> TrackedCandidate:
@@ -458,10 +464,28 @@ def register_gate_engine(tracking: TrackingConfig, cand: Candidate, run_id: str)
     return TrackedCandidate(cand.name, run_id, str(mv.version), source)
 
 
+def registered_with_sha(mc: Any, registered_model: str, sha256: str) -> Any | None:
+    """The oldest registry version of `registered_model` whose artifact sha256 is `sha256` and whose run still holds
+    it (`alpr-ops gc` deletes the artifacts of old runs); None when there is none. A failure to read the registry
+    raises: "could not read" never passes for "not registered"."""
+    from tasks.operations.gc import PRUNED_TAG
+
+    if not sha256:
+        return None
+    found = mc.search_model_versions(f"name = '{registered_model}' and tags.`{SHA_TAG}` = '{sha256}'")
+    same = [mv for mv in found if (mv.tags or {}).get(SHA_TAG) == sha256]  # the filter, checked
+    for mv in sorted(same, key=lambda mv: int(mv.version)):
+        if not mc.get_run(mv.run_id).data.tags.get(PRUNED_TAG):
+            return mv
+    return None
+
+
 def _fill_candidate_run(
     mc: Any, run: Any, cand: Candidate, row: dict[str, float | str], tags: dict[str, str], registered_model: str
-) -> str:
-    """Params, metrics and the artifact of one candidate run, then its registry version; returns the version."""
+) -> tuple[str, str]:
+    """Params, metrics and the artifact of one candidate run, then its registry version; returns the version and
+    its source. An artifact byte-identical to a registered version's (same sha256) is not uploaded nor registered
+    again: that version is reused, keeping its own run and lineage, and this run names it."""
     from mlflow.entities import Metric, Param
 
     rid = run.info.run_id
@@ -478,12 +502,19 @@ def _fill_candidate_run(
     )
     if cand.gate_built:  # the ONNX the gate builds from, kept for the record; no version until the gate measured it
         mc.log_artifacts(rid, str(cand.folder), GATE_ONNX_PATH)
-        return ""
+        return "", ""
+    existing = registered_with_sha(mc, registered_model, cand.sha256)
+    if existing is not None:
+        mc.set_tag(rid, REUSED_VERSION_TAG, str(existing.version))
+        mc.set_tag(rid, REUSED_RUN_TAG, str(existing.run_id))
+        log.info("%s: artifact sha256 %s is version %s's (run %s): reused, nothing registered", cand.name,
+                 cand.sha256[:12], existing.version, existing.run_id)  # fmt: skip
+        return str(existing.version), str(existing.source)
     mc.log_artifacts(rid, str(cand.folder), ARTIFACT_PATH)
     source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
     version_tags = {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
     mv = mc.create_model_version(registered_model, source=source, run_id=rid, tags=version_tags)
-    return str(mv.version)
+    return str(mv.version), source
 
 
 def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[str, float | str]]] | None:
@@ -502,11 +533,13 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
         return None
     pid = parents[0].info.run_id
     children = mc.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{pid}'")
-    versions = {mv.run_id: mv for mv in mc.search_model_versions(f"name = '{cfg.registered_model}'") if mv.run_id}
+    all_versions = mc.search_model_versions(f"name = '{cfg.registered_model}'")
+    versions = {mv.run_id: mv for mv in all_versions if mv.run_id}
+    numbered = {str(mv.version): mv for mv in all_versions}
     tracked, metrics = {}, {}
     for run in sorted(children, key=lambda r: r.info.start_time):
         name = run.data.tags.get("candidate", run.info.run_name)
-        mv = versions.get(run.info.run_id)
+        mv = versions.get(run.info.run_id) or numbered.get(run.data.tags.get(REUSED_VERSION_TAG, ""))
         tracked[name] = TrackedCandidate(name, run.info.run_id, str(mv.version) if mv else "", mv.source if mv else "")
         metrics[name] = {
             **run.data.metrics,

@@ -73,6 +73,7 @@ class PathsConfig(_Frozen):
     model: Path = Path("models/best.pt")
     candidates: Path = Path("models/candidates")
     build_cache: Path = Path(".cache/build")  # content-addressed built candidates (tasks/support/cache.py)
+    validation_cache: Path = Path(".cache/validation")  # content-addressed validation reports (validation_cache.py)
     metrics: Path = Path("metrics/validate.json")
     ultralytics_config: Path = Path(".cache/ultralytics")
     plots: Path = Path("metrics/plots")  # plot data (CSV) that dvc.yaml declares

@@ -12,7 +12,8 @@ from conftest import copy_project_code
 from conftest import run_dvc as dvc
 
 from tasks.pipeline.extract import read_frames_hash
-from tasks.pipeline.track import client
+from tasks.pipeline.track import KIND_TAG, REUSED_VERSION_TAG, VALIDATION_CACHE_TAG, client
+from tasks.pipeline.unchanged import FINGERPRINT_TAG, MATCHED_TAG, UNCHANGED_KIND
 from tasks.runtime.releases import MANIFEST, current_release, gate_id
 from tasks.support.config import Params
 from tasks.support.project import Project
@@ -101,3 +102,39 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: 
     for key in ("map50", "map50_95", "agreement_map50_95"):
         assert again["fp32"][key] == pytest.approx(metrics["fp32"][key], abs=1e-6), key
     assert "up to date" in dvc(root, "status")
+
+    # the same rebuild again (same videos, params, code, hardware): it registers nothing and leaves one small run
+    # naming the rebuild it matched, from the flow (a deployment's run) and from the CLI (before Prefect starts)
+    name = project.tracking.registered_model
+    versions_before = {mv.version for mv in mc.search_model_versions(f"name = '{name}'")}
+
+    def runs(kind: str) -> list:
+        return mc.search_runs([record.experiment_id], f"tags.`{KIND_TAG}` = '{kind}'")
+
+    assert [r.info.run_id for r in runs("rebuild")] == [record.parent_run_id]
+    assert mc.get_run(record.parent_run_id).data.tags[FINGERPRINT_TAG]
+    same = rebuild(project=Project(project, root, root))
+    assert same["unchanged"] == record.parent_run_id and same["record"] is None and same["promotion"] is None
+    small = mc.get_run(same["mlflow_run_id"])
+    assert small.data.tags[MATCHED_TAG] == record.parent_run_id and small.data.tags[KIND_TAG] == UNCHANGED_KIND
+    assert not small.data.metrics and not small.data.params  # small: a record, not a rebuild
+    done = cli(root, "rebuild")
+    assert f"Inputs unchanged since rebuild {record.parent_run_id}" in done.stderr, done.stderr[-2000:]
+    assert len(runs(UNCHANGED_KIND)) == 2 and [r.info.run_id for r in runs("rebuild")] == [record.parent_run_id]
+    assert {mv.version for mv in mc.search_model_versions(f"name = '{name}'")} == versions_before
+    assert current_release(project.promote.gate_dir) == release
+
+    # a changed input rebuilds; its artifacts are the same bytes (build cache), so validation's report is reused
+    # (identical rows), their registry versions are reused, and promoting the same champion is a no-op
+    keep = project.promote.keep_releases + 1
+    changed = project.model_copy(update={"promote": project.promote.model_copy(update={"keep_releases": keep})})
+    third = rebuild(project=Project(changed, root, None))
+    assert third["unchanged"] is None and third["record"].parent_run_id != record.parent_run_id
+    assert third["validation"].metrics == out["validation"].metrics
+    assert mc.get_run(third["record"].parent_run_id).data.tags[VALIDATION_CACHE_TAG].startswith("hit ")
+    assert {mv.version for mv in mc.search_model_versions(f"name = '{name}'")} == versions_before
+    for cand, tracked in third["record"].candidates.items():
+        assert tracked.version == record.candidates[cand].version, cand
+        assert mc.get_run(tracked.run_id).data.tags[REUSED_VERSION_TAG] == tracked.version
+    assert third["promotion"].unchanged and "already runs these exact bytes" in third["promotion"].unchanged
+    assert current_release(project.promote.gate_dir) == release

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import another_build
 
 from tasks.pipeline.track import ARTIFACT_PATH, client, log_rebuild
 from tasks.support.config import Params
@@ -33,7 +34,10 @@ def test_gc_prunes_only_what_nothing_uses(store: Params, built: tuple, tmp_path:
     (paths.build_cache / ("f" * 64)).mkdir()  # a candidate built from frames no longer used
     (paths.build_cache / ("f" * 64) / "model.onnx").write_bytes(b"x" * 5000)
     # three rebuilds: the oldest is pruned; `previous`, and the latest (the champion), are kept
-    runs = [log_rebuild(params, [fp32], {fp32.name: {"map50_95": 0.5}}, {"frames_hash": f"h{i}"}) for i in range(3)]
+    copies = [another_build(fp32, tmp_path / "builds") for _ in range(3)]  # other bytes each: a version each
+    runs = [
+        log_rebuild(params, [b], {b.name: {"map50_95": 0.5}}, {"frames_hash": f"h{i}"}) for i, b in enumerate(copies)
+    ]
     mc = client(params.tracking)
     name = params.tracking.registered_model
     set_alias(mc, name, PREVIOUS, runs[1].candidates[fp32.name].version)
@@ -56,3 +60,13 @@ def test_gc_prunes_only_what_nothing_uses(store: Params, built: tuple, tmp_path:
     assert sorted(p.name for p in (paths.frame_cache / "entries").iterdir()) == in_use_frames
     assert sorted(p.name for p in paths.build_cache.iterdir()) == in_use_builds
     assert collect_garbage(params, dry_run=True).pruned_bytes == 0  # nothing left to prune
+
+    # the pruned bytes built again: a new version (the pruned one's run no longer holds them), and a later rebuild of
+    # the same bytes reuses it; gc keeps the run that holds them although its rebuild is neither latest nor aliased
+    again = log_rebuild(params, [copies[0]], {fp32.name: {"map50_95": 0.5}}, {"frames_hash": "h3"})
+    fresh = again.candidates[fp32.name]
+    assert int(fresh.version) > int(runs[2].candidates[fp32.name].version)
+    latest = log_rebuild(params, [copies[0]], {fp32.name: {"map50_95": 0.5}}, {"frames_hash": "h4"})
+    assert latest.candidates[fp32.name].version == fresh.version
+    assert collect_garbage(params, dry_run=False).pruned_bytes == 0
+    assert mc.list_artifacts(fresh.run_id, ARTIFACT_PATH)

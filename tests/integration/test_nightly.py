@@ -256,3 +256,33 @@ def test_a_swapped_champion_or_reference_is_refused(champion: Params, built: tup
     finally:  # the module's store is shared with the other tests
         shutil.rmtree(folder)
         shutil.copytree(saved, folder)
+
+
+def test_a_reference_whose_bytes_a_registry_version_holds_is_fetched_from_that_versions_run(
+    store: Params, built: tuple, validated: dict, tmp_path: Path
+) -> None:
+    """A rebuild that rebuilt the INT8 candidate (other bytes) but not the FP32 reference: its reference run reuses
+    the first rebuild's version and holds no artifact. The check of the champion it promoted fetches the reference
+    from the run that holds those bytes."""
+    from conftest import another_build
+
+    from tasks.operations.promote import promote
+
+    _, candidates = built
+    fp32, int8 = (next(c for c in candidates if c.name == n) for n in ("fp32", CHAMPION))
+    gates = {"max_map_drop": 0.2, "min_agreement": 0.5, "max_p95_ms": 10_000.0, "min_speedup": 0.01}
+    store = store.model_copy(update={"promote": store.promote.model_copy(update=gates)})
+    first = log_rebuild(store, [fp32, int8], {c.name: validated[c.name] for c in (fp32, int8)}, {"frames_hash": "a"})
+    rebuilt = another_build(int8, tmp_path / "builds")
+    second = log_rebuild(
+        store, [fp32, rebuilt], {c.name: validated[c.name] for c in (fp32, int8)}, {"frames_hash": "b"}
+    )
+    assert second.candidates["fp32"].version == first.candidates["fp32"].version  # reused: same bytes
+    result = promote(second, {CHAMPION: validated[CHAMPION]}, store.promote, store.tracking, store.paths.holdout,
+                     store.validate_)  # fmt: skip
+    assert result.version == second.candidates[CHAMPION].version
+
+    champ = find_champion(store.promote.gate_dir, store.tracking)
+    assert champ.run_id == second.candidates[CHAMPION].run_id
+    ref = reg.fetch_reference(store.tracking, champ, "fp32", tmp_path / "work")
+    assert ref.run_id == first.candidates["fp32"].run_id and ref.candidate.sha256 == fp32.sha256

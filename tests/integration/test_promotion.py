@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import another_build
 
 from tasks.operations.promote import KILL_ENV, RollbackError, SmokeTestError, promote, rollback
 from tasks.pipeline.track import client, lineage, log_rebuild
@@ -42,9 +43,10 @@ def store(tmp_path: Path, built: tuple) -> Params:
 
 
 def rebuild(store: Params, built: tuple, validated: dict, **changes: float):
-    """Log a rebuild of the FP32 candidate (with metrics `changes` applied) and return its record and metrics."""
+    """Log a rebuild of the FP32 candidate (with metrics `changes` applied) and return its record and metrics. Each
+    is another build (other bytes: `another_build`), so each registers a version of its own."""
     _, candidates = built
-    cand = next(c for c in candidates if c.name == REF)
+    cand = another_build(next(c for c in candidates if c.name == REF), store.promote.gate_dir.parent / "builds")
     metrics = {REF: {**validated[REF], **changes}}
     tags = lineage(ROOT, cand.frames_hash, store.model.sha256, store.paths.videos.with_suffix(".dvc"))
     return log_rebuild(store, [cand], metrics, tags), metrics

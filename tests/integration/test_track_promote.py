@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import another_build
 from mlflow.exceptions import MlflowException
 
 from tasks.operations.promote import SmokeTestError, promote
@@ -55,7 +56,9 @@ def test_rebuild_is_logged_with_lineage_runs_and_registry_versions(store: Params
     assert metrics["ov-int8"]["map50_95"] == pytest.approx(validated["ov-int8"]["map50_95"])
 
 
-def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tuple, validated: dict) -> None:
+def test_promotion_deploys_the_winner_and_moves_aliases(
+    store: Params, built: tuple, validated: dict, tmp_path: Path
+) -> None:
     _, candidates = built
     by_name = {c.name: c for c in candidates}
     record = log_rebuild(store, candidates, validated, tags(store, candidates))
@@ -75,15 +78,41 @@ def test_promotion_deploys_the_winner_and_moves_aliases(store: Params, built: tu
     verdict = mc.get_run(winner.run_id).data.tags
     assert verdict["gate.passed"] == "true"
 
-    # a second rebuild promotes again: `previous` keeps the old champion for rollback
+    # a second rebuild of the same bytes registers nothing (each version reused, keeping its own run), and promoting
+    # the bytes the gate runs is a no-op that says so: no new release, no alias moved
+    versions = {mv.version for mv in mc.search_model_versions(f"name = '{store.tracking.registered_model}'")}
     record2 = log_rebuild(store, candidates, validated, tags(store, candidates))
+    assert {n: t.version for n, t in record2.candidates.items()} == {n: t.version for n, t in record.candidates.items()}
+    assert {mv.version for mv in mc.search_model_versions(f"name = '{store.tracking.registered_model}'")} == versions
+    reused = mc.get_model_version(store.tracking.registered_model, winner.version)
+    assert reused.run_id == winner.run_id and record2.candidates[result.decision.winner].run_id != winner.run_id
+    latest, _ = latest_rebuild(store.tracking)  # what `alpr-ops promote` reads back: the reused versions, their bytes
+    assert latest.parent_run_id == record2.parent_run_id
+    assert {n: (t.version, t.source) for n, t in latest.candidates.items()} == {
+        n: (t.version, record.candidates[n].source) for n, t in record2.candidates.items()
+    }
     result2 = promote(record2, validated, store.promote, store.tracking, store.paths.holdout, store.validate_)
+    assert result2.version == winner.version and "already runs these exact bytes" in result2.unchanged
+    assert current_release(gate) == (gate / "releases" / f"v{winner.version}").resolve()
+    assert sorted(p.name for p in (gate / "releases").iterdir()) == [f"v{winner.version}"]
+    assert str(by_alias(store, "champion").version) == winner.version
+
+    # a rebuild with another build of the winner (other bytes) promotes again: `previous` keeps the old champion
+    fresh = another_build(candidates_by_name(candidates)[result.decision.winner], tmp_path / "builds")
+    rows = {fresh.name: validated[fresh.name]}
+    record3 = log_rebuild(store, [fresh], rows, tags(store, candidates))
+    result3 = promote(record3, rows, store.promote, store.tracking, store.paths.holdout, store.validate_)
+    assert result3.version not in versions and not result3.unchanged
     assert str(by_alias(store, "previous").version) == winner.version
-    assert str(by_alias(store, "champion").version) == result2.version
+    assert str(by_alias(store, "champion").version) == result3.version
     info = status(store.tracking, store.promote)
-    assert info["champion"]["version"] == result2.version
-    assert info["deployed"]["version"] == result2.version
-    assert {c["name"] for c in info["candidates"]} == {c.name for c in candidates}
+    assert info["champion"]["version"] == result3.version
+    assert info["deployed"]["version"] == result3.version
+    assert {c["name"] for c in info["candidates"]} == {fresh.name}
+
+
+def candidates_by_name(candidates: list) -> dict:
+    return {c.name: c for c in candidates}
 
 
 def test_nothing_passes_leaves_champion_and_current_untouched(store: Params, built: tuple, validated: dict) -> None:
