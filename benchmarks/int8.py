@@ -88,7 +88,13 @@ def main() -> int:
     configure_offline(params.paths.ultralytics_config)
     import cv2
 
-    from tasks.pipeline.validate import accuracy, holdout_images, mirror_holdout, write_pseudo_labels
+    from tasks.pipeline.validate import (
+        accuracy,
+        agreement_images,
+        holdout_images,
+        mirror_holdout,
+        write_pseudo_labels,
+    )
     from tasks.support.candidate import load_candidates
 
     names = args.names.split(",") if args.names else [c.name for c in params.build.candidates]
@@ -100,7 +106,9 @@ def main() -> int:
     by_name = {c.name: c for c in candidates}
     ref = params.build.reference
     vcfg = params.validate_
-    images = holdout_images(params.paths.holdout)
+    images = holdout_images(params.paths.holdout, list(params.model.names))
+    # agreement on the frames validation uses: the held-out videos' frames and the labelled holdout's images
+    agree_images, agree_source = agreement_images(params.paths.holdout_frames, images)
     rows: dict[str, dict] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="alpr-bench-") as tmp:
@@ -109,7 +117,7 @@ def main() -> int:
 
         class_names = dict(YOLO(str(by_name[ref].path), task="detect").names)
         labelled = mirror_holdout(params.paths.holdout, images, work / "holdout", class_names)
-        agreement = write_pseudo_labels(by_name[ref], images, work / "agreement", vcfg)
+        agreement = write_pseudo_labels(by_name[ref], agree_images, work / "agreement", vcfg)
         for c in candidates:
             acc = accuracy(c, labelled, vcfg, work / "runs")
             agr = accuracy(c, agreement, vcfg, work / "runs")
@@ -129,7 +137,8 @@ def main() -> int:
     header += f"{'agree':>7}{'p50 ms':>8}{'p95 ms':>8}{'x' + ref:>10}{'x' + speed:>10}"
     header += "".join(f"{'x' + p:>12}" for p in peers) + f"{'build s':>9}{'MB':>7}  kept-in-float"
     out = [
-        f"# INT8 benchmark: {len(images)} holdout frames, {args.runs} interleaved runs, {os.cpu_count()} CPU cores, "
+        f"# INT8 benchmark: {len(images)} labelled holdout frames, agreement on {len(agree_images)} frames "
+        f"({agree_source}), {args.runs} interleaved runs, {os.cpu_count()} CPU cores, "
         f"load average {load:.1f} at the start of timing (absolute ms are noisy on a shared machine; "
         "ratios are from one run)",
         f"# accuracy reference: {ref} (mAP drop, agreement); speed reference: {speed} (x{speed}: p50 over its p50)",
