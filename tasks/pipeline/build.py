@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.metadata
 import json
 import logging
 import shutil
@@ -26,6 +25,7 @@ from tasks.support import cache
 from tasks.support.candidate import BUILT_ON_GATE, CANDIDATE_JSON, Candidate, openvino_xml, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
+from tasks.support.fingerprint import installed_versions
 from tasks.support.fsutil import atomic_dir, atomic_write_text
 from tasks.support.hashing import path_sha256, path_size_mb, sha256_file
 from tasks.support.images import frames_folder, list_images
@@ -50,13 +50,7 @@ class BackendUnavailable(AlprError):
 
 def toolchain_versions() -> dict[str, str]:
     """Versions of the packages that shape an artifact (recorded so numbers and artifacts compare)."""
-    found = {}
-    for name in _TOOLCHAIN:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+    return installed_versions(_TOOLCHAIN)
 
 
 TENSORRT_MIN_MAJOR = 10  # STRONGLY_TYPED networks (our trt-qdq engines) and the named-tensor API start at 10.0

@@ -517,9 +517,9 @@ def _fill_candidate_run(
     return str(mv.version), source
 
 
-def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[str, float | str]]] | None:
-    """The newest finished rebuild in the store, with each candidate's metrics; None when there is none."""
-    mc = client(cfg)
+def newest_rebuild_run(mc: Any, cfg: TrackingConfig) -> Any | None:
+    """The parent run of the newest finished rebuild in the store; None only when there is none (no experiment
+    yet, or no finished rebuild in it). A store error raises."""
     exp = mc.get_experiment_by_name(cfg.experiment)
     if exp is None:
         return None
@@ -529,10 +529,17 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    if not parents:
+    return parents[0] if parents else None
+
+
+def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[str, float | str]]] | None:
+    """The newest finished rebuild in the store, with each candidate's metrics; None when there is none."""
+    mc = client(cfg)
+    parent = newest_rebuild_run(mc, cfg)
+    if parent is None:
         return None
-    pid = parents[0].info.run_id
-    children = mc.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{pid}'")
+    pid, eid = parent.info.run_id, parent.info.experiment_id
+    children = mc.search_runs([eid], filter_string=f"tags.`mlflow.parentRunId` = '{pid}'")
     all_versions = mc.search_model_versions(f"name = '{cfg.registered_model}'")
     versions = {mv.run_id: mv for mv in all_versions if mv.run_id}
     numbered = {str(mv.version): mv for mv in all_versions}
@@ -548,4 +555,4 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
             "passed": run.data.tags.get("gate.passed", ""),
             **{k: run.data.tags[k] for k in ("holdout", "role", ROUNDS_KEY, GATE_KEY) if k in run.data.tags},
         }
-    return RebuildRecord(exp.experiment_id, pid, tracked), metrics
+    return RebuildRecord(eid, pid, tracked), metrics

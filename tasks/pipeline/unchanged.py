@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.pipeline.extract import list_videos, reserved_videos, snapshot_videos
-from tasks.pipeline.track import KIND_TAG, client, experiment_id
+from tasks.pipeline.track import KIND_TAG, client, experiment_id, newest_rebuild_run
 from tasks.support import fingerprint
 from tasks.support.config import Params, TrackingConfig
 
@@ -69,19 +69,10 @@ def inputs_fingerprint(params: Params) -> Fingerprint:
 
 def last_rebuild(tracking: TrackingConfig) -> tuple[str, str | None] | None:
     """(parent run id, its recorded fingerprint or None) of the newest finished rebuild; None when there is none."""
-    mc = client(tracking)
-    exp = mc.get_experiment_by_name(tracking.experiment)
-    if exp is None:
+    run = newest_rebuild_run(client(tracking), tracking)
+    if run is None:
         return None
-    runs = mc.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`{KIND_TAG}` = 'rebuild' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        return None
-    return runs[0].info.run_id, runs[0].data.tags.get(FINGERPRINT_TAG)
+    return run.info.run_id, run.data.tags.get(FINGERPRINT_TAG)
 
 
 def check_inputs(params: Params, force: bool = False) -> InputsCheck:

@@ -48,15 +48,21 @@ def code_version() -> dict[str, str]:
     return {"package": PACKAGE, "version": version, "source_sha256": h.hexdigest()}
 
 
-def toolchain() -> dict[str, str]:
-    """Installed versions of the packages that shape artifacts and measurements (absent ones left out)."""
+def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each package of `names` (absent ones left out): the one reader of the toolchain the
+    build records on its artifacts and the fingerprints record on runs."""
     found = {}
-    for name in TOOLCHAIN:
+    for name in names:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
     return found
+
+
+def toolchain() -> dict[str, str]:
+    """Installed versions of the packages that shape artifacts and measurements (absent ones left out)."""
+    return installed_versions(TOOLCHAIN)
 
 
 def gpu_names() -> list[str]:
