@@ -76,7 +76,9 @@ def main() -> int:
     nncf_cfg = cand_cfg.nncf_settings
     scope = list(ours.quantization.get("float_scope") or ours.quantization.get("ignored_scope") or [])
     kept = list(ours.quantization.get("kept_in_float") or [])
-    imgsz = ours.imgsz
+    imgsz = ours.input_shape  # (height, width): the FP32 IR, calibration and frames at the shape ours was built at
+    if peer.input_shape != imgsz:  # both are timed on the same letterboxed frame
+        raise SystemExit(f"{peer.name} takes {peer.input_shape}, {ours.name} {imgsz}: compare candidates of one shape")
     p = params.paths
     calib = [letterbox(x, imgsz) for x in calibration_images(p.calibration_yaml)[: nncf_cfg.subset_size]]
     agree_paths = gate_frame_images(p.holdout_frames) + holdout_images(p.holdout, list(params.model.names))
@@ -132,7 +134,8 @@ def main() -> int:
     for name in rows:
         rows[name]["p50_ms"] = statistics.median(times[name])
     b, pr = rows[base], rows[peer_key]
-    print(f"\n{ours.name} at {imgsz}x{imgsz}: {len(kept)} convs kept in float; agreement on {len(agree)} frames "
+    print(f"\n{ours.name} at {imgsz[0]}x{imgsz[1]} (h x w): {len(kept)} convs kept in float; "
+          f"agreement on {len(agree)} frames "
           f"(FP32 with itself: {gate.score(lambda x: fp32_compiled(x)[0]):.3f}); p50 interleaved, {args.runs} rounds, "
           f"{params.validate_.threads} threads\n")  # fmt: skip
     print(f"{'variant':45} {'convs':>5} {'agreement':>9} {'p50 ms':>7} {'vs built':>8} {'vs peer':>7} "
