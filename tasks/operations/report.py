@@ -15,6 +15,7 @@ from typing import Any
 from tasks.pipeline.track import KIND_TAG, client, experiment_url
 from tasks.pipeline.tradeoff import ARTIFACT_DIR as TRADEOFF_DIR
 from tasks.pipeline.tradeoff import CHART as TRADEOFF_CHART
+from tasks.pipeline.validate import ROLE_KEY
 from tasks.runtime.releases import gate_id
 from tasks.support.config import TrackingConfig
 from tasks.support.errors import AlprError, Remedy
@@ -165,7 +166,7 @@ def load_rebuild(tracking: TrackingConfig, run_id: str | None = None, gate_dir: 
                 reasons=t.get("gate.reasons", ""),
                 metrics=dict(run.data.metrics),
                 notes={k: t[k] for k in ("batch_note",) if k in t},
-                role=t.get("role", ""),
+                role=t.get(ROLE_KEY, ""),
             )
         )
     started = datetime.fromtimestamp(parent.info.start_time / 1000, UTC).isoformat(timespec="seconds")

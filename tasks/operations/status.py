@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.pipeline.track import client, experiment_url, latest_rebuild
+from tasks.pipeline.validate import ROLE_KEY
 from tasks.runtime.releases import MANIFEST, current_release, gate_id, read_manifest
 from tasks.support.config import PromoteConfig, TrackingConfig
 from tasks.support.registry import aliases_for, version_by_alias
@@ -21,7 +22,7 @@ STATUS_FIELDS = (
     "latency_p95_ms",
     "speedup",  # against the speed reference
     "size_mb",
-    "role",  # accuracy reference, speed reference, or candidate
+    ROLE_KEY,  # accuracy reference, speed reference, or candidate
     "holdout",  # "no labelled holdout" when the rebuild was judged on agreement alone
 )
 

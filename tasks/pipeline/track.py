@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, NO_HOLDOUT
+from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, NO_HOLDOUT, ROLE_KEY
+from tasks.pipeline.validation_cache import CACHE_KEY
 from tasks.runtime.latency import ROUNDS_KEY
 from tasks.support.candidate import Candidate
 from tasks.support.config import Params, TrackingConfig
 from tasks.support.hashing import sha256_file
 from tasks.support.images import list_images
+from tasks.support.shape import shape_text
 from tasks.support.verify import SHA_TAG
 
 if TYPE_CHECKING:
@@ -41,7 +43,6 @@ ONNX_SHA_TAG = "onnx_sha256"  # its sha256 on the run (artifact_sha256 is the en
 # on a candidate run whose artifact is byte-identical to a registered version's: that version (no new one is made;
 # it keeps its own run and lineage) and its run
 REUSED_VERSION_TAG, REUSED_RUN_TAG = "registry.reused_version", "registry.reused_from_run"
-VALIDATION_CACHE_TAG = "validation_cache"  # on the parent run: "hit <key>" (the report was reused) or "stored <key>"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store (README, the demo's hint)
 
 
@@ -275,8 +276,8 @@ def log_rebuild(
         tags["labelled_holdout"] = f"{report.holdout_images} images" if report.holdout_images else NO_HOLDOUT
         ref_row = report.metrics[report.reference]
         tags.update({k: str(ref_row[k]) for k in ("cpu_model", "gpu_name") if k in ref_row})
-        if VALIDATION_CACHE_TAG in report.extra:  # tasks/pipeline/validation_cache.py
-            tags[VALIDATION_CACHE_TAG] = report.extra[VALIDATION_CACHE_TAG]
+        if CACHE_KEY in report.extra:  # on the parent run: "hit <key>" (the report was reused) or "stored <key>"
+            tags[CACHE_KEY] = report.extra[CACHE_KEY]
     parent = mc.create_run(exp, tags=tags)
     pid = parent.info.run_id
     _log_holdout_review(mc, pid, params.paths.holdout, int(parent.info.start_time))
@@ -491,7 +492,7 @@ def _fill_candidate_run(
     rid = run.info.run_id
     now = int(run.info.start_time)
     cand_params = {"candidate": cand.name, "backend": cand.backend, "precision": cand.precision, "imgsz": cand.imgsz,
-                   "input_shape": "x".join(str(v) for v in cand.input_shape)}  # fmt: skip
+                   "input_shape": shape_text(cand.input_shape)}  # fmt: skip
     cand_params.update({f"toolchain.{k}": v for k, v in cand.toolchain.items()})
     numeric = {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
     numeric["build_seconds"] = cand.build_seconds
@@ -553,6 +554,6 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
             "backend": run.data.tags.get("backend", ""),
             "precision": run.data.tags.get("precision", ""),
             "passed": run.data.tags.get("gate.passed", ""),
-            **{k: run.data.tags[k] for k in ("holdout", "role", ROUNDS_KEY, GATE_KEY) if k in run.data.tags},
+            **{k: run.data.tags[k] for k in ("holdout", ROLE_KEY, ROUNDS_KEY, GATE_KEY) if k in run.data.tags},
         }
     return RebuildRecord(eid, pid, tracked), metrics

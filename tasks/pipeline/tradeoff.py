@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.pipeline.validate import ROLE_KEY, SPEED_ROLE
 from tasks.support.config import PromoteConfig, TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class Tradeoff:
 def speed_reference_of(rows: dict[str, dict[str, Any]], reference: str) -> str:
     """The candidate this rebuild's speed-ups were measured against: the one validation tagged `role: speed
     reference`; a rebuild from before the speed reference existed timed them against the accuracy `reference`."""
-    tagged = [name for name, row in rows.items() if "speed reference" in str(row.get("role", ""))]
+    tagged = [name for name, row in rows.items() if SPEED_ROLE in str(row.get(ROLE_KEY, ""))]
     return tagged[0] if tagged else reference
 
 

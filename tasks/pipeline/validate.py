@@ -336,12 +336,13 @@ def engine_memory(candidate: Candidate, cfg: ValidateConfig) -> dict[str, Any]:
 
 
 ROLE_KEY = "role"  # each row says which FP32 reference it is, if any: every table shows it
+ACCURACY_ROLE, SPEED_ROLE = "accuracy reference", "speed reference"
 
 
 def role_of(name: str, reference: str, speed_reference: str) -> str:
     """What a candidate is to the comparison: the accuracy reference (mAP drop, agreement), the speed reference
     (speed-ups), both, or a candidate."""
-    roles = [r for r, n in (("accuracy reference", reference), ("speed reference", speed_reference)) if n == name]
+    roles = [r for r, n in ((ACCURACY_ROLE, reference), (SPEED_ROLE, speed_reference)) if n == name]
     return " and ".join(roles) or "candidate"
 
 

@@ -12,8 +12,9 @@ from conftest import copy_project_code
 from conftest import run_dvc as dvc
 
 from tasks.pipeline.extract import read_frames_hash
-from tasks.pipeline.track import KIND_TAG, REUSED_VERSION_TAG, VALIDATION_CACHE_TAG, client
+from tasks.pipeline.track import KIND_TAG, REUSED_VERSION_TAG, client
 from tasks.pipeline.unchanged import FINGERPRINT_TAG, MATCHED_TAG, UNCHANGED_KIND
+from tasks.pipeline.validation_cache import CACHE_KEY
 from tasks.runtime.releases import MANIFEST, current_release, gate_id
 from tasks.support.config import Params
 from tasks.support.project import Project
@@ -131,7 +132,7 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: 
     third = rebuild(project=Project(changed, root, None))
     assert third["unchanged"] is None and third["record"].parent_run_id != record.parent_run_id
     assert third["validation"].metrics == out["validation"].metrics
-    assert mc.get_run(third["record"].parent_run_id).data.tags[VALIDATION_CACHE_TAG].startswith("hit ")
+    assert mc.get_run(third["record"].parent_run_id).data.tags[CACHE_KEY].startswith("hit ")
     assert {mv.version for mv in mc.search_model_versions(f"name = '{name}'")} == versions_before
     for cand, tracked in third["record"].candidates.items():
         assert tracked.version == record.candidates[cand].version, cand
