@@ -25,7 +25,7 @@ from tasks.support import cache
 from tasks.support.candidate import BUILT_ON_GATE, CANDIDATE_JSON, Candidate, openvino_xml, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
-from tasks.support.fingerprint import installed_versions
+from tasks.support.fingerprint import ARTIFACT_TOOLCHAIN, installed_versions
 from tasks.support.fsutil import atomic_dir, atomic_write_text
 from tasks.support.hashing import path_sha256, path_size_mb, sha256_file
 from tasks.support.images import frames_folder, list_images
@@ -35,7 +35,6 @@ from tasks.support.shape import FrameSizeUnknown, Shape, footage_frame_size, inp
 log = logging.getLogger(__name__)
 
 _QUANTIZE = {"fp32": None, "fp16": 16, "int8": 8}
-_TOOLCHAIN = ("ultralytics", "torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
 
 
 class BuildInputMissing(AlprError):
@@ -50,7 +49,7 @@ class BackendUnavailable(AlprError):
 
 def toolchain_versions() -> dict[str, str]:
     """Versions of the packages that shape an artifact (recorded so numbers and artifacts compare)."""
-    return installed_versions(_TOOLCHAIN)
+    return installed_versions(ARTIFACT_TOOLCHAIN)
 
 
 TENSORRT_MIN_MAJOR = 10  # STRONGLY_TYPED networks (our trt-qdq engines) and the named-tensor API start at 10.0

@@ -20,8 +20,10 @@ from tasks.support.hashing import path_sha256
 
 PACKAGE = "alpr-ops"
 CODE_DIRS = ("tasks", "flows", "cli")  # the project's code (what a clone runs; `tests/conftest.py` PROJECT_CODE)
-# packages whose version shapes an artifact or a measurement (build's toolchain record, plus the tracking stack)
-TOOLCHAIN = ("ultralytics", "torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "mlflow", "prefect")
+# packages whose version shapes an artifact (the build records them on each one and keys its cache on them)
+ARTIFACT_TOOLCHAIN = ("ultralytics", "torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
+# and a measurement or a record (the fingerprints): those plus the tracking stack
+TOOLCHAIN = (*ARTIFACT_TOOLCHAIN, "mlflow", "prefect")
 
 
 def digest(doc: Any) -> str:
