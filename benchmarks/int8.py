@@ -43,13 +43,6 @@ def quiet_onnxruntime(model) -> bool:
     return True
 
 
-def input_shape(candidate) -> tuple[int, int]:
-    """The (height, width) the candidate's engine takes: recorded in candidate.json, else the square `imgsz` (older
-    candidates were all square)."""
-    shape = getattr(candidate, "input_shape", None)
-    return (int(shape[0]), int(shape[1])) if shape else (candidate.imgsz, candidate.imgsz)
-
-
 def interleaved_latency(candidates: list, frame: np.ndarray, warmup: int, runs: int) -> dict:
     """Inference latency (ms) per candidate at its own input shape, measured round-robin: run r of every candidate
     before run r+1."""
@@ -57,7 +50,7 @@ def interleaved_latency(candidates: list, frame: np.ndarray, warmup: int, runs: 
 
     models = {c.name: YOLO(str(c.path), task="detect") for c in candidates}
     kwargs = {
-        c.name: {"imgsz": list(input_shape(c)), "conf": 0.25, "device": "cpu", "verbose": False} for c in candidates
+        c.name: {"imgsz": list(c.input_shape), "conf": 0.25, "device": "cpu", "verbose": False} for c in candidates
     }
     for name, model in models.items():
         model.predict(frame, **kwargs[name])  # creates the predictor and its runtime session
@@ -96,6 +89,7 @@ def main() -> int:
         write_pseudo_labels,
     )
     from tasks.support.candidate import load_candidates
+    from tasks.support.shape import shape_text
 
     names = args.names.split(",") if args.names else [c.name for c in params.build.candidates]
     speed = params.build.speed_reference_name
@@ -148,8 +142,7 @@ def main() -> int:
     for c in candidates:
         r = rows[c.name]
         kept = c.quantization.get("kept_in_float", [])
-        h, w = input_shape(c)
-        line = f"{c.name:<16}{c.method:<12}{c.backend:<12}{f'{h}x{w}':>10}{r['map']:>9.3f}"
+        line = f"{c.name:<16}{c.method:<12}{c.backend:<12}{shape_text(c.input_shape):>10}{r['map']:>9.3f}"
         line += f"{(r['map'] - r0['map']) * 100:>+8.1f}{r['agree']:>7.3f}{r['p50']:>8.1f}{r['p95']:>8.1f}"
         line += f"{r['p50'] / r0['p50']:>10.2f}{r['p50'] / rows[speed]['p50']:>10.2f}"
         line += "".join(f"{r['p50'] / rows[p]['p50']:>12.2f}" for p in peers)
