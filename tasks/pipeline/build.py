@@ -199,7 +199,7 @@ def build_candidates(
     built = []
     for cand in steps(cfg.candidates, "build: exporting candidates"):
         backend = cfg.backend_of(cand)
-        shape = input_shape(cand.precision, cfg.shape, cfg.imgsz, frame_hw)
+        shape = input_shape(cand.precision, cfg.shape, cfg.imgsz, frame_hw, cfg.shape_margin)
         params = cand.model_dump(mode="json", exclude_none=True)
         calibrated_on = frames_hash if cand.precision == "int8" else ""  # FP32/FP16 do not depend on the frames
         keyed = {**params, "backend": backend}

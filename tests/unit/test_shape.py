@@ -45,17 +45,45 @@ def test_camera_shape(frame_hw: tuple[int, int], imgsz: int, expected: tuple[int
     assert min(h, w) - min(frame_hw) * scale < 32  # the smallest such input: less than one stride of padding
 
 
+@pytest.mark.parametrize(
+    ("frame_hw", "margin", "expected"),
+    [
+        ((720, 1280), 0, (384, 640)),  # 12 rows of letterbox above and below
+        ((720, 1280), 12, (384, 640)),  # already there
+        ((720, 1280), 16, (416, 640)),  # 360 + 2 x 16 = 392 -> 416: 28 rows each side
+        ((1280, 720), 16, (640, 416)),  # portrait: the band is left and right
+        ((960, 1280), 16, (512, 640)),  # 4:3: 480 + 32
+        ((640, 640), 16, (640, 640)),  # never past the square
+        ((720, 1280), 200, (640, 640)),
+    ],
+)
+def test_camera_shape_keeps_a_letterbox_band_of_margin_pixels(
+    frame_hw: tuple[int, int], margin: int, expected: tuple[int, int]
+) -> None:
+    h, w = camera_shape(frame_hw, 640, margin)
+    assert (h, w) == expected
+    scale = 640 / max(frame_hw)
+    band = (min(h, w) - min(frame_hw) * scale) / 2  # letterbox rows (columns) on each side of the frame
+    assert band >= margin or min(h, w) == 640
+    assert band - 32 < margin or margin == 0  # the smallest such input: one stride less would not leave the band
+
+
 def test_camera_shape_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="positive"):
         camera_shape((0, 1280), 640)
     with pytest.raises(ValueError, match="multiple of the stride"):
         camera_shape((720, 1280), 650)
+    with pytest.raises(ValueError, match="margin"):
+        camera_shape((720, 1280), 640, -1)
 
 
 def test_only_int8_candidates_take_the_camera_shape() -> None:
     assert input_shape("int8", "camera", 640, (720, 1280)) == (384, 640)
     assert input_shape("fp32", "camera", 640, (720, 1280)) == (640, 640)  # the references stay square
     assert input_shape("int8", "square", 640, (720, 1280)) == (640, 640)
+    assert input_shape("int8", "camera", 640, (720, 1280), 16) == (416, 640)  # build.shape_margin
+    assert input_shape("fp32", "camera", 640, (720, 1280), 16) == (640, 640)
+    assert input_shape("int8", "square", 640, (720, 1280), 16) == (640, 640)
     with pytest.raises(FrameSizeUnknown):
         input_shape("int8", "camera", 640, None)
     assert shape_text((384, 640)) == "384x640"
