@@ -314,6 +314,7 @@ def nncf_quantize_ir(
         source,
     )
     final, steps_run, reverted = first, [], []
+    tried = [_Tried("first", quantized, first, frozenset(scope.names))]  # what each step made, for _keep_best
     if not first.passed and ac.enabled:
         # 1. the layers known to be sensitive (issue 3: most agreement loss sits in the head's last convs): one cheap
         #    re-quantization; 2. only if that is not enough, NNCF's ranking search (slow: one compile per layer group)
@@ -327,6 +328,7 @@ def nncf_quantize_ir(
             quantized = nncf.quantize(fp32, nncf.Dataset(calib_inputs), **kwargs)
             final = GateResult(first.reference, gate.score(_ov_infer(core, quantized)), ac.max_drop)
             steps_run.append({"step": "head_scope", **final.as_dict()})
+            tried.append(_Tried("head_scope", quantized, final, frozenset(scope.names)))
         if not final.passed and ac.search:
             log.info(
                 "gate failed (drop %.4f > %.4f): running NNCF accuracy control (budget %.0f s)",
@@ -347,8 +349,16 @@ def nncf_quantize_ir(
             if reverted:
                 quantized, final = _requantize_scope(fp32, calib_inputs, kwargs, scope, reverted, gate, core, quantized,
                                                      final, steps_run)  # fmt: skip
+                tried.append(_Tried(steps_run[-1]["step"], quantized, final, frozenset(scope.names) | set(reverted)))
     elif not first.passed:
         log.warning("gate failed (drop %.4f > %.4f) and accuracy_control is off", first.drop, ac.max_drop)
+    best = _keep_best(tried)
+    if best is not tried[-1]:
+        log.info(
+            "recovery ended at agreement %.4f, not above the %s step's %.4f: keeping that step's model (fewer layers "
+            "in float)", tried[-1].result.candidate, best.step, best.result.candidate,
+        )  # fmt: skip
+    quantized, final = best.model, best.result
     recovered = bool(steps_run)
     kept = ov_float_convolutions(quantized)
     out_xml.parent.mkdir(parents=True, exist_ok=True)
@@ -364,11 +374,33 @@ def nncf_quantize_ir(
         "gate": final.as_dict(),
         "recovery": steps_run,
         "kept_in_float": kept,
-        "float_scope": sorted(set(scope.names) | set(kept) | set(reverted)),  # where the next build starts
+        "kept_step": best.step,
+        "float_scope": sorted(best.scope | set(kept)),  # where the next build starts
         "kept_by_recovery": sorted(set(kept) - initial) if recovered else [],
         "quantize_seconds": round(time.perf_counter() - started, 2),
     }
     return QuantizeResult(info)
+
+
+@dataclass(frozen=True)
+class _Tried:
+    """A model one step of the build made: its gate result and the ignored scope it was quantized with."""
+
+    step: str
+    model: Any
+    result: GateResult
+    scope: frozenset[str]
+
+
+def _keep_best(tried: Sequence[_Tried]) -> _Tried:
+    """The model the build keeps: the first (fewest layers in float, so fastest) that passes the gate; when none
+    passes, the one that agrees most with FP32, the earlier on a tie. Each step only adds layers in float, and NNCF's
+    search can end below where it started (the demo at 416x640: from 0.985 to 0.977 with four more float convs), so
+    the last step is not always the best one."""
+    passing = [t for t in tried if t.result.passed]
+    if passing:
+        return passing[0]
+    return max(tried, key=lambda t: t.result.candidate)  # max keeps the first of equals
 
 
 class SearchBudgetSpent(RuntimeError):
