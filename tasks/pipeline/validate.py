@@ -286,7 +286,7 @@ def latency(candidate: Candidate, frame_path: Path, cfg: ValidateConfig) -> dict
 
     req = LatencyRequest(
         str(candidate.path), str(frame_path), cfg.imgsz, cfg.agreement_conf, cfg.iou, cfg.warmup, cfg.runs,
-        cfg.threads, tuple(cfg.batch_sizes),
+        cfg.threads, tuple(cfg.batch_sizes), cfg.runs_budget_s, cfg.min_runs,
     )  # fmt: skip
     return measure_in_subprocess(req)
 

@@ -113,6 +113,9 @@ class LatencyRequest:
     runs: int
     threads: int
     batch_sizes: tuple[int, ...]
+    # the timed runs stop once they took this long, after at least `min_runs` of them (None: always `runs`)
+    budget_s: float | None = None
+    min_runs: int = 1
 
 
 def _read_frame(frame_path: str) -> Any:
@@ -142,7 +145,8 @@ def _open_pinned(artifact: Path, frame: Any, kwargs: dict[str, Any], threads: in
 
 
 def measure(req: LatencyRequest) -> dict[str, Any]:
-    """Warm up, then `runs` timed single-frame predictions; throughput per batch size where the artifact allows.
+    """Warm up, then `runs` timed single-frame predictions (fewer, never below `min_runs`, once they took
+    `budget_s`: a slow reference needs no 200 runs for its p50); throughput per batch size where the artifact allows.
 
     Returns metrics (floats), strings (hardware, batch note) and the per-run samples for the CDF plot.
     """
@@ -153,13 +157,17 @@ def measure(req: LatencyRequest) -> dict[str, Any]:
     autobackend = model.predictor.model
     pre, inference, post, total = [], [], [], []
     started_all = time.perf_counter()
-    for _ in range(runs):
+    deadline = started_all + req.budget_s if req.budget_s is not None else None
+    for i in range(runs):
         started = time.perf_counter()
         speed = model.predict(frame, **kwargs)[0].speed
         total.append((time.perf_counter() - started) * 1000)
         pre.append(speed["preprocess"])
         inference.append(speed["inference"])
         post.append(speed["postprocess"])
+        if deadline is not None and i + 1 >= req.min_runs and time.perf_counter() > deadline:
+            break
+    runs = len(inference)
     batch1_fps = runs / (time.perf_counter() - started_all)
 
     fixed_batch = int(getattr(autobackend, "batch", 1) or 1)

@@ -340,6 +340,10 @@ class ValidateConfig(_Frozen):
     agreement_conf: float = Field(0.25, gt=0, lt=1)
     warmup: int = Field(10, ge=1)
     runs: int = Field(200, ge=1)
+    # a candidate's timed runs stop once they took runs_budget_s, after at least min_runs (or all runs, if fewer):
+    # the FP32 references and ONNX Runtime INT8 (50-80 ms) need no 200 runs; close calls are re-timed anyway
+    runs_budget_s: float | None = Field(5.0, gt=0)
+    min_runs: int = Field(50, ge=1)
     threads: int = Field(2, ge=1)  # pinned for torch, ONNX Runtime and OpenVINO so latencies compare
     batch_sizes: tuple[int, ...] = Field((1, 4, 8), min_length=1)  # throughput batches (if the artifact allows)
     grid_frames: int = Field(6, ge=1)  # frames in the FP32-vs-candidate image grid, worst disagreements first

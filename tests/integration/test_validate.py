@@ -154,3 +154,23 @@ def test_close_candidates_are_retimed_together_interleaved(built: tuple) -> None
     far["ov-int8-mixed"]["latency_p50_ms"] = 16.0
     retime_close(pair, far, "fp32", frame, cfg)
     assert all(set(row) == {"latency_p50_ms"} for row in far.values())
+
+
+def test_timed_runs_stop_at_their_budget_but_never_below_min_runs(built: tuple) -> None:
+    import dataclasses
+
+    from tasks.runtime.latency import LatencyRequest, measure
+
+    params, candidates = built
+    cand = next(c for c in candidates if c.name == "fp32")
+    frame = sorted((params.paths.holdout / "images").iterdir())[0]
+    v = params.validate_
+    req = LatencyRequest(
+        str(cand.path), str(frame), v.imgsz, v.agreement_conf, v.iou, 1, 8, v.threads, (1,), budget_s=1e-9, min_runs=3
+    )
+    spent = measure(req)  # the budget is spent after the first run: it stops at min_runs
+    assert spent["metrics"]["latency_runs"] == 3 and len(spent["samples"]["inference_ms"]) == 3
+    unbounded = measure(dataclasses.replace(req, budget_s=None))
+    assert unbounded["metrics"]["latency_runs"] == 8 and len(unbounded["samples"]["inference_ms"]) == 8
+    # fewer runs than min_runs: all of them, whatever the budget
+    assert measure(dataclasses.replace(req, runs=2))["metrics"]["latency_runs"] == 2
