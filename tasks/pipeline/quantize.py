@@ -336,19 +336,21 @@ def nncf_quantize_ir(
                 ac.max_drop,
                 ac.search_budget_s,
             )
-            search_started = time.perf_counter()
+            search_started, searched = time.perf_counter(), False
             try:
                 quantized, reverted = _accuracy_control(fp32, calib_inputs, held_inputs, gate, cfg, kwargs)
             except SearchBudgetSpent as e:
                 log.warning("%s: keeping the candidate as it was before the search (gate failed)", e)
                 steps_run.append({"step": "nncf_accuracy_control", "stopped": str(e), **final.as_dict()})
             else:
+                searched = True
                 final = GateResult(first.reference, gate.score(_ov_infer(core, quantized)), ac.max_drop)
                 steps_run.append({"step": "nncf_accuracy_control", "reverted": reverted, **final.as_dict()})
             steps_run[-1]["seconds"] = round(time.perf_counter() - search_started, 1)
             if reverted:
                 quantized, final = _requantize_scope(fp32, calib_inputs, kwargs, scope, reverted, gate, core, quantized,
                                                      final, steps_run)  # fmt: skip
+            if searched:  # the search's model (also when it reverted nothing), or its scope quantized afresh
                 tried.append(_Tried(steps_run[-1]["step"], quantized, final, frozenset(scope.names) | set(reverted)))
     elif not first.passed:
         log.warning("gate failed (drop %.4f > %.4f) and accuracy_control is off", first.drop, ac.max_drop)
