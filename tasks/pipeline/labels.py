@@ -1,4 +1,5 @@
-"""The labelled holdout: the one label checker, the one holdout writer, YOLO import, and pre-label review stats.
+"""The labelled holdout: the one label checker (and YOLO label reader), the one holdout writer, YOLO import, and
+pre-label review stats.
 
 A holdout folder is `images/`, `labels/` (YOLO txt `class cx cy w h`, normalised 0-1, one file per image; an empty
 file means "no plate") and `holdout.json` (where it came from, its counts). Why one strict checker: Ultralytics'
@@ -8,6 +9,7 @@ holdout would quietly give different metrics. Every holdout is checked here befo
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -19,6 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
+from tasks.edge.agreement import box_iou
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
 from tasks.support.images import IMAGE_SUFFIXES, list_images
@@ -28,6 +33,9 @@ log = logging.getLogger(__name__)
 HOLDOUT_JSON = "holdout.json"
 CLASSES_TXT = "classes.txt"  # Label Studio's YOLO export: one class name per line, in id order
 EPS = 1e-6  # tolerance for boxes touching the image edge and for duplicate coordinates
+# box_iou's eps for normalised boxes: its default (1e-7) is sized for pixel areas, a normalised box's is ~1e-3; this
+# one still keeps two empty boxes at IoU 0 (not NaN) without biasing a real pair (identical boxes: exactly 1.0)
+IOU_EPS = 1e-12
 MAX_SHOWN = 20  # problems listed in a LabelError's message (all of them are in `problems`)
 _INT = re.compile(r"[+-]?\d+")
 
@@ -57,13 +65,15 @@ def _first(items: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Box:
-    """One YOLO box: class id and centre/size normalised to the image (0-1)."""
+    """One YOLO box: class id and centre/size normalised to the image (0-1). `conf`: the detector's confidence when
+    the box is a pre-label read with `scores=True` (None for a label a person drew or checked)."""
 
     cls: int
     cx: float
     cy: float
     w: float
     h: float
+    conf: float | None = None
 
     @classmethod
     def from_xyxy(cls, class_id: int, x1: float, y1: float, x2: float, y2: float) -> Box:
@@ -74,14 +84,6 @@ class Box:
     def xyxy(self) -> tuple[float, float, float, float]:
         """Normalised corners x1, y1, x2, y2."""
         return (self.cx - self.w / 2, self.cy - self.h / 2, self.cx + self.w / 2, self.cy + self.h / 2)
-
-    def iou(self, other: Box) -> float:
-        """Intersection over union of the two boxes (classes are not compared); 0.0 when both are empty."""
-        ax1, ay1, ax2, ay2 = self.xyxy
-        bx1, by1, bx2, by2 = other.xyxy
-        inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-        union = max(0.0, self.w) * max(0.0, self.h) + max(0.0, other.w) * max(0.0, other.h) - inter
-        return inter / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -135,19 +137,23 @@ def _class_problem(token: str, nc: int, names: Sequence[str] | None) -> str | No
     return None
 
 
-def _parse(text: str, where: str, nc: int, names: Sequence[str] | None = None) -> tuple[list[Box], list[str]]:
+def _parse(
+    text: str, where: str, nc: int, names: Sequence[str] | None = None, *, scores: bool = False
+) -> tuple[list[Box], list[str]]:
     """Boxes and `where:line: what` problems of one label file's text. Blank lines are skipped (Ultralytics does
-    too); every other line must be a valid, in-image, non-duplicate box."""
+    too); every other line must be a valid, in-image, non-duplicate box. `scores`: a line may carry a sixth number,
+    a pre-label's confidence (0-1); a holdout's labels never do."""
     boxes: list[Box] = []
-    lines: list[int] = []
+    kept = _Kept()
     problems: list[str] = []
+    columns = "5 or 6 numbers (class cx cy w h [conf])" if scores else "5 numbers (class cx cy w h)"
     for lineno, line in enumerate(text.splitlines(), 1):
         tokens = line.split()
         if not tokens:
             continue
         here = f"{where}:{lineno}"
-        if len(tokens) != 5:
-            problems.append(f"{here}: expected 5 numbers (class cx cy w h), got {len(tokens)}: {line.strip()!r}")
+        if len(tokens) != 5 and not (scores and len(tokens) == 6):
+            problems.append(f"{here}: expected {columns}, got {len(tokens)}: {line.strip()!r}")
             continue
         bad = [t for t in tokens[1:] if not _finite(t)]
         if bad:
@@ -157,7 +163,11 @@ def _parse(text: str, where: str, nc: int, names: Sequence[str] | None = None) -
             problems.append(f"{here}: {cls_problem}")
         if bad:
             continue
-        cx, cy, w, h = (float(t) for t in tokens[1:])
+        cx, cy, w, h = (float(t) for t in tokens[1:5])
+        conf = float(tokens[5]) if len(tokens) == 6 else None
+        if conf is not None and not 0 <= conf <= 1:
+            problems.append(f"{here}: confidence must be in 0..1, got {conf:g}")
+            continue
         if w <= 0 or h <= 0:
             problems.append(f"{here}: box width and height must be > 0, got w={w:g} h={h:g}")
             continue
@@ -169,13 +179,13 @@ def _parse(text: str, where: str, nc: int, names: Sequence[str] | None = None) -
             continue
         if cls_problem:
             continue
-        box = Box(int(tokens[0]), cx, cy, w, h)
-        same = next((n for b, n in zip(boxes, lines, strict=True) if _same(b, box)), None)
+        box = Box(int(tokens[0]), cx, cy, w, h, conf)
+        same = kept.first_same(box)
         if same is not None:
             problems.append(f"{here}: duplicate of line {same}")
             continue
+        kept.add(box, lineno)
         boxes.append(box)
-        lines.append(lineno)
     return boxes, problems
 
 
@@ -187,7 +197,33 @@ def _finite(token: str) -> bool:
 
 
 def _same(a: Box, b: Box) -> bool:
+    """Duplicates: the same class and every corner coordinate within EPS (confidences are not compared)."""
     return a.cls == b.cls and all(abs(u - v) <= EPS for u, v in zip(a.xyxy, b.xyxy, strict=True))
+
+
+class _Kept:
+    """The boxes of one file kept so far, bucketed by class and corners on a grid of 2 * EPS: two corners within EPS
+    lie in the same or a neighbouring cell, so a new box is compared only with the boxes of the 3**4 cells around
+    its own (each holds a bounded few kept boxes), not with every earlier line: linear in the file's length."""
+
+    CELL = 2 * EPS  # wider than EPS, so rounding in `c / CELL` never puts near-equal corners two cells apart
+    AROUND = tuple(itertools.product((-1, 0, 1), repeat=4))
+
+    def __init__(self) -> None:
+        self._cells: dict[tuple[int, ...], list[tuple[Box, int]]] = {}
+
+    @classmethod
+    def _cell(cls, box: Box) -> tuple[int, ...]:
+        return tuple(math.floor(c / cls.CELL) for c in box.xyxy)
+
+    def first_same(self, box: Box) -> int | None:
+        """The line of the earliest kept box `_same` as `box`, None when there is none."""
+        x1, y1, x2, y2 = self._cell(box)
+        near = (self._cells.get((box.cls, x1 + a, y1 + b, x2 + c, y2 + d), ()) for a, b, c, d in self.AROUND)
+        return min((line for cell in near for kept, line in cell if _same(kept, box)), default=None)
+
+    def add(self, box: Box, line: int) -> None:
+        self._cells.setdefault((box.cls, *self._cell(box)), []).append((box, line))
 
 
 def _read_text(path: Path, where: str) -> tuple[str | None, str | None]:
@@ -200,16 +236,21 @@ def _read_text(path: Path, where: str) -> tuple[str | None, str | None]:
         return None, f"{where}: cannot be read ({e.strerror or e})"
 
 
-def read_label_file(path: Path, nc: int) -> tuple[list[Box], list[str]]:
-    """The boxes of one YOLO label file and its problems (`path:line: what`); classes must be in range(nc)."""
+def read_label_file(
+    path: Path, nc: int, names: Sequence[str] | None = None, *, scores: bool = False
+) -> tuple[list[Box], list[str]]:
+    """The boxes of one YOLO label file and its problems (`path:line: what`), by the holdout's own rules: classes
+    must be in range(nc) (`names`, when given, are listed in the problem). `scores`: the file holds pre-labels,
+    whose lines may end with the detector's confidence (`Box.conf`)."""
     text, problem = _read_text(path, str(path))
     if text is None:
         return [], [problem or f"{path}: cannot be read"]
-    return _parse(text, str(path), nc)
+    return _parse(text, str(path), nc, names, scores=scores)
 
 
 def yolo_text(boxes: Sequence[Box]) -> str:
-    """YOLO label text, 6 decimals; an empty string for no boxes (an empty file: no plate)."""
+    """YOLO label text, 6 decimals; an empty string for no boxes (an empty file: no plate). Confidences are not
+    written: the text is a label, what the holdout checker reads."""
     return "".join(f"{b.cls} {b.cx:.6f} {b.cy:.6f} {b.w:.6f} {b.h:.6f}\n" for b in boxes)
 
 
@@ -428,8 +469,9 @@ def compare_to_prelabels(
     n_reviewed = n_pre = 0
     for name in sorted(reviewed):
         rev, pre = list(reviewed[name]), list(prelabels[name])
+        iou = box_iou(_corners(rev), _corners(pre), eps=IOU_EPS)
         pairs = sorted(
-            ((r.iou(p), i, j) for i, r in enumerate(rev) for j, p in enumerate(pre) if r.cls == p.cls),
+            ((float(iou[i, j]), i, j) for i, r in enumerate(rev) for j, p in enumerate(pre) if r.cls == p.cls),
             key=lambda t: (-t[0], t[1], t[2]),
         )
         used_r: set[int] = set()
@@ -461,3 +503,8 @@ def compare_to_prelabels(
         "prelabel_precision": matched / n_pre if n_pre else 1.0,
         "prelabel_recall": matched / n_reviewed if n_reviewed else 1.0,
     }
+
+
+def _corners(boxes: Sequence[Box]) -> np.ndarray:
+    """The boxes' normalised corners as an (N, 4) array, what `box_iou` takes."""
+    return np.array([b.xyxy for b in boxes], dtype=np.float64).reshape(-1, 4)

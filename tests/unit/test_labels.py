@@ -6,10 +6,14 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from tasks.edge.agreement import box_iou
 from tasks.pipeline.labels import (
+    EPS,
     HOLDOUT_JSON,
+    IOU_EPS,
     Box,
     HoldoutItem,
     LabelError,
@@ -38,6 +42,11 @@ def _holdout(root: Path, labels: dict[str, str | None], images: list[str] | None
         if text is not None:
             (root / "labels" / f"{stem}.txt").write_text(text)
     return root
+
+
+def _iou(a: Box, b: Box) -> float:
+    """IoU of two boxes as the pre-label comparison computes it."""
+    return float(box_iou(np.array([a.xyxy]), np.array([b.xyxy]), eps=IOU_EPS)[0, 0])
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -160,12 +169,73 @@ def test_read_label_file_and_yolo_text_round_trip(tmp_path: Path) -> None:
     assert got == boxes[:1] and problems == [f"{path}:2: class id 1 out of range; allowed: 0..0"]
 
 
+def test_prelabel_confidences_are_read_only_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text("0 0.5 0.5 0.2 0.1 0.8\n\n0 0.1 0.1 0.1 0.1\n")
+    boxes, problems = read_label_file(path, 1, scores=True)
+    assert problems == [] and boxes == [Box(0, 0.5, 0.5, 0.2, 0.1, 0.8), Box(0, 0.1, 0.1, 0.1, 0.1)]
+    assert [b.conf for b in boxes] == [0.8, None]
+    assert yolo_text(boxes) == "0 0.500000 0.500000 0.200000 0.100000\n0 0.100000 0.100000 0.100000 0.100000\n"
+    # a label (not a pre-label) never has a sixth column: the holdout's own rule
+    assert read_label_file(path, 1) == (
+        [Box(0, 0.1, 0.1, 0.1, 0.1)],
+        [f"{path}:1: expected 5 numbers (class cx cy w h), got 6: '0 0.5 0.5 0.2 0.1 0.8'"],
+    )
+    path.write_text(
+        "0 0.5 0.5 0.2 0.1 1.5\n1 0.5 0.5 0.2 0.1 0.5\n0 0.5 0.5\n0 0.5 0.5 0.2 0.1 nan\n0 0.5 0.5 0.2 0.1 0.9\n"
+    )
+    boxes, problems = read_label_file(path, 1, ["License_Plate"], scores=True)
+    assert boxes == [Box(0, 0.5, 0.5, 0.2, 0.1, 0.9)]
+    assert problems == [
+        f"{path}:1: confidence must be in 0..1, got 1.5",
+        f"{path}:2: class id 1 out of range; allowed: 0..0 (0=License_Plate)",
+        f"{path}:3: expected 5 or 6 numbers (class cx cy w h [conf]), got 3: '0 0.5 0.5'",
+        f"{path}:4: not a finite number: 'nan'",
+    ]
+
+
+def test_duplicates_are_judged_within_eps_on_every_corner(tmp_path: Path) -> None:
+    """Near-duplicates at the EPS boundary, either side of a grid line of the checker's buckets, in both directions,
+    per class; among thousands of distinct boxes, each duplicate names the first line it repeats."""
+    near, far = 0.9 * EPS, 1.1 * EPS
+    lines = [
+        "0 0.500000000 0.5 0.2 0.1",  # 1
+        f"0 {0.5 + near:.9f} 0.5 0.2 0.1",  # 2: x within EPS of line 1: duplicate of 1
+        f"0 {0.5 - near:.9f} 0.5 0.2 0.1",  # 3: the other way: duplicate of 1
+        f"0 {0.5 + far:.9f} 0.5 0.2 0.1",  # 4: x just beyond EPS: a box of its own
+        f"0 {0.5 + far / 2:.9f} 0.5 0.2 0.1",  # 5: within EPS of lines 1 and 4: duplicate of the first, 1
+        f"0 0.5 0.5 {0.2 + 2 * near:.9f} 0.1",  # 6: width + 1.8 EPS: each x edge moves 0.9 EPS: duplicate of 1
+        f"0 0.5 0.5 {0.2 + 2 * far:.9f} 0.1",  # 7: each x edge moves 1.1 EPS: its own
+        f"0 0.5 {0.5 - far:.9f} 0.2 0.1",  # 8: y beyond EPS: its own
+        "1 0.5 0.5 0.2 0.1",  # 9: another class: its own
+        f"1 {0.5 + near:.9f} {0.5 + near:.9f} 0.2 0.1",  # 10: duplicate of 9
+        f"0 {0.3 - 0.4 * EPS:.9f} 0.3 0.2 0.2",  # 11: x1 just below a multiple of EPS
+        f"0 {0.3 + 0.4 * EPS:.9f} 0.3 0.2 0.2",  # 12: x1 just above it: duplicate of 11
+    ]
+    grid = [f"0 {0.1 + i % 80 * 0.01:.6f} {0.1 + i // 80 * 0.01:.6f} 0.01 0.01" for i in range(4000)]  # distinct
+    path = tmp_path / "a.txt"
+    path.write_text("\n".join([*lines, *grid, *grid[:3]]) + "\n")
+    boxes, problems = read_label_file(path, 2)
+    n = len(lines)
+    assert problems == [
+        f"{path}:2: duplicate of line 1",
+        f"{path}:3: duplicate of line 1",
+        f"{path}:5: duplicate of line 1",
+        f"{path}:6: duplicate of line 1",
+        f"{path}:10: duplicate of line 9",
+        f"{path}:12: duplicate of line 11",
+        *(f"{path}:{n + len(grid) + i + 1}: duplicate of line {n + i + 1}" for i in range(3)),
+    ]
+    assert len(boxes) == n - 6 + len(grid)
+
+
 def test_box_geometry() -> None:
     a = Box(0, 0.5, 0.5, 0.2, 0.2)
     assert a.xyxy == pytest.approx((0.4, 0.4, 0.6, 0.6))
-    assert a.iou(a) == pytest.approx(1.0)
-    assert a.iou(Box(0, 0.6, 0.5, 0.2, 0.2)) == pytest.approx(0.02 / 0.06)  # half overlap: 1/3
-    assert a.iou(Box(0, 0.9, 0.9, 0.1, 0.1)) == 0.0
+    assert _iou(a, a) == pytest.approx(1.0)
+    assert _iou(a, Box(0, 0.6, 0.5, 0.2, 0.2)) == pytest.approx(0.02 / 0.06)  # half overlap: 1/3
+    assert _iou(a, Box(0, 0.9, 0.9, 0.1, 0.1)) == 0.0
+    assert _iou(Box(0, 0.5, 0.5, 0.0, 0.0), Box(0, 0.5, 0.5, 0.0, 0.0)) == 0.0  # both empty: 0, not NaN
     b = Box.from_xyxy(0, 0.4, 0.4, 0.6, 0.6)
     assert (b.cls, b.cx, b.cy, b.w, b.h) == pytest.approx((0, 0.5, 0.5, 0.2, 0.2))
 
@@ -295,7 +365,7 @@ def test_compare_to_prelabels_counts_each_kind() -> None:
         "b.jpg": [Box(0, 0.5, 0.5, 0.2, 0.2)],  # kept
         "c.jpg": [],
     }
-    assert Box(0, 0.52, 0.5, 0.2, 0.2).iou(pre["a.jpg"][1]) == pytest.approx(0.18 / 0.22)  # in [0.5, 0.9): moved
+    assert _iou(Box(0, 0.52, 0.5, 0.2, 0.2), pre["a.jpg"][1]) == pytest.approx(0.18 / 0.22)  # in [0.5, 0.9): moved
     got = compare_to_prelabels(reviewed, pre)
     assert got == {
         "images": 3,
