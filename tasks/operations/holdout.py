@@ -19,7 +19,6 @@ from tasks.operations import label_studio as ls
 from tasks.operations.labelling import PROPOSAL_JSON, Proposal, propose
 from tasks.pipeline.extract import videos_to_label
 from tasks.pipeline.labels import (
-    Box,
     HoldoutItem,
     LabelError,
     LabelSet,
@@ -73,8 +72,8 @@ def write_label_studio_import(proposal_dir: Path, names: tuple[str, ...]) -> Pat
         with Image.open(image) as im:
             size = im.size
         regions = [
-            ls.yolo_to_region(box, labels[box[0]], size, (from_name, to_name), score)
-            for box, score in ls.read_yolo(proposal_dir / "labels" / f"{image.stem}.txt")
+            ls.yolo_to_region(box, labels[box.cls], size, (from_name, to_name))
+            for box in ls.read_prelabels(proposal_dir / "labels" / f"{image.stem}.txt", labels)
         ]
         rel = image.relative_to(proposal_dir.parent).as_posix()
         tasks.append(
@@ -110,10 +109,11 @@ def pull_holdout(client: ls.LabelStudio, params: Params) -> PulledHoldout:
             f"no frame of the Label Studio project {params.label.project!r} is reviewed yet "
             f"({len(pulled.unreviewed)} unreviewed, {len(pulled.skipped)} skipped): {pulled.url}"
         )
-    reviewed = {name: [Box(*b) for b in boxes] for name, boxes in sorted(pulled.reviewed.items())}
+    reviewed = dict(sorted(pulled.reviewed.items()))
     prelabels = {}
     for name in reviewed:
-        boxes, problems = read_label_file(p.label_proposal / "labels" / f"{Path(name).stem}.txt", len(names))
+        label = p.label_proposal / "labels" / f"{Path(name).stem}.txt"
+        boxes, problems = read_label_file(label, len(names), names, scores=True)
         if problems:
             raise LabelError(f"the pre-labels of {name} cannot be read", problems=problems)
         prelabels[name] = boxes
@@ -175,7 +175,7 @@ def _review_against_proposal(src: Path, proposal_dir: Path, names: tuple[str, ..
         label = proposal_dir / "labels" / f"{Path(name).stem}.txt"
         if not label.is_file():
             return None
-        boxes, problems = read_label_file(label, len(names))
+        boxes, problems = read_label_file(label, len(names), names, scores=True)
         if problems:
             return None
         prelabels[name] = boxes

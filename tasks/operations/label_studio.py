@@ -6,9 +6,10 @@ the names Label Studio's own SDK reads. The key is a personal access token (a re
 or `POST /api/token/`), exchanged at `/api/token/refresh/` for a 5-minute access token that is renewed before it
 expires; a key that is not a JWT is sent as a legacy `Authorization: Token`.
 
-Boxes: YOLO `cls cx cy w h` (normalised centre and size) in `labels/<stem>.txt`, and Label Studio rectangles in
-percent of the image with (x, y) the top-left corner. A task's file name is the uploaded one without the 8-hex
-prefix Label Studio adds; Label Studio does not deduplicate uploads, so `push` compares names itself.
+Boxes: YOLO `cls cx cy w h [conf]` (normalised centre and size) in `labels/<stem>.txt`, read by the holdout's own
+label reader, and Label Studio rectangles in percent of the image with (x, y) the top-left corner. A task's file name
+is the uploaded one without the 8-hex prefix Label Studio adds; Label Studio does not deduplicate uploads, so `push`
+compares names itself.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from xml.sax.saxutils import quoteattr
 import httpx
 from PIL import Image
 
+from tasks.pipeline.labels import Box, read_label_file
 from tasks.support.errors import AlprError
 
 URL_ENV = "LABEL_STUDIO_URL"
@@ -40,8 +42,6 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # stored unchanged by L
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 UPLOAD_BATCH = 50  # files per import request (Label Studio accepts at most 100)
 PAGE = 100
-
-Box = tuple[int, float, float, float, float]  # YOLO: class, cx, cy, w, h (normalised)
 
 INSTRUCTIONS = """<h3>Licence plates: check every box</h3>
 <ul>
@@ -256,9 +256,9 @@ def interface(config: str) -> tuple[str, str, list[str]]:
     return rect.get("name", "label"), rect.get("toName", "image"), [lab.get("value", "") for lab in rect.iter("Label")]
 
 
-def yolo_to_region(box: Box, label: str, size: tuple[int, int], names: tuple[str, str], score: float | None) -> dict:
-    """A YOLO box as a Label Studio rectangle (percent of the image, top-left corner)."""
-    _, cx, cy, w, h = box
+def yolo_to_region(box: Box, label: str, size: tuple[int, int], names: tuple[str, str]) -> dict:
+    """A YOLO box as a Label Studio rectangle (percent of the image, top-left corner; its `conf` as the score)."""
+    cx, cy, w, h = box.cx, box.cy, box.w, box.h
     region: dict[str, Any] = {
         "id": uuid.uuid4().hex[:10],
         "from_name": names[0],
@@ -276,8 +276,8 @@ def yolo_to_region(box: Box, label: str, size: tuple[int, int], names: tuple[str
             "rectanglelabels": [label],
         },
     }
-    if score is not None:
-        region["score"] = score
+    if box.conf is not None:
+        region["score"] = box.conf
     return region
 
 
@@ -298,23 +298,16 @@ def region_to_yolo(value: Mapping[str, Any], size: tuple[float, float] | None) -
     return (x1 + x2) / 2, (y1 + y2) / 2, max(0.0, x2 - x1), max(0.0, y2 - y1)
 
 
-def read_yolo(path: Path) -> list[tuple[Box, float | None]]:
-    """A YOLO label file: `cls cx cy w h [conf]` per line; missing file: no boxes."""
+def read_prelabels(path: Path, labels: Sequence[str]) -> list[Box]:
+    """A proposal frame's pre-labels (`cls cx cy w h [conf]`; class i is the config's i-th label), by the holdout's
+    own label reader; no file: the frame has none. Every problem is listed as `path:line: what`."""
     if not path.is_file():
         return []
-    out: list[tuple[Box, float | None]] = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            if len(parts) not in (5, 6):
-                raise ValueError(f"{len(parts)} fields")
-            cls, vals = int(parts[0]), [float(v) for v in parts[1:]]
-        except ValueError as e:
-            raise LabelStudioError(f"{path}:{n}: expected 'cls cx cy w h [conf]', got {line!r} ({e})") from e
-        out.append(((cls, *vals[:4]), vals[4] if len(vals) == 5 else None))  # type: ignore[arg-type]
-    return out
+    boxes, problems = read_label_file(path, len(labels), labels, scores=True)
+    if problems:
+        listed = "".join(f"\n  {p}" for p in problems)
+        raise LabelStudioError(f"{path}: pre-labels that cannot be used:{listed}", path=str(path), problems=problems)
+    return boxes
 
 
 # --------------------------------------------------------------------------- push
@@ -367,6 +360,8 @@ def push(
     from_name, to_name, labels = interface(client.get(f"/api/projects/{pid}")["label_config"])
     known = {task_file_name(t) for t in client.tasks(pid)}
     new = [p for p in images if p.name not in known]
+    # every new frame's pre-labels are read before any upload: a frame uploaded without them would not get them later
+    prelabels = {p.name: read_prelabels(proposal_dir / "labels" / f"{p.stem}.txt", labels) for p in new}
     for i in range(0, len(new), UPLOAD_BATCH):
         # one form field per file: Label Studio keeps one file per field name
         files = [(p.name, (p.name, p.read_bytes(), _mime(p))) for p in new[i : i + UPLOAD_BATCH]]
@@ -374,18 +369,11 @@ def push(
     by_name = {task_file_name(t): t["id"] for t in client.tasks(pid)}
     predictions = []
     for p in new:
-        boxes = read_yolo(proposal_dir / "labels" / f"{p.stem}.txt")
+        boxes = prelabels[p.name]
         with Image.open(p) as im:
             size = im.size
-        regions = []
-        for box, score in boxes:
-            if not 0 <= box[0] < len(labels):
-                raise LabelStudioError(
-                    f"{proposal_dir / 'labels' / (p.stem + '.txt')}: class {box[0]} is not in the label config "
-                    f"({len(labels)} labels)"
-                )
-            regions.append(yolo_to_region(box, labels[box[0]], size, (from_name, to_name), score))
-        scores = [s for _, s in boxes if s is not None]
+        regions = [yolo_to_region(box, labels[box.cls], size, (from_name, to_name)) for box in boxes]
+        scores = [box.conf for box in boxes if box.conf is not None]
         pred: dict[str, Any] = {"task": by_name[p.name], "model_version": model_version, "result": regions}
         if scores:
             pred["score"] = max(scores)
@@ -463,7 +451,7 @@ def _boxes(result: Sequence[Mapping[str, Any]], names: Sequence[str], task: Mapp
                 label=label,
             )
         size = (region["original_width"], region["original_height"]) if "original_width" in region else None
-        boxes.append((list(names).index(label), *region_to_yolo(value, size)))
+        boxes.append(Box(list(names).index(label), *region_to_yolo(value, size)))
     return boxes
 
 

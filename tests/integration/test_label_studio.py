@@ -22,6 +22,7 @@ from tasks.operations.label_studio import (
     pull,
     push,
 )
+from tasks.pipeline.labels import Box
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +39,10 @@ PRELABELS = {
 }
 
 
-def close(actual: list[tuple], expected: list[tuple]) -> bool:
+def close(actual: list[Box], expected: list[tuple]) -> bool:
     return len(actual) == len(expected) and all(
-        a[0] == e[0] and np.allclose(a[1:], e[1:5], atol=1e-4) for a, e in zip(actual, expected, strict=True)
+        a.cls == e[0] and np.allclose((a.cx, a.cy, a.w, a.h), e[1:5], atol=1e-4)
+        for a, e in zip(actual, expected, strict=True)
     )
 
 
@@ -125,7 +127,7 @@ def test_label_not_in_names_names_the_task(label_studio: Server, tmp_path: Path)
         (pred,) = ls.get("/api/predictions", task=task["id"])
         pred["result"][0]["value"]["rectanglelabels"] = ["Sign"]
         ls.post(f"/api/tasks/{task['id']}/annotations/", {"result": pred["result"], "was_cancelled": False})
-        assert pull(ls, TITLE, ["License_Plate", "Sign"]).reviewed["frame_0.jpg"][0][0] == 1
+        assert pull(ls, TITLE, ["License_Plate", "Sign"]).reviewed["frame_0.jpg"][0].cls == 1
         with pytest.raises(LabelStudioError, match=rf"task {task['id']} \(frame_0.jpg\).*'Sign'"):
             pull(ls, TITLE, NAMES)
 
