@@ -29,6 +29,7 @@ import numpy as np
 
 from tasks.pipeline.decode import FrameSampler, VideoError
 from tasks.pipeline.extract_worker import THUMB
+from tasks.pipeline.labels import Box, yolo_text
 from tasks.support.config import ExtractConfig, LabelConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
@@ -199,9 +200,7 @@ class _Labeller:
         out = []
         for r in results:
             rows = zip(r.boxes.cls.cpu().numpy(), r.boxes.xywhn.cpu().numpy(), strict=True)
-            out.append(
-                (len(r.boxes), "".join(f"{int(k)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for k, (x, y, w, h) in rows))
-            )
+            out.append((len(r.boxes), yolo_text([Box(int(k), *map(float, xywh)) for k, xywh in rows])))
         return out
 
 
