@@ -4,6 +4,7 @@ Why: the demo and the tests need gate videos and a labelled holdout set without 
 A pinhole camera on a pole looks down a lane at a barrier; each car approaches, stops, waits for the arm to lift
 and turns out of view. Everything is drawn from a seeded numpy Generator, so a seed reproduces the same pixels.
 Labels follow the reference detector's box convention (plate plus its margin), measured against its predictions.
+Frames are drawn in pixels; their label boxes leave as the holdout's own `Box` (normalised), written by `yolo_text`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tasks.pipeline.labels import HOLDOUT_JSON
+from tasks.pipeline.labels import HOLDOUT_JSON, Box, yolo_text
 from tasks.support.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
 
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
+_Corners = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels: a label box while a frame is drawn
 # Label box = tight plate box scaled (w, h) and shifted (dy, in tight heights), per plate kind, measured as the median
 # ratio of the reference detector's boxes to tight plate boxes on 60 holdout frames (it boxes the plate with margin).
 LABEL_MARGIN = {"single": (1.0, 1.62, -0.04), "double": (1.10, 1.32, -0.02)}
@@ -358,8 +359,9 @@ def _arm_polygon(scene: Scene, level: float) -> np.ndarray:
 
 def _render(
     scene: Scene, poses: list[tuple[_Car, tuple[float, float], tuple[float, float] | None]], arm_level: float, t: float
-) -> tuple[np.ndarray, list[Box], list[float]]:
-    """Composites one frame; returns it, the label boxes and each labelled-or-not plate's occluded fraction."""
+) -> tuple[np.ndarray, list[_Corners], list[float]]:
+    """Composites one frame; returns it, the label boxes (pixels) and each labelled-or-not plate's occluded
+    fraction."""
     cfg = scene.cfg
     frame = scene.background.copy()
     plates: list[tuple[np.ndarray, float, str]] = []  # (tight box x1 y1 x2 y2, occluded fraction, kind)
@@ -403,7 +405,7 @@ def _render(
     pos, neg = scene.noise[k]
     cv2.add(frame, pos[r : r + cfg.height], dst=frame)
     cv2.subtract(frame, neg[r : r + cfg.height], dst=frame)
-    boxes: list[Box] = []
+    boxes: list[_Corners] = []
     occluded: list[float] = []
     for box, occ, kind in plates:
         bx1, by1, bx2, by2 = np.round(box).astype(int)
@@ -430,21 +432,17 @@ def make_video_scene(seed: int, index: int, seconds: float, cfg: SynthConfig = S
 
 
 def render_scene_frame(scene: Scene, frame_idx: int) -> tuple[np.ndarray, list[Box]]:
-    """Frame `frame_idx` (BGR uint8) of a video scene and its plate label boxes (x1, y1, x2, y2 pixels)."""
+    """Frame `frame_idx` (BGR uint8) of a video scene and its plate label boxes (class 0)."""
     t, dt = frame_idx / scene.cfg.fps, 1.0 / scene.cfg.fps
     poses = [(tr.car, p, tr.pose(t - dt)) for tr in scene.tracks if (p := tr.pose(t)) is not None]
-    frame, boxes, _ = _render(scene, poses, max((tr.arm(t) for tr in scene.tracks), default=0.0), t)
-    return frame, boxes
+    frame, corners, _ = _render(scene, poses, max((tr.arm(t) for tr in scene.tracks), default=0.0), t)
+    return frame, _boxes(corners, scene.cfg)
 
 
-def yolo_lines(boxes: list[Box], cfg: SynthConfig) -> str:
-    """YOLO label text: class 0 and normalised cx cy w h, one line per plate."""
+def _boxes(corners: list[_Corners], cfg: SynthConfig) -> list[Box]:
+    """Pixel corners as class-0 label boxes, normalised to the frame."""
     w, h = cfg.width, cfg.height
-    rows = [
-        f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-        for x1, y1, x2, y2 in boxes
-    ]
-    return "".join(r + "\n" for r in rows)
+    return [Box.from_xyxy(0, x1 / w, y1 / h, x2 / w, y2 / h) for x1, y1, x2, y2 in corners]
 
 
 def write_videos(out_dir: Path, n: int, seconds: float, seed: int, cfg: SynthConfig = SynthConfig()) -> list[Path]:
@@ -493,9 +491,9 @@ def render_holdout_frame(seed: int, i: int, cfg: SynthConfig = SynthConfig()) ->
         u0, _, nw, _, _ = _placement(scene, track.car, x, z)
         if min(u0 + nw, cfg.width) - max(u0, 0) < 0.9 * nw:  # keep the car's front in view: natural gate framing
             continue
-        frame, boxes, occ = _render(scene, [(track.car, (x, z), prev)], level, rng.uniform(0, 30))
-        if len(boxes) == 1 and occ[0] == 0.0 and boxes[0][3] < 0.98 * cfg.height:
-            return frame, boxes
+        frame, corners, occ = _render(scene, [(track.car, (x, z), prev)], level, rng.uniform(0, 30))
+        if len(corners) == 1 and occ[0] == 0.0 and corners[0][3] < 0.98 * cfg.height:
+            return frame, _boxes(corners, cfg)
     raise RuntimeError(f"no visible plate found for holdout frame {seed}/{i}")
 
 
@@ -516,7 +514,7 @@ def write_holdout(out_dir: Path, n_frames: int, seed: int, cfg: SynthConfig = Sy
             stem = f"holdout_{seed:04d}_{i:05d}"
             if not cv2.imwrite(str(tmp / "images" / f"{stem}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
                 raise RuntimeError(f"cv2.imwrite failed for {stem}.jpg")
-            (tmp / "labels" / f"{stem}.txt").write_text(yolo_lines(boxes, cfg))
+            (tmp / "labels" / f"{stem}.txt").write_text(yolo_text(boxes))
         info = {"source": "synthetic", "seed": seed, "images": n_frames, "videos": []}  # no gate video was used
         (tmp / HOLDOUT_JSON).write_text(json.dumps(info, indent=2) + "\n")
     log.info("wrote holdout %s (%d frames)", out_dir, n_frames)

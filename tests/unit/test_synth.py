@@ -10,6 +10,7 @@ import pytest
 
 from tasks.demo import synth
 from tasks.demo.synth import SynthConfig, render_holdout_frame, render_scene_frame, write_holdout, write_videos
+from tasks.pipeline.labels import EPS, Box
 
 TINY = SynthConfig(width=320, height=180, fps=10)
 
@@ -58,8 +59,8 @@ def test_both_plate_aspect_ratios_appear() -> None:
     seen = {k: 0 for k in expected}
     for i in range(30):
         _, boxes = render_holdout_frame(11, i, TINY)
-        (x1, y1, x2, y2), *_ = boxes
-        ratio = (x2 - x1) / (y2 - y1)
+        box, *_ = boxes
+        ratio = (box.w * TINY.width) / (box.h * TINY.height)  # in pixels
         kind = min(expected, key=lambda k: abs(np.log(ratio / expected[k])))
         assert abs(np.log(ratio / expected[kind])) < np.log(1.4), (ratio, expected)  # rotation widens the box
         seen[kind] += 1
@@ -97,8 +98,9 @@ def test_video_frames_are_deterministic_and_labelled() -> None:
         fb, bb = render_scene_frame(b, j)
         assert np.array_equal(fa, fb) and ba == bb
         assert not np.array_equal(fa, render_scene_frame(c, j)[0])
-        for x1, y1, x2, y2 in ba:
-            assert 0 <= x1 < x2 <= TINY.width and 0 <= y1 < y2 <= TINY.height
+        for box in ba:
+            x1, y1, x2, y2 = box.xyxy  # normalised: inside the frame by the label checker's own tolerance
+            assert box.cls == 0 and -EPS <= x1 < x2 <= 1 + EPS and -EPS <= y1 < y2 <= 1 + EPS
         n_labelled += len(ba)
     assert n_labelled > 0
 
@@ -109,7 +111,7 @@ def test_holdout_is_replaced_only_when_complete(tmp_path: Path, monkeypatch: pyt
     (out / "old_marker.txt").write_text("old")
     real = synth.render_holdout_frame
 
-    def failing(seed: int, i: int, cfg: SynthConfig = TINY) -> tuple[np.ndarray, list[synth.Box]]:
+    def failing(seed: int, i: int, cfg: SynthConfig = TINY) -> tuple[np.ndarray, list[Box]]:
         if i == 2:
             raise RuntimeError("killed mid-way")
         return real(seed, i, cfg)
@@ -128,7 +130,7 @@ def test_holdout_is_replaced_only_when_complete(tmp_path: Path, monkeypatch: pyt
 def test_killed_video_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = synth.render_scene_frame
 
-    def failing(scene: synth.Scene, idx: int) -> tuple[np.ndarray, list[synth.Box]]:
+    def failing(scene: synth.Scene, idx: int) -> tuple[np.ndarray, list[Box]]:
         if idx == 5:
             raise KeyboardInterrupt
         return real(scene, idx)
