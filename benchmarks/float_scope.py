@@ -14,6 +14,7 @@ one process:
 Usage (from the project folder):
 
     python benchmarks/float_scope.py --params params.yaml [--candidate ov-int8-mixed] [--peer ov-int8] [--runs 60]
+                                     [--groups N]   # only the first N groups: each costs a full NNCF run
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def main() -> int:
     parser.add_argument("--peer", default="ov-int8")
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument(
+        "--groups", type=int, default=None, metavar="N",
+        help="re-quantize only the first N layer groups (each costs a full NNCF run; default: every group)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
@@ -110,7 +115,7 @@ def main() -> int:
         # the base is the built scope quantized here like every variant (in memory), beside the saved IR itself
         variants: dict[str, object] = {"as built": quantize(scope), "as built (saved IR)": core.read_model(
             openvino_xml(ours.path))}  # fmt: skip
-        for label, names in conv_groups(kept).items():
+        for label, names in list(conv_groups(kept).items())[: args.groups]:
             variants[f"minus {label}"] = quantize([n for n in scope if n not in names])
         variants["no conv in float"] = quantize([n for n in scope if n not in kept])
         variants[f"peer: {peer.name}"] = core.read_model(openvino_xml(peer.path))

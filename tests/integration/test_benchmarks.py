@@ -1,0 +1,160 @@
+"""Each benchmark runs as the README documents it (`python benchmarks/<name>.py` with the venv's python, no PYTHONPATH
+pointing at the checkout), in a tiny mode: the printed table has its ratio columns. Speed values are not checked."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ROOT / "benchmarks"
+RATIO = r"\d+\.\d+x"  # a same-run ratio as the tables print it, e.g. 1.87x
+
+
+def run_benchmark(name: str, *args: str, cwd: Path = ROOT, timeout: float = 120) -> str:
+    """`python benchmarks/<name>.py ...` from `cwd`, as a user runs it: the checkout's own folder is taken out of
+    PYTHONPATH (pytest puts it on sys.path; a script run does not), so the imports resolve through the install."""
+    keep = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(keep), "COLUMNS": "200"}
+    cmd = [sys.executable, str(BENCHMARKS / f"{name}.py"), *args]
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(cmd[1:])} failed:\n{done.stdout}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+@pytest.fixture
+def bench_project(tmp_path: Path, built: tuple, plate_model: Path) -> Path:
+    """A copy of the session's built project (extracted frames, holdout, candidates) with its base model in place,
+    as `make demo` leaves a project: the benchmarks run from it and write nothing into the shared one."""
+    params, _ = built
+    root = tmp_path / "project"
+    shutil.copytree(params.paths.calibration_yaml.parent, root, ignore=shutil.ignore_patterns(".cache"), symlinks=True)
+    (root / "models").mkdir(exist_ok=True)
+    shutil.copyfile(plate_model, root / "models" / "best.pt")
+    return root
+
+
+def table(out: str, header_starts: str, row: str = r".") -> tuple[str, list[str]]:
+    """The header line starting with `header_starts` and the lines right below it that match `row` (up to the first
+    that does not, a blank or a comment line)."""
+    lines = out.splitlines()
+    at = next((i for i, line in enumerate(lines) if line.startswith(header_starts)), None)
+    assert at is not None, f"no table with a header starting {header_starts!r}:\n{out}"
+    rows = []
+    for line in lines[at + 1 :]:
+        if not line.strip() or line.startswith("#") or not re.search(row, line):
+            break
+        rows.append(line)
+    return lines[at], rows
+
+
+def test_the_package_installs_the_testkit_the_benchmarks_import() -> None:
+    """`make setup`'s editable install provides what the benchmarks import from this checkout (not only pytest's
+    sys.path), and the library never imports the test helpers."""
+    from setuptools import find_packages
+
+    imported = set()
+    for script in BENCHMARKS.glob("*.py"):
+        imported |= set(re.findall(r"^\s*(?:from|import) (\w+)", script.read_text(), re.MULTILINE))
+    local = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    installed = {p.split(".")[0] for p in find_packages(str(ROOT), include=find["include"])}
+    assert "testkit" in imported & local
+    assert imported & local <= installed, f"benchmarks import {sorted(imported & local - installed)}, not installed"
+    for code in ("tasks", "flows", "cli"):
+        users = [p for p in (ROOT / code).rglob("*.py") if re.search(r"^\s*(from|import) testkit", p.read_text(), re.M)]
+        assert not users, f"the library imports the test helpers: {users}"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["extract", "int8", "float_scope"])
+def test_each_benchmark_prints_its_help_from_the_repository_root(name: str) -> None:
+    out = run_benchmark(name, "--help")
+    assert out.startswith(f"usage: {name}.py"), out
+
+
+@pytest.mark.timeout(180)
+def test_extract_benchmark_in_a_tiny_mode_prints_a_ratio_per_kind_of_clip(tmp_path: Path) -> None:
+    """2 s clips at 320x180 and 10 fps, one run each: every kind of clip whose encoder PyAV has gets a row with the
+    same-run ratio and its target, both methods keep frames at the same times, and the 1 vs 2 workers line."""
+    spec = importlib.util.spec_from_file_location("benchmark_extract", BENCHMARKS / "extract.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # the script's own list of clip kinds (main() only runs as a script)
+    fps = 10
+    out = run_benchmark(
+        "extract", "--seconds", "2", "--size", "320x180", "--fps", str(fps), "--repeat", "1", "--out", str(tmp_path)
+    )
+    skipped = re.findall(r"PyAV's FFmpeg has no (\S+) encoder", out)
+    expected = [label for label, codec, *_ in bench.KINDS if codec not in skipped]
+    labels = "|".join(re.escape(label) for label, *_ in bench.KINDS)
+    header, rows = table(out, "clip ", rf"^({labels})")
+    assert re.search(r"\bratio\s+target\s+met\b", header), header
+    assert [r[:36].strip() for r in rows] == expected, out
+    for row in rows:
+        m = re.search(rf"({RATIO})\s+(\d+\.\d)x\s+(yes|NO)\s+(\d+\.\d+) s$", row)
+        assert m, f"no ratio, target, met and time offset in {row!r}"
+        assert float(m.group(4)) <= 1 / fps, f"the two methods kept frames at different times: {row!r}"
+    assert re.search(rf"whole extraction of \d+ videos: 1 worker .* 2 workers .* -> {RATIO}", out), out
+
+
+@pytest.mark.timeout(240)
+def test_int8_benchmark_in_a_tiny_mode_prints_every_candidates_ratios(built: tuple, bench_project: Path) -> None:
+    """The session's built project (320 px, 6 holdout frames), 3 timed runs: one row per candidate, with its
+    latency ratio to both FP32 references and to each Ultralytics INT8 peer (each reference's to itself is 1.00)."""
+    params, candidates = built
+    out = run_benchmark("int8", "--params", "params.yaml", "--runs", "3", "--warmup", "1", cwd=bench_project)
+    ref, speed = params.build.reference, params.build.speed_reference_name
+    peers = [c.name for c in candidates if c.method == "ultralytics" and c.precision == "int8"]
+    assert peers, [c.name for c in candidates]
+    header, rows = table(out, "candidate")
+    columns = header.split()
+    ratio_columns = [f"x{ref}", f"x{speed}", *(f"x{p}" for p in peers)]
+    assert [c for c in columns if c.startswith("x")] == ratio_columns, header
+    assert [r.split()[0] for r in rows] == [c.name for c in candidates], out
+    at = header.index(ratio_columns[0])
+    for row in rows:
+        cells = row[at:].split()
+        ratios = dict(zip(ratio_columns, cells, strict=False))
+        assert all(re.fullmatch(r"\d+\.\d\d", v) for v in ratios.values()), f"ratios {ratios} in {row!r}"
+        own = {ref: f"x{ref}", speed: f"x{speed}", **{p: f"x{p}" for p in peers}}.get(row.split()[0])
+        if own is not None:
+            assert ratios[own] == "1.00", f"{row.split()[0]} against itself: {ratios[own]}"
+    assert re.search(r"^# measured in \d+ s$", out, re.M), out
+
+
+@pytest.mark.timeout(240)
+def test_float_scope_benchmark_in_a_tiny_mode_prints_each_variants_ratios(built: tuple, bench_project: Path) -> None:
+    """Our NNCF build of the session's project re-quantized as built, with one float-kept layer group quantized too
+    and with no conv in float, 3 timed rounds: a row per variant with its agreement and its p50 ratios to ours as
+    built and to Ultralytics' OpenVINO INT8 export."""
+    _, candidates = built
+    ours = next(c for c in candidates if c.method == "nncf")
+    peer = next(
+        c for c in candidates if c.method == "ultralytics" and c.backend == "openvino" and c.precision == "int8"
+    )
+    args = ["--params", "params.yaml", "--candidate", ours.name, "--peer", peer.name, "--runs", "3", "--warmup", "1"]
+    args += ["--groups", "1"]  # one layer group re-quantized (each is a full NNCF run with bias correction)
+    out = run_benchmark("float_scope", *args, cwd=bench_project, timeout=200)
+    header, rows = table(out, "variant")
+    assert re.search(r"\bvs built\s+vs peer\s+group buys\s+group costs\b", header), header
+    variants = {row[:45].strip(): row[45:].split() for row in rows}
+    assert {"as built", "as built (saved IR)", "no conv in float", f"peer: {peer.name}"} <= variants.keys(), out
+    for name, (convs, agreement, _p50, vs_built, vs_peer, *_rest) in variants.items():
+        assert int(convs) >= 0 and 0.0 <= float(agreement) <= 1.0, f"{name}: {variants[name]}"
+        assert re.fullmatch(r"\d+\.\d{3}", vs_built) and re.fullmatch(r"\d+\.\d{3}", vs_peer), variants[name]
+    assert variants["as built"][3] == "1.000" and variants[f"peer: {peer.name}"][4] == "1.000", out
+    groups = [name for name in variants if name.startswith("minus ")]
+    assert len(groups) == 1, f"--groups 1 re-quantized {groups}"
+    for name in [*groups, "no conv in float"]:  # what quantizing that group too buys and costs, both signed
+        assert re.fullmatch(r"[+-]\d+\.\d{3}", variants[name][5]), variants[name]
+        assert re.fullmatch(r"[+-]\d+\.\d{2}ms", variants[name][6]), variants[name]
