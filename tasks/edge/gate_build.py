@@ -26,13 +26,13 @@ from typing import Any
 from tasks.edge.agreement import Detections, agreement_counts, compare
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
+from tasks.support.tracking import gate_tag
 
 log = logging.getLogger(__name__)
 
 BUNDLE_PATH = "gate_bundle"  # artifact folder of the candidate's run that the host logs
 BUNDLE_JSON = "bundle.json"
 RESULT_PATH = "gate_build"  # artifact folder the gate logs engine, plan and record to
-METRIC_PREFIX = "gate."
 DETECTIONS_JSON = "detections.json"  # in RESULT_PATH: [{"name": frame file name, "detections": Detections}, ...]
 BUNDLE_VERSION = 1
 
@@ -200,7 +200,7 @@ def log_result(run_id: str, result: GateResult, tracking_uri: str | None = None)
     from tasks.runtime.tensorrt import ENGINE_RECORD_JSON, plan_path
 
     client = _client(tracking_uri)
-    metrics = {f"{METRIC_PREFIX}{k}": float(v) for k, v in result.metrics.items()}
+    metrics = {gate_tag(k): float(v) for k, v in result.metrics.items()}
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
     with tempfile.TemporaryDirectory(prefix="alpr-gate-result-") as tmp:

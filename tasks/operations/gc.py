@@ -31,10 +31,10 @@ from typing import Any
 from tasks.support.candidate import CANDIDATE_JSON
 from tasks.support.config import Params
 from tasks.support.errors import AlprError
+from tasks.support.tracking import ARTIFACT_PATH, KIND_TAG, PARENT_TAG, PRUNED_TAG, REUSED_RUN_TAG, client
 
 log = logging.getLogger(__name__)
 
-PRUNED_TAG = "alpr.pruned"
 LAST = "last"  # tasks/pipeline/build.py: `<build cache>/last/<candidate>.json`, never pruned
 
 
@@ -159,8 +159,6 @@ def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str]]:
     from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, REUSED_RUN_TAG, client
-
     tracking = params.tracking
     area = AreaReport("MLflow artifacts", tracking.shown_uri)
     mc = client(tracking)
@@ -181,7 +179,7 @@ def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str]]:
         if e.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         aliases = {}
-    parent_of = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
+    parent_of = {r.info.run_id: r.data.tags.get(PARENT_TAG) for r in runs}
     for alias, version in sorted(aliases.items()):
         run_id = mc.get_model_version(tracking.registered_model, str(version)).run_id
         if run_id not in parent_of:

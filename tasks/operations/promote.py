@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.pipeline.track import KIND_TAG, RebuildRecord, client, experiment_id, latest_rebuild
+from tasks.pipeline.track import RebuildRecord, latest_rebuild
 from tasks.pipeline.validate import (
     GATE_KEY,
     GATE_MEASURED,
@@ -65,6 +65,7 @@ from tasks.support.registry import (
     set_alias,
     version_by_alias,
 )
+from tasks.support.tracking import KIND_TAG, client, experiment_id
 from tasks.support.verify import VerificationError, recorded_sha256, verify_artifact
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,19 @@ from tasks.support.config import Params, TrackingConfig
 from tasks.support.hashing import sha256_file
 from tasks.support.images import list_images
 from tasks.support.shape import shape_text
+from tasks.support.tracking import (
+    ARTIFACT_PATH,
+    KIND_TAG,
+    LINEAGE_JSON,
+    PARENT_TAG,
+    PRUNED_TAG,
+    REUSED_RUN_TAG,
+    REUSED_VERSION_TAG,
+    RUN_NAME_TAG,
+    client,
+    experiment_id,
+    gate_tag,
+)
 from tasks.support.verify import SHA_TAG
 
 if TYPE_CHECKING:
@@ -36,14 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KIND_TAG = "alpr.kind"  # "rebuild" on parent runs, "candidate" on child runs
-ARTIFACT_PATH = "artifact"  # what a registry version points at: the deployable artifact and its candidate.json
 GATE_ONNX_PATH = "gate_onnx"  # a gate-built candidate's ONNX (what the gate builds its engine from), not deployable
 ONNX_SHA_TAG = "onnx_sha256"  # its sha256 on the run (artifact_sha256 is the engine's, once the gate measured it)
-# on a candidate run whose artifact is byte-identical to a registered version's: that version (no new one is made;
-# it keeps its own run and lineage) and its run
-REUSED_VERSION_TAG, REUSED_RUN_TAG = "registry.reused_version", "registry.reused_from_run"
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store (README, the demo's hint)
 
 
 @dataclass(frozen=True)
@@ -61,40 +68,6 @@ class RebuildRecord:
     experiment_id: str
     parent_run_id: str
     candidates: dict[str, TrackedCandidate]
-
-
-def client(cfg: TrackingConfig) -> Any:  # -> mlflow.MlflowClient (imported lazily: slow import)
-    """An MLflow client bound to the configured store (tracking and registry)."""
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=cfg.uri, registry_uri=cfg.uri)
-
-
-def experiment_id(mlflow_client: Any, cfg: TrackingConfig) -> str:
-    """The experiment's id, creating it with its artifact root (`tracking.artifacts`) if missing.
-
-    With an MLflow server (`tracking.uri` http...), the server's `--artifacts-destination` is the artifact root:
-    artifacts go through the server, so workers on other machines need no access to its storage.
-    """
-    exp = mlflow_client.get_experiment_by_name(cfg.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    if cfg.uri.startswith(("http://", "https://")):
-        return mlflow_client.create_experiment(cfg.experiment)
-    location = cfg.artifacts.resolve().as_uri() if "://" not in str(cfg.artifacts) else str(cfg.artifacts)
-    return mlflow_client.create_experiment(cfg.experiment, artifact_location=f"{location}/{cfg.experiment}")
-
-
-def experiment_url(tracking_uri: str, experiment_id: str) -> str:
-    """The MLflow UI link of an experiment, opening on its runs table.
-
-    MLflow 3 lands an experiment link on the GenAI "Overview" page (traces, "No data available") unless the URL says
-    `workflowType=machine_learning` (the "Model training" view, whose "Runs" tab lists the rebuilds); the experiment
-    tag `mlflow.experimentKind` does not change that (measured on 3.17.2). A server store (`http(s)://`) is its own UI;
-    a local store (sqlite, files) is opened with `mlflow ui` on `LOCAL_UI`.
-    """
-    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def git_commit(repo: Path) -> str:
@@ -270,7 +243,7 @@ def log_rebuild(
 
     mc = client(params.tracking)
     exp = experiment_id(mc, params.tracking)
-    tags = {KIND_TAG: "rebuild", "mlflow.runName": f"rebuild-{lineage.get('frames_hash', '')[:8]}", **lineage}
+    tags = {KIND_TAG: "rebuild", RUN_NAME_TAG: f"rebuild-{lineage.get('frames_hash', '')[:8]}", **lineage}
     if report is not None:
         tags["agreement_frames"] = report.agreement_source
         tags["labelled_holdout"] = f"{report.holdout_images} images" if report.holdout_images else NO_HOLDOUT
@@ -339,7 +312,7 @@ def _log_parent_artifacts(
             doc["videos"] = snapshot_table(inputs).to_dict(orient="records")
         elif params.paths.videos.is_dir():
             doc["videos"] = video_table(params.paths.videos).to_dict(orient="records")
-        (out / "lineage.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+        (out / LINEAGE_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         if report is not None:
             from tasks.pipeline.plots import latency_cdf_all
@@ -383,8 +356,8 @@ def _log_candidate(
     # hardware (cpu_model, gpu_name), the batch note and the memory probe's input shape or why it did not run
     tags = {
         KIND_TAG: "candidate",
-        "mlflow.parentRunId": parent_id,
-        "mlflow.runName": cand.name,
+        PARENT_TAG: parent_id,
+        RUN_NAME_TAG: cand.name,
         "candidate": cand.name,
         "backend": cand.backend,
         "precision": cand.precision,
@@ -469,8 +442,6 @@ def registered_with_sha(mc: Any, registered_model: str, sha256: str) -> Any | No
     """The oldest registry version of `registered_model` whose artifact sha256 is `sha256` and whose run still holds
     it (`alpr-ops gc` deletes the artifacts of old runs); None when there is none. A failure to read the registry
     raises: "could not read" never passes for "not registered"."""
-    from tasks.operations.gc import PRUNED_TAG
-
     if not sha256:
         return None
     found = mc.search_model_versions(f"name = '{registered_model}' and tags.`{SHA_TAG}` = '{sha256}'")
@@ -540,7 +511,7 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
     if parent is None:
         return None
     pid, eid = parent.info.run_id, parent.info.experiment_id
-    children = mc.search_runs([eid], filter_string=f"tags.`mlflow.parentRunId` = '{pid}'")
+    children = mc.search_runs([eid], filter_string=f"tags.`{PARENT_TAG}` = '{pid}'")
     all_versions = mc.search_model_versions(f"name = '{cfg.registered_model}'")
     versions = {mv.run_id: mv for mv in all_versions if mv.run_id}
     numbered = {str(mv.version): mv for mv in all_versions}
@@ -553,7 +524,7 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
             **run.data.metrics,
             "backend": run.data.tags.get("backend", ""),
             "precision": run.data.tags.get("precision", ""),
-            "passed": run.data.tags.get("gate.passed", ""),
+            "passed": run.data.tags.get(gate_tag("passed"), ""),
             **{k: run.data.tags[k] for k in ("holdout", ROLE_KEY, ROUNDS_KEY, GATE_KEY) if k in run.data.tags},
         }
     return RebuildRecord(eid, pid, tracked), metrics

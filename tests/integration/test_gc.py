@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import another_build
 
-from tasks.pipeline.track import ARTIFACT_PATH, client, log_rebuild
+from tasks.pipeline.track import log_rebuild
 from tasks.support.config import Params
 from tasks.support.registry import CHAMPION, PREVIOUS, set_alias
+from tasks.support.tracking import ARTIFACT_PATH, client
 
 pytestmark = pytest.mark.integration
 

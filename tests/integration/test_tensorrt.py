@@ -272,14 +272,15 @@ def test_gate_side_build_times_and_checks_an_engine_without_pytorch(
     and the gate's detections scored on the host as the rebuild's gate step scores them."""
     from flows.gate_build import gate_build
     from tasks.edge.gate_build import RESULT_PATH
-    from tasks.pipeline import gate_remote, track
+    from tasks.pipeline import gate_remote
+    from tasks.support import tracking as trk
     from tasks.support.config import TrackingConfig
 
     params, candidates = built
     fp32 = next(c for c in candidates if c.name == params.build.reference)
     tracking = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=tmp_path / "mlartifacts")
-    client = track.client(tracking)
-    run_id = client.create_run(track.experiment_id(client, tracking)).info.run_id
+    client = trk.client(tracking)
+    run_id = client.create_run(trk.experiment_id(client, tracking)).info.run_id
     images = sorted((params.paths.holdout / "images").iterdir())
     bundle = gate_remote.write_bundle("trt-fp32", fp32.path, fp32, images, params.validate_, tmp_path / "bundle")
     gate_remote.log_bundle(tracking, run_id, bundle)
