@@ -377,7 +377,7 @@ def _mean_conf(dets: list[Any]) -> float:
 def runnable_here(champ: Candidate, version: str) -> None:
     """The nightly check re-runs the champion on this machine; a TensorRT engine runs only on the GPU and TensorRT
     version it was built for (a gate-built engine: the gate's). Refused with what was not checked, never a pass."""
-    from tasks.runtime.tensorrt import EngineMismatch, ensure_runnable
+    from tasks.edge.tensorrt import EngineMismatch, ensure_runnable
 
     try:
         ensure_runnable(champ.path)

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.runtime.tensorrt import ENGINE_FILES, engine_record
+from tasks.edge.metadata import embed_metadata
+from tasks.edge.tensorrt import ENGINE_FILES, engine_record
 from tasks.support import cache
 from tasks.support.candidate import BUILT_ON_GATE, CANDIDATE_JSON, Candidate, openvino_xml, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
@@ -189,7 +190,7 @@ def build_candidates(
         raise ValueError("build_candidates: our INT8 methods need `gate` (params.yaml `validate:`) for their gate")
     toolchain = toolchain_versions()
     if on_host:
-        from tasks.runtime.tensorrt import device_info
+        from tasks.edge.tensorrt import device_info
 
         toolchain = {**toolchain, **{f"trt_{k}": v for k, v in device_info().items()}}
     gate_images = gate_frame_images(gate_frames)
@@ -242,7 +243,7 @@ def build_candidates(
                 "built_at": built_at,
                 "kept_in_float": quantization.get("kept_in_float", []),
             }
-            cache.embed_metadata(artifact, embedded)
+            embed_metadata(artifact, embedded)
             result = Candidate(
                 name=cand.name,
                 backend=backend,
@@ -411,7 +412,7 @@ def build_artifact(
         if on_gate:
             return artifact, {}
         if backend == "tensorrt":
-            from tasks.runtime.tensorrt import stamp_device
+            from tasks.edge.tensorrt import stamp_device
 
             stamp_device(artifact)
         return artifact, {}
@@ -440,6 +441,6 @@ def build_artifact(
         )  # fmt: skip
         if cand.method == "ort-qdq" or on_gate:
             return qdq, result.info
-        from tasks.runtime.tensorrt import build_strongly_typed_engine
+        from tasks.edge.tensorrt import build_strongly_typed_engine
 
         return build_strongly_typed_engine(qdq, out / f"{qdq.stem}.engine"), result.info

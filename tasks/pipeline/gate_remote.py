@@ -71,8 +71,8 @@ def write_bundle(
     """The gate bundle of `candidate` (its ONNX) with the FP32 `reference`'s detections on `images`, as validation
     computes them (`agreement_conf`, `iou`, Ultralytics' predictor on the reference's own runtime; `detections`:
     already computed that way). The gate reports its own detections at `conf`, validation's mAP threshold."""
+    from tasks.edge.tensorrt import onnx_metadata
     from tasks.pipeline.validate import predict
-    from tasks.runtime.tensorrt import onnx_metadata
 
     settings = edge.GateSettings(cfg.agreement_conf, cfg.iou, cfg.warmup, cfg.runs, conf=cfg.conf)
     dets = detections if detections is not None else predict(reference, images, cfg)

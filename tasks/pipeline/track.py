@@ -395,7 +395,7 @@ def register_gate_engine(tracking: TrackingConfig, cand: Candidate, run_id: str)
     import shutil
 
     from tasks.edge.gate_build import RESULT_PATH
-    from tasks.runtime.tensorrt import ENGINE_RECORD_JSON, EngineMismatch, check_engine_record, plan_path
+    from tasks.edge.tensorrt import ENGINE_RECORD_JSON, EngineMismatch, check_engine_record, plan_path
     from tasks.support.candidate import CANDIDATE_JSON
     from tasks.support.hashing import path_size_mb
     from tasks.support.verify import verify_artifact

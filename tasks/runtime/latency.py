@@ -133,7 +133,7 @@ def _open_pinned(artifact: Path, frame: Any, kwargs: dict[str, Any], threads: in
     threads (`pin_threads`) and warmed up on `frame`; returns (model, the thread count the runtime reports)."""
     from ultralytics import YOLO
 
-    from tasks.runtime.tensorrt import ensure_runnable
+    from tasks.edge.tensorrt import ensure_runnable
 
     ensure_runnable(artifact)
     model = YOLO(str(artifact), task="detect")

@@ -62,8 +62,8 @@ def test_the_gate_flow_without_tensorrt_fails_typed_and_the_host_reports_a_faile
     candidate_run, tmp_path: Path, prefect_api: str
 ) -> None:
     from flows.gate_build import gate_build
+    from tasks.edge.tensorrt import TensorRTUnavailable
     from tasks.pipeline.gate_remote import gate_metrics, outcome_of
-    from tasks.runtime.tensorrt import TensorRTUnavailable
 
     tracking, run_id, _ = candidate_run
     state = gate_build(run_id, tracking.uri, str(tmp_path / "gate"), return_state=True)
@@ -105,8 +105,8 @@ def test_the_gates_detections_reach_the_host_through_mlflow(candidate_run, tmp_p
     """What the gate logs after a build (`log_result`: engine, plan, and its raw detections per frame) is what the
     host's gate step scores (`gate_detections`); here the engine is placeholder bytes, the detections real ones."""
     from tasks.edge.gate_build import GateResult, log_result, read_bundle
+    from tasks.edge.tensorrt import save_engine
     from tasks.pipeline.gate_remote import gate_detections
-    from tasks.runtime.tensorrt import save_engine
     from tasks.support import tracking as trk
 
     tracking, _, sent = candidate_run

@@ -222,7 +222,7 @@ def log_placeholder_engine(tracking_uri: str, run_id: str, cand, scoring, detect
     plan, engine record, detections), with an engine file around `plan` (placeholder bytes, not a runnable engine).
     Returns the engine's sha256."""
     from tasks.edge import gate_build as edge
-    from tasks.runtime.tensorrt import engine_header, engine_record, onnx_metadata, save_engine
+    from tasks.edge.tensorrt import engine_header, engine_record, onnx_metadata, save_engine
 
     work.mkdir(parents=True, exist_ok=True)
     engine, _ = save_engine(
@@ -300,8 +300,8 @@ def test_a_gate_engine_swapped_in_the_store_after_it_was_recorded_is_refused(
     import json
     from urllib.parse import unquote, urlparse
 
+    from tasks.edge.tensorrt import read_engine, save_engine
     from tasks.operations.promote import promote
-    from tasks.runtime.tensorrt import read_engine, save_engine
     from tasks.support.errors import AlprError
     from tasks.support.hashing import sha256_file
 
