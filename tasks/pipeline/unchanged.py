@@ -20,7 +20,7 @@ from typing import Any
 
 from tasks.pipeline.extract import list_videos, reserved_videos, snapshot_videos
 from tasks.pipeline.track import newest_rebuild_run
-from tasks.support import fingerprint
+from tasks.support import fingerprint, machine
 from tasks.support.config import Params, TrackingConfig
 from tasks.support.errors import Remedy
 from tasks.support.tracking import client, small_run
@@ -66,7 +66,7 @@ def inputs_fingerprint(params: Params) -> Fingerprint:
         "params": params.model_dump(mode="json", by_alias=True),
         "code": fingerprint.code_version(),
         "toolchain": fingerprint.toolchain(),
-        "hardware": fingerprint.hardware(),
+        "hardware": machine.hardware(),
     }
     return Fingerprint(fingerprint.digest(parts), parts)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.pipeline.validate import ValidationReport, run_validation
-from tasks.support import fingerprint
+from tasks.support import fingerprint, machine
 from tasks.support.candidate import Candidate
 from tasks.support.config import ValidateConfig
 from tasks.support.errors import AlprError
@@ -57,7 +57,7 @@ def validation_key(
         "validate": cfg.model_dump(mode="json"),
         "reference": reference,
         "speed_reference": speed_reference or reference,  # every speed-up divides its p50
-        "hardware": fingerprint.hardware(),
+        "hardware": machine.hardware(),
         "code": fingerprint.code_version(),
         "toolchain": fingerprint.toolchain(),
     }

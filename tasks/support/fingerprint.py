@@ -1,8 +1,8 @@
-"""What a result depends on besides its data: the code that made it, the machine it ran on, and folders' contents.
+"""What a result depends on besides its data: the code that made it, the toolchain, and folders' contents.
 
 The validation cache (tasks/pipeline/validation_cache.py) and the unchanged-rebuild check
-(tasks/pipeline/unchanged.py) key on these, so a change of code, toolchain or hardware is a new key: numbers
-measured by other code or on another CPU are never reused as this run's.
+(tasks/pipeline/unchanged.py) key on these and on the machine (tasks/support/machine.py), so a change of code,
+toolchain or hardware is a new key: numbers measured by other code or on another CPU are never reused as this run's.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -65,28 +63,6 @@ def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
 def toolchain() -> dict[str, str]:
     """Installed versions of the packages that shape artifacts and measurements (absent ones left out)."""
     return installed_versions(TOOLCHAIN)
-
-
-def gpu_names() -> list[str]:
-    """NVIDIA GPUs the driver lists (`/proc/driver/nvidia/gpus/*/information`), else the board model on a Jetson
-    (`/proc/device-tree/model`); [] when neither exists. Read from the kernel rather than through torch: importing
-    torch costs seconds, and the unchanged check must be fast."""
-    names = []
-    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
-        for line in info.read_text(errors="replace").splitlines():
-            if line.startswith("Model:"):
-                names.append(line.split(":", 1)[1].strip())
-    board = Path("/proc/device-tree/model")
-    if not names and board.is_file():
-        names.append(board.read_text(errors="replace").strip("\x00\n "))
-    return names
-
-
-def hardware() -> dict[str, Any]:
-    """The machine results were measured on: CPU model and cores (as validation records them), architecture, GPUs."""
-    from tasks.runtime.latency import cpu_model
-
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(), "gpus": gpu_names()}
 
 
 def folder_hash(folder: Path | None) -> str:
