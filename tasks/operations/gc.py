@@ -98,7 +98,8 @@ def _prune_folder(area: AreaReport, folder: Path, keep: set[str], dry_run: bool)
 
 
 def frame_cache_area(params: Params, dry_run: bool) -> AreaReport:
-    from tasks.pipeline.extract import file_sha256, hash_memo_key, list_videos, params_key
+    from tasks.pipeline.extract import params_key
+    from tasks.support.videos import file_sha256, hash_memo_key, list_videos
 
     cache = params.paths.frame_cache
     area = AreaReport("frame cache", str(cache))

@@ -274,7 +274,7 @@ def remove_scratch(folder: Path) -> None:
 
 def newest_videos(videos_dir: Path, n: int) -> list[Path]:
     """The `n` newest video files (by modification time, newest first)."""
-    from tasks.pipeline.extract import list_videos
+    from tasks.support.videos import list_videos
 
     videos, _ = list_videos(videos_dir)
     if not videos:

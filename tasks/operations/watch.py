@@ -23,11 +23,11 @@ from pathlib import Path
 
 import yaml
 
-from tasks.pipeline.extract import VIDEO_SUFFIXES
 from tasks.support.config import WatchConfig
 from tasks.support.errors import AlprError, LockBusy
 from tasks.support.fsutil import atomic_write_text
 from tasks.support.locks import file_lock
+from tasks.support.videos import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -44,8 +44,8 @@ from tasks.support.verify import SHA_TAG
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tasks.pipeline.extract import VideoInput
     from tasks.pipeline.validate import ValidationReport
+    from tasks.support.videos import VideoInput
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def video_table(videos_dir: Path) -> pd.DataFrame:
     """One row per video file: name, size, sha256 (the rebuild's input list, for lineage and MLflow datasets)."""
     import pandas as pd
 
-    from tasks.pipeline.extract import list_videos
+    from tasks.support.videos import list_videos
 
     videos, _ = list_videos(videos_dir)
     rows = []

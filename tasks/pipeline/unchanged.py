@@ -18,12 +18,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.pipeline.extract import list_videos, reserved_videos, snapshot_videos
+from tasks.pipeline.extract import reserved_videos
 from tasks.pipeline.track import newest_rebuild_run
 from tasks.support import fingerprint, machine
 from tasks.support.config import Params, TrackingConfig
 from tasks.support.errors import Remedy
 from tasks.support.tracking import client, small_run
+from tasks.support.videos import list_videos, snapshot_videos
 
 log = logging.getLogger(__name__)
 
