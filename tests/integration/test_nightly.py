@@ -13,7 +13,8 @@ import pytest
 
 from tasks.operations import regression as reg
 from tasks.operations.regression import RegressionError, RegressionReport, find_champion
-from tasks.pipeline.track import lineage, log_rebuild
+from tasks.pipeline.lineage import lineage
+from tasks.pipeline.track import log_rebuild
 from tasks.support.config import ExtractConfig, NightlyConfig, Params, TrackingConfig, ValidateConfig
 from tasks.support.errors import Remedy
 from tasks.support.tracking import KIND_TAG, client
