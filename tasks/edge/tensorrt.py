@@ -22,7 +22,6 @@ imports only the standard library at module level, and TensorRT, Polygraphy or O
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from tasks.support.candidate import META_KEY  # the only key of ours in an engine header
 from tasks.support.errors import AlprError, Remedy
+from tasks.support.hashing import sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def engine_record(engine_path: Path) -> dict[str, Any]:
     plan = plan_path(engine_path)
     record: dict[str, Any] = {
         "engine": engine_path.name,
-        "engine_sha256": hashlib.sha256(engine_path.read_bytes()).hexdigest(),
+        "engine_sha256": sha256_file(engine_path),
         "engine_layout": "ultralytics: 4-byte little-endian JSON length, JSON metadata, serialized plan",
         "plan": plan.name if plan.is_file() else None,
         "device": built_for(header),
@@ -188,7 +188,7 @@ def engine_record(engine_path: Path) -> dict[str, Any]:
         data = plan.read_bytes()
         if data != engine:
             raise EngineMismatch(f"{plan}: the plan differs from the serialized engine inside {engine_path.name}")
-        record["plan_sha256"] = hashlib.sha256(data).hexdigest()
+        record["plan_sha256"] = sha256_bytes(data)
         record["plan_bytes"] = len(data)
     return record
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -37,9 +36,11 @@ import yaml
 from tasks.pipeline import decode, extract_worker
 from tasks.pipeline.extract_worker import ENTRY_NAME, FrameParams, Job, extract_one, init_worker
 from tasks.pipeline.labels import holdout_videos, read_holdout_info
+from tasks.support.cache import CacheStore
 from tasks.support.config import ExtractConfig, LabelConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
+from tasks.support.hashing import content_key, sha256_bytes, sha256_file
 from tasks.support.images import write_dataset_yaml
 from tasks.support.progress import VideoBars
 from tasks.support.videos import VideoInput, file_sha256, list_videos, snapshot_videos
@@ -59,6 +60,7 @@ REPORT_KEYS = ("video_sha256", "status", "reason", "mode", "rotation", "duration
 # about a minute of 720p video in total, decoding in this process is faster than starting the pool.
 POOL_MIN_WORK = 1280 * 720 * 60.0
 FRAME_PARAMS = tuple(f.name for f in fields(FrameParams))
+ENTRIES = "entries"  # the frame cache's folder of entries (beside the memoised video hashes)
 
 
 class ExtractError(AlprError):
@@ -85,16 +87,25 @@ class ExtractResult:
 @lru_cache(maxsize=1)
 def _code_version() -> str:
     """Hash of the code and decoders that turn a video into frames: a change there invalidates the frame cache."""
-    h = hashlib.sha256(f"av {av.__version__} ffmpeg {av.ffmpeg_version_info} cv2 {cv2.__version__}".encode())
-    for module in (__file__, decode.__file__, extract_worker.__file__):
-        h.update(Path(module).read_bytes())
-    return h.hexdigest()
+    sources = [Path(m) for m in (__file__, decode.__file__, extract_worker.__file__)]
+    decoders = {"av": av.__version__, "ffmpeg": av.ffmpeg_version_info, "cv2": cv2.__version__}
+    return content_key({"decoders": decoders, "sources": [sha256_file(f) for f in sources]})
 
 
 def params_key(cfg: ExtractConfig) -> str:
     """Key of everything a video's extracted frames depend on besides the video itself."""
     doc = {k: getattr(cfg, k) for k in FRAME_PARAMS} | {"code": _code_version()}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    return content_key(doc)[:16]
+
+
+def frame_store(cache_dir: Path) -> CacheStore:
+    """The frame cache's entries (`<frame cache>/entries/`): one folder per video content and `params_key`."""
+    return CacheStore(cache_dir / ENTRIES)
+
+
+def frame_key(video_sha256: str, params: str) -> str:
+    """The key of a video's frames: its content hash and the extraction's `params_key`."""
+    return f"{video_sha256}-{params}"
 
 
 def reserved_videos(videos_dir: Path, holdout_dir: Path, proposal_dir: Path, cfg: LabelConfig) -> tuple[str, ...]:
@@ -240,7 +251,7 @@ def _write_frame_set(
 def frames_hash(manifest: pd.DataFrame) -> str:
     """Content hash of a frame set: independent of extraction order and of where the folder lives."""
     lines = sorted(f"{img}:{sha}" for img, sha in zip(manifest["image"], manifest["sha256"], strict=True))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return sha256_bytes("\n".join(lines).encode())  # recorded on candidates and runs, keyed on by the build cache
 
 
 def extract_frames(
@@ -268,8 +279,8 @@ def extract_frames(
             cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alpr-frames-")))
         inputs = snapshot_videos(videos, cache_dir, skipped)
         videos = [v for v in videos if v.name not in set(reserved) and v.name not in skipped]
-        entries_dir = cache_dir / "entries"
-        _remove_temps(entries_dir, "")
+        store = frame_store(cache_dir)
+        store.remove_temps()
         for target in (out_dir, holdout_dir):
             if target is not None:
                 _remove_temps(target.parent, f"{target.name}-")
@@ -283,11 +294,11 @@ def extract_frames(
             except OSError as e:
                 skipped[video.name] = f"cannot be read: {e}"
                 continue
-            entry_dir = entries_dir / f"{sha}-{key}"
+            entry_dir = store.path(frame_key(sha, key))
             try:
                 entries[video.name] = (json.loads((entry_dir / ENTRY_NAME).read_text()), entry_dir)
             except (OSError, ValueError):
-                jobs.append(Job(video, sha, entry_dir, frame_params))
+                jobs.append(Job(video, sha, store, frame_key(sha, key), frame_params))
         decoded, processes = _run_jobs(jobs, cfg.workers)
         for job in jobs:
             entries[job.video.name] = (decoded[job.video.name], job.entry)

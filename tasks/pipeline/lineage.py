@@ -8,7 +8,6 @@ parent run's `lineage.json`.
 from __future__ import annotations
 
 import functools
-import hashlib
 import subprocess
 import warnings
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.support.config import Params
-from tasks.support.hashing import sha256_file
+from tasks.support.hashing import sha256_bytes, sha256_file
 from tasks.support.images import list_images
 from tasks.support.videos import VideoInput, list_videos
 
@@ -91,7 +90,7 @@ def image_table(images: list[Path]) -> pd.DataFrame:
 def table_hash(table: pd.DataFrame) -> str:
     """Order-independent sha256 of a table's rows."""
     lines = sorted("\t".join(str(v) for v in row) for row in table.itertuples(index=False))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return sha256_bytes("\n".join(lines).encode())
 
 
 def lineage(

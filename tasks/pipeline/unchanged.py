@@ -23,6 +23,7 @@ from tasks.pipeline.track import newest_rebuild_run
 from tasks.support import fingerprint, machine
 from tasks.support.config import Params, TrackingConfig
 from tasks.support.errors import Remedy
+from tasks.support.hashing import content_key
 from tasks.support.tracking import client, small_run
 from tasks.support.videos import list_videos, snapshot_videos
 
@@ -69,7 +70,7 @@ def inputs_fingerprint(params: Params) -> Fingerprint:
         "toolchain": fingerprint.toolchain(),
         "hardware": machine.hardware(),
     }
-    return Fingerprint(fingerprint.digest(parts), parts)
+    return Fingerprint(content_key(parts), parts)
 
 
 def last_rebuild(tracking: TrackingConfig) -> tuple[str, str | None] | None:

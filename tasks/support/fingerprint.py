@@ -8,13 +8,10 @@ toolchain or hardware is a new key: numbers measured by other code or on another
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
-import json
 from pathlib import Path
-from typing import Any
 
-from tasks.support.hashing import path_sha256
+from tasks.support.hashing import files_sha256, path_sha256
 
 PACKAGE = "alpr-ops"
 CODE_DIRS = ("tasks", "flows", "cli")  # the project's code (what a clone runs; `tests/conftest.py` PROJECT_CODE)
@@ -24,11 +21,6 @@ ARTIFACT_TOOLCHAIN = ("ultralytics", "torch", "onnx", "onnxruntime", "openvino",
 TOOLCHAIN = (*ARTIFACT_TOOLCHAIN, "mlflow", "prefect")
 
 
-def digest(doc: Any) -> str:
-    """sha256 of `doc` as canonical JSON (sorted keys): the one way keys are made from documents here."""
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, str]:
     """The package version and a hash of every source file of the code that runs (`tasks/`, `flows/`, `cli/`).
@@ -36,16 +28,12 @@ def code_version() -> dict[str, str]:
     The source hash, not the git commit: it also holds outside git (an installed copy, a deployment's clone) and
     it sees uncommitted edits, which a commit id marked "-dirty" does not tell apart."""
     root = Path(__file__).resolve().parents[2]
-    h = hashlib.sha256()
-    for name in CODE_DIRS:
-        for f in sorted((root / name).rglob("*.py")):
-            h.update(f"{f.relative_to(root).as_posix()}\0".encode())
-            h.update(f.read_bytes())
+    sources = [f for name in CODE_DIRS for f in sorted((root / name).rglob("*.py"))]
     try:
         version = importlib.metadata.version(PACKAGE)
     except importlib.metadata.PackageNotFoundError:
         version = "not installed"
-    return {"package": PACKAGE, "version": version, "source_sha256": h.hexdigest()}
+    return {"package": PACKAGE, "version": version, "source_sha256": files_sha256(sources, root)}
 
 
 def installed_versions(names: tuple[str, ...]) -> dict[str, str]:

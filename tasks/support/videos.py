@@ -8,13 +8,13 @@ so an unchanged rerun does not read gate videos again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.support.cache import CacheStore
 from tasks.support.errors import AlprError, Remedy
-from tasks.support.fsutil import atomic_write_text
+from tasks.support.hashing import sha256_bytes, sha256_file
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mjpeg", ".mjpg", ".ts"})
 HASHES = "hashes"  # the frame cache's folder of memoised video hashes
@@ -53,7 +53,7 @@ def list_videos(videos_dir: Path) -> tuple[list[Path], dict[str, str]]:
 def hash_memo_key(path: Path) -> str:
     """The name a file's hash is memoised under in `<cache>/hashes/` (`HASHES`): its path, size, mtime and inode."""
     st = path.stat()
-    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
+    return sha256_bytes(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode())
 
 
 def snapshot_videos(videos: list[Path], cache_dir: Path, skipped: dict[str, str]) -> tuple[VideoInput, ...]:
@@ -83,12 +83,17 @@ def videos_unchanged(videos_dir: Path, inputs: Collection[VideoInput]) -> list[s
 
 def file_sha256(path: Path, cache_dir: Path) -> str:
     """The file's sha256, memoised under (path, size, mtime, inode) so an unchanged rerun does not re-read videos."""
-    memo = cache_dir / HASHES / hash_memo_key(path)
+    memos = hash_memos(cache_dir)
+    key = hash_memo_key(path)
     with contextlib.suppress(OSError):
-        known = memo.read_text().strip()
+        known = memos.path(key).read_text().strip()
         if len(known) == 64:
             return known
-    with path.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    atomic_write_text(memo, digest)
+    digest = sha256_file(path)
+    memos.put_bytes(key, digest.encode())
     return digest
+
+
+def hash_memos(cache_dir: Path) -> CacheStore:
+    """The memoised video hashes in the frame cache (`<frame cache>/hashes/`): one file per `hash_memo_key`."""
+    return CacheStore(cache_dir / HASHES)
