@@ -17,6 +17,7 @@ ADVICE: dict[Remedy, str] = {
     Remedy.BUILD: "Run `alpr-ops build` first (on the hardware the artifact is for).",
     Remedy.VALIDATE: "Run `alpr-ops validate` (or `alpr-ops rebuild`) with this code version.",
     Remedy.REBUILD: "Run `alpr-ops rebuild` first.",
+    Remedy.FORCE_REBUILD: "`alpr-ops rebuild --force` rebuilds anyway.",
     Remedy.PROMOTE: "Run `alpr-ops rebuild` (or `alpr-ops promote` after one) first.",
     Remedy.REBUILD_OR_ROLLBACK: (
         "Rebuild with the new videos (`alpr-ops rebuild`); if no candidate passes, `alpr-ops rollback`."

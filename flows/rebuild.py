@@ -26,6 +26,7 @@ from flows.common import open_project
 from flows.promote import promote, tradeoff_chart
 from flows.retry import IO_RETRIES
 from tasks.pipeline import build, extract, fetch, gate_remote, track, unchanged, validate, validation_cache
+from tasks.pipeline.lineage import lineage as lineage_tags
 from tasks.runtime.releases import gate_paths
 from tasks.support import dvc
 from tasks.support.locks import project_lock
@@ -42,7 +43,7 @@ record_fingerprint = task(unchanged.record_fingerprint, name="record-fingerprint
 validate_candidates = task(validation_cache.cached_validation, name="validate", **RESUMABLE)
 write_metrics = task(validate.write_metrics, name="write-metrics", cache_policy=NO_CACHE)
 write_plot_data = task(validate.write_plot_data, name="write-plot-data", cache_policy=NO_CACHE)
-lineage = task(track.lineage, name="lineage", cache_policy=NO_CACHE)
+lineage = task(lineage_tags, name="lineage", cache_policy=NO_CACHE)
 log_rebuild = task(track.log_rebuild, name="track", **RESUMABLE)
 # build.tensorrt_on: gate: each TensorRT candidate's engine built and timed on the gate, its numbers merged (a retry
 # after it must not ask the gate again)

@@ -356,7 +356,7 @@ def another_build(cand, under: Path):  # (Candidate, Path) -> Candidate
     rollback need one per rebuild: a rebuild of byte-identical artifacts reuses their registry versions."""
     import dataclasses
 
-    from tasks.support.cache import embed_metadata, read_embedded_metadata
+    from tasks.edge.metadata import embed_metadata, read_embedded_metadata
     from tasks.support.candidate import CANDIDATE_JSON
     from tasks.support.hashing import path_sha256
 

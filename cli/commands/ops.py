@@ -159,9 +159,9 @@ def gc(
 
 def demo() -> None:
     """The whole workflow on embedded defaults: sample videos, fetch the model, version data, rebuild, promote."""
-    from tasks.pipeline.extract import VIDEO_SUFFIXES
-    from tasks.pipeline.track import client, experiment_id, experiment_url
     from tasks.support.dvc import DvcError, dvc_track
+    from tasks.support.tracking import client, experiment_id, experiment_url
+    from tasks.support.videos import VIDEO_SUFFIXES
 
     project = state.project()
     go_offline(project)

@@ -100,7 +100,8 @@ def skip_unchanged(project: Any) -> bool:
     """Under the project lock, before Prefect starts: when the inputs equal the last finished rebuild's, log the
     small run that names it, say so, and return True. The flow checks again (a rebuild may finish in between)."""
     go_offline(project)
-    from tasks.pipeline.unchanged import check_inputs, log_unchanged
+    from cli.advice import ADVICE
+    from tasks.pipeline.unchanged import UNCHANGED_REMEDY, check_inputs, log_unchanged
 
     prm = project.params
     with guarded(), locked(project, "rebuild"):
@@ -110,7 +111,7 @@ def skip_unchanged(project: Any) -> bool:
         run_id = log_unchanged(prm.tracking, check)
     ERR.print(
         f"Inputs unchanged since rebuild {check.matched_run_id} (videos, holdout, params, code, toolchain, hardware): "
-        f"nothing rebuilt, registered or promoted; logged run {run_id}. `alpr-ops rebuild --force` rebuilds anyway.",
+        f"nothing rebuilt, registered or promoted; logged run {run_id}. {ADVICE[UNCHANGED_REMEDY]}",
         soft_wrap=True,
     )
     return True

@@ -26,13 +26,13 @@ from typing import Any
 from tasks.edge.agreement import Detections, agreement_counts, compare
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
+from tasks.support.tracking import gate_tag
 
 log = logging.getLogger(__name__)
 
 BUNDLE_PATH = "gate_bundle"  # artifact folder of the candidate's run that the host logs
 BUNDLE_JSON = "bundle.json"
 RESULT_PATH = "gate_build"  # artifact folder the gate logs engine, plan and record to
-METRIC_PREFIX = "gate."
 DETECTIONS_JSON = "detections.json"  # in RESULT_PATH: [{"name": frame file name, "detections": Detections}, ...]
 BUNDLE_VERSION = 1
 
@@ -143,7 +143,7 @@ def download_bundle(run_id: str, tracking_uri: str | None = None, work_dir: str 
 class GateResult:
     candidate: str
     engine: Path
-    record: dict[str, Any]  # tasks.runtime.tensorrt.engine_record: plan, its sha256, the device it was built for
+    record: dict[str, Any]  # tasks.edge.tensorrt.engine_record: plan, its sha256, the device it was built for
     metrics: dict[str, float] = field(default_factory=dict)
     latency_ms: tuple[float, ...] = ()
     detections: tuple[tuple[str, Detections], ...] = ()  # (frame name, raw detections at `conf`) per frame
@@ -154,9 +154,9 @@ def build_and_measure(bundle: GateBundle, out_dir: str | None = None) -> GateRes
     p95) and measure agreement with the reference on the bundle's frames, exactly as the host computes it."""
     import cv2
 
+    from tasks.edge import tensorrt
     from tasks.edge.detect import Detector, percentiles, time_runner
     from tasks.edge.runners import TensorRTRunner
-    from tasks.runtime import tensorrt
 
     out = Path(out_dir) if out_dir else bundle.folder.parent / "engine"
     out.mkdir(parents=True, exist_ok=True)
@@ -197,10 +197,10 @@ def above(found: Detections, conf: float) -> Detections:
 
 def log_result(run_id: str, result: GateResult, tracking_uri: str | None = None) -> dict[str, float]:
     """Log the gate's metrics (`gate.` prefix), engine, plan and engine record to the candidate's run."""
-    from tasks.runtime.tensorrt import ENGINE_RECORD_JSON, plan_path
+    from tasks.edge.tensorrt import ENGINE_RECORD_JSON, plan_path
 
     client = _client(tracking_uri)
-    metrics = {f"{METRIC_PREFIX}{k}": float(v) for k, v in result.metrics.items()}
+    metrics = {gate_tag(k): float(v) for k, v in result.metrics.items()}
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
     with tempfile.TemporaryDirectory(prefix="alpr-gate-result-") as tmp:

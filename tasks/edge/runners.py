@@ -73,7 +73,7 @@ class TensorRTRunner:
     """A serialized TensorRT plan (the plain `.plan`, or the plan inside an Ultralytics-layout `.engine`)."""
 
     def __init__(self, plan: bytes, what: str = "engine") -> None:
-        from tasks.runtime.tensorrt import TensorRTUnavailable
+        from tasks.edge.tensorrt import TensorRTUnavailable
 
         try:
             import tensorrt as trt
@@ -107,7 +107,7 @@ def open_runner(artifact: Path, threads: int = 0) -> Runner:
     """The runner for an artifact, by its format: `.onnx`, an OpenVINO folder or `.xml`, `.engine` or `.plan`.
 
     An `.engine` is checked first against this machine's GPU and TensorRT version (`check_engine`)."""
-    from tasks.runtime import tensorrt
+    from tasks.edge import tensorrt
 
     if artifact.suffix == ".onnx":
         return OnnxRuntimeRunner(artifact, threads)

@@ -1,4 +1,6 @@
-"""`alpr-ops gc`: prune the frame cache, the build cache and old MLflow artifacts, keeping everything in use.
+"""`alpr-ops gc`: prune the frame, build and validation caches and old MLflow artifacts, keeping everything in use.
+
+Every cache is a `tasks.support.cache.CacheStore`, pruned by one rule: keep the keys in use, remove the rest.
 
 In use, never pruned:
 - frame cache (`paths.frame_cache`): the entries of the videos in `paths.videos` under the current extraction
@@ -6,6 +8,8 @@ In use, never pruned:
 - build cache (`paths.build_cache`): the entries whose key a `candidate.json` names in `paths.candidates` (the
   latest build), in the gate folder's releases (`current`, the rollback chain), in a kept MLflow run or in a
   candidate's last-build record (`last/`, kept too);
+- validation cache (`paths.validation_cache`): the reports a kept rebuild recorded (its parent run's
+  `validation_cache` tag: "hit <key>" or "stored <key>");
 - MLflow: every run of the latest finished rebuild and of each rebuild that holds an aliased registry version
   (`champion`, `previous`, `challenger`): promotion, rollback and the nightly check download from those (the
   nightly check also reads the champion's FP32 reference, a sibling run), and the run holding the bytes of each
@@ -20,22 +24,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.support.cache import Pruned
 from tasks.support.candidate import CANDIDATE_JSON
 from tasks.support.config import Params
 from tasks.support.errors import AlprError
+from tasks.support.tracking import ARTIFACT_PATH, KIND_TAG, PARENT_TAG, PRUNED_TAG, REUSED_RUN_TAG, client
 
 log = logging.getLogger(__name__)
-
-PRUNED_TAG = "alpr.pruned"
-LAST = "last"  # tasks/pipeline/build.py: `<build cache>/last/<candidate>.json`, never pruned
 
 
 @dataclass
@@ -49,6 +50,13 @@ class AreaReport:
     pruned: list[str] = field(default_factory=list)
     kept: int = 0
 
+    def add(self, done: Pruned) -> None:
+        """Count what pruning one store of this area did."""
+        self.total_bytes += done.total_bytes
+        self.pruned_bytes += done.pruned_bytes
+        self.pruned += done.pruned
+        self.kept += done.kept
+
 
 @dataclass(frozen=True)
 class GcReport:
@@ -60,45 +68,9 @@ class GcReport:
         return sum(a.pruned_bytes for a in self.areas)
 
 
-def tree_bytes(path: Path) -> int:
-    """Bytes of the files under `path` (a hard link counted once per area would need inode tracking: it is not)."""
-    if path.is_file() or path.is_symlink():
-        return path.lstat().st_size
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += (Path(root) / name).lstat().st_size
-            except FileNotFoundError:
-                continue
-    return total
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _prune_folder(area: AreaReport, folder: Path, keep: set[str], dry_run: bool) -> None:
-    """Remove every entry of `folder` whose name is not in `keep` (temp entries of killed runs included)."""
-    if not folder.is_dir():
-        return
-    for item in sorted(folder.iterdir()):
-        size = tree_bytes(item)
-        area.total_bytes += size
-        if item.name in keep:
-            area.kept += 1
-            continue
-        area.pruned_bytes += size
-        area.pruned.append(item.name)
-        if not dry_run:
-            _remove(item)
-
-
 def frame_cache_area(params: Params, dry_run: bool) -> AreaReport:
-    from tasks.pipeline.extract import file_sha256, hash_memo_key, list_videos, params_key
+    from tasks.pipeline.extract import frame_key, frame_store, params_key
+    from tasks.support.videos import file_sha256, hash_memo_key, hash_memos, list_videos
 
     cache = params.paths.frame_cache
     area = AreaReport("frame cache", str(cache))
@@ -110,9 +82,8 @@ def frame_cache_area(params: Params, dry_run: bool) -> AreaReport:
         )
     videos = list_videos(params.paths.videos)[0]
     key = params_key(params.extract)
-    entries = {f"{file_sha256(v, cache)}-{key}" for v in videos}
-    _prune_folder(area, cache / "entries", entries, dry_run)
-    _prune_folder(area, cache / "hashes", {hash_memo_key(v) for v in videos}, dry_run)
+    area.add(frame_store(cache).prune({frame_key(file_sha256(v, cache), key) for v in videos}, dry_run))
+    area.add(hash_memos(cache).prune({hash_memo_key(v) for v in videos}, dry_run))
     return area
 
 
@@ -129,6 +100,7 @@ def _cache_keys(folders: list[Path]) -> set[str]:
 
 
 def build_cache_area(params: Params, kept_run_keys: set[str], dry_run: bool) -> AreaReport:
+    from tasks.pipeline.build import build_store, remembered_keys
     from tasks.runtime.releases import gate_paths
 
     cache = params.paths.build_cache
@@ -136,13 +108,19 @@ def build_cache_area(params: Params, kept_run_keys: set[str], dry_run: bool) -> 
     candidates = params.paths.candidates
     releases = gate_paths(params.promote.gate_dir).releases
     folders = [p for root in (candidates, releases) if root.is_dir() for p in root.iterdir() if p.is_dir()]
-    keys = _cache_keys(folders) | kept_run_keys | {LAST}
-    for record in sorted((cache / LAST).glob("*.json")):  # each candidate's last build: the next build starts there
-        try:
-            keys.add(str(json.loads(record.read_text()).get("cache_key", "")))
-        except (OSError, ValueError):
-            continue
-    _prune_folder(area, cache, keys, dry_run)
+    # each candidate's last build too: the next build starts there
+    keys = _cache_keys(folders) | kept_run_keys | remembered_keys(cache)
+    area.add(build_store(cache).prune(keys, dry_run))
+    return area
+
+
+def validation_cache_area(params: Params, kept_reports: set[str], dry_run: bool) -> AreaReport:
+    """The validation reports the kept rebuilds recorded (`kept_reports`, from `mlflow_area`); the others go."""
+    from tasks.pipeline.validation_cache import validation_store
+
+    cache = params.paths.validation_cache
+    area = AreaReport("validation cache", str(cache))
+    area.add(validation_store(cache).prune(kept_reports, dry_run))
     return area
 
 
@@ -153,20 +131,20 @@ def _artifact_bytes(mc: Any, run_id: str, path: str) -> int:
     return total
 
 
-def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str]]:
-    """Prune the model artifacts of candidate runs no alias and no latest rebuild needs; returns the area and the
-    build-cache keys of the kept candidate runs."""
+def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str], set[str]]:
+    """Prune the model artifacts of candidate runs no alias and no latest rebuild needs; returns the area, the
+    build-cache keys of the kept candidate runs and the validation-cache keys their rebuilds recorded."""
     from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, REUSED_RUN_TAG, client
+    from tasks.pipeline.validation_cache import CACHE_KEY, recorded_key
 
     tracking = params.tracking
     area = AreaReport("MLflow artifacts", tracking.shown_uri)
     mc = client(tracking)
     exp = mc.get_experiment_by_name(tracking.experiment)
     if exp is None:
-        return area, set()
+        return area, set(), set()
     runs = mc.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'candidate'", max_results=50000)
     parents = mc.search_runs(
         [exp.experiment_id],
@@ -181,7 +159,7 @@ def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str]]:
         if e.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         aliases = {}
-    parent_of = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
+    parent_of = {r.info.run_id: r.data.tags.get(PARENT_TAG) for r in runs}
     for alias, version in sorted(aliases.items()):
         run_id = mc.get_model_version(tracking.registered_model, str(version)).run_id
         if run_id not in parent_of:
@@ -214,13 +192,19 @@ def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str]]:
             get_artifact_repository(run.info.artifact_uri).delete_artifacts(ARTIFACT_PATH)
             mc.set_tag(rid, PRUNED_TAG, stamp)
     keys.discard("")
-    return area, keys
+    reports = {recorded_key(mc.get_run(pid).data.tags.get(CACHE_KEY, "")) for pid in keep_parents if pid}
+    return area, keys, {k for k in reports if k}
 
 
 def collect_garbage(params: Params, dry_run: bool) -> GcReport:
-    """Prune the three areas (nothing in a dry run) and report sizes; the caller holds the project lock."""
-    ml, kept_keys = mlflow_area(params, dry_run)
-    areas = (frame_cache_area(params, dry_run), build_cache_area(params, kept_keys, dry_run), ml)
+    """Prune the four areas (nothing in a dry run) and report sizes; the caller holds the project lock."""
+    ml, kept_keys, kept_reports = mlflow_area(params, dry_run)
+    areas = (
+        frame_cache_area(params, dry_run),
+        build_cache_area(params, kept_keys, dry_run),
+        validation_cache_area(params, kept_reports, dry_run),
+        ml,
+    )
     for a in areas:
         log.info(
             "%s %s: %d of %d bytes in %d entries%s",

@@ -15,12 +15,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.pipeline.extract import list_videos
 from tasks.pipeline.fetch import fetch_model
 from tasks.support.config import Params
 from tasks.support.dvc import dvc_track
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
+from tasks.support.videos import list_videos
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.pipeline.track import KIND_TAG, RebuildRecord, client, experiment_id, latest_rebuild
+from tasks.edge.tensorrt import ensure_runnable
+from tasks.pipeline.track import RebuildRecord, latest_rebuild
 from tasks.pipeline.validate import (
     GATE_KEY,
     GATE_MEASURED,
@@ -44,7 +45,6 @@ from tasks.runtime.releases import (
     release_is_complete,
     switch_current,
 )
-from tasks.runtime.tensorrt import ensure_runnable
 from tasks.support.candidate import Candidate
 from tasks.support.config import PromoteConfig, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
@@ -65,6 +65,7 @@ from tasks.support.registry import (
     set_alias,
     version_by_alias,
 )
+from tasks.support.tracking import KIND_TAG, client, experiment_id
 from tasks.support.verify import VerificationError, recorded_sha256, verify_artifact
 
 log = logging.getLogger(__name__)
@@ -401,7 +402,7 @@ def gate_measured(
     it match), and the run must hold the numbers the gate measured on them. Returns (the manifest's `smoke_test`
     entry, its `target_hardware`); raises `SmokeTestError` otherwise, so nothing unmeasured is deployed."""
     from tasks.edge.gate_build import RESULT_PATH
-    from tasks.runtime.tensorrt import ENGINE_RECORD_JSON, EngineMismatch, check_engine_record
+    from tasks.edge.tensorrt import ENGINE_RECORD_JSON, EngineMismatch, check_engine_record
 
     run_id, where = str(manifest["run_id"]), f"{RESULT_PATH}/{ENGINE_RECORD_JSON}"
     with tempfile.TemporaryDirectory(prefix="alpr-gate-record-") as tmp:

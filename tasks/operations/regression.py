@@ -26,16 +26,25 @@ from pathlib import Path
 from typing import Any
 
 from tasks.operations.promote import GateCheck, fetch_verified, recorded
-from tasks.pipeline.track import ARTIFACT_PATH, KIND_TAG, REUSED_RUN_TAG, client, experiment_id
 from tasks.runtime.releases import MANIFEST, current_release, gate_id, gate_paths, read_manifest, verify_release
 from tasks.support.candidate import Candidate
 from tasks.support.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.registry import aliases_for, version_by_alias
+from tasks.support.tracking import (
+    ARTIFACT_PATH,
+    KIND_TAG,
+    LINEAGE_JSON,
+    PRUNED_TAG,
+    REUSED_RUN_TAG,
+    client,
+    gate_outcome,
+    gate_tag,
+    small_run,
+)
 
 log = logging.getLogger(__name__)
 
-LINEAGE_JSON = "lineage.json"  # the rebuild parent run's artifact listing its videos (tasks/pipeline/track.py)
 
 # what to do when a gate breaks, and the params key that sets its threshold
 DIAGNOSIS = {
@@ -217,7 +226,7 @@ def fetch_reference(tracking: TrackingConfig, champion: Champion, reference: str
             order_by=["attributes.start_time DESC"],
             max_results=20,
         )
-        found = [r for r in found if "alpr.pruned" not in r.data.tags][:1]  # `alpr-ops gc` removed their artifacts
+        found = [r for r in found if PRUNED_TAG not in r.data.tags][:1]  # `alpr-ops gc` removed their artifacts
         if not found:
             raise RegressionError(
                 f"no FP32 reference '{reference}' in {tracking.shown_uri} for champion version {champion.version} "
@@ -265,7 +274,7 @@ def remove_scratch(folder: Path) -> None:
 
 def newest_videos(videos_dir: Path, n: int) -> list[Path]:
     """The `n` newest video files (by modification time, newest first)."""
-    from tasks.pipeline.extract import list_videos
+    from tasks.support.videos import list_videos
 
     videos, _ = list_videos(videos_dir)
     if not videos:
@@ -368,7 +377,7 @@ def _mean_conf(dets: list[Any]) -> float:
 def runnable_here(champ: Candidate, version: str) -> None:
     """The nightly check re-runs the champion on this machine; a TensorRT engine runs only on the GPU and TensorRT
     version it was built for (a gate-built engine: the gate's). Refused with what was not checked, never a pass."""
-    from tasks.runtime.tensorrt import EngineMismatch, ensure_runnable
+    from tasks.edge.tensorrt import EngineMismatch, ensure_runnable
 
     try:
         ensure_runnable(champ.path)
@@ -500,29 +509,20 @@ def log_nightly(tracking: TrackingConfig, report: RegressionReport) -> Regressio
     from mlflow.entities import Metric
 
     mc = client(tracking)
-    exp = experiment_id(mc, tracking)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     tags = {
-        KIND_TAG: "nightly",
-        "mlflow.runName": f"nightly-v{report.champion_version}-{stamp}",
         "champion_version": report.champion_version,
         "candidate": report.champion_candidate,
         "nightly.passed": str(report.passed).lower(),
         "nightly.videos": ", ".join(report.videos)[:4900],
     }
     for c in report.checks:
-        tags[f"gate.{c.gate}"] = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
-    run = mc.create_run(exp, tags=tags)
-    rid = run.info.run_id
-    try:
-        now = int(run.info.start_time)
+        tags[gate_tag(c.gate)] = gate_outcome(c.passed, c.value, c.op, c.threshold)
+    with small_run(mc, tracking, "nightly", f"nightly-v{report.champion_version}-{stamp}", tags) as run:
+        rid, now = run.info.run_id, int(run.info.start_time)
         mc.log_batch(rid, metrics=[Metric(k, float(v), now, 0) for k, v in report.metrics.items()])
         done = replace(report, mlflow_run_id=rid)
         doc = {**asdict(done), "checks": [asdict(c) for c in report.checks], "explain": report.explain()}
         mc.log_text(rid, json.dumps(doc, indent=2, default=str), "nightly/verdict.json")
-    except BaseException:
-        mc.set_terminated(rid, status="FAILED")
-        raise
-    mc.set_terminated(rid)
     log.info("nightly run %s logged to %s: %s", rid, tracking.shown_uri, "pass" if report.passed else "FAIL")
     return done

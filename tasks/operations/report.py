@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.pipeline.track import KIND_TAG, client, experiment_url
 from tasks.pipeline.tradeoff import ARTIFACT_DIR as TRADEOFF_DIR
 from tasks.pipeline.tradeoff import CHART as TRADEOFF_CHART
 from tasks.pipeline.validate import ROLE_KEY
@@ -21,6 +20,7 @@ from tasks.support.config import TrackingConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
 from tasks.support.registry import aliases_for, version_by_alias
+from tasks.support.tracking import KIND_TAG, client, experiment_url
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.pipeline.track import client, experiment_url, latest_rebuild
+from tasks.pipeline.track import latest_rebuild
 from tasks.pipeline.validate import ROLE_KEY
 from tasks.runtime.releases import MANIFEST, current_release, gate_id, read_manifest
 from tasks.support.config import PromoteConfig, TrackingConfig
 from tasks.support.registry import aliases_for, version_by_alias
+from tasks.support.tracking import client, experiment_url
 
 STATUS_FIELDS = (
     "precision",

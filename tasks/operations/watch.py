@@ -9,7 +9,6 @@ videos that landed while it was down nor rebuilds again for videos it already ha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -23,11 +22,12 @@ from pathlib import Path
 
 import yaml
 
-from tasks.pipeline.extract import VIDEO_SUFFIXES
 from tasks.support.config import WatchConfig
 from tasks.support.errors import AlprError, LockBusy
 from tasks.support.fsutil import atomic_write_text
+from tasks.support.hashing import sha256_file
 from tasks.support.locks import file_lock
+from tasks.support.videos import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def dvc_file_md5(dvc_file: Path) -> str | None:
         return None  # being rewritten: read it again on the next poll
     if not outs:
         return None
-    return str(outs[0].get("md5") or hashlib.sha256(dvc_file.read_bytes()).hexdigest())
+    return str(outs[0].get("md5") or sha256_file(dvc_file))
 
 
 def dvc_in_sync(dvc_file: Path) -> bool:

@@ -8,7 +8,6 @@ Artifacts are content-addressed (tasks/support/cache.py): an unchanged candidate
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -20,14 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.runtime.tensorrt import ENGINE_FILES, engine_record
-from tasks.support import cache
+from tasks.edge.metadata import embed_metadata
+from tasks.edge.tensorrt import ENGINE_FILES, engine_record
+from tasks.support.cache import CacheStore, copy_tree
 from tasks.support.candidate import BUILT_ON_GATE, CANDIDATE_JSON, Candidate, openvino_xml, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fingerprint import ARTIFACT_TOOLCHAIN, installed_versions
 from tasks.support.fsutil import atomic_dir, atomic_write_text
-from tasks.support.hashing import path_sha256, path_size_mb, sha256_file
+from tasks.support.hashing import content_key, files_sha256, path_sha256, path_size_mb
 from tasks.support.images import frames_folder, list_images
 from tasks.support.progress import steps
 from tasks.support.shape import FrameSizeUnknown, Shape, footage_frame_size, input_shape, shape_text, square
@@ -45,6 +45,43 @@ class BuildInputMissing(AlprError):
 
 class BackendUnavailable(AlprError):
     """The requested backend cannot build or run on this machine; the message says where it can."""
+
+
+LAST = "last"  # `<build cache>/last/<candidate>.json`: each candidate's latest build (never pruned)
+
+
+def build_store(cache_dir: Path) -> CacheStore:
+    """The build cache: one built candidate folder (artifact and `candidate.json`) per `cache_key`."""
+    return CacheStore(cache_dir, reserved=frozenset({LAST}))
+
+
+def cache_key(
+    base_model_sha256: str, frames_hash: str, candidate: dict[str, Any], imgsz: int, toolchain: dict[str, str]
+) -> str:
+    """The content key of every input that shapes a candidate's artifact: the base model, the calibration frames,
+    the candidate's own params, the image size and the toolchain (OpenVINO/NNCF, ONNX Runtime, TensorRT, GPU name).
+    An unchanged rebuild reuses the artifact without exporting; any change is a new key and a fresh build, so a
+    calibration made on other frames can never be reused."""
+    doc = {
+        "base_model_sha256": base_model_sha256,
+        "frames_hash": frames_hash,
+        "candidate": candidate,
+        "imgsz": imgsz,
+        "toolchain": toolchain,
+    }
+    return content_key(doc)
+
+
+def remembered_keys(cache_dir: Path) -> set[str]:
+    """The cache keys of each candidate's latest build (`last/`): where the next build starts, kept by gc."""
+    keys = set()
+    for record in sorted((cache_dir / LAST).glob("*.json")):
+        try:
+            keys.add(str(json.loads(record.read_text()).get("cache_key", "")))
+        except (OSError, ValueError):
+            continue
+    keys.discard("")
+    return keys
 
 
 def toolchain_versions() -> dict[str, str]:
@@ -189,11 +226,11 @@ def build_candidates(
         raise ValueError("build_candidates: our INT8 methods need `gate` (params.yaml `validate:`) for their gate")
     toolchain = toolchain_versions()
     if on_host:
-        from tasks.runtime.tensorrt import device_info
+        from tasks.edge.tensorrt import device_info
 
         toolchain = {**toolchain, **{f"trt_{k}": v for k, v in device_info().items()}}
     gate_images = gate_frame_images(gate_frames)
-    gate_hash = _images_sha256(gate_images) if gate_images else ""
+    gate_hash = files_sha256(gate_images, gate_images[0].parent) if gate_images else ""
     shaped = cfg.shape == "camera" and any(c.precision == "int8" for c in cfg.candidates)
     frame_hw = footage_size(dataset_yaml, gate_frames) if shaped else None
     built = []
@@ -216,7 +253,7 @@ def build_candidates(
             from tasks.pipeline.quantize import TRT_QDQ_PLACEMENT
 
             keyed["qdq_placement"] = TRT_QDQ_PLACEMENT
-        key = cache.cache_key(base_model_sha256, calibrated_on, keyed, cfg.imgsz, toolchain)
+        key = cache_key(base_model_sha256, calibrated_on, keyed, cfg.imgsz, toolchain)
         folder = out_dir / cand.name
         reused = _reuse(folder, key, cache_dir)
         if reused is not None:
@@ -242,7 +279,7 @@ def build_candidates(
                 "built_at": built_at,
                 "kept_in_float": quantization.get("kept_in_float", []),
             }
-            cache.embed_metadata(artifact, embedded)
+            embed_metadata(artifact, embedded)
             result = Candidate(
                 name=cand.name,
                 backend=backend,
@@ -265,7 +302,9 @@ def build_candidates(
                 input_shape=shape,
             )
             (tmp / CANDIDATE_JSON).write_text(result.to_json())
-            cache.store(cache_dir, key, tmp)
+            if cache_dir is not None:
+                with build_store(cache_dir).put(key) as entry:
+                    copy_tree(tmp, entry)
         _remember(cache_dir, result)
         log.info(
             "built %s (%s %s, %s, input %s) in %.0f s: %s, %.1f MB",
@@ -326,13 +365,6 @@ def gate_frame_images(folder: Path | None) -> list[Path]:
     return list_images(where) if where is not None else []
 
 
-def _images_sha256(images: list[Path]) -> str:
-    h = hashlib.sha256()
-    for image in images:
-        h.update(f"{image.name}\0{sha256_file(image)}\n".encode())
-    return h.hexdigest()
-
-
 def _reuse(folder: Path, key: str, cache_dir: Path | None) -> Candidate | None:
     """The candidate already built for `key`: in place (untouched) or copied from the cache; None to build it."""
     meta = folder / CANDIDATE_JSON
@@ -344,15 +376,18 @@ def _reuse(folder: Path, key: str, cache_dir: Path | None) -> Candidate | None:
         if here is not None and here.cache_key == key and here.path.exists() and path_sha256(here.path) == here.sha256:
             log.info("reused %s: unchanged inputs (cache key %s), artifact in place", here.name, key[:12])
             return here
-    entry = cache.lookup(cache_dir, key, CANDIDATE_JSON)
-    if entry is None:
+    entry = build_store(cache_dir).lookup(key) if cache_dir is not None else None
+    try:
+        found = read_candidate(entry) if entry is not None else None
+    except (OSError, json.JSONDecodeError, TypeError):
+        found = None
+    if entry is None or found is None or found.cache_key != key:
         return None
-    found = read_candidate(entry)
     if not found.path.exists() or path_sha256(found.path) != found.sha256:
         log.warning("cache entry %s is damaged (artifact hash differs); rebuilding", entry)
         return None
     with atomic_dir(folder) as tmp:
-        cache.copy_tree(entry, tmp)
+        copy_tree(entry, tmp)
     log.info("reused %s from the build cache (key %s)", found.name, key[:12])
     return read_candidate(folder)
 
@@ -360,7 +395,7 @@ def _reuse(folder: Path, key: str, cache_dir: Path | None) -> Candidate | None:
 def _remember(cache_dir: Path | None, cand: Candidate) -> None:
     """Keep the latest build's metadata per candidate name: where the next build's NNCF search starts."""
     if cache_dir is not None:
-        atomic_write_text(cache_dir / "last" / f"{cand.name}.json", cand.to_json())
+        atomic_write_text(cache_dir / LAST / f"{cand.name}.json", cand.to_json())
 
 
 def previous_kept_in_float(
@@ -374,7 +409,7 @@ def previous_kept_in_float(
         sources += [previous / CANDIDATE_JSON, previous / cand.name / CANDIDATE_JSON]
     sources.append(folder / CANDIDATE_JSON)
     if cache_dir is not None:
-        sources.append(cache_dir / "last" / f"{cand.name}.json")
+        sources.append(cache_dir / LAST / f"{cand.name}.json")
     for source in sources:
         if not source.is_file():
             continue
@@ -411,7 +446,7 @@ def build_artifact(
         if on_gate:
             return artifact, {}
         if backend == "tensorrt":
-            from tasks.runtime.tensorrt import stamp_device
+            from tasks.edge.tensorrt import stamp_device
 
             stamp_device(artifact)
         return artifact, {}
@@ -440,6 +475,6 @@ def build_artifact(
         )  # fmt: skip
         if cand.method == "ort-qdq" or on_gate:
             return qdq, result.info
-        from tasks.runtime.tensorrt import build_strongly_typed_engine
+        from tasks.edge.tensorrt import build_strongly_typed_engine
 
         return build_strongly_typed_engine(qdq, out / f"{qdq.stem}.engine"), result.info

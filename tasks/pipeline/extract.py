@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -37,15 +36,17 @@ import yaml
 from tasks.pipeline import decode, extract_worker
 from tasks.pipeline.extract_worker import ENTRY_NAME, FrameParams, Job, extract_one, init_worker
 from tasks.pipeline.labels import holdout_videos, read_holdout_info
+from tasks.support.cache import CacheStore
 from tasks.support.config import ExtractConfig, LabelConfig
 from tasks.support.errors import AlprError, Remedy
-from tasks.support.fsutil import atomic_dir, atomic_write_text
+from tasks.support.fsutil import atomic_dir
+from tasks.support.hashing import content_key, sha256_bytes, sha256_file
 from tasks.support.images import write_dataset_yaml
 from tasks.support.progress import VideoBars
+from tasks.support.videos import VideoInput, file_sha256, list_videos, snapshot_videos
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mjpeg", ".mjpg", ".ts"})
 MANIFEST_NAME = "manifest.csv"
 IMAGES_NAME = "images"
 REPORT_NAME = "report.json"
@@ -59,21 +60,11 @@ REPORT_KEYS = ("video_sha256", "status", "reason", "mode", "rotation", "duration
 # about a minute of 720p video in total, decoding in this process is faster than starting the pool.
 POOL_MIN_WORK = 1280 * 720 * 60.0
 FRAME_PARAMS = tuple(f.name for f in fields(FrameParams))
+ENTRIES = "entries"  # the frame cache's folder of entries (beside the memoised video hashes)
 
 
 class ExtractError(AlprError):
     """No usable frame could be extracted; the message says which files and what to do."""
-
-
-@dataclass(frozen=True)
-class VideoInput:
-    """One video as the rebuild read it when extraction started: the snapshot every record of the rebuild uses
-    (lineage tags, MLflow datasets, the DVC commit's check), never the folder as it is later."""
-
-    name: str
-    size_bytes: int
-    mtime_ns: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -93,76 +84,28 @@ class ExtractResult:
     inputs: tuple[VideoInput, ...] = ()  # every video file listed at the start (reserved ones included)
 
 
-def list_videos(videos_dir: Path) -> tuple[list[Path], dict[str, str]]:
-    """Video files in `videos_dir` (sorted) and the other files there with the reason they are not used."""
-    if not videos_dir.is_dir():
-        raise ExtractError(f"{videos_dir}: no such folder", remedy=Remedy.SAMPLE_VIDEOS)
-    videos, skipped = [], {}
-    for path in sorted(p for p in videos_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            videos.append(path)
-        else:
-            skipped[path.name] = f"not a video file ({path.suffix or 'no suffix'})"
-    return videos, skipped
-
-
-def hash_memo_key(path: Path) -> str:
-    """The name a file's hash is memoised under in `<cache>/hashes/`: its path, size, mtime and inode."""
-    st = path.stat()
-    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
-
-
-def snapshot_videos(videos: list[Path], cache_dir: Path, skipped: dict[str, str]) -> tuple[VideoInput, ...]:
-    """The videos as they are now: name, size, mtime and sha256 (memoised). An unreadable one goes to `skipped`."""
-    out = []
-    for video in videos:
-        try:
-            st = video.stat()
-            sha = file_sha256(video, cache_dir)
-        except OSError as e:
-            skipped[video.name] = f"cannot be read: {e}"
-            continue
-        out.append(VideoInput(video.name, st.st_size, st.st_mtime_ns, sha))
-    return tuple(out)
-
-
-def videos_unchanged(videos_dir: Path, inputs: Collection[VideoInput]) -> list[str]:
-    """What differs between `videos_dir` now and the snapshot (added, removed or rewritten files, by name, size and
-    mtime); [] when nothing does."""
-    now = {v.name: (v.stat().st_size, v.stat().st_mtime_ns) for v in list_videos(videos_dir)[0]}
-    then = {i.name: (i.size_bytes, i.mtime_ns) for i in inputs}
-    changes = [f"added {n}" for n in sorted(set(now) - set(then))]
-    changes += [f"removed {n}" for n in sorted(set(then) - set(now))]
-    changes += [f"changed {n}" for n in sorted(set(now) & set(then)) if now[n] != then[n]]
-    return changes
-
-
-def file_sha256(path: Path, cache_dir: Path) -> str:
-    """The file's sha256, memoised under (path, size, mtime, inode) so an unchanged rerun does not re-read videos."""
-    memo = cache_dir / "hashes" / hash_memo_key(path)
-    with contextlib.suppress(OSError):
-        known = memo.read_text().strip()
-        if len(known) == 64:
-            return known
-    with path.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    atomic_write_text(memo, digest)
-    return digest
-
-
 @lru_cache(maxsize=1)
 def _code_version() -> str:
     """Hash of the code and decoders that turn a video into frames: a change there invalidates the frame cache."""
-    h = hashlib.sha256(f"av {av.__version__} ffmpeg {av.ffmpeg_version_info} cv2 {cv2.__version__}".encode())
-    for module in (__file__, decode.__file__, extract_worker.__file__):
-        h.update(Path(module).read_bytes())
-    return h.hexdigest()
+    sources = [Path(m) for m in (__file__, decode.__file__, extract_worker.__file__)]
+    decoders = {"av": av.__version__, "ffmpeg": av.ffmpeg_version_info, "cv2": cv2.__version__}
+    return content_key({"decoders": decoders, "sources": [sha256_file(f) for f in sources]})
 
 
 def params_key(cfg: ExtractConfig) -> str:
     """Key of everything a video's extracted frames depend on besides the video itself."""
     doc = {k: getattr(cfg, k) for k in FRAME_PARAMS} | {"code": _code_version()}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    return content_key(doc)[:16]
+
+
+def frame_store(cache_dir: Path) -> CacheStore:
+    """The frame cache's entries (`<frame cache>/entries/`): one folder per video content and `params_key`."""
+    return CacheStore(cache_dir / ENTRIES)
+
+
+def frame_key(video_sha256: str, params: str) -> str:
+    """The key of a video's frames: its content hash and the extraction's `params_key`."""
+    return f"{video_sha256}-{params}"
 
 
 def reserved_videos(videos_dir: Path, holdout_dir: Path, proposal_dir: Path, cfg: LabelConfig) -> tuple[str, ...]:
@@ -308,7 +251,7 @@ def _write_frame_set(
 def frames_hash(manifest: pd.DataFrame) -> str:
     """Content hash of a frame set: independent of extraction order and of where the folder lives."""
     lines = sorted(f"{img}:{sha}" for img, sha in zip(manifest["image"], manifest["sha256"], strict=True))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return sha256_bytes("\n".join(lines).encode())  # recorded on candidates and runs, keyed on by the build cache
 
 
 def extract_frames(
@@ -336,8 +279,8 @@ def extract_frames(
             cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alpr-frames-")))
         inputs = snapshot_videos(videos, cache_dir, skipped)
         videos = [v for v in videos if v.name not in set(reserved) and v.name not in skipped]
-        entries_dir = cache_dir / "entries"
-        _remove_temps(entries_dir, "")
+        store = frame_store(cache_dir)
+        store.remove_temps()
         for target in (out_dir, holdout_dir):
             if target is not None:
                 _remove_temps(target.parent, f"{target.name}-")
@@ -351,11 +294,11 @@ def extract_frames(
             except OSError as e:
                 skipped[video.name] = f"cannot be read: {e}"
                 continue
-            entry_dir = entries_dir / f"{sha}-{key}"
+            entry_dir = store.path(frame_key(sha, key))
             try:
                 entries[video.name] = (json.loads((entry_dir / ENTRY_NAME).read_text()), entry_dir)
             except (OSError, ValueError):
-                jobs.append(Job(video, sha, entry_dir, frame_params))
+                jobs.append(Job(video, sha, store, frame_key(sha, key), frame_params))
         decoded, processes = _run_jobs(jobs, cfg.workers)
         for job in jobs:
             entries[job.video.name] = (decoded[job.video.name], job.entry)

@@ -6,7 +6,6 @@ pandas or the config models: process start-up is paid once per worker per run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -18,7 +17,8 @@ import cv2
 import numpy as np
 
 from tasks.pipeline.decode import FrameSampler, Sample, VideoError
-from tasks.support.fsutil import atomic_dir
+from tasks.support.cache import CacheStore
+from tasks.support.hashing import sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,13 @@ class Selector:
 class Job:
     video: Path
     sha256: str
-    entry: Path
+    store: CacheStore  # the frame cache's entries
+    key: str
     cfg: FrameParams
+
+    @property
+    def entry(self) -> Path:
+        return self.store.path(self.key)
 
 
 _progress_queue: Any = None  # set in pool workers by `init_worker`
@@ -157,13 +162,13 @@ def extract_one(job: Job, progress: Callable[[str, float, float], None] | None =
         "dropped": {**selector.dropped, "unreadable": st.unreadable + st.missed},
         "rows": [
             {"frame_index": c.index, "timestamp_s": c.t, "width": c.width, "height": c.height,
-             "sha256": hashlib.sha256(c.jpeg).hexdigest(), "brightness": c.brightness}
+             "sha256": sha256_bytes(c.jpeg), "brightness": c.brightness}
             for c in kept
         ],
     }  # fmt: skip
     report(name, st.duration_s, st.duration_s)
     if cache_it:
-        with atomic_dir(job.entry) as tmp:
+        with job.store.put(job.key) as tmp:
             for c in kept:
                 (tmp / f"{c.index:06d}.jpg").write_bytes(c.jpeg)
             (tmp / ENTRY_NAME).write_text(json.dumps(entry, indent=1))

@@ -71,8 +71,8 @@ def write_bundle(
     """The gate bundle of `candidate` (its ONNX) with the FP32 `reference`'s detections on `images`, as validation
     computes them (`agreement_conf`, `iou`, Ultralytics' predictor on the reference's own runtime; `detections`:
     already computed that way). The gate reports its own detections at `conf`, validation's mAP threshold."""
+    from tasks.edge.tensorrt import onnx_metadata
     from tasks.pipeline.validate import predict
-    from tasks.runtime.tensorrt import onnx_metadata
 
     settings = edge.GateSettings(cfg.agreement_conf, cfg.iou, cfg.warmup, cfg.runs, conf=cfg.conf)
     dets = detections if detections is not None else predict(reference, images, cfg)
@@ -87,7 +87,7 @@ def write_bundle(
 
 def log_bundle(tracking: TrackingConfig, run_id: str, bundle: Path) -> None:
     """Log the bundle folder to the candidate's run, where the gate downloads it (`edge.BUNDLE_PATH`)."""
-    from tasks.pipeline.track import client
+    from tasks.support.tracking import client
 
     edge.read_bundle(bundle)  # never hand the gate a bundle it cannot read
     client(tracking).log_artifacts(run_id, str(bundle), edge.BUNDLE_PATH)
@@ -95,11 +95,10 @@ def log_bundle(tracking: TrackingConfig, run_id: str, bundle: Path) -> None:
 
 def gate_metrics(tracking: TrackingConfig, run_id: str) -> dict[str, float]:
     """The metrics the gate logged to `run_id` (prefix removed)."""
-    from tasks.pipeline.track import client
+    from tasks.support.tracking import GATE_PREFIX, client
 
     metrics = client(tracking).get_run(run_id).data.metrics
-    n = len(edge.METRIC_PREFIX)
-    return {k[n:]: float(v) for k, v in metrics.items() if k.startswith(edge.METRIC_PREFIX)}
+    return {k.removeprefix(GATE_PREFIX): float(v) for k, v in metrics.items() if k.startswith(GATE_PREFIX)}
 
 
 def outcome_of(state: Any, tracking: TrackingConfig, run_id: str) -> GateOutcome:
@@ -170,7 +169,7 @@ def gate_detections(tracking: TrackingConfig, run_id: str) -> dict[str, Detectio
     import json
     import tempfile
 
-    from tasks.pipeline.track import client
+    from tasks.support.tracking import client
 
     with tempfile.TemporaryDirectory(prefix="alpr-gate-dets-") as tmp:
         try:
@@ -389,8 +388,9 @@ def finish_gate_step(
 
     from mlflow.entities import Metric
 
-    from tasks.pipeline.track import client, register_gate_engine
+    from tasks.pipeline.track import register_gate_engine
     from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED
+    from tasks.support.tracking import client
 
     metrics = {name: dict(row) for name, row in validated.items()}
     gated = [c for c in candidates if c.gate_built]

@@ -1,49 +1,50 @@
-"""Record a rebuild in MLflow: a parent run with the lineage, a child run per candidate, a registry version each.
+"""Record a rebuild in MLflow and read it back: a parent run with the lineage (tasks/pipeline/lineage.py), a child run
+per candidate, a registry version each; the newest finished rebuild and the registered version of an artifact.
 
-All calls go through an explicit `MlflowClient`, so nothing global (tracking URI, active run) is set as a side
-effect and several stores can be used side by side (tests, a server).
+All calls go through an explicit `MlflowClient` (`tasks.support.tracking.client`), so nothing global (tracking URI,
+active run) is set as a side effect and several stores can be used side by side (tests, a server).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
-import subprocess
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.pipeline.lineage import rebuild_datasets, snapshot_table, video_table
 from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, NO_HOLDOUT, ROLE_KEY
 from tasks.pipeline.validation_cache import CACHE_KEY
 from tasks.runtime.latency import ROUNDS_KEY
 from tasks.support.candidate import Candidate
 from tasks.support.config import Params, TrackingConfig
-from tasks.support.hashing import sha256_file
-from tasks.support.images import list_images
 from tasks.support.shape import shape_text
+from tasks.support.tracking import (
+    ARTIFACT_PATH,
+    KIND_TAG,
+    LINEAGE_JSON,
+    PARENT_TAG,
+    PRUNED_TAG,
+    REUSED_RUN_TAG,
+    REUSED_VERSION_TAG,
+    RUN_NAME_TAG,
+    client,
+    experiment_id,
+    gate_tag,
+)
 from tasks.support.verify import SHA_TAG
+from tasks.support.videos import VideoInput
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from tasks.pipeline.extract import VideoInput
     from tasks.pipeline.validate import ValidationReport
 
 log = logging.getLogger(__name__)
 
-KIND_TAG = "alpr.kind"  # "rebuild" on parent runs, "candidate" on child runs
-ARTIFACT_PATH = "artifact"  # what a registry version points at: the deployable artifact and its candidate.json
 GATE_ONNX_PATH = "gate_onnx"  # a gate-built candidate's ONNX (what the gate builds its engine from), not deployable
 ONNX_SHA_TAG = "onnx_sha256"  # its sha256 on the run (artifact_sha256 is the engine's, once the gate measured it)
-# on a candidate run whose artifact is byte-identical to a registered version's: that version (no new one is made;
-# it keeps its own run and lineage) and its run
-REUSED_VERSION_TAG, REUSED_RUN_TAG = "registry.reused_version", "registry.reused_from_run"
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store (README, the demo's hint)
 
 
 @dataclass(frozen=True)
@@ -63,141 +64,6 @@ class RebuildRecord:
     candidates: dict[str, TrackedCandidate]
 
 
-def client(cfg: TrackingConfig) -> Any:  # -> mlflow.MlflowClient (imported lazily: slow import)
-    """An MLflow client bound to the configured store (tracking and registry)."""
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=cfg.uri, registry_uri=cfg.uri)
-
-
-def experiment_id(mlflow_client: Any, cfg: TrackingConfig) -> str:
-    """The experiment's id, creating it with its artifact root (`tracking.artifacts`) if missing.
-
-    With an MLflow server (`tracking.uri` http...), the server's `--artifacts-destination` is the artifact root:
-    artifacts go through the server, so workers on other machines need no access to its storage.
-    """
-    exp = mlflow_client.get_experiment_by_name(cfg.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    if cfg.uri.startswith(("http://", "https://")):
-        return mlflow_client.create_experiment(cfg.experiment)
-    location = cfg.artifacts.resolve().as_uri() if "://" not in str(cfg.artifacts) else str(cfg.artifacts)
-    return mlflow_client.create_experiment(cfg.experiment, artifact_location=f"{location}/{cfg.experiment}")
-
-
-def experiment_url(tracking_uri: str, experiment_id: str) -> str:
-    """The MLflow UI link of an experiment, opening on its runs table.
-
-    MLflow 3 lands an experiment link on the GenAI "Overview" page (traces, "No data available") unless the URL says
-    `workflowType=machine_learning` (the "Model training" view, whose "Runs" tab lists the rebuilds); the experiment
-    tag `mlflow.experimentKind` does not change that (measured on 3.17.2). A server store (`http(s)://`) is its own UI;
-    a local store (sqlite, files) is opened with `mlflow ui` on `LOCAL_UI`.
-    """
-    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
-
-
-def git_commit(repo: Path) -> str:
-    """The commit the code ran at (with '-dirty' when the tree has changes), or 'unknown' outside git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def dvc_rev(repo: Path) -> str:
-    """The git commit that last changed `dvc.lock` (the DVC pipeline state), plus the lock file's own sha256."""
-    lock = repo / "dvc.lock"
-    if not lock.is_file():
-        return "no dvc.lock"
-    digest = sha256_file(lock)[:12]
-    try:
-        done = subprocess.run(
-            ["git", "log", "-1", "--format=%H", "--", "dvc.lock"], cwd=repo, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return f"uncommitted (dvc.lock sha256 {digest})"
-    return f"{done.stdout.strip() or 'uncommitted'} (dvc.lock sha256 {digest})"
-
-
-@functools.lru_cache(maxsize=1024)
-def _sha256(path: str, mtime_ns: int, size: int) -> str:
-    """sha256 of a file, remembered per (path, mtime, size): lineage and datasets of one rebuild hash each video
-    once, not once per use (gate videos are large)."""
-    return sha256_file(Path(path))
-
-
-def video_table(videos_dir: Path) -> pd.DataFrame:
-    """One row per video file: name, size, sha256 (the rebuild's input list, for lineage and MLflow datasets)."""
-    import pandas as pd
-
-    from tasks.pipeline.extract import list_videos
-
-    videos, _ = list_videos(videos_dir)
-    rows = []
-    for v in videos:
-        st = v.stat()
-        rows.append(
-            {"video": v.name, "size_bytes": float(st.st_size), "sha256": _sha256(str(v), st.st_mtime_ns, st.st_size)}
-        )
-    return pd.DataFrame(rows, columns=["video", "size_bytes", "sha256"])
-
-
-def snapshot_table(inputs: Sequence[VideoInput]) -> pd.DataFrame:
-    """The `video_table` of the videos as extraction read them (`ExtractResult.inputs`), not as the folder is now:
-    a video copied in during the rebuild is not one of its inputs."""
-    import pandas as pd
-
-    rows = [{"video": i.name, "size_bytes": float(i.size_bytes), "sha256": i.sha256} for i in inputs]
-    return pd.DataFrame(rows, columns=["video", "size_bytes", "sha256"])
-
-
-def image_table(images: list[Path]) -> pd.DataFrame:
-    """One row per image: name and sha256 (holdout and agreement frames as MLflow datasets)."""
-    import pandas as pd
-
-    return pd.DataFrame([{"image": p.name, "sha256": sha256_file(p)} for p in images], columns=["image", "sha256"])
-
-
-def table_hash(table: pd.DataFrame) -> str:
-    """Order-independent sha256 of a table's rows."""
-    lines = sorted("\t".join(str(v) for v in row) for row in table.itertuples(index=False))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def lineage(
-    repo: Path,
-    frames_hash: str,
-    base_model_sha256: str,
-    videos_dvc: Path,
-    videos_dir: Path | None = None,
-    inputs: Sequence[VideoInput] | None = None,
-) -> dict[str, str]:
-    """Tags that say exactly what a rebuild was made from: code, DVC state, videos (hashes), frames, model. The
-    videos are the extraction's snapshot (`inputs`) when given, else `videos_dir` as it is now."""
-    tags = {"git_commit": git_commit(repo), "frames_hash": frames_hash, "base_model_sha256": base_model_sha256}
-    tags["dvc_rev"] = dvc_rev(repo)
-    table = None
-    if inputs is not None:
-        table = snapshot_table(inputs)
-    elif videos_dir is not None and videos_dir.is_dir():
-        table = video_table(videos_dir)
-    if table is not None:
-        tags["videos_count"] = str(len(table))
-        tags["videos_sha256"] = table_hash(table)
-        tags["videos"] = ", ".join(f"{r.video}:{r.sha256[:12]}" for r in table.itertuples())[:4900]
-    if videos_dvc.is_file():
-        import yaml
-
-        outs = (yaml.safe_load(videos_dvc.read_text()) or {}).get("outs") or [{}]
-        tags["videos_dvc_md5"] = str(outs[0].get("md5", "unknown"))
-    else:
-        tags["videos_dvc_md5"] = f"untracked (no {videos_dvc.name})"
-    return tags
-
-
 def flatten(prefix: str, data: dict[str, Any]) -> dict[str, str]:
     """`{'a': {'b': 1}}` -> `{'a.b': '1'}`, for MLflow params."""
     out: dict[str, str] = {}
@@ -208,49 +74,6 @@ def flatten(prefix: str, data: dict[str, Any]) -> dict[str, str]:
         else:
             out[name] = str(value)
     return out
-
-
-def _dataset_input(table: pd.DataFrame, name: str, source: Path, context: str) -> Any:
-    """An MLflow dataset input (what `mlflow.log_input` logs), built from a pandas table, for `log_inputs`."""
-    import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    with warnings.catch_warnings():  # schema inference hints about integer columns: not relevant to a file list
-        warnings.simplefilter("ignore")
-        dataset = mlflow.data.from_pandas(table, source=str(source), name=name)
-        entity = dataset._to_mlflow_entity()
-    return DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
-
-
-def rebuild_datasets(
-    params: Params, report: ValidationReport | None, inputs: Sequence[VideoInput] | None = None
-) -> tuple[list[Any], list[Any]]:
-    """MLflow dataset inputs: (for the parent run) videos (the extraction's snapshot `inputs` when given),
-    calibration frames, holdout, agreement frames; (for each candidate run) the holdout and agreement frames it was
-    evaluated on."""
-    import pandas as pd
-
-    from tasks.pipeline.validate import agreement_images, holdout_images
-
-    p = params.paths
-    parent, child = [], []
-    if inputs is not None:
-        parent.append(_dataset_input(snapshot_table(inputs), "gate-videos", p.videos, "source"))
-    elif p.videos.is_dir():
-        parent.append(_dataset_input(video_table(p.videos), "gate-videos", p.videos, "source"))
-    manifest = p.calibration / "manifest.csv"
-    if manifest.is_file():
-        parent.append(_dataset_input(pd.read_csv(manifest), "calibration-frames", manifest, "calibration"))
-    images = holdout_images(p.holdout, params.model.names, params.validate_.labels)
-    if images:
-        child.append(_dataset_input(image_table(images), "holdout-labelled", p.holdout, "evaluation"))
-    # the frames agreement actually used: the report's, else what validation would pick from params
-    source = report.agreement_source if report is not None else agreement_images(p.holdout_frames, images)[1]
-    if source != "none" and not source.startswith("labelled"):  # an unlabelled set, not the labelled holdout again
-        frames = list_images(Path(source))
-        child.append(_dataset_input(image_table(frames), "holdout-frames", Path(source), "agreement"))
-    return parent + child, child
 
 
 def log_rebuild(
@@ -270,7 +93,7 @@ def log_rebuild(
 
     mc = client(params.tracking)
     exp = experiment_id(mc, params.tracking)
-    tags = {KIND_TAG: "rebuild", "mlflow.runName": f"rebuild-{lineage.get('frames_hash', '')[:8]}", **lineage}
+    tags = {KIND_TAG: "rebuild", RUN_NAME_TAG: f"rebuild-{lineage.get('frames_hash', '')[:8]}", **lineage}
     if report is not None:
         tags["agreement_frames"] = report.agreement_source
         tags["labelled_holdout"] = f"{report.holdout_images} images" if report.holdout_images else NO_HOLDOUT
@@ -339,7 +162,7 @@ def _log_parent_artifacts(
             doc["videos"] = snapshot_table(inputs).to_dict(orient="records")
         elif params.paths.videos.is_dir():
             doc["videos"] = video_table(params.paths.videos).to_dict(orient="records")
-        (out / "lineage.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+        (out / LINEAGE_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         if report is not None:
             from tasks.pipeline.plots import latency_cdf_all
@@ -383,8 +206,8 @@ def _log_candidate(
     # hardware (cpu_model, gpu_name), the batch note and the memory probe's input shape or why it did not run
     tags = {
         KIND_TAG: "candidate",
-        "mlflow.parentRunId": parent_id,
-        "mlflow.runName": cand.name,
+        PARENT_TAG: parent_id,
+        RUN_NAME_TAG: cand.name,
         "candidate": cand.name,
         "backend": cand.backend,
         "precision": cand.precision,
@@ -422,7 +245,7 @@ def register_gate_engine(tracking: TrackingConfig, cand: Candidate, run_id: str)
     import shutil
 
     from tasks.edge.gate_build import RESULT_PATH
-    from tasks.runtime.tensorrt import ENGINE_RECORD_JSON, EngineMismatch, check_engine_record, plan_path
+    from tasks.edge.tensorrt import ENGINE_RECORD_JSON, EngineMismatch, check_engine_record, plan_path
     from tasks.support.candidate import CANDIDATE_JSON
     from tasks.support.hashing import path_size_mb
     from tasks.support.verify import verify_artifact
@@ -469,8 +292,6 @@ def registered_with_sha(mc: Any, registered_model: str, sha256: str) -> Any | No
     """The oldest registry version of `registered_model` whose artifact sha256 is `sha256` and whose run still holds
     it (`alpr-ops gc` deletes the artifacts of old runs); None when there is none. A failure to read the registry
     raises: "could not read" never passes for "not registered"."""
-    from tasks.operations.gc import PRUNED_TAG
-
     if not sha256:
         return None
     found = mc.search_model_versions(f"name = '{registered_model}' and tags.`{SHA_TAG}` = '{sha256}'")
@@ -540,7 +361,7 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
     if parent is None:
         return None
     pid, eid = parent.info.run_id, parent.info.experiment_id
-    children = mc.search_runs([eid], filter_string=f"tags.`mlflow.parentRunId` = '{pid}'")
+    children = mc.search_runs([eid], filter_string=f"tags.`{PARENT_TAG}` = '{pid}'")
     all_versions = mc.search_model_versions(f"name = '{cfg.registered_model}'")
     versions = {mv.run_id: mv for mv in all_versions if mv.run_id}
     numbered = {str(mv.version): mv for mv in all_versions}
@@ -553,7 +374,7 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
             **run.data.metrics,
             "backend": run.data.tags.get("backend", ""),
             "precision": run.data.tags.get("precision", ""),
-            "passed": run.data.tags.get("gate.passed", ""),
+            "passed": run.data.tags.get(gate_tag("passed"), ""),
             **{k: run.data.tags[k] for k in ("holdout", ROLE_KEY, ROUNDS_KEY, GATE_KEY) if k in run.data.tags},
         }
     return RebuildRecord(eid, pid, tracked), metrics

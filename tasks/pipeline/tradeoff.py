@@ -233,7 +233,7 @@ def rebuild_rows(mc: Any, parent_run_id: str) -> dict[str, dict[str, Any]]:
 
 def log_tradeoff(tracking: TrackingConfig, cfg: PromoteConfig, reference: str, parent_run_id: str) -> Tradeoff:
     """Draw the rebuild's trade-off chart from what MLflow holds and log it (and its data) to the parent run."""
-    from tasks.pipeline.track import client
+    from tasks.support.tracking import client
 
     mc = client(tracking)
     data = tradeoff_data(rebuild_rows(mc, parent_run_id), reference, cfg)

@@ -18,16 +18,22 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.pipeline.extract import list_videos, reserved_videos, snapshot_videos
-from tasks.pipeline.track import KIND_TAG, client, experiment_id, newest_rebuild_run
-from tasks.support import fingerprint
+from tasks.pipeline.extract import reserved_videos
+from tasks.pipeline.track import newest_rebuild_run
+from tasks.support import fingerprint, machine
 from tasks.support.config import Params, TrackingConfig
+from tasks.support.errors import Remedy
+from tasks.support.hashing import content_key
+from tasks.support.tracking import client, small_run
+from tasks.support.videos import list_videos, snapshot_videos
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_TAG = "alpr.inputs_fingerprint"  # on a rebuild's parent run, once the whole rebuild finished
 UNCHANGED_KIND = "rebuild-unchanged"  # `alpr.kind` of the small run an unchanged rebuild logs
 MATCHED_TAG = "alpr.matched_rebuild"  # on that run: the parent run id of the rebuild it matched
+REMEDY_TAG = "alpr.remedy"  # on that run: what rebuilds anyway (the CLI words it: `cli/advice.py`)
+UNCHANGED_REMEDY = Remedy.FORCE_REBUILD
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,9 @@ def inputs_fingerprint(params: Params) -> Fingerprint:
         "params": params.model_dump(mode="json", by_alias=True),
         "code": fingerprint.code_version(),
         "toolchain": fingerprint.toolchain(),
-        "hardware": fingerprint.hardware(),
+        "hardware": machine.hardware(),
     }
-    return Fingerprint(fingerprint.digest(parts), parts)
+    return Fingerprint(content_key(parts), parts)
 
 
 def last_rebuild(tracking: TrackingConfig) -> tuple[str, str | None] | None:
@@ -100,20 +106,18 @@ def log_unchanged(tracking: TrackingConfig, check: InputsCheck) -> str:
     id. Nothing is registered or promoted."""
     if check.matched_run_id is None:
         raise ValueError("log_unchanged: the inputs did not match a finished rebuild")
-    mc = client(tracking)
-    exp = experiment_id(mc, tracking)
     tags = {
-        KIND_TAG: UNCHANGED_KIND,
-        "mlflow.runName": f"unchanged-{check.matched_run_id[:8]}",
         MATCHED_TAG: check.matched_run_id,
         FINGERPRINT_TAG: check.fingerprint.digest,
         "mlflow.note.content": (
             f"Inputs (videos, holdout, params, code, toolchain, hardware) unchanged since rebuild "
-            f"{check.matched_run_id}: nothing rebuilt, registered or promoted. `alpr-ops rebuild --force` rebuilds."
+            f"{check.matched_run_id}: nothing rebuilt, registered or promoted; a forced rebuild rebuilds anyway."
         ),
+        REMEDY_TAG: str(UNCHANGED_REMEDY),
     }
-    run = mc.create_run(exp, tags=tags)
-    mc.set_terminated(run.info.run_id)
+    mc = client(tracking)
+    with small_run(mc, tracking, UNCHANGED_KIND, f"unchanged-{check.matched_run_id[:8]}", tags) as run:
+        pass
     log.info("unchanged rebuild logged as run %s (matched rebuild %s); nothing registered", run.info.run_id,
              check.matched_run_id)  # fmt: skip
     return run.info.run_id

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.edge.agreement import Detections, FrameDiff, agreement_counts, compare
+from tasks.edge.tensorrt import ensure_runnable
 from tasks.pipeline.labels import check_labels
-from tasks.runtime.tensorrt import ensure_runnable
 from tasks.support.candidate import Candidate
 from tasks.support.config import ValidateConfig
 from tasks.support.errors import AlprError, Remedy

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from tasks.pipeline.validate import ValidationReport, run_validation
-from tasks.support import fingerprint
+from tasks.support import fingerprint, machine
+from tasks.support.cache import CacheStore
 from tasks.support.candidate import Candidate
 from tasks.support.config import ValidateConfig
 from tasks.support.errors import AlprError
-from tasks.support.fsutil import atomic_write_bytes
+from tasks.support.hashing import content_key
 from tasks.support.images import frames_folder
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,11 @@ def validation_key(
         "validate": cfg.model_dump(mode="json"),
         "reference": reference,
         "speed_reference": speed_reference or reference,  # every speed-up divides its p50
-        "hardware": fingerprint.hardware(),
+        "hardware": machine.hardware(),
         "code": fingerprint.code_version(),
         "toolchain": fingerprint.toolchain(),
     }
-    return fingerprint.digest(doc)
+    return content_key(doc)
 
 
 def _identity(c: Candidate) -> dict[str, str | bool]:
@@ -70,8 +71,19 @@ def _identity(c: Candidate) -> dict[str, str | bool]:
             "gate_built": c.gate_built}  # fmt: skip
 
 
+def validation_store(cache_dir: Path) -> CacheStore:
+    """The validation cache: one pickled report per `validation_key`."""
+    return CacheStore(cache_dir, suffix=ENTRY_SUFFIX)
+
+
 def entry_path(cache_dir: Path, key: str) -> Path:
-    return cache_dir / f"{key}{ENTRY_SUFFIX}"
+    return validation_store(cache_dir).path(key)
+
+
+def recorded_key(tag: str) -> str | None:
+    """The key in what a rebuild recorded under `CACHE_KEY` ("hit <key>" or "stored <key>"); None otherwise."""
+    verb, _, key = tag.partition(" ")
+    return key if verb in ("hit", "stored") and key else None
 
 
 def lookup(cache_dir: Path, key: str) -> ValidationReport | None:
@@ -102,7 +114,7 @@ def _unreadable(path: Path, why: str) -> str:
 
 def store(cache_dir: Path, key: str, report: ValidationReport) -> Path:
     """Store `report` under `key`, atomically (a crash leaves no partial entry)."""
-    return atomic_write_bytes(entry_path(cache_dir, key), pickle.dumps({"key": key, "report": report}))
+    return validation_store(cache_dir).put_bytes(key, pickle.dumps({"key": key, "report": report}))
 
 
 def cached_validation(

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.edge.detect import Detector
+from tasks.edge.tensorrt import ensure_runnable
 from tasks.runtime.releases import current_release, gate_paths, read_manifest, verify_release
-from tasks.runtime.tensorrt import ensure_runnable
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.images import IMAGE_SUFFIXES, list_images
 

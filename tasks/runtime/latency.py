@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.support.errors import AlprError
+from tasks.support.machine import cpu_model, gpu_name
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +35,6 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
 
 class LatencyError(AlprError):
     """The measuring subprocess failed; the message carries its stderr."""
-
-
-def cpu_model() -> str:
-    """The CPU's model name (so latencies are compared on like hardware)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def gpu_name() -> str:
-    """The CUDA GPU's name, or 'none'."""
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
 
 
 def pin_threads(autobackend: Any, artifact: Path, threads: int) -> int:
@@ -133,7 +116,7 @@ def _open_pinned(artifact: Path, frame: Any, kwargs: dict[str, Any], threads: in
     threads (`pin_threads`) and warmed up on `frame`; returns (model, the thread count the runtime reports)."""
     from ultralytics import YOLO
 
-    from tasks.runtime.tensorrt import ensure_runnable
+    from tasks.edge.tensorrt import ensure_runnable
 
     ensure_runnable(artifact)
     model = YOLO(str(artifact), task="detect")

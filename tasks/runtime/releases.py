@@ -8,7 +8,6 @@ holds the gate folder's lock, and first clears what a killed one left behind (`r
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Any
 
 from tasks.support.candidate import Candidate
 from tasks.support.fsutil import atomic_write_text, fsync_dir
+from tasks.support.hashing import sha256_bytes
 from tasks.support.locks import file_lock
 from tasks.support.verify import VerificationError, verify_artifact
 
@@ -72,7 +72,7 @@ def ensure_gate_id(gate_dir: Path) -> tuple[str, bool]:
     if existing is not None:
         return existing, False
     slug = re.sub(r"[^A-Za-z0-9_]+", "_", gate_dir.resolve().name)[:40] or "gate"
-    new = f"{slug}-{hashlib.sha256(str(gate_dir.resolve()).encode()).hexdigest()[:8]}"
+    new = f"{slug}-{sha256_bytes(str(gate_dir.resolve()).encode())[:8]}"
     atomic_write_text(gate_dir / GATE_ID_FILE, json.dumps({"id": new}) + "\n")
     log.info("gate folder %s: id %s (its registry aliases are champion-%s, previous-%s)", gate_dir, new, new, new)
     return new, True

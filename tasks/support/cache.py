@@ -1,66 +1,117 @@
-"""Content-addressed build cache, and the metadata embedded in every artifact.
+"""Content-addressed cache stores: a folder of entries, each named by its key and written atomically.
 
-A candidate's key hashes everything that shapes its artifact: the base model, the calibration frames, the
-candidate's own params, the image size and the toolchain (OpenVINO/NNCF, ONNX Runtime, TensorRT, GPU name). An
-unchanged rebuild reuses the artifact without exporting; any change is a new key and a fresh build, so a calibration
-made on other frames can never be reused.
+The frame cache (extraction: one entry per video and extraction key, and the memoised video hashes), the build
+cache (one built candidate per key) and the validation cache (one report per key) are each a `CacheStore`. A key
+covers everything its entry depends on (`tasks.support.hashing.content_key`), so an entry is either exactly what a
+fresh run would make or never looked up; `alpr-ops gc` prunes every store by one rule: keep the keys in use, remove
+the rest (and what a killed run left half written).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
+import os
 import shutil
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from tasks.support.candidate import openvino_xml
-from tasks.support.fsutil import atomic_dir
-
-log = logging.getLogger(__name__)
-
-# ONNX metadata_props key, OpenVINO rt_info section, and the only key of ours in a TensorRT engine header (which
-# Ultralytics' backend applies key by key as attributes of itself: tests/unit/test_tensorrt_files.py checks the name)
-META_KEY = "alpr_ops"
+from tasks.support.fsutil import atomic_dir, atomic_write_bytes
 
 
-def cache_key(
-    base_model_sha256: str, frames_hash: str, candidate: dict[str, Any], imgsz: int, toolchain: dict[str, str]
-) -> str:
-    """sha256 over every input that shapes a candidate's artifact (canonical JSON, sorted keys)."""
-    doc = {
-        "base_model_sha256": base_model_sha256,
-        "frames_hash": frames_hash,
-        "candidate": candidate,
-        "imgsz": imgsz,
-        "toolchain": toolchain,
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+@dataclass
+class Pruned:
+    """What pruning a store removed (or, in a dry run, would remove) and kept, in entries and bytes."""
+
+    total_bytes: int = 0
+    pruned_bytes: int = 0
+    pruned: list[str] = field(default_factory=list)
+    kept: int = 0
 
 
-def lookup(cache_dir: Path | None, key: str, meta_name: str) -> Path | None:
-    """The cached folder for `key` when it is complete (its metadata file says the same key), else None."""
-    if cache_dir is None:
-        return None
-    entry = cache_dir / key
-    meta = entry / meta_name
-    if not meta.is_file():
-        return None
-    try:
-        if json.loads(meta.read_text()).get("cache_key") != key:
-            return None
-    except json.JSONDecodeError:
-        return None
-    return entry
+@dataclass(frozen=True)
+class CacheStore:
+    """The entries under `root`: folders (`suffix` "") or files (`<key><suffix>`). `reserved`: names beside the
+    entries that are not entries and are never pruned (the build cache's `last/` records)."""
+
+    root: Path
+    suffix: str = ""
+    reserved: frozenset[str] = frozenset()
+
+    def path(self, key: str) -> Path:
+        """Where the entry of `key` is (whether or not it exists)."""
+        return self.root / f"{key}{self.suffix}"
+
+    def lookup(self, key: str) -> Path | None:
+        """The entry of `key`, or None when there is none. Entries are written whole (`put`, `put_bytes`), so one
+        that exists is complete; whether it holds what its key says is for its reader to check."""
+        entry = self.path(key)
+        return entry if entry.exists() else None
+
+    @contextmanager
+    def put(self, key: str) -> Iterator[Path]:
+        """A fresh folder to fill; it becomes the entry of `key` when the block ends (replacing an older one), and
+        is removed when it raises: a crash never leaves a half entry under a key."""
+        with atomic_dir(self.path(key)) as tmp:
+            yield tmp
+
+    def put_bytes(self, key: str, data: bytes) -> Path:
+        """Store `data` as the (file) entry of `key`, atomically."""
+        return atomic_write_bytes(self.path(key), data)
+
+    def keys(self) -> set[str]:
+        """The keys of the entries there (no temp leftovers, no reserved names)."""
+        if not self.root.is_dir():
+            return set()
+        names = (p.name for p in self.root.iterdir() if not p.name.startswith(".") and p.name not in self.reserved)
+        return {n.removesuffix(self.suffix) for n in names if n.endswith(self.suffix)}
+
+    def remove_temps(self) -> None:
+        """Remove the temp entries a killed run left behind (`atomic_dir` and `atomic_write_bytes` name them
+        `.<name>-...`). One writer per store at a time (the project lock) makes this safe."""
+        if self.root.is_dir():
+            for tmp in self.root.glob(".*"):
+                _remove(tmp, ignore_errors=True)
+
+    def prune(self, keep: Collection[str], dry_run: bool = False) -> Pruned:
+        """Remove every item of the store but the entries of `keep` and the reserved names: other entries, temp
+        leftovers, anything else put there. Nothing is removed in a dry run; the result says what would be."""
+        done = Pruned()
+        if not self.root.is_dir():
+            return done
+        names = {self.path(k).name for k in keep} | set(self.reserved)
+        for item in sorted(self.root.iterdir()):
+            size = tree_bytes(item)
+            done.total_bytes += size
+            if item.name in names:
+                done.kept += 1
+                continue
+            done.pruned_bytes += size
+            done.pruned.append(item.name)
+            if not dry_run:
+                _remove(item)
+        return done
 
 
-def store(cache_dir: Path | None, key: str, folder: Path) -> None:
-    """Copy a built candidate folder into the cache under `key` (atomically: a crash leaves no half entry)."""
-    if cache_dir is None:
-        return
-    with atomic_dir(cache_dir / key) as tmp:
-        copy_tree(folder, tmp)
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (a hard link counted once per area would need inode tracking: it is not)."""
+    if path.is_file() or path.is_symlink():
+        return path.lstat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(root) / name).lstat().st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def _remove(path: Path, ignore_errors: bool = False) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -70,58 +121,3 @@ def copy_tree(src: Path, dst: Path) -> None:
             shutil.copytree(item, dst / item.name, copy_function=shutil.copy2)
         else:
             shutil.copy2(item, dst / item.name)
-
-
-# --- metadata embedded in artifacts ---------------------------------------------------------------------------------
-
-
-def embed_metadata(artifact: Path, meta: dict[str, Any]) -> None:
-    """Write `meta` into the artifact itself: ONNX metadata_props, OpenVINO rt_info, TensorRT engine header."""
-    text = json.dumps(meta, sort_keys=True)
-    if artifact.suffix == ".onnx":
-        import onnx
-
-        model = onnx.load(str(artifact))
-        for prop in [p for p in model.metadata_props if p.key == META_KEY]:
-            model.metadata_props.remove(prop)
-        model.metadata_props.add(key=META_KEY, value=text)
-        onnx.save(model, str(artifact))
-    elif artifact.is_dir() and artifact.name.endswith("_openvino_model"):
-        import openvino as ov
-
-        xml = openvino_xml(artifact)
-        model = ov.Core().read_model(xml)
-        model.set_rt_info(text, [META_KEY, "metadata"])
-        tmp = xml.with_name(f".{xml.stem}-meta.xml")
-        ov.save_model(model, tmp, compress_to_fp16=False)
-        tmp.replace(xml)
-        tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))
-    elif artifact.suffix == ".engine":
-        from tasks.runtime.tensorrt import read_engine, write_engine
-
-        header, engine = read_engine(artifact)  # merged into what the header holds under META_KEY (the device)
-        write_engine(artifact, {**header, META_KEY: {**(header.get(META_KEY) or {}), **meta}}, engine)
-    else:
-        raise ValueError(f"{artifact}: no known way to embed metadata in this artifact type")
-
-
-def read_embedded_metadata(artifact: Path) -> dict[str, Any]:
-    """The metadata `embed_metadata` wrote into the artifact ({} if there is none)."""
-    if artifact.suffix == ".onnx":
-        import onnx
-
-        model = onnx.load(str(artifact), load_external_data=False)
-        found = [p.value for p in model.metadata_props if p.key == META_KEY]
-        return json.loads(found[0]) if found else {}
-    if artifact.is_dir():
-        import openvino as ov
-
-        model = ov.Core().read_model(openvino_xml(artifact))
-        if not model.has_rt_info([META_KEY, "metadata"]):
-            return {}
-        return json.loads(model.get_rt_info([META_KEY, "metadata"]).astype(str))
-    if artifact.suffix == ".engine":
-        from tasks.runtime.tensorrt import read_engine
-
-        return read_engine(artifact)[0].get(META_KEY, {})
-    return {}

@@ -11,6 +11,10 @@ from typing import Any
 from tasks.support.errors import AlprError, Remedy
 
 CANDIDATE_JSON = "candidate.json"
+# the key our build metadata is embedded under in every artifact (tasks/edge/metadata.py): ONNX metadata_props,
+# OpenVINO rt_info section, and the only key of ours in a TensorRT engine header (which Ultralytics' backend applies
+# key by key as attributes of itself: tests/unit/test_tensorrt_files.py checks the name)
+META_KEY = "alpr_ops"
 BUILT_ON_GATE = "gate"  # `tensorrt.built_on` of a candidate whose engine the gate's worker builds from its ONNX
 
 
@@ -41,7 +45,7 @@ class Candidate:
     cache_key: str = ""
     params: dict[str, Any] = field(default_factory=dict)  # the candidate's entry of build.candidates
     quantization: dict[str, Any] = field(default_factory=dict)  # gate, layers kept in float (our methods)
-    # TensorRT engines: the plain plan beside the `.engine` and what it was built for (tasks.runtime.tensorrt
+    # TensorRT engines: the plain plan beside the `.engine` and what it was built for (tasks.edge.tensorrt
     # `engine_record`); empty for other backends and for candidates built before it was recorded
     # or, built with build.tensorrt_on: gate, {"built_on": "gate", ...}: at build time the artifact is the ONNX the
     # gate builds the engine from (never run nor deployed by the host); once the gate measured it, the registered

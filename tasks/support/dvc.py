@@ -7,13 +7,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tasks.support.errors import AlprError
 from tasks.support.fsutil import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from tasks.pipeline.extract import VideoInput
+from tasks.support.videos import VideoInput, videos_unchanged
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +82,6 @@ def dvc_commit(root: Path, videos_dir: Path | None = None, inputs: Sequence[Vide
 def _inputs_changed(videos_dir: Path | None, inputs: Sequence[VideoInput] | None) -> bool:
     if videos_dir is None or inputs is None:
         return False
-    from tasks.pipeline.extract import videos_unchanged
-
     changes = videos_unchanged(videos_dir, inputs)
     if changes:
         log.warning(

@@ -27,6 +27,7 @@ class Remedy(StrEnum):
     BUILD = "build"  # candidates are missing or stale
     VALIDATE = "validate"  # metrics are missing or from older code
     REBUILD = "rebuild"  # nothing recorded in MLflow yet, or the footage changed
+    FORCE_REBUILD = "force-rebuild"  # the inputs equal the last rebuild's: only a forced rebuild rebuilds
     PROMOTE = "promote"  # nothing deployed yet
     REBUILD_OR_ROLLBACK = "rebuild-or-rollback"  # the deployed champion regressed
     HOLDOUT = "holdout"  # a labelled holdout is missing

@@ -1,22 +1,17 @@
-"""What a result depends on besides its data: the code that made it, the machine it ran on, and folders' contents.
+"""What a result depends on besides its data: the code that made it, the toolchain, and folders' contents.
 
 The validation cache (tasks/pipeline/validation_cache.py) and the unchanged-rebuild check
-(tasks/pipeline/unchanged.py) key on these, so a change of code, toolchain or hardware is a new key: numbers
-measured by other code or on another CPU are never reused as this run's.
+(tasks/pipeline/unchanged.py) key on these and on the machine (tasks/support/machine.py), so a change of code,
+toolchain or hardware is a new key: numbers measured by other code or on another CPU are never reused as this run's.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
-import json
-import os
-import platform
 from pathlib import Path
-from typing import Any
 
-from tasks.support.hashing import path_sha256
+from tasks.support.hashing import files_sha256, path_sha256
 
 PACKAGE = "alpr-ops"
 CODE_DIRS = ("tasks", "flows", "cli")  # the project's code (what a clone runs; `tests/conftest.py` PROJECT_CODE)
@@ -26,11 +21,6 @@ ARTIFACT_TOOLCHAIN = ("ultralytics", "torch", "onnx", "onnxruntime", "openvino",
 TOOLCHAIN = (*ARTIFACT_TOOLCHAIN, "mlflow", "prefect")
 
 
-def digest(doc: Any) -> str:
-    """sha256 of `doc` as canonical JSON (sorted keys): the one way keys are made from documents here."""
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, str]:
     """The package version and a hash of every source file of the code that runs (`tasks/`, `flows/`, `cli/`).
@@ -38,16 +28,12 @@ def code_version() -> dict[str, str]:
     The source hash, not the git commit: it also holds outside git (an installed copy, a deployment's clone) and
     it sees uncommitted edits, which a commit id marked "-dirty" does not tell apart."""
     root = Path(__file__).resolve().parents[2]
-    h = hashlib.sha256()
-    for name in CODE_DIRS:
-        for f in sorted((root / name).rglob("*.py")):
-            h.update(f"{f.relative_to(root).as_posix()}\0".encode())
-            h.update(f.read_bytes())
+    sources = [f for name in CODE_DIRS for f in sorted((root / name).rglob("*.py"))]
     try:
         version = importlib.metadata.version(PACKAGE)
     except importlib.metadata.PackageNotFoundError:
         version = "not installed"
-    return {"package": PACKAGE, "version": version, "source_sha256": h.hexdigest()}
+    return {"package": PACKAGE, "version": version, "source_sha256": files_sha256(sources, root)}
 
 
 def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
@@ -65,28 +51,6 @@ def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
 def toolchain() -> dict[str, str]:
     """Installed versions of the packages that shape artifacts and measurements (absent ones left out)."""
     return installed_versions(TOOLCHAIN)
-
-
-def gpu_names() -> list[str]:
-    """NVIDIA GPUs the driver lists (`/proc/driver/nvidia/gpus/*/information`), else the board model on a Jetson
-    (`/proc/device-tree/model`); [] when neither exists. Read from the kernel rather than through torch: importing
-    torch costs seconds, and the unchanged check must be fast."""
-    names = []
-    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
-        for line in info.read_text(errors="replace").splitlines():
-            if line.startswith("Model:"):
-                names.append(line.split(":", 1)[1].strip())
-    board = Path("/proc/device-tree/model")
-    if not names and board.is_file():
-        names.append(board.read_text(errors="replace").strip("\x00\n "))
-    return names
-
-
-def hardware() -> dict[str, Any]:
-    """The machine results were measured on: CPU model and cores (as validation records them), architecture, GPUs."""
-    from tasks.runtime.latency import cpu_model
-
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(), "gpus": gpu_names()}
 
 
 def folder_hash(folder: Path | None) -> str:

@@ -16,9 +16,11 @@ from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, mlflow_server_at
 
 from tasks.operations.promote import promote
 from tasks.operations.status import status
-from tasks.pipeline.track import client, lineage, log_rebuild
+from tasks.pipeline.lineage import lineage
+from tasks.pipeline.track import log_rebuild
 from tasks.pipeline.tradeoff import log_tradeoff
 from tasks.support.config import Params
+from tasks.support.tracking import client
 
 pytestmark = pytest.mark.e2e
 

@@ -12,13 +12,13 @@ from conftest import copy_project_code
 from conftest import run_dvc as dvc
 
 from tasks.pipeline.extract import read_frames_hash
-from tasks.pipeline.track import KIND_TAG, REUSED_VERSION_TAG, client
 from tasks.pipeline.unchanged import FINGERPRINT_TAG, MATCHED_TAG, UNCHANGED_KIND
 from tasks.pipeline.validation_cache import CACHE_KEY
 from tasks.runtime.releases import MANIFEST, current_release, gate_id
 from tasks.support.config import Params
 from tasks.support.project import Project
 from tasks.support.registry import aliases_for
+from tasks.support.tracking import KIND_TAG, REUSED_VERSION_TAG, client
 
 pytestmark = pytest.mark.e2e
 

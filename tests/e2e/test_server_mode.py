@@ -183,8 +183,8 @@ def test_server_mode_worker_runs_rebuilds_one_at_a_time(
 
     # the first went all the way: the MLflow server has its rebuild, the gate runs a champion downloaded through it;
     # the second had the same inputs: its flow run stopped at its first step, leaving a small run naming the first
-    from tasks.pipeline.track import client
     from tasks.pipeline.unchanged import MATCHED_TAG, UNCHANGED_KIND
+    from tasks.support.tracking import client
 
     mc = client(params.tracking)
     exp = mc.get_experiment_by_name(params.tracking.experiment)

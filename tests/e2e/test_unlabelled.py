@@ -9,10 +9,10 @@ import shutil
 import pytest
 
 from tasks.demo.synth import SynthConfig, write_videos
-from tasks.pipeline.track import client
 from tasks.pipeline.validate import NO_HOLDOUT
 from tasks.runtime.releases import MANIFEST, current_release
 from tasks.support.config import Params
+from tasks.support.tracking import client
 
 pytestmark = pytest.mark.e2e
 

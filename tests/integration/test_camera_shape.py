@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from tasks.edge.agreement import box_iou
+from tasks.edge.metadata import read_embedded_metadata
 from tasks.pipeline.build import build_candidates
 from tasks.pipeline.extract import extract_frames
 from tasks.runtime.gate import GateError, GateRuntime, load_release
 from tasks.runtime.releases import MANIFEST, VERIFIED_KEY, switch_current
-from tasks.support.cache import read_embedded_metadata
 from tasks.support.candidate import CANDIDATE_JSON, Candidate, read_candidate
 from tasks.support.config import BuildConfig, CandidateConfig, ExtractConfig, ValidateConfig
 from tasks.support.shape import MixedFootage

@@ -20,14 +20,15 @@ pytestmark = pytest.mark.integration
 def candidate_run(tmp_path_factory: pytest.TempPathFactory, built: tuple) -> tuple[TrackingConfig, str, Path]:
     """A candidate run in a fresh sqlite MLflow store, holding the host's gate bundle (FP32 ONNX, 3 holdout frames,
     the FP32 reference's detections on them)."""
-    from tasks.pipeline import gate_remote, track
+    from tasks.pipeline import gate_remote
+    from tasks.support import tracking as trk
 
     params, candidates = built
     tmp_path = tmp_path_factory.mktemp("gate-build")
     fp32 = next(c for c in candidates if c.name == params.build.reference)
     tracking = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=tmp_path / "mlartifacts")
-    client = track.client(tracking)
-    run_id = client.create_run(track.experiment_id(client, tracking)).info.run_id
+    client = trk.client(tracking)
+    run_id = client.create_run(trk.experiment_id(client, tracking)).info.run_id
     images = sorted((params.paths.holdout / "images").iterdir())[:3]
     bundle = gate_remote.write_bundle("trt-test", fp32.path, fp32, images, params.validate_, tmp_path / "bundle")
     gate_remote.log_bundle(tracking, run_id, bundle)
@@ -61,8 +62,8 @@ def test_the_gate_flow_without_tensorrt_fails_typed_and_the_host_reports_a_faile
     candidate_run, tmp_path: Path, prefect_api: str
 ) -> None:
     from flows.gate_build import gate_build
+    from tasks.edge.tensorrt import TensorRTUnavailable
     from tasks.pipeline.gate_remote import gate_metrics, outcome_of
-    from tasks.runtime.tensorrt import TensorRTUnavailable
 
     tracking, run_id, _ = candidate_run
     state = gate_build(run_id, tracking.uri, str(tmp_path / "gate"), return_state=True)
@@ -104,13 +105,13 @@ def test_the_gates_detections_reach_the_host_through_mlflow(candidate_run, tmp_p
     """What the gate logs after a build (`log_result`: engine, plan, and its raw detections per frame) is what the
     host's gate step scores (`gate_detections`); here the engine is placeholder bytes, the detections real ones."""
     from tasks.edge.gate_build import GateResult, log_result, read_bundle
-    from tasks.pipeline import track
+    from tasks.edge.tensorrt import save_engine
     from tasks.pipeline.gate_remote import gate_detections
-    from tasks.runtime.tensorrt import save_engine
+    from tasks.support import tracking as trk
 
     tracking, _, sent = candidate_run
-    client = track.client(tracking)
-    run_id = client.create_run(track.experiment_id(client, tracking)).info.run_id  # a run of its own
+    client = trk.client(tracking)
+    run_id = client.create_run(trk.experiment_id(client, tracking)).info.run_id  # a run of its own
     bundle = read_bundle(sent)
     engine, _ = save_engine(tmp_path / "model.engine", {"stride": 32}, b"\x00not-a-plan")
     dets = tuple((f.name, d) for f, d in zip(bundle.frames, bundle.reference, strict=True))

@@ -163,6 +163,7 @@ def test_a_gate_that_cannot_build_fails_its_candidate_alone(
     from tasks.pipeline import track
     from tasks.pipeline.gate_remote import gate_engines
     from tasks.pipeline.validate import GATE_KEY
+    from tasks.support import tracking as trk
 
     params, _ = built
     report, trt = gate_validation, gate_built[1]
@@ -177,7 +178,7 @@ def test_a_gate_that_cannot_build_fails_its_candidate_alone(
         deploy_gate_build(p, REPO)
         record = track.log_rebuild(p, gate_built, report.metrics, {"frames_hash": "h"}, report)
         record, metrics = gate_engines(p, gate_built, record, report, tmp_path)
-        mc = track.client(p.tracking)
+        mc = trk.client(p.tracking)
         run = mc.get_run(record.candidates[trt.name].run_id)
         versions = mc.search_model_versions(f"run_id = '{run.info.run_id}'")
     reason = metrics[trt.name][GATE_KEY]
@@ -221,7 +222,7 @@ def log_placeholder_engine(tracking_uri: str, run_id: str, cand, scoring, detect
     plan, engine record, detections), with an engine file around `plan` (placeholder bytes, not a runnable engine).
     Returns the engine's sha256."""
     from tasks.edge import gate_build as edge
-    from tasks.runtime.tensorrt import engine_header, engine_record, onnx_metadata, save_engine
+    from tasks.edge.tensorrt import engine_header, engine_record, onnx_metadata, save_engine
 
     work.mkdir(parents=True, exist_ok=True)
     engine, _ = save_engine(
@@ -239,13 +240,14 @@ def tracked_and_gate_logged(p: Params, gate_built: list, report, gate_scoring, w
     its engine to the candidate's run. Returns (record, engine sha256, the gate's outcome)."""
     from tasks.pipeline import track
     from tasks.pipeline.gate_remote import GateOutcome, gate_metrics
+    from tasks.support import tracking as trk
 
     trt = gate_built[1]
     record = track.log_rebuild(p, gate_built, report.metrics, {"frames_hash": "h"})
     run_id = record.candidates[trt.name].run_id
     # the ONNX is not what ships: no registry version and no artifact hash until the gate measured the engine
     assert record.candidates[trt.name].version == "" and record.candidates["fp32"].version
-    assert "artifact_sha256" not in track.client(p.tracking).get_run(run_id).data.tags
+    assert "artifact_sha256" not in trk.client(p.tracking).get_run(run_id).data.tags
     scoring, dets = gate_scoring
     sha = log_placeholder_engine(p.tracking.uri, run_id, trt, scoring, dets, work, plan)
     return record, sha, GateOutcome(run_id, True, "", gate_metrics(p.tracking, run_id))
@@ -257,8 +259,8 @@ def test_a_measured_gate_engine_is_registered_and_promoted_by_its_hash(
     """The engine bytes are a placeholder (not a runnable engine): this checks the chain (hash recorded, verified at
     deploy, manifest), not TensorRT."""
     from tasks.operations.promote import promote
-    from tasks.pipeline import track
     from tasks.runtime.releases import current_release, read_manifest, verify_release
+    from tasks.support import tracking as trk
 
     trt = gate_built[1]
     p = store.model_copy(
@@ -271,7 +273,7 @@ def test_a_measured_gate_engine_is_registered_and_promoted_by_its_hash(
 
     step = finish_gate_step(p, gate_built, record, gate_validation.metrics, {trt.name: outcome}, gate_scoring[0])
     assert step.metrics[trt.name]["gate"] == "measured"
-    tracked, mc = step.record.candidates[trt.name], track.client(p.tracking)
+    tracked, mc = step.record.candidates[trt.name], trk.client(p.tracking)
     assert tracked.version and tracked.source.endswith("/artifact")
     version_tags = mc.get_model_version(p.tracking.registered_model, tracked.version).tags
     assert mc.get_run(tracked.run_id).data.tags["artifact_sha256"] == version_tags["artifact_sha256"] == sha
@@ -298,8 +300,8 @@ def test_a_gate_engine_swapped_in_the_store_after_it_was_recorded_is_refused(
     import json
     from urllib.parse import unquote, urlparse
 
+    from tasks.edge.tensorrt import read_engine, save_engine
     from tasks.operations.promote import promote
-    from tasks.runtime.tensorrt import read_engine, save_engine
     from tasks.support.errors import AlprError
     from tasks.support.hashing import sha256_file
 
@@ -334,8 +336,8 @@ def test_a_gate_candidate_that_failed_or_does_not_match_its_record_is_never_regi
     from urllib.parse import unquote, urlparse
 
     from tasks.operations.promote import decide
-    from tasks.pipeline import track
     from tasks.pipeline.gate_remote import GateOutcome
+    from tasks.support import tracking as trk
 
     trt = gate_built[1]
     p = store.model_copy(
@@ -346,7 +348,7 @@ def test_a_gate_candidate_that_failed_or_does_not_match_its_record_is_never_regi
     )
     from tasks.pipeline.gate_remote import finish_gate_step  # after the tracking checks: they fail on older code
 
-    run_id, mc = measured.run_id, track.client(p.tracking)
+    run_id, mc = measured.run_id, trk.client(p.tracking)
     failed = GateOutcome(run_id, False, "gate build Failed: TensorRTUnavailable: no module named 'tensorrt'")
     gate_validation_metrics = gate_validation.metrics
     step = finish_gate_step(p, gate_built, record, gate_validation_metrics, {trt.name: failed}, gate_scoring[0])

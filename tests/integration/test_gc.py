@@ -1,5 +1,6 @@
-"""Issue 15, defect 8: `alpr-ops gc` prunes the frame cache, the build cache and old MLflow model artifacts, with a
-dry run and a size report, and never touches what the champion, `previous` or the latest rebuild use."""
+"""Issue 15, defect 8: `alpr-ops gc` prunes the frame cache, the build cache, the validation cache and old MLflow
+model artifacts, with a dry run and a size report, and never touches what the champion, `previous` or the latest
+rebuild use."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import another_build
 
-from tasks.pipeline.track import ARTIFACT_PATH, client, log_rebuild
+from tasks.pipeline.track import log_rebuild
+from tasks.pipeline.validation_cache import CACHE_KEY, validation_store
 from tasks.support.config import Params
 from tasks.support.registry import CHAMPION, PREVIOUS, set_alias
+from tasks.support.tracking import ARTIFACT_PATH, client
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +25,8 @@ def test_gc_prunes_only_what_nothing_uses(store: Params, built: tuple, tmp_path:
     session, candidates = built
     fp32 = next(c for c in candidates if c.name == session.build.reference)
     # caches of its own (copies of the session's, which other tests read), plus entries nothing uses
-    paths = store.paths.model_copy(update={"frame_cache": tmp_path / "frames", "build_cache": tmp_path / "build"})
+    caches = {"frame_cache": tmp_path / "frames", "build_cache": tmp_path / "build", "validation_cache": tmp_path / "v"}
+    paths = store.paths.model_copy(update=caches)
     params = store.model_copy(update={"paths": paths})
     shutil.copytree(session.paths.frame_cache, paths.frame_cache)
     shutil.copytree(session.paths.build_cache, paths.build_cache)
@@ -45,7 +49,7 @@ def test_gc_prunes_only_what_nothing_uses(store: Params, built: tuple, tmp_path:
     run_ids = [r.candidates[fp32.name].run_id for r in runs]
 
     dry = collect_garbage(params, dry_run=True)
-    frames, builds, ml = dry.areas
+    frames, builds, _, ml = dry.areas
     assert ml.pruned == [f"fp32 of rebuild {runs[0].parent_run_id} ({run_ids[0]})"] and ml.pruned_bytes > 0
     assert sorted(builds.pruned) == ["f" * 64] and builds.pruned_bytes == 5000
     assert sorted(frames.pruned) == ["0" * 64, "0" * 64 + "-old"] and frames.pruned_bytes == 1000
@@ -70,3 +74,33 @@ def test_gc_prunes_only_what_nothing_uses(store: Params, built: tuple, tmp_path:
     assert latest.candidates[fp32.name].version == fresh.version
     assert collect_garbage(params, dry_run=False).pruned_bytes == 0
     assert mc.list_artifacts(fresh.run_id, ARTIFACT_PATH)
+
+
+def test_gc_keeps_the_validation_reports_of_kept_rebuilds_only(store: Params, built: tuple, tmp_path: Path) -> None:
+    """A validation report is in use while a kept rebuild (the latest, or one holding an aliased version) names it on
+    its parent run; the reports of pruned rebuilds, and reports no rebuild recorded, go."""
+    from tasks.operations.gc import collect_garbage
+
+    session, candidates = built
+    fp32 = next(c for c in candidates if c.name == session.build.reference)
+    caches = {"frame_cache": tmp_path / "frames", "build_cache": tmp_path / "build", "validation_cache": tmp_path / "v"}
+    params = store.model_copy(update={"paths": store.paths.model_copy(update=caches)})
+    copies = [another_build(fp32, tmp_path / "builds") for _ in range(3)]
+    runs = [
+        log_rebuild(params, [b], {b.name: {"map50_95": 0.5}}, {"frames_hash": f"h{i}"}) for i, b in enumerate(copies)
+    ]
+    mc = client(params.tracking)
+    set_alias(mc, params.tracking.registered_model, CHAMPION, runs[1].candidates[fp32.name].version)
+    reports = validation_store(params.paths.validation_cache)
+    for i, run in enumerate(runs):  # what each rebuild's validation step recorded (`log_rebuild` tags the report's)
+        reports.put_bytes(str(i) * 64, b"report" * 10)
+        mc.set_tag(run.parent_run_id, CACHE_KEY, f"{'stored' if i < 2 else 'hit'} {str(i) * 64}")
+    reports.put_bytes("e" * 64, b"x" * 300)  # stored by a rebuild that failed before MLflow recorded it
+
+    dry = collect_garbage(params, dry_run=True)
+    validation = next(a for a in dry.areas if a.name == "validation cache")
+    assert sorted(validation.pruned) == ["0" * 64 + ".pickle", "e" * 64 + ".pickle"] and validation.kept == 2
+    assert validation.pruned_bytes == 360 and len(reports.keys()) == 4  # a dry run deletes nothing
+
+    collect_garbage(params, dry_run=False)
+    assert reports.keys() == {"1" * 64, "2" * 64}  # the champion's rebuild, and the latest

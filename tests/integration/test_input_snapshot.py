@@ -16,9 +16,11 @@ from conftest import run_dvc as dvc
 
 from tasks.demo.synth import SynthConfig
 from tasks.pipeline.extract import extract_frames
-from tasks.pipeline.track import client, lineage, log_rebuild, snapshot_table
+from tasks.pipeline.lineage import lineage, snapshot_table
+from tasks.pipeline.track import log_rebuild
 from tasks.support.config import Params
 from tasks.support.dvc import dvc_commit
+from tasks.support.tracking import client
 from testkit.clips import encode_clip, scene_frames
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tasks.edge.metadata import read_embedded_metadata
 from tasks.pipeline.build import build_candidates
 from tasks.pipeline.extract import extract_frames
-from tasks.support.cache import read_embedded_metadata
 from tasks.support.candidate import CANDIDATE_JSON
 from tasks.support.config import BuildConfig, CandidateConfig, ExtractConfig, ValidateConfig
 from tasks.support.hashing import path_sha256

@@ -13,9 +13,11 @@ import pytest
 
 from tasks.operations import regression as reg
 from tasks.operations.regression import RegressionError, RegressionReport, find_champion
-from tasks.pipeline.track import KIND_TAG, client, lineage, log_rebuild
+from tasks.pipeline.lineage import lineage
+from tasks.pipeline.track import log_rebuild
 from tasks.support.config import ExtractConfig, NightlyConfig, Params, TrackingConfig, ValidateConfig
 from tasks.support.errors import Remedy
+from tasks.support.tracking import KIND_TAG, client
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

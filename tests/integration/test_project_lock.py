@@ -113,9 +113,9 @@ def test_promote_and_nightly_during_a_rebuild_wait_and_neither_fails(
     one after the other: the rebuild (forced: its inputs are the first's) builds the same bytes, so its winner is
     the champion's own version and neither its promotion nor the promote after it changes anything; the nightly
     check passes on that champion."""
-    from tasks.pipeline.track import client
     from tasks.runtime.releases import current_release, gate_id
     from tasks.support.registry import aliases_for
+    from tasks.support.tracking import client
 
     root = project.paths.videos.parents[1]
     # the FP32 reference alone, from the session's build cache (the nightly check needs plates found at 320)

@@ -15,10 +15,12 @@ import pytest
 from conftest import another_build
 
 from tasks.operations.promote import KILL_ENV, RollbackError, SmokeTestError, promote, rollback
-from tasks.pipeline.track import client, lineage, log_rebuild
+from tasks.pipeline.lineage import lineage
+from tasks.pipeline.track import log_rebuild
 from tasks.runtime.releases import MANIFEST, current_release, gate_id, release_is_complete
 from tasks.support.config import Params
 from tasks.support.registry import CHALLENGER, CHAMPION, PREVIOUS, aliases_for, version_by_alias
+from tasks.support.tracking import client
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -70,7 +70,7 @@ def test_tensorrt_int8_engine_builds_and_validates(built: tuple, plate_model: Pa
 
 
 def test_engine_header_round_trips_and_an_engine_without_its_device_is_refused(tmp_path: Path) -> None:
-    from tasks.runtime.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
+    from tasks.edge.tensorrt import EngineMismatch, check_engine, read_engine, write_engine
 
     path = write_engine(tmp_path / "m.engine", {"stride": 32, "names": {"0": "plate"}}, b"\x00engine-bytes")
     assert read_engine(path) == ({"stride": 32, "names": {"0": "plate"}}, b"\x00engine-bytes")
@@ -85,8 +85,8 @@ def test_engine_header_round_trips_and_an_engine_without_its_device_is_refused(t
 def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
     built: tuple, plate_model: Path, tmp_path: Path
 ) -> None:
+    from tasks.edge.tensorrt import EngineMismatch, check_engine, read_engine, with_device, write_engine
     from tasks.pipeline.validate import run_validation
-    from tasks.runtime.tensorrt import EngineMismatch, check_engine, read_engine, with_device, write_engine
 
     params, _ = built
     ours = CandidateConfig(name="trt-qdq", precision="int8", method="trt-qdq", qdq={"symmetric_activations": True})
@@ -109,7 +109,7 @@ def test_strongly_typed_qdq_engine_records_its_device_and_refuses_another(
 
 
 def test_an_engine_built_for_another_gpu_is_refused_before_any_loader_runs(tmp_path: Path) -> None:
-    from tasks.runtime.tensorrt import EngineMismatch, ensure_runnable, write_engine
+    from tasks.edge.tensorrt import EngineMismatch, ensure_runnable, write_engine
 
     device = {"gpu": "Orin (nvgpu)", "compute_capability": "8.7", "tensorrt": "10.3.0"}
     engine = write_engine(tmp_path / "m.engine", {"stride": 32, "device": device}, b"\x00engine-bytes")
@@ -233,7 +233,7 @@ def test_trt_qdq_onnx_follows_tensorrts_onnx_parser_rules(
 
     import onnx
 
-    import tasks.runtime.tensorrt as trt_files
+    import tasks.edge.tensorrt as trt_files
     from tasks.pipeline.build import build_artifact
     from tasks.support.config import ValidateConfig
 
@@ -272,14 +272,15 @@ def test_gate_side_build_times_and_checks_an_engine_without_pytorch(
     and the gate's detections scored on the host as the rebuild's gate step scores them."""
     from flows.gate_build import gate_build
     from tasks.edge.gate_build import RESULT_PATH
-    from tasks.pipeline import gate_remote, track
+    from tasks.pipeline import gate_remote
+    from tasks.support import tracking as trk
     from tasks.support.config import TrackingConfig
 
     params, candidates = built
     fp32 = next(c for c in candidates if c.name == params.build.reference)
     tracking = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=tmp_path / "mlartifacts")
-    client = track.client(tracking)
-    run_id = client.create_run(track.experiment_id(client, tracking)).info.run_id
+    client = trk.client(tracking)
+    run_id = client.create_run(trk.experiment_id(client, tracking)).info.run_id
     images = sorted((params.paths.holdout / "images").iterdir())
     bundle = gate_remote.write_bundle("trt-fp32", fp32.path, fp32, images, params.validate_, tmp_path / "bundle")
     gate_remote.log_bundle(tracking, run_id, bundle)

@@ -11,10 +11,12 @@ from mlflow.exceptions import MlflowException
 
 from tasks.operations.promote import SmokeTestError, promote
 from tasks.operations.status import status
-from tasks.pipeline.track import client, latest_rebuild, lineage, log_rebuild
+from tasks.pipeline.lineage import lineage
+from tasks.pipeline.track import latest_rebuild, log_rebuild
 from tasks.runtime.releases import MANIFEST, current_release, gate_id
 from tasks.support.config import Params, PromoteConfig
 from tasks.support.registry import aliases_for
+from tasks.support.tracking import client
 
 pytestmark = pytest.mark.integration
 

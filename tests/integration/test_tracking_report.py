@@ -5,9 +5,11 @@ from pathlib import Path
 import pytest
 
 from tasks.operations.report import load_rebuild, write_report
-from tasks.pipeline.track import client, experiment_url, lineage, log_rebuild
+from tasks.pipeline.lineage import lineage
+from tasks.pipeline.track import log_rebuild
 from tasks.pipeline.tradeoff import log_tradeoff
 from tasks.support.config import Params
+from tasks.support.tracking import client, experiment_url
 
 pytestmark = pytest.mark.integration
 

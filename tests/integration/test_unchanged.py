@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tasks.pipeline.track import KIND_TAG, client, experiment_id
 from tasks.pipeline.unchanged import (
     FINGERPRINT_TAG,
     MATCHED_TAG,
@@ -21,6 +20,7 @@ from tasks.pipeline.unchanged import (
     record_fingerprint,
 )
 from tasks.support.config import Params
+from tasks.support.tracking import KIND_TAG, client, experiment_id
 
 pytestmark = pytest.mark.integration
 

@@ -8,6 +8,7 @@ import yaml
 from tasks.pipeline.extract import ExtractError, extract_frames, frames_hash
 from tasks.support.config import ExtractConfig
 from tasks.support.errors import Remedy
+from tasks.support.videos import VideosMissing
 
 NAMES = ("License_Plate",)
 
@@ -88,7 +89,7 @@ def test_no_frames_at_all_stops_with_a_clear_message_and_keeps_old_frames(videos
 
 
 def test_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(ExtractError, match="no such folder"):
+    with pytest.raises(VideosMissing, match="no such folder"):
         run(tmp_path / "nope", tmp_path)
 
 

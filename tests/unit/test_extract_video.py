@@ -297,13 +297,14 @@ def test_memory_stays_flat_whatever_the_length(tmp_path: Path) -> None:
     import tracemalloc
 
     from tasks.pipeline.extract_worker import FrameParams, Job, extract_one
+    from tasks.support.cache import CacheStore
 
     params = FrameParams(0.1, 4, 90, 0.1, 0.0, 2)
 
     def peak(seconds: float, name: str) -> int:
         video = clip(tmp_path / name, seconds, gop=100)
         tracemalloc.start()
-        entry = extract_one(Job(video, "0" * 64, tmp_path / f"entry-{name}", params), lambda *a: None)
+        entry = extract_one(Job(video, "0" * 64, CacheStore(tmp_path), f"entry-{name}", params), lambda *a: None)
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert len(entry["rows"]) == 4 and entry["samples"] == round(seconds * 10)

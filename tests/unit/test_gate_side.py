@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # the gate's entry points; everything of ours they import is checked too
 GATE_MODULES = sorted(
     [f"tasks.edge.{p.stem}" for p in (ROOT / "tasks" / "edge").glob("*.py") if p.stem != "__init__"]
-    + ["tasks.runtime.tensorrt", "tasks.runtime.gate", "flows.gate_build"]
+    + ["tasks.runtime.gate", "flows.gate_build"]
 )
 FORBIDDEN = ("torch", "torchvision", "ultralytics")
 
@@ -52,7 +52,8 @@ def imported_by_gate_modules(release: Path) -> dict[str, list[str]]:
         f"for m in {GATE_MODULES!r}: importlib.import_module(m)\n"
         "from pathlib import Path\n"
         "import numpy as np\n"
-        "from tasks.runtime import gate, tensorrt\n"
+        "from tasks.edge import tensorrt\n"
+        "from tasks.runtime import gate\n"
         f"loaded = gate.load_release(Path({str(release)!r}))\n"
         "assert loaded.model.input_hw == (32, 64), loaded.model.input_hw\n"
         "loaded.model(np.full((90, 160, 3), 80, dtype=np.uint8))\n"
@@ -121,7 +122,7 @@ def test_without_tensorrt_the_engine_paths_fail_typed_before_any_gpu_work(tmp_pa
     import importlib.util
 
     from tasks.edge.runners import open_runner
-    from tasks.runtime.tensorrt import TensorRTUnavailable, build_strongly_typed_engine, device_info
+    from tasks.edge.tensorrt import TensorRTUnavailable, build_strongly_typed_engine, device_info
 
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("tensorrt is installed here: the refusal does not apply")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.support.cache import cache_key
+from tasks.pipeline.build import cache_key
 from tasks.support.config import BuildConfig, CandidateConfig, ConfigError, load_params
 
 ROOT = Path(__file__).resolve().parents[2]

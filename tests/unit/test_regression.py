@@ -85,12 +85,12 @@ def test_the_nightly_check_refuses_a_tensorrt_champion_it_cannot_run(tmp_path) -
     """A gate-built engine deployed as champion cannot be re-run on a host without its GPU and TensorRT: the check
     stops saying nothing was re-validated, never a pass. The engine file wraps placeholder bytes (not a runnable
     engine): what is checked is the refusal before any loader, not TensorRT."""
+    from tasks.edge.tensorrt import save_engine
     from tasks.operations.regression import RegressionError, runnable_here
-    from tasks.runtime.tensorrt import HEADER_KEY, save_engine
-    from tasks.support.candidate import Candidate
+    from tasks.support.candidate import META_KEY, Candidate
 
     device = {"gpu": "Orin (nvgpu)", "compute_capability": "8.7", "tensorrt": "10.3.0"}
-    save_engine(tmp_path / "trt-fp32.engine", {HEADER_KEY: {"device": device}}, b"\x00placeholder plan")
+    save_engine(tmp_path / "trt-fp32.engine", {META_KEY: {"device": device}}, b"\x00placeholder plan")
     champ = Candidate(
         name="trt-fp32", backend="tensorrt", precision="fp32", folder=tmp_path, artifact="trt-fp32.engine",
         sha256="x", size_mb=0.0, base_model_sha256="b", frames_hash="f", imgsz=320, toolchain={}, build_seconds=0.0,

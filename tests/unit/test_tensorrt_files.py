@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from tasks.pipeline.build import BackendUnavailable, check_tensorrt
+from tasks.support.candidate import META_KEY
 from tasks.support.config import CandidateConfig
 
 FAKE_DEVICE = {"gpu": "Orin (nvgpu)", "compute_capability": "8.7", "tensorrt": "10.3.0"}
@@ -66,17 +67,17 @@ def backend_attributes() -> dict[str, set[str]]:
 
 def header_keys_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict]:
     """The headers the project writes, by writer: an Ultralytics engine stamped with its device (`stamp_device`)
-    then given our build metadata (`cache.embed_metadata`), and the header of our own strongly-typed engines."""
-    import tasks.runtime.tensorrt as trt_files
-    from tasks.support import cache
+    then given our build metadata (`metadata.embed_metadata`), and the header of our own strongly-typed engines."""
+    import tasks.edge.tensorrt as trt_files
+    from tasks.edge import metadata
 
     monkeypatch.setattr(trt_files, "device_info", lambda: dict(FAKE_DEVICE))  # the GPU this would run on
     engine = trt_files.write_engine(tmp_path / "model.engine", dict(ULTRALYTICS_METADATA), b"\x00plan-bytes")
     trt_files.stamp_device(engine)
-    cache.embed_metadata(engine, {"name": "trt-int8", "method": "ultralytics", "kept_in_float": []})
+    metadata.embed_metadata(engine, {"name": "trt-int8", "method": "ultralytics", "kept_in_float": []})
     headers = {"ultralytics export, stamped and embedded": trt_files.read_engine(engine)[0]}
     if hasattr(trt_files, "engine_header"):  # the header build_strongly_typed_engine writes
-        onnx_meta = {**ULTRALYTICS_METADATA, cache.META_KEY: json.dumps({"name": "x"})}
+        onnx_meta = {**ULTRALYTICS_METADATA, META_KEY: json.dumps({"name": "x"})}
         headers["strongly typed (trt-qdq)"] = trt_files.engine_header(onnx_meta, dict(FAKE_DEVICE))
     return headers
 
@@ -101,7 +102,7 @@ def test_a_stamped_engine_header_leaves_the_backends_device_alone(
     import torch
     from ultralytics.nn.backends.base import BaseBackend
 
-    import tasks.runtime.tensorrt as trt_files
+    import tasks.edge.tensorrt as trt_files
 
     class HeaderOnly(BaseBackend):  # TensorRTBackend.load_model's header steps, without TensorRT
         def load_model(self, weight):
@@ -125,7 +126,7 @@ def test_a_stamped_engine_header_leaves_the_backends_device_alone(
 def test_old_headers_with_a_top_level_device_are_still_read_but_never_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.runtime.tensorrt as trt_files
+    import tasks.edge.tensorrt as trt_files
 
     old = trt_files.write_engine(tmp_path / "old.engine", {"stride": 32, "device": FAKE_DEVICE}, b"\x00plan")
     with pytest.raises(trt_files.EngineMismatch, match=r"built for 'Orin \(nvgpu\)'"):
@@ -134,17 +135,18 @@ def test_old_headers_with_a_top_level_device_are_still_read_but_never_written(
     trt_files.stamp_device(old)
     header, _ = trt_files.read_engine(old)
     assert "device" not in header
-    assert header[trt_files.HEADER_KEY]["device"] == FAKE_DEVICE
+    assert header[META_KEY]["device"] == FAKE_DEVICE
 
 
 # --- the plain plan beside the engine -------------------------------------------------------------------------------
 
 
 def test_save_engine_writes_the_plan_as_is_and_the_engine_as_header_plus_the_same_bytes(tmp_path: Path) -> None:
-    from tasks.runtime.tensorrt import HEADER_KEY, engine_record, save_engine
+    from tasks.edge.tensorrt import engine_record, save_engine
+    from tasks.support.candidate import META_KEY
 
     serialized = bytes(range(256)) * 3 + b"\x00\xff"  # not JSON, not text: what a serialized plan looks like
-    header = {"stride": 32, HEADER_KEY: {"device": FAKE_DEVICE}}
+    header = {"stride": 32, META_KEY: {"device": FAKE_DEVICE}}
     engine, plan = save_engine(tmp_path / "model.engine", header, serialized)
     assert plan == tmp_path / "model.plan"
     assert plan.read_bytes() == serialized
@@ -156,16 +158,16 @@ def test_save_engine_writes_the_plan_as_is_and_the_engine_as_header_plus_the_sam
 
 
 def test_an_ultralytics_engine_gets_its_plain_plan_when_stamped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import tasks.runtime.tensorrt as trt_files
-    from tasks.support import cache
+    import tasks.edge.tensorrt as trt_files
+    from tasks.edge import metadata
 
     monkeypatch.setattr(trt_files, "device_info", lambda: dict(FAKE_DEVICE))
     engine = trt_files.write_engine(tmp_path / "model.engine", dict(ULTRALYTICS_METADATA), b"\x00plan-bytes")
     trt_files.stamp_device(engine)
-    cache.embed_metadata(engine, {"name": "trt-int8"})  # rewrites the header only
+    metadata.embed_metadata(engine, {"name": "trt-int8"})  # rewrites the header only
     assert (tmp_path / "model.plan").read_bytes() == b"\x00plan-bytes"
     assert trt_files.read_engine(engine)[1] == b"\x00plan-bytes"
-    assert cache.read_embedded_metadata(engine)["name"] == "trt-int8"
+    assert metadata.read_embedded_metadata(engine)["name"] == "trt-int8"
 
 
 def test_candidate_json_without_the_tensorrt_field_still_reads(tmp_path: Path) -> None:

@@ -9,26 +9,27 @@ Each engine is written twice, from the same serialized bytes:
 - `<name>.engine`: Ultralytics' layout (4-byte little-endian JSON length, JSON metadata, serialized engine) so that
   `YOLO("x.engine")` loads it. Ultralytics' backend sets every header key as an attribute of itself
   (`BaseBackend.apply_metadata`), so the header holds Ultralytics' own export metadata (stride, names, imgsz...)
-  and ours only under the one key `alpr_ops` (`HEADER_KEY`), which no backend attribute uses: a top-level `device`
+  and ours only under the one key `alpr_ops` (`META_KEY`), which no backend attribute uses: a top-level `device`
   key, as older builds wrote, replaced the backend's `torch.device` and no engine loaded.
 - `<name>.plan`: the plain serialized plan, for tools that expect nothing in front of it (`trtexec --loadEngine`,
   DeepStream's nvinfer, C++ `deserializeCudaEngine`). The candidate's `candidate.json` records it and what the engine
   was built for (`engine_record`).
 
-This module runs on the gate too (Python 3.10, no PyTorch, no Ultralytics: `tests/unit/test_gate_side.py` checks
-both): it imports only the standard library at module level, and TensorRT, Polygraphy or ONNX inside functions.
+The host (its build, validation and promotion) and the gate (its engine build, its runtime) share this module, so
+it runs on the gate's Python 3.10 without PyTorch or Ultralytics (`tests/unit/test_gate_side.py` checks both): it
+imports only the standard library at module level, and TensorRT, Polygraphy or ONNX inside functions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from tasks.support.cache import META_KEY as HEADER_KEY  # the only key of ours in an engine header
+from tasks.support.candidate import META_KEY  # the only key of ours in an engine header
 from tasks.support.errors import AlprError, Remedy
+from tasks.support.hashing import sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +127,16 @@ def save_engine(engine_path: Path, header: dict[str, Any], serialized: bytes) ->
 
 
 def with_device(header: dict[str, Any], device: dict[str, str]) -> dict[str, Any]:
-    """`header` with `device` recorded under `HEADER_KEY` (and no top-level `device`, which older builds wrote and
+    """`header` with `device` recorded under `META_KEY` (and no top-level `device`, which older builds wrote and
     which would replace the `torch.device` of Ultralytics' backend)."""
-    ours = {**(header.get(HEADER_KEY) or {}), "device": device}
-    return {**{k: v for k, v in header.items() if k not in ("device", HEADER_KEY)}, HEADER_KEY: ours}
+    ours = {**(header.get(META_KEY) or {}), "device": device}
+    return {**{k: v for k, v in header.items() if k not in ("device", META_KEY)}, META_KEY: ours}
 
 
 def built_for(header: dict[str, Any]) -> dict[str, str] | None:
-    """The GPU and TensorRT version an engine header records: under `HEADER_KEY`, or at the top level in engines
+    """The GPU and TensorRT version an engine header records: under `META_KEY`, or at the top level in engines
     written before that (read, never written)."""
-    ours = header.get(HEADER_KEY)
+    ours = header.get(META_KEY)
     found = ours.get("device") if isinstance(ours, dict) else None
     return found or header.get("device") or None
 
@@ -178,7 +179,7 @@ def engine_record(engine_path: Path) -> dict[str, Any]:
     plan = plan_path(engine_path)
     record: dict[str, Any] = {
         "engine": engine_path.name,
-        "engine_sha256": hashlib.sha256(engine_path.read_bytes()).hexdigest(),
+        "engine_sha256": sha256_file(engine_path),
         "engine_layout": "ultralytics: 4-byte little-endian JSON length, JSON metadata, serialized plan",
         "plan": plan.name if plan.is_file() else None,
         "device": built_for(header),
@@ -187,7 +188,7 @@ def engine_record(engine_path: Path) -> dict[str, Any]:
         data = plan.read_bytes()
         if data != engine:
             raise EngineMismatch(f"{plan}: the plan differs from the serialized engine inside {engine_path.name}")
-        record["plan_sha256"] = hashlib.sha256(data).hexdigest()
+        record["plan_sha256"] = sha256_bytes(data)
         record["plan_bytes"] = len(data)
     return record
 
@@ -217,9 +218,9 @@ def onnx_metadata(onnx_path: Path) -> dict[str, str]:
 
 
 def engine_header(ultralytics_metadata: dict[str, Any], device: dict[str, str]) -> dict[str, Any]:
-    """The header of an engine we build: Ultralytics' export metadata as it is, and ours under `HEADER_KEY` only
-    (the build metadata embedded in the ONNX under that key is replaced: `cache.embed_metadata` adds the engine's)."""
-    return with_device({k: v for k, v in ultralytics_metadata.items() if k != HEADER_KEY}, device)
+    """The header of an engine we build: Ultralytics' export metadata as it is, and ours under `META_KEY` only
+    (the build metadata embedded in the ONNX under that key is replaced: `embed_metadata` adds the engine's)."""
+    return with_device({k: v for k, v in ultralytics_metadata.items() if k != META_KEY}, device)
 
 
 def build_strongly_typed_engine(
@@ -257,7 +258,7 @@ def build_strongly_typed_engine(
 
 
 def stamp_device(engine_path: Path) -> Path:
-    """Record this machine's GPU and TensorRT version in an engine Ultralytics exported here (under `HEADER_KEY`),
+    """Record this machine's GPU and TensorRT version in an engine Ultralytics exported here (under `META_KEY`),
     and write its plain plan beside it."""
     header, engine = read_engine(engine_path)
     return save_engine(engine_path, with_device(header, device_info()), engine)[0]
