@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 from conftest import another_build
 
-from tasks.operations.promote import KILL_ENV, RollbackError, SmokeTestError, promote, rollback
+from tasks.operations.promote import promote
+from tasks.operations.rollback import RollbackError, rollback
+from tasks.operations.smoke import SmokeTestError
 from tasks.pipeline.track import client, lineage, log_rebuild
 from tasks.runtime.releases import MANIFEST, current_release, gate_id, release_is_complete
 from tasks.support.config import Params
+from tasks.support.faults import KILL_ENV
 from tasks.support.registry import CHALLENGER, CHAMPION, PREVIOUS, aliases_for, version_by_alias
 
 pytestmark = pytest.mark.integration
@@ -195,7 +198,7 @@ ROLLBACK_SCRIPT = """
 import sys
 from tasks.support.config import Params
 from tasks.support.offline import configure_offline
-from tasks.operations.promote import rollback
+from tasks.operations.rollback import rollback
 
 params = Params.model_validate_json(open(sys.argv[1]).read())
 configure_offline(params.paths.ultralytics_config)
@@ -369,7 +372,7 @@ def test_a_locked_registry_stops_promotion_instead_of_reading_as_no_champion(
     import sqlite3
     import threading
 
-    from tasks.operations.promote import PAUSE_ENV
+    from tasks.support.faults import PAUSE_ENV
 
     store, first = promoted
     # the smoke test must not be what stops the worse challenger (it reproduces its claimed mAP within 0.01)
@@ -486,7 +489,7 @@ def test_upgrading_a_running_site_adopts_what_matches_the_registry_and_refuses_t
     without a verification record) is adopted at the first gate start: aliases taken over, a release whose artifact
     matches its run's recorded hash adopted, one that does not refused; a rollback then restores the refused one
     from the store, verified."""
-    from tasks.operations.promote import adopt_at_gate_start
+    from tasks.operations.aliases import adopt_at_gate_start
     from tasks.runtime.gate import GateRuntime
     from tasks.runtime.releases import GATE_ID_FILE, VERIFIED_KEY
     from tasks.support.errors import AlprError

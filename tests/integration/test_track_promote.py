@@ -9,7 +9,8 @@ import pytest
 from conftest import another_build
 from mlflow.exceptions import MlflowException
 
-from tasks.operations.promote import SmokeTestError, promote
+from tasks.operations.promote import promote
+from tasks.operations.smoke import SmokeTestError
 from tasks.operations.status import status
 from tasks.pipeline.track import client, latest_rebuild, lineage, log_rebuild
 from tasks.runtime.releases import MANIFEST, current_release, gate_id

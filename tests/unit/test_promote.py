@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.operations.promote import ChampionScore, MetricsMissing, decide
+from tasks.operations.policy import ChampionScore, MetricsMissing, decide
 from tasks.runtime.latency import ROUNDS_KEY
 from tasks.runtime.releases import current_release, prune_releases, recover, switch_current
 from tasks.support.config import PromoteConfig
