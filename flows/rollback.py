@@ -7,18 +7,19 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import open_project
-from tasks.operations import promote as promotion
+from tasks.operations.rollback import RollbackResult
+from tasks.operations.rollback import rollback as rollback_release
 from tasks.support.config import Params
 from tasks.support.locks import project_lock
 from tasks.support.project import Overrides
 
-roll_back = task(promotion.rollback, name="rollback", cache_policy=NO_CACHE)  # moves aliases: never retried
+roll_back = task(rollback_release, name="rollback", cache_policy=NO_CACHE)  # moves aliases: never retried
 
 
 @flow(name="rollback", log_prints=False)
 def rollback(
     params_file: str = "params.yaml", overrides: Overrides | None = None, params: Params | None = None
-) -> promotion.RollbackResult:
+) -> RollbackResult:
     """Point `current` and `champion` back at the `previous` version, in one step (logged to MLflow)."""
     if params is None:
         params = open_project(params_file, overrides, None).params

@@ -95,7 +95,7 @@ def gate_run(
     """Run `current` frame by frame; hot-swap to a new release when `current` changes (no frame dropped)."""
     project = state.project(Overrides.of(gate_dir=gate_dir))
     go_offline(project)
-    from tasks.operations.promote import adopt_at_gate_start
+    from tasks.operations.aliases import adopt_at_gate_start
     from tasks.runtime.gate import run_gate
 
     prm = project.params

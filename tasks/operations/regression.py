@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.operations.promote import GateCheck, fetch_verified, recorded
+from tasks.operations.policy import GateCheck
+from tasks.operations.provenance import fetch_verified, recorded
 from tasks.runtime.releases import MANIFEST, current_release, gate_id, gate_paths, read_manifest, verify_release
 from tasks.support.candidate import Candidate
 from tasks.support.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig

@@ -242,7 +242,7 @@ def pair_ratio(x: list[float], f: list[float]) -> tuple[float, float]:
 def interleaved_stats(rounds: dict[str, list[float]]) -> dict[str, dict[str, float | str]]:
     """Per name: the median of its round medians, its ratio to the fastest of the group and that ratio's noise
     (`pair_ratio`), and the round medians themselves (`ROUNDS_KEY`), from which the promotion's tie rule computes
-    the ratio of any two candidates that were re-timed together (`tasks/operations/promote.py` `choose`)."""
+    the ratio of any two candidates that were re-timed together (`tasks/operations/policy.py` `choose`)."""
     p50 = {name: statistics.median(values) for name, values in rounds.items()}
     fastest = min(p50, key=lambda n: (p50[n], n))
     stats: dict[str, dict[str, float | str]] = {}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks.operations.promote import decide
+from tasks.operations.policy import decide
 from tasks.pipeline.build import export_candidate
 from tasks.pipeline.validate import run_validation
 from tasks.support.config import CandidateConfig, PromoteConfig

@@ -159,7 +159,7 @@ def test_a_gate_that_cannot_build_fails_its_candidate_alone(
     built: tuple, gate_built: list, gate_validation, gate_worker: str, tmp_path: Path
 ) -> None:
     from flows.deployments import deploy_gate_build
-    from tasks.operations.promote import decide
+    from tasks.operations.policy import decide
     from tasks.pipeline import track
     from tasks.pipeline.gate_remote import gate_engines
     from tasks.pipeline.validate import GATE_KEY
@@ -335,7 +335,7 @@ def test_a_gate_candidate_that_failed_or_does_not_match_its_record_is_never_regi
     not a runnable engine), both leave the candidate failed: no registry version, no artifact hash, never promoted."""
     from urllib.parse import unquote, urlparse
 
-    from tasks.operations.promote import decide
+    from tasks.operations.policy import decide
     from tasks.pipeline.gate_remote import GateOutcome
     from tasks.support import tracking as trk
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,15 @@ from pathlib import Path
 import pytest
 from conftest import another_build
 
-from tasks.operations.promote import KILL_ENV, RollbackError, SmokeTestError, promote, rollback
+from tasks.operations.promote import promote
+from tasks.operations.rollback import RollbackError, rollback
+from tasks.operations.smoke import SmokeTestError
+from tasks.operations.status import status
 from tasks.pipeline.lineage import lineage
-from tasks.pipeline.track import log_rebuild
+from tasks.pipeline.track import latest_rebuild, log_rebuild
 from tasks.runtime.releases import MANIFEST, current_release, gate_id, release_is_complete
 from tasks.support.config import Params
+from tasks.support.faults import KILL_ENV
 from tasks.support.registry import CHALLENGER, CHAMPION, PREVIOUS, aliases_for, version_by_alias
 from tasks.support.tracking import client
 
@@ -44,14 +49,19 @@ def store(tmp_path: Path, built: tuple) -> Params:
     return store_in(tmp_path, built)
 
 
+def log(store: Params, cands: list, metrics: dict):
+    """Log a rebuild of `cands` with `metrics` and its lineage; returns its record."""
+    tags = lineage(ROOT, cands[0].frames_hash, store.model.sha256, store.paths.videos.with_suffix(".dvc"))
+    return log_rebuild(store, cands, metrics, tags)
+
+
 def rebuild(store: Params, built: tuple, validated: dict, **changes: float):
     """Log a rebuild of the FP32 candidate (with metrics `changes` applied) and return its record and metrics. Each
     is another build (other bytes: `another_build`), so each registers a version of its own."""
     _, candidates = built
     cand = another_build(next(c for c in candidates if c.name == REF), store.promote.gate_dir.parent / "builds")
     metrics = {REF: {**validated[REF], **changes}}
-    tags = lineage(ROOT, cand.frames_hash, store.model.sha256, store.paths.videos.with_suffix(".dvc"))
-    return log_rebuild(store, [cand], metrics, tags), metrics
+    return log(store, [cand], metrics), metrics
 
 
 def run_promote(store: Params, record, metrics):
@@ -76,35 +86,85 @@ def deployed_version(store: Params) -> str | None:
     return json.loads((release / MANIFEST).read_text())["version"]
 
 
-def test_passing_candidate_becomes_champion_with_verdicts_and_manifest(store: Params, built, validated) -> None:
-    record, metrics = rebuild(store, built, validated)
+def test_passing_candidate_becomes_champion_with_verdicts_and_manifest(
+    store: Params, built, validated, tmp_path: Path
+) -> None:
+    """The winner is deployed with its manifest and its verdicts; promoting the bytes the gate runs again (a rebuild
+    of the same bytes, which reuses their versions) is a no-op that leaves the live release in place; another build
+    of it is promoted, and the old champion becomes `previous`."""
+    _, candidates = built
+    ref = another_build(next(c for c in candidates if c.name == REF), tmp_path / "builds")
+    other = next(c for c in candidates if c.name == "ort-int8")  # fails a gate: logged, never promoted
+    metrics = {REF: validated[REF], other.name: {**validated[other.name], "map_drop": 0.5}}
+    record = log(store, [ref, other], metrics)
     result = run_promote(store, record, metrics)
     version = record.candidates[REF].version
     assert result.decision.winner == REF and result.version == version
     assert alias(store, CHAMPION) == version and alias(store, CHALLENGER) == version and alias(store, PREVIOUS) is None
+    gate = store.promote.gate_dir
+    assert current_release(gate) == (gate / "releases" / f"v{version}").resolve()
     assert deployed_version(store) == version
-    manifest = json.loads((store.promote.gate_dir / "current" / MANIFEST).read_text())
-    assert manifest["run_id"] == record.candidates[REF].run_id
+    manifest = json.loads((gate / "current" / MANIFEST).read_text())
+    assert manifest["run_id"] == record.candidates[REF].run_id and manifest["version"] == version
     assert manifest["registered_model"] == store.tracking.registered_model
     assert manifest["metrics"]["map50_95"] == pytest.approx(validated[REF]["map50_95"])
     assert manifest["toolchain"]["ultralytics"] and manifest["target_hardware"]["cpu"]
     assert manifest["target_hardware"]["backend"] == "onnxruntime"
     smoke = manifest["smoke_test"]
     assert abs(smoke["map50_95"] - validated[REF]["map50_95"]) <= store.promote.smoke_tolerance
+    meta = json.loads((gate / "current" / "candidate.json").read_text())
+    assert manifest["sha256"] == meta["sha256"]
+    assert manifest["input_shape"] == meta["input_shape"] == list(ref.input_shape)
     # every gate's verdict, with its numbers, on the candidate's run: tags and a JSON artifact
     mc = client(store.tracking)
     tags = mc.get_run(record.candidates[REF].run_id).data.tags
     assert tags["gate.passed"] == "true" and tags["gate.smoke_test"] == "pass"
-    for gate in ("map_drop", "agreement", "p95_ms", "speedup"):
-        assert tags[f"gate.{gate}"].startswith("pass: ")
+    for check in ("map_drop", "agreement", "p95_ms", "speedup"):
+        assert tags[f"gate.{check}"].startswith("pass: ")
     assert "gate.vs_champion" not in tags, "there was no champion to compare with"
     local = mc.download_artifacts(record.candidates[REF].run_id, "promotion/verdict.json", str(store.promote.gate_dir))
     doc = json.loads(Path(local).read_text())
     assert {c["gate"] for c in doc["checks"]} == {"map_drop", "agreement", "p95_ms", "speedup"}
     assert doc["winner"] == REF
 
+    # a second rebuild of the same bytes registers nothing (each version reused, keeping its own run), and promoting
+    # the bytes the gate runs is a no-op that says so: no new release, the live one not replaced, no alias moved
+    name = store.tracking.registered_model
+    versions = {mv.version for mv in mc.search_model_versions(f"name = '{name}'")}
+    record2 = log(store, [ref, other], metrics)
+    assert {n: t.version for n, t in record2.candidates.items()} == {n: t.version for n, t in record.candidates.items()}
+    assert {mv.version for mv in mc.search_model_versions(f"name = '{name}'")} == versions
+    reused = mc.get_model_version(name, version)
+    assert reused.run_id == record.candidates[REF].run_id and record2.candidates[REF].run_id != reused.run_id
+    latest, _ = latest_rebuild(store.tracking)  # what `alpr-ops promote` reads back: the reused versions, their bytes
+    assert latest.parent_run_id == record2.parent_run_id
+    assert {n: (t.version, t.source) for n, t in latest.candidates.items()} == {
+        n: (t.version, record.candidates[n].source) for n, t in record2.candidates.items()
+    }
+    inode = result.release.stat().st_ino
+    again = run_promote(store, record2, metrics)
+    assert again.version == version and "already runs these exact bytes" in again.unchanged
+    assert again.release == result.release and again.release.stat().st_ino == inode, "live release was replaced"
+    assert current_release(gate) == (gate / "releases" / f"v{version}").resolve()
+    assert sorted(p.name for p in (gate / "releases").iterdir()) == [f"v{version}"]
+    assert (alias(store, CHAMPION), alias(store, PREVIOUS)) == (version, None)
+    # the gate runtime may run as another user: releases are readable like ordinary files
+    assert stat.S_IMODE(result.release.stat().st_mode) & 0o005 == 0o005
+    assert stat.S_IMODE((result.release / MANIFEST).stat().st_mode) & 0o004
 
-def test_challenger_worse_than_champion_leaves_champion_and_current(store: Params, built, validated) -> None:
+    # another build of the winner (other bytes) is promoted: `previous` keeps the old champion
+    third, rows = rebuild(store, built, validated)
+    result3 = run_promote(store, third, rows)
+    assert result3.version not in versions and not result3.unchanged
+    assert (alias(store, CHAMPION), alias(store, PREVIOUS)) == (result3.version, version)
+    info = status(store.tracking, store.promote)
+    assert info["champion"]["version"] == info["deployed"]["version"] == result3.version
+    assert {c["name"] for c in info["candidates"]} == {REF}, "status lists the latest rebuild's candidates"
+
+
+def test_nothing_passes_leaves_champion_and_current_untouched(store: Params, built, validated) -> None:
+    """A challenger worse than the champion (re-measured on this holdout), or a rebuild whose candidates fail a gate
+    against FP32, promotes nothing: `current` and the aliases stay, and the verdict on the run says which gate."""
     first, metrics = rebuild(store, built, validated)
     run_promote(store, first, metrics)
     before = os.readlink(store.promote.gate_dir / "current")
@@ -119,11 +179,43 @@ def test_challenger_worse_than_champion_leaves_champion_and_current(store: Param
     tags = client(store.tracking).get_run(second.candidates[REF].run_id).data.tags
     assert tags["gate.passed"] == "false" and tags["gate.vs_champion"].startswith("fail: ")
     assert tags["gate.map_drop"].startswith("pass: ")
+    # the champion's own rebuild judged again on numbers that fail the mAP drop gate: its verdict is replaced
+    result = run_promote(store, first, {REF: {**metrics[REF], "map_drop": 0.5}})
+    assert result.decision.winner is None and result.version is None
+    assert os.readlink(store.promote.gate_dir / "current") == before
+    assert alias(store, CHAMPION) == first.candidates[REF].version
+    tags = client(store.tracking).get_run(first.candidates[REF].run_id).data.tags
+    assert tags["gate.passed"] == "false" and tags["gate.map_drop"].startswith("fail: ")
+    assert "gate.smoke_test" not in tags, "the earlier decision's smoke test verdict was left on the run"
 
 
-def test_artifact_that_does_not_reproduce_its_validation_is_not_deployed(store: Params, built, validated) -> None:
-    record, metrics = rebuild(store, built, validated, map50_95=min(1.0, validated[REF]["map50_95"] + 0.2))
-    with pytest.raises(SmokeTestError, match="differs from the validated"):
+def broken_build(cand, folder: Path):  # (Candidate, Path) -> Candidate
+    """A copy of `cand` whose artifact is not a model at all, with `candidate.json` (and so the store's record)
+    naming those bytes: it passes verification and fails to load."""
+    from tasks.support.hashing import path_sha256
+
+    shutil.copytree(cand.folder, folder)
+    (folder / cand.artifact).write_bytes(b"not an onnx model")
+    meta = json.loads((folder / "candidate.json").read_text())
+    meta["sha256"] = path_sha256(folder / cand.artifact)
+    (folder / "candidate.json").write_text(json.dumps(meta))
+    return dataclasses.replace(cand, folder=folder, sha256=meta["sha256"])
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [("does not reproduce its validation", "differs from the validated"), ("does not load", "failed to load or run")],
+)
+def test_artifact_that_fails_its_smoke_test_is_not_deployed(
+    store: Params, built, validated, tmp_path: Path, fault: str, error: str
+) -> None:
+    if fault == "does not load":
+        broken = broken_build(next(c for c in built[1] if c.name == REF), tmp_path / "broken")
+        metrics = {REF: validated[REF]}
+        record = log(store, [broken], metrics)
+    else:
+        record, metrics = rebuild(store, built, validated, map50_95=min(1.0, validated[REF]["map50_95"] + 0.2))
+    with pytest.raises(SmokeTestError, match=error):
         run_promote(store, record, metrics)
     gate = store.promote.gate_dir
     assert current_release(gate) is None
@@ -197,7 +289,7 @@ ROLLBACK_SCRIPT = """
 import sys
 from tasks.support.config import Params
 from tasks.support.offline import configure_offline
-from tasks.operations.promote import rollback
+from tasks.operations.rollback import rollback
 
 params = Params.model_validate_json(open(sys.argv[1]).read())
 configure_offline(params.paths.ultralytics_config)
@@ -371,7 +463,7 @@ def test_a_locked_registry_stops_promotion_instead_of_reading_as_no_champion(
     import sqlite3
     import threading
 
-    from tasks.operations.promote import PAUSE_ENV
+    from tasks.support.faults import PAUSE_ENV
 
     store, first = promoted
     # the smoke test must not be what stops the worse challenger (it reproduces its claimed mAP within 0.01)
@@ -488,7 +580,7 @@ def test_upgrading_a_running_site_adopts_what_matches_the_registry_and_refuses_t
     without a verification record) is adopted at the first gate start: aliases taken over, a release whose artifact
     matches its run's recorded hash adopted, one that does not refused; a rollback then restores the refused one
     from the store, verified."""
-    from tasks.operations.promote import adopt_at_gate_start
+    from tasks.operations.aliases import adopt_at_gate_start
     from tasks.runtime.gate import GateRuntime
     from tasks.runtime.releases import GATE_ID_FILE, VERIFIED_KEY
     from tasks.support.errors import AlprError

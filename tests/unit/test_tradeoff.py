@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.operations.promote import decide, verdict_tags
+from tasks.operations.policy import decide, verdict_tags
 from tasks.pipeline.tradeoff import tradeoff_data, write_tradeoff
 from tasks.support.config import PromoteConfig
 

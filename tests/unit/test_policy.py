@@ -1,11 +1,9 @@
-import os
-from pathlib import Path
+"""The promotion policy, pure: metrics in, a decision out (no store, no model, no file)."""
 
 import pytest
 
-from tasks.operations.promote import ChampionScore, MetricsMissing, decide
+from tasks.operations.policy import ChampionScore, MetricsMissing, decide
 from tasks.runtime.latency import ROUNDS_KEY
-from tasks.runtime.releases import current_release, prune_releases, recover, switch_current
 from tasks.support.config import PromoteConfig
 from tasks.support.errors import Remedy
 
@@ -144,38 +142,6 @@ def test_missing_metric_fails_with_the_name() -> None:
     with pytest.raises(MetricsMissing, match="candidate 'a' has no 'agreement_map50_95'") as e:
         decide({"a": bad}, LOOSE)
     assert e.value.remedy is Remedy.VALIDATE
-
-
-def test_switch_current_is_a_symlink_rename(tmp_path: Path) -> None:
-    for v in ("v1", "v2"):
-        (tmp_path / "releases" / v).mkdir(parents=True)
-    assert current_release(tmp_path) is None
-    switch_current(tmp_path, tmp_path / "releases" / "v1")
-    assert current_release(tmp_path) == (tmp_path / "releases" / "v1").resolve()
-    switch_current(tmp_path, tmp_path / "releases" / "v2")
-    assert os.readlink(tmp_path / "current") == "releases/v2"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "releases"]
-
-
-def test_prune_keeps_current_and_newest(tmp_path: Path) -> None:
-    for i in range(1, 5):
-        (tmp_path / "releases" / f"v{i}").mkdir(parents=True)
-        os.utime(tmp_path / "releases" / f"v{i}", (i, i))
-    switch_current(tmp_path, tmp_path / "releases" / "v1")
-    prune_releases(tmp_path, keep=2)
-    assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == ["v1", "v3", "v4"]
-
-
-def test_recover_clears_leftovers_and_restores_a_moved_aside_release(tmp_path: Path) -> None:
-    releases = tmp_path / "releases"
-    (releases / ".v3-abc-tmp").mkdir(parents=True)  # a half-downloaded release
-    (releases / ".v2-def-old" / "v2").mkdir(parents=True)  # killed between atomic_dir's two renames
-    (releases / ".v2-def-old" / "v2" / "manifest.json").write_text("{}")
-    (tmp_path / ".current.123.tmp").symlink_to("releases/v2")
-    recover(tmp_path)
-    assert sorted(p.name for p in releases.iterdir()) == ["v2"]
-    assert (releases / "v2" / "manifest.json").is_file()
-    assert not (tmp_path / ".current.123.tmp").is_symlink()
 
 
 def test_a_gate_built_engine_fails_closed_until_measured_then_is_judged_on_its_numbers() -> None:

@@ -1,0 +1,184 @@
+"""The promotion policy: every candidate through the gates, then the winner among those that pass.
+
+Pure and I/O-free: numbers in (validation's metrics, the champion's score, `promote:` params), a decision out, so the
+same numbers always give the same winner and the policy is tested without a store, a model or a gate folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, NO_HOLDOUT
+from tasks.support.config import PromoteConfig
+from tasks.support.errors import AlprError, Remedy
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One gate applied to one candidate: the measured value, the threshold and the comparison."""
+
+    gate: str
+    passed: bool
+    value: float
+    threshold: float
+    op: str  # "<=" or ">="
+    note: str = ""  # why, when the numbers alone do not say (a gate-built engine's failure)
+
+    def __str__(self) -> str:
+        shown = self.op if self.passed else {"<=": ">", ">=": "<"}[self.op]
+        return f"{self.gate} {self.value:.4g} {shown} {self.threshold:.4g}" + (f" ({self.note})" if self.note else "")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    passed: bool
+    checks: tuple[GateCheck, ...]
+    latency_p50_ms: float
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(str(c) for c in self.checks)
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The deployed champion re-evaluated on this run's holdout, so challenger and champion compare like for like."""
+
+    version: str
+    candidate: str
+    map50_95: float
+    basis: str = ""  # how `map50_95` was obtained when not re-evaluated on this holdout (a gate-built engine's)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The winner (None when nothing passed), why each candidate passed or failed, and how the winner was chosen
+    among those that passed (`policy`)."""
+
+    winner: str | None
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    champion: ChampionScore | None = None
+    policy: str = ""
+
+    def explain(self) -> str:
+        lines = [f"{v.name}: {'PASS' if v.passed else 'FAIL'} ({'; '.join(v.reasons)})" for v in self.verdicts.values()]
+        return "\n".join([*lines, *([f"choice: {self.policy}"] if self.policy else [])])
+
+
+class MetricsMissing(AlprError):
+    """A candidate's metrics lack a number a gate needs."""
+
+
+def _num(row: dict[str, Any], key: str, name: str) -> float:
+    if key not in row or row[key] in (None, ""):
+        raise MetricsMissing(
+            f"candidate '{name}' has no '{key}' metric (validated by older code)", remedy=Remedy.VALIDATE
+        )
+    return float(row[key])
+
+
+def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: ChampionScore | None = None) -> Decision:
+    """Every candidate through the gates (mAP drop and agreement vs FP32, p95 latency, speed-up, and, when a champion
+    is deployed, mAP50-95 no worse than the champion's on the same holdout), then the winner among those that pass:
+    the most faithful to FP32 within the latency of the fastest (`choose`)."""
+    verdicts = {}
+    for name, row in metrics.items():
+        if GATE_KEY in row and row[GATE_KEY] != GATE_MEASURED:  # pending, or failed on the gate: no numbers to judge
+            check = GateCheck("gate_build", False, 0.0, 1.0, ">=", str(row[GATE_KEY]))
+            verdicts[name] = Verdict(name, False, (check,), float(row.get("latency_p50_ms", "nan")))
+            continue
+        unlabelled = row.get("holdout") == NO_HOLDOUT  # validated on agreement alone: the mAP gates do not apply
+        if unlabelled:  # passes only where the operator allows it (promote.allow_unlabelled)
+            first = GateCheck("labelled_holdout", cfg.allow_unlabelled, 0.0, 0.0 if cfg.allow_unlabelled else 1.0, ">=")
+        else:
+            v = _num(row, "map_drop", name)
+            first = GateCheck("map_drop", v <= cfg.max_map_drop, v, cfg.max_map_drop, "<=")
+        checks = [
+            first,
+            GateCheck(
+                "agreement",
+                (v := _num(row, "agreement_map50_95", name)) >= cfg.min_agreement,
+                v,
+                cfg.min_agreement,
+                ">=",
+            ),
+            GateCheck("p95_ms", (v := _num(row, "latency_p95_ms", name)) <= cfg.max_p95_ms, v, cfg.max_p95_ms, "<="),
+            GateCheck("speedup", (v := _num(row, "speedup", name)) >= cfg.min_speedup, v, cfg.min_speedup, ">="),
+        ]
+        if champion is not None and not unlabelled:
+            floor = round(champion.map50_95 - cfg.champion_tolerance, 6)
+            v = _num(row, "map50_95", name)
+            checks.append(GateCheck("vs_champion", v >= floor, v, floor, ">=", champion.basis))
+        p50 = _num(row, "latency_p50_ms", name)
+        verdicts[name] = Verdict(name, all(c.passed for c in checks), tuple(checks), p50)
+    winner, policy = choose([v for v in verdicts.values() if v.passed], metrics, cfg)
+    return Decision(winner, verdicts, champion, policy)
+
+
+def _speed(row: dict[str, Any]) -> float:
+    """A candidate's p50 for the choice: the interleaved re-timing's where validation re-timed it (close
+    candidates, timed A B B A in one process), else its own run's."""
+    return float(row.get("latency_interleaved_p50_ms") or row["latency_p50_ms"])
+
+
+def _slower_by(row: dict[str, Any], fastest: dict[str, Any]) -> tuple[float, float]:
+    """(p50 ratio of `row` to `fastest`, its measurement noise). Both re-timed together: the mean of their per-round
+    ratios and its 95% interval (`pair_ratio`); otherwise the plain p50 ratio with no noise estimate (candidates
+    that were not re-timed together were more than `validate.retime_within` apart when timed)."""
+    from tasks.runtime.latency import pair_ratio, rounds_of
+
+    x, f = rounds_of(row), rounds_of(fastest)
+    if x is not None and f is not None and len(x) == len(f):
+        return pair_ratio(x, f)
+    return _speed(row) / _speed(fastest), 0.0
+
+
+def choose(passed: list[Verdict], metrics: dict[str, dict[str, Any]], cfg: PromoteConfig) -> tuple[str | None, str]:
+    """Among the candidates that passed every gate, the most faithful to FP32 within the latency of the fastest.
+
+    A candidate whose p50 is within `promote.latency_tie` of the fastest one's, or within the noise the interleaved
+    re-timing measured for that pair (whichever is larger), ties with it; the tie goes to the highest agreement with
+    FP32, then the lower p50, then the name (so the same numbers always give the same winner). Returns (winner, why).
+    """
+    if not passed:
+        return None, "no candidate passed every gate"
+    fastest = min(passed, key=lambda v: (_speed(metrics[v.name]), v.name))
+    ties = []
+    for v in passed:
+        ratio, noise = _slower_by(metrics[v.name], metrics[fastest.name])
+        band = max(cfg.latency_tie, noise)
+        if ratio - 1.0 <= band:
+            ties.append((v, ratio, band))
+    agreement = {v.name: float(metrics[v.name]["agreement_map50_95"]) for v, _, _ in ties}
+    best = max(ties, key=lambda t: (agreement[t[0].name], -_speed(metrics[t[0].name]), t[0].name))[0]
+    fast = f"fastest passing: {fastest.name} (p50 {_speed(metrics[fastest.name]):.3g} ms)"
+    if len(ties) == 1:
+        why = f"{fast}; no other passing candidate within its latency"
+    else:
+        tied = ", ".join(
+            f"{v.name} ({ratio:.3f}x, within {band:.1%}; agreement {agreement[v.name]:.4f})" for v, ratio, band in ties
+        )
+        why = f"{fast}; tied within measurement noise: {tied}; the most faithful to FP32 wins: {best.name}"
+    if str(metrics[best.name].get("precision", "")) == "fp32":
+        why += " (an FP32 model: no INT8 candidate passed every gate and was as fast)"
+    return best.name, why
+
+
+def verdict_tags(decision: Decision) -> dict[str, dict[str, str]]:
+    """The `gate.*` tags of each candidate's verdict, gate by gate with its numbers (what the trade-off chart and
+    `status` read back)."""
+    out = {}
+    for name, verdict in decision.verdicts.items():
+        tags = {
+            "gate.passed": str(verdict.passed).lower(),
+            "gate.reasons": "; ".join(verdict.reasons),
+            "gate.winner": str(decision.winner == name).lower(),
+            "gate.policy": decision.policy[:4900],  # MLflow tag values hold 5000 characters at most
+        }
+        for c in verdict.checks:
+            shown = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
+            tags[f"gate.{c.gate}"] = (shown + (f" ({c.note})" if c.note else ""))[:4900]
+        out[name] = tags
+    return out
