@@ -23,7 +23,6 @@ from tasks.support.config import TrackingConfig
 from tasks.support.faults import checkpoint
 from tasks.support.fsutil import atomic_dir, atomic_write_text
 from tasks.support.registry import download_version
-from tasks.support.tracking import KIND_TAG, experiment_id
 from tasks.support.verify import verify_artifact
 
 log = logging.getLogger(__name__)
@@ -87,11 +86,3 @@ def manifest_for(
         "precision": row.get("precision"),
         "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def _log_event(mc: Any, tracking: TrackingConfig, kind: str, tags: dict[str, str]) -> str:
-    """A small MLflow run recording a promotion or rollback (kind tag `promotion` / `rollback`)."""
-    exp = experiment_id(mc, tracking)
-    run = mc.create_run(exp, tags={KIND_TAG: kind, "mlflow.runName": f"{kind}-v{tags.get('to_version', '')}", **tags})
-    mc.set_terminated(run.info.run_id)
-    return run.info.run_id

@@ -12,6 +12,7 @@ from typing import Any
 from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, NO_HOLDOUT
 from tasks.support.config import PromoteConfig
 from tasks.support.errors import AlprError, Remedy
+from tasks.support.tracking import gate_outcome, gate_tag
 
 
 @dataclass(frozen=True)
@@ -172,13 +173,13 @@ def verdict_tags(decision: Decision) -> dict[str, dict[str, str]]:
     out = {}
     for name, verdict in decision.verdicts.items():
         tags = {
-            "gate.passed": str(verdict.passed).lower(),
-            "gate.reasons": "; ".join(verdict.reasons),
-            "gate.winner": str(decision.winner == name).lower(),
-            "gate.policy": decision.policy[:4900],  # MLflow tag values hold 5000 characters at most
+            gate_tag("passed"): str(verdict.passed).lower(),
+            gate_tag("reasons"): "; ".join(verdict.reasons),
+            gate_tag("winner"): str(decision.winner == name).lower(),
+            gate_tag("policy"): decision.policy[:4900],  # MLflow tag values hold 5000 characters at most
         }
         for c in verdict.checks:
-            shown = f"{'pass' if c.passed else 'fail'}: {c.value:.6g} {c.op} {c.threshold:.6g}"
-            tags[f"gate.{c.gate}"] = (shown + (f" ({c.note})" if c.note else ""))[:4900]
+            shown = gate_outcome(c.passed, c.value, c.op, c.threshold)
+            tags[gate_tag(c.gate)] = (shown + (f" ({c.note})" if c.note else ""))[:4900]
         out[name] = tags
     return out

@@ -17,7 +17,7 @@ from typing import Any
 
 from tasks.operations.aliases import open_gate, reconcile
 from tasks.operations.champion import evaluate_champion
-from tasks.operations.deploy import _log_event, deploy, manifest_for
+from tasks.operations.deploy import deploy, manifest_for
 from tasks.operations.policy import Decision, decide, verdict_tags
 from tasks.operations.provenance import fetch_verified, recorded
 from tasks.operations.smoke import GATE_AT_LOAD, AgreementCheck, Gate, SmokeTestError
@@ -36,7 +36,7 @@ from tasks.support.errors import AlprError, Remedy
 from tasks.support.faults import checkpoint
 from tasks.support.images import frames_folder, list_images
 from tasks.support.registry import crown, delete_alias, set_alias
-from tasks.support.tracking import client
+from tasks.support.tracking import GATE_PREFIX, client, gate_tag, small_run
 from tasks.support.verify import VerificationError
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def record_verdicts(mc: Any, record: RebuildRecord, decision: Decision) -> None:
         verdict = decision.verdicts[name]
         run_id = record.candidates[name].run_id
         for key in mc.get_run(run_id).data.tags:  # an earlier decision's gates (a champion then, a smoke test)
-            if key.startswith("gate.") and key not in tags:
+            if key.startswith(GATE_PREFIX) and key not in tags:
                 mc.delete_tag(run_id, key)
         for key, value in tags.items():
             mc.set_tag(run_id, key, value)
@@ -114,7 +114,7 @@ def promote(
         same = already_deployed(mc, tracking, cfg.gate_dir, winner.run_id, winner.version)
         if same is not None:
             release, why = same
-            mc.set_tag(winner.run_id, "gate.promotion", f"no-op: {why}"[:4900])
+            mc.set_tag(winner.run_id, gate_tag("promotion"), f"no-op: {why}"[:4900])
             log.info("promotion of %s (version %s) is a no-op: %s", decision.winner, winner.version, why)
             return PromoteResult(decision, winner.version, release, repairs, unchanged=why)
         set_alias(mc, name, names.challenger, winner.version)
@@ -126,19 +126,18 @@ def promote(
             gate = Gate(cfg, tracking, holdout_dir, vcfg, check)
             release = deploy(gate, winner.source, winner.version, manifest, rec)
         except (SmokeTestError, VerificationError) as e:
-            mc.set_tag(winner.run_id, "gate.smoke_test", f"fail: {e}")
+            mc.set_tag(winner.run_id, gate_tag("smoke_test"), f"fail: {e}")
             delete_alias(mc, name, names.challenger)
             raise
         smoke = read_manifest(release).get("smoke_test") or {}
-        mc.set_tag(winner.run_id, "gate.smoke_test", "pass" if "gate_build" not in smoke else f"pass: {GATE_AT_LOAD}")
+        mc.set_tag(
+            winner.run_id, gate_tag("smoke_test"), "pass" if "gate_build" not in smoke else f"pass: {GATE_AT_LOAD}"
+        )
         old = crown(mc, name, winner.version, names)
         checkpoint("after_aliases")
-        _log_event(
-            mc,
-            tracking,
-            "promotion",
-            {"from_version": old or "", "to_version": winner.version, "candidate": decision.winner},
-        )
+        event = {"from_version": old or "", "to_version": winner.version, "candidate": decision.winner}
+        with small_run(mc, tracking, "promotion", f"promotion-v{winner.version}", event):
+            pass
         prune_releases(cfg.gate_dir, cfg.keep_releases)
     log.info("promoted %s (version %s) to %s", decision.winner, winner.version, release)
     return PromoteResult(decision, winner.version, release, repairs)

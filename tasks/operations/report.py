@@ -20,7 +20,7 @@ from tasks.support.config import TrackingConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
 from tasks.support.registry import aliases_for, version_by_alias
-from tasks.support.tracking import KIND_TAG, client, experiment_url
+from tasks.support.tracking import KIND_TAG, client, experiment_url, gate_tag
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,8 @@ def load_rebuild(tracking: TrackingConfig, run_id: str | None = None, gate_dir: 
                 version=versions.get(run.info.run_id, ""),
                 backend=t.get("backend", ""),
                 precision=t.get("precision", ""),
-                passed=t.get("gate.passed", ""),
-                reasons=t.get("gate.reasons", ""),
+                passed=t.get(gate_tag("passed"), ""),
+                reasons=t.get(gate_tag("reasons"), ""),
                 metrics=dict(run.data.metrics),
                 notes={k: t[k] for k in ("batch_note",) if k in t},
                 role=t.get(ROLE_KEY, ""),

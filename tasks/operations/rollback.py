@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.operations.aliases import open_gate, reconcile
-from tasks.operations.deploy import _log_event, deploy, manifest_for
+from tasks.operations.deploy import deploy, manifest_for
 from tasks.operations.provenance import recorded
 from tasks.operations.smoke import Gate, SmokeTestError
 from tasks.runtime.releases import promotion_lock
@@ -15,7 +15,7 @@ from tasks.support.config import PromoteConfig, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError
 from tasks.support.faults import checkpoint
 from tasks.support.registry import delete_alias, redact_uri, set_alias, version_by_alias
-from tasks.support.tracking import client
+from tasks.support.tracking import client, small_run
 from tasks.support.verify import VerificationError
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,8 @@ def rollback(cfg: PromoteConfig, tracking: TrackingConfig, holdout_dir: Path, vc
         set_alias(mc, name, names.champion, str(prev.version))
         checkpoint("rollback_after_champion")
         delete_alias(mc, name, names.previous)
-        run_id = _log_event(
-            mc, tracking, "rollback", {"from_version": from_version or "", "to_version": str(prev.version)}
-        )
+        event = {"from_version": from_version or "", "to_version": str(prev.version)}
+        with small_run(mc, tracking, "rollback", f"rollback-v{prev.version}", event) as run:
+            run_id = run.info.run_id
     log.info("rolled back from version %s to %s (%s)", from_version, prev.version, release)
     return RollbackResult(from_version, str(prev.version), release, run_id, repairs)

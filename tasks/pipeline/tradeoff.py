@@ -27,13 +27,16 @@ from typing import Any
 
 from tasks.pipeline.validate import ROLE_KEY, SPEED_ROLE
 from tasks.support.config import PromoteConfig, TrackingConfig
+from tasks.support.tracking import GATE_PREFIX, gate_tag
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "tradeoff"
 CHART = "tradeoff.png"
 AREA_GATES = ("agreement", "speedup")  # the gates the shaded region shows; every other failed gate makes a point hollow
-META_TAGS = ("gate.passed", "gate.reasons", "gate.winner", "gate.policy")  # gate tags that are not one gate's outcome
+META_TAGS = tuple(
+    gate_tag(g) for g in ("passed", "reasons", "winner", "policy")
+)  # gate tags that are not one gate's outcome
 PEER_METHOD = "ultralytics"
 
 
@@ -88,13 +91,13 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
     for name, row in rows.items():
         if "latency_p50_ms" not in row or "agreement_map50_95" not in row:  # a gate build that failed: not measured
             continue
-        verdict = str(row.get("gate.passed", ""))
+        verdict = str(row.get(gate_tag("passed"), ""))
         failed = tuple(
-            key.removeprefix("gate.")
+            key.removeprefix(GATE_PREFIX)
             for key, value in sorted(row.items())
-            if key.startswith("gate.")
+            if key.startswith(GATE_PREFIX)
             and key not in META_TAGS
-            and key.removeprefix("gate.") not in AREA_GATES
+            and key.removeprefix(GATE_PREFIX) not in AREA_GATES
             and str(value).startswith("fail")
         )
         role = "reference" if name in (reference, speed_ref) else "peer" if row.get("method") == PEER_METHOD else "ours"
@@ -108,13 +111,13 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
                 role=role,
                 passed={"true": True, "false": False}.get(verdict),
                 failed_gates=failed,
-                winner=str(row.get("gate.winner", "")) == "true",
+                winner=str(row.get(gate_tag("winner"), "")) == "true",
                 engine_mb=float(engine) if isinstance(engine, int | float) else None,
             )
         )
     ref_p50 = float(rows[speed_ref]["latency_p50_ms"])
     winners = [p.name for p in points if p.winner]
-    policy = next((str(row["gate.policy"]) for row in rows.values() if row.get("gate.policy")), "")
+    policy = next((str(row[gate_tag("policy")]) for row in rows.values() if row.get(gate_tag("policy"))), "")
     return Tradeoff(
         reference=reference,
         reference_p50_ms=ref_p50,
