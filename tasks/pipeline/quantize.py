@@ -429,7 +429,7 @@ def _search(
     )  # fmt: skip
     started = time.perf_counter()
     try:
-        model, reverted = _accuracy_control(q, ac, scope)
+        model, reverted = _accuracy_control(q, ac, scope, start.model)
     except SearchBudgetSpent as e:
         log.warning("%s: keeping the candidate as it was before the search (gate failed)", e)
         stopped = {"step": "nncf_accuracy_control", "stopped": str(e), **start.result.as_dict()}
@@ -476,26 +476,10 @@ class SearchBudgetSpent(RuntimeError):
     """NNCF's accuracy-control search ran past `accuracy_control.search_budget_s`."""
 
 
-class _RevertedOperations(logging.Handler):
-    """The operations NNCF's accuracy control reverts to float, as it logs them (INFO, one name a line): the only
-    place `quantize_with_accuracy_control` names them. Its weights-only view (`ov_float_convolutions`) misses the
-    activation quantizers it removed, so the next build's ignored scope needs these names to reproduce the result.
-    A group it reverted and then restored (a step back) stays listed: the next build keeps a little more in float.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.names: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("Reverted "):
-            self.names += [line.strip() for line in message.splitlines()[1:] if line.strip()]
-
-
-def _accuracy_control(q: _Quantizer, ac: AccuracyControlConfig, scope: Any) -> tuple[Any, list[str]]:
+def _accuracy_control(q: _Quantizer, ac: AccuracyControlConfig, scope: Any, start: Any) -> tuple[Any, list[str]]:
     """NNCF's `quantize_with_accuracy_control` with the agreement gate as its validation function and `scope` as its
-    ignored scope; returns the model and the operations it reverted to float.
+    ignored scope; returns the model and the operations it reverted to float (`_reverted_operations` against
+    `start`, the model quantized with the same settings and scope: where the search starts).
 
     NNCF has no time limit: the validation function, called once per ranked layer group and per reverted group,
     raises `SearchBudgetSpent` once the budget is spent, which ends the search.
@@ -504,8 +488,6 @@ def _accuracy_control(q: _Quantizer, ac: AccuracyControlConfig, scope: Any) -> t
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     deadline = time.perf_counter() + ac.search_budget_s
-    nncf_log = logging.getLogger("nncf")  # its own handlers stay at the level nncf.set_log_level gave them
-    level = nncf_log.level
 
     def validation_fn(compiled: Any, items: Any) -> float:
         if time.perf_counter() > deadline:
@@ -519,25 +501,43 @@ def _accuracy_control(q: _Quantizer, ac: AccuracyControlConfig, scope: Any) -> t
     extra = {k: v for k, v in q.settings.items() if k != "advanced_parameters"}
     if "advanced_parameters" in q.settings:
         extra["advanced_quantization_parameters"] = q.settings["advanced_parameters"]
-    reverted = _RevertedOperations()
-    nncf_log.addHandler(reverted)
-    nncf_log.setLevel(logging.INFO)
-    try:
-        model = nncf.quantize_with_accuracy_control(
-            q.fp32,
-            nncf.Dataset(q.frames.calib),
-            nncf.Dataset(list(enumerate(held)), lambda item: item[1]),
-            validation_fn,
-            max_drop=ac.max_drop,
-            drop_type=nncf.DropType.ABSOLUTE,
-            advanced_accuracy_restorer_parameters=restorer,
-            ignored_scope=scope,
-            **extra,
-        )
-    finally:
-        nncf_log.removeHandler(reverted)
-        nncf_log.setLevel(level)
-    return model, sorted(set(reverted.names))
+    model = nncf.quantize_with_accuracy_control(
+        q.fp32,
+        nncf.Dataset(q.frames.calib),
+        nncf.Dataset(list(enumerate(held)), lambda item: item[1]),
+        validation_fn,
+        max_drop=ac.max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        advanced_accuracy_restorer_parameters=restorer,
+        ignored_scope=scope,
+        **extra,
+    )
+    return model, _reverted_operations(start, model)
+
+
+def _reverted_operations(before: Any, after: Any) -> list[str]:
+    """The operations quantized in the in-memory IR `before` and float in `after`: what NNCF's accuracy control
+    reverted (NNCF 3.4 returns only the model), the final state as NNCF's own closing report lists it (a group it
+    reverted and then restored is not listed). A convolution/MatMul reverted gets its float weights back
+    (`ov_float_convolutions`); an operation NNCF quantizes on its activations only (an `Add` of a residual block) loses
+    the FakeQuantize before it. The next build's ignored scope needs both to reproduce the search's model.
+    """
+    weights = set(ov_float_convolutions(after)) - set(ov_float_convolutions(before))
+    return sorted(weights | (_fake_quantized_inputs(before) - _fake_quantized_inputs(after)))
+
+
+def _fake_quantized_inputs(model: Any) -> set[str]:
+    """Operations of the types NNCF quantizes on their inputs that take a FakeQuantize's output directly (not the
+    quantize-agnostic ones such as a MaxPool or Concat after a FakeQuantize, which NNCF never reverts by name)."""
+    from nncf.openvino.graph.metatypes.groups import INPUTS_QUANTIZABLE_OPERATIONS
+
+    types = {name for metatype in INPUTS_QUANTIZABLE_OPERATIONS for name in metatype.get_all_aliases()}
+    return {
+        op.get_friendly_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() in types
+        and any(v.get_node().get_type_name() == "FakeQuantize" for v in op.input_values())
+    }
 
 
 def _keep_best(tried: Sequence[_Tried]) -> _Tried:
