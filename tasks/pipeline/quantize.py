@@ -399,8 +399,7 @@ def _recover(
     if not ac.enabled:
         log.warning("gate failed (drop %.4f > %.4f) and accuracy_control is off", first.result.drop, ac.max_drop)
         return tried, steps_run
-    head = IgnoredScopeConfig(ultralytics_head=True, branch_last_conv=True)
-    wider = ov_ignored_scope(q.fp32, head, [*scope.names])
+    wider = _with_head(q.fp32, scope)
     if set(wider.names) > set(scope.names):
         log.info(
             "gate failed (drop %.4f > %.4f): keeping the head's sensitive layers in float",
@@ -415,6 +414,16 @@ def _recover(
         tried += searched
         steps_run += search_steps
     return tried, steps_run
+
+
+def _with_head(fp32: Any, scope: Any) -> Any:
+    """The ignored scope `scope` (an `nncf.IgnoredScope`) with the head's sensitive layers added: Ultralytics' own head
+    scope and the branches' last convs. Its types and patterns stay: the search and the re-quantization start from it.
+    """
+    head = IgnoredScopeConfig(
+        ultralytics_head=True, branch_last_conv=True, types=tuple(scope.types), patterns=tuple(scope.patterns)
+    )
+    return ov_ignored_scope(fp32, head, [*scope.names])
 
 
 def _search(

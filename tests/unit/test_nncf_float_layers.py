@@ -1,5 +1,5 @@
-"""The layers a quantization left in float, read from the OpenVINO graph (tasks/pipeline/quantize.py
-`_reverted_operations`): what NNCF's accuracy-control search reverted, on a tiny real model quantized by NNCF."""
+"""The layers our NNCF build keeps in float (tasks/pipeline/quantize.py), on a tiny real OpenVINO model: what NNCF's
+accuracy-control search reverted, read from the graph (`_reverted_operations`), and the head step's wider scope."""
 
 from __future__ import annotations
 
@@ -66,3 +66,13 @@ def test_a_conv_and_an_add_left_in_float_are_named_from_the_graph(quantize: Any)
     assert _reverted_operations(before, quantize([])) == []
     assert _reverted_operations(before, _tiny_model()) == ["block", "head", "residual", "stem"]  # all of it: FP32
     assert _reverted_operations(after, before) == []  # more quantized afterwards: nothing reverted
+
+
+def test_the_head_step_keeps_the_configured_types_and_patterns() -> None:
+    import nncf
+
+    from tasks.pipeline.quantize import _with_head
+
+    scope = nncf.IgnoredScope(names=["block"], types=["Add"], patterns=["^head$"], validate=False)
+    wider = _with_head(_tiny_model(), scope)
+    assert (wider.names, wider.types, wider.patterns) == (["block"], ["Add"], ["^head$"])
