@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tasks.support.config import IgnoredScopeConfig, NncfConfig, QdqConfig, ValidateConfig
+from tasks.support.config import AccuracyControlConfig, IgnoredScopeConfig, NncfConfig, QdqConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.images import list_images
 
@@ -272,116 +272,107 @@ def nncf_quantize_ir(
     nncf.set_log_level(logging.WARNING)
     core = ov.Core()
     fp32 = core.read_model(fp32_xml)
-    ac = cfg.accuracy_control
-    if len(gate_images) >= 2:
-        calib, held, source = list(images), list(gate_images), "holdout_videos"
-    else:
-        calib, held = split_frames(images, ac.holdout_fraction)
-        source = "calibration_split"
-        log.warning(
-            "no frames of held-out videos for the INT8 gate (paths.holdout_frames): gating on %d calibration frames "
-            "left out of calibration, which scores INT8 optimistically",
-            len(held),
-        )
-    calib = calib[: cfg.subset_size]
-    calib_inputs = [letterbox(p, imgsz) for p in calib]
-    held_inputs = [letterbox(p, imgsz) for p in held]
+    frames = _read_frames(images, gate_images, cfg, imgsz)
     scope = ov_ignored_scope(fp32, cfg.ignored_scope, start_kept)
-    initial = set(scope.names)
-    preset = nncf.QuantizationPreset.MIXED if cfg.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
-    kwargs: dict[str, Any] = {
-        "preset": preset,
-        "subset_size": len(calib_inputs),
-        "fast_bias_correction": cfg.fast_bias_correction,
-        "ignored_scope": scope,
-    }
-    if cfg.smooth_quant_alpha is not None:  # NNCF applies SmoothQuant only to transformer-type models
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
-
-        alphas = AdvancedSmoothQuantParameters(convolution=cfg.smooth_quant_alpha, matmul=cfg.smooth_quant_alpha)
-        kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(smooth_quant_alphas=alphas)
     started = time.perf_counter()
-    quantized = nncf.quantize(fp32, nncf.Dataset(calib_inputs), **kwargs)
-    gate = AgreementGate(_ov_infer(core, fp32), held_inputs, gate_cfg)
-    first = GateResult(gate.score(_ov_infer(core, fp32)), gate.score(_ov_infer(core, quantized)), ac.max_drop)
+    q = _quantizer(core, fp32, frames, cfg, gate_cfg)
+    first = q.step("first", scope)
     log.info(
         "nncf %s: agreement %.4f (FP32 %.4f) on %d held-out frames (%s)",
-        cfg.preset,
-        first.candidate,
-        first.reference,
-        len(held),
-        source,
-    )
-    final, steps_run, reverted = first, [], []
-    tried = [_Tried("first", quantized, first, frozenset(scope.names))]  # what each step made, for _keep_best
-    if not first.passed and ac.enabled:
-        # 1. the layers known to be sensitive (issue 3: most agreement loss sits in the head's last convs): one cheap
-        #    re-quantization; 2. only if that is not enough, NNCF's ranking search (slow: one compile per layer group)
-        head = IgnoredScopeConfig(ultralytics_head=True, branch_last_conv=True)
-        wider = ov_ignored_scope(fp32, head, [*scope.names])
-        if set(wider.names) > set(scope.names):
-            log.info(
-                "gate failed (drop %.4f > %.4f): keeping the head's sensitive layers in float", first.drop, ac.max_drop
-            )
-            kwargs["ignored_scope"] = scope = wider
-            quantized = nncf.quantize(fp32, nncf.Dataset(calib_inputs), **kwargs)
-            final = GateResult(first.reference, gate.score(_ov_infer(core, quantized)), ac.max_drop)
-            steps_run.append({"step": "head_scope", **final.as_dict()})
-            tried.append(_Tried("head_scope", quantized, final, frozenset(scope.names)))
-        if not final.passed and ac.search:
-            log.info(
-                "gate failed (drop %.4f > %.4f): running NNCF accuracy control (budget %.0f s)",
-                final.drop,
-                ac.max_drop,
-                ac.search_budget_s,
-            )
-            search_started, searched = time.perf_counter(), False
-            try:
-                quantized, reverted = _accuracy_control(fp32, calib_inputs, held_inputs, gate, cfg, kwargs)
-            except SearchBudgetSpent as e:
-                log.warning("%s: keeping the candidate as it was before the search (gate failed)", e)
-                steps_run.append({"step": "nncf_accuracy_control", "stopped": str(e), **final.as_dict()})
-            else:
-                searched = True
-                final = GateResult(first.reference, gate.score(_ov_infer(core, quantized)), ac.max_drop)
-                steps_run.append({"step": "nncf_accuracy_control", "reverted": reverted, **final.as_dict()})
-            steps_run[-1]["seconds"] = round(time.perf_counter() - search_started, 1)
-            if reverted:
-                quantized, final = _requantize_scope(fp32, calib_inputs, kwargs, scope, reverted, gate, core, quantized,
-                                                     final, steps_run)  # fmt: skip
-            if searched:  # the search's model (also when it reverted nothing), or its scope quantized afresh
-                tried.append(_Tried(steps_run[-1]["step"], quantized, final, frozenset(scope.names) | set(reverted)))
-    elif not first.passed:
-        log.warning("gate failed (drop %.4f > %.4f) and accuracy_control is off", first.drop, ac.max_drop)
+        cfg.preset, first.result.candidate, q.reference, len(frames.held), frames.source,
+    )  # fmt: skip
+    tried, steps_run = _recover(q, cfg.accuracy_control, first, scope)
     best = _keep_best(tried)
     if best is not tried[-1]:
         log.info(
             "recovery ended at agreement %.4f, not above the %s step's %.4f: keeping that step's model (fewer layers "
             "in float)", tried[-1].result.candidate, best.step, best.result.candidate,
         )  # fmt: skip
-    quantized, final = best.model, best.result
-    recovered = bool(steps_run)
-    kept = ov_float_convolutions(quantized)
     out_xml.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(quantized, out_xml, compress_to_fp16=False)
-    info = {
-        "calibration_frames": len(calib_inputs),
-        "gate_frames_source": source,
-        "holdout_frames": len(held_inputs),
-        "holdout_boxes": gate.boxes,
-        "start_kept_in_float": sorted(set(start_kept)),
-        "ignored_scope": sorted(initial),
-        "gate_first": first.as_dict(),
-        "gate": final.as_dict(),
-        "recovery": steps_run,
-        "kept_in_float": kept,
-        "kept_step": best.step,
-        "float_scope": sorted(best.scope | set(kept)),  # where the next build starts
-        "kept_by_recovery": sorted(set(kept) - initial) if recovered else [],
-        "quantize_seconds": round(time.perf_counter() - started, 2),
+    ov.save_model(best.model, out_xml, compress_to_fp16=False)
+    return QuantizeResult(_record(q, start_kept, set(scope.names), first, best, steps_run, started))
+
+
+@dataclass(frozen=True)
+class _Frames:
+    """The letterboxed inputs NNCF calibrates on and the gate scores on, and where the gate's frames came from."""
+
+    calib: list[np.ndarray]
+    held: list[np.ndarray]
+    source: str  # "holdout_videos" or "calibration_split"
+
+
+def _read_frames(
+    images: Sequence[Path], gate_images: Sequence[Path], cfg: NncfConfig, imgsz: int | tuple[int, int]
+) -> _Frames:
+    """Calibration inputs (at most `subset_size`) and gate inputs: frames of videos never calibrated on when there are
+    at least 2, else `holdout_fraction` of the calibration frames, which score INT8 optimistically (module docstring).
+    """
+    if len(gate_images) >= 2:
+        calib, held, source = list(images), list(gate_images), "holdout_videos"
+    else:
+        calib, held = split_frames(images, cfg.accuracy_control.holdout_fraction)
+        source = "calibration_split"
+        log.warning(
+            "no frames of held-out videos for the INT8 gate (paths.holdout_frames): gating on %d calibration frames "
+            "left out of calibration, which scores INT8 optimistically",
+            len(held),
+        )
+    return _Frames([letterbox(p, imgsz) for p in calib[: cfg.subset_size]], [letterbox(p, imgsz) for p in held], source)
+
+
+def _quantize_settings(cfg: NncfConfig, subset_size: int) -> dict[str, Any]:
+    """`nncf.quantize`'s keyword arguments from our settings, but the ignored scope: each step sets its own."""
+    import nncf
+
+    preset = nncf.QuantizationPreset.MIXED if cfg.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
+    settings: dict[str, Any] = {
+        "preset": preset,
+        "subset_size": subset_size,
+        "fast_bias_correction": cfg.fast_bias_correction,
     }
-    return QuantizeResult(info)
+    if cfg.smooth_quant_alpha is not None:  # NNCF applies SmoothQuant only to transformer-type models
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+        alphas = AdvancedSmoothQuantParameters(convolution=cfg.smooth_quant_alpha, matmul=cfg.smooth_quant_alpha)
+        settings["model_type"] = nncf.ModelType.TRANSFORMER
+        settings["advanced_parameters"] = AdvancedQuantizationParameters(smooth_quant_alphas=alphas)
+    return settings
+
+
+@dataclass(frozen=True)
+class _Quantizer:
+    """What every step quantizes from and is gated with, so that the steps differ only in their ignored scope: the
+    FP32 IR, the calibration inputs and NNCF settings, and the agreement gate with the FP32 IR's own score on it."""
+
+    core: Any
+    fp32: Any
+    frames: _Frames
+    settings: dict[str, Any]  # `nncf.quantize`'s keyword arguments but the ignored scope
+    gate: AgreementGate
+    reference: float  # the FP32 IR's agreement with itself on the gate frames
+    max_drop: float
+
+    def quantize(self, scope: Any) -> Any:
+        import nncf
+
+        return nncf.quantize(self.fp32, nncf.Dataset(self.frames.calib), ignored_scope=scope, **self.settings)
+
+    def score(self, model: Any) -> GateResult:
+        return GateResult(self.reference, self.gate.score(_ov_infer(self.core, model)), self.max_drop)
+
+    def step(self, name: str, scope: Any) -> _Tried:
+        """The FP32 IR quantized with the ignored scope `scope` (an `nncf.IgnoredScope`) and gated."""
+        model = self.quantize(scope)
+        return _Tried(name, model, self.score(model), frozenset(scope.names))
+
+
+def _quantizer(core: Any, fp32: Any, frames: _Frames, cfg: NncfConfig, gate_cfg: ValidateConfig) -> _Quantizer:
+    """The gate scores the FP32 IR once (its reference detections), so every step compares with the same numbers."""
+    gate = AgreementGate(_ov_infer(core, fp32), frames.held, gate_cfg)
+    reference = gate.score(_ov_infer(core, fp32))
+    settings = _quantize_settings(cfg, len(frames.calib))
+    return _Quantizer(core, fp32, frames, settings, gate, reference, cfg.accuracy_control.max_drop)
 
 
 @dataclass(frozen=True)
@@ -392,6 +383,170 @@ class _Tried:
     model: Any
     result: GateResult
     scope: frozenset[str]
+
+
+def _recover(
+    q: _Quantizer, ac: AccuracyControlConfig, first: _Tried, scope: Any
+) -> tuple[list[_Tried], list[dict[str, Any]]]:
+    """The recovery steps after a failed gate, cheapest first, each only while the gate still fails: 1. the layers
+    known to be sensitive (issue 3: most agreement loss sits in the head's last convs) in float, one re-quantization;
+    2. NNCF's ranking search (slow: one compile per layer group). Returns every model made, for `_keep_best`, and the
+    steps' record."""
+    tried: list[_Tried] = [first]
+    steps_run: list[dict[str, Any]] = []
+    if first.result.passed:
+        return tried, steps_run
+    if not ac.enabled:
+        log.warning("gate failed (drop %.4f > %.4f) and accuracy_control is off", first.result.drop, ac.max_drop)
+        return tried, steps_run
+    wider = _with_head(q.fp32, scope)
+    if set(wider.names) > set(scope.names):
+        log.info(
+            "gate failed (drop %.4f > %.4f): keeping the head's sensitive layers in float",
+            first.result.drop,
+            ac.max_drop,
+        )
+        scope = wider
+        tried.append(q.step("head_scope", scope))
+        steps_run.append({"step": "head_scope", **tried[-1].result.as_dict()})
+    if not tried[-1].result.passed and ac.search:
+        searched, search_steps = _search(q, ac, tried[-1], scope)
+        tried += searched
+        steps_run += search_steps
+    return tried, steps_run
+
+
+def _with_head(fp32: Any, scope: Any) -> Any:
+    """The ignored scope `scope` (an `nncf.IgnoredScope`) with the head's sensitive layers added: Ultralytics' own head
+    scope and the branches' last convs. Its types and patterns stay: the search and the re-quantization start from it.
+    """
+    head = IgnoredScopeConfig(
+        ultralytics_head=True, branch_last_conv=True, types=tuple(scope.types), patterns=tuple(scope.patterns)
+    )
+    return ov_ignored_scope(fp32, head, [*scope.names])
+
+
+def _search(
+    q: _Quantizer, ac: AccuracyControlConfig, start: _Tried, scope: Any
+) -> tuple[list[_Tried], list[dict[str, Any]]]:
+    """NNCF's accuracy-control search from `start` (quantized with `scope`), then the layers it reverted quantized
+    afresh (`_requantize_scope`). Returns the model it ends with (the search's own also when it reverted nothing;
+    none when its budget ran out: the candidate stays as it was before) and the steps' record."""
+    log.info(
+        "gate failed (drop %.4f > %.4f): running NNCF accuracy control (budget %.0f s)",
+        start.result.drop, ac.max_drop, ac.search_budget_s,
+    )  # fmt: skip
+    started = time.perf_counter()
+    try:
+        model, reverted = _accuracy_control(q, ac, scope, start.model)
+    except SearchBudgetSpent as e:
+        log.warning("%s: keeping the candidate as it was before the search (gate failed)", e)
+        stopped = {"step": "nncf_accuracy_control", "stopped": str(e), **start.result.as_dict()}
+        return [], [{**stopped, "seconds": round(time.perf_counter() - started, 1)}]
+    result = q.score(model)
+    searched = _Tried("nncf_accuracy_control", model, result, start.scope)
+    step = {"step": searched.step, "reverted": reverted, **result.as_dict()}
+    steps_run = [{**step, "seconds": round(time.perf_counter() - started, 1)}]
+    if not reverted:
+        return [searched], steps_run
+    kept, requantized = _requantize_scope(q, scope, reverted, searched)
+    return [kept], [*steps_run, requantized]
+
+
+def _requantize_scope(
+    q: _Quantizer, scope: Any, reverted: list[str], searched: _Tried
+) -> tuple[_Tried, dict[str, Any]]:
+    """The search's float scope quantized afresh, kept when it agrees more with FP32 than the search's own model.
+
+    NNCF's search reverts layers of a model it has already quantized (and bias-corrected); quantizing from the start
+    with those layers in float, as the next build does when it starts from them, recomputes bias correction for the
+    new scope. Measured on the demo (`benchmarks/float_scope.py`): 0.990 against the search's 0.973. Either can be
+    higher, so the gate decides. Returns the model kept, under this step's name, and the step's record.
+    """
+    import nncf
+
+    started = time.perf_counter()
+    names = sorted(set(scope.names) | set(reverted))
+    fresh_scope = nncf.IgnoredScope(names=names, types=list(scope.types), patterns=list(scope.patterns), validate=False)
+    fresh = q.quantize(fresh_scope)
+    result = q.score(fresh)
+    kept = result.candidate > searched.result.candidate
+    record = {"step": "requantize_final_scope", "kept": kept, **result.as_dict(),
+              "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    log.info(
+        "the search's float scope quantized afresh: agreement %.4f against the search's %.4f (%s)",
+        result.candidate, searched.result.candidate, "kept" if kept else "the search's model kept",
+    )  # fmt: skip
+    model, result = (fresh, result) if kept else (searched.model, searched.result)
+    return _Tried("requantize_final_scope", model, result, frozenset(names)), record
+
+
+class SearchBudgetSpent(RuntimeError):
+    """NNCF's accuracy-control search ran past `accuracy_control.search_budget_s`."""
+
+
+def _accuracy_control(q: _Quantizer, ac: AccuracyControlConfig, scope: Any, start: Any) -> tuple[Any, list[str]]:
+    """NNCF's `quantize_with_accuracy_control` with the agreement gate as its validation function and `scope` as its
+    ignored scope; returns the model and the operations it reverted to float (`_reverted_operations` against
+    `start`, the model quantized with the same settings and scope: where the search starts).
+
+    NNCF has no time limit: the validation function, called once per ranked layer group and per reverted group,
+    raises `SearchBudgetSpent` once the budget is spent, which ends the search.
+    """
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    deadline = time.perf_counter() + ac.search_budget_s
+
+    def validation_fn(compiled: Any, items: Any) -> float:
+        if time.perf_counter() > deadline:
+            raise SearchBudgetSpent(f"NNCF accuracy control stopped after its budget of {ac.search_budget_s:.0f} s")
+        return q.gate.score_outputs([(i, compiled(x)[0]) for i, x in items])
+
+    held = q.frames.held
+    restorer = AdvancedAccuracyRestorerParameters(
+        max_num_iterations=ac.max_iterations, ranking_subset_size=len(held), num_ranking_workers=1
+    )
+    extra = {k: v for k, v in q.settings.items() if k != "advanced_parameters"}
+    if "advanced_parameters" in q.settings:
+        extra["advanced_quantization_parameters"] = q.settings["advanced_parameters"]
+    model = nncf.quantize_with_accuracy_control(
+        q.fp32,
+        nncf.Dataset(q.frames.calib),
+        nncf.Dataset(list(enumerate(held)), lambda item: item[1]),
+        validation_fn,
+        max_drop=ac.max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        advanced_accuracy_restorer_parameters=restorer,
+        ignored_scope=scope,
+        **extra,
+    )
+    return model, _reverted_operations(start, model)
+
+
+def _reverted_operations(before: Any, after: Any) -> list[str]:
+    """The operations quantized in the in-memory IR `before` and float in `after`: what NNCF's accuracy control
+    reverted (NNCF 3.4 returns only the model), the final state as NNCF's own closing report lists it (a group it
+    reverted and then restored is not listed). A convolution/MatMul reverted gets its float weights back
+    (`ov_float_convolutions`); an operation NNCF quantizes on its activations only (an `Add` of a residual block) loses
+    the FakeQuantize before it. The next build's ignored scope needs both to reproduce the search's model.
+    """
+    weights = set(ov_float_convolutions(after)) - set(ov_float_convolutions(before))
+    return sorted(weights | (_fake_quantized_inputs(before) - _fake_quantized_inputs(after)))
+
+
+def _fake_quantized_inputs(model: Any) -> set[str]:
+    """Operations of the types NNCF quantizes on their inputs that take a FakeQuantize's output directly (not the
+    quantize-agnostic ones such as a MaxPool or Concat after a FakeQuantize, which NNCF never reverts by name)."""
+    from nncf.openvino.graph.metatypes.groups import INPUTS_QUANTIZABLE_OPERATIONS
+
+    types = {name for metatype in INPUTS_QUANTIZABLE_OPERATIONS for name in metatype.get_all_aliases()}
+    return {
+        op.get_friendly_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() in types
+        and any(v.get_node().get_type_name() == "FakeQuantize" for v in op.input_values())
+    }
 
 
 def _keep_best(tried: Sequence[_Tried]) -> _Tried:
@@ -405,111 +560,35 @@ def _keep_best(tried: Sequence[_Tried]) -> _Tried:
     return max(tried, key=lambda t: t.result.candidate)  # max keeps the first of equals
 
 
-class SearchBudgetSpent(RuntimeError):
-    """NNCF's accuracy-control search ran past `accuracy_control.search_budget_s`."""
-
-
-class _RevertedOperations(logging.Handler):
-    """The operations NNCF's accuracy control reverts to float, as it logs them (INFO, one name a line): the only
-    place `quantize_with_accuracy_control` names them. Its weights-only view (`ov_float_convolutions`) misses the
-    activation quantizers it removed, so the next build's ignored scope needs these names to reproduce the result.
-    A group it reverted and then restored (a step back) stays listed: the next build keeps a little more in float.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.names: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("Reverted "):
-            self.names += [line.strip() for line in message.splitlines()[1:] if line.strip()]
-
-
-def _requantize_scope(
-    fp32: Any,
-    calib: list[np.ndarray],
-    kwargs: dict[str, Any],
-    scope: Any,
-    reverted: list[str],
-    gate: AgreementGate,
-    core: Any,
-    searched: Any,
-    searched_result: GateResult,
+def _record(
+    q: _Quantizer,
+    start_kept: Sequence[str],
+    initial: set[str],
+    first: _Tried,
+    best: _Tried,
     steps_run: list[dict[str, Any]],
-) -> tuple[Any, GateResult]:
-    """The search's float scope quantized afresh, kept when it agrees more with FP32 than the search's own model.
-
-    NNCF's search reverts layers of a model it has already quantized (and bias-corrected); quantizing from the start
-    with those layers in float, as the next build does when it starts from them, recomputes bias correction for the
-    new scope. Measured on the demo (`benchmarks/float_scope.py`): 0.990 against the search's 0.973. Either can be
-    higher, so the gate decides.
-    """
-    import nncf
-
-    started = time.perf_counter()
-    names = sorted(set(scope.names) | set(reverted))
-    fresh_scope = nncf.IgnoredScope(names=names, types=list(scope.types), patterns=list(scope.patterns), validate=False)
-    fresh = nncf.quantize(fp32, nncf.Dataset(calib), **{**kwargs, "ignored_scope": fresh_scope})
-    result = GateResult(searched_result.reference, gate.score(_ov_infer(core, fresh)), searched_result.max_drop)
-    kept = result.candidate > searched_result.candidate
-    steps_run.append(
-        {"step": "requantize_final_scope", "kept": kept, **result.as_dict(),
-         "seconds": round(time.perf_counter() - started, 1)}
-    )  # fmt: skip
-    log.info(
-        "the search's float scope quantized afresh: agreement %.4f against the search's %.4f (%s)",
-        result.candidate, searched_result.candidate, "kept" if kept else "the search's model kept",
-    )  # fmt: skip
-    return (fresh, result) if kept else (searched, searched_result)
-
-
-def _accuracy_control(
-    fp32: Any, calib: list[np.ndarray], held: list[np.ndarray], gate: AgreementGate, cfg: NncfConfig, kwargs: dict
-) -> tuple[Any, list[str]]:
-    """NNCF's `quantize_with_accuracy_control` with the agreement gate as its validation function; returns the model
-    and the operations it reverted to float.
-
-    NNCF has no time limit: the validation function, called once per ranked layer group and per reverted group,
-    raises `SearchBudgetSpent` once the budget is spent, which ends the search.
-    """
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
-
-    ac = cfg.accuracy_control
-    deadline = time.perf_counter() + ac.search_budget_s
-    nncf_log = logging.getLogger("nncf")  # its own handlers stay at the level nncf.set_log_level gave them
-    level = nncf_log.level
-
-    def validation_fn(compiled: Any, items: Any) -> float:
-        if time.perf_counter() > deadline:
-            raise SearchBudgetSpent(f"NNCF accuracy control stopped after its budget of {ac.search_budget_s:.0f} s")
-        return gate.score_outputs([(i, compiled(x)[0]) for i, x in items])
-
-    restorer = AdvancedAccuracyRestorerParameters(
-        max_num_iterations=ac.max_iterations, ranking_subset_size=len(held), num_ranking_workers=1
-    )
-    extra = {k: v for k, v in kwargs.items() if k != "advanced_parameters"}
-    if "advanced_parameters" in kwargs:
-        extra["advanced_quantization_parameters"] = kwargs["advanced_parameters"]
-    reverted = _RevertedOperations()
-    nncf_log.addHandler(reverted)
-    nncf_log.setLevel(logging.INFO)
-    try:
-        model = nncf.quantize_with_accuracy_control(
-            fp32,
-            nncf.Dataset(calib),
-            nncf.Dataset(list(enumerate(held)), lambda item: item[1]),
-            validation_fn,
-            max_drop=ac.max_drop,
-            drop_type=nncf.DropType.ABSOLUTE,
-            advanced_accuracy_restorer_parameters=restorer,
-            **extra,
-        )
-    finally:
-        nncf_log.removeHandler(reverted)
-        nncf_log.setLevel(level)
-    return model, sorted(set(reverted.names))
+    started: float,
+) -> dict[str, Any]:
+    """What the candidate's metadata records: the frames, the gate before and after recovery, the steps run, the
+    layers the kept model has in float, and `float_scope`, where the next build starts (its ignored scope and those
+    layers). `initial`: the ignored scope's names the build started from."""
+    kept = ov_float_convolutions(best.model)
+    return {
+        "calibration_frames": len(q.frames.calib),
+        "gate_frames_source": q.frames.source,
+        "holdout_frames": len(q.frames.held),
+        "holdout_boxes": q.gate.boxes,
+        "start_kept_in_float": sorted(set(start_kept)),
+        "ignored_scope": sorted(initial),
+        "gate_first": first.result.as_dict(),
+        "gate": best.result.as_dict(),
+        "recovery": steps_run,
+        "kept_in_float": kept,
+        "kept_step": best.step,
+        "float_scope": sorted(best.scope | set(kept)),
+        "kept_by_recovery": sorted(set(kept) - initial) if steps_run else [],
+        "quantize_seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 # --- ONNX Runtime Q/DQ ----------------------------------------------------------------------------------------------
