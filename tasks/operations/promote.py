@@ -23,15 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.pipeline.track import KIND_TAG, RebuildRecord, client, experiment_id, latest_rebuild
-from tasks.pipeline.validate import (
-    GATE_KEY,
-    GATE_MEASURED,
-    NO_HOLDOUT,
-    accuracy,
-    holdout_images,
-    mirror_holdout,
-    write_pseudo_labels,
-)
+from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, NO_HOLDOUT, agreement_map50_95, holdout_map50_95
 from tasks.runtime.releases import (
     MANIFEST,
     VERIFIED_KEY,
@@ -292,14 +284,8 @@ class SmokeTestError(AlprError):
 
 def holdout_map(candidate: Candidate, holdout_dir: Path, vcfg: ValidateConfig) -> float:
     """mAP50-95 of `candidate` on the labelled holdout, with validation's own functions and settings."""
-    from ultralytics import YOLO
-
     ensure_runnable(candidate.path)
-    names = dict(YOLO(str(candidate.path), task="detect").names)
-    images = holdout_images(holdout_dir, [names[i] for i in sorted(names)])
-    with tempfile.TemporaryDirectory(prefix="alpr-promote-") as tmp:
-        data = mirror_holdout(holdout_dir, images, Path(tmp) / "holdout", names)
-        return accuracy(candidate, data, vcfg, Path(tmp) / "runs")["map50_95"]
+    return holdout_map50_95(candidate, holdout_dir, vcfg)
 
 
 @dataclass(frozen=True)
@@ -314,9 +300,7 @@ class AgreementCheck:
 def agreement_map(candidate: Candidate, check: AgreementCheck, vcfg: ValidateConfig) -> float:
     """Agreement mAP50-95 of `candidate` with the reference's detections, as validation measures it."""
     ensure_runnable(candidate.path)
-    with tempfile.TemporaryDirectory(prefix="alpr-promote-") as tmp:
-        data = write_pseudo_labels(check.reference, list(check.frames), Path(tmp) / "agreement", vcfg)
-        return accuracy(candidate, data, vcfg, Path(tmp) / "runs")["map50_95"]
+    return agreement_map50_95(candidate, check.reference, list(check.frames), vcfg)
 
 
 @dataclass(frozen=True)
