@@ -7,7 +7,7 @@ that group quantized too (everything else as built: same preset, calibration fra
 one process:
 
 - agreement mAP50-95 with FP32 on the project's agreement frames (held-out videos' frames and the labelled holdout),
-  computed by the build's own gate (`tasks.pipeline.quantize.AgreementGate`: Ultralytics' matching and AP);
+  computed by the build's own gate (`tasks.pipeline.quantize.AgreementGate`: the one metric, `scoring.score`);
 - latency p50 of every variant, ours as built and Ultralytics' OpenVINO INT8 export, timed interleaved (round-robin,
   one run of each per round) on one real frame, 2 threads, OpenVINO's LATENCY hint, as validation times them.
 
@@ -87,8 +87,7 @@ def main() -> int:
     p = params.paths
     calib = [letterbox(x, imgsz) for x in calibration_images(p.calibration_yaml)[: nncf_cfg.subset_size]]
     agree_paths = gate_frame_images(p.holdout_frames) + holdout_images(p.holdout, list(params.model.names))
-    agree = [letterbox(x, imgsz) for x in agree_paths]
-    frame = agree[0]
+    frame = letterbox(agree_paths[0], imgsz)
     core = ov.Core()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": params.validate_.threads}
 
@@ -99,7 +98,7 @@ def main() -> int:
         )  # fmt: skip
         fp32 = core.read_model(openvino_xml(fp32_ir))
         fp32_compiled = core.compile_model(fp32, "CPU", config)
-        gate = AgreementGate(lambda x: fp32_compiled(x)[0], agree, params.validate_)
+        gate = AgreementGate(lambda x: fp32_compiled(x)[0], agree_paths, imgsz, params.validate_)
         preset = nncf.QuantizationPreset.MIXED if nncf_cfg.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
 
         def quantize(ignored: list[str]):
@@ -140,7 +139,7 @@ def main() -> int:
         rows[name]["p50_ms"] = statistics.median(times[name])
     b, pr = rows[base], rows[peer_key]
     print(f"\n{ours.name} at {imgsz[0]}x{imgsz[1]} (h x w): {len(kept)} convs kept in float; "
-          f"agreement on {len(agree)} frames "
+          f"agreement on {len(agree_paths)} frames "
           f"(FP32 with itself: {gate.score(lambda x: fp32_compiled(x)[0]):.3f}); p50 interleaved, {args.runs} rounds, "
           f"{params.validate_.threads} threads\n")  # fmt: skip
     print(f"{'variant':45} {'convs':>5} {'agreement':>9} {'p50 ms':>7} {'vs built':>8} {'vs peer':>7} "

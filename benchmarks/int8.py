@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -81,13 +80,8 @@ def main() -> int:
     configure_offline(params.paths.ultralytics_config)
     import cv2
 
-    from tasks.pipeline.validate import (
-        accuracy,
-        agreement_images,
-        holdout_images,
-        mirror_holdout,
-        write_pseudo_labels,
-    )
+    from tasks.pipeline.scoring import accuracy, agreement
+    from tasks.pipeline.validate import agreement_images, class_names, detect, holdout_images, holdout_truth
     from tasks.support.candidate import load_candidates
     from tasks.support.shape import shape_text
 
@@ -105,25 +99,22 @@ def main() -> int:
     agree_images, agree_source = agreement_images(params.paths.holdout_frames, images)
     rows: dict[str, dict] = {}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="alpr-bench-") as tmp:
-        work = Path(tmp)
-        from ultralytics import YOLO
-
-        class_names = dict(YOLO(str(by_name[ref].path), task="detect").names)
-        labelled = mirror_holdout(params.paths.holdout, images, work / "holdout", class_names)
-        agreement = write_pseudo_labels(by_name[ref], agree_images, work / "agreement", vcfg)
-        for c in candidates:
-            acc = accuracy(c, labelled, vcfg, work / "runs")
-            agr = accuracy(c, agreement, vcfg, work / "runs")
-            rows[c.name] = {
-                "map": acc["map50_95"],
-                "agree": agr["map50_95"],
-                "size": c.size_mb,
-                "build": c.build_seconds,
-            }
-        frame = cv2.imread(str(images[0]))
-        load = os.getloadavg()[0]  # the machine's load as timing starts (its ms are only comparable at a like load)
-        lat = interleaved_latency(candidates, frame, args.warmup, args.runs)
+    names = class_names(by_name[ref])
+    truth = holdout_truth(params.paths.holdout, images, list(names.values()))
+    labelled = [agree_images.index(i) for i in images]
+    found = {c.name: detect(c, agree_images, vcfg) for c in candidates}  # once per frame, validation's way
+    for c in candidates:
+        acc, _ = accuracy(truth, [found[c.name][i] for i in labelled], names, images)
+        agr, _ = agreement(found[ref], found[c.name], agree_images, names, vcfg.agreement_conf)
+        rows[c.name] = {
+            "map": acc["map50_95"],
+            "agree": agr["agreement_map50_95"],
+            "size": c.size_mb,
+            "build": c.build_seconds,
+        }
+    frame = cv2.imread(str(images[0]))
+    load = os.getloadavg()[0]  # the machine's load as timing starts (its ms are only comparable at a like load)
+    lat = interleaved_latency(candidates, frame, args.warmup, args.runs)
     for name, (p50, p95) in lat.items():
         rows[name].update(p50=p50, p95=p95)
     peers = [c.name for c in candidates if c.method == "ultralytics" and c.precision == "int8"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.edge.agreement import Detections, agreement_counts, compare
+from tasks.edge.agreement import Detections, above, agreement_counts, compare
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
 from tasks.support.tracking import gate_tag
@@ -184,15 +184,6 @@ def build_and_measure(bundle: GateBundle, out_dir: str | None = None) -> GateRes
     log.info("gate: built and measured %s: %s", bundle.candidate, metrics)
     record = tensorrt.engine_record(engine)
     return GateResult(bundle.candidate, engine, record, metrics, tuple(samples), tuple(raw))
-
-
-def above(found: Detections, conf: float) -> Detections:
-    """The detections with confidence >= `conf` (NMS is greedy by score, so filtering after it at a higher
-    threshold gives what NMS at that threshold gives, up to `max_det`)."""
-    keep = [i for i, c in enumerate(found.conf) if c >= conf]
-    return Detections(
-        tuple(found.xyxy[i] for i in keep), tuple(found.conf[i] for i in keep), tuple(found.cls[i] for i in keep)
-    )
 
 
 def log_result(run_id: str, result: GateResult, tracking_uri: str | None = None) -> dict[str, float]:

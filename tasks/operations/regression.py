@@ -393,34 +393,21 @@ def runnable_here(champ: Candidate, version: str) -> None:
 def measure(
     champion: Champion, reference: Reference, sample: FrameSample, holdout_dir: Path, cfg: ValidateConfig, work: Path
 ) -> dict[str, float]:
-    """Agreement of the champion with the FP32 reference, as validation measures it (Ultralytics' validator on the
-    reference's detections as labels), on the newest frames plus the labelled holdout's images; and the boxes and
-    confidences of both models on the newest frames alone."""
-    from tasks.pipeline.validate import (
-        accuracy,
-        agreement_counts,
-        agreement_images,
-        class_names,
-        compare,
-        holdout_images,
-        predict,
-        write_pseudo_labels,
-    )
+    """Agreement of the champion with the FP32 reference, as validation measures it (both run through the gate's
+    `Detector` path, scored with the one metric), on the newest frames plus the labelled holdout's images; and the
+    boxes and confidences of both models on the newest frames alone."""
+    from tasks.edge.agreement import agreement_counts
+    from tasks.pipeline.scoring import agreement
+    from tasks.pipeline.validate import agreement_images, class_names, detect, holdout_images
 
     champ = verify_release(champion.release)  # checked again at this load: the release may have changed since
     runnable_here(champ, champion.version)
     # label-free by design: without a labelled holdout the check runs on the newest frames alone
-    labelled = holdout_images(holdout_dir, class_names(reference.candidate), "optional")
+    names = class_names(reference.candidate)
+    labelled = holdout_images(holdout_dir, list(names.values()), "optional")
     images, _ = agreement_images(sample.frames_dir.parent, labelled)
-    ref_dets = predict(reference.candidate, images, cfg)
-    champ_dets = predict(champ, images, cfg)
-    metrics: dict[str, float] = {"agreement_map50": 0.0, "agreement_map50_95": 0.0}
-    if any(d.conf for d in ref_dets):
-        data = write_pseudo_labels(reference.candidate, images, work / "agreement", cfg, ref_dets)
-        agree = accuracy(champ, data, cfg, work / "runs")
-        metrics |= {"agreement_map50": agree["map50"], "agreement_map50_95": agree["map50_95"]}
-    diffs = [compare(str(i), r, c) for i, r, c in zip(images, ref_dets, champ_dets, strict=True)]
-    metrics |= agreement_counts(diffs)
+    ref_found = detect(reference.candidate, images, cfg)
+    metrics, diffs = agreement(ref_found, detect(champ, images, cfg), images, names, cfg.agreement_conf)
     n = sample.frames  # agreement_images puts the unlabelled (newest) frames first
     newest = agreement_counts(diffs[:n])
     metrics |= {
@@ -430,8 +417,8 @@ def measure(
         "newest_boxes_lost": newest["boxes_lost"],
         "newest_boxes_gained": newest["boxes_gained"],
         "newest_reference_boxes_per_frame": round(newest["boxes_reference"] / n, 4),
-        "newest_reference_conf_mean": _mean_conf(ref_dets[:n]),
-        "newest_champion_conf_mean": _mean_conf(champ_dets[:n]),
+        "newest_reference_conf_mean": _mean_conf([d.reference for d in diffs[:n]]),
+        "newest_champion_conf_mean": _mean_conf([d.candidate for d in diffs[:n]]),
         "brightness": sample.brightness,
         "videos_decoded": float(sample.videos_decoded),
         "videos_cached": float(sample.videos_cached),

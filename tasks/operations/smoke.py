@@ -16,7 +16,7 @@ from typing import Any
 
 from tasks.edge.tensorrt import ensure_runnable
 from tasks.operations.provenance import Recorded
-from tasks.pipeline.validate import accuracy, holdout_images, mirror_holdout, write_pseudo_labels
+from tasks.pipeline.validate import agreement_map50_95, holdout_map50_95
 from tasks.support.candidate import Candidate
 from tasks.support.config import PromoteConfig, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError
@@ -43,14 +43,8 @@ def target_hardware(backend: str) -> dict[str, Any]:
 
 def holdout_map(candidate: Candidate, holdout_dir: Path, vcfg: ValidateConfig) -> float:
     """mAP50-95 of `candidate` on the labelled holdout, with validation's own functions and settings."""
-    from ultralytics import YOLO
-
     ensure_runnable(candidate.path)
-    names = dict(YOLO(str(candidate.path), task="detect").names)
-    images = holdout_images(holdout_dir, [names[i] for i in sorted(names)])
-    with tempfile.TemporaryDirectory(prefix="alpr-promote-") as tmp:
-        data = mirror_holdout(holdout_dir, images, Path(tmp) / "holdout", names)
-        return accuracy(candidate, data, vcfg, Path(tmp) / "runs")["map50_95"]
+    return holdout_map50_95(candidate, holdout_dir, vcfg)
 
 
 @dataclass(frozen=True)
@@ -65,9 +59,7 @@ class AgreementCheck:
 def agreement_map(candidate: Candidate, check: AgreementCheck, vcfg: ValidateConfig) -> float:
     """Agreement mAP50-95 of `candidate` with the reference's detections, as validation measures it."""
     ensure_runnable(candidate.path)
-    with tempfile.TemporaryDirectory(prefix="alpr-promote-") as tmp:
-        data = write_pseudo_labels(check.reference, list(check.frames), Path(tmp) / "agreement", vcfg)
-        return accuracy(candidate, data, vcfg, Path(tmp) / "runs")["map50_95"]
+    return agreement_map50_95(candidate, check.reference, list(check.frames), vcfg)
 
 
 @dataclass(frozen=True)

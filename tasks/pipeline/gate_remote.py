@@ -2,8 +2,9 @@
 run, start the `gate-build` deployment on the gate's work pool and read what the gate logged back.
 
 The host has PyTorch and Ultralytics: it exports the ONNX (FP32, or Q/DQ for trt-qdq) and runs the FP32 reference on
-the agreement frames. The gate (`tasks/edge/gate_build.py`, `flows/gate_build.py`) has TensorRT and the GPU. A
-gate build that failed, or a gate that did not answer, is a failed candidate with its reason, never a pass.
+the agreement frames (through the `Detector` path the gate runs the engine with). The gate (`tasks/edge/gate_build.py`,
+`flows/gate_build.py`) has TensorRT and the GPU. A gate build that failed, or a gate that did not answer, is a failed
+candidate with its reason, never a pass.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tasks.edge import gate_build as edge
-from tasks.edge.agreement import Detections
+from tasks.edge.agreement import Detections, above
 from tasks.support.candidate import Candidate
 from tasks.support.config import Params, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
@@ -68,14 +69,16 @@ def write_bundle(
     out: Path,
     detections: list[Detections] | None = None,
 ) -> Path:
-    """The gate bundle of `candidate` (its ONNX) with the FP32 `reference`'s detections on `images`, as validation
-    computes them (`agreement_conf`, `iou`, Ultralytics' predictor on the reference's own runtime; `detections`:
-    already computed that way). The gate reports its own detections at `conf`, validation's mAP threshold."""
+    """The gate bundle of `candidate` (its ONNX) with the FP32 `reference`'s detections on `images` at
+    `agreement_conf`, as validation computes them (`validate.detect`; `detections`: already computed that way). The
+    gate reports its own detections at `conf`, validation's mAP threshold."""
     from tasks.edge.tensorrt import onnx_metadata
-    from tasks.pipeline.validate import predict
+    from tasks.pipeline.validate import detect
 
     settings = edge.GateSettings(cfg.agreement_conf, cfg.iou, cfg.warmup, cfg.runs, conf=cfg.conf)
-    dets = detections if detections is not None else predict(reference, images, cfg)
+    if detections is None:
+        detections = [above(d, cfg.agreement_conf) for d in detect(reference, images, cfg)]
+    dets = detections
     if not any(len(d.conf) for d in dets):  # as validation: no reference box, no agreement to measure
         raise edge.BundleInvalid(
             f"the reference '{reference.name}' finds no plate (conf >= {cfg.agreement_conf}) on any of {len(images)} "
@@ -183,120 +186,47 @@ def gate_detections(tracking: TrackingConfig, run_id: str) -> dict[str, Detectio
             ) from e
 
 
-def box_metrics(truth: list[Detections], preds: list[Detections], names: dict[int, str], frames: list[str]) -> Any:
-    """Ultralytics' own detection metrics (`DetMetrics.box`) of `preds` against `truth`, frame by frame: its
-    DetectionValidator's matching (`_process_batch`: IoU 0.5-0.95, class-aware) and `ap_per_class`, on detections
-    that came from elsewhere (the gate's engine) instead of its dataloader. Boxes in frame pixels; IoU does not
-    change under the letterbox's scale and shift, so they match what its validator compares."""
-    import tempfile
-
-    import numpy as np
-    import torch
-    from ultralytics.models.yolo.detect import DetectionValidator
-    from ultralytics.utils.metrics import DetMetrics
-
-    def tensors(d: Detections, order: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray]:
-        boxes = np.asarray(d.xyxy, dtype=np.float32).reshape(-1, 4)
-        cls = np.asarray(d.cls, dtype=np.float32).reshape(-1)
-        if order is not None:
-            boxes, cls = boxes[order], cls[order]
-        return torch.from_numpy(boxes), cls
-
-    with tempfile.TemporaryDirectory(prefix="alpr-gate-val-") as tmp:
-        validator = DetectionValidator(save_dir=Path(tmp), args={"plots": False})
-    metrics = DetMetrics(names=names)
-    for name, t, p in zip(frames, truth, preds, strict=True):
-        order = np.argsort(-np.asarray(p.conf, dtype=np.float32), kind="stable")  # descending, as its NMS returns
-        pb, pc = tensors(p, order)
-        tb, tc = tensors(t)
-        tp = validator._process_batch(
-            {"bboxes": pb, "cls": torch.from_numpy(pc)}, {"bboxes": tb, "cls": torch.from_numpy(tc)}
-        )["tp"]
-        conf = np.asarray(p.conf, dtype=np.float32).reshape(-1)[order]
-        metrics.update_stats(
-            {"tp": tp, "target_cls": tc, "target_img": np.unique(tc), "conf": conf, "pred_cls": pc, "im_name": name}
-        )
-    metrics.process()
-    return metrics.box
-
-
-def distinct(d: Detections) -> Detections:
-    """One box per distinct (class, box): what `write_pseudo_labels` makes agreement labels of."""
-    seen = dict.fromkeys(zip(d.cls, d.xyxy, strict=True))
-    return Detections(tuple(b for _, b in seen), tuple(1.0 for _ in seen), tuple(c for c, _ in seen))
-
-
-def holdout_truth(holdout_dir: Path, images: list[Path], names: list[str]) -> list[Detections]:
-    """The labelled holdout's boxes in frame pixels, read by the project's label checker (`check_labels`: one label
-    file per image, malformed lines and classes outside `names` are errors)."""
-    import cv2
-
-    from tasks.pipeline.labels import check_labels
-
-    by_image = check_labels(holdout_dir, names).boxes_by_image
-    found = []
-    for image in images:
-        img = cv2.imread(str(image))
-        if img is None:
-            raise edge.BundleInvalid(f"{image}: cannot be read as an image", remedy=Remedy.HOLDOUT)
-        h, w = img.shape[:2]
-        boxes = by_image[image.name]
-        corners = tuple((x1 * w, y1 * h, x2 * w, y2 * h) for x1, y1, x2, y2 in (b.xyxy for b in boxes))
-        found.append(Detections(corners, tuple(1.0 for _ in boxes), tuple(b.cls for b in boxes)))
-    return found
-
-
 @dataclass(frozen=True)
 class GateScoring:
     """What the host scores every gate-built candidate against: the agreement frames and the reference's detections
     on them (as validation made them), and the labelled holdout's images and boxes (none: agreement alone)."""
 
     frames: list[Path]
-    reference: list[Detections]
+    reference: list[Detections]  # at agreement_conf
     names: dict[int, str]
     labelled: list[Path]
     truth: list[Detections]
 
 
 def score_gate_detections(found: dict[str, Detections], scoring: GateScoring, cfg: ValidateConfig) -> dict[str, Any]:
-    """The metrics validation gives a candidate, from the gate's detections: agreement mAP and box counts against
-    the reference, and on a labelled holdout mAP, precision and recall, overall and per class."""
-    from tasks.edge.agreement import agreement_counts, compare
-    from tasks.edge.gate_build import above
-    from tasks.pipeline.validate import _summary, per_class
+    """The metrics validation gives a candidate, from the gate's detections (at `validate.conf`), with the one
+    metric (`tasks/pipeline/scoring.py`): agreement mAP and box counts against the reference, and on a labelled
+    holdout mAP, precision and recall, overall and per class."""
+    from tasks.pipeline.scoring import accuracy, agreement
 
     missing = [f.name for f in scoring.frames if f.name not in found]
     if missing:
         raise edge.BundleInvalid(f"the gate reported no detections for {len(missing)} frames ({missing[:3]})")
     preds = [found[f.name] for f in scoring.frames]
-    agree = _summary(
-        box_metrics([distinct(r) for r in scoring.reference], preds, scoring.names, [str(f) for f in scoring.frames])
-    )
-    row: dict[str, Any] = {"agreement_map50": agree["map50"], "agreement_map50_95": agree["map50_95"]}
-    diffs = [
-        compare(str(f), r, above(p, cfg.agreement_conf))
-        for f, r, p in zip(scoring.frames, scoring.reference, preds, strict=True)
-    ]
-    row.update(agreement_counts(diffs))
+    row: dict[str, Any]
+    row, _ = agreement(scoring.reference, preds, scoring.frames, scoring.names, cfg.agreement_conf)
     if scoring.labelled:
-        box = box_metrics(
-            scoring.truth, [found[f.name] for f in scoring.labelled], scoring.names, [str(f) for f in scoring.labelled]
-        )
-        row.update(_summary(box))
-        row.update(per_class(box, scoring.names))
+        preds = [found[f.name] for f in scoring.labelled]
+        row.update(accuracy(scoring.truth, preds, scoring.names, scoring.labelled)[0])
     return row
 
 
 def scoring_inputs(params: Params, reference: Candidate) -> GateScoring:
-    """The frames and reference detections validation used (`agreement_images`, `predict`), rebuilt the same way."""
-    from tasks.pipeline.validate import _yolo, agreement_images, holdout_images, predict
+    """The frames and reference detections validation used (`agreement_images`, `detect`), rebuilt the same way."""
+    from tasks.pipeline.validate import agreement_images, class_names, detect, holdout_images, holdout_truth
 
     cfg, p = params.validate_, params.paths
-    names = dict(_yolo(reference).names)
+    names = class_names(reference)
     labelled = holdout_images(p.holdout, list(names.values()), cfg.labels)
     frames, _ = agreement_images(p.holdout_frames, labelled)
     truth = holdout_truth(p.holdout, labelled, list(names.values())) if labelled else []
-    return GateScoring(frames, predict(reference, frames, cfg), names, labelled, truth)
+    reference_dets = [above(d, cfg.agreement_conf) for d in detect(reference, frames, cfg)]
+    return GateScoring(frames, reference_dets, names, labelled, truth)
 
 
 def _ask_gate(

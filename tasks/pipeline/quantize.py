@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import yaml
 
+from tasks.edge.postprocess import decode
+from tasks.edge.preprocess import Letterbox, preprocess
+from tasks.pipeline.scoring import agreement_truth, score
 from tasks.support.config import AccuracyControlConfig, IgnoredScopeConfig, NncfConfig, QdqConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.images import list_images
@@ -63,75 +65,61 @@ def split_frames(images: Sequence[Path], fraction: float) -> tuple[list[Path], l
     return [im for i, im in enumerate(images) if i not in picked], held
 
 
-def letterbox(image: Path, imgsz: int | tuple[int, int]) -> np.ndarray:
-    """The NCHW float32 input Ultralytics' predictor feeds a static-shape export (letterbox, RGB, 0-1), of a square
-    side `imgsz` or of the export's (height, width)."""
+def frame_input(image: Path, imgsz: int | tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """The NCHW float32 input the gate's `Detector` feeds a model of a square side `imgsz` or of (height, width)
+    `imgsz` (the edge letterbox, equal to Ultralytics' predictor's), and how the frame was fitted into it."""
     import cv2
-    from ultralytics.data.augment import LetterBox
 
     frame = cv2.imread(str(image))
     if frame is None:
         raise QuantizeError(f"{image}: cannot be read as an image", remedy=Remedy.EXTRACT)
-    shape = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    boxed = LetterBox(new_shape=shape, auto=False)(image=frame)
-    return np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    shape = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
+    batch, boxes = preprocess([frame], shape)
+    return batch, boxes[0]
 
 
-def _detections(raw: np.ndarray, conf: float, iou: float) -> np.ndarray:
-    """(n, 6) xyxy, conf, cls in letterbox pixels, through Ultralytics' NMS."""
-    import torch
-    from ultralytics.utils.nms import non_max_suppression
-
-    return non_max_suppression(torch.from_numpy(np.asarray(raw, dtype=np.float32)), conf, iou)[0].numpy()
+def letterbox(image: Path, imgsz: int | tuple[int, int]) -> np.ndarray:
+    """The model input of `image` alone (`frame_input`): what calibration feeds NNCF and ONNX Runtime."""
+    return frame_input(image, imgsz)[0]
 
 
 class AgreementGate:
-    """Agreement mAP50-95 with the FP32 reference on held-out frames, computed with Ultralytics' matching and AP.
+    """Agreement mAP50-95 with the FP32 reference on held-out frames: the one metric (`tasks.pipeline.scoring.score`)
+    on raw outputs decoded as the gate decodes them (edge `decode`, boxes back in frame pixels).
 
-    In memory (no export to disk per evaluation) because NNCF's accuracy control evaluates many variants.
+    In memory (no export to disk per evaluation) because NNCF's accuracy control evaluates many variants: it hands
+    `score_outputs` the raw outputs of `inputs` by frame index.
     """
 
-    def __init__(self, reference: Infer, inputs: list[np.ndarray], cfg: ValidateConfig) -> None:
-        self.inputs = inputs
+    def __init__(
+        self, reference: Infer, images: Sequence[Path], imgsz: int | tuple[int, int], cfg: ValidateConfig
+    ) -> None:
+        loaded = [frame_input(p, imgsz) for p in images]
+        self.inputs = [x for x, _ in loaded]
+        self.fits = [box for _, box in loaded]
+        self.frames = [str(p) for p in images]
         self.cfg = cfg
-        self.labels = [_detections(reference(x), cfg.agreement_conf, cfg.iou) for x in inputs]
-        self.boxes = sum(len(lab) for lab in self.labels)
+        raw = [reference(x) for x in self.inputs]
+        classes = int(np.asarray(raw[0]).shape[1]) - 4 if raw else 1
+        self.names = {i: str(i) for i in range(max(classes, 1))}
+        low = min(cfg.conf, cfg.agreement_conf)
+        found = [decode(np.asarray(r)[0], fit, low, cfg.iou) for r, fit in zip(raw, self.fits, strict=True)]
+        self.truth = agreement_truth(found, cfg.agreement_conf)
+        self.boxes = sum(len(t.conf) for t in self.truth)
         if self.boxes == 0:
             log.warning(
-                "the FP32 reference detects nothing on the %d held-out frames: the gate cannot fail", len(inputs)
+                "the FP32 reference detects nothing on the %d held-out frames: the gate cannot fail", len(images)
             )
 
     def score_outputs(self, outputs: Sequence[tuple[int, np.ndarray]]) -> float:
-        """mAP50-95 of raw outputs (frame index, output) against the reference's detections on those frames."""
-        import torch
-        from ultralytics.engine.validator import BaseValidator
-        from ultralytics.utils.metrics import ap_per_class, box_iou
-
-        matcher = SimpleNamespace(iouv=torch.linspace(0.5, 0.95, 10))
-        tps, confs, pred_cls, target_cls = [], [], [], []
-        for index, raw in outputs:
-            pred = _detections(raw, self.cfg.conf, self.cfg.iou)
-            label = self.labels[index]
-            target_cls.append(label[:, 5])
-            if len(pred) == 0:
-                continue
-            if len(label) == 0:
-                tp = np.zeros((len(pred), 10), dtype=bool)
-            else:
-                iou = box_iou(torch.from_numpy(label[:, :4]), torch.from_numpy(pred[:, :4]))
-                tp = BaseValidator.match_predictions(
-                    matcher, torch.from_numpy(pred[:, 5]), torch.from_numpy(label[:, 5]), iou
-                ).numpy()
-            tps.append(tp)
-            confs.append(pred[:, 4])
-            pred_cls.append(pred[:, 5])
-        targets = np.concatenate(target_cls) if target_cls else np.zeros(0)
-        if len(targets) == 0:
+        """mAP50-95 of raw outputs (frame index, output) against the reference's detections on those frames, in
+        frame order whatever order they come in; 1.0 when the reference found nothing there."""
+        ordered = sorted(outputs, key=lambda item: item[0])
+        truth = [self.truth[i] for i, _ in ordered]
+        if not any(t.conf for t in truth):
             return 1.0
-        if not tps:
-            return 0.0
-        ap = ap_per_class(np.concatenate(tps), np.concatenate(confs), np.concatenate(pred_cls), targets)[5]
-        return float(ap.mean()) if ap.size else 0.0
+        preds = [decode(np.asarray(raw)[0], self.fits[i], self.cfg.conf, self.cfg.iou) for i, raw in ordered]
+        return float(score(truth, preds, self.names, [self.frames[i] for i, _ in ordered]).map)
 
     def score(self, infer: Infer) -> float:
         return self.score_outputs([(i, infer(x)) for i, x in enumerate(self.inputs)])
@@ -275,7 +263,7 @@ def nncf_quantize_ir(
     frames = _read_frames(images, gate_images, cfg, imgsz)
     scope = ov_ignored_scope(fp32, cfg.ignored_scope, start_kept)
     started = time.perf_counter()
-    q = _quantizer(core, fp32, frames, cfg, gate_cfg)
+    q = _quantizer(core, fp32, frames, cfg, gate_cfg, imgsz)
     first = q.step("first", scope)
     log.info(
         "nncf %s: agreement %.4f (FP32 %.4f) on %d held-out frames (%s)",
@@ -295,10 +283,10 @@ def nncf_quantize_ir(
 
 @dataclass(frozen=True)
 class _Frames:
-    """The letterboxed inputs NNCF calibrates on and the gate scores on, and where the gate's frames came from."""
+    """The letterboxed inputs NNCF calibrates on, the frames the gate scores on, and where those came from."""
 
     calib: list[np.ndarray]
-    held: list[np.ndarray]
+    held: list[Path]
     source: str  # "holdout_videos" or "calibration_split"
 
 
@@ -318,7 +306,7 @@ def _read_frames(
             "left out of calibration, which scores INT8 optimistically",
             len(held),
         )
-    return _Frames([letterbox(p, imgsz) for p in calib[: cfg.subset_size]], [letterbox(p, imgsz) for p in held], source)
+    return _Frames([letterbox(p, imgsz) for p in calib[: cfg.subset_size]], held, source)
 
 
 def _quantize_settings(cfg: NncfConfig, subset_size: int) -> dict[str, Any]:
@@ -367,9 +355,11 @@ class _Quantizer:
         return _Tried(name, model, self.score(model), frozenset(scope.names))
 
 
-def _quantizer(core: Any, fp32: Any, frames: _Frames, cfg: NncfConfig, gate_cfg: ValidateConfig) -> _Quantizer:
+def _quantizer(
+    core: Any, fp32: Any, frames: _Frames, cfg: NncfConfig, gate_cfg: ValidateConfig, imgsz: int | tuple[int, int]
+) -> _Quantizer:
     """The gate scores the FP32 IR once (its reference detections), so every step compares with the same numbers."""
-    gate = AgreementGate(_ov_infer(core, fp32), frames.held, gate_cfg)
+    gate = AgreementGate(_ov_infer(core, fp32), frames.held, imgsz, gate_cfg)
     reference = gate.score(_ov_infer(core, fp32))
     settings = _quantize_settings(cfg, len(frames.calib))
     return _Quantizer(core, fp32, frames, settings, gate, reference, cfg.accuracy_control.max_drop)
@@ -503,7 +493,7 @@ def _accuracy_control(q: _Quantizer, ac: AccuracyControlConfig, scope: Any, star
             raise SearchBudgetSpent(f"NNCF accuracy control stopped after its budget of {ac.search_budget_s:.0f} s")
         return q.gate.score_outputs([(i, compiled(x)[0]) for i, x in items])
 
-    held = q.frames.held
+    held = q.gate.inputs  # the gate's letterboxed frames, by index (validation_fn scores them by index)
     restorer = AdvancedAccuracyRestorerParameters(
         max_num_iterations=ac.max_iterations, ranking_subset_size=len(held), num_ranking_workers=1
     )
@@ -704,8 +694,7 @@ def qdq_quantize_onnx(
     for prop in model.metadata_props:  # Ultralytics' metadata (names, stride, imgsz) so YOLO() loads it
         quantized.metadata_props.add(key=prop.key, value=prop.value)
     onnx.save(quantized, str(out_onnx))
-    held_inputs = [letterbox(p, imgsz) for p in held]
-    gate = AgreementGate(_ort_infer(fp32_onnx), held_inputs, gate_cfg)
+    gate = AgreementGate(_ort_infer(fp32_onnx), held, imgsz, gate_cfg)
     result = GateResult(gate.score(_ort_infer(fp32_onnx)), gate.score(_ort_infer(out_onnx)), 1.0)
     log.info(
         "Q/DQ %s: agreement %.4f (FP32 %.4f) on %d held-out frames",

@@ -1,8 +1,10 @@
 """Validate each candidate on the runtime that will run it: accuracy on labels, agreement with FP32, latency, size.
 
-A quantised artifact is not portable between runtimes, so every number here comes from loading the artifact itself
-with Ultralytics' backend for its format. Agreement uses the FP32 reference's detections as labels: gate videos have
-no labels, and agreement is what tells whether INT8 changed what the detector sees.
+A quantised artifact is not portable between runtimes, so every number here comes from running the artifact itself
+through the gate's own inference path (`tasks.edge.detect.Detector`: its runtime, Ultralytics-equivalent letterbox
+and NMS, no PyTorch), once per frame, and scoring the detections with the one metric (`tasks/pipeline/scoring.py`).
+Agreement uses the FP32 reference's detections as truth: gate videos have no labels, and agreement is what tells
+whether INT8 changed what the detector sees.
 """
 
 from __future__ import annotations
@@ -10,21 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.edge.agreement import Detections, FrameDiff, agreement_counts, compare
-from tasks.edge.tensorrt import ensure_runnable
+from tasks.edge.agreement import Detections, FrameDiff
 from tasks.pipeline.labels import check_labels
-from tasks.support.candidate import Candidate
+from tasks.pipeline.scoring import accuracy, agreement, agreement_truth, score, summary
+from tasks.support.candidate import Candidate, openvino_xml
 from tasks.support.config import ValidateConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
-from tasks.support.images import frames_folder, list_images, write_dataset_yaml
+from tasks.support.images import frames_folder, list_images
 from tasks.support.progress import steps
 from tasks.support.shape import shape_text
 
@@ -68,186 +68,101 @@ def holdout_images(holdout_dir: Path, names: Sequence[str], labels: str = "requi
     return [item.image for item in found.images]
 
 
-def mirror_images(images: list[Path], out: Path) -> Path:
-    """`out/images` linking to `images`, and an empty `out/labels`.
+def holdout_truth(holdout_dir: Path, images: list[Path], names: Sequence[str]) -> list[Detections]:
+    """The labelled holdout's boxes in frame pixels, read by the project's label checker (`check_labels`: one label
+    file per image, malformed lines, duplicates and classes outside `names` are errors)."""
+    import cv2
 
-    Ultralytics' validator writes `labels.cache` beside the labels it reads; validating on a mirror keeps the
-    DVC-tracked holdout byte-for-byte unchanged.
-    """
-    (out / "images").mkdir(parents=True)
-    (out / "labels").mkdir()
-    for image in images:
-        (out / "images" / image.name).symlink_to(image.resolve())
-    return out
-
-
-def mirror_holdout(holdout_dir: Path, images: list[Path], out: Path, names: dict[int, str]) -> Path:
-    """A private copy of the labelled holdout (linked images, copied labels); returns its dataset YAML."""
-    mirror_images(images, out)
-    for image in images:
-        label = holdout_dir / "labels" / f"{image.stem}.txt"
-        if label.is_file():
-            shutil.copyfile(label, out / "labels" / label.name)
-    return write_dataset_yaml(out / "data.yaml", out / "images", names)
-
-
-def class_names(candidate: Candidate) -> list[str]:
-    """The class names the candidate's model was trained with, in class-id order."""
-    names = dict(_yolo(candidate).names)
-    return [names[i] for i in sorted(names)]
-
-
-def _yolo(candidate: Candidate):  # -> ultralytics.YOLO, imported lazily (slow import; env set by the CLI first)
-    from ultralytics import YOLO
-
-    ensure_runnable(candidate.path)
-    return YOLO(str(candidate.path), task="detect")
-
-
-def dataset_counts(dataset_yaml: Path) -> tuple[int, int]:
-    """Images and boxes of a dataset this module wrote (`images/` and `labels/` beside its YAML)."""
-    root = dataset_yaml.parent
-    images = list_images(root / "images")
-    boxes = 0
-    for image in images:
-        label = root / "labels" / f"{image.stem}.txt"
-        if label.is_file():
-            boxes += sum(1 for line in label.read_text(encoding="utf-8-sig").splitlines() if line.split())
-    return len(images), boxes
-
-
-def _val(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work_dir: Path) -> Any:
-    """Ultralytics' validator on `dataset_yaml` (same letterbox as the gate); returns its DetMetrics.
-
-    Ultralytics drops an image it finds corrupt (and duplicate boxes) with a log line and scores the rest, so the
-    images and boxes it scored are checked against the dataset: a metric over part of the holdout is an error.
-    So is the input it ran at: Ultralytics takes a fixed-shape export's input from its metadata (`validate.imgsz`
-    does not apply), which must be the candidate's recorded `input_shape`.
-    """
-    scored: dict[str, int] = {}
-    ran_at: list[tuple[int, ...]] = []
-
-    def count(validator: Any) -> None:
-        scored.update(images=int(validator.seen), boxes=int(validator.metrics.nt_per_class.sum()))
-        ran_at.append(tuple(int(v) for v in validator.args.imgsz))
-
-    model = _yolo(candidate)
-    model.add_callback("on_val_end", count)
-    metrics = model.val(
-        data=str(dataset_yaml),
-        imgsz=cfg.imgsz,
-        batch=1,
-        rect=False,
-        conf=cfg.conf,
-        iou=cfg.iou,
-        device="cpu",
-        plots=False,
-        verbose=False,
-        project=str(work_dir),
-        name=f"val-{candidate.name}",
-        exist_ok=True,
-    )
-    if ran_at != [candidate.input_shape]:
-        raise ValidationError(
-            f"{candidate.path}: Ultralytics validated it at input {ran_at} (height, width), not the {candidate.name} "
-            f"candidate's recorded input_shape {list(candidate.input_shape)}; rebuild it",
-            remedy=Remedy.BUILD,
-        )
-    images, boxes = dataset_counts(dataset_yaml)
-    if scored != {"images": images, "boxes": boxes}:
-        raise ValidationError(
-            f"{dataset_yaml.parent}: Ultralytics scored {scored.get('images', 0)} of {images} images and "
-            f"{scored.get('boxes', 0)} of {boxes} boxes (its log names what it dropped as corrupt); fix or remove "
-            "those images, so that every metric covers the whole holdout",
-            remedy=Remedy.HOLDOUT,
-        )
-    return metrics
-
-
-def _summary(box: Any) -> dict[str, float]:
-    return {
-        "map50": float(box.map50),
-        "map50_95": float(box.map),
-        "box_precision": float(box.mp),
-        "box_recall": float(box.mr),
-    }
-
-
-def per_class(box: Any, names: dict[int, str]) -> dict[str, float]:
-    """Precision, recall, mAP50, mAP50-95 of each class that has labels, as `class.<name>.<metric>` keys."""
-    out: dict[str, float] = {}
-    for i, c in enumerate(box.ap_class_index):
-        p, r, ap50, ap = box.class_result(i)
-        name = names.get(int(c), str(c))
-        out |= {
-            f"class.{name}.precision": float(p),
-            f"class.{name}.recall": float(r),
-            f"class.{name}.map50": float(ap50),
-            f"class.{name}.map50_95": float(ap),
-        }
-    return out
-
-
-def pr_curve(box: Any, names: dict[int, str], points: int = 101) -> dict[str, list[float]]:
-    """The precision-recall curve at IoU 0.5 per class (Ultralytics' own, resampled to `points` recalls)."""
-    import numpy as np
-
-    px = np.asarray(box.px)
-    idx = np.linspace(0, len(px) - 1, points).round().astype(int)
-    curve: dict[str, list[float]] = {"recall": [round(float(x), 4) for x in px[idx]]}
-    for row, c in zip(np.asarray(box.prec_values), box.ap_class_index, strict=False):
-        curve[names.get(int(c), str(c))] = [round(float(x), 4) for x in row[idx]]
-    return curve
-
-
-def accuracy(candidate: Candidate, dataset_yaml: Path, cfg: ValidateConfig, work_dir: Path) -> dict[str, float]:
-    """mAP50, mAP50-95, precision, recall of `candidate` against the labels of `dataset_yaml` (same letterbox)."""
-    return _summary(_val(candidate, dataset_yaml, cfg, work_dir).box)
-
-
-def predict(candidate: Candidate, images: list[Path], cfg: ValidateConfig) -> list[Detections]:
-    """The candidate's detections (confidence >= `agreement_conf`) on each image, on its own runtime."""
-    model = _yolo(candidate)
+    by_image = check_labels(holdout_dir, names).boxes_by_image
     found = []
     for image in images:
-        boxes = model.predict(
-            str(image), imgsz=cfg.imgsz, conf=cfg.agreement_conf, iou=cfg.iou, device="cpu", verbose=False
-        )[0].boxes
-        found.append(
-            Detections(
-                tuple(tuple(round(float(v), 2) for v in b) for b in boxes.xyxy.cpu().numpy()),
-                tuple(round(float(c), 4) for c in boxes.conf.cpu().numpy()),
-                tuple(int(c) for c in boxes.cls.cpu().numpy()),
-            )
-        )
+        img = cv2.imread(str(image))
+        if img is None:
+            raise ValidationError(f"{image}: cannot be read as an image; replace or remove it", remedy=Remedy.HOLDOUT)
+        h, w = img.shape[:2]
+        boxes = by_image[image.name]
+        corners = tuple((x1 * w, y1 * h, x2 * w, y2 * h) for x1, y1, x2, y2 in (b.xyxy for b in boxes))
+        found.append(Detections(corners, tuple(1.0 for _ in boxes), tuple(b.cls for b in boxes)))
     return found
 
 
-def write_pseudo_labels(
-    reference: Candidate, images: list[Path], out: Path, cfg: ValidateConfig, detections: list[Detections] | None = None
-) -> Path:
-    """A dataset whose labels are the reference's detections on `images`; returns its dataset YAML."""
+def class_names(candidate: Candidate) -> dict[int, str]:
+    """The class names the candidate's model was trained with, by class id, from the Ultralytics export metadata its
+    artifact carries (ONNX metadata_props, the OpenVINO IR's `metadata.yaml`, the engine header)."""
+    import ast
+
+    import yaml
+
+    from tasks.edge.tensorrt import onnx_metadata, read_engine
+
+    path = candidate.path
+    try:
+        if path.suffix == ".onnx":
+            meta: dict[str, Any] = onnx_metadata(path)
+        elif path.suffix == ".engine":
+            meta = read_engine(path)[0]
+        else:
+            meta = yaml.safe_load((openvino_xml(path).parent / "metadata.yaml").read_text()) or {}
+        names = meta.get("names")
+        names = ast.literal_eval(names) if isinstance(names, str) else names
+        names = dict(enumerate(names)) if isinstance(names, list) else names
+        found = {int(k): str(v) for k, v in names.items()}
+    except (OSError, ValueError, SyntaxError, AttributeError, TypeError, yaml.YAMLError) as e:
+        raise ValidationError(
+            f"{path}: no class names in its Ultralytics export metadata ({type(e).__name__}: {e}); rebuild it",
+            remedy=Remedy.BUILD,
+        ) from e
+    return dict(sorted(found.items()))
+
+
+def detect(candidate: Candidate, images: Sequence[Path], cfg: ValidateConfig) -> list[Detections]:
+    """The candidate's detections on each image, through the gate's own path (`Detector` on the artifact's runtime,
+    `validate.threads`), run once per frame at the lowest confidence any metric needs (`validate.conf`, or
+    `agreement_conf` if lower): the higher-threshold sets are derived with `above`.
+
+    Refused: a runner whose input is not the candidate's recorded `input_shape` (a fixed-shape export runs at its
+    own input, which must be what was built and recorded), and an image that cannot be decoded (named)."""
     import cv2
 
-    detections = detections if detections is not None else predict(reference, images, cfg)
-    mirror_images(images, out)
-    for image, det in zip(images, detections, strict=True):
-        img = cv2.imread(str(image))
-        if img is None:
-            raise ValidationError(f"{image}: cannot be read as an image; regenerate the frames.")
-        h, w = img.shape[:2]
-        # one label per distinct box: boxes equal to 6 decimals (an untrained head's priors) are one label, as
-        # Ultralytics' loader would make them, so the scored-boxes check counts what it scores
-        lines = list(
-            dict.fromkeys(
-                f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-                for c, (x1, y1, x2, y2) in zip(det.cls, det.xyxy, strict=True)
+    from tasks.edge.detect import Detector
+
+    conf = min(cfg.conf, cfg.agreement_conf)
+    detector = Detector.open(candidate.path, cfg.threads)  # an engine is checked against this GPU first
+    try:
+        if tuple(detector.input_hw) != tuple(candidate.input_shape):
+            raise ValidationError(
+                f"{candidate.path}: its runtime takes input [{tuple(detector.input_hw)}] (height, width), not the "
+                f"{candidate.name} candidate's recorded input_shape {list(candidate.input_shape)}; rebuild it",
+                remedy=Remedy.BUILD,
             )
-        )
-        (out / "labels" / f"{image.stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-    boxes = sum(len(d.cls) for d in detections)
-    log.info("reference %s gave %d boxes on %d frames (agreement labels)", reference.name, boxes, len(images))
-    return write_dataset_yaml(out / "data.yaml", out / "images", dict(_yolo(reference).names))
+        found = []
+        for image in images:
+            frame = cv2.imread(str(image))
+            if frame is None:
+                raise ValidationError(
+                    f"{image}: cannot be read as an image; replace or remove it, so that every metric covers all "
+                    "the frames",
+                    remedy=Remedy.HOLDOUT,
+                )
+            found.append(detector(frame, conf, cfg.iou))
+    finally:
+        detector.close()
+    return found
+
+
+def holdout_map50_95(candidate: Candidate, holdout_dir: Path, cfg: ValidateConfig) -> float:
+    """mAP50-95 of `candidate` on the labelled holdout, as validation measures it (the smoke test's number)."""
+    names = class_names(candidate)
+    images = holdout_images(holdout_dir, list(names.values()))
+    truth = holdout_truth(holdout_dir, images, list(names.values()))
+    return summary(score(truth, detect(candidate, images, cfg), names, [str(i) for i in images]))["map50_95"]
+
+
+def agreement_map50_95(candidate: Candidate, reference: Candidate, frames: list[Path], cfg: ValidateConfig) -> float:
+    """Agreement mAP50-95 of `candidate` with `reference`'s detections on `frames`, as validation measures it."""
+    truth = agreement_truth(detect(reference, frames, cfg), cfg.agreement_conf)
+    box = score(truth, detect(candidate, frames, cfg), class_names(reference), [str(f) for f in frames])
+    return float(box.map)
 
 
 def agreement_images(frames_dir: Path | None, labelled: list[Path]) -> tuple[list[Path], str]:
@@ -386,7 +301,7 @@ def run_validation(
         raise ValidationError(
             f"speed reference candidate '{speed_ref}' was not built; build it first (build.speed_reference)."
         )
-    names = dict(_yolo(by_name[reference]).names)
+    names = class_names(by_name[reference])
     images = holdout_images(holdout_dir, list(names.values()), cfg.labels)
     agree_images, source = agreement_images(frames_dir, images)
     if not agree_images:
@@ -396,44 +311,39 @@ def run_validation(
         )
     results: dict[str, dict[str, float | str]] = {}
     samples, curves, diffs = {}, {}, {}
-    with tempfile.TemporaryDirectory(prefix="alpr-validate-") as tmp:
-        work = Path(tmp)
-        labelled = mirror_holdout(holdout_dir, images, work / "holdout", names) if images else None
-        ref_dets = predict(by_name[reference], agree_images, cfg)
-        if not any(d.conf for d in ref_dets):
-            raise ValidationError(
-                f"{source}: the reference '{reference}' finds no plate (conf >= {cfg.agreement_conf}) on any of "
-                f"{len(agree_images)} agreement frames, so agreement cannot be measured. Use frames that show "
-                "vehicles (paths.holdout_frames) or lower validate.agreement_conf."
-            )
-        agreement = write_pseudo_labels(by_name[reference], agree_images, work / "agreement", cfg, ref_dets)
-        for cand in steps(candidates, "validate: measuring candidates"):
-            row: dict[str, float | str] = {"backend": cand.backend, "precision": cand.precision,
-                                           "input_shape": shape_text(cand.input_shape)}  # fmt: skip
-            if cand.gate_built:  # measured where its engine runs, after tracking (gate_remote.gate_engines)
-                results[cand.name] = {**row, GATE_KEY: GATE_PENDING, "size_mb": cand.size_mb}
-                continue
-            if labelled is not None:
-                box = _val(cand, labelled, cfg, work / "runs").box
-                row.update(_summary(box))
-                row.update(per_class(box, names))
-                curves[cand.name] = pr_curve(box, names)
-            else:
-                row["holdout"] = NO_HOLDOUT
-            agree = _summary(_val(cand, agreement, cfg, work / "runs").box)
-            row["agreement_map50"] = agree["map50"]
-            row["agreement_map50_95"] = agree["map50_95"]
-            cand_dets = ref_dets if cand.name == reference else predict(cand, agree_images, cfg)
-            frame_diffs = [compare(str(img), r, c) for img, r, c in zip(agree_images, ref_dets, cand_dets, strict=True)]
-            row.update(agreement_counts(frame_diffs))
-            diffs[cand.name] = sorted(frame_diffs, key=lambda d: d.score, reverse=True)
-            measured = latency(cand, agree_images[0], cfg)
-            row.update(measured["metrics"])
-            row.update(engine_memory(cand, cfg))
-            samples[cand.name] = measured["samples"]
-            row["size_mb"] = cand.size_mb
-            results[cand.name] = row
-        retime_close(candidates, results, reference, agree_images[0], cfg)
+    truth = holdout_truth(holdout_dir, images, list(names.values())) if images else None
+    labelled = [agree_images.index(i) for i in images]  # the labelled images are agreement frames too
+    ref_dets = detect(by_name[reference], agree_images, cfg)
+    boxes = sum(len(d.conf) for d in agreement_truth(ref_dets, cfg.agreement_conf))
+    if not boxes:
+        raise ValidationError(
+            f"{source}: the reference '{reference}' finds no plate (conf >= {cfg.agreement_conf}) on any of "
+            f"{len(agree_images)} agreement frames, so agreement cannot be measured. Use frames that show "
+            "vehicles (paths.holdout_frames) or lower validate.agreement_conf."
+        )
+    log.info("reference %s gave %d boxes on %d frames (agreement truth)", reference, boxes, len(agree_images))
+    for cand in steps(candidates, "validate: measuring candidates"):
+        row: dict[str, float | str] = {"backend": cand.backend, "precision": cand.precision,
+                                       "input_shape": shape_text(cand.input_shape)}  # fmt: skip
+        if cand.gate_built:  # measured where its engine runs, after tracking (gate_remote.gate_engines)
+            results[cand.name] = {**row, GATE_KEY: GATE_PENDING, "size_mb": cand.size_mb}
+            continue
+        found = ref_dets if cand.name == reference else detect(cand, agree_images, cfg)
+        if truth is not None:
+            scores, curves[cand.name] = accuracy(truth, [found[i] for i in labelled], names, images)
+            row.update(scores)
+        else:
+            row["holdout"] = NO_HOLDOUT
+        agree, frame_diffs = agreement(ref_dets, found, agree_images, names, cfg.agreement_conf)
+        row.update(agree)
+        diffs[cand.name] = sorted(frame_diffs, key=lambda d: d.score, reverse=True)
+        measured = latency(cand, agree_images[0], cfg)
+        row.update(measured["metrics"])
+        row.update(engine_memory(cand, cfg))
+        samples[cand.name] = measured["samples"]
+        row["size_mb"] = cand.size_mb
+        results[cand.name] = row
+    retime_close(candidates, results, reference, agree_images[0], cfg)
     ref, speed = results[reference], results[speed_ref]
     if GATE_KEY in speed:
         raise ValidationError(f"speed reference '{speed_ref}' is built on the gate: the host cannot time it")
@@ -441,7 +351,7 @@ def run_validation(
         row[ROLE_KEY] = role_of(name, reference, speed_ref)
         if GATE_KEY in row:
             continue
-        if labelled is not None:
+        if truth is not None:
             row["map_drop"] = round(float(ref["map50_95"]) - float(row["map50_95"]), 5)
         row["speedup"] = round(float(speed["latency_p50_ms"]) / float(row["latency_p50_ms"]), 3)
     log.info(

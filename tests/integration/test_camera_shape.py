@@ -72,16 +72,15 @@ def test_int8_candidates_are_built_validated_and_measured_at_the_camera_shape(bu
 
 
 def test_validation_refuses_an_artifact_that_is_not_the_recorded_shape(built: tuple, tmp_path: Path) -> None:
-    from tasks.pipeline.validate import ValidationError, accuracy, holdout_images, mirror_holdout
+    from tasks.pipeline.validate import ValidationError, detect, holdout_images
 
     params, candidates = built
     cand = next(c for c in candidates if c.name == "ov-int8")
     wrong = dataclasses.replace(cand, input_shape=(320, 320))
     images = holdout_images(params.paths.holdout, ["License_Plate"])[:1]
-    data = mirror_holdout(params.paths.holdout, images, tmp_path / "holdout", {0: "License_Plate"})
-    assert accuracy(cand, data, ValidateConfig(imgsz=320), tmp_path / "runs")["map50_95"] >= 0
+    assert len(detect(cand, images, ValidateConfig(imgsz=320))) == 1
     with pytest.raises(ValidationError, match=r"\[\(192, 320\)\].*input_shape \[320, 320\]"):
-        accuracy(wrong, data, ValidateConfig(imgsz=320), tmp_path / "runs")
+        detect(wrong, images, ValidateConfig(imgsz=320))
 
 
 def _release(gate_dir: Path, version: str, cand: Candidate) -> Path:

@@ -1,7 +1,8 @@
 """The rebuild's gate step (build.tensorrt_on: gate) on CPU: a TensorRT candidate is built here only to its ONNX and
 not run here; a real `gate-build` worker of the tensorrt pool takes its bundle from a real MLflow server and fails at
 the TensorRT import, and that candidate alone fails, with the gate's reason; nothing TensorRT can win. The host
-scores gate detections with Ultralytics' own metric functions, checked on the FP32 reference's real detections."""
+scores gate detections with the one metric (`scoring.score`: Ultralytics' matching and AP), checked on the FP32
+reference's real detections."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def test_validation_leaves_a_gate_built_candidate_pending(gate_validation) -> No
     assert gate_validation.metrics["fp32"]["latency_p50_ms"] > 0 and "map_drop" in gate_validation.metrics["fp32"]
 
 
-def test_host_scores_gate_detections_with_ultralytics_metrics(built: tuple, gate_built: list, gate_validation) -> None:
+def test_host_scores_gate_detections_with_the_one_metric(built: tuple, gate_built: list, gate_validation) -> None:
     """Real detections (the FP32 reference's) in place of the gate's: its own give full agreement; boxes shifted by
     a fifth of their width agree less; at `validate.conf` the labelled mAP is validation's own."""
     from tasks.edge.agreement import Detections
@@ -94,7 +95,7 @@ def test_host_scores_gate_detections_with_ultralytics_metrics(built: tuple, gate
         scoring_inputs,
         set_speedups,
     )
-    from tasks.pipeline.validate import predict
+    from tasks.pipeline.validate import detect
 
     params, _ = built
     cfg, ref = params.validate_, gate_built[0]
@@ -115,9 +116,9 @@ def test_host_scores_gate_detections_with_ultralytics_metrics(built: tuple, gate
         {f.name: shift(d) for f, d in zip(scoring.frames, scoring.reference, strict=True)}, scoring, cfg
     )
     assert shifted["agreement_map50_95"] < 0.9 * same["agreement_map50_95"]
-    low = predict(ref, scoring.frames, cfg.model_copy(update={"agreement_conf": cfg.conf}))  # as the gate reports
+    low = detect(ref, scoring.frames, cfg)  # at validate.conf, as the gate reports
     scored = score_gate_detections({f.name: d for f, d in zip(scoring.frames, low, strict=True)}, scoring, cfg)
-    validated = gate_validation.metrics["fp32"]  # Ultralytics' validator on the same model and holdout
+    validated = gate_validation.metrics["fp32"]  # validation of the same model on the same holdout
     assert scored["map50_95"] == pytest.approx(validated["map50_95"], abs=0.02)
     assert scored["map50"] == pytest.approx(validated["map50"], abs=0.02)
     # merged as the gate step merges a measured engine: the gate's latency, the host's scores, the drop vs FP32
@@ -209,12 +210,12 @@ def gate_scoring(built: tuple, gate_built: list) -> tuple:
     """What the host scores gate detections against, and the FP32 reference's own detections at `validate.conf`
     (what the test's placeholder "gate" reports: a faithful engine)."""
     from tasks.pipeline.gate_remote import scoring_inputs
-    from tasks.pipeline.validate import predict
+    from tasks.pipeline.validate import detect
 
     params, _ = built
     cfg, ref = params.validate_, gate_built[0]
     scoring = scoring_inputs(params, ref)
-    return scoring, predict(ref, scoring.frames, cfg.model_copy(update={"agreement_conf": cfg.conf}))
+    return scoring, detect(ref, scoring.frames, cfg)
 
 
 def log_placeholder_engine(tracking_uri: str, run_id: str, cand, scoring, detections, work: Path, plan: bytes) -> str:

@@ -174,3 +174,33 @@ def test_timed_runs_stop_at_their_budget_but_never_below_min_runs(built: tuple) 
     assert unbounded["metrics"]["latency_runs"] == 8 and len(unbounded["samples"]["inference_ms"]) == 8
     # fewer runs than min_runs: all of them, whatever the budget
     assert measure(dataclasses.replace(req, runs=2))["metrics"]["latency_runs"] == 2
+
+
+def test_validation_the_build_gate_and_the_gate_step_score_agreement_alike(validation_report, built: tuple) -> None:
+    """The three former ways to score agreement are one: on validation's own agreement frames, the build's INT8 gate
+    (`AgreementGate`, raw outputs of letterboxed frames as NNCF hands them) and the host's scoring of gate
+    detections (`score_gate_detections`) give the candidate exactly validation's agreement, and the gate step gives
+    validation's labelled numbers."""
+    from tasks.edge.agreement import above
+    from tasks.edge.runners import open_runner
+    from tasks.pipeline.gate_remote import GateScoring, score_gate_detections
+    from tasks.pipeline.quantize import AgreementGate
+    from tasks.pipeline.validate import class_names, detect, holdout_images, holdout_truth
+
+    params, candidates = built
+    by_name = {c.name: c for c in candidates}
+    ref, cand = by_name["fp32"], by_name["fp32-ov"]  # one input shape: the build's gate runs both models at it
+    assert ref.input_shape == cand.input_shape
+    cfg, row = params.validate_, validation_report.metrics[cand.name]
+    labelled = holdout_images(params.paths.holdout, params.model.names)
+    frames, _ = agreement_images(Path(validation_report.agreement_source), labelled)
+    assert len(frames) == validation_report.agreement_frames
+    gate = AgreementGate(open_runner(ref.path, cfg.threads), frames, ref.input_shape, cfg)
+    assert gate.score(open_runner(cand.path, cfg.threads)) == pytest.approx(row["agreement_map50_95"], abs=1e-9)
+    reference = [above(d, cfg.agreement_conf) for d in detect(ref, frames, cfg)]
+    truth = holdout_truth(params.paths.holdout, labelled, params.model.names)
+    scoring = GateScoring(frames, reference, class_names(ref), labelled, truth)
+    found = {f.name: d for f, d in zip(frames, detect(cand, frames, cfg), strict=True)}
+    scored = score_gate_detections(found, scoring, cfg)
+    for key in ("agreement_map50", "agreement_map50_95", "boxes_matched", "boxes_lost", "map50_95", "box_recall"):
+        assert scored[key] == row[key], key
