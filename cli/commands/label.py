@@ -79,7 +79,8 @@ def pull() -> None:
 def import_(
     source: Annotated[Path, typer.Argument(help="A YOLO export: images/ and labels/ (an empty file: no plate).")],
     videos: Annotated[
-        list[str] | None, typer.Option("--video", help="A video the frames come from (repeatable).")
+        list[str] | None,
+        typer.Option("--video", help="A video of paths.videos the frames come from, by file name (repeatable)."),
     ] = None,
 ) -> None:
     """Take a YOLO export from another annotation tool as the labelled holdout (checked, DVC-tracked)."""

@@ -8,8 +8,10 @@ atomically, with `holdout.json` naming the videos it came from (they stay out of
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +26,21 @@ from tasks.pipeline.labels import (
     LabelSet,
     check_labels,
     compare_to_prelabels,
+    holdout_videos,
     import_yolo,
     read_label_file,
+    read_small_text,
     write_holdout,
 )
 from tasks.support.config import Params
 from tasks.support.errors import Remedy
 from tasks.support.fsutil import atomic_write_text
+from tasks.support.videos import list_videos
 
 log = logging.getLogger(__name__)
 
 LABEL_STUDIO_DIR = "label_studio"  # in the proposal: tasks.json, config.xml, instructions.html
+MAX_PROPOSAL_BYTES = 16 * 2**20  # proposal.json: ~200 bytes a frame; an export's may be any file (/dev/zero)
 
 
 def propose_holdout(params: Params) -> Proposal:
@@ -141,13 +147,16 @@ def pull_holdout(client: ls.LabelStudio, params: Params) -> PulledHoldout:
 
 
 def import_holdout(src: Path, params: Params, videos: tuple[str, ...] = ()) -> LabelSet:
-    """A YOLO export from another annotation tool becomes `paths.holdout`. Its videos: `videos`, else those of the
-    proposal the export came from (`proposal.json` in `src` or in `paths.label_proposal`)."""
+    """A YOLO export from another annotation tool becomes `paths.holdout`. Its videos: `videos` (each a video in
+    `paths.videos`, by file name), else those of the proposal the export came from (`proposal.json` in `src` or in
+    `paths.label_proposal`)."""
     p = params.paths
-    if not videos:
+    if videos:
+        check_video_names(videos, p.videos)
+    else:
         for folder in (src, p.label_proposal):
-            if (folder / PROPOSAL_JSON).is_file():
-                videos = tuple(v["name"] if isinstance(v, dict) else v for v in _proposal_info(folder)["videos"])
+            if os.path.lexists(folder / PROPOSAL_JSON):  # a broken symlink too: named, not taken for "none here"
+                videos = tuple(holdout_videos(_proposal_info(folder)))
                 break
     if not videos:
         raise LabelError(
@@ -160,6 +169,29 @@ def import_holdout(src: Path, params: Params, videos: tuple[str, ...] = ()) -> L
     if review is not None:
         info["review"] = review
     return import_yolo(src, p.holdout, params.model.names, info)
+
+
+def check_video_names(names: tuple[str, ...], videos_dir: Path) -> None:
+    """Each of `names` must be the file name of a video in `videos_dir` (`paths.videos`): the holdout's videos are
+    kept out of calibration by name, so a typo would reserve nothing and let their frames into calibration."""
+    present = {v.name for v in list_videos(videos_dir)[0]} if videos_dir.is_dir() else set()
+    problems = []
+    for name in sorted(set(names)):
+        if not name or name in {".", ".."} or name != Path(name).name or "\\" in name:
+            problems.append(f"{name!r}: not a plain file name; name a video of paths.videos by its file name")
+        elif name not in present:
+            close = difflib.get_close_matches(name, sorted(present), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{name}: no such video in paths.videos{hint}")
+    if problems:
+        held = f"{len(present)} videos" if present else "no video" if videos_dir.is_dir() else "does not exist"
+        raise LabelError(
+            f"the videos the frames come from must be in paths.videos ({videos_dir}: {held}), named by file name "
+            "(they are kept out of calibration by name):" + "".join(f"\n  {p}" for p in problems),
+            problems,
+            remedy=Remedy.PARAMS,
+            videos_dir=str(videos_dir),
+        )
 
 
 def _review_against_proposal(src: Path, proposal_dir: Path, names: tuple[str, ...]) -> dict[str, Any] | None:
@@ -183,10 +215,19 @@ def _review_against_proposal(src: Path, proposal_dir: Path, names: tuple[str, ..
 
 
 def _proposal_info(folder: Path) -> dict[str, Any]:
+    """`proposal.json` of `folder`, read within MAX_PROPOSAL_BYTES (it may be an export's: any file at all)."""
     path = folder / PROPOSAL_JSON
+    if not os.path.lexists(path):
+        raise LabelError(f"{path}: no proposal here; the pulled frames cannot be traced to their videos")
+    text, problem = read_small_text(
+        path, str(path), MAX_PROPOSAL_BYTES, "MAX_PROPOSAL_BYTES, tasks/operations/holdout.py"
+    )
+    if text is None:
+        raise LabelError(problem or f"{path}: cannot be read", path=str(path))
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise LabelError(f"{path}: no proposal here; the pulled frames cannot be traced to their videos") from e
+        info = json.loads(text)
     except ValueError as e:
         raise LabelError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(info, dict):
+        raise LabelError(f"{path}: expected a JSON object, got {type(info).__name__}", path=str(path))
+    return info

@@ -20,7 +20,8 @@ from tasks.support.config import Params
 from tasks.support.dvc import dvc_track
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
-from tasks.support.videos import list_videos
+from tasks.support.images import imported_file_problem
+from tasks.support.videos import VIDEO_SUFFIXES, list_videos
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def init_project(root: Path, params: Params, source: Path, *, link: bool = False
     detector, and put both under DVC. With `link`, DVC is told to link its workspace copies (cache.type
     hardlink,symlink), so a large archive is stored once more (in the DVC cache), not twice."""
     p = params.paths
-    videos, skipped = list_videos(source)
+    videos, skipped = source_videos(source)
     if not videos:
         raise InitError(f"{source}: no video files ({', '.join(skipped) or 'the folder is empty'})")
     existing = [v.name for v in list_videos(p.videos)[0]] if p.videos.is_dir() else []
@@ -61,6 +62,37 @@ def init_project(root: Path, params: Params, source: Path, *, link: bool = False
     fetch_model(p.model, params.model.package, params.model.member, params.model.sha256)
     dvc_files = dvc_track(root, [p.videos, p.model])
     return InitResult(tuple(v.name for v in videos), link, skipped, tuple(dvc_files))
+
+
+def source_videos(source: Path) -> tuple[list[Path], dict[str, str]]:
+    """The videos of `source` (sorted) and the other entries with why they are not taken (hidden ones are not
+    listed). Only regular files inside `source` are taken, by the rules of every import (`imported_file_problem`):
+    an entry named as a video that is not one (a broken symlink, a symlink out of the folder, a folder, a FIFO, an
+    empty file) is an InitError naming every such entry, before anything is copied."""
+    if not source.is_dir():
+        raise InitError(f"{source}: no such folder", remedy=Remedy.SAMPLE_VIDEOS)
+    videos: list[Path] = []
+    skipped: dict[str, str] = {}
+    refused: list[str] = []
+    for path in sorted(p for p in source.iterdir() if not p.name.startswith(".")):
+        problem = imported_file_problem(path, source)
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            skipped[path.name] = problem or f"not a video file ({path.suffix or 'no suffix'})"
+            continue
+        if problem is None and path.stat().st_size == 0:
+            problem = "an empty file (0 bytes)"
+        if problem:
+            refused.append(f"{path.name}: {problem}")
+        else:
+            videos.append(path)
+    if refused:
+        raise InitError(
+            f"{source}: {len(refused)} of its videos cannot be taken; replace them with the video files themselves "
+            "or move them out of the folder:" + "".join(f"\n  {r}" for r in refused),
+            remedy=Remedy.SAMPLE_VIDEOS,
+            refused=refused,
+        )
+    return videos, skipped
 
 
 def _dvc_config(root: Path, key: str, value: str) -> None:

@@ -13,8 +13,10 @@ import itertools
 import json
 import logging
 import math
+import os
 import re
 import shutil
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ import numpy as np
 from tasks.edge.agreement import box_iou
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
-from tasks.support.images import IMAGE_SUFFIXES, list_images
+from tasks.support.images import IMAGE_SUFFIXES, file_kind, image_problem, imported_file_problem, list_images
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,10 @@ EPS = 1e-6  # tolerance for boxes touching the image edge and for duplicate coor
 # one still keeps two empty boxes at IoU 0 (not NaN) without biasing a real pair (identical boxes: exactly 1.0)
 IOU_EPS = 1e-12
 MAX_SHOWN = 20  # problems listed in a LabelError's message (all of them are in `problems`)
+# the largest label file read: a plate image holds a few boxes and Ultralytics keeps at most 300 (max_det), ~16 KB of
+# lines with scores; 256 KiB (thousands of boxes) is checked in under a second. A bigger file is no label, and is
+# refused without reading it (a symlink to /dev/zero would be read without end)
+MAX_LABEL_BYTES = 256 * 1024
 _INT = re.compile(r"[+-]?\d+")
 
 
@@ -226,14 +232,32 @@ class _Kept:
         self._cells.setdefault((box.cls, *self._cell(box)), []).append((box, line))
 
 
-def _read_text(path: Path, where: str) -> tuple[str | None, str | None]:
-    """A label file's text (Ultralytics reads it as UTF-8 with an optional BOM), or the problem reading it."""
+def read_small_text(
+    path: Path, where: str, limit: int = MAX_LABEL_BYTES, limit_name: str = "MAX_LABEL_BYTES, tasks/pipeline/labels.py"
+) -> tuple[str | None, str | None]:
+    """A label file's text (or another small file's: UTF-8 with an optional BOM, as Ultralytics reads labels), or the
+    problem reading it. Only a regular file of at most `limit` bytes (the constant `limit_name`) is read, and never
+    more than that: a device, a FIFO or a huge file is a problem named at once, not a hang or a memory error."""
+    too_big = f"more than the {limit:,} bytes such a file may hold ({limit_name})"
     try:
-        return path.read_text(encoding="utf-8-sig"), None
-    except UnicodeDecodeError:
-        return None, f"{where}: not UTF-8 text"
+        if not stat.S_ISREG(mode := os.stat(path).st_mode):  # not opened at all: opening a device can act
+            return None, f"{where}: not a regular file ({file_kind(mode)})"
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO swapped in meanwhile: no wait
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return None, f"{where}: not a regular file ({file_kind(st.st_mode)})"
+            if st.st_size > limit:
+                return None, f"{where}: {st.st_size:,} bytes, {too_big}"
+            data = f.read(limit + 1)
     except OSError as e:
         return None, f"{where}: cannot be read ({e.strerror or e})"
+    if len(data) > limit:  # it grew since fstat
+        return None, f"{where}: {too_big}"
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError:
+        return None, f"{where}: not UTF-8 text"
 
 
 def read_label_file(
@@ -242,7 +266,7 @@ def read_label_file(
     """The boxes of one YOLO label file and its problems (`path:line: what`), by the holdout's own rules: classes
     must be in range(nc) (`names`, when given, are listed in the problem). `scores`: the file holds pre-labels,
     whose lines may end with the detector's confidence (`Box.conf`)."""
-    text, problem = _read_text(path, str(path))
+    text, problem = read_small_text(path, str(path))
     if text is None:
         return [], [problem or f"{path}: cannot be read"]
     return _parse(text, str(path), nc, names, scores=scores)
@@ -254,8 +278,11 @@ def yolo_text(boxes: Sequence[Box]) -> str:
     return "".join(f"{b.cls} {b.cx:.6f} {b.cy:.6f} {b.w:.6f} {b.h:.6f}\n" for b in boxes)
 
 
-def _check(root: Path, names: Sequence[str]) -> tuple[list[LabelledImage], list[str]]:
-    """The labelled images under `root` and every problem found (paths relative to `root`)."""
+def _check(root: Path, names: Sequence[str], *, export: bool = False) -> tuple[list[LabelledImage], list[str]]:
+    """The labelled images under `root` and every problem found (paths relative to `root`). `export`: `root` is a
+    folder to import, whose files must be regular files inside it (a file that is not is named, not read) and
+    whose images must decode (`image_problem`); a holdout's own files are not held to that (DVC may link them into
+    its cache, and decoding every image on every check would cost a run seconds)."""
     images_dir, labels_dir = root / "images", root / "labels"
     if not images_dir.is_dir():
         return [], [f"images/: no images folder in {root}"]
@@ -283,11 +310,16 @@ def _check(root: Path, names: Sequence[str]) -> tuple[list[LabelledImage], list[
             problems.append(f"{listed}: these images would share one label file labels/{stem}.txt")
             continue
         image = same_stem[0]
+        if export and (problem := imported_file_problem(image, root) or image_problem(image)):
+            problems.append(f"images/{image.name}: {problem}")
         if label is None:
             problems.append(f"images/{image.name}: no label file labels/{stem}.txt; an empty file means no plate")
             continue
         where = f"labels/{label.name}"
-        text, problem = _read_text(label, where)
+        if export and (problem := imported_file_problem(label, root)):
+            problems.append(f"{where}: {problem}")
+            continue
+        text, problem = read_small_text(label, where)
         if text is None:
             problems.append(problem or f"{where}: cannot be read")
             continue
@@ -346,9 +378,9 @@ def holdout_videos(info: Mapping[str, Any]) -> list[str]:
     return sorted(v["name"] if isinstance(v, dict) else str(v) for v in videos)
 
 
-def _item_problems(items: Sequence[HoldoutItem]) -> list[str]:
+def _item_problems(items: Sequence[HoldoutItem], *, decode: bool = True) -> list[str]:
     """Names must be plain, unique image file names (also by stem: the label file is named by it) keeping the
-    source's suffix; sources must exist."""
+    source's suffix; sources must exist and, with `decode`, be images validation can read (`image_problem`)."""
     problems: list[str] = []
     seen: dict[str, str] = {}
     for item in items:
@@ -367,6 +399,8 @@ def _item_problems(items: Sequence[HoldoutItem]) -> list[str]:
         seen.setdefault(key, name)
         if not image.is_file():
             problems.append(f"{name}: source image {image} does not exist")
+        elif decode and (problem := image_problem(image)):
+            problems.append(f"{name}: source image {image}: {problem}")
     return problems
 
 
@@ -375,13 +409,20 @@ def write_holdout(
 ) -> LabelSet:
     """Write a holdout (copied images, YOLO labels, holdout.json with `info` plus its counts) to `out_dir`.
 
-    Built in a temp sibling and checked with the same checker as any holdout before it replaces `out_dir`: nothing
-    half-made is ever visible, and on any failure the old holdout is left as it was.
+    Every source image is decoded first. Built in a temp sibling and checked with the same checker as any holdout
+    before it replaces `out_dir`: nothing half-made is ever visible, and on any failure the old holdout is left as
+    it was.
     """
     if not names:
         raise ValueError("names must list at least one class")
-    out_dir = Path(out_dir)
-    problems = _item_problems(items) or ([] if items else ["no images to write"])
+    return _write_holdout(Path(out_dir), items, info, names, decode=True)
+
+
+def _write_holdout(
+    out_dir: Path, items: Sequence[HoldoutItem], info: Mapping[str, Any], names: Sequence[str], *, decode: bool
+) -> LabelSet:
+    """`write_holdout`; `decode=False` when the caller decoded the source images already."""
+    problems = _item_problems(items, decode=decode) or ([] if items else ["no images to write"])
     if problems:
         raise _label_error(out_dir, problems)
     with atomic_dir(out_dir) as tmp:
@@ -423,7 +464,8 @@ def write_holdout(
 
 def import_yolo(src: Path, out_dir: Path, names: Sequence[str], info: Mapping[str, Any]) -> LabelSet:
     """Import a YOLO export (`images/` + `labels/`, optionally `classes.txt`/`notes.json` beside them, as Label
-    Studio writes it) as the holdout `out_dir`. The export is checked first: any problem fails the whole import
+    Studio writes it) as the holdout `out_dir`. The export is checked first: only regular files inside it are
+    taken, every image is decoded, every label file read within MAX_LABEL_BYTES; any problem fails the whole import
     with all of them listed, and `out_dir` is not touched."""
     src, out_dir = Path(src), Path(out_dir)
     if not names:
@@ -433,18 +475,20 @@ def import_yolo(src: Path, out_dir: Path, names: Sequence[str], info: Mapping[st
     if src.resolve() == out_dir.resolve():
         raise _label_error(src, [f"{src}: the export and the holdout are the same folder"])
     classes = src / CLASSES_TXT
-    if classes.exists():
-        try:
-            listed = [line.strip() for line in classes.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as e:
-            raise _label_error(src, [f"{classes}: cannot be read ({e})"]) from e
+    if os.path.lexists(classes):  # a broken symlink too: named, not taken for "no classes.txt"
+        problem = imported_file_problem(classes, src)
+        text, problem = (None, f"{classes}: {problem}") if problem else read_small_text(classes, str(classes))
+        if text is None:
+            raise _label_error(src, [problem or f"{classes}: cannot be read"])
+        listed = [line.strip() for line in text.splitlines() if line.strip()]
         if listed != list(names):
             raise _label_error(src, [f"{classes}: classes {listed} differ from the detector's {list(names)}"])
-    checked = check_labels(src, names)
-    items = [HoldoutItem(i.image.name, i.image, i.boxes) for i in checked.images]
-    return write_holdout(
-        out_dir, items, {**info, "source": "yolo-import", "source_dir": str(src.resolve())}, names=names
-    )
+    found, problems = _check(src, names, export=True)
+    if problems:
+        raise _label_error(src, problems)
+    items = [HoldoutItem(i.image.name, i.image, i.boxes) for i in found]
+    info = {**info, "source": "yolo-import", "source_dir": str(src.resolve())}
+    return _write_holdout(out_dir, items, info, names, decode=False)  # decoded by the export's check
 
 
 def compare_to_prelabels(

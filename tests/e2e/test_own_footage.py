@@ -93,7 +93,13 @@ def test_day_one_from_your_own_videos_to_a_champion(
     p.model.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(plate_model, p.model)  # fetched once per session (tests/integration/test_fetch_remote.py)
 
-    # 1. init: the videos copied and under DVC, the detector verified, no synthetic data written
+    # 1. init: the videos copied and under DVC, the detector verified, no synthetic data written; a video that is a
+    # dead symlink (an archive not mounted) is named, and nothing is written
+    (footage / "gate_99.mp4").symlink_to(tmp_path / "archive" / "gate_99.mp4")
+    refused = cli(root, "init", "--videos", str(footage), check=False)
+    assert refused.returncode == 1 and "gate_99.mp4: a broken symlink" in refused.stderr, refused.stderr[-3000:]
+    assert not p.videos.exists()
+    (footage / "gate_99.mp4").unlink()
     cli(root, "init", "--videos", str(footage))
     assert sorted(f.name for f in p.videos.iterdir()) == sorted(f.name for f in footage.iterdir())
     assert (root / "data" / "videos.dvc").is_file() and (root / "models" / "best.pt.dvc").is_file()
@@ -127,6 +133,13 @@ def test_day_one_from_your_own_videos_to_a_champion(
     review_stats = info["review"]
     assert review_stats["removed"] >= 1 and review_stats["added"] >= 1 and review_stats["moved"] >= 1
     assert (root / "data" / "holdout.dvc").is_file()
+    # a --video name that is no video of paths.videos (a typo) is refused, and the holdout is kept byte for byte
+    before = {f: f.read_bytes() for f in sorted(p.holdout.rglob("*")) if f.is_file()}
+    typo = sorted(reserved)[0].replace("0", "O")
+    assert typo not in reserved
+    refused = cli(root, "label", "import", str(p.label_proposal), "--video", typo, check=False)
+    assert refused.returncode == 1 and f"{typo}: no such video in paths.videos" in refused.stderr, refused.stderr
+    assert {f: f.read_bytes() for f in sorted(p.holdout.rglob("*")) if f.is_file()} == before
 
     # 4. rebuild: a champion promoted; the labelled holdout's videos are in no calibration or agreement frame
     cli(root, "rebuild")

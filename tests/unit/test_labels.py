@@ -6,6 +6,7 @@ import json
 import pickle
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -253,11 +254,15 @@ def test_holdout_info_round_trip_and_errors(tmp_path: Path) -> None:
         read_holdout_info(tmp_path)
 
 
+def _image(path: Path, value: int = 80) -> Path:
+    """A real image (36x64, gray `value`), in the format its suffix names: what an import decodes."""
+    assert cv2.imwrite(str(path), np.full((36, 64, 3), value, np.uint8))
+    return path
+
+
 def _sources(folder: Path, names: list[str]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        (folder / name).write_bytes(b"image " + name.encode())
-    return [folder / n for n in names]
+    return [_image(folder / name, 40 + i) for i, name in enumerate(names)]
 
 
 def test_write_holdout_writes_a_checked_holdout(tmp_path: Path) -> None:
@@ -310,6 +315,8 @@ def test_write_holdout_is_atomic(tmp_path: Path, items: list[tuple[str, str, lis
 
 def _export(root: Path, labels: dict[str, str | None], classes: str | None = None) -> Path:
     _holdout(root, labels)
+    for image in (root / "images").iterdir():
+        _image(image)
     if classes is not None:
         (root / "classes.txt").write_text(classes)
         (root / "notes.json").write_text(json.dumps({"categories": [{"id": 0, "name": "License_Plate"}]}))
