@@ -31,6 +31,10 @@ ADVICE: dict[Remedy, str] = {
     Remedy.REPLACE_DATA: (
         "Use a fresh clone, or run `alpr-ops init --force` to replace the videos (DVC keeps the old ones in its cache)."
     ),
+    Remedy.GATE_WORKER: (
+        "Deploy the gate flow (`alpr-ops deploy` with build.backend: tensorrt), then start a worker of the gate's pool "
+        "on the gate box: `prefect worker start --pool {pool}` (README: TensorRT on the gate)."
+    ),
 }
 
 
@@ -40,5 +44,13 @@ def explain(error: BaseException) -> str:
     if isinstance(error, ConfigError) and "not found" in str(error):
         return f"{error}\nRun from the project folder or pass --params PATH."
     if isinstance(error, AlprError | ConfigError) and remedy in ADVICE:
-        return f"{error}\n{ADVICE[remedy]}"
+        facts = getattr(error, "facts", {})
+        return f"{error}\n{ADVICE[remedy].format_map(_Facts(facts))}"
     return str(error)
+
+
+class _Facts(dict):
+    """An error's facts for its advice; a fact the error did not carry reads as a placeholder, never a crash."""
+
+    def __missing__(self, key: str) -> str:
+        return f"<{key}>"

@@ -31,7 +31,7 @@ GATE_FLOW = "gate-build"  # flows/gate_build.py's flow name; its deployment is `
 
 
 class GateUnavailable(AlprError):
-    """No gate worker ran the build in time (no pool, no deployment, no worker); the message says what to start."""
+    """No gate worker ran the build in time (no pool, no deployment, no worker); the remedy says what to start."""
 
 
 @dataclass(frozen=True)
@@ -134,15 +134,15 @@ def request_gate_build(params: Params, run_id: str, timeout_s: float) -> GateOut
             "machine) and set tracking.uri to its http(s) address",
             remedy=Remedy.PARAMS,
         )
-    start_worker = f"start one on the gate box: `prefect worker start --pool {pool}` (README: TensorRT on the gate)"
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(pool)
             client.read_deployment_by_name(deployment)
         except ObjectNotFound as e:
             raise GateUnavailable(
-                f"work pool {pool!r} or deployment {deployment!r} does not exist on the Prefect server: deploy "
-                f"first (`alpr-ops deploy` with build.backend: tensorrt), then {start_worker}"
+                f"work pool {pool!r} or deployment {deployment!r} does not exist on the Prefect server",
+                remedy=Remedy.GATE_WORKER,
+                pool=pool,
             ) from e
     parameters = {"run_id": run_id, "tracking_uri": params.tracking.uri}
     run = run_deployment(deployment, parameters=parameters, timeout=timeout_s, poll_interval=1, as_subflow=False)
@@ -150,14 +150,16 @@ def request_gate_build(params: Params, run_id: str, timeout_s: float) -> GateOut
     if state is None or not state.is_final():
         started = state is not None and state.is_running()
         if started:
-            hint = "it is still running: raise serve.gate_wait_s if the gate is this slow"
+            hint, remedy = "it is still running: raise serve.gate_wait_s if the gate is this slow", Remedy.PARAMS
         else:
-            hint = f"no worker of pool {pool!r} took it (the run is cancelled): {start_worker}"
+            hint, remedy = f"no worker of pool {pool!r} took it (the run is cancelled)", Remedy.GATE_WORKER
             with get_client(sync_client=True) as client:
                 client.set_flow_run_state(run.id, Cancelled(message="no gate worker answered"), force=True)
         raise GateUnavailable(
             f"{deployment}: flow run {run.name} not finished after {timeout_s:g} s "
-            f"({getattr(state, 'name', 'no state')}); {hint}"
+            f"({getattr(state, 'name', 'no state')}); {hint}",
+            remedy=remedy,
+            pool=pool,
         )
     return outcome_of(state, params.tracking, run_id)
 

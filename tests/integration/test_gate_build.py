@@ -78,8 +78,10 @@ def test_the_gate_flow_without_tensorrt_fails_typed_and_the_host_reports_a_faile
 def test_a_gate_pool_without_a_worker_is_refused_within_the_timeout(built: tuple, prefect_api: str) -> None:
     from prefect.client.orchestration import get_client
 
+    from cli.advice import explain
     from flows.deployments import deploy_gate_build
     from tasks.pipeline.gate_remote import GateUnavailable, request_gate_build
+    from tasks.support.errors import Remedy
 
     params, _ = built
     pool = f"gate-orin-{uuid.uuid4().hex[:8]}"  # a pool of its own: no worker anywhere serves it
@@ -94,7 +96,8 @@ def test_a_gate_pool_without_a_worker_is_refused_within_the_timeout(built: tuple
     assert deploy_gate_build(params, Path(__file__).resolve().parents[2]) == f"gate-build/{pool}"
     with pytest.raises(GateUnavailable, match=rf"not picked up|no worker of pool '{pool}'") as err:
         request_gate_build(params, "run-x", timeout_s=2)
-    assert f"prefect worker start --pool {pool}" in str(err.value)
+    assert err.value.remedy == Remedy.GATE_WORKER and err.value.facts["pool"] == pool  # the task names no command
+    assert f"prefect worker start --pool {pool}" in explain(err.value)  # the CLI words it, with the pool
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs()
         mine = [r for r in runs if r.parameters.get("run_id") == "run-x" and r.deployment_id is not None]
