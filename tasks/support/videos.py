@@ -26,6 +26,12 @@ class VideosMissing(AlprError):
     remedy = Remedy.SAMPLE_VIDEOS
 
 
+class VideosFolderMissing(AlprError):
+    """A videos folder that held videos is not there, cannot be listed, or is suddenly empty (an unmounted share
+    usually leaves its empty mount point): never read as "no videos", which would drop everything made from them
+    (the watcher's rebuild of nothing, gc's pruning of the whole frame cache)."""
+
+
 @dataclass(frozen=True)
 class VideoInput:
     """One video as the rebuild read it when extraction started: the snapshot every record of the rebuild uses
