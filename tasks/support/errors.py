@@ -34,6 +34,7 @@ class Remedy(StrEnum):
     PARAMS = "params"  # params.yaml must change
     WAIT = "wait"  # another run holds the lock
     REPLACE_DATA = "replace-data"  # the project has data a setup step would replace
+    CACHE = "cache"  # a cache folder cannot be written
 
 
 class AlprError(RuntimeError):
