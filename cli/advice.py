@@ -31,6 +31,10 @@ ADVICE: dict[Remedy, str] = {
     Remedy.REPLACE_DATA: (
         "Use a fresh clone, or run `alpr-ops init --force` to replace the videos (DVC keeps the old ones in its cache)."
     ),
+    Remedy.OUTPUT_FOLDER: (
+        "Point that setting in params.yaml (or the command's flag) at a new or empty folder, or move your files out "
+        "of this one: alpr-ops replaces only folders it made (they hold a `.alpr-ops-output` file)."
+    ),
     Remedy.CACHE: (
         "Make that folder writable for the user running alpr-ops, or point the setting at a writable folder: a cache "
         "holds only what can be made again, so a new, empty one is safe."

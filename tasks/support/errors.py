@@ -34,6 +34,7 @@ class Remedy(StrEnum):
     PARAMS = "params"  # params.yaml must change
     WAIT = "wait"  # another run holds the lock
     REPLACE_DATA = "replace-data"  # the project has data a setup step would replace
+    OUTPUT_FOLDER = "output-folder"  # a paths.* setting names a folder of files this project did not make
     CACHE = "cache"  # a cache folder cannot be written
 
 
