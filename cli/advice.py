@@ -35,6 +35,14 @@ ADVICE: dict[Remedy, str] = {
         "Deploy the gate flow (`alpr-ops deploy` with build.backend: tensorrt), then start a worker of the gate's pool "
         "on the gate box: `prefect worker start --pool {pool}` (README: TensorRT on the gate)."
     ),
+    Remedy.OUTPUT_FOLDER: (
+        "Point that setting in params.yaml (or the command's flag) at a new or empty folder, or move your files out "
+        "of this one: alpr-ops replaces only folders it made (they hold a `.alpr-ops-output` file)."
+    ),
+    Remedy.CACHE: (
+        "Make that folder writable for the user running alpr-ops, or point the setting at a writable folder: a cache "
+        "holds only what can be made again, so a new, empty one is safe."
+    ),
 }
 
 

@@ -38,7 +38,9 @@ def write_sample_data(
     frames: int | None = None,
 ) -> None:
     """The demo footage and labelled holdout that `params.sample` describes (flags given: these values instead)."""
-    from tasks.demo.synth import SynthConfig, write_holdout, write_videos
+    from tasks.demo.synth import HOLDOUT_OUTPUT, SynthConfig, write_holdout, write_videos
+    from tasks.support.errors import AlprError
+    from tasks.support.fsutil import check_output_folder
 
     s = params.sample
     cfg = SynthConfig(width=s.width, height=s.height, fps=s.fps)
@@ -46,9 +48,10 @@ def write_sample_data(
     n = s.n if n is None else n
     seconds = s.seconds if seconds is None else seconds
     try:
+        check_output_folder(params.paths.holdout, HOLDOUT_OUTPUT)  # refused before any video is written
         videos = write_videos(params.paths.videos, n, seconds, seed, cfg)
         hold = write_holdout(params.paths.holdout, s.holdout_frames if frames is None else frames, seed, cfg)
-    except ValueError as e:  # a size or count the generator cannot make
+    except (ValueError, AlprError) as e:  # a size or count the generator cannot make; a holdout folder not ours
         raise fail(e) from e
     log.info("wrote %d videos to %s and a labelled holdout to %s", len(videos), videos[0].parent, hold)
 

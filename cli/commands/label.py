@@ -17,7 +17,7 @@ def _track(project: Project) -> None:
     from tasks.support.dvc import DvcError, dvc_track
 
     try:
-        dvc_track(project.root, [project.params.paths.holdout])
+        dvc_track(project.root, [project.params.paths.holdout], ["paths.holdout"])
     except DvcError as e:
         ERR.print(f"[yellow]not versioned:[/yellow] {e}")
 

@@ -173,7 +173,7 @@ def demo() -> None:
         write_sample_data(params)
     fetch_pinned_model(params)
     try:
-        dvc_track(project.root, [p.videos, p.holdout, p.model])
+        dvc_track(project.root, [p.videos, p.holdout, p.model], ["paths.videos", "paths.holdout", "paths.model"])
     except DvcError as e:
         log.warning("%s (continuing without DVC versioning)", e)
     run_rebuild(project)

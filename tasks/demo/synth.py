@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tasks.pipeline.labels import HOLDOUT_JSON, Box, yolo_text
-from tasks.support.fsutil import atomic_dir
+from tasks.support.fsutil import OutputFolder, atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -497,16 +497,22 @@ def render_holdout_frame(seed: int, i: int, cfg: SynthConfig = SynthConfig()) ->
     raise RuntimeError(f"no visible plate found for holdout frame {seed}/{i}")
 
 
+# a labelled holdout is ours when it holds holdout.json beside images/ and labels/ only (no marker: its files are
+# hashed into the rebuild's fingerprint); any other folder is refused, never replaced
+HOLDOUT_OUTPUT = OutputFolder("paths.holdout", HOLDOUT_JSON, frozenset({"images", "labels"}), marked=False)
+
+
 def write_holdout(out_dir: Path, n_frames: int, seed: int, cfg: SynthConfig = SynthConfig()) -> Path:
     """Writes out_dir/images/*.jpg and out_dir/labels/*.txt (YOLO format); returns out_dir.
 
     Frames come from scenes seeded in a separate domain from any video, so the detector is never validated on the
-    videos' own frames. Built in a temp sibling folder that replaces out_dir only once complete.
+    videos' own frames. Built in a temp sibling folder that replaces out_dir only once complete, and only when
+    out_dir is absent, empty or a holdout this project wrote (`HOLDOUT_OUTPUT`; else `NotOurFolder`).
     """
     if n_frames < 1 or seed < 0:
         raise ValueError(f"need n_frames >= 1 and seed >= 0; got n_frames={n_frames}, seed={seed}")
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, HOLDOUT_OUTPUT) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
         for i in range(n_frames):

@@ -18,6 +18,10 @@ In use, never pruned:
   and each pruned run is tagged `alpr.pruned`.
 
 The caller holds the project lock, so no rebuild or promotion changes what is in use while this runs.
+
+"No video" must never read as "no video in use": a videos folder that is not there, or that holds no video while
+the frame cache holds entries (an unmounted share leaves its empty mount point), is the watcher's error
+(`VideosFolderMissing`) here too, raised before anything is pruned in any area.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from typing import Any
 from tasks.support.cache import Pruned
 from tasks.support.candidate import CANDIDATE_JSON
 from tasks.support.config import Params
-from tasks.support.errors import AlprError
 from tasks.support.tracking import ARTIFACT_PATH, KIND_TAG, PARENT_TAG, PRUNED_TAG, REUSED_RUN_TAG, client
 
 log = logging.getLogger(__name__)
@@ -68,19 +71,45 @@ class GcReport:
         return sum(a.pruned_bytes for a in self.areas)
 
 
+def videos_in_use(params: Params) -> list[Path]:
+    """The videos whose frame-cache entries are in use; `VideosFolderMissing` when the folder is not there, or holds
+    no video while the frame cache holds entries: the watcher's rule (an empty folder that held videos is an
+    unmounted share until shown otherwise), since read as "no video" it would prune the whole frame cache."""
+    from tasks.pipeline.extract import frame_store
+    from tasks.support.videos import VideosFolderMissing, hash_memos, list_videos
+
+    folder, cache = params.paths.videos, params.paths.frame_cache
+    if not folder.is_dir():
+        raise VideosFolderMissing(
+            f"{folder}: the videos folder is not there (an unmounted share?), so gc cannot tell which "
+            "frame-cache entries are in use; mount or restore it (or point paths.videos at it), then run gc again",
+            path=str(folder),
+        )
+    try:
+        videos = list_videos(folder)[0]
+    except OSError as e:  # a stale network mount, no permission: as the watcher reads it, not "empty"
+        raise VideosFolderMissing(
+            f"{folder}: the videos folder cannot be read ({e.strerror or e}); is its share mounted? gc pruned nothing",
+            path=str(folder),
+        ) from e
+    held = len(frame_store(cache).keys()) + len(hash_memos(cache).keys())
+    if not videos and held:
+        raise VideosFolderMissing(
+            f"{folder}: the videos folder holds no video, but the frame cache {cache} holds {held} entries made from "
+            "videos; is its share mounted? gc pruned nothing. Mount or restore it (or point paths.videos at it) and "
+            f"run gc again; if every video is really gone, delete {cache} yourself (it is only a cache)",
+            path=str(folder),
+        )
+    return videos
+
+
 def frame_cache_area(params: Params, dry_run: bool) -> AreaReport:
     from tasks.pipeline.extract import frame_key, frame_store, params_key
-    from tasks.support.videos import file_sha256, hash_memo_key, hash_memos, list_videos
+    from tasks.support.videos import file_sha256, hash_memo_key, hash_memos
 
     cache = params.paths.frame_cache
     area = AreaReport("frame cache", str(cache))
-    if not params.paths.videos.is_dir():  # "not there" must not read as "no video in use": it would prune them all
-        raise AlprError(
-            f"{params.paths.videos}: the videos folder is not there (an unmounted share?), so gc cannot tell which "
-            "frame-cache entries are in use; mount or restore it (or point paths.videos at it), then run gc again",
-            path=str(params.paths.videos),
-        )
-    videos = list_videos(params.paths.videos)[0]
+    videos = videos_in_use(params)  # "not there" must not read as "no video in use": it would prune them all
     key = params_key(params.extract)
     area.add(frame_store(cache).prune({frame_key(file_sha256(v, cache), key) for v in videos}, dry_run))
     area.add(hash_memos(cache).prune({hash_memo_key(v) for v in videos}, dry_run))
@@ -197,7 +226,9 @@ def mlflow_area(params: Params, dry_run: bool) -> tuple[AreaReport, set[str], se
 
 
 def collect_garbage(params: Params, dry_run: bool) -> GcReport:
-    """Prune the four areas (nothing in a dry run) and report sizes; the caller holds the project lock."""
+    """Prune the four areas (nothing in a dry run) and report sizes; the caller holds the project lock. Nothing is
+    pruned anywhere when the videos in use cannot be told (`videos_in_use`)."""
+    videos_in_use(params)
     ml, kept_keys, kept_reports = mlflow_area(params, dry_run)
     areas = (
         frame_cache_area(params, dry_run),

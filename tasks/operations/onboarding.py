@@ -60,7 +60,7 @@ def init_project(root: Path, params: Params, source: Path, *, link: bool = False
     if link:
         _dvc_config(root, "cache.type", "hardlink,symlink")
     fetch_model(p.model, params.model.package, params.model.member, params.model.sha256)
-    dvc_files = dvc_track(root, [p.videos, p.model])
+    dvc_files = dvc_track(root, [p.videos, p.model], ["paths.videos", "paths.model"])
     return InitResult(tuple(v.name for v in videos), link, skipped, tuple(dvc_files))
 
 

@@ -76,8 +76,8 @@ class Gate:
 
 def smoke_test(cand: Candidate, gate: Gate, validated: dict[str, Any]) -> dict[str, float]:
     """Load the verified candidate (`verify_artifact`) on its runtime through the gate's own detector path
-    (`tasks/edge` `Detector`, as validation runs it), run it on the labelled holdout (or, without one, on the agreement frames) and check it reproduces the
-    validated number within `promote.smoke_tolerance`."""
+    (`tasks/edge` `Detector`, as validation runs it), run it on the labelled holdout (or, without one, on the
+    agreement frames) and check it reproduces the validated number within `promote.smoke_tolerance`."""
     key = "map50_95" if gate.agreement is None else "agreement_map50_95"
     if key not in validated:
         raise SmokeTestError(f"{cand.folder.name}: no validated {key} to compare the smoke test with")

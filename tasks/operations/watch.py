@@ -23,11 +23,11 @@ from pathlib import Path
 import yaml
 
 from tasks.support.config import WatchConfig
-from tasks.support.errors import AlprError, LockBusy
+from tasks.support.errors import LockBusy
 from tasks.support.fsutil import atomic_write_text
 from tasks.support.hashing import sha256_file
 from tasks.support.locks import file_lock
-from tasks.support.videos import VIDEO_SUFFIXES
+from tasks.support.videos import VIDEO_SUFFIXES, VideosFolderMissing
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ log = logging.getLogger(__name__)
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", "~")
 
 Snapshot = dict[str, tuple[int, int]]  # file name -> (size, mtime_ns)
-
-
-class VideosFolderMissing(AlprError):
-    """The watched folder is not there (an unmounted share, a renamed folder): never read as "no videos"."""
 
 
 def scan(folder: Path) -> Snapshot:

@@ -4,6 +4,12 @@ builds (tasks/pipeline/quantize.py: NNCF with accuracy recovery, Q/DQ ONNX for O
 Each candidate gets its own folder: an Ultralytics INT8 ONNX export deletes the FP32 `.onnx` it started from, and
 every export writes next to its `.pt`, so candidates built side by side in one folder would overwrite each other.
 Artifacts are content-addressed (tasks/support/cache.py): an unchanged candidate is reused, not rebuilt.
+
+`paths.candidates` and each candidate's folder in it are replaced or written into only when they are this
+project's (`tasks.support.fsutil.check_output_folder`), all checked before the first export: the candidates folder
+is marked `.alpr-ops-output` (one an older version wrote is adopted when it holds nothing but candidate folders),
+and a candidate's folder is ours when it holds `candidate.json` (the record only a build writes; a folder copied
+whole into MLflow, releases and the build cache carries no marker) or nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from tasks.support.candidate import BUILT_ON_GATE, CANDIDATE_JSON, Candidate, op
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fingerprint import ARTIFACT_TOOLCHAIN, installed_versions
-from tasks.support.fsutil import atomic_dir, atomic_write_text
+from tasks.support.fsutil import OutputFolder, atomic_dir, atomic_write_text, check_output_folder, claim_output_folder
 from tasks.support.hashing import content_key, files_sha256, path_sha256, path_size_mb
 from tasks.support.images import frames_folder, list_images
 from tasks.support.progress import steps
@@ -48,6 +54,8 @@ class BackendUnavailable(AlprError):
 
 
 LAST = "last"  # `<build cache>/last/<candidate>.json`: each candidate's latest build (never pruned)
+CANDIDATE_OUTPUT = OutputFolder("paths.candidates", CANDIDATE_JSON, names=None, marked=False)  # one candidate's folder
+CANDIDATES_OUTPUT = OutputFolder("paths.candidates", members=CANDIDATE_OUTPUT)  # the folder of candidate folders
 
 
 def build_store(cache_dir: Path) -> CacheStore:
@@ -218,6 +226,9 @@ def build_candidates(
     """
     if not dataset_yaml.is_file():
         raise BuildInputMissing(f"{dataset_yaml}: calibration dataset YAML not found")
+    for cand in cfg.candidates:  # every folder this build writes is ours: checked before the first export
+        check_output_folder(out_dir / cand.name, CANDIDATE_OUTPUT)
+    check_output_folder(out_dir, CANDIDATES_OUTPUT)
     on_host = [c for c in cfg.candidates if cfg.backend_of(c) == "tensorrt" and not cfg.built_on_gate(c)]
     check_gate_built(cfg)  # before any export: fail in seconds, not after the CPU candidates
     if on_host:
@@ -233,6 +244,7 @@ def build_candidates(
     gate_hash = files_sha256(gate_images, gate_images[0].parent) if gate_images else ""
     shaped = cfg.shape == "camera" and any(c.precision == "int8" for c in cfg.candidates)
     frame_hw = footage_size(dataset_yaml, gate_frames) if shaped else None
+    claim_output_folder(out_dir, CANDIDATES_OUTPUT)
     built = []
     for cand in steps(cfg.candidates, "build: exporting candidates"):
         backend = cfg.backend_of(cand)
@@ -262,7 +274,7 @@ def build_candidates(
         start_kept = previous_kept_in_float(cand, folder, previous, cache_dir)
         started = time.perf_counter()
         built_at = datetime.now(UTC).isoformat(timespec="seconds")
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, CANDIDATE_OUTPUT) as tmp:
             artifact, quantization = build_artifact(
                 model, cand, backend, dataset_yaml, shape, tmp, gate, start_kept, gate_images, on_gate
             )
@@ -386,7 +398,7 @@ def _reuse(folder: Path, key: str, cache_dir: Path | None) -> Candidate | None:
     if not found.path.exists() or path_sha256(found.path) != found.sha256:
         log.warning("cache entry %s is damaged (artifact hash differs); rebuilding", entry)
         return None
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, CANDIDATE_OUTPUT) as tmp:
         copy_tree(entry, tmp)
     log.info("reused %s from the build cache (key %s)", found.name, key[:12])
     return read_candidate(folder)

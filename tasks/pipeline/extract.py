@@ -9,6 +9,11 @@ folders (`paths.calibration`, `paths.holdout_frames`) are assembled from that ca
 atomically. `dvc repro` deletes the outputs before running the stage, but not the cache, so it re-decodes only new
 or changed videos; since the cache key covers everything the frames depend on, the outputs are always exactly what a
 from-scratch run would write, which is what DVC's lock records.
+
+Both output folders are replaced only when they are this project's (`tasks.support.fsutil.check_output_folder`:
+marked `.alpr-ops-output`, empty, or a frame set an older version wrote: manifest.csv with nothing but images/ and
+report.json beside it), checked before anything is read; a frame cache that cannot be written stops the run before
+any video is read, as a cache error (`CacheUnwritable`), never as videos that "cannot be read".
 """
 
 from __future__ import annotations
@@ -36,14 +41,14 @@ import yaml
 from tasks.pipeline import decode, extract_worker
 from tasks.pipeline.extract_worker import ENTRY_NAME, FrameParams, Job, extract_one, init_worker
 from tasks.pipeline.labels import holdout_videos, read_holdout_info
-from tasks.support.cache import CacheStore
+from tasks.support.cache import CacheStore, CacheUnwritable
 from tasks.support.config import ExtractConfig, LabelConfig
 from tasks.support.errors import AlprError, Remedy
-from tasks.support.fsutil import atomic_dir
+from tasks.support.fsutil import OutputFolder, atomic_dir, check_output_folder
 from tasks.support.hashing import content_key, sha256_bytes, sha256_file
 from tasks.support.images import write_dataset_yaml
 from tasks.support.progress import VideoBars
-from tasks.support.videos import VideoInput, file_sha256, list_videos, snapshot_videos
+from tasks.support.videos import VideoInput, file_sha256, hash_memos, list_videos, snapshot_videos
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,10 @@ REPORT_KEYS = ("video_sha256", "status", "reason", "mode", "rotation", "duration
 POOL_MIN_WORK = 1280 * 720 * 60.0
 FRAME_PARAMS = tuple(f.name for f in fields(FrameParams))
 ENTRIES = "entries"  # the frame cache's folder of entries (beside the memoised video hashes)
+# the two frame sets; one without the marker (written before it existed) is ours when it holds a manifest and
+# nothing but images/ and report.json beside it
+CALIBRATION_OUTPUT = OutputFolder("paths.calibration", MANIFEST_NAME, frozenset({IMAGES_NAME, REPORT_NAME}))
+HOLDOUT_FRAMES_OUTPUT = dataclasses.replace(CALIBRATION_OUTPUT, setting="paths.holdout_frames")
 
 
 class ExtractError(AlprError):
@@ -100,7 +109,7 @@ def params_key(cfg: ExtractConfig) -> str:
 
 def frame_store(cache_dir: Path) -> CacheStore:
     """The frame cache's entries (`<frame cache>/entries/`): one folder per video content and `params_key`."""
-    return CacheStore(cache_dir / ENTRIES)
+    return CacheStore(cache_dir / ENTRIES, setting="paths.frame_cache")
 
 
 def frame_key(video_sha256: str, params: str) -> str:
@@ -205,6 +214,9 @@ def _run_jobs(jobs: list[Job], workers: int) -> tuple[dict[str, dict[str, Any]],
                     job = futures[fut]
                     try:
                         out[job.video.name] = fut.result()
+                    except CacheUnwritable:  # the cache's fault, not the video's: stop, naming the cache
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
                     except Exception as e:  # a worker died (killed, out of memory): report it, keep the rest
                         out[job.video.name] = {"status": "failed", "reason": f"worker failed: {e}", "rows": []}
                     bars.finish(job.video.name)
@@ -227,11 +239,16 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def _write_frame_set(
-    target: Path, videos: list[tuple[str, dict[str, Any], Path]], split: str, report: dict[str, Any] | None
+    target: Path,
+    videos: list[tuple[str, dict[str, Any], Path]],
+    split: str,
+    report: dict[str, Any] | None,
+    output: OutputFolder,
 ) -> pd.DataFrame:
-    """Replace `target` atomically with images/ (linked from the cache), manifest.csv and optionally report.json."""
+    """Replace `target` atomically with images/ (linked from the cache), manifest.csv and optionally report.json;
+    only when it is ours (`output`), and marked as ours."""
     rows: list[dict[str, Any]] = []
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, output) as tmp:
         images = tmp / IMAGES_NAME
         images.mkdir()
         for name, entry, entry_dir in videos:
@@ -271,15 +288,22 @@ def extract_frames(
     Without `cache_dir` every video is decoded (into a temp cache); without `holdout_dir` the holdout videos' frames
     are not written. `out_dir/report.json` says, per video, what was kept and dropped and why, and what was decoded.
     One extraction per output folder at a time: a run removes temp folders that a killed run left behind.
+    Before anything is read: `NotOurFolder` when an output folder is not this project's, `CacheUnwritable` when
+    the frame cache cannot be written.
     """
+    check_output_folder(out_dir, CALIBRATION_OUTPUT)
+    if holdout_dir is not None:
+        check_output_folder(holdout_dir, HOLDOUT_FRAMES_OUTPUT)
     videos, skipped = list_videos(videos_dir)
     held_for_labels = sorted(v.name for v in videos if v.name in set(reserved))
     with contextlib.ExitStack() as stack:
         if cache_dir is None:
             cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alpr-frames-")))
+        store = frame_store(cache_dir)
+        for cache in (store, hash_memos(cache_dir)):
+            cache.check_writable()
         inputs = snapshot_videos(videos, cache_dir, skipped)
         videos = [v for v in videos if v.name not in set(reserved) and v.name not in skipped]
-        store = frame_store(cache_dir)
         store.remove_temps()
         for target in (out_dir, holdout_dir):
             if target is not None:
@@ -378,10 +402,10 @@ def _assemble(
     report["holdout_frames"] = sum(len(e["rows"]) for _, e, _ in sets["holdout"])
     holdout_count = 0
     if holdout_dir is not None:
-        holdout_count = len(_write_frame_set(holdout_dir, sets["holdout"], "holdout", None))
+        holdout_count = len(_write_frame_set(holdout_dir, sets["holdout"], "holdout", None, HOLDOUT_FRAMES_OUTPUT))
     elif sets["holdout"]:
         log.warning("no holdout folder given: frames of %d holdout videos are not written", len(sets["holdout"]))
-    table = _write_frame_set(out_dir, sets["calibration"], "calibration", report)
+    table = _write_frame_set(out_dir, sets["calibration"], "calibration", report, CALIBRATION_OUTPUT)
     note = "Written by extraction. Ultralytics INT8 export calibrates on the `val` images."
     write_dataset_yaml(dataset_yaml, out_dir / IMAGES_NAME, names, note)
     digest = frames_hash(table)

@@ -130,7 +130,8 @@ def extract_one(job: Job, progress: Callable[[str, float, float], None] | None =
     """Decode one video into its cache entry (written atomically) and return the entry.
 
     Content problems (empty, not a video, no decodable frame) are cached as failed entries: the same bytes fail the
-    same way. Anything else (a bug, running out of memory) is returned as a failure but not cached.
+    same way. Anything else (a bug, running out of memory) is returned as a failure but not cached. A cache entry
+    that cannot be written raises `CacheUnwritable` (from the store): the cache's error, never the video's.
     """
     name = job.video.name
     report = progress or (lambda n, t, total: _progress_queue.put((n, t, total)) if _progress_queue else None)

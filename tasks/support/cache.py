@@ -5,18 +5,29 @@ cache (one built candidate per key) and the validation cache (one report per key
 covers everything its entry depends on (`tasks.support.hashing.content_key`), so an entry is either exactly what a
 fresh run would make or never looked up; `alpr-ops gc` prunes every store by one rule: keep the keys in use, remove
 the rest (and what a killed run left half written).
+
+A store that cannot be written (permissions, a read-only or full disk) raises `CacheUnwritable`, naming its folder:
+never an OSError a caller could mistake for its input's (an unreadable video is skipped; a cache error is not).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_bytes
+
+
+class CacheUnwritable(AlprError):
+    """A cache folder cannot be written: the run stops with the folder named, whatever its inputs."""
+
+    remedy = Remedy.CACHE
 
 
 @dataclass
@@ -32,11 +43,13 @@ class Pruned:
 @dataclass(frozen=True)
 class CacheStore:
     """The entries under `root`: folders (`suffix` "") or files (`<key><suffix>`). `reserved`: names beside the
-    entries that are not entries and are never pruned (the build cache's `last/` records)."""
+    entries that are not entries and are never pruned (the build cache's `last/` records). `setting`: the paths.*
+    setting that names the cache (in its errors)."""
 
     root: Path
     suffix: str = ""
     reserved: frozenset[str] = frozenset()
+    setting: str = ""
 
     def path(self, key: str) -> Path:
         """Where the entry of `key` is (whether or not it exists)."""
@@ -51,13 +64,39 @@ class CacheStore:
     @contextmanager
     def put(self, key: str) -> Iterator[Path]:
         """A fresh folder to fill; it becomes the entry of `key` when the block ends (replacing an older one), and
-        is removed when it raises: a crash never leaves a half entry under a key."""
-        with atomic_dir(self.path(key)) as tmp:
-            yield tmp
+        is removed when it raises: a crash never leaves a half entry under a key. The block only writes into the
+        entry, so an OSError in it is the cache's (`CacheUnwritable`)."""
+        try:
+            with atomic_dir(self.path(key)) as tmp:
+                yield tmp
+        except OSError as e:
+            raise self.unwritable(e) from e
 
     def put_bytes(self, key: str, data: bytes) -> Path:
         """Store `data` as the (file) entry of `key`, atomically."""
-        return atomic_write_bytes(self.path(key), data)
+        try:
+            return atomic_write_bytes(self.path(key), data)
+        except OSError as e:
+            raise self.unwritable(e) from e
+
+    def check_writable(self) -> None:
+        """Fail with `CacheUnwritable` unless a new entry can be written here (creating the folder): checked before
+        a run depends on the store, so it stops in seconds, before any work, and names the folder."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+                pass
+        except OSError as e:
+            raise self.unwritable(e) from e
+
+    def unwritable(self, error: OSError) -> CacheUnwritable:
+        """The error to raise for `error`, met writing this store."""
+        where = f" ({self.setting})" if self.setting else ""
+        return CacheUnwritable(
+            f"the cache {self.root}{where} cannot be written: {type(error).__name__}: {error}",
+            path=str(self.root),
+            setting=self.setting,
+        )
 
     def keys(self) -> set[str]:
         """The keys of the entries there (no temp leftovers, no reserved names)."""

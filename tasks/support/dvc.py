@@ -24,12 +24,25 @@ def dvc_file(target: Path) -> Path:
     return target.with_name(target.name + ".dvc")
 
 
-def dvc_track(root: Path, targets: list[Path]) -> list[Path]:
-    """`dvc add` each target (a no-op for unchanged data); returns the `.dvc` files."""
+def dvc_track(root: Path, targets: list[Path], settings: Sequence[str] = ()) -> list[Path]:
+    """`dvc add` each target (a no-op for unchanged data); returns the `.dvc` files. `settings`: the paths.*
+    setting of each target, named when one cannot be tracked.
+
+    A target outside the project cannot be a DVC output (DVC would raise its StageExternalOutputsError after
+    starting): refused first, as a `DvcError` naming the folder and its setting, with nothing tracked."""
     from dvc.repo import Repo
 
     if not (root / ".dvc").is_dir():
         raise DvcError(f"{root}: not a DVC repository (no .dvc/). Run `dvc init` there, or clone the project again.")
+    names = dict(zip(targets, settings, strict=False))
+    outside = [t for t in targets if not t.resolve().is_relative_to(root.resolve())]
+    if outside:
+        shown = ", ".join(f"{t} ({names[t]})" if t in names else str(t) for t in outside)
+        raise DvcError(
+            f"{shown}: outside the project {root}, so DVC cannot version it (a DVC output must be inside the "
+            "project); point the setting at a folder inside the project to version it",
+            paths=[str(t) for t in outside],
+        )
     with Repo(str(root)) as repo:
         repo.add([str(t) for t in targets])
     dvc_files = [dvc_file(t) for t in targets]

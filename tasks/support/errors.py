@@ -35,6 +35,8 @@ class Remedy(StrEnum):
     WAIT = "wait"  # another run holds the lock
     REPLACE_DATA = "replace-data"  # the project has data a setup step would replace
     GATE_WORKER = "gate-worker"  # the gate's Prefect deployment or its worker is missing (facts: pool)
+    OUTPUT_FOLDER = "output-folder"  # a paths.* setting names a folder of files this project did not make
+    CACHE = "cache"  # a cache folder cannot be written
 
 
 class AlprError(RuntimeError):

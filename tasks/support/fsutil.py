@@ -7,16 +7,107 @@ only way to read it (`os.umask`) sets it for the whole process, under every othe
 Everything written is fsynced before it is renamed into place, and the folder holding the rename after it, so a
 power cut leaves the old version or the complete new one, never a renamed file whose data was still in the page
 cache.
+
+Output folders: a folder a setting names that a run replaces whole (`paths.calibration`, `paths.holdout_frames`,
+`paths.holdout`, each candidate's folder in `paths.candidates`) is replaced only when it is this project's, which
+one function decides (`check_output_folder`); anything else is refused, naming the folder and the setting, and left
+as it was. A setting pointed at a folder of someone's files must never read as "replace this".
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from tasks.support.errors import AlprError, Remedy
+
+OUTPUT_MARKER = ".alpr-ops-output"  # in every output folder this project writes whole (unless its signature marks it)
+MARKER_TEXT = (  # constant: the marker is part of DVC-tracked outputs, whose hash must not change between runs
+    "Written by alpr-ops: this folder is an output, replaced whole by every run that writes it.\n"
+    "Keep nothing of your own here. Without this file alpr-ops refuses to replace the folder.\n"
+)
+# Entries that never make a folder someone's: the `.gitignore` DVC writes beside the outputs it tracks inside a
+# folder (left behind when `dvc repro` deletes them), and the temp names of `atomic_dir` and `atomic_write_bytes`
+# (what a killed run left).
+_LEFTOVER = re.compile(r"\.gitignore|\..+-[0-9a-f]{12}-(tmp|old)|\..+\.[0-9a-f]{12}\.tmp")
+
+
+class NotOurFolder(AlprError):
+    """A setting names a folder this project did not make: a run that would replace or empty it refuses."""
+
+    remedy = Remedy.OUTPUT_FOLDER
+
+
+@dataclass(frozen=True)
+class OutputFolder:
+    """A folder named by `setting` that a run replaces whole, and how this project recognises one it made.
+
+    Ours: absent, empty (but for `_LEFTOVER` names), holding `OUTPUT_MARKER`, or adopted. Adoption is for folders
+    made before the marker existed (a project of an older version keeps working) and for folders that carry no
+    marker because they are copied whole elsewhere (a candidate's folder goes into MLflow, releases and the build
+    cache; the labelled holdout is hashed into the rebuild fingerprint): the folder holds `signature` (a file only
+    this project writes: a frame set's manifest.csv, a candidate's candidate.json, a holdout's holdout.json) and
+    nothing but `names` beside it (None: anything; candidate.json alone is the record of our own build). A folder
+    of output folders (`members`: the candidates' folders in `paths.candidates`) is adopted when every entry is a
+    member that would be. `marked`: each new copy gets `OUTPUT_MARKER` (False: its signature marks it).
+    """
+
+    setting: str
+    signature: str | None = None
+    names: frozenset[str] | None = frozenset()
+    marked: bool = True
+    members: OutputFolder | None = None
+
+
+def check_output_folder(folder: Path, output: OutputFolder) -> None:
+    """Fail with `NotOurFolder` (naming `folder`, `output.setting` and a few of the files) unless `folder` is this
+    project's to replace or empty (see `OutputFolder`). Called before any work that would end in replacing it."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise NotOurFolder(
+            f"{folder} ({output.setting}) is a file, not a folder this project made; it is left as it is",
+            path=str(folder),
+            setting=output.setting,
+        )
+    if _ours(folder, output):
+        return
+    foreign = sorted(p.name for p in folder.iterdir() if not _LEFTOVER.fullmatch(p.name))
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    raise NotOurFolder(
+        f"{folder} ({output.setting}) holds files this project did not write ({shown}), and a run replaces that "
+        "folder whole: refused, nothing in it was changed",
+        path=str(folder),
+        setting=output.setting,
+    )
+
+
+def _ours(folder: Path, output: OutputFolder) -> bool:
+    entries = [p for p in folder.iterdir() if not _LEFTOVER.fullmatch(p.name)]
+    names = {p.name for p in entries}
+    if not entries or (folder / OUTPUT_MARKER).is_file():
+        return True
+    sig = output.signature
+    if sig is not None and (folder / sig).is_file() and (output.names is None or names <= output.names | {sig}):
+        return True
+    members = output.members
+    return members is not None and all(p.is_dir() and _ours(p, members) for p in entries)
+
+
+def claim_output_folder(folder: Path, output: OutputFolder) -> Path:
+    """Make sure `folder` exists and is ours (`check_output_folder`), and mark it: for a folder runs write into
+    rather than replace (`paths.candidates`, whose members are replaced one by one)."""
+    check_output_folder(folder, output)
+    folder.mkdir(parents=True, exist_ok=True)
+    if output.marked and not (folder / OUTPUT_MARKER).is_file():
+        atomic_write_text(folder / OUTPUT_MARKER, MARKER_TEXT)
+    return folder
 
 
 def _fsync(path: Path) -> None:
@@ -86,18 +177,24 @@ def _make_dir(parent: Path, prefix: str, suffix: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
+def atomic_dir(target: Path, output: OutputFolder | None = None) -> Iterator[Path]:
     """Yield an empty temp folder beside `target`; on success it replaces `target`, on failure it is removed.
 
+    `output`: `target` is an output folder a setting names; it is replaced only when it is ours
+    (`check_output_folder`, before anything is made), and the new one is marked (`OutputFolder.marked`).
     The old folder is moved aside (under a name no other run uses) before the new one is renamed in, so at every
     instant `target` is the complete old folder, the complete new one, or (between the two renames) absent; a
     crash in that instant leaves the old copy beside it, never deleted. The new folder's content is fsynced before
     the rename (a downloaded release is on disk before `current` can point at it).
     """
+    if output is not None:
+        check_output_folder(target, output)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _make_dir(target.parent, f".{target.name}-", "-tmp")
     try:
         yield tmp
+        if output is not None and output.marked:
+            (tmp / OUTPUT_MARKER).write_text(MARKER_TEXT)
         fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -2,7 +2,8 @@
 a rebuild records (lineage, MLflow datasets, the DVC commit's check, the unchanged-rebuild fingerprint).
 
 A video's sha256 is memoised in the frame cache (`<frame cache>/hashes/`) under its path, size, mtime and inode,
-so an unchanged rerun does not read gate videos again.
+so an unchanged rerun does not read gate videos again. Only reading the video makes a video "unreadable"; a memo
+that cannot be written is the cache's error (`tasks.support.cache.CacheUnwritable`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ class VideosMissing(AlprError):
     """The videos folder is not there."""
 
     remedy = Remedy.SAMPLE_VIDEOS
+
+
+class VideosFolderMissing(AlprError):
+    """A videos folder that held videos is not there, cannot be listed, or is suddenly empty (an unmounted share
+    usually leaves its empty mount point): never read as "no videos", which would drop everything made from them
+    (the watcher's rebuild of nothing, gc's pruning of the whole frame cache)."""
 
 
 @dataclass(frozen=True)
@@ -96,4 +103,4 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
 
 def hash_memos(cache_dir: Path) -> CacheStore:
     """The memoised video hashes in the frame cache (`<frame cache>/hashes/`): one file per `hash_memo_key`."""
-    return CacheStore(cache_dir / HASHES)
+    return CacheStore(cache_dir / HASHES, setting="paths.frame_cache")

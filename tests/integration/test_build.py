@@ -58,3 +58,32 @@ def test_int8_build_needs_the_calibration_yaml(tmp_path: Path, plate_model: Path
         build_candidates(plate_model, tmp_path / "calibration.yaml", tmp_path / "out", cfg, "x", "y")
     assert e.value.remedy is Remedy.EXTRACT
     assert not (tmp_path / "out").exists()
+
+
+def test_candidates_folder_of_an_older_version_is_adopted_and_built_into(tmp_path: Path, plate_model: Path) -> None:
+    """Issue item 2, the adoption side: `paths.candidates` as a version before the marker left it (candidate folders
+    holding candidate.json, no marker) is built into as before: a changed candidate's folder is replaced, and the
+    candidates folder is marked as this project's. (Refusals: tests/unit/test_candidate_folders.py.)"""
+    from tasks.pipeline.build import build_candidates
+    from tasks.support.config import BuildConfig
+    from tasks.support.fsutil import OUTPUT_MARKER
+
+    dataset_yaml = tmp_path / "calibration.yaml"
+    dataset_yaml.write_text("val: images\n")  # FP32 does not calibrate: never read
+    out = tmp_path / "candidates"
+
+    def build(imgsz: int) -> list:
+        cfg = BuildConfig(
+            imgsz=imgsz,
+            speed_reference=None,
+            candidates=(CandidateConfig(name="fp32", precision="fp32", backend="onnxruntime"),),
+        )
+        return build_candidates(plate_model, dataset_yaml, out, cfg, "base", "frames")
+
+    first = build(64)
+    assert (out / OUTPUT_MARKER).is_file() and not (out / "fp32" / OUTPUT_MARKER).exists()
+    (out / OUTPUT_MARKER).unlink()  # as an older version left it
+    (second,) = build(96)  # another input size: the candidate's folder is replaced
+    assert second.imgsz == 96 and second.sha256 != first[0].sha256 and (out / OUTPUT_MARKER).is_file()
+    assert sorted(p.name for p in (out / "fp32").iterdir()) == sorted([second.artifact, CANDIDATE_JSON])
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "fp32"]

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from conftest import another_build
 
+from tasks.demo.synth import SynthConfig
 from tasks.pipeline.track import log_rebuild
 from tasks.pipeline.validation_cache import CACHE_KEY, validation_store
 from tasks.support.config import Params
 from tasks.support.registry import CHAMPION, PREVIOUS, set_alias
 from tasks.support.tracking import ARTIFACT_PATH, client
+from testkit.clips import encode_clip, scene_frames
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +106,35 @@ def test_gc_keeps_the_validation_reports_of_kept_rebuilds_only(store: Params, bu
 
     collect_garbage(params, dry_run=False)
     assert reports.keys() == {"1" * 64, "2" * 64}  # the champion's rebuild, and the latest
+
+
+def test_gc_with_an_empty_videos_folder_prunes_nothing(tmp_path: Path, make_params) -> None:
+    """Issue item 7: with the videos folder empty (an unmounted share leaves its empty mount point) gc would prune
+    the whole frame cache. The watcher's rule: empty while the cache holds entries of videos is the folder missing,
+    an error, raised before any area is pruned; once the share is back, gc keeps every entry of its videos."""
+    from tasks.operations.gc import collect_garbage
+    from tasks.pipeline.extract import extract_frames
+    from tasks.support.videos import VideosFolderMissing
+
+    small = SynthConfig(width=160, height=120, fps=10)
+    params = make_params(tmp_path, extract={"interval_s": 0.5, "max_frames_per_video": 2, "holdout_fraction": 0.0})
+    p = params.paths
+    for i in range(2):
+        encode_clip(p.videos / f"v{i}.mp4", scene_frames(i, 10, small), small.fps)
+    extract_frames(p.videos, p.calibration, p.calibration_yaml, params.extract, params.model.names, None, p.frame_cache)
+    cache = sorted(str(f.relative_to(p.frame_cache)) for f in p.frame_cache.rglob("*"))
+    assert len(list((p.frame_cache / "entries").iterdir())) == 2
+
+    share = tmp_path / "share"
+    p.videos.rename(share)  # unmounted: the mount point stays, empty
+    p.videos.mkdir()
+    for dry_run in (True, False):
+        with pytest.raises(VideosFolderMissing, match=r"holds no video, but the frame cache .* holds 4 entries"):
+            collect_garbage(params, dry_run=dry_run)
+    assert sorted(str(f.relative_to(p.frame_cache)) for f in p.frame_cache.rglob("*")) == cache
+
+    p.videos.rmdir()
+    share.rename(p.videos)  # the share is back
+    frames = collect_garbage(params, dry_run=False).areas[0]
+    assert frames.pruned == [] and frames.kept == 4
+    assert sorted(str(f.relative_to(p.frame_cache)) for f in p.frame_cache.rglob("*")) == cache

@@ -108,3 +108,74 @@ def test_dataset_yaml_check_resolves_relative_paths(
     assert check_dataset_yaml(Path("conf/calibration.yaml"), Path("calib")) == Path("conf/calibration.yaml")
     with pytest.raises(ExtractError, match="not the frames"):
         check_dataset_yaml(Path("conf/calibration.yaml"), Path("elsewhere"))
+
+
+@pytest.mark.parametrize("setting", ["paths.calibration", "paths.holdout_frames"])
+def test_an_output_setting_pointed_at_a_folder_of_files_refuses_and_wipes_nothing(
+    videos: Path, tmp_path: Path, setting: str
+) -> None:
+    """Issue item 2: `paths.calibration` (or `paths.holdout_frames`) set to an existing folder deleted what it held
+    without a word. Refused before any video is read, naming the folder and the setting; nothing in it changes."""
+    from tasks.support.fsutil import NotOurFolder
+
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "important.txt").write_text("keep me")
+    (mine / "sub" / "more.txt").write_text("and me")
+    calib, held = (mine, tmp_path / "held") if setting == "paths.calibration" else (tmp_path / "calib", mine)
+    cache = tmp_path / "cache"
+    with pytest.raises(NotOurFolder, match=rf"{mine} \({setting}\) holds files.*important\.txt") as e:
+        extract_frames(videos, calib, tmp_path / "c.yaml", ExtractConfig(**PLAIN), NAMES, held, cache)
+    assert e.value.remedy is Remedy.OUTPUT_FOLDER
+    assert (mine / "important.txt").read_text() == "keep me" and (mine / "sub" / "more.txt").read_text() == "and me"
+    assert sorted(p.name for p in mine.iterdir()) == ["important.txt", "sub"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "videos"], "something was written or decoded"
+
+
+def test_a_frame_set_made_before_the_marker_is_adopted(videos: Path, tmp_path: Path) -> None:
+    """A project of an older version (frame sets without the marker) keeps working: its frame sets are replaced and
+    marked; after `dvc repro` deleted a stage's outputs, the `.gitignore` DVC leaves does not block the stage."""
+    from tasks.support.fsutil import OUTPUT_MARKER
+
+    cfg = ExtractConfig(**{**PLAIN, "holdout_fraction": 0.5, "interval_s": 1.0})
+    calib, held = tmp_path / "calib", tmp_path / "held"
+    first = extract_frames(videos, calib, tmp_path / "c.yaml", cfg, NAMES, held)
+    assert (calib / OUTPUT_MARKER).is_file() and (held / OUTPUT_MARKER).is_file()
+    for folder in (calib, held):
+        (folder / OUTPUT_MARKER).unlink()  # as an older version wrote them
+    (calib / ".gitignore").write_text("/images\n/manifest.csv\n")
+    again = extract_frames(videos, calib, tmp_path / "c.yaml", cfg, NAMES, held)
+    assert again.frames_hash == first.frames_hash and (calib / OUTPUT_MARKER).is_file()
+    assert sorted(p.name for p in held.iterdir()) == [OUTPUT_MARKER, "images", "manifest.csv"]
+    shutil.rmtree(held)
+    for name in ("images", "manifest.csv", "report.json", OUTPUT_MARKER):  # what `dvc repro extract` deletes first
+        shutil.rmtree(calib / name) if name == "images" else (calib / name).unlink()
+    (calib / ".gitignore").write_text("/images\n/manifest.csv\n")
+    assert extract_frames(videos, calib, tmp_path / "c.yaml", cfg, NAMES, held).frames_hash == first.frames_hash
+
+
+@pytest.mark.parametrize("blocked", ["cache", "hashes", "entries"])
+def test_an_unwritable_frame_cache_is_a_cache_error_not_unreadable_videos(
+    videos: Path, tmp_path: Path, blocked: str
+) -> None:
+    """Issue item 5: with the frame cache not writable, a new video was "cannot be read: Permission denied:
+    .cache/frames/hashes/...tmp" and skipped (every video, in a copied project: advice "sample-videos"), exit 0.
+
+    The tests run as root, whom permission bits do not stop, so the cache is made unwritable in a way that stops
+    root too: a regular file where the cache (or its hashes/ or entries/ folder) must be a folder. Creating a file
+    beneath it fails (ENOTDIR / EEXIST) at the very writes that fail with EACCES for a user without write
+    permission, both are OSErrors, and the code treats any OSError writing the cache alike."""
+    from cli.advice import explain
+    from tasks.support.cache import CacheUnwritable
+
+    cache = tmp_path / "cache"
+    first = extract_frames(videos, tmp_path / "calib", tmp_path / "c.yaml", ExtractConfig(**PLAIN), NAMES, None, cache)
+    shutil.copy(next(videos.glob("*.mp4")), videos / "new_arrival.mp4")  # a new video lands
+    where = cache if blocked == "cache" else cache / blocked
+    shutil.rmtree(where)
+    where.write_text("not a folder")
+    with pytest.raises(CacheUnwritable, match=rf"the cache {cache}\S* \(paths\.frame_cache\) cannot be written") as e:
+        extract_frames(videos, tmp_path / "calib", tmp_path / "c.yaml", ExtractConfig(**PLAIN), NAMES, None, cache)
+    assert e.value.remedy is Remedy.CACHE and "sample-videos" not in explain(e.value)
+    assert "writable" in explain(e.value)
+    assert pd.read_csv(first.manifest).shape[0] == first.frames  # the frames already made are left as they were

@@ -11,6 +11,7 @@ import pytest
 from tasks.demo import synth
 from tasks.demo.synth import SynthConfig, render_holdout_frame, render_scene_frame, write_holdout, write_videos
 from tasks.pipeline.labels import EPS, Box
+from tasks.support.fsutil import MARKER_TEXT, OUTPUT_MARKER, NotOurFolder
 
 TINY = SynthConfig(width=320, height=180, fps=10)
 
@@ -108,6 +109,7 @@ def test_video_frames_are_deterministic_and_labelled() -> None:
 def test_holdout_is_replaced_only_when_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "holdout"
     out.mkdir()
+    (out / OUTPUT_MARKER).write_text(MARKER_TEXT)  # a folder this project made (any other is never replaced)
     (out / "old_marker.txt").write_text("old")
     real = synth.render_holdout_frame
 
@@ -125,6 +127,22 @@ def test_holdout_is_replaced_only_when_complete(tmp_path: Path, monkeypatch: pyt
     write_holdout(out, 3, seed=0, cfg=TINY)
     assert not (out / "old_marker.txt").exists() and len(list((out / "images").glob("*.jpg"))) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["holdout"]
+
+
+def test_a_holdout_setting_pointed_at_a_folder_of_files_refuses_and_wipes_nothing(tmp_path: Path) -> None:
+    """Issue item 2: `paths.holdout` set to an existing folder lost its files to `sample-videos`. Only a holdout
+    this project wrote (holdout.json beside images/ and labels/) or an empty folder is replaced."""
+    out = tmp_path / "holdout"
+    (out / "images").mkdir(parents=True)
+    (out / "important.txt").write_text("keep me")
+    with pytest.raises(NotOurFolder, match=r"holdout \(paths\.holdout\) holds files.*important\.txt"):
+        write_holdout(out, 2, seed=0, cfg=TINY)
+    assert sorted(p.name for p in out.iterdir()) == ["images", "important.txt"] and not any((out / "images").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["holdout"]
+    (out / "important.txt").unlink()
+    (out / "images").rmdir()
+    first = _files(write_holdout(out, 2, seed=0, cfg=TINY))  # empty: written
+    assert _files(write_holdout(out, 2, seed=1, cfg=TINY)) != first  # a holdout of ours: replaced
 
 
 def test_killed_video_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
