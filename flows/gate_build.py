@@ -23,7 +23,9 @@ discard = task(edge.discard, name="gate-discard-work", cache_policy=NO_CACHE)
 @flow(name="gate-build", log_prints=False)
 def gate_build(run_id: str, tracking_uri: str | None = None, work_dir: str | None = None) -> dict[str, float]:
     """Build, time and check the engine of the candidate run `run_id`; returns the metrics it logged there.
-    `tracking_uri`: the MLflow server the host uses (None: the worker's MLFLOW_TRACKING_URI)."""
+    `tracking_uri`: the MLflow server the host uses, credentials redacted (a flow parameter is shown in the Prefect
+    UI): the worker's own MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_USERNAME / PASSWORD) supplies them. None: the
+    worker's MLFLOW_TRACKING_URI."""
     bundle = download_bundle(run_id, tracking_uri, work_dir)
     result = build_and_measure(bundle)
     metrics = log_result(run_id, result, tracking_uri)

@@ -18,6 +18,7 @@ from tasks.operations import regression as reg
 from tasks.support.config import Params
 from tasks.support.locks import project_lock
 from tasks.support.project import Overrides
+from tasks.support.tracking import require_store
 
 IO = {**IO_RETRIES, "cache_policy": NO_CACHE}
 find_champion = task(reg.find_champion, name="find-champion", **IO)
@@ -43,6 +44,7 @@ def nightly_regression(
     # Under the project lock: a rebuild running beside it would share the cores (inflating the latencies that pick
     # its winner) and could move the champion mid-check; the nightly waits for it instead.
     with project_lock(p.rebuild_lock, "nightly check"):
+        require_store(params.tracking)  # a missing sqlite file: refused, not created empty
         champion = find_champion(params.promote.gate_dir, params.tracking)
         work = scratch()
         try:

@@ -12,6 +12,7 @@ from tasks.operations.rollback import rollback as rollback_release
 from tasks.support.config import Params
 from tasks.support.locks import project_lock
 from tasks.support.project import Overrides
+from tasks.support.tracking import require_store
 
 roll_back = task(rollback_release, name="rollback", cache_policy=NO_CACHE)  # moves aliases: never retried
 
@@ -24,4 +25,5 @@ def rollback(
     if params is None:
         params = open_project(params_file, overrides, None).params
     with project_lock(params.paths.rebuild_lock, "rollback"):  # queues behind a rebuild or a promotion
+        require_store(params.tracking, "nothing to roll back to")  # a missing sqlite file: refused, not created
         return roll_back(params.promote, params.tracking, params.paths.holdout, params.validate_)

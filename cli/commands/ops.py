@@ -121,9 +121,11 @@ def nightly(videos: PathOpt = None, holdout: PathOpt = None, gate_dir: PathOpt =
     go_offline(project)
     from flows.nightly import nightly_regression
     from tasks.operations.regression import RegressionFailed, find_champion
+    from tasks.support.tracking import require_store
 
     prm = project.params
     with guarded():
+        require_store(prm.tracking)  # a missing sqlite file: refused, not created empty
         find_champion(prm.promote.gate_dir, prm.tracking)  # fails fast, before Prefect starts
         try:
             report = nightly_regression(params=prm)
@@ -142,8 +144,10 @@ def gc(
     project = state.project()
     go_offline(project)
     from tasks.operations.gc import collect_garbage
+    from tasks.support.tracking import require_store
 
     with guarded(), locked(project, "gc"):
+        require_store(project.params.tracking)  # a missing sqlite file: refused, not created empty
         report = collect_garbage(project.params, dry_run)
     verb = "would prune" if report.dry_run else "pruned"
     for a in report.areas:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +171,12 @@ def resume(flow_run_id: Annotated[str, typer.Argument(help="The failed rebuild's
 
     Resume the newest failed rebuild only: a later rebuild has replaced the frames and candidates it had made.
     """
-    go_offline(state.project())  # the env this process set (offline, Prefect's start-up timeout) is the retry's too
+    project = state.project()
+    go_offline(project)  # the env this process set (offline, Prefect's start-up timeout) is the retry's too
     entry = f"{Path(__file__).resolve().parents[2] / REBUILD_ENTRYPOINT.split(':')[0]}:rebuild"
     cmd = [sys.executable, "-m", "prefect", "flow-run", "retry", flow_run_id, "--entrypoint", entry]
-    raise typer.Exit(subprocess.run(cmd, check=False).returncode)
+    env = dict(os.environ)
+    tracking = project.params.tracking
+    if tracking.shown_uri != tracking.uri:  # Prefect kept the run's tracking.uri redacted: its secrets come from here
+        env["MLFLOW_TRACKING_URI"] = tracking.uri
+    raise typer.Exit(subprocess.run(cmd, check=False, env=env).returncode)

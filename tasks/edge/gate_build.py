@@ -125,13 +125,20 @@ def read_bundle(folder: Path) -> GateBundle:
 
 
 def _client(tracking_uri: str | None) -> Any:
+    """The client of the host's store. The host passes its tracking URI with credentials redacted (a Prefect
+    parameter is visible to anyone with access to Prefect): those come from this worker's environment
+    (`resolve_uri`: its MLFLOW_TRACKING_URI, or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD). None: the
+    worker's MLFLOW_TRACKING_URI."""
     from mlflow import MlflowClient  # mlflow-skinny on the gate
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    from tasks.support.tracking import resolve_uri
+
+    return MlflowClient(tracking_uri=None if tracking_uri is None else resolve_uri(tracking_uri))
 
 
 def download_bundle(run_id: str, tracking_uri: str | None = None, work_dir: str | None = None) -> GateBundle:
-    """Download and read the bundle of the candidate run `run_id` (tracking URI: given, or MLFLOW_TRACKING_URI)."""
+    """Download and read the bundle of the candidate run `run_id` (tracking URI: given, its redacted credentials from
+    this machine's environment, or MLFLOW_TRACKING_URI)."""
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     dest = Path(tempfile.mkdtemp(prefix=f"alpr-gate-{run_id[:8]}-", dir=work_dir))  # `discard` removes it

@@ -20,7 +20,7 @@ from tasks.support.config import TrackingConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir
 from tasks.support.registry import aliases_for, version_by_alias
-from tasks.support.tracking import KIND_TAG, client, experiment_url, gate_tag
+from tasks.support.tracking import KIND_TAG, client, experiment_url, gate_tag, require_store
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def load_rebuild(tracking: TrackingConfig, run_id: str | None = None, gate_dir: 
     champion of `gate_dir` (its own alias; none when not given or never promoted into)."""
     from mlflow.exceptions import MlflowException
 
+    require_store(tracking)  # a typo in a sqlite path: refused, not created empty
     mc = client(tracking)
     if run_id is None:
         exp = mc.get_experiment_by_name(tracking.experiment)

@@ -10,7 +10,7 @@ from tasks.pipeline.validate import ROLE_KEY
 from tasks.runtime.releases import MANIFEST, current_release, gate_id, read_manifest
 from tasks.support.config import PromoteConfig, TrackingConfig
 from tasks.support.registry import aliases_for, version_by_alias
-from tasks.support.tracking import client, experiment_url
+from tasks.support.tracking import client, experiment_url, require_store
 
 STATUS_FIELDS = (
     "precision",
@@ -53,7 +53,9 @@ def mismatch(champ: dict[str, Any] | None, deployed: dict[str, Any] | None) -> s
 
 
 def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, Any]:
-    """Champion, deployed release and every candidate of the latest rebuild, as plain JSON-able data."""
+    """Champion, deployed release and every candidate of the latest rebuild, as plain JSON-able data. A sqlite store
+    that does not exist is refused (`StoreMissing`), not created empty and reported as "no champion"."""
+    require_store(tracking)
     gate_dir = promote_cfg.gate_dir
     out: dict[str, Any] = {"champion": champion(tracking, gate_dir), "deployed": None, "rebuild": None}
     out |= {"candidates": [], "mismatch": None}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
 
 Backend = Literal["openvino", "onnxruntime", "tensorrt"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -405,6 +405,13 @@ class TrackingConfig(_Frozen):
     def shown_uri(self) -> str:
         """The URI for logs and messages, credentials redacted (`redact_uri`)."""
         return redact_uri(self.uri)
+
+    @field_serializer("uri", when_used="json")
+    def _redacted(self, uri: str) -> str:
+        """Redacted in JSON: Prefect records a flow's parameters (the whole `Params`) as JSON and shows them to anyone
+        with access to it. A run restarted from them (`alpr-ops resume`) takes the credentials from its environment
+        (`tasks.support.tracking.resolve_uri`)."""
+        return redact_uri(uri)
 
 
 class PromoteConfig(_Frozen):

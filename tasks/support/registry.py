@@ -44,8 +44,10 @@ class RegistryError(AlprError):
 
 
 def store_of(mc: Any) -> str:
-    """The registry `mc` talks to, credentials redacted, for messages."""
-    return redact_uri(str(getattr(mc, "_registry_uri", None) or mc.tracking_uri))
+    """The registry `mc` talks to, credentials redacted, for messages: as configured (`tracking.uri`) for a client of
+    `tasks.support.tracking.client`."""
+    shown = getattr(mc, "_shown", None)
+    return shown if isinstance(shown, str) else redact_uri(str(getattr(mc, "_registry_uri", None) or mc.tracking_uri))
 
 
 def version_by_alias(mc: Any, name: str, alias: str) -> Any | None:
@@ -101,9 +103,12 @@ def download_version(source: str, dst: Path, tracking_uri: str) -> Path:
     """Download a version's artifact folder (its `source` URI) into `dst` (which must not exist); returns `dst`."""
     import mlflow.artifacts
 
+    from tasks.support.tracking import bound_waits, store_uri
+
+    bound_waits()
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=dst.parent) as tmp:
-        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
+        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=store_uri(tracking_uri))
         downloaded = Path(tmp) / source.rstrip("/").rsplit("/", 1)[-1]
         downloaded.rename(dst)
     return dst

@@ -68,9 +68,21 @@ def test_no_frames_at_all_stops_and_keeps_the_previous_frames(project: Params, c
 
 
 def test_status_on_an_empty_store(project: Params, cli) -> None:
+    from tasks.support.tracking import client, experiment_id
+
     root = project.paths.videos.parents[1]
+    experiment_id(client(project.tracking), project.tracking)  # an existing store with nothing in it
     info = json.loads(cli(root, "status", "--json").stdout)
     assert info == {"champion": None, "deployed": None, "rebuild": None, "candidates": [], "mismatch": None}
+
+
+def test_status_without_a_store_names_it_and_creates_none(project: Params, cli) -> None:
+    """Before the first rebuild there is no store to read: status says so (a typo in tracking.uri looks the same)
+    rather than creating an empty store."""
+    root = project.paths.videos.parents[1]
+    done = cli(root, "status", "--json", check=False)
+    assert done.returncode == 1 and "names no MLflow store" in done.stderr and "tracking.uri" in done.stderr
+    assert not (root / "mlflow.db").exists()
 
 
 def test_promote_without_a_rebuild_says_what_to_run(project: Params, cli) -> None:
