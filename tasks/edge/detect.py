@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.edge.agreement import Detections
-from tasks.edge.postprocess import decode
+from tasks.edge.postprocess import check_output, decode
 from tasks.edge.preprocess import preprocess
 from tasks.edge.runners import Runner, open_runner
 
@@ -20,10 +20,22 @@ class Detector:
 
     runner: Runner
     max_det: int = 300
+    what: str = "model"
+
+    def __post_init__(self) -> None:
+        """Refuse a model whose output the decoder would misread (`check_output`), before any frame."""
+        check_output(self.runner.output_shape, self.runner.metadata, self.what)
 
     @classmethod
     def open(cls, artifact: Path, threads: int = 0) -> Detector:
-        return cls(open_runner(artifact, threads))
+        runner = open_runner(artifact, threads)
+        try:
+            return cls(runner, what=str(artifact))
+        except Exception:
+            close = getattr(runner, "close", None)
+            if close is not None:
+                close()
+            raise
 
     @property
     def input_hw(self) -> tuple[int, int]:

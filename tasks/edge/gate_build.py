@@ -165,9 +165,9 @@ def build_and_measure(bundle: GateBundle, out_dir: str | None = None) -> GateRes
     engine = tensorrt.build_strongly_typed_engine(
         bundle.onnx, out / f"{bundle.onnx.stem}.engine", s.workspace_gb, metadata=bundle.metadata
     )
-    runner = TensorRTRunner(tensorrt.plan_path(engine).read_bytes(), str(engine))
+    runner = TensorRTRunner(tensorrt.plan_path(engine).read_bytes(), str(engine), bundle.metadata)
     try:
-        detector = Detector(runner)
+        detector = Detector(runner, what=str(engine))
         diffs, raw, first = [], [], None
         for frame_path, ref in zip(bundle.frames, bundle.reference, strict=True):
             frame = cv2.imread(str(frame_path))

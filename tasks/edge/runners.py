@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from tasks.edge.postprocess import UnsupportedModel
 from tasks.support.candidate import openvino_xml
 
 log = logging.getLogger(__name__)
@@ -20,20 +21,51 @@ log = logging.getLogger(__name__)
 
 class Runner(Protocol):
     input_hw: tuple[int, int]  # the model's fixed input (height, width)
+    output_shape: tuple[int | None, ...]  # its first output's shape, None for a dynamic dimension
+    metadata: dict[str, Any]  # Ultralytics' export metadata the artifact carries (names, end2end...), {} if none
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:  # NCHW float32 -> (N, 4 + classes, anchors)
         ...
 
 
+def _dims(shape: object) -> tuple[int | None, ...]:
+    """A shape as the runtimes report it (ints, -1, None or a symbolic name per dimension): ints, None if dynamic."""
+    out: list[int | None] = []
+    for d in list(shape):  # type: ignore[call-overload]
+        try:
+            n = int(d)
+        except (TypeError, ValueError):
+            n = -1
+        out.append(n if n > 0 else None)
+    return tuple(out)
+
+
 def _fixed_hw(shape: object, what: str) -> tuple[int, int]:
-    dims = list(shape)  # type: ignore[call-overload]
-    try:
-        h, w = int(dims[2]), int(dims[3])
-    except (TypeError, ValueError, IndexError) as e:
-        raise ValueError(f"{what}: input shape {dims} is not a fixed NCHW shape (export with dynamic=False)") from e
-    if h <= 0 or w <= 0:
-        raise ValueError(f"{what}: input shape {dims} is not a fixed NCHW shape (export with dynamic=False)")
-    return h, w
+    """(height, width) of a fixed (1, 3, H, W) input; a dynamic or other batch or channel count is refused too (the
+    gate feeds one letterboxed RGB frame)."""
+    dims = _dims(shape)
+    if len(dims) != 4 or dims[2] is None or dims[3] is None:
+        raise UnsupportedModel(
+            f"{what}: input shape {list(dims)} is not a fixed NCHW shape (export with dynamic=False)"
+        )
+    if dims[0] != 1 or dims[1] != 3:
+        which = "batch" if dims[0] != 1 else "channel"
+        kind = "dynamic" if dims[:2].count(None) else "unexpected"
+        raise UnsupportedModel(
+            f"{what}: input shape {list(dims)} has a {kind} {which} dimension; the gate feeds one RGB frame, "
+            "(1, 3, height, width): export with batch=1 and dynamic=False",
+            input_shape=list(dims),
+        )
+    return int(dims[2]), int(dims[3])
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        return {}
+    doc = yaml.safe_load(path.read_text())
+    return doc if isinstance(doc, dict) else {}
 
 
 class OnnxRuntimeRunner:
@@ -47,6 +79,8 @@ class OnnxRuntimeRunner:
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_hw = inp.name, _fixed_hw(inp.shape, str(path))
+        self.output_shape = _dims(self.session.get_outputs()[0].shape)
+        self.metadata: dict[str, Any] = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
@@ -61,7 +95,10 @@ class OpenVinoRunner:
         xml = openvino_xml(path)
         core = ov.Core()
         model = core.read_model(xml)
-        self.input_hw = _fixed_hw(model.input(0).get_partial_shape().to_shape(), str(xml))
+        shape = model.input(0).get_partial_shape()
+        self.input_hw = _fixed_hw([d.get_length() if d.is_static else -1 for d in shape], str(xml))
+        self.output_shape = _dims([d.get_length() if d.is_static else -1 for d in model.output(0).get_partial_shape()])
+        self.metadata = _read_yaml(xml.parent / "metadata.yaml")  # Ultralytics writes it beside the IR
         config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
         self.compiled = core.compile_model(model, "CPU", config)
 
@@ -72,7 +109,7 @@ class OpenVinoRunner:
 class TensorRTRunner:
     """A serialized TensorRT plan (the plain `.plan`, or the plan inside an Ultralytics-layout `.engine`)."""
 
-    def __init__(self, plan: bytes, what: str = "engine") -> None:
+    def __init__(self, plan: bytes, what: str = "engine", metadata: dict[str, Any] | None = None) -> None:
         from tasks.edge.tensorrt import TensorRTUnavailable
 
         try:
@@ -92,6 +129,8 @@ class TensorRTRunner:
         self.input_name = inputs[0]
         self.input_hw = _fixed_hw(self.engine.get_tensor_shape(self.input_name), what)
         self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))  # FP16 engines too
+        self.output_shape = _dims(self.engine.get_tensor_shape(self.outputs[0]))
+        self.metadata = dict(metadata or {})  # an engine's header; a plain plan carries none
         self._runner = TrtRunner(self.engine)  # execution context, device buffers, execute_async_v3
         self._runner.activate()
 
@@ -115,7 +154,8 @@ def open_runner(artifact: Path, threads: int = 0) -> Runner:
         return OpenVinoRunner(artifact, threads)
     if artifact.suffix == ".engine":
         tensorrt.check_engine(artifact)
-        return TensorRTRunner(tensorrt.read_engine(artifact)[1], str(artifact))
+        header, plan = tensorrt.read_engine(artifact)
+        return TensorRTRunner(plan, str(artifact), header)
     if artifact.suffix == tensorrt.PLAN_SUFFIX:
         return TensorRTRunner(artifact.read_bytes(), str(artifact))
     raise ValueError(f"{artifact}: no runner for this format (.onnx, OpenVINO folder, .engine or .plan)")
