@@ -56,6 +56,39 @@ class TensorRTUnavailable(AlprError):
 # cudaDeviceAttr values of the CUDA runtime API (stable since CUDA 5; cuda_runtime_api.h)
 _CC_MAJOR, _CC_MINOR = 75, 76
 
+TENSORRT_MIN_MAJOR = 10  # STRONGLY_TYPED networks (our trt-qdq engines) and the named-tensor API start at 10.0
+
+
+def major_version(version: str) -> int | None:
+    """The major version of a version string ("10.3.0" -> 10); None when it does not start with a number."""
+    head = str(version).split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def network_flags(trt: Any) -> int:
+    """The creation flags of a strongly typed network for this `tensorrt` module, by its major version: TensorRT 10
+    opts in with `NetworkDefinitionCreationFlag.STRONGLY_TYPED`; TensorRT 11 builds every network strongly typed and
+    keeps the flag only as deprecated (accepted and ignored), so it is not passed there, and a later release that
+    drops it still builds. Before 10 there are no strongly typed networks: refused."""
+    version = str(getattr(trt, "__version__", "unknown"))
+    major = major_version(version)
+    if major is None or major < TENSORRT_MIN_MAJOR:
+        raise TensorRTUnavailable(
+            f"TensorRT {version}: strongly typed networks need TensorRT {TENSORRT_MIN_MAJOR} or later"
+        )
+    if major > TENSORRT_MIN_MAJOR:
+        return 0  # strong typing is unconditional from 11 on
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if flag is None:
+        raise TensorRTUnavailable(f"TensorRT {version} has no NetworkDefinitionCreationFlag.STRONGLY_TYPED")
+    return 1 << int(flag)
+
+
+def _device_properties(cudart: Any) -> Any:
+    """`cudaGetDeviceProperties_v2` (CUDA 12 and later: what the runtime header's `cudaGetDeviceProperties` names)
+    where libcudart exports it, else the old symbol."""
+    return getattr(cudart, "cudaGetDeviceProperties_v2", None) or cudart.cudaGetDeviceProperties
+
 
 def device_info() -> dict[str, str]:
     """The GPU name, compute capability and TensorRT version an engine built here is tied to.
@@ -78,7 +111,7 @@ def device_info() -> dict[str, str]:
         for status in (
             cudart.cudaDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, 0),
             cudart.cudaDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, 0),
-            cudart.cudaGetDeviceProperties(props, 0),
+            _device_properties(cudart)(props, 0),
         ):
             if status != 0:
                 raise RuntimeError(f"CUDA runtime error {status} (no CUDA GPU?)")
@@ -235,12 +268,10 @@ def build_strongly_typed_engine(
         import tensorrt as trt
     except Exception as e:
         raise TensorRTUnavailable(f"{qdq_onnx}: TensorRT cannot build here: {type(e).__name__}: {e}") from e
-    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        raise TensorRTUnavailable(f"TensorRT {trt.__version__}: strongly typed networks need TensorRT 10 or later")
-
+    flags = network_flags(trt)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(qdq_onnx)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

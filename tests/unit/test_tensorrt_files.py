@@ -254,3 +254,35 @@ def test_tensorrt_11_without_modelopt_refuses_ultralytics_quantized_engines_only
 def test_no_gpu_is_refused_even_with_tensorrt_10() -> None:
     with pytest.raises(BackendUnavailable, match="no CUDA GPU"):
         check_tensorrt([OURS], import_module=modules(tensorrt=trt("10.3.0")), gpu_available=lambda: False)
+
+
+def tensorrt_module(version: str, **flags: int) -> SimpleNamespace:
+    """A `tensorrt` module as far as `network_flags` reads it: its version and its network creation flags."""
+    return SimpleNamespace(__version__=version, NetworkDefinitionCreationFlag=SimpleNamespace(**flags))
+
+
+def test_the_strongly_typed_flag_is_passed_by_major_version_and_only_where_it_exists() -> None:
+    """TensorRT 10 opts in with STRONGLY_TYPED (its value: bit 1 of the creation flags); TensorRT 11 builds every
+    network strongly typed and keeps the flag only as deprecated: not passed; a release without it still builds."""
+    from tasks.edge.tensorrt import TensorRTUnavailable, network_flags
+
+    assert network_flags(tensorrt_module("10.3.0", EXPLICIT_BATCH=0, STRONGLY_TYPED=1)) == 1 << 1
+    assert network_flags(tensorrt_module("11.1.0", STRONGLY_TYPED=1)) == 0  # deprecated there: not passed
+    assert network_flags(tensorrt_module("12.0.0")) == 0  # the flag gone altogether
+    with pytest.raises(TensorRTUnavailable, match=r"has no NetworkDefinitionCreationFlag\.STRONGLY_TYPED"):
+        network_flags(tensorrt_module("10.0.0"))
+    with pytest.raises(TensorRTUnavailable, match=r"TensorRT 8\.6\.2: strongly typed networks need TensorRT 10"):
+        network_flags(tensorrt_module("8.6.2", STRONGLY_TYPED=1))  # a flag of that name would not be the same thing
+
+
+def test_device_properties_are_read_with_the_v2_symbol_where_libcudart_exports_it() -> None:
+    from tasks.edge.tensorrt import _device_properties
+
+    def old(props: object, device: int) -> int:
+        return 0
+
+    def v2(props: object, device: int) -> int:
+        return 0
+
+    assert _device_properties(SimpleNamespace(cudaGetDeviceProperties=old, cudaGetDeviceProperties_v2=v2)) is v2
+    assert _device_properties(SimpleNamespace(cudaGetDeviceProperties=old)) is old  # CUDA 11's libcudart
