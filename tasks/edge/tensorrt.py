@@ -56,6 +56,11 @@ class TensorRTUnavailable(AlprError):
 # cudaDeviceAttr values of the CUDA runtime API (stable since CUDA 5; cuda_runtime_api.h)
 _CC_MAJOR, _CC_MINOR = 75, 76
 
+_SM_COUNT = 16  # cudaDevAttrMultiProcessorCount
+BOARD_MODEL = Path("/proc/device-tree/model")  # Jetsons (and other device-tree boards) name the board here
+# what an engine is tied to; an engine whose header lacks any of them was built before it was recorded: rebuilt
+DEVICE_KEYS = ("gpu", "compute_capability", "sm_count", "board", "tensorrt")
+
 TENSORRT_MIN_MAJOR = 10  # STRONGLY_TYPED networks (our trt-qdq engines) and the named-tensor API start at 10.0
 
 
@@ -90,15 +95,52 @@ def _device_properties(cudart: Any) -> Any:
     return getattr(cudart, "cudaGetDeviceProperties_v2", None) or cudart.cudaGetDeviceProperties
 
 
-def device_info() -> dict[str, str]:
-    """The GPU name, compute capability and TensorRT version an engine built here is tied to.
+def board_model(path: Path = BOARD_MODEL) -> str:
+    """The board this GPU sits on, as its device tree names it ("NVIDIA Jetson AGX Orin Developer Kit", "NVIDIA
+    Jetson Orin Nano Engineering Reference Developer Kit Super"): every Orin module reports compute capability 8.7,
+    so the GPU name and capability alone do not tell an AGX Orin from a Nano. "" where there is no device tree (an
+    x86 host: its GPU name and SM count tell its GPU apart)."""
+    try:
+        return path.read_bytes().split(b"\0", 1)[0].decode(errors="replace").strip()
+    except OSError:
+        return ""
 
-    Without PyTorch (the gate has none): the CUDA runtime through Polygraphy's ctypes wrapper of libcudart, which
-    finds JetPack's and pip's CUDA libraries. The name is the first field of `cudaDeviceProp` (what
-    `torch.cuda.get_device_name` returns); the buffer is oversized because the struct grows between CUDA versions.
-    """
+
+def query_device(cudart: Any, device: int = 0) -> dict[str, str]:
+    """The GPU name, compute capability and SM count of CUDA device `device`, from a ctypes handle of libcudart.
+
+    The name is the first field of `cudaDeviceProp` (what `torch.cuda.get_device_name` returns; the buffer is
+    oversized because the struct grows between CUDA versions); capability and SM count through
+    `cudaDeviceGetAttribute`, whose attribute numbers do not move. A CUDA error (no GPU, no driver) is
+    `TensorRTUnavailable` with its status."""
     import ctypes
 
+    major, minor, sms = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    props = ctypes.create_string_buffer(8192)
+    try:
+        for status in (
+            cudart.cudaDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device),
+            cudart.cudaDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device),
+            cudart.cudaDeviceGetAttribute(ctypes.byref(sms), _SM_COUNT, device),
+            _device_properties(cudart)(props, device),
+        ):
+            if status != 0:
+                raise RuntimeError(f"CUDA runtime error {status} (no CUDA GPU?)")
+    except Exception as e:  # a CUDA error, or a symbol this libcudart lacks
+        raise TensorRTUnavailable(f"no usable CUDA GPU here: {type(e).__name__}: {e}") from e
+    return {
+        "gpu": props.raw[:256].split(b"\0", 1)[0].decode(errors="replace"),
+        "compute_capability": f"{major.value}.{minor.value}",
+        "sm_count": str(sms.value),
+    }
+
+
+def device_info() -> dict[str, str]:
+    """What an engine built here is tied to (`DEVICE_KEYS`): the GPU name, compute capability and SM count, the
+    board, and the TensorRT version.
+
+    Without PyTorch (the gate has none): the CUDA runtime through Polygraphy's ctypes wrapper of libcudart.
+    """
     try:
         import tensorrt as trt
         from polygraphy import cuda
@@ -106,22 +148,9 @@ def device_info() -> dict[str, str]:
         raise TensorRTUnavailable(f"TensorRT cannot run here: {type(e).__name__}: {e}") from e
     try:
         cudart = cuda.wrapper().handle
-        major, minor = ctypes.c_int(), ctypes.c_int()
-        props = ctypes.create_string_buffer(8192)
-        for status in (
-            cudart.cudaDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, 0),
-            cudart.cudaDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, 0),
-            _device_properties(cudart)(props, 0),
-        ):
-            if status != 0:
-                raise RuntimeError(f"CUDA runtime error {status} (no CUDA GPU?)")
-    except Exception as e:  # Polygraphy's own exception when libcudart is missing, or a CUDA error
+    except Exception as e:  # Polygraphy's own exception when libcudart is missing
         raise TensorRTUnavailable(f"no usable CUDA GPU here: {type(e).__name__}: {e}") from e
-    return {
-        "gpu": props.raw[:256].split(b"\0", 1)[0].decode(),
-        "compute_capability": f"{major.value}.{minor.value}",
-        "tensorrt": trt.__version__,
-    }
+    return {**query_device(cudart), "board": board_model(), "tensorrt": trt.__version__}
 
 
 def read_engine(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -175,11 +204,22 @@ def built_for(header: dict[str, Any]) -> dict[str, str] | None:
 
 
 def check_engine(path: Path) -> dict[str, str]:
-    """Fail unless `path` was built for this machine's GPU and TensorRT version; returns what it was built for."""
+    """Fail unless `path` was built for this machine's GPU (name, compute capability, SM count), board and TensorRT
+    version; returns what it was built for. An engine that records less (built before the SM count and board were
+    recorded) is refused: it cannot show it is not an AGX Orin's engine on a Nano."""
     header, _ = read_engine(path)
     device = built_for(header)
     if not device:
         raise EngineMismatch(f"{path}: the engine does not record its GPU and TensorRT version; rebuild it here")
+    lacking = [k for k in DEVICE_KEYS if k not in device]
+    if lacking:
+        raise EngineMismatch(
+            f"{path}: built for {device.get('gpu')!r} (compute capability {device.get('compute_capability')}, "
+            f"TensorRT {device.get('tensorrt')}), but its header records no {', '.join(lacking)}: every Orin module "
+            "reports compute capability 8.7, so an engine built before these were recorded cannot show which board "
+            "it was built and timed on. Rebuild it on the gate that runs it (build.backend: tensorrt).",
+            lacking=lacking,
+        )
     try:
         here = device_info()
     except TensorRTUnavailable as e:
@@ -188,7 +228,7 @@ def check_engine(path: Path) -> dict[str, str]:
             f"TensorRT {device.get('tensorrt')}), but this machine cannot run TensorRT ({type(e).__name__}: {e}). "
             "Run it on the gate hardware it was built for."
         ) from e
-    diff = {k: (device.get(k), here[k]) for k in here if device.get(k) != here[k]}
+    diff = {k: (device.get(k), here.get(k)) for k in DEVICE_KEYS if device.get(k) != here.get(k)}
     if diff:
         detail = ", ".join(f"{k}: built for {a!r}, this machine has {b!r}" for k, (a, b) in diff.items())
         raise EngineMismatch(

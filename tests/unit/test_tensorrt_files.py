@@ -286,3 +286,69 @@ def test_device_properties_are_read_with_the_v2_symbol_where_libcudart_exports_i
 
     assert _device_properties(SimpleNamespace(cudaGetDeviceProperties=old, cudaGetDeviceProperties_v2=v2)) is v2
     assert _device_properties(SimpleNamespace(cudaGetDeviceProperties=old)) is old  # CUDA 11's libcudart
+
+
+# --- which Orin: SM count and board ---------------------------------------------------------------------------------
+
+AGX_ORIN = {
+    "gpu": "Orin (nvgpu)", "compute_capability": "8.7", "sm_count": "16",
+    "board": "NVIDIA Jetson AGX Orin Developer Kit", "tensorrt": "10.3.0",
+}  # fmt: skip
+ORIN_NANO = {**AGX_ORIN, "sm_count": "8", "board": "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super"}
+
+
+class FakeCudart:
+    """libcudart as `query_device` calls it through ctypes: attributes by cudaDeviceAttr number, the name as the
+    first field of cudaDeviceProp; each call returns a CUDA status."""
+
+    def __init__(self, name: bytes, attributes: dict[int, int], status: int = 0) -> None:
+        self.name, self.attributes, self.status = name, attributes, status
+
+    def cudaDeviceGetAttribute(self, ref, attribute: int, device: int) -> int:
+        ref._obj.value = self.attributes[attribute]
+        return self.status
+
+    def cudaGetDeviceProperties_v2(self, props, device: int) -> int:
+        props.value = self.name + b"\0garbage after the name"
+        return self.status
+
+
+def test_the_device_query_records_the_sm_count_and_the_board(tmp_path: Path) -> None:
+    from tasks.edge.tensorrt import TensorRTUnavailable, board_model, query_device
+
+    nano = FakeCudart(b"Orin (nvgpu)", {75: 8, 76: 7, 16: 8})  # cudaDevAttrComputeCapability*, MultiProcessorCount
+    assert query_device(nano) == {"gpu": "Orin (nvgpu)", "compute_capability": "8.7", "sm_count": "8"}
+    with pytest.raises(TensorRTUnavailable, match="CUDA runtime error 100"):
+        query_device(FakeCudart(b"", {75: 0, 76: 0, 16: 0}, status=100))  # cudaErrorNoDevice
+    model = tmp_path / "model"
+    model.write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\0")  # the device tree's NUL-terminated string
+    assert board_model(model) == "NVIDIA Jetson AGX Orin Developer Kit"
+    assert board_model(tmp_path / "none") == ""  # an x86 host has no device tree
+
+
+def test_an_agx_orin_engine_is_refused_on_an_orin_nano(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.edge.tensorrt as trt_files
+
+    engine = trt_files.save_engine(tmp_path / "m.engine", trt_files.with_device({}, AGX_ORIN), b"\x00plan")[0]
+    monkeypatch.setattr(trt_files, "device_info", lambda: dict(ORIN_NANO))
+    with pytest.raises(trt_files.EngineMismatch) as err:
+        trt_files.check_engine(engine)
+    message = str(err.value)
+    assert "sm_count: built for '16', this machine has '8'" in message and "Orin Nano" in message
+    assert "gpu:" not in message and "compute_capability:" not in message  # the same for every Orin
+    monkeypatch.setattr(trt_files, "device_info", lambda: dict(AGX_ORIN))
+    assert trt_files.check_engine(engine) == AGX_ORIN
+
+
+def test_an_engine_without_sm_count_and_board_is_refused_with_rebuild(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: an engine written before the SM count and board were recorded cannot show which Orin it was
+    built and timed on, even on a machine whose GPU name, capability and TensorRT match it."""
+    import tasks.edge.tensorrt as trt_files
+
+    engine = trt_files.save_engine(tmp_path / "m.engine", trt_files.with_device({}, FAKE_DEVICE), b"\x00plan")[0]
+    monkeypatch.setattr(trt_files, "device_info", lambda: dict(AGX_ORIN))  # same gpu, capability, TensorRT
+    with pytest.raises(trt_files.EngineMismatch, match=r"records no sm_count, board: .* Rebuild it") as err:
+        trt_files.check_engine(engine)
+    assert err.value.facts["lacking"] == ["sm_count", "board"]
