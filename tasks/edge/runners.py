@@ -110,13 +110,17 @@ class TensorRTRunner:
     """A serialized TensorRT plan (the plain `.plan`, or the plan inside an Ultralytics-layout `.engine`)."""
 
     def __init__(self, plan: bytes, what: str = "engine", metadata: dict[str, Any] | None = None) -> None:
-        from tasks.edge.tensorrt import TensorRTUnavailable
+        from tasks.edge.tensorrt import TensorRTUnavailable, cuda_runtime
 
         try:
             import tensorrt as trt
             from polygraphy.backend.trt import TrtRunner
         except Exception as e:  # ImportError, or OSError from a broken install
             raise TensorRTUnavailable(f"{what}: TensorRT cannot run here: {type(e).__name__}: {e}") from e
+        try:
+            cuda_runtime()  # Polygraphy's libcudart, pip's wheels' included, before TrtRunner allocates with it
+        except Exception as e:
+            raise TensorRTUnavailable(f"{what}: no CUDA runtime here: {type(e).__name__}: {e}") from e
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(plan)
         if self.engine is None:

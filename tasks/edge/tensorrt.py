@@ -135,19 +135,63 @@ def query_device(cudart: Any, device: int = 0) -> dict[str, str]:
     }
 
 
+def pip_cudart_dirs(search: list[str] | None = None) -> list[Path]:
+    """The folders where pip's CUDA runtime wheels put libcudart, in `search` (default: `sys.path`, so the
+    interpreter's site-packages): `nvidia/cuda_runtime/lib` (nvidia-cuda-runtime-cu12, what the tensorrt-cu12 wheel
+    depends on) first, then `nvidia/cu<major>/lib` (the CUDA 13 wheels' layout), newest first."""
+    import sys
+
+    found: list[Path] = []
+    for entry in sys.path if search is None else search:
+        base = Path(entry or ".") / "nvidia"
+        if not base.is_dir():
+            continue
+        dirs = [base / "cuda_runtime" / "lib", *sorted(base.glob("cu[0-9]*/lib"), reverse=True)]
+        found += [d for d in dirs if d not in found and any(d.glob("libcudart.so*"))]
+    return found
+
+
+def cuda_runtime(search: list[str] | None = None) -> Any:
+    """Polygraphy's CUDA wrapper (`polygraphy.cuda.wrapper()`: one per process, the device buffers of
+    `TrtRunner` use it too), its libcudart found where pip's CUDA wheels put it before anywhere else.
+
+    Polygraphy looks for `libcudart.so*` only in `LD_LIBRARY_PATH`, `/usr/local/cuda/lib64`, `/usr/lib` and `/lib`
+    (JetPack's CUDA is in the second), then tries the bare `libcudart.so`, which pip's wheels do not ship: on a
+    pip-only x86 host (`tensorrt_on: host` with the tensorrt-cu12 wheel) it finds nothing. So the first wrapper is
+    created with pip's folders (`pip_cudart_dirs`) in front of `LD_LIBRARY_PATH`, restored right after: it is the
+    search list Polygraphy reads, not the loader's (the library is loaded by its full path)."""
+    import os
+
+    from polygraphy import cuda
+
+    dirs = [str(d) for d in pip_cudart_dirs(search)]
+    if not dirs:
+        return cuda.wrapper()
+    before = os.environ.get("LD_LIBRARY_PATH")
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*dirs, *([before] if before else [])])
+    try:
+        return cuda.wrapper()
+    finally:
+        if before is None:
+            del os.environ["LD_LIBRARY_PATH"]
+        else:
+            os.environ["LD_LIBRARY_PATH"] = before
+
+
 def device_info() -> dict[str, str]:
     """What an engine built here is tied to (`DEVICE_KEYS`): the GPU name, compute capability and SM count, the
     board, and the TensorRT version.
 
-    Without PyTorch (the gate has none): the CUDA runtime through Polygraphy's ctypes wrapper of libcudart.
+    Without PyTorch (the gate has none): the CUDA runtime through Polygraphy's ctypes wrapper of libcudart
+    (`cuda_runtime`: JetPack's in /usr/local/cuda, or pip's wheels' in site-packages).
     """
     try:
+        import polygraphy  # noqa: F401 (its absence is TensorRTUnavailable, as tensorrt's)
         import tensorrt as trt
-        from polygraphy import cuda
     except Exception as e:  # ImportError, or OSError from a broken install
         raise TensorRTUnavailable(f"TensorRT cannot run here: {type(e).__name__}: {e}") from e
     try:
-        cudart = cuda.wrapper().handle
+        cudart = cuda_runtime().handle
     except Exception as e:  # Polygraphy's own exception when libcudart is missing
         raise TensorRTUnavailable(f"no usable CUDA GPU here: {type(e).__name__}: {e}") from e
     return {**query_device(cudart), "board": board_model(), "tensorrt": trt.__version__}

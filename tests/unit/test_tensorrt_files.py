@@ -5,6 +5,7 @@ runs: the engine header against Ultralytics' backend, the plain plan beside the 
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import json
 import textwrap
@@ -352,3 +353,72 @@ def test_an_engine_without_sm_count_and_board_is_refused_with_rebuild(
     with pytest.raises(trt_files.EngineMismatch, match=r"records no sm_count, board: .* Rebuild it") as err:
         trt_files.check_engine(engine)
     assert err.value.facts["lacking"] == ["sm_count", "board"]
+
+
+# --- libcudart on a pip-only host -----------------------------------------------------------------------------------
+
+
+def polygraphy_stand_in(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`polygraphy.cuda` as far as `cuda_runtime` uses it: `wrapper()` searches libcudart as Polygraphy 0.49-0.53's
+    `Cuda.__init__` does (`libcudart.so*` in LD_LIBRARY_PATH's folders, /usr/local/cuda/lib64, /usr/lib, /lib; else
+    the bare `libcudart.so`) and loads it with ctypes. Returns the list each call appends the library it chose to."""
+    import ctypes
+    import os
+    import sys
+    import types
+
+    chosen: list[str] = []
+
+    def wrapper() -> SimpleNamespace:
+        dirs = [*os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep), "/usr/local/cuda/lib64", "/usr/lib", "/lib"]
+        found = [str(p) for d in dirs if d for p in sorted(Path(d).glob("libcudart.so*"))]
+        chosen.append(found[0] if found else "libcudart.so")
+        return SimpleNamespace(handle=ctypes.CDLL(chosen[-1]))
+
+    package, module = types.ModuleType("polygraphy"), types.ModuleType("polygraphy.cuda")
+    module.wrapper = wrapper  # type: ignore[attr-defined]
+    package.cuda = module  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "polygraphy", package)
+    monkeypatch.setitem(sys.modules, "polygraphy.cuda", module)
+    return chosen
+
+
+def test_pips_libcudart_folders_are_found_cuda_12_layout_first(tmp_path: Path) -> None:
+    from tasks.edge.tensorrt import pip_cudart_dirs
+
+    site = tmp_path / "site-packages"
+    for lib in ("nvidia/cu13/lib/libcudart.so.13", "nvidia/cuda_runtime/lib/libcudart.so.12", "nvidia/cu12/lib/x"):
+        (site / lib).parent.mkdir(parents=True, exist_ok=True)
+        (site / lib).write_bytes(b"")
+    (site / "nvidia/cu13/lib/libcudart_static.a").write_bytes(b"")
+    assert pip_cudart_dirs([str(tmp_path / "elsewhere"), str(site)]) == [
+        site / "nvidia/cuda_runtime/lib",
+        site / "nvidia/cu13/lib",
+    ]
+    assert pip_cudart_dirs([str(tmp_path)]) == []
+
+
+def test_on_a_pip_only_host_polygraphy_loads_pips_libcudart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine is such a host: PyTorch's CUDA wheels put libcudart in site-packages. Through `cuda_runtime`,
+    Polygraphy's search takes that one (without it, Polygraphy's folders alone give another or the bare name), and
+    the device query reaches the CUDA runtime, which answers with an error status here (no GPU) rather than the
+    library being missing. LD_LIBRARY_PATH is as it was afterwards."""
+    import os
+
+    from tasks.edge.tensorrt import TensorRTUnavailable, cuda_runtime, pip_cudart_dirs, query_device
+
+    dirs = pip_cudart_dirs()
+    if not dirs:
+        pytest.skip("no pip CUDA runtime wheel in this environment (PyTorch without CUDA wheels)")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/nonexistent")
+    chosen = polygraphy_stand_in(monkeypatch)
+    cudart = cuda_runtime().handle
+    assert Path(chosen[0]).parent == dirs[0] and Path(chosen[0]).name.startswith("libcudart.so")
+    assert os.environ["LD_LIBRARY_PATH"] == "/nonexistent"
+    with pytest.raises(TensorRTUnavailable, match=r"CUDA runtime error \d+"):
+        query_device(cudart)
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    with contextlib.suppress(OSError):  # the bare `libcudart.so` may be on no loader path either
+        cuda_runtime(search=[])  # Polygraphy's own folders alone
+    assert Path(chosen[1]).parent not in dirs
+    assert "LD_LIBRARY_PATH" not in os.environ
