@@ -11,16 +11,23 @@ from tasks.support.config import BuildConfig, CandidateConfig
 pytestmark = [pytest.mark.integration, pytest.mark.tensorrt]
 
 
-def _gpu() -> bool:
-    import torch
+def _gpu() -> str:
+    """Why no engine can be built here ("" when one can): the gate's own device query (`device_info`: TensorRT,
+    Polygraphy's libcudart, a CUDA device), never PyTorch, which the gate does not have."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "no tensorrt package"
+    from tasks.edge.tensorrt import TensorRTUnavailable, device_info
 
-    return torch.cuda.is_available()
+    try:
+        device_info()
+    except TensorRTUnavailable as e:
+        return f"no CUDA GPU usable by TensorRT ({e})"
+    return ""
 
 
-HAVE_TRT = importlib.util.find_spec("tensorrt") is not None and _gpu()
-SKIP_REASON = "TensorRT engines need the tensorrt package and a CUDA GPU; this machine has " + (
-    "no tensorrt package" if importlib.util.find_spec("tensorrt") is None else "no CUDA GPU"
-)
+_MISSING = _gpu()
+HAVE_TRT = not _MISSING
+SKIP_REASON = f"TensorRT engines need the tensorrt package and a CUDA GPU; this machine has {_MISSING}"
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is available here: the refusal path does not apply")
@@ -264,13 +271,17 @@ def bundle_reference(bundle: Path) -> tuple:
 
 
 @pytest.mark.skipif(not HAVE_TRT, reason=SKIP_REASON)
+@pytest.mark.timeout(900)  # an engine build on a Jetson takes minutes
 def test_gate_side_build_times_and_checks_an_engine_without_pytorch(
     built: tuple, tmp_path: Path, prefect_api: str
 ) -> None:
     """The split path end to end where TensorRT and a GPU exist: the host's bundle (FP32 ONNX, reference
-    detections) through MLflow, the gate-build flow (strongly typed engine, timing, agreement), results read back,
-    and the gate's detections scored on the host as the rebuild's gate step scores them."""
-    from flows.gate_build import gate_build
+    detections) through MLflow, the gate-build flow (strongly typed engine, timing, agreement) in a fresh
+    interpreter where PyTorch cannot be imported (as on the gate; this process loaded it for the host's build),
+    results read back, and the gate's detections scored on the host as the rebuild's gate step scores them."""
+    from prefect.client.orchestration import get_client
+    from torchless import run_without_torch
+
     from tasks.edge.gate_build import RESULT_PATH
     from tasks.pipeline import gate_remote
     from tasks.support import tracking as trk
@@ -284,7 +295,16 @@ def test_gate_side_build_times_and_checks_an_engine_without_pytorch(
     images = sorted((params.paths.holdout / "images").iterdir())
     bundle = gate_remote.write_bundle("trt-fp32", fp32.path, fp32, images, params.validate_, tmp_path / "bundle")
     gate_remote.log_bundle(tracking, run_id, bundle)
-    state = gate_build(run_id, tracking.uri, str(tmp_path / "gate"), return_state=True)
+    gate_side = (
+        "import sys\n"
+        "from flows.gate_build import gate_build\n"
+        "state = gate_build(sys.argv[1], sys.argv[2], sys.argv[3], return_state=True)\n"
+        "print(state.state_details.flow_run_id)\n"
+    )
+    ran = run_without_torch(gate_side, run_id, tracking.uri, str(tmp_path / "gate"), timeout=840)
+    assert ran.returncode == 0, ran.stderr
+    with get_client(sync_client=True) as prefect:
+        state = prefect.read_flow_run(ran.stdout.strip().splitlines()[-1]).state
     outcome = gate_remote.outcome_of(state, tracking, run_id)
     assert outcome.passed, outcome.reason
     assert outcome.metrics["latency_p50_ms"] > 0
