@@ -244,9 +244,11 @@ def build_candidates(
         elif backend == "tensorrt":  # engines cached before these layouts did not load or lacked their plan
             keyed["engine_files"] = ENGINE_FILES
         if cand.method == "trt-qdq":
-            from tasks.pipeline.quantize import TRT_QDQ_PLACEMENT
+            from tasks.pipeline.quantize import TRT_QDQ_HIGH_PRECISION, TRT_QDQ_PLACEMENT
 
             keyed["qdq_placement"] = TRT_QDQ_PLACEMENT
+            high = cand.qdq_settings.high_precision  # in `params` too; keyed by name so it can never drop out
+            keyed["qdq_high_precision"] = TRT_QDQ_HIGH_PRECISION if high == "fp16" else high
         key = cache_key(base_model_sha256, calibrated_on, keyed, cfg.imgsz, toolchain)
         folder = out_dir / cand.name
         reused = _reuse(folder, key, cache_dir)
