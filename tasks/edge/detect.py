@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.edge.agreement import Detections
-from tasks.edge.postprocess import decode
+from tasks.edge.postprocess import check_output, decode
 from tasks.edge.preprocess import preprocess
 from tasks.edge.runners import Runner, open_runner
 
@@ -20,10 +20,22 @@ class Detector:
 
     runner: Runner
     max_det: int = 300
+    what: str = "model"
+
+    def __post_init__(self) -> None:
+        """Refuse a model whose output the decoder would misread (`check_output`), before any frame."""
+        check_output(self.runner.output_shape, self.runner.metadata, self.what)
 
     @classmethod
     def open(cls, artifact: Path, threads: int = 0) -> Detector:
-        return cls(open_runner(artifact, threads))
+        runner = open_runner(artifact, threads)
+        try:
+            return cls(runner, what=str(artifact))
+        except Exception:
+            close = getattr(runner, "close", None)
+            if close is not None:
+                close()
+            raise
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -41,13 +53,17 @@ class Detector:
         return decode(self.runner(batch)[0], boxes[0], conf, iou, self.max_det)
 
 
+def _batch(runner: Runner, frame: np.ndarray | None) -> np.ndarray:
+    if frame is not None:
+        return preprocess([frame], runner.input_hw)[0]
+    return np.zeros((1, 3, *runner.input_hw), dtype=np.float32)
+
+
 def time_runner(runner: Runner, warmup: int, runs: int, frame: np.ndarray | None = None) -> list[float]:
     """Milliseconds of each of `runs` inferences after `warmup` runs, on `frame` (BGR, letterboxed as for detection)
-    or, without one, on a blank input of the runner's shape."""
-    if frame is not None:
-        batch = preprocess([frame], runner.input_hw)[0]
-    else:
-        batch = np.zeros((1, 3, *runner.input_hw), dtype=np.float32)
+    or, without one, on a blank input of the runner's shape: the end-to-end time of a call (copies in and out, and
+    for a TensorRT runner the host's Python around the engine)."""
+    batch = _batch(runner, frame)
     for _ in range(warmup):
         runner(batch)
     samples = []
@@ -58,9 +74,24 @@ def time_runner(runner: Runner, warmup: int, runs: int, frame: np.ndarray | None
     return samples
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
+def percentiles(samples: list[float], prefix: str = "latency") -> dict[str, float]:
     """p50 and p95 of latency samples (NumPy's linear interpolation), in ms."""
     return {
-        "latency_p50_ms": round(float(np.percentile(samples, 50)), 3),
-        "latency_p95_ms": round(float(np.percentile(samples, 95)), 3),
+        f"{prefix}_p50_ms": round(float(np.percentile(samples, 50)), 3),
+        f"{prefix}_p95_ms": round(float(np.percentile(samples, 95)), 3),
     }
+
+
+def time_model(
+    runner: Runner, warmup: int, runs: int, frame: np.ndarray | None = None
+) -> tuple[dict[str, float], list[float]]:
+    """(latency metrics, the samples behind `latency_*`). A runner that can time its engine alone (`time_engine`:
+    TensorRT, between CUDA events on buffers bound once) gives `latency_p50_ms`/`p95` from that, the figure the
+    speed-up is computed from, and the end-to-end time of a call beside it (`e2e_latency_*`); other runners' call
+    time is both."""
+    e2e = time_runner(runner, warmup, runs, frame)
+    time_engine = getattr(runner, "time_engine", None)
+    if time_engine is None:
+        return {**percentiles(e2e), **percentiles(e2e, "e2e_latency")}, e2e
+    device = time_engine(_batch(runner, frame), warmup, runs)
+    return {**percentiles(device), **percentiles(e2e, "e2e_latency")}, device

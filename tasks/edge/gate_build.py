@@ -154,15 +154,57 @@ class GateResult:
     metrics: dict[str, float] = field(default_factory=dict)
     latency_ms: tuple[float, ...] = ()
     detections: tuple[tuple[str, Detections], ...] = ()  # (frame name, raw detections at `conf`) per frame
+    clocks: dict[str, Any] = field(default_factory=dict)  # clock_state() when it was timed
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def clock_state(root: Path = Path("/")) -> dict[str, Any]:
+    """Whether the CPU and GPU clocks were pinned when the engine was timed (what `jetson_clocks` does: each
+    cpufreq policy's and the GPU devfreq's minimum raised to its maximum), and the nvpmodel power mode; on a Jetson
+    unpinned clocks scale with load and a latency is not reproducible. Read from sysfs under `root`; a machine
+    without these files (not a Jetson) is recorded as not pinned, with why."""
+    import subprocess
+
+    cpus = sorted((root / "sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq"))
+    cpu = [(_read(c / "scaling_min_freq"), _read(c / "scaling_max_freq")) for c in cpus]
+    gpus = [
+        d
+        for d in sorted((root / "sys/class/devfreq").glob("*"))
+        if any(k in d.name for k in ("gpu", "ga10b", "gv11b", "gp10b"))
+    ]
+    gpu = [(_read(d / "min_freq"), _read(d / "max_freq")) for d in gpus]
+    cpu_pinned = bool(cpu) and all(a is not None and a == b for a, b in cpu)
+    gpu_pinned = bool(gpu) and all(a is not None and a == b for a, b in gpu)
+    mode = ""
+    try:
+        out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10, check=False)
+        mode = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        mode = ""
+    detail = (
+        f"CPU min=max on {sum(a == b for a, b in cpu)}/{len(cpu)} cpufreq policies, "
+        f"GPU min=max on {sum(a == b for a, b in gpu)}/{len(gpu)} devfreq devices, "
+        f"nvpmodel: {mode or 'not available'}"
+    )
+    return {"clocks_pinned": cpu_pinned and gpu_pinned, "cpu": cpu_pinned, "gpu": gpu_pinned, "nvpmodel": mode,
+            "detail": detail}  # fmt: skip
 
 
 def build_and_measure(bundle: GateBundle, out_dir: str | None = None) -> GateResult:
     """Build the strongly typed engine from the bundle's ONNX here (TensorRT 10+), time it (warmup, then runs: p50,
-    p95) and measure agreement with the reference on the bundle's frames, exactly as the host computes it."""
+    p95 of the engine's device time between CUDA events, and the end-to-end time of a call beside it, with whether
+    the clocks were pinned) and measure agreement with the reference on the bundle's frames, exactly as the host
+    computes it."""
     import cv2
 
     from tasks.edge import tensorrt
-    from tasks.edge.detect import Detector, percentiles, time_runner
+    from tasks.edge.detect import Detector, time_model
     from tasks.edge.runners import TensorRTRunner
 
     out = Path(out_dir) if out_dir else bundle.folder.parent / "engine"
@@ -172,9 +214,9 @@ def build_and_measure(bundle: GateBundle, out_dir: str | None = None) -> GateRes
     engine = tensorrt.build_strongly_typed_engine(
         bundle.onnx, out / f"{bundle.onnx.stem}.engine", s.workspace_gb, metadata=bundle.metadata
     )
-    runner = TensorRTRunner(tensorrt.plan_path(engine).read_bytes(), str(engine))
+    runner = TensorRTRunner(tensorrt.plan_path(engine).read_bytes(), str(engine), bundle.metadata)
     try:
-        detector = Detector(runner)
+        detector = Detector(runner, what=str(engine))
         diffs, raw, first = [], [], None
         for frame_path, ref in zip(bundle.frames, bundle.reference, strict=True):
             frame = cv2.imread(str(frame_path))
@@ -184,13 +226,20 @@ def build_and_measure(bundle: GateBundle, out_dir: str | None = None) -> GateRes
             found = detector(frame, raw_conf, s.iou)
             raw.append((frame_path.name, found))
             diffs.append(compare(frame_path.name, ref, above(found, s.agreement_conf)))
-        samples = time_runner(runner, s.warmup, s.runs, first)  # a real frame, as the host's latency uses
+        clocks = clock_state()
+        if not clocks["clocks_pinned"]:
+            log.warning(
+                "gate: clocks are not pinned (%s): latency varies with DVFS; run `sudo nvpmodel -m 0 && sudo "
+                "jetson_clocks` before timing",
+                clocks["detail"],
+            )
+        timing, samples = time_model(runner, s.warmup, s.runs, first)  # a real frame, as the host's latency uses
     finally:
         runner.close()
-    metrics = {**agreement_counts(diffs), **percentiles(samples)}
+    metrics = {**agreement_counts(diffs), **timing, "clocks_pinned": float(clocks["clocks_pinned"])}
     log.info("gate: built and measured %s: %s", bundle.candidate, metrics)
     record = tensorrt.engine_record(engine)
-    return GateResult(bundle.candidate, engine, record, metrics, tuple(samples), tuple(raw))
+    return GateResult(bundle.candidate, engine, record, metrics, tuple(samples), tuple(raw), clocks)
 
 
 def log_result(run_id: str, result: GateResult, tracking_uri: str | None = None) -> dict[str, float]:
@@ -206,7 +255,8 @@ def log_result(run_id: str, result: GateResult, tracking_uri: str | None = None)
         shutil.copyfile(result.engine, folder / result.engine.name)
         shutil.copyfile(plan_path(result.engine), folder / plan_path(result.engine).name)
         (folder / ENGINE_RECORD_JSON).write_text(json.dumps(result.record, indent=1, sort_keys=True))
-        (folder / "latency_ms.json").write_text(json.dumps(list(result.latency_ms)))
+        (folder / "latency_ms.json").write_text(json.dumps(list(result.latency_ms)))  # the engine's device times
+        (folder / "clocks.json").write_text(json.dumps(result.clocks, indent=1, sort_keys=True))
         frames = [{"name": n, "detections": d.to_json()} for n, d in result.detections]
         (folder / DETECTIONS_JSON).write_text(json.dumps(frames))
         client.log_artifacts(run_id, str(folder), RESULT_PATH)

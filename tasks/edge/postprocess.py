@@ -3,17 +3,89 @@
 The raw output is (batch, 4 + classes, anchors): centre-xywh in input pixels, then class scores. The steps are
 Ultralytics' `non_max_suppression` (best class per anchor, confidence filter, class-aware NMS, `max_det`) with
 OpenCV's batched NMS in place of torchvision's, then `scale_boxes` (undo the letterbox) and clipping.
+
+Anything else decoded this way is silent garbage, so `check_output` refuses, when a model is opened, what is not that
+output: an end-to-end (NMS-free) export, whose output is already (1, max_det, 6) boxes; an output whose class count
+is not that of the export's `names`; a dynamic batch or channel dimension.
 """
 
 from __future__ import annotations
+
+import ast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
 from tasks.edge.agreement import Detections
 from tasks.edge.preprocess import Letterbox
+from tasks.support.errors import AlprError, Remedy
 
 MAX_NMS = 30000  # boxes into NMS at most (Ultralytics' max_nms)
+
+
+class UnsupportedModel(AlprError):
+    """The model's output is not the (1, 4 + classes, anchors) detect output the decoder reads; the message says
+    what it is instead and how to export one that is."""
+
+    remedy = Remedy.BUILD
+
+
+def export_names(metadata: Mapping[str, Any]) -> dict[int, str] | None:
+    """The class names of Ultralytics' export metadata, whichever way the format stores them (a dict in an engine
+    header or metadata.yaml, its `str()` in ONNX metadata_props); None when the metadata has none."""
+    names = metadata.get("names")
+    if isinstance(names, str):
+        try:
+            names = ast.literal_eval(names)
+        except (ValueError, SyntaxError):
+            return None
+    if not isinstance(names, Mapping) or not names:
+        return None
+    return {int(k): str(v) for k, v in names.items()}
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).strip().lower() == "true"
+
+
+def check_output(shape: Sequence[int | None], metadata: Mapping[str, Any], what: str) -> None:
+    """Refuse, with what it is, a model whose raw output `decode` would misread: `shape` is the first output's
+    (None for a dynamic dimension), `metadata` Ultralytics' export metadata ({} when the artifact carries none)."""
+    dims = list(shape)
+    if _flag(metadata.get("end2end")):
+        raise UnsupportedModel(
+            f"{what}: an end-to-end (NMS-free) export (metadata end2end: {metadata.get('end2end')}, output {dims}): "
+            "its output is boxes after the model's own top-k, (1, max_det, 6), not the raw (1, 4 + classes, anchors) "
+            "this decoder reads; export it with end2end=False",
+            output_shape=dims,
+        )
+    if len(dims) != 3:
+        raise UnsupportedModel(f"{what}: output shape {dims}, expected (1, 4 + classes, anchors)", output_shape=dims)
+    batch, channels, anchors = dims
+    if batch is None or channels is None:
+        which = "batch" if batch is None else "channel"
+        raise UnsupportedModel(
+            f"{what}: output {dims} has a dynamic {which} dimension; export with batch=1 and dynamic=False",
+            output_shape=dims,
+        )
+    if batch != 1:
+        raise UnsupportedModel(f"{what}: output batch {batch}; the gate runs one frame at a time (export batch=1)")
+    names = export_names(metadata)
+    if names is not None and channels != 4 + len(names):
+        raise UnsupportedModel(
+            f"{what}: output {dims} has {channels - 4} class scores per anchor, but the export's names list "
+            f"{len(names)} classes ({sorted(names.values())[:5]}): not the model these names belong to",
+            output_shape=dims,
+            classes=len(names),
+        )
+    if channels < 5 or (anchors is not None and anchors <= channels):
+        raise UnsupportedModel(
+            f"{what}: output {dims} is not (1, 4 + classes, anchors) (fewer anchors than channels: the (1, max_det, "
+            "6) of an end-to-end export?); export the detect model with end2end=False",
+            output_shape=dims,
+        )
 
 
 def scale_boxes(xyxy: np.ndarray, box: Letterbox) -> np.ndarray:
@@ -30,6 +102,8 @@ def scale_boxes(xyxy: np.ndarray, box: Letterbox) -> np.ndarray:
 
 def decode(output: np.ndarray, box: Letterbox, conf: float, iou: float, max_det: int = 300) -> Detections:
     """Detections of one image from its raw output (4 + classes, anchors)."""
+    if np.ndim(output) != 2 or np.shape(output)[0] < 5:
+        raise UnsupportedModel(f"one image's raw output has shape {np.shape(output)}, not (4 + classes, anchors)")
     pred = np.asarray(output, dtype=np.float32).T  # (anchors, 4 + classes)
     scores_all = pred[:, 4:]
     cls = scores_all.argmax(1)

@@ -56,39 +56,145 @@ class TensorRTUnavailable(AlprError):
 # cudaDeviceAttr values of the CUDA runtime API (stable since CUDA 5; cuda_runtime_api.h)
 _CC_MAJOR, _CC_MINOR = 75, 76
 
+_SM_COUNT = 16  # cudaDevAttrMultiProcessorCount
+BOARD_MODEL = Path("/proc/device-tree/model")  # Jetsons (and other device-tree boards) name the board here
+# what an engine is tied to; an engine whose header lacks any of them was built before it was recorded: rebuilt
+DEVICE_KEYS = ("gpu", "compute_capability", "sm_count", "board", "tensorrt")
 
-def device_info() -> dict[str, str]:
-    """The GPU name, compute capability and TensorRT version an engine built here is tied to.
+TENSORRT_MIN_MAJOR = 10  # STRONGLY_TYPED networks (our trt-qdq engines) and the named-tensor API start at 10.0
 
-    Without PyTorch (the gate has none): the CUDA runtime through Polygraphy's ctypes wrapper of libcudart, which
-    finds JetPack's and pip's CUDA libraries. The name is the first field of `cudaDeviceProp` (what
-    `torch.cuda.get_device_name` returns); the buffer is oversized because the struct grows between CUDA versions.
-    """
+
+def major_version(version: str) -> int | None:
+    """The major version of a version string ("10.3.0" -> 10); None when it does not start with a number."""
+    head = str(version).split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def network_flags(trt: Any) -> int:
+    """The creation flags of a strongly typed network for this `tensorrt` module, by its major version: TensorRT 10
+    opts in with `NetworkDefinitionCreationFlag.STRONGLY_TYPED`; TensorRT 11 builds every network strongly typed and
+    keeps the flag only as deprecated (accepted and ignored), so it is not passed there, and a later release that
+    drops it still builds. Before 10 there are no strongly typed networks: refused."""
+    version = str(getattr(trt, "__version__", "unknown"))
+    major = major_version(version)
+    if major is None or major < TENSORRT_MIN_MAJOR:
+        raise TensorRTUnavailable(
+            f"TensorRT {version}: strongly typed networks need TensorRT {TENSORRT_MIN_MAJOR} or later"
+        )
+    if major > TENSORRT_MIN_MAJOR:
+        return 0  # strong typing is unconditional from 11 on
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if flag is None:
+        raise TensorRTUnavailable(f"TensorRT {version} has no NetworkDefinitionCreationFlag.STRONGLY_TYPED")
+    return 1 << int(flag)
+
+
+def _device_properties(cudart: Any) -> Any:
+    """`cudaGetDeviceProperties_v2` (CUDA 12 and later: what the runtime header's `cudaGetDeviceProperties` names)
+    where libcudart exports it, else the old symbol."""
+    return getattr(cudart, "cudaGetDeviceProperties_v2", None) or cudart.cudaGetDeviceProperties
+
+
+def board_model(path: Path = BOARD_MODEL) -> str:
+    """The board this GPU sits on, as its device tree names it ("NVIDIA Jetson AGX Orin Developer Kit", "NVIDIA
+    Jetson Orin Nano Engineering Reference Developer Kit Super"): every Orin module reports compute capability 8.7,
+    so the GPU name and capability alone do not tell an AGX Orin from a Nano. "" where there is no device tree (an
+    x86 host: its GPU name and SM count tell its GPU apart)."""
+    try:
+        return path.read_bytes().split(b"\0", 1)[0].decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def query_device(cudart: Any, device: int = 0) -> dict[str, str]:
+    """The GPU name, compute capability and SM count of CUDA device `device`, from a ctypes handle of libcudart.
+
+    The name is the first field of `cudaDeviceProp` (what `torch.cuda.get_device_name` returns; the buffer is
+    oversized because the struct grows between CUDA versions); capability and SM count through
+    `cudaDeviceGetAttribute`, whose attribute numbers do not move. A CUDA error (no GPU, no driver) is
+    `TensorRTUnavailable` with its status."""
     import ctypes
 
+    major, minor, sms = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    props = ctypes.create_string_buffer(8192)
     try:
-        import tensorrt as trt
-        from polygraphy import cuda
-    except Exception as e:  # ImportError, or OSError from a broken install
-        raise TensorRTUnavailable(f"TensorRT cannot run here: {type(e).__name__}: {e}") from e
-    try:
-        cudart = cuda.wrapper().handle
-        major, minor = ctypes.c_int(), ctypes.c_int()
-        props = ctypes.create_string_buffer(8192)
         for status in (
-            cudart.cudaDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, 0),
-            cudart.cudaDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, 0),
-            cudart.cudaGetDeviceProperties(props, 0),
+            cudart.cudaDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device),
+            cudart.cudaDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device),
+            cudart.cudaDeviceGetAttribute(ctypes.byref(sms), _SM_COUNT, device),
+            _device_properties(cudart)(props, device),
         ):
             if status != 0:
                 raise RuntimeError(f"CUDA runtime error {status} (no CUDA GPU?)")
-    except Exception as e:  # Polygraphy's own exception when libcudart is missing, or a CUDA error
+    except Exception as e:  # a CUDA error, or a symbol this libcudart lacks
         raise TensorRTUnavailable(f"no usable CUDA GPU here: {type(e).__name__}: {e}") from e
     return {
-        "gpu": props.raw[:256].split(b"\0", 1)[0].decode(),
+        "gpu": props.raw[:256].split(b"\0", 1)[0].decode(errors="replace"),
         "compute_capability": f"{major.value}.{minor.value}",
-        "tensorrt": trt.__version__,
+        "sm_count": str(sms.value),
     }
+
+
+def pip_cudart_dirs(search: list[str] | None = None) -> list[Path]:
+    """The folders where pip's CUDA runtime wheels put libcudart, in `search` (default: `sys.path`, so the
+    interpreter's site-packages): `nvidia/cuda_runtime/lib` (nvidia-cuda-runtime-cu12, what the tensorrt-cu12 wheel
+    depends on) first, then `nvidia/cu<major>/lib` (the CUDA 13 wheels' layout), newest first."""
+    import sys
+
+    found: list[Path] = []
+    for entry in sys.path if search is None else search:
+        base = Path(entry or ".") / "nvidia"
+        if not base.is_dir():
+            continue
+        dirs = [base / "cuda_runtime" / "lib", *sorted(base.glob("cu[0-9]*/lib"), reverse=True)]
+        found += [d for d in dirs if d not in found and any(d.glob("libcudart.so*"))]
+    return found
+
+
+def cuda_runtime(search: list[str] | None = None) -> Any:
+    """Polygraphy's CUDA wrapper (`polygraphy.cuda.wrapper()`: one per process, the device buffers of
+    `TrtRunner` use it too), its libcudart found where pip's CUDA wheels put it before anywhere else.
+
+    Polygraphy looks for `libcudart.so*` only in `LD_LIBRARY_PATH`, `/usr/local/cuda/lib64`, `/usr/lib` and `/lib`
+    (JetPack's CUDA is in the second), then tries the bare `libcudart.so`, which pip's wheels do not ship: on a
+    pip-only x86 host (`tensorrt_on: host` with the tensorrt-cu12 wheel) it finds nothing. So the first wrapper is
+    created with pip's folders (`pip_cudart_dirs`) in front of `LD_LIBRARY_PATH`, restored right after: it is the
+    search list Polygraphy reads, not the loader's (the library is loaded by its full path)."""
+    import os
+
+    from polygraphy import cuda
+
+    dirs = [str(d) for d in pip_cudart_dirs(search)]
+    if not dirs:
+        return cuda.wrapper()
+    before = os.environ.get("LD_LIBRARY_PATH")
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*dirs, *([before] if before else [])])
+    try:
+        return cuda.wrapper()
+    finally:
+        if before is None:
+            del os.environ["LD_LIBRARY_PATH"]
+        else:
+            os.environ["LD_LIBRARY_PATH"] = before
+
+
+def device_info() -> dict[str, str]:
+    """What an engine built here is tied to (`DEVICE_KEYS`): the GPU name, compute capability and SM count, the
+    board, and the TensorRT version.
+
+    Without PyTorch (the gate has none): the CUDA runtime through Polygraphy's ctypes wrapper of libcudart
+    (`cuda_runtime`: JetPack's in /usr/local/cuda, or pip's wheels' in site-packages).
+    """
+    try:
+        import polygraphy  # noqa: F401 (its absence is TensorRTUnavailable, as tensorrt's)
+        import tensorrt as trt
+    except Exception as e:  # ImportError, or OSError from a broken install
+        raise TensorRTUnavailable(f"TensorRT cannot run here: {type(e).__name__}: {e}") from e
+    try:
+        cudart = cuda_runtime().handle
+    except Exception as e:  # Polygraphy's own exception when libcudart is missing
+        raise TensorRTUnavailable(f"no usable CUDA GPU here: {type(e).__name__}: {e}") from e
+    return {**query_device(cudart), "board": board_model(), "tensorrt": trt.__version__}
 
 
 def read_engine(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -142,11 +248,22 @@ def built_for(header: dict[str, Any]) -> dict[str, str] | None:
 
 
 def check_engine(path: Path) -> dict[str, str]:
-    """Fail unless `path` was built for this machine's GPU and TensorRT version; returns what it was built for."""
+    """Fail unless `path` was built for this machine's GPU (name, compute capability, SM count), board and TensorRT
+    version; returns what it was built for. An engine that records less (built before the SM count and board were
+    recorded) is refused: it cannot show it is not an AGX Orin's engine on a Nano."""
     header, _ = read_engine(path)
     device = built_for(header)
     if not device:
         raise EngineMismatch(f"{path}: the engine does not record its GPU and TensorRT version; rebuild it here")
+    lacking = [k for k in DEVICE_KEYS if k not in device]
+    if lacking:
+        raise EngineMismatch(
+            f"{path}: built for {device.get('gpu')!r} (compute capability {device.get('compute_capability')}, "
+            f"TensorRT {device.get('tensorrt')}), but its header records no {', '.join(lacking)}: every Orin module "
+            "reports compute capability 8.7, so an engine built before these were recorded cannot show which board "
+            "it was built and timed on. Rebuild it on the gate that runs it (build.backend: tensorrt).",
+            lacking=lacking,
+        )
     try:
         here = device_info()
     except TensorRTUnavailable as e:
@@ -155,7 +272,7 @@ def check_engine(path: Path) -> dict[str, str]:
             f"TensorRT {device.get('tensorrt')}), but this machine cannot run TensorRT ({type(e).__name__}: {e}). "
             "Run it on the gate hardware it was built for."
         ) from e
-    diff = {k: (device.get(k), here[k]) for k in here if device.get(k) != here[k]}
+    diff = {k: (device.get(k), here.get(k)) for k in DEVICE_KEYS if device.get(k) != here.get(k)}
     if diff:
         detail = ", ".join(f"{k}: built for {a!r}, this machine has {b!r}" for k, (a, b) in diff.items())
         raise EngineMismatch(
@@ -235,12 +352,10 @@ def build_strongly_typed_engine(
         import tensorrt as trt
     except Exception as e:
         raise TensorRTUnavailable(f"{qdq_onnx}: TensorRT cannot build here: {type(e).__name__}: {e}") from e
-    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        raise TensorRTUnavailable(f"TensorRT {trt.__version__}: strongly typed networks need TensorRT 10 or later")
-
+    flags = network_flags(trt)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(qdq_onnx)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

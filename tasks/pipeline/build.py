@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.edge.metadata import embed_metadata
-from tasks.edge.tensorrt import ENGINE_FILES, engine_record
+from tasks.edge.tensorrt import ENGINE_FILES, TENSORRT_MIN_MAJOR, engine_record, major_version
 from tasks.support.cache import CacheStore, copy_tree
 from tasks.support.candidate import BUILT_ON_GATE, CANDIDATE_JSON, Candidate, openvino_xml, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
@@ -97,13 +97,7 @@ def toolchain_versions() -> dict[str, str]:
     return installed_versions(ARTIFACT_TOOLCHAIN)
 
 
-TENSORRT_MIN_MAJOR = 10  # STRONGLY_TYPED networks (our trt-qdq engines) and the named-tensor API start at 10.0
 TENSORRT_10_JETPACK = "JetPack 6.1 or later (TensorRT 10.3), while JetPack 5.x and 6.0 ship TensorRT 8.5 and 8.6"
-
-
-def _major(version: str) -> int | None:
-    head = str(version).split(".", 1)[0]
-    return int(head) if head.isdigit() else None
 
 
 def check_tensorrt(
@@ -129,7 +123,7 @@ def check_tensorrt(
         missing.append(f"the `tensorrt` Python package does not import ({type(e).__name__}: {e})")
     else:
         version = str(getattr(trt, "__version__", "unknown"))
-        major = _major(version)
+        major = major_version(version)
         if major is None or major < TENSORRT_MIN_MAJOR:
             missing.append(
                 f"TensorRT {version} is installed, but this project needs TensorRT {TENSORRT_MIN_MAJOR} or later "
@@ -262,9 +256,11 @@ def build_candidates(
         elif backend == "tensorrt":  # engines cached before these layouts did not load or lacked their plan
             keyed["engine_files"] = ENGINE_FILES
         if cand.method == "trt-qdq":
-            from tasks.pipeline.quantize import TRT_QDQ_PLACEMENT
+            from tasks.pipeline.quantize import TRT_QDQ_HIGH_PRECISION, TRT_QDQ_PLACEMENT
 
             keyed["qdq_placement"] = TRT_QDQ_PLACEMENT
+            high = cand.qdq_settings.high_precision  # in `params` too; keyed by name so it can never drop out
+            keyed["qdq_high_precision"] = TRT_QDQ_HIGH_PRECISION if high == "fp16" else high
         key = cache_key(base_model_sha256, calibrated_on, keyed, cfg.imgsz, toolchain)
         folder = out_dir / cand.name
         reused = _reuse(folder, key, cache_dir)

@@ -599,6 +599,52 @@ def _ort_infer(path: Path) -> Infer:
 # its own partitioning, which `quantize_static` has no equivalent of: those stay in float here.
 TRT_QDQ_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 TRT_QDQ_PLACEMENT = "modelopt-style: compute-op inputs, float bias, per-channel weights"  # in trt-qdq cache keys
+# ONNX allows FP16 scales (and inputs) on QuantizeLinear/DequantizeLinear from opset 19 (opset 13-18: float32 only);
+# TensorRT 10.0's ONNX parser takes opsets 9-20. Ultralytics exports opset 18 here.
+QDQ_FP16_OPSET = 19
+TRT_QDQ_HIGH_PRECISION = "fp16: opset 19, onnxruntime float16 converter, keep_io_types, topological order"  # cache key
+
+
+def _topological(graph: Any) -> None:
+    """Reorder `graph`'s nodes so each comes after the producers of its inputs (ONNX requires it; ONNX Runtime's
+    float16 converter appends its input Casts at the end), keeping the original order otherwise."""
+    produced = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in produced for i in n.input)]
+        if not ready:
+            raise QuantizeError(f"the graph has a cycle or a dangling input at {pending[0].name}")
+        for n in ready:
+            produced.update(n.output)
+        ordered += ready
+        pending = [n for n in pending if n not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def qdq_to_fp16(model: Any) -> Any:
+    """The Q/DQ ONNX with everything outside the Q/DQ pairs in FP16, model inputs and outputs kept FP32: what NVIDIA
+    ModelOpt's INT8 quantization gives with `high_precision_dtype` fp16, and what the TensorRT 11 migration guide's
+    AutoCast step does before a strongly typed build (which takes every type from the graph: an FP32 graph runs
+    FP32 kernels outside the INT8 Convs).
+
+    The graph is first raised to opset 19 with ONNX's version converter (FP16 Q/DQ scales need it), then converted
+    by ONNX Runtime's float16 converter with `keep_io_types` and nothing blocked: every float initializer and tensor
+    becomes FP16, so each QuantizeLinear takes an FP16 input with an FP16 scale (TensorRT wants the two of one type)
+    and each DequantizeLinear, its scale FP16, yields FP16 straight into its Conv (no Cast between them to break the
+    INT8 fusion). The converter keeps Resize's scales FP32 (`ALWAYS_FLOAT_INPUTS`) and casts only at the graph's
+    inputs and outputs."""
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < QDQ_FP16_OPSET:
+        model = version_converter.convert_version(model, QDQ_FP16_OPSET)
+    converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=[])
+    _topological(converted.graph)
+    onnx.checker.check_model(converted)
+    return converted
 
 
 def trt_qdq_options(model: Any) -> tuple[list[str], dict[str, Any]]:
@@ -690,15 +736,20 @@ def qdq_quantize_onnx(
         extra_options=extra,
     )
     quantized = onnx.load(str(out_onnx))
+    fp16 = for_tensorrt and cfg.high_precision == "fp16"
+    if fp16:
+        quantized = qdq_to_fp16(quantized)
     del quantized.metadata_props[:]
     for prop in model.metadata_props:  # Ultralytics' metadata (names, stride, imgsz) so YOLO() loads it
         quantized.metadata_props.add(key=prop.key, value=prop.value)
     onnx.save(quantized, str(out_onnx))
     gate = AgreementGate(_ort_infer(fp32_onnx), held, imgsz, gate_cfg)
+    # the graph that ships (`out_onnx`: FP16 outside Q/DQ for trt-qdq's default), never the FP32 Q/DQ before it
     result = GateResult(gate.score(_ort_infer(fp32_onnx)), gate.score(_ort_infer(out_onnx)), 1.0)
     log.info(
-        "Q/DQ %s: agreement %.4f (FP32 %.4f) on %d held-out frames",
+        "Q/DQ %s (%s outside Q/DQ): agreement %.4f (FP32 %.4f) on %d held-out frames",
         cfg.calibration,
+        "FP16" if fp16 else "FP32",
         result.candidate,
         result.reference,
         len(held),
@@ -709,7 +760,14 @@ def qdq_quantize_onnx(
             "holdout_frames": len(held),
             "kept_in_float": exclude,
             "qdq_placement": (
-                {"target": "tensorrt", "op_types_quantized": op_types, "quantize_bias": False, "per_channel": True}
+                {
+                    "target": "tensorrt",
+                    "op_types_quantized": op_types,
+                    "quantize_bias": False,
+                    "per_channel": True,
+                    "high_precision": cfg.high_precision,
+                    "opset": next(o.version for o in quantized.opset_import if o.domain in ("", "ai.onnx")),
+                }
                 if for_tensorrt
                 else {"target": "onnxruntime", "op_types_quantized": "onnxruntime-default", "quantize_bias": True}
             ),

@@ -194,6 +194,11 @@ class QdqConfig(_Frozen):
     subset_size: int = Field(64, ge=1)  # calibration frames used (at most those extracted)
     ignored_scope: IgnoredScopeConfig = IgnoredScopeConfig()  # Ultralytics' head scope + branches' last convs
     holdout_fraction: float = Field(0.25, gt=0, lt=1)  # of the calibration frames, kept out to measure agreement
+    # trt-qdq only: the type of everything outside the Q/DQ pairs. A strongly typed engine takes its types from the
+    # graph, so fp16 converts the graph to FP16 on the host (model inputs and outputs kept FP32), as NVIDIA
+    # ModelOpt's high_precision_dtype fp16 does; fp32 ships it as quantize_static writes it. ort-qdq ignores it
+    # (ONNX Runtime's CPU QDQ kernels run the rest in FP32).
+    high_precision: Literal["fp16", "fp32"] = "fp16"
 
     @model_validator(mode="after")
     def _check_percentile(self) -> QdqConfig:

@@ -11,16 +11,23 @@ from tasks.support.config import BuildConfig, CandidateConfig
 pytestmark = [pytest.mark.integration, pytest.mark.tensorrt]
 
 
-def _gpu() -> bool:
-    import torch
+def _gpu() -> str:
+    """Why no engine can be built here ("" when one can): the gate's own device query (`device_info`: TensorRT,
+    Polygraphy's libcudart, a CUDA device), never PyTorch, which the gate does not have."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "no tensorrt package"
+    from tasks.edge.tensorrt import TensorRTUnavailable, device_info
 
-    return torch.cuda.is_available()
+    try:
+        device_info()
+    except TensorRTUnavailable as e:
+        return f"no CUDA GPU usable by TensorRT ({e})"
+    return ""
 
 
-HAVE_TRT = importlib.util.find_spec("tensorrt") is not None and _gpu()
-SKIP_REASON = "TensorRT engines need the tensorrt package and a CUDA GPU; this machine has " + (
-    "no tensorrt package" if importlib.util.find_spec("tensorrt") is None else "no CUDA GPU"
-)
+_MISSING = _gpu()
+HAVE_TRT = not _MISSING
+SKIP_REASON = f"TensorRT engines need the tensorrt package and a CUDA GPU; this machine has {_MISSING}"
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is available here: the refusal path does not apply")
@@ -224,37 +231,133 @@ def tensorrt_qdq_violations(model) -> tuple[list[str], dict[str, int]]:
     return bad, counts
 
 
-def test_trt_qdq_onnx_follows_tensorrts_onnx_parser_rules(
-    plate_model: Path, sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The Q/DQ ONNX that build hands to TensorRT for a trt-qdq candidate (the engine build itself is not run here:
-    `build_strongly_typed_engine` is replaced by a copy of its input), checked against TensorRT's parser rules."""
+def fp16_violations(model) -> tuple[list[str], dict[str, int]]:
+    """What in a trt-qdq ONNX built with `qdq.high_precision: fp16` breaks the rules of an FP16-outside-Q/DQ graph
+    for a strongly typed TensorRT build: ONNX allows FP16 Q/DQ scales only from opset 19; TensorRT wants a
+    QuantizeLinear's scale of its input's type; a Cast between a DequantizeLinear and its Conv can stop the INT8
+    fusion, so each quantized Conv reads its DequantizeLinears directly; every float tensor is FP16 except where a
+    rule needs FP32 (the model's input and output, kept FP32; Resize's scales, which ONNX types float32)."""
+    from onnx import TensorProto, shape_inference
+
+    model = shape_inference.infer_shapes(model)
+    graph = model.graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            types[n.output[0]] = n.attribute[0].t.data_type
+    for v in [*graph.value_info, *graph.input, *graph.output]:
+        types.setdefault(v.name, v.type.tensor_type.elem_type)
+    producer = {o: n for n in graph.node for o in n.output}
+    bad: list[str] = []
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < 19:
+        bad.append(f"opset {opset}: FP16 Q/DQ scales need opset 19")
+    counts = {"conv_reads_dq": 0, "fp16_scales": 0, "fp32_tensors": 0}
+    for n in graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            scale = types.get(n.input[1])
+            if scale != TensorProto.FLOAT16:
+                bad.append(f"{n.name}: scale {TensorProto.DataType.Name(scale or 0)}, not FLOAT16")
+            else:
+                counts["fp16_scales"] += 1
+            if n.op_type == "QuantizeLinear" and types.get(n.input[0]) != scale:
+                bad.append(f"{n.name}: input {TensorProto.DataType.Name(types.get(n.input[0], 0))}, scale another")
+        if n.op_type == "Conv":
+            feeds = [producer.get(i) for i in n.input[:2]]
+            if any(f is not None and f.op_type == "DequantizeLinear" for f in feeds):
+                if not all(f is not None and f.op_type == "DequantizeLinear" for f in feeds):
+                    bad.append(f"{n.name}: a quantized Conv whose inputs are not both read from DequantizeLinear")
+                counts["conv_reads_dq"] += 1
+            for f in feeds:
+                source = producer.get(f.input[0]) if f is not None and f.op_type == "Cast" else None
+                if source is not None and source.op_type == "DequantizeLinear":
+                    bad.append(f"{n.name}: a Cast between its DequantizeLinear and itself")
+    allowed = {i.name for i in graph.input} | {o.name for o in graph.output}
+    allowed |= {n.input[2] for n in graph.node if n.op_type == "Resize" and len(n.input) > 2 and n.input[2]}
+    for name, t in types.items():
+        if t == TensorProto.FLOAT:
+            counts["fp32_tensors"] += 1
+            if name not in allowed:
+                bad.append(f"{name}: FP32 outside the model's input/output and Resize's scales")
+    return bad, counts
+
+
+def handed_to_tensorrt(
+    plate_model: Path, sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **qdq: object
+) -> tuple[Path, list[Path], dict]:
+    """Build a trt-qdq candidate at imgsz 160 up to the ONNX it hands TensorRT (`build_strongly_typed_engine` is
+    replaced by a copy of its input): that ONNX, the ONNX files the agreement gate scored (ONNX Runtime sessions
+    opened by `quantize._ort_infer`, copied as they were when scored) and what quantization recorded."""
     import shutil
 
-    import onnx
-
     import tasks.edge.tensorrt as trt_files
+    from tasks.pipeline import quantize
     from tasks.pipeline.build import build_artifact
     from tasks.support.config import ValidateConfig
 
     calib = tmp_path / "calibration.yaml"  # the holdout frames as calibration frames (6: 4 calibrate, 2 gate)
     calib.write_text(f"path: {sample_data / 'holdout'}\nval: images\nnames: {{0: plate}}\n")
     handed = tmp_path / "handed_to_tensorrt.onnx"
+    scored: list[Path] = []
 
     def parser_input(qdq_onnx: Path, engine_path: Path, workspace_gb: float = 4.0) -> Path:
         shutil.copyfile(qdq_onnx, handed)
         return engine_path
 
+    ort_infer = quantize._ort_infer
+
+    def scoring(path: Path):
+        scored.append(shutil.copyfile(path, tmp_path / f"scored_{len(scored)}.onnx"))
+        return ort_infer(path)
+
     monkeypatch.setattr(trt_files, "build_strongly_typed_engine", parser_input)
+    monkeypatch.setattr(quantize, "_ort_infer", scoring)
     cand = CandidateConfig(
-        name="trt-qdq", precision="int8", method="trt-qdq", qdq={"symmetric_activations": True, "subset_size": 4}
+        name="trt-qdq",
+        precision="int8",
+        method="trt-qdq",
+        qdq={"symmetric_activations": True, "subset_size": 4, **qdq},
     )
     (tmp_path / "out").mkdir()
-    build_artifact(plate_model, cand, "tensorrt", calib, 160, tmp_path / "out", ValidateConfig(imgsz=160), [])
+    _, info = build_artifact(plate_model, cand, "tensorrt", calib, 160, tmp_path / "out", ValidateConfig(imgsz=160), [])
+    return handed, scored, info
+
+
+def test_trt_qdq_onnx_follows_tensorrts_onnx_parser_rules(
+    plate_model: Path, sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Q/DQ ONNX that build hands to TensorRT for a trt-qdq candidate (the engine build itself is not run here),
+    checked against TensorRT's parser rules and, with the default `qdq.high_precision: fp16`, the FP16 rules: what
+    is not quantized is FP16, and the agreement gate scored exactly that graph."""
+    import onnx
+
+    handed, scored, info = handed_to_tensorrt(plate_model, sample_data, tmp_path, monkeypatch)
     violations, counts = tensorrt_qdq_violations(onnx.load(str(handed)))
     assert not violations, f"{len(violations)} violations:\n" + "\n".join(violations[:40])
     assert counts["weight_qdq"] > 40 and counts["activation_q"] > 40
     assert counts["per_channel_scales"] == counts["weight_qdq"]
+    fp16, found = fp16_violations(onnx.load(str(handed)))
+    assert not fp16, f"{len(fp16)} FP16 violations:\n" + "\n".join(fp16[:40])
+    assert found["conv_reads_dq"] > 40 and found["fp16_scales"] > 80
+    assert found["fp32_tensors"] >= 3  # input, output, the Resize scales: the rule above can find FP32
+    assert info["qdq_placement"]["high_precision"] == "fp16" and info["qdq_placement"]["opset"] == 19
+    *reference, candidate = scored  # AgreementGate: the FP32 reference (its detections, its score), the candidate
+    assert candidate.read_bytes() == handed.read_bytes(), "the gate scored another graph than the one shipped"
+    assert all(fp16_violations(onnx.load(str(r)))[0] for r in reference), "the reference is the FP32 export"
+
+
+def test_trt_qdq_with_high_precision_fp32_ships_the_fp32_qdq_graph(
+    plate_model: Path, sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+    from onnx import TensorProto
+
+    handed, scored, info = handed_to_tensorrt(plate_model, sample_data, tmp_path, monkeypatch, high_precision="fp32")
+    model = onnx.load(str(handed))
+    assert not tensorrt_qdq_violations(model)[0]
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 18  # as exported
+    assert {t.data_type for t in model.graph.initializer if t.data_type in (1, 10)} == {TensorProto.FLOAT}
+    assert scored[-1].read_bytes() == handed.read_bytes() and info["qdq_placement"]["high_precision"] == "fp32"
 
 
 def bundle_reference(bundle: Path) -> tuple:
@@ -264,13 +367,17 @@ def bundle_reference(bundle: Path) -> tuple:
 
 
 @pytest.mark.skipif(not HAVE_TRT, reason=SKIP_REASON)
+@pytest.mark.timeout(900)  # an engine build on a Jetson takes minutes
 def test_gate_side_build_times_and_checks_an_engine_without_pytorch(
     built: tuple, tmp_path: Path, prefect_api: str
 ) -> None:
     """The split path end to end where TensorRT and a GPU exist: the host's bundle (FP32 ONNX, reference
-    detections) through MLflow, the gate-build flow (strongly typed engine, timing, agreement), results read back,
-    and the gate's detections scored on the host as the rebuild's gate step scores them."""
-    from flows.gate_build import gate_build
+    detections) through MLflow, the gate-build flow (strongly typed engine, timing, agreement) in a fresh
+    interpreter where PyTorch cannot be imported (as on the gate; this process loaded it for the host's build),
+    results read back, and the gate's detections scored on the host as the rebuild's gate step scores them."""
+    from prefect.client.orchestration import get_client
+    from torchless import run_without_torch
+
     from tasks.edge.gate_build import RESULT_PATH
     from tasks.pipeline import gate_remote
     from tasks.support import tracking as trk
@@ -284,7 +391,16 @@ def test_gate_side_build_times_and_checks_an_engine_without_pytorch(
     images = sorted((params.paths.holdout / "images").iterdir())
     bundle = gate_remote.write_bundle("trt-fp32", fp32.path, fp32, images, params.validate_, tmp_path / "bundle")
     gate_remote.log_bundle(tracking, run_id, bundle)
-    state = gate_build(run_id, tracking.uri, str(tmp_path / "gate"), return_state=True)
+    gate_side = (
+        "import sys\n"
+        "from flows.gate_build import gate_build\n"
+        "state = gate_build(sys.argv[1], sys.argv[2], sys.argv[3], return_state=True)\n"
+        "print(state.state_details.flow_run_id)\n"
+    )
+    ran = run_without_torch(gate_side, run_id, tracking.uri, str(tmp_path / "gate"), timeout=840)
+    assert ran.returncode == 0, ran.stderr
+    with get_client(sync_client=True) as prefect:
+        state = prefect.read_flow_run(ran.stdout.strip().splitlines()[-1]).state
     outcome = gate_remote.outcome_of(state, tracking, run_id)
     assert outcome.passed, outcome.reason
     assert outcome.metrics["latency_p50_ms"] > 0

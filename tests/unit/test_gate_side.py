@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from torchless import run_without_torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,8 +46,9 @@ def tiny_detector(path: Path) -> Path:
 
 
 def imported_by_gate_modules(release: Path) -> dict[str, list[str]]:
-    """In a fresh interpreter: import every gate module, load `release` the way the gate does and run it on a frame,
-    and refuse an engine built for another GPU; which forbidden packages and which of our files that loaded."""
+    """In a fresh interpreter where PyTorch cannot be imported (as on the gate): import every gate module, load
+    `release` the way the gate does and run it on a frame, and refuse an engine built for another GPU; which
+    forbidden packages and which of our files that loaded."""
     code = (
         "import importlib, json, sys\n"
         f"for m in {GATE_MODULES!r}: importlib.import_module(m)\n"
@@ -68,9 +70,7 @@ def imported_by_gate_modules(release: Path) -> dict[str, list[str]]:
         f"bad = sorted(n for n in sys.modules if n.split('.')[0] in {FORBIDDEN!r})\n"
         "print(json.dumps({'forbidden': bad, 'files': ours}))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(release.parent)], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    out = run_without_torch(code, str(release.parent), timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -135,3 +135,34 @@ def test_without_tensorrt_the_engine_paths_fail_typed_before_any_gpu_work(tmp_pa
     with pytest.raises(TensorRTUnavailable, match="TensorRT cannot build here"):
         build_strongly_typed_engine(tmp_path / "m.onnx", tmp_path / "m.engine", metadata={})
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_the_gates_interpreter_cannot_import_pytorch_though_this_venv_has_it() -> None:
+    """The checks above can fail: in `run_without_torch`, `import torch` (installed in this venv) fails, as on the
+    gate."""
+    import importlib.util
+
+    assert importlib.util.find_spec("torch") is not None
+    out = run_without_torch("import torch\n")
+    assert out.returncode != 0 and "ModuleNotFoundError: No module named 'torch'" in out.stderr
+
+
+def test_the_tensorrt_tests_collect_without_pytorch_where_tensorrt_imports(tmp_path: Path) -> None:
+    """`tests/integration/test_tensorrt.py` decides at collection whether an engine can be built here. Where
+    `tensorrt` imports (a stand-in package here), it probes the GPU through the gate's own device query, never
+    PyTorch: on a machine without PyTorch it still collects, and skips with the device query's reason."""
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text('__version__ = "10.3.0"\n')
+    code = (
+        "import importlib.util, json, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "spec = importlib.util.spec_from_file_location('t', 'tests/integration/test_tensorrt.py')\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "print(json.dumps([module.HAVE_TRT, module.SKIP_REASON]))\n"
+    )
+    out = run_without_torch(code, str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    have, reason = json.loads(out.stdout.strip().splitlines()[-1])
+    assert have is False
+    assert "no CUDA GPU" in reason and "TensorRT cannot run here" in reason  # Polygraphy is not installed here

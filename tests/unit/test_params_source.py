@@ -37,6 +37,7 @@ QDQ_DEFAULTS = {
     "subset_size": 64,
     "ignored_scope": {"ultralytics_head": True, "branch_last_conv": True, "names": (), "types": (), "patterns": ()},
     "holdout_fraction": 0.25,
+    "high_precision": "fp16",
 }
 
 

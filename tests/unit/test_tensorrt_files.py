@@ -5,6 +5,7 @@ runs: the engine header against Ultralytics' backend, the plain plan beside the 
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import json
 import textwrap
@@ -254,3 +255,170 @@ def test_tensorrt_11_without_modelopt_refuses_ultralytics_quantized_engines_only
 def test_no_gpu_is_refused_even_with_tensorrt_10() -> None:
     with pytest.raises(BackendUnavailable, match="no CUDA GPU"):
         check_tensorrt([OURS], import_module=modules(tensorrt=trt("10.3.0")), gpu_available=lambda: False)
+
+
+def tensorrt_module(version: str, **flags: int) -> SimpleNamespace:
+    """A `tensorrt` module as far as `network_flags` reads it: its version and its network creation flags."""
+    return SimpleNamespace(__version__=version, NetworkDefinitionCreationFlag=SimpleNamespace(**flags))
+
+
+def test_the_strongly_typed_flag_is_passed_by_major_version_and_only_where_it_exists() -> None:
+    """TensorRT 10 opts in with STRONGLY_TYPED (its value: bit 1 of the creation flags); TensorRT 11 builds every
+    network strongly typed and keeps the flag only as deprecated: not passed; a release without it still builds."""
+    from tasks.edge.tensorrt import TensorRTUnavailable, network_flags
+
+    assert network_flags(tensorrt_module("10.3.0", EXPLICIT_BATCH=0, STRONGLY_TYPED=1)) == 1 << 1
+    assert network_flags(tensorrt_module("11.1.0", STRONGLY_TYPED=1)) == 0  # deprecated there: not passed
+    assert network_flags(tensorrt_module("12.0.0")) == 0  # the flag gone altogether
+    with pytest.raises(TensorRTUnavailable, match=r"has no NetworkDefinitionCreationFlag\.STRONGLY_TYPED"):
+        network_flags(tensorrt_module("10.0.0"))
+    with pytest.raises(TensorRTUnavailable, match=r"TensorRT 8\.6\.2: strongly typed networks need TensorRT 10"):
+        network_flags(tensorrt_module("8.6.2", STRONGLY_TYPED=1))  # a flag of that name would not be the same thing
+
+
+def test_device_properties_are_read_with_the_v2_symbol_where_libcudart_exports_it() -> None:
+    from tasks.edge.tensorrt import _device_properties
+
+    def old(props: object, device: int) -> int:
+        return 0
+
+    def v2(props: object, device: int) -> int:
+        return 0
+
+    assert _device_properties(SimpleNamespace(cudaGetDeviceProperties=old, cudaGetDeviceProperties_v2=v2)) is v2
+    assert _device_properties(SimpleNamespace(cudaGetDeviceProperties=old)) is old  # CUDA 11's libcudart
+
+
+# --- which Orin: SM count and board ---------------------------------------------------------------------------------
+
+AGX_ORIN = {
+    "gpu": "Orin (nvgpu)", "compute_capability": "8.7", "sm_count": "16",
+    "board": "NVIDIA Jetson AGX Orin Developer Kit", "tensorrt": "10.3.0",
+}  # fmt: skip
+ORIN_NANO = {**AGX_ORIN, "sm_count": "8", "board": "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super"}
+
+
+class FakeCudart:
+    """libcudart as `query_device` calls it through ctypes: attributes by cudaDeviceAttr number, the name as the
+    first field of cudaDeviceProp; each call returns a CUDA status."""
+
+    def __init__(self, name: bytes, attributes: dict[int, int], status: int = 0) -> None:
+        self.name, self.attributes, self.status = name, attributes, status
+
+    def cudaDeviceGetAttribute(self, ref, attribute: int, device: int) -> int:
+        ref._obj.value = self.attributes[attribute]
+        return self.status
+
+    def cudaGetDeviceProperties_v2(self, props, device: int) -> int:
+        props.value = self.name + b"\0garbage after the name"
+        return self.status
+
+
+def test_the_device_query_records_the_sm_count_and_the_board(tmp_path: Path) -> None:
+    from tasks.edge.tensorrt import TensorRTUnavailable, board_model, query_device
+
+    nano = FakeCudart(b"Orin (nvgpu)", {75: 8, 76: 7, 16: 8})  # cudaDevAttrComputeCapability*, MultiProcessorCount
+    assert query_device(nano) == {"gpu": "Orin (nvgpu)", "compute_capability": "8.7", "sm_count": "8"}
+    with pytest.raises(TensorRTUnavailable, match="CUDA runtime error 100"):
+        query_device(FakeCudart(b"", {75: 0, 76: 0, 16: 0}, status=100))  # cudaErrorNoDevice
+    model = tmp_path / "model"
+    model.write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\0")  # the device tree's NUL-terminated string
+    assert board_model(model) == "NVIDIA Jetson AGX Orin Developer Kit"
+    assert board_model(tmp_path / "none") == ""  # an x86 host has no device tree
+
+
+def test_an_agx_orin_engine_is_refused_on_an_orin_nano(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.edge.tensorrt as trt_files
+
+    engine = trt_files.save_engine(tmp_path / "m.engine", trt_files.with_device({}, AGX_ORIN), b"\x00plan")[0]
+    monkeypatch.setattr(trt_files, "device_info", lambda: dict(ORIN_NANO))
+    with pytest.raises(trt_files.EngineMismatch) as err:
+        trt_files.check_engine(engine)
+    message = str(err.value)
+    assert "sm_count: built for '16', this machine has '8'" in message and "Orin Nano" in message
+    assert "gpu:" not in message and "compute_capability:" not in message  # the same for every Orin
+    monkeypatch.setattr(trt_files, "device_info", lambda: dict(AGX_ORIN))
+    assert trt_files.check_engine(engine) == AGX_ORIN
+
+
+def test_an_engine_without_sm_count_and_board_is_refused_with_rebuild(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: an engine written before the SM count and board were recorded cannot show which Orin it was
+    built and timed on, even on a machine whose GPU name, capability and TensorRT match it."""
+    import tasks.edge.tensorrt as trt_files
+
+    engine = trt_files.save_engine(tmp_path / "m.engine", trt_files.with_device({}, FAKE_DEVICE), b"\x00plan")[0]
+    monkeypatch.setattr(trt_files, "device_info", lambda: dict(AGX_ORIN))  # same gpu, capability, TensorRT
+    with pytest.raises(trt_files.EngineMismatch, match=r"records no sm_count, board: .* Rebuild it") as err:
+        trt_files.check_engine(engine)
+    assert err.value.facts["lacking"] == ["sm_count", "board"]
+
+
+# --- libcudart on a pip-only host -----------------------------------------------------------------------------------
+
+
+def polygraphy_stand_in(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`polygraphy.cuda` as far as `cuda_runtime` uses it: `wrapper()` searches libcudart as Polygraphy 0.49-0.53's
+    `Cuda.__init__` does (`libcudart.so*` in LD_LIBRARY_PATH's folders, /usr/local/cuda/lib64, /usr/lib, /lib; else
+    the bare `libcudart.so`) and loads it with ctypes. Returns the list each call appends the library it chose to."""
+    import ctypes
+    import os
+    import sys
+    import types
+
+    chosen: list[str] = []
+
+    def wrapper() -> SimpleNamespace:
+        dirs = [*os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep), "/usr/local/cuda/lib64", "/usr/lib", "/lib"]
+        found = [str(p) for d in dirs if d for p in sorted(Path(d).glob("libcudart.so*"))]
+        chosen.append(found[0] if found else "libcudart.so")
+        return SimpleNamespace(handle=ctypes.CDLL(chosen[-1]))
+
+    package, module = types.ModuleType("polygraphy"), types.ModuleType("polygraphy.cuda")
+    module.wrapper = wrapper  # type: ignore[attr-defined]
+    package.cuda = module  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "polygraphy", package)
+    monkeypatch.setitem(sys.modules, "polygraphy.cuda", module)
+    return chosen
+
+
+def test_pips_libcudart_folders_are_found_cuda_12_layout_first(tmp_path: Path) -> None:
+    from tasks.edge.tensorrt import pip_cudart_dirs
+
+    site = tmp_path / "site-packages"
+    for lib in ("nvidia/cu13/lib/libcudart.so.13", "nvidia/cuda_runtime/lib/libcudart.so.12", "nvidia/cu12/lib/x"):
+        (site / lib).parent.mkdir(parents=True, exist_ok=True)
+        (site / lib).write_bytes(b"")
+    (site / "nvidia/cu13/lib/libcudart_static.a").write_bytes(b"")
+    assert pip_cudart_dirs([str(tmp_path / "elsewhere"), str(site)]) == [
+        site / "nvidia/cuda_runtime/lib",
+        site / "nvidia/cu13/lib",
+    ]
+    assert pip_cudart_dirs([str(tmp_path)]) == []
+
+
+def test_on_a_pip_only_host_polygraphy_loads_pips_libcudart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine is such a host: PyTorch's CUDA wheels put libcudart in site-packages. Through `cuda_runtime`,
+    Polygraphy's search takes that one (without it, Polygraphy's folders alone give another or the bare name), and
+    the device query reaches the CUDA runtime, which answers with an error status here (no GPU) rather than the
+    library being missing. LD_LIBRARY_PATH is as it was afterwards."""
+    import os
+
+    from tasks.edge.tensorrt import TensorRTUnavailable, cuda_runtime, pip_cudart_dirs, query_device
+
+    dirs = pip_cudart_dirs()
+    if not dirs:
+        pytest.skip("no pip CUDA runtime wheel in this environment (PyTorch without CUDA wheels)")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/nonexistent")
+    chosen = polygraphy_stand_in(monkeypatch)
+    cudart = cuda_runtime().handle
+    assert Path(chosen[0]).parent == dirs[0] and Path(chosen[0]).name.startswith("libcudart.so")
+    assert os.environ["LD_LIBRARY_PATH"] == "/nonexistent"
+    with pytest.raises(TensorRTUnavailable, match=r"CUDA runtime error \d+"):
+        query_device(cudart)
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    with contextlib.suppress(OSError):  # the bare `libcudart.so` may be on no loader path either
+        cuda_runtime(search=[])  # Polygraphy's own folders alone
+    assert Path(chosen[1]).parent not in dirs
+    assert "LD_LIBRARY_PATH" not in os.environ
