@@ -3,6 +3,11 @@
 Every path derived from the gate folder is built by `gate_paths`. `current` is switched with one rename of a fresh
 symlink, so the gate sees the old release or the new one, never a partial copy. One promotion or rollback at a time
 holds the gate folder's lock, and first clears what a killed one left behind (`recover`).
+
+The folder's own state is checked, never assumed: `current` must resolve to a `releases/v<version>` of this folder
+(a symlink leading elsewhere is refused, not run, reported or repaired to), and the folder's id (`gate.json`, which
+names its registry aliases) is also recorded in every release's manifest, so a lost `gate.json` is recovered from
+them instead of a new id silently orphaning the folder's `previous` alias.
 """
 
 from __future__ import annotations
@@ -30,6 +35,13 @@ MANIFEST = "manifest.json"
 GATE_ID_FILE = "gate.json"  # {"id": ...}: names this gate folder's registry aliases (champion-<id>, ...)
 # in the manifest: where the artifact's sha256 was checked at promotion (the MLflow run / registry version record)
 VERIFIED_KEY = "verified_against"
+GATE_ID_KEY = "gate_id"  # in the manifest: the id of the gate folder it was deployed into (recovers a lost gate.json)
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class GateFolderError(VerificationError):
+    """The gate folder's own state (`current`, `gate.json`) is not what promotion and rollback leave: nothing in it
+    is run, reported as deployed or repaired to until a person has put it right."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +91,27 @@ def ensure_gate_id(gate_dir: Path) -> tuple[str, bool]:
 
 
 def current_release(gate_dir: Path) -> Path | None:
-    """The release `current` points at, or None before the first promotion."""
-    link = gate_paths(gate_dir).current
-    return (gate_dir / os.readlink(link)).resolve() if link.is_symlink() else None
+    """The release `current` points at, or None before the first promotion. `current` must resolve to a
+    `releases/v<version>` folder of this gate folder: anything else (an absolute symlink elsewhere, `..`, a
+    hidden temp folder, a plain file or folder named `current`) raises `GateFolderError` naming it."""
+    paths = gate_paths(gate_dir)
+    link = paths.current
+    if not link.is_symlink():
+        if link.exists():
+            raise GateFolderError(
+                f"{link}: not a symlink; promotion and rollback switch it as one. Move it away and point {link} at a "
+                f"release (ln -sfn releases/v<version> {link}), or promote again"
+            )
+        return None
+    target = os.readlink(link)
+    release = (gate_dir / target).resolve()
+    if release.parent != paths.releases.resolve() or not release.name.startswith("v"):
+        raise GateFolderError(
+            f"{link} -> {target} resolves to {release}, not a release in {paths.releases}: it is not run, reported "
+            f"as deployed or trusted to repair aliases. Point it back at the release you mean "
+            f"(ln -sfn releases/v<version> {link}; the registry's champion alias names it)"
+        )
+    return release
 
 
 def switch_current(gate_dir: Path, release: Path) -> None:
