@@ -1,5 +1,6 @@
 """A gate folder's registry aliases kept true to what it runs: the repair of aliases a killed promotion or rollback
-left behind, and the adoption of a gate folder and its releases deployed before scoped aliases and verification."""
+left behind, the recovery of a lost `gate.json`, and the adoption of a gate folder and its releases deployed before
+scoped aliases and verification."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from typing import Any
 
 from tasks.operations.provenance import recorded
 from tasks.runtime.releases import (
+    GATE_ID_FILE,
+    GATE_ID_KEY,
     MANIFEST,
     VERIFIED_KEY,
+    GateFolderError,
     current_release,
     ensure_gate_id,
     gate_paths,
@@ -20,7 +24,17 @@ from tasks.runtime.releases import (
 )
 from tasks.support.config import TrackingConfig
 from tasks.support.fsutil import atomic_write_text
-from tasks.support.registry import LEGACY, Aliases, aliases_for, crown, delete_alias, set_alias, version_by_alias
+from tasks.support.registry import (
+    CHAMPION,
+    LEGACY,
+    Aliases,
+    aliases_for,
+    crown,
+    delete_alias,
+    model_aliases,
+    set_alias,
+    version_by_alias,
+)
 from tasks.support.tracking import client
 from tasks.support.verify import VerificationError, verify_artifact
 
@@ -32,9 +46,11 @@ def reconcile(mc: Any, tracking: TrackingConfig, gate_dir: Path, names: Aliases)
     lock only (outside it, it would "repair" a promotion in progress).
 
     The deployed manifest (`current`) is the truth: promotion and rollback switch `current` first and move the
-    aliases after, so a killed run leaves the aliases behind, never ahead. A `previous` equal to the deployed
-    version means a rollback to it was interrupted (its champion moves, `previous` is cleared); any other
-    disagreement is an interrupted promotion (`crown` the deployed version: the old champion becomes `previous`).
+    aliases after, so a killed run leaves the aliases behind, never ahead. Only a `current` inside `releases/` is:
+    `current_release` refuses any other, so a folder outside never becomes the truth the aliases are moved to. A
+    `previous` equal to the deployed version means a rollback to it was interrupted (its champion moves, `previous`
+    is cleared); any other disagreement is an interrupted promotion (`crown` the deployed version: the old champion
+    becomes `previous`).
     """
     release = current_release(gate_dir)
     if release is None:
@@ -69,10 +85,11 @@ def open_gate(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> tuple[Aliase
     over the project-wide `champion`/`previous` when the project-wide champion is what it runs (otherwise its
     champion is set from its deployed release by `reconcile`), and every release without a verification record
     is checked against the hash its MLflow run and registry version recorded: adopted when it matches, left
-    unverified (never loaded) when not."""
-    gid, created = ensure_gate_id(gate_dir)
+    unverified (never loaded) when not. A lost `gate.json` is recovered first (`ensure_gate_id`: the releases'
+    manifests, else `id_from_registry`)."""
+    release = current_release(gate_dir)  # first: a `current` leading outside releases/ refuses before any write
+    gid, created = ensure_gate_id(gate_dir, lambda: id_from_registry(mc, tracking, gate_dir))
     names, name, done = aliases_for(gid), tracking.registered_model, []
-    release = current_release(gate_dir)
     if created and release is not None:
         deployed = str(read_manifest(release)["version"])
         old_c, old_p = (version_by_alias(mc, name, a) for a in (LEGACY.champion, LEGACY.previous))
@@ -88,15 +105,49 @@ def open_gate(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> tuple[Aliase
                 f"({'none' if old_c is None else old_c.version}) is not what {gate_dir} runs ({deployed}); not "
                 f"adopted (its {names.champion} is set from the deployed release)"
             )
-    done += adopt_releases(mc, tracking, gate_dir)
+    done += adopt_releases(mc, tracking, gate_dir, gid)
     for line in done:
         log.warning("%s", line)
     return names, tuple(done)
 
 
-def adopt_releases(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> list[str]:
+def id_from_registry(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> str | None:
+    """The id of a gate folder whose `gate.json` is lost and whose manifests predate recording it, from the registry:
+    the one id whose `champion-<id>` names the version `current` runs. Only for a folder promotion verified (a
+    manifest with a verification record: it had an id); a folder from before scoped aliases gets a new one, as on
+    upgrade. Several candidates, or a champion that is not the deployed release, are refused: adopting another
+    folder's id would move that folder's aliases."""
+    releases = sorted(gate_paths(gate_dir).releases.glob("v*"))
+    if not any(_manifest_or_empty(r).get(VERIFIED_KEY) for r in releases):
+        return None
+    release = current_release(gate_dir)
+    deployed = None if release is None else str(_manifest_or_empty(release).get("version"))
+    here = {r.name[1:] for r in releases}
+    prefix = f"{CHAMPION}-"
+    champions = {
+        a.removeprefix(prefix): v
+        for a, v in model_aliases(mc, tracking.registered_model).items()
+        if a.startswith(prefix)
+    }
+    running = sorted(i for i, v in champions.items() if v == deployed)
+    if len(running) == 1:
+        return running[0]
+    others = sorted(i for i, v in champions.items() if v in here)
+    if not running and not others:
+        return None
+    fits = ", ".join(f"{i} (champion v{champions[i]})" for i in (running or others))
+    raise GateFolderError(
+        f"{gate_dir / GATE_ID_FILE}: missing, its releases' manifests do not record the id, and the registry's aliases "
+        f"of '{tracking.registered_model}' do not single one out: {fits} "
+        f"{'all run' if running else 'name releases in this folder but not'} the deployed version {deployed}. Write "
+        f'this folder\'s id into it ({{"id": "<id>"}}); a new id starts without a previous version to roll back to'
+    )
+
+
+def adopt_releases(mc: Any, tracking: TrackingConfig, gate_dir: Path, gid: str | None = None) -> list[str]:
     """Releases deployed before verification existed: record the hash their MLflow run and registry version
-    recorded at build time when the artifact matches it; refuse (leave unverified, so never loaded) when not."""
+    recorded at build time when the artifact matches it; refuse (leave unverified, so never loaded) when not. Each
+    verified manifest also gets the folder's id `gid` when it lacks it (deployed before manifests recorded it)."""
     done = []
     for release in sorted(gate_paths(gate_dir).releases.glob("v*")):
         try:
@@ -105,6 +156,10 @@ def adopt_releases(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> list[st
             done.append(f"upgrade: {release.name} not adopted: {e}")
             continue
         if manifest.get(VERIFIED_KEY):
+            if gid is not None and manifest.get(GATE_ID_KEY) is None:  # recovers a lost gate.json from here on
+                atomic_write_text(
+                    release / MANIFEST, json.dumps({**manifest, GATE_ID_KEY: gid}, indent=2, sort_keys=True)
+                )
             continue
         try:
             rec = recorded(mc, tracking, str(manifest["run_id"]), str(manifest["version"]))
@@ -113,6 +168,8 @@ def adopt_releases(mc: Any, tracking: TrackingConfig, gate_dir: Path) -> list[st
             done.append(f"upgrade: {release.name} NOT adopted and will not be loaded: {e}")
             continue
         manifest.update({"sha256": rec.sha256, "artifact": cand.artifact, VERIFIED_KEY: f"{rec.where}, on upgrade"})
+        if gid is not None:
+            manifest[GATE_ID_KEY] = gid
         atomic_write_text(release / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
         done.append(f"upgrade: {release.name} adopted (its artifact matches {rec.where})")
     return done

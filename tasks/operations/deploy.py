@@ -18,7 +18,15 @@ from typing import Any
 
 from tasks.operations.provenance import Recorded
 from tasks.operations.smoke import Gate, gate_measured, is_gate_engine, smoke_test, target_hardware
-from tasks.runtime.releases import MANIFEST, VERIFIED_KEY, gate_paths, release_is_complete, switch_current
+from tasks.runtime.releases import (
+    GATE_ID_KEY,
+    MANIFEST,
+    VERIFIED_KEY,
+    gate_id,
+    gate_paths,
+    release_is_complete,
+    switch_current,
+)
 from tasks.support.config import TrackingConfig
 from tasks.support.faults import checkpoint
 from tasks.support.fsutil import atomic_dir, atomic_write_text
@@ -62,6 +70,7 @@ def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any], 
                 "toolchain": cand.toolchain,
                 "target_hardware": hardware,
                 "smoke_test": smoke,
+                GATE_ID_KEY: gate_id(gate_dir),  # a lost gate.json is recovered from here (`ensure_gate_id`)
             }
             atomic_write_text(tmp / MANIFEST, json.dumps(full, indent=2, sort_keys=True))
         checkpoint("after_release_written")

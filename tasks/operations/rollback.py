@@ -39,7 +39,8 @@ def rollback(cfg: PromoteConfig, tracking: TrackingConfig, holdout_dir: Path, vc
 
     The release folder is reused when it is still there and complete; if it was pruned it is downloaded and
     smoke-tested again. `current` moves first, then the aliases: a kill in between is finished by re-running.
-    `previous` is then cleared: a rollback is one undo, not a walk back through history.
+    `previous` is then cleared: a rollback is one undo, not a walk back through history. A `current` leading
+    outside `releases/` is refused (`GateFolderError`) before anything moves: the aliases are never "repaired" to it.
     """
     name = tracking.registered_model
     mc = client(tracking)

@@ -7,7 +7,7 @@ from typing import Any
 
 from tasks.pipeline.track import latest_rebuild
 from tasks.pipeline.validate import ROLE_KEY
-from tasks.runtime.releases import MANIFEST, current_release, gate_id, read_manifest
+from tasks.runtime.releases import MANIFEST, GateFolderError, current_release, gate_id, read_manifest
 from tasks.support.config import PromoteConfig, TrackingConfig
 from tasks.support.registry import aliases_for, version_by_alias
 from tasks.support.tracking import client, experiment_url, require_store
@@ -59,7 +59,10 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
     gate_dir = promote_cfg.gate_dir
     out: dict[str, Any] = {"champion": champion(tracking, gate_dir), "deployed": None, "rebuild": None}
     out |= {"candidates": [], "mismatch": None}
-    release = current_release(gate_dir)
+    try:
+        release, refused = current_release(gate_dir), None
+    except GateFolderError as e:  # `current` leads outside releases/: whatever it points at is not deployed
+        release, refused = None, str(e)
     if release is not None and (release / MANIFEST).is_file():
         manifest = read_manifest(release)  # unreadable: a VerificationError naming it, not a traceback
         out["deployed"] = {
@@ -67,7 +70,7 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
             "version": manifest.get("version"),
             "sha256": manifest.get("sha256"),
         }
-    out["mismatch"] = mismatch(out["champion"], out["deployed"])
+    out["mismatch"] = refused or mismatch(out["champion"], out["deployed"])
     if out["deployed"] is not None and gate_id(gate_dir) is None:
         out["mismatch"] = (
             f"{gate_dir} was deployed before registry aliases were scoped per gate folder: the next promotion or "

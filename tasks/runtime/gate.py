@@ -2,7 +2,8 @@
 
 A new release is loaded (and warmed up on a blank frame) in a background thread while the old one keeps running;
 the swap happens between two frames, so no frame is dropped and the process never restarts. A release that fails to
-load is logged and skipped: the gate keeps the release it has.
+load is logged and skipped: the gate keeps the release it has. So is a `current` that leads outside `releases/`
+(`current_release` refuses it): the gate neither starts on it nor swaps to it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from tasks.edge.detect import Detector
 from tasks.edge.tensorrt import ensure_runnable
-from tasks.runtime.releases import current_release, gate_paths, read_manifest, verify_release
+from tasks.runtime.releases import GateFolderError, current_release, gate_paths, read_manifest, verify_release
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.images import IMAGE_SUFFIXES, list_images
 
@@ -124,11 +125,21 @@ class GateRuntime:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-loader")
         self._pending: tuple[Path, concurrent.futures.Future[LoadedRelease]] | None = None
         self._failed: Path | None = None  # the last target that failed to load (not retried until `current` moves)
+        self._refused: str | None = None  # why `current` was last refused (reported once, until it changes)
         self.report = GateReport()
 
     def poll(self, next_index: int) -> None:
         """Between frames: swap in a finished load, or start loading `current` if it points somewhere new."""
-        target = current_release(self.gate_dir)
+        try:
+            target = current_release(self.gate_dir)
+        except GateFolderError as e:  # `current` leads outside releases/: keep running what was loaded from inside
+            if str(e) != self._refused:
+                log.warning("gate: %s; keeping v%s", e, self.active.version)
+                self.report.failures.append((str(gate_paths(self.gate_dir).current), str(e)))
+                self._refused = str(e)
+            target = None  # a load in progress is still finished, but not swapped in: it is not `current` now
+        else:
+            self._refused = None
         if self._pending is not None and self._pending[1].done():
             path, future = self._pending
             self._pending = None

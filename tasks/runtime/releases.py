@@ -3,6 +3,11 @@
 Every path derived from the gate folder is built by `gate_paths`. `current` is switched with one rename of a fresh
 symlink, so the gate sees the old release or the new one, never a partial copy. One promotion or rollback at a time
 holds the gate folder's lock, and first clears what a killed one left behind (`recover`).
+
+The folder's own state is checked, never assumed: `current` must resolve to a `releases/v<version>` of this folder
+(a symlink leading elsewhere is refused, not run, reported or repaired to), and the folder's id (`gate.json`, which
+names its registry aliases) is also recorded in every release's manifest, so a lost `gate.json` is recovered from
+them instead of a new id silently orphaning the folder's `previous` alias.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,13 @@ MANIFEST = "manifest.json"
 GATE_ID_FILE = "gate.json"  # {"id": ...}: names this gate folder's registry aliases (champion-<id>, ...)
 # in the manifest: where the artifact's sha256 was checked at promotion (the MLflow run / registry version record)
 VERIFIED_KEY = "verified_against"
+GATE_ID_KEY = "gate_id"  # in the manifest: the id of the gate folder it was deployed into (recovers a lost gate.json)
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class GateFolderError(VerificationError):
+    """The gate folder's own state (`current`, `gate.json`) is not what promotion and rollback leave: nothing in it
+    is run, reported as deployed or repaired to until a person has put it right."""
 
 
 @dataclass(frozen=True)
@@ -50,27 +62,68 @@ def gate_paths(gate_dir: Path) -> GatePaths:
     return GatePaths(gate_dir, gate_dir / "current", gate_dir / "releases", gate_dir / ".promote.lock")
 
 
-def gate_id(gate_dir: Path) -> str | None:
-    """The id stored in the gate folder (None: nothing was ever promoted into it by this version)."""
+def stored_gate_id(gate_dir: Path) -> str | None:
+    """The id in the folder's `gate.json` (None: no such file)."""
     path = gate_dir / GATE_ID_FILE
     if not path.is_file():
         return None
     try:
         value = str(json.loads(path.read_text())["id"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise VerificationError(f"{path}: unreadable gate id ({e}); restore it from a backup") from e
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
-        raise VerificationError(f"{path}: gate id '{value}' is not [A-Za-z0-9_-]{{1,64}}")
+        raise GateFolderError(
+            f"{path}: unreadable gate id ({e}); restore it from a backup, or delete it to recover the id from the "
+            "releases' manifests"
+        ) from e
+    if not _ID.fullmatch(value):
+        raise GateFolderError(f"{path}: gate id '{value}' is not [A-Za-z0-9_-]{{1,64}}")
     return value
 
 
-def ensure_gate_id(gate_dir: Path) -> tuple[str, bool]:
-    """The gate folder's id, created on first use (under the promotion lock): the folder's name and a hash of its
-    absolute path at creation, so two folders named alike get different ids and moving a folder keeps its id.
-    Returns (id, created)."""
-    existing = gate_id(gate_dir)
-    if existing is not None:
-        return existing, False
+def manifest_gate_id(gate_dir: Path) -> str | None:
+    """The gate id the releases' manifests record (None: none records one, e.g. all deployed before they did).
+    Releases that disagree are refused: the folder holds another folder's releases, and guessing would move the
+    other folder's aliases."""
+    found: dict[str, list[str]] = {}
+    for release in sorted(gate_paths(gate_dir).releases.glob("v*")):
+        try:
+            value = read_manifest(release).get(GATE_ID_KEY)
+        except VerificationError:
+            continue  # an unreadable manifest is refused where the release is loaded, not here
+        if value is not None:
+            found.setdefault(str(value), []).append(release.name)
+    if len(found) > 1:
+        raise GateFolderError(
+            f"{gate_dir / GATE_ID_FILE}: missing, and the releases' manifests record different gate ids ({found}); "
+            f'write this folder\'s id into it ({{"id": "<id>"}}) or remove the releases of the other folder'
+        )
+    value = next(iter(found), None)
+    if value is not None and not _ID.fullmatch(value):
+        raise GateFolderError(f"{gate_dir / 'releases'}: manifests record gate id '{value}', not [A-Za-z0-9_-]{{1,64}}")
+    return value
+
+
+def gate_id(gate_dir: Path) -> str | None:
+    """The folder's id: its `gate.json`, else the id its releases' manifests record (a lost `gate.json`). None:
+    nothing was promoted into it since ids exist."""
+    stored = stored_gate_id(gate_dir)
+    return stored if stored is not None else manifest_gate_id(gate_dir)
+
+
+def ensure_gate_id(gate_dir: Path, from_registry: Callable[[], str | None] = lambda: None) -> tuple[str, bool]:
+    """The gate folder's id, under the promotion lock. A lost `gate.json` is recovered (and rewritten) from the
+    releases' manifests, else from `from_registry` (the aliases of a release deployed before manifests recorded the
+    id); only when neither knows it is a new one made: the folder's name and a hash of its absolute path, so two
+    folders named alike get different ids and moving a folder keeps its id. Returns (id, created)."""
+    stored = stored_gate_id(gate_dir)
+    if stored is not None:
+        return stored, False
+    recovered, source = manifest_gate_id(gate_dir), "the releases' manifests"
+    if recovered is None:
+        recovered, source = from_registry(), "the registry's aliases"
+    if recovered is not None:
+        atomic_write_text(gate_dir / GATE_ID_FILE, json.dumps({"id": recovered}) + "\n")
+        log.warning("%s was missing: id %s recovered from %s", gate_dir / GATE_ID_FILE, recovered, source)
+        return recovered, False
     slug = re.sub(r"[^A-Za-z0-9_]+", "_", gate_dir.resolve().name)[:40] or "gate"
     new = f"{slug}-{sha256_bytes(str(gate_dir.resolve()).encode())[:8]}"
     atomic_write_text(gate_dir / GATE_ID_FILE, json.dumps({"id": new}) + "\n")
@@ -79,9 +132,27 @@ def ensure_gate_id(gate_dir: Path) -> tuple[str, bool]:
 
 
 def current_release(gate_dir: Path) -> Path | None:
-    """The release `current` points at, or None before the first promotion."""
-    link = gate_paths(gate_dir).current
-    return (gate_dir / os.readlink(link)).resolve() if link.is_symlink() else None
+    """The release `current` points at, or None before the first promotion. `current` must resolve to a
+    `releases/v<version>` folder of this gate folder: anything else (an absolute symlink elsewhere, `..`, a
+    hidden temp folder, a plain file or folder named `current`) raises `GateFolderError` naming it."""
+    paths = gate_paths(gate_dir)
+    link = paths.current
+    if not link.is_symlink():
+        if link.exists():
+            raise GateFolderError(
+                f"{link}: not a symlink; promotion and rollback switch it as one. Move it away and point {link} at a "
+                f"release (ln -sfn releases/v<version> {link}), or promote again"
+            )
+        return None
+    target = os.readlink(link)
+    release = (gate_dir / target).resolve()
+    if release.parent != paths.releases.resolve() or not release.name.startswith("v"):
+        raise GateFolderError(
+            f"{link} -> {target} resolves to {release}, not a release in {paths.releases}: it is not run, reported "
+            f"as deployed or trusted to repair aliases. Point it back at the release you mean "
+            f"(ln -sfn releases/v<version> {link}; the registry's champion alias names it)"
+        )
+    return release
 
 
 def switch_current(gate_dir: Path, release: Path) -> None:

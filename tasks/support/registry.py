@@ -50,6 +50,17 @@ def store_of(mc: Any) -> str:
     return shown if isinstance(shown, str) else redact_uri(str(getattr(mc, "_registry_uri", None) or mc.tracking_uri))
 
 
+def model_aliases(mc: Any, name: str) -> dict[str, str]:
+    """Every alias of registered model `name` and the version it names ({} only when there is no such model). Any
+    failure raises `RegistryError` naming the store, as in `version_by_alias`."""
+    try:
+        models = mc.search_registered_models(filter_string=f"name = '{name}'")
+        model = next((m for m in models if m.name == name), None)
+        return {} if model is None else {a: str(v) for a, v in (model.aliases or {}).items()}
+    except Exception as e:
+        raise _unreadable(mc, name, e) from e
+
+
 def version_by_alias(mc: Any, name: str, alias: str) -> Any | None:
     """The model version holding `alias`; None only when the registered model does not exist or, read from the
     model itself, has no such alias. Any other failure (a locked database, an unreachable server) raises
@@ -62,13 +73,17 @@ def version_by_alias(mc: Any, name: str, alias: str) -> Any | None:
         version = (model.aliases or {}).get(alias)
         return None if version is None else mc.get_model_version(name, str(version))
     except Exception as e:
-        store = store_of(mc)
-        raw = str(getattr(mc, "_registry_uri", "") or "")
-        why = str(e).replace(raw, store) if raw else str(e)
-        raise RegistryError(
-            f"the model registry at {store} could not be read ({name}@{alias}): {type(e).__name__}: {why}. "
-            "Nothing was changed; re-run when the store is reachable."
-        ) from e
+        raise _unreadable(mc, f"{name}@{alias}", e) from e
+
+
+def _unreadable(mc: Any, what: str, e: Exception) -> RegistryError:
+    store = store_of(mc)
+    raw = str(getattr(mc, "_registry_uri", "") or "")
+    why = str(e).replace(raw, store) if raw else str(e)
+    return RegistryError(
+        f"the model registry at {store} could not be read ({what}): {type(e).__name__}: {why}. "
+        "Nothing was changed; re-run when the store is reachable."
+    )
 
 
 def set_alias(mc: Any, name: str, alias: str, version: str) -> None:

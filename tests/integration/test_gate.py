@@ -132,3 +132,28 @@ def test_a_swapped_release_is_refused_at_start_and_at_hot_reload(gate, video, ca
     # a gate (re)started on it refuses to run it at all
     with pytest.raises(AlprError, match="sha256"):
         GateRuntime(gate_dir, 0.25, 0.7)
+
+
+def test_a_current_leading_outside_releases_is_refused_at_start_and_at_hot_reload(gate, video, tmp_path, caplog):
+    """Issue item 6: `current` as an absolute symlink to a complete, verifiable release outside `releases/` is not
+    run: the gate refuses to start on it, and a running gate keeps its release when `current` is repointed there."""
+    from tasks.runtime.releases import GateFolderError
+
+    gate_dir, cands = gate
+    path, n = video
+    outside = make_release(tmp_path / "elsewhere", "5", cands["fp32"])  # another folder's release, verifiable
+
+    def repoint(index: int, runtime: GateRuntime) -> None:
+        if index == 1:
+            (gate_dir / "current").unlink()
+            (gate_dir / "current").symlink_to(outside)  # absolute, as a hand-made link would be
+
+    with caplog.at_level(logging.WARNING, logger="tasks.runtime.gate"):
+        report = run_gate(gate_dir, path, conf=0.25, iou=0.7, on_frame=repoint)
+    assert [f.index for f in report.frames] == list(range(n)) and {f.version for f in report.frames} == {"1"}
+    assert report.swaps == [] and len(report.failures) == 1, report.failures  # reported once, not every frame
+    assert report.failures[0][0] == str(gate_dir / "current") and "not a release in" in report.failures[0][1]
+    assert "keeping v1" in caplog.text
+    with pytest.raises(GateFolderError, match="not a release in") as e:  # a gate (re)started on it does not run it
+        GateRuntime(gate_dir, 0.25, 0.7)
+    assert str(outside) in str(e.value)

@@ -582,7 +582,7 @@ def test_upgrading_a_running_site_adopts_what_matches_the_registry_and_refuses_t
     from the store, verified."""
     from tasks.operations.aliases import adopt_at_gate_start
     from tasks.runtime.gate import GateRuntime
-    from tasks.runtime.releases import GATE_ID_FILE, VERIFIED_KEY
+    from tasks.runtime.releases import GATE_ID_FILE, GATE_ID_KEY, VERIFIED_KEY
     from tasks.support.errors import AlprError
     from tasks.support.registry import LEGACY, delete_alias, set_alias
 
@@ -600,6 +600,7 @@ def test_upgrading_a_running_site_adopts_what_matches_the_registry_and_refuses_t
     for manifest in (gate / "releases").glob("v*/manifest.json"):
         doc = json.loads(manifest.read_text())
         doc.pop(VERIFIED_KEY)
+        doc.pop(GATE_ID_KEY)  # the old version recorded no gate id either
         manifest.write_text(json.dumps(doc))
     old = gate / "releases" / f"v{v1}"  # its artifact replaced since, candidate.json rewritten to match
     meta = json.loads((old / "candidate.json").read_text())
@@ -616,6 +617,78 @@ def test_upgrading_a_running_site_adopts_what_matches_the_registry_and_refuses_t
     GateRuntime(gate, 0.25, 0.7).close()  # the adopted live release runs
     back = rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)  # v1 re-downloaded
     assert (back.to_version, deployed_version(store), alias(store, CHAMPION)) == (v1, v1, v1)
+
+
+def test_a_current_outside_releases_is_not_deployed_for_status_nor_the_truth_for_rollback(
+    second_promotion, built, tmp_path: Path
+) -> None:
+    """Issue item 6: `current` repointed (an absolute symlink) at a complete release of another folder is not called
+    deployed by `status`, and `rollback` refuses before its repair moves the aliases to it; pointed back, the
+    rollback goes through."""
+    from tasks.runtime.releases import GateFolderError
+
+    folder, first, second = second_promotion
+    store = copy_store(folder, tmp_path / "s", built)
+    v1, v2 = first.candidates[REF].version, second.candidates[REF].version
+    gate = store.promote.gate_dir
+    outside = tmp_path / "elsewhere" / f"v{v1}"
+    shutil.copytree(gate / "releases" / f"v{v1}", outside)  # complete and verifiable, but not in this folder
+    (gate / "current").unlink()
+    (gate / "current").symlink_to(outside)
+
+    info = status(store.tracking, store.promote)
+    assert info["deployed"] is None and info["champion"]["version"] == v2
+    assert "not a release in" in info["mismatch"] and str(gate / "current") in info["mismatch"], info["mismatch"]
+    with pytest.raises(GateFolderError, match="not a release in"):
+        rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
+    assert (alias(store, CHAMPION), alias(store, PREVIOUS)) == (v2, v1), "the aliases were moved to the outside one"
+    assert os.readlink(gate / "current") == str(outside), "rollback changed the gate folder while refusing"
+
+    (gate / "current").unlink()
+    (gate / "current").symlink_to(f"releases/v{v2}")  # what the refusal says to do
+    back = rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
+    assert (back.from_version, back.to_version, deployed_version(store)) == (v2, v1, v1)
+
+
+def test_a_lost_gate_json_in_a_moved_folder_is_recovered_so_rollback_still_works(
+    second_promotion, built, tmp_path: Path
+) -> None:
+    """Issue item 6: `gate.json` deleted in a moved gate folder (so a new id would differ) is recovered from the
+    releases' manifests; for releases made before manifests recorded it, from the registry's aliases, refused when
+    they fit several folders. Either way `rollback` still finds the folder's `previous`."""
+    from tasks.runtime.releases import GATE_ID_FILE, GATE_ID_KEY, GateFolderError
+    from tasks.support.registry import delete_alias, set_alias
+
+    folder, first, second = second_promotion
+    v1, v2 = first.candidates[REF].version, second.candidates[REF].version
+    old_id = json.loads((folder / "gate" / GATE_ID_FILE).read_text())["id"]
+
+    store = copy_store(folder, tmp_path / "moved", built)  # a moved folder: a new id would hash another path
+    gate = store.promote.gate_dir
+    (gate / GATE_ID_FILE).unlink()
+    assert status(store.tracking, store.promote)["champion"]["version"] == v2  # read from the manifests
+    back = rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
+    assert (back.from_version, back.to_version, deployed_version(store)) == (v2, v1, v1)
+    assert json.loads((gate / GATE_ID_FILE).read_text())["id"] == old_id
+
+    store = copy_store(folder, tmp_path / "older", built)  # releases made before manifests recorded the id
+    gate, mc, name = store.promote.gate_dir, client(store.tracking), store.tracking.registered_model
+    (gate / GATE_ID_FILE).unlink()
+    for manifest in (gate / "releases").glob("v*/manifest.json"):
+        doc = json.loads(manifest.read_text())
+        doc.pop(GATE_ID_KEY)
+        manifest.write_text(json.dumps(doc))
+    set_alias(mc, name, "champion-another-gate", v2)  # another folder running the same version: ambiguous
+    with pytest.raises(GateFolderError, match="do not single one out") as e:
+        rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
+    assert str(gate / GATE_ID_FILE) in str(e.value) and old_id in str(e.value) and "another-gate" in str(e.value)
+    assert not (gate / GATE_ID_FILE).exists() and deployed_version(store) == v2
+    delete_alias(mc, name, "champion-another-gate")
+    back = rollback(store.promote, store.tracking, store.paths.holdout, store.validate_)
+    assert (back.from_version, back.to_version, deployed_version(store)) == (v2, v1, v1)
+    assert json.loads((gate / GATE_ID_FILE).read_text())["id"] == old_id
+    for manifest in (gate / "releases").glob("v*/manifest.json"):  # recorded from now on
+        assert json.loads(manifest.read_text())[GATE_ID_KEY] == old_id
 
 
 def test_against_a_real_mlflow_server_only_facts_read_as_no_champion(
