@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tasks.demo.synth import Box, SynthConfig, make_video_scene, render_holdout_frame, render_scene_frame
+from tasks.demo.synth import SynthConfig, make_video_scene, render_holdout_frame, render_scene_frame
+from tasks.edge.agreement import box_iou
+from tasks.pipeline.labels import Box
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -30,20 +32,25 @@ def detector(plate_model: Path):
     return YOLO(str(plate_model), task="detect")
 
 
-def detect(detector, frame: np.ndarray) -> list[tuple[Box, float]]:
+Corners = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+
+
+def detect(detector, frame: np.ndarray) -> list[tuple[Corners, float]]:
     """The detector's boxes (x1, y1, x2, y2 pixels) and confidences above CONF, at the demo's imgsz."""
     result = detector.predict(frame, imgsz=640, conf=CONF, device="cpu", verbose=False)[0]
     return [(tuple(b), float(c)) for b, c in zip(result.boxes.xyxy.tolist(), result.boxes.conf.tolist(), strict=True)]
 
 
-def iou(a: Box, b: Box) -> float:
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+def pixels(box: Box) -> Corners:
+    """A label box (normalised to the frame) in the frame's pixels, as the detector reports boxes."""
+    x1, y1, x2, y2 = box.xyxy
+    return (x1 * CFG.width, y1 * CFG.height, x2 * CFG.width, y2 * CFG.height)
 
 
-def assert_finds_only(found: list[tuple[Box, float]], plate: Box) -> None:
+def assert_finds_only(found: list[tuple[Corners, float]], plate: Box) -> None:
     """The plate is found, and nothing else is."""
-    overlaps = [round(iou(box, plate), 2) for box, _ in found]
+    ious = box_iou(np.asarray([b for b, _ in found], dtype=np.float32).reshape(-1, 4), np.asarray([pixels(plate)]))
+    overlaps = [round(float(o), 2) for o in ious[:, 0]]
     assert any(o >= MIN_IOU for o in overlaps), f"plate {plate} not found: IoUs {overlaps} of {found}"
     assert all(o >= MIN_IOU for o in overlaps), f"boxes that are no plate: IoUs {overlaps} of {found}"
 
