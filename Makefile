@@ -9,7 +9,7 @@ LS_VENV ?= .ls-venv
 LS_STAMP := $(LS_VENV)/.installed
 # Offline at run time: `alpr-ops` and the tests set tasks/support/offline.py's OFFLINE_ENV themselves.
 
-.PHONY: setup demo test lint lock lock-label-studio lock-gate
+.PHONY: setup demo test docs lint lock lock-label-studio lock-gate
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ test:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n 2 --dist loadfile  # two workers, one file each at a time (tests/conftest.py)
+
+# docs/cli.md, the CLI reference, generated from the app itself (tests/unit/test_cli_docs.py fails when it is stale)
+docs: $(STAMP)
+	$(BIN)/python -m typer cli.app utils docs --name alpr-ops --output docs/cli.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
