@@ -33,7 +33,7 @@ ADVICE: dict[Remedy, str] = {
     ),
     Remedy.GATE_WORKER: (
         "Deploy the gate flow (`alpr-ops deploy` with build.backend: tensorrt), then start a worker of the gate's pool "
-        "on the gate box: `prefect worker start --pool {pool}` (README: TensorRT on the gate)."
+        "on the gate box: `prefect worker start --pool {pool}` (docs/tensorrt.md)."
     ),
     Remedy.OUTPUT_FOLDER: (
         "Point that setting in params.yaml (or the command's flag) at a new or empty folder, or move your files out "

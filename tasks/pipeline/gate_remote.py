@@ -130,8 +130,8 @@ def request_gate_build(params: Params, run_id: str, timeout_s: float) -> GateOut
     if not params.tracking.uri.startswith(("http://", "https://", "databricks")):
         raise GateUnavailable(
             f"tracking.uri {params.tracking.shown_uri!r} is a local store the gate box cannot reach: the gate "
-            "downloads its bundle from MLflow and logs its results there, so run an MLflow server (README: Past one "
-            "machine) and set tracking.uri to its http(s) address",
+            "downloads its bundle from MLflow and logs its results there, so run an MLflow server "
+            "(docs/operations.md: past one machine) and set tracking.uri to its http(s) address",
             remedy=Remedy.PARAMS,
         )
     with get_client(sync_client=True) as client:
@@ -145,7 +145,7 @@ def request_gate_build(params: Params, run_id: str, timeout_s: float) -> GateOut
                 pool=pool,
             ) from e
     # the store's address, never its credentials: Prefect shows a run's parameters to anyone with access to it. The
-    # worker takes them from its own environment (tasks.support.tracking.resolve_uri, README: TensorRT on the gate).
+    # worker takes them from its own environment (tasks.support.tracking.resolve_uri, docs/tensorrt.md).
     parameters = {"run_id": run_id, "tracking_uri": params.tracking.shown_uri}
     run = run_deployment(deployment, parameters=parameters, timeout=timeout_s, poll_interval=1, as_subflow=False)
     state = run.state

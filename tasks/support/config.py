@@ -182,7 +182,7 @@ class QdqConfig(_Frozen):
     """A Q/DQ ONNX from ONNX Runtime's `quantize_static` (run on ONNX Runtime, or built into a TensorRT engine).
 
     No candidate in `params.yaml` uses this method, so these defaults are documented here and nowhere else (the
-    README's INT8 section lists them; `tests/unit/test_params_source.py` pins them). They are the same for both
+    docs/int8-builds.md lists them; `tests/unit/test_params_source.py` pins them). They are the same for both
     methods: a `trt-qdq` candidate must state `qdq: {symmetric_activations: true}` itself (`CandidateConfig` refuses
     it otherwise) rather than get a different hidden default than `ort-qdq`.
     """

@@ -38,7 +38,7 @@ LINEAGE_JSON = "lineage.json"  # a rebuild parent run's artifact: its lineage ta
 # on a candidate run whose artifact is byte-identical to a registered version's: that version (no new one is made;
 # it keeps its own run and lineage) and its run
 REUSED_VERSION_TAG, REUSED_RUN_TAG = "registry.reused_version", "registry.reused_from_run"
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store (README, the demo's hint)
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store (README quick start, the demo's hint)
 
 
 def gate_tag(gate: str) -> str:
