@@ -313,5 +313,10 @@ def verdict_tags(decision: Decision) -> dict[str, dict[str, str]]:
             tags[gate_tag(c.gate)] = (shown + (f" ({c.note})" if c.note else ""))[:4900]
         if decision.winner == name:
             tags[gate_tag("decision")] = decision_tag(decision)
+            rv = decision.review
+            if rv is not None and rv.champion_version:  # what the trade-off chart draws the champion from
+                tags[gate_tag("champion")] = rv.champion_version
+                if rv.timing is not None:
+                    tags[gate_tag("champion_ratio")] = f"{rv.timing.ratio:g}"
         out[name] = tags
     return out
