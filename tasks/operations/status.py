@@ -68,7 +68,10 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
     """Champion, deployed release and every candidate of the latest rebuild, as plain JSON-able data."""
     gate_dir = promote_cfg.gate_dir
     out: dict[str, Any] = {"champion": champion(tracking, gate_dir), "deployed": None, "rebuild": None}
-    out |= {"candidates": [], "mismatch": None, "pending": pending_decision(tracking, gate_dir)}
+    out |= {"candidates": [], "mismatch": None}
+    pending = pending_decision(tracking, gate_dir)
+    if pending is not None:  # a "pending" key only when a decision waits for a person
+        out["pending"] = pending
     release = current_release(gate_dir)
     if release is not None and (release / MANIFEST).is_file():
         manifest = read_manifest(release)  # unreadable: a VerificationError naming it, not a traceback
