@@ -73,7 +73,8 @@ def time_with_winner(
     champ: DeployedChampion, winner: Candidate, winner_row: dict[str, Any], frame: Path | None, vcfg: ValidateConfig
 ) -> tuple[Timing | None, str]:
     """The winner's p50 over the champion's, like for like: both timed together in one fresh process, interleaved
-    (A B B A, `validate.retime_rounds` rounds, at least 2, of `retime_runs` runs: `tasks/runtime/latency.py`).
+    (A B B A, `validate.retime_rounds` rounds, at least 4 so that the noise is estimated, of `retime_runs` runs:
+    `tasks/runtime/latency.py`).
 
     Two engines the gate built and timed (the host runs neither): their gate-measured p50s, each from its own
     rebuild, with no noise estimate, and the basis says so. Any other pair that cannot be timed together here
@@ -94,7 +95,7 @@ def time_with_winner(
         return None, "no frame to time them on (no holdout image, no agreement frame)"
     req = InterleavedRequest(
         (str(champ.candidate.path), str(winner.path)), str(frame), vcfg.imgsz, vcfg.agreement_conf, vcfg.iou,
-        vcfg.warmup, vcfg.threads, max(2, vcfg.retime_rounds), vcfg.retime_runs,
+        vcfg.warmup, vcfg.threads, max(4, vcfg.retime_rounds), vcfg.retime_runs,
     )  # fmt: skip
     try:
         rounds = measure_interleaved_in_subprocess(req)

@@ -257,7 +257,7 @@ def review(
                 f"holdout: {check}"
             )
     winner = decision.winner
-    if winner is not None:
+    if winner is not None and cfg.max_slowdown is not None:
         if timing is None:
             reasons.append(f"the winner {winner} and the champion could not be timed together ({timing_note})")
         else:
@@ -273,6 +273,7 @@ def review(
                     f"the winner {winner} is {timing.ratio:.2f}x the champion's p50 (promote.max_slowdown "
                     f"{cfg.max_slowdown:g} plus the timing's noise {timing.noise:.3f}): the gate would become slower"
                 )
+    if winner is not None:
         precision = str(metrics.get(winner, {}).get("precision", ""))
         if precision == "fp32" and champ.precision not in ("", "fp32"):
             reasons.append(

@@ -141,7 +141,7 @@ def promote(
         if deployed is not None and (same is not None or deployed.version == winner.version):
             p50 = float(row.get("latency_p50_ms") or 0.0)
             timing = Timing(1.0, 0.0, p50, p50, "the same version")
-        elif deployed is not None:
+        elif deployed is not None and cfg.max_slowdown is not None:
             cand = fetch_verified(mc, tracking, winner.source, winner.run_id, winner.version, Path(scratch) / "winner")
             timing, note = time_with_winner(deployed, cand, row, timing_frame(holdout_dir, frames_dir), vcfg)
         decision = review(decision, metrics, cfg, reference, score, timing, attended, note)

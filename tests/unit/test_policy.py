@@ -264,3 +264,17 @@ def test_a_champion_that_fails_a_gate_on_this_holdout_is_the_reviewers_call_neve
     good = ChampionScore("1", "old", 0.70, precision="int8")
     ok = review(decide(metrics, cfg, good), metrics, cfg, "fp32", good, Timing(0.9, 0.01, 10.0, 9.0), False)
     assert ok.review.deploy and "champion_map_drop 0 <= 0.01" in ok.explain()
+
+
+def test_max_slowdown_null_turns_off_only_the_latency_comparison() -> None:
+    from tasks.operations.policy import review
+
+    metrics, champion = scenario()
+    cfg = LOOSE.model_copy(update={"min_agreement": 0.95, "max_slowdown": None})
+    decision = decide(metrics, cfg, champion)
+    out = review(decision, metrics, cfg, "fp32", champion, None, attended=False).review
+    assert "champion_latency" not in [c.gate for c in out.checks] and not any("timed" in r for r in out.reasons)
+    assert out.pending and "no INT8 candidate passed" in out.reasons[0], "the FP32 rule still applies"
+    same = {"a": {**row(0.0, 10.0), "precision": "int8"}}
+    int8 = ChampionScore("1", "a", 0.7, precision="int8")
+    assert review(decide(same, cfg, int8), same, cfg, "fp32", int8, None, False).review.deploy
