@@ -11,6 +11,11 @@ the next run without redeploying. They run the same flow objects as the CLI (`fl
 - TensorRT built on the gate (any candidate with `backend: tensorrt`, its own or `build.backend`, and
   `build.tensorrt_on: gate`): `alpr-ops deploy` also registers `gate-build/<serve.work_pools.tensorrt>`
   (`flows/gate_build.py`), which a Jetson's worker runs without PyTorch: the host asks it for each engine.
+
+Every run of these deployments is unattended (`attended: false`, passed explicitly): a rebuild's winner that is
+slower than the champion, or an FP32 one replacing an INT8 champion, is left as a pending decision
+(docs/promotion.md). To approve it from the Prefect UI: the `promote` deployment, "Custom run", `approve` set to
+the pending version (`alpr-ops status` names it); the same as `alpr-ops promote --approve VERSION`.
 """
 
 from __future__ import annotations
@@ -63,11 +68,20 @@ def _settings(params: Params, fn: Any, limit: Any) -> dict[str, Any]:
     return {"schedules": schedules, "concurrency_limit": limit}
 
 
+UNATTENDED = (rebuild, promote)  # flows whose deployment runs say so explicitly: no person is there to agree
+
+
+def _parameters(fn: Any, params_file: Path) -> dict[str, Any]:
+    """A deployment's parameters: the params file, and `attended: false` for those that may promote."""
+    parameters: dict[str, Any] = {"params_file": str(params_file.resolve())}
+    return parameters | ({"attended": False} if fn in UNATTENDED else {})
+
+
 def runner_deployments(params: Params, params_file: Path, name: str = "serve") -> list[Any]:
     """The four deployments, for `prefect.serve` in this process (`alpr-ops serve`)."""
-    parameters = {"params_file": str(params_file.resolve())}
     return [
-        fn.to_deployment(name=name, parameters=parameters, **_settings(params, fn, limit)) for fn, _, limit in FLOWS
+        fn.to_deployment(name=name, parameters=_parameters(fn, params_file), **_settings(params, fn, limit))
+        for fn, _, limit in FLOWS
     ]
 
 
@@ -99,13 +113,12 @@ def deploy_to_pool(params: Params, params_file: Path, root: Path) -> list[str]:
             log.info("created work pool %s (type process)", pool)
         except ObjectAlreadyExists:
             pass
-    parameters = {"params_file": str(params_file.resolve())}
     names = []
     for fn, entrypoint, limit in FLOWS:
         source = fn.from_source(source=str(root.resolve()), entrypoint=entrypoint)
         source.deploy(
             name=pool,
-            parameters=parameters,
+            parameters=_parameters(fn, params_file),
             work_pool_name=pool,
             build=False,
             push=False,
@@ -150,7 +163,7 @@ def trigger_rebuild(deployment: str, params_file: Path, videos: Path | None = No
     one. Returns the flow run id."""
     from prefect.deployments import run_deployment
 
-    parameters: dict[str, Any] = {"params_file": str(params_file.resolve())}
+    parameters: dict[str, Any] = {"params_file": str(params_file.resolve()), "attended": False}  # no one to ask
     if videos is not None:
         parameters["overrides"] = Overrides.of(videos=videos.resolve()).model_dump(mode="json")
     run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False, tags=["watcher"])

@@ -58,6 +58,7 @@ def rebuild(
     overrides: Overrides | None = None,
     project: Project | None = None,
     force: bool = False,
+    attended: bool = False,
 ) -> dict[str, Any]:
     """Rebuild every candidate from the project's videos and promote the winner.
 
@@ -66,6 +67,8 @@ def rebuild(
     (a CLI rebuild, a deployment's, an extract, a promotion); the promote subflow re-enters it.
     DVC records the outputs (`dvc commit`) only when the run used the paths `dvc.yaml` describes. Inputs equal to
     the newest finished rebuild's: one small MLflow run naming it, nothing else (`force`: rebuild anyway).
+    `attended`: a person runs it and agreed beforehand (`alpr-ops rebuild --yes`); the watcher's, a deployment's and
+    a schedule's runs are not, and never replace the champion with a slower or FP32 winner (a pending decision).
     """
     proj = open_project(params_file, overrides, project)
     params, p = proj.params, proj.params.paths
@@ -101,7 +104,7 @@ def rebuild(
         # the same record and rows when no engine is built on the gate; else with the measured engines registered
         record, metrics = gate_engines(params, built, record, report)
         if params.promote.auto:  # the promote flow draws the trade-off chart with its verdicts
-            promotion = promote(params=params, record=record, metrics=metrics)
+            promotion = promote(params=params, record=record, metrics=metrics, attended=attended)
         else:  # the chart without verdicts; `alpr-ops promote` redraws it with them
             promotion = None
             tradeoff_chart(params.tracking, params.promote, params.build.reference, record.parent_run_id)
@@ -117,6 +120,7 @@ def rebuild(
         "winner": promotion.decision.winner if promotion else None,
         "version": promotion.version if promotion else None,
         "explain": promotion.decision.explain() if promotion else None,
+        "pending": promotion.pending if promotion else None,
         "unchanged": None,
     }
 
@@ -124,5 +128,5 @@ def rebuild(
 def unchanged_result(params: Any, inputs: unchanged.InputsCheck, run_id: str) -> dict[str, Any]:
     """What the flow returns when its inputs matched a finished rebuild: the keys of a rebuild's result, with
     nothing built, registered or promoted; `unchanged` names the rebuild matched, `mlflow_run_id` the small run."""
-    empty = ("record", "metrics", "promotion", "extract", "validation", "winner", "version", "explain")
+    empty = ("record", "metrics", "promotion", "extract", "validation", "winner", "version", "explain", "pending")
     return {**dict.fromkeys(empty), "params": params, "mlflow_run_id": run_id, "unchanged": inputs.matched_run_id}

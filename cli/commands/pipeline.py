@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.commands.release import YesOpt, settle_pending
 from cli.context import PathOpt, fail, go_offline, guarded, locked, state
 from cli.printers import ERR, print_candidates
 from tasks.support.project import Overrides
@@ -85,16 +86,18 @@ def rebuild(
     force: Annotated[
         bool, typer.Option("--force", help="Rebuild even when the inputs equal the last finished rebuild's.")
     ] = False,
+    yes: YesOpt = False,
 ) -> None:
     """Run the whole workflow as a Prefect flow: extract, build, validate, track, promote.
 
     When the inputs (videos, holdout, params, code, toolchain, hardware) equal the last finished rebuild's, nothing
     is rebuilt: one small MLflow run names that rebuild (checked before any Prefect server starts). `--force`
-    rebuilds anyway."""
+    rebuilds anyway. A winner that needs a person (slower than the champion, an FP32 model replacing an INT8
+    champion, a champion failing a gate now) is asked about on a terminal, or left pending; `--yes` deploys it."""
     project = state.project(Overrides.of(gate_dir=gate_dir, only=candidates, videos=videos, holdout=holdout))
     if not force and skip_unchanged(project):
         return
-    run_rebuild(project, force=force)
+    run_rebuild(project, force=force, attended=yes)
 
 
 def skip_unchanged(project: Any) -> bool:
@@ -118,13 +121,13 @@ def skip_unchanged(project: Any) -> bool:
     return True
 
 
-def run_rebuild(project: Any, force: bool = False) -> dict[str, Any]:
+def run_rebuild(project: Any, force: bool = False, attended: bool = False) -> dict[str, Any]:
     """The `rebuild` flow on the parsed project, then the candidates table from MLflow; a failure says how to
-    resume."""
+    resume. Run by hand: a pending decision is asked about here (`settle_pending`) unless `attended` (`--yes`)."""
     from flows.rebuild import rebuild as rebuild_flow
     from tasks.operations.status import status
 
-    flow_state = rebuild_flow(project=project, force=force, return_state=True)
+    flow_state = rebuild_flow(project=project, force=force, attended=attended, return_state=True)
     if not flow_state.is_completed():
         try:
             flow_state.result()
@@ -151,6 +154,9 @@ def run_rebuild(project: Any, force: bool = False) -> dict[str, Any]:
     if out["winner"] is None and out["explain"]:
         ERR.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
         ERR.print(out["explain"])
+    if out["pending"] is not None:
+        ERR.print(out["explain"])
+        settle_pending(params, out["winner"], out["pending"])
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,9 +13,33 @@ from cli.context import PathOpt, go_offline, guarded, state
 from cli.printers import ERR, print_candidates, print_report
 from tasks.support.project import Overrides
 
+YesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        "-y",
+        help="Deploy the winner even when it needs a person (slower than the champion, an FP32 model replacing an "
+        "INT8 champion, a champion failing a gate now): you agree beforehand. Without it you are asked (on a "
+        "terminal) or it is left as a pending decision.",
+    ),
+]
 
-def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
-    """Promote the winner of the latest rebuild recorded in MLflow (the `promote` Prefect flow)."""
+
+def promote(
+    holdout: PathOpt = None,
+    gate_dir: PathOpt = None,
+    approve: Annotated[
+        str | None,
+        typer.Option(
+            "--approve",
+            metavar="VERSION",
+            help="Deploy the pending decision VERSION (`status` names it) after you looked.",
+        ),
+    ] = None,
+    yes: YesOpt = False,
+) -> None:
+    """Promote the winner of the latest rebuild recorded in MLflow (the `promote` Prefect flow), or with --approve
+    deploy the pending decision a rebuild left for a person."""
     project = state.project(Overrides.of(gate_dir=gate_dir, holdout=holdout))
     go_offline(project)
     from flows.promote import promote as promote_flow
@@ -23,12 +47,20 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
 
     prm = project.params
     with guarded():
-        require_latest_rebuild(prm.tracking)  # fails fast, before Prefect starts
+        if approve is None:
+            require_latest_rebuild(prm.tracking)  # fails fast, before Prefect starts
         # the flow reads the latest rebuild again under the project lock: one that ran while this waited is newer
-        result = promote_flow(params=prm)
+        result = promote_flow(params=prm, attended=yes, approve=approve)
     for repair in result.repairs:
         ERR.print(f"[yellow]repaired first:[/yellow] {repair}")
+    if approve is not None:
+        ERR.print(f"champion: {result.decision.winner} (version {result.version}) -> {result.release}")
+        ERR.print(result.decision.policy, soft_wrap=True)
+        return
     ERR.print(result.decision.explain())
+    if result.pending is not None:
+        settle_pending(prm, result.decision.winner, result.pending)
+        return
     if result.version is None:
         ERR.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")
         raise typer.Exit(1)
@@ -36,6 +68,28 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
         ERR.print(f"Promotion of {result.decision.winner} (version {result.version}) is a no-op: {result.unchanged}")
         return
     ERR.print(f"champion: {result.decision.winner} (version {result.version}) -> {result.release}")
+
+
+def settle_pending(prm: Any, winner: str | None, version: str) -> None:
+    """A promotion run by hand kept the champion for a person: on a terminal, ask that person now (yes deploys it
+    through `--approve`'s path); otherwise say how to approve it later. Never decided here without a person."""
+    from flows.promote import promote as promote_flow
+
+    ERR.print(
+        f"[yellow]The champion stays deployed: {winner} (version {version}) is a pending decision (why: above)"
+        "[/yellow]",
+        soft_wrap=True,
+    )
+    if sys.stdin.isatty() and typer.confirm(f"Deploy version {version} now?", default=False, err=True):
+        with guarded():
+            result = promote_flow(params=prm, approve=version)
+        ERR.print(f"champion: {result.decision.winner} (version {result.version}) -> {result.release}")
+        return
+    ERR.print(
+        f"To deploy it after looking at the rebuild's trade-off chart: alpr-ops promote --approve {version} "
+        "(or run the `promote` deployment with `approve` from the Prefect UI)",
+        soft_wrap=True,
+    )
 
 
 def rollback(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
@@ -68,7 +122,17 @@ def status(
     ERR.print(f"deployed: version {deployed['version']} ({deployed['release']})" if deployed else "deployed: none")
     if info["mismatch"]:
         ERR.print(f"[red]mismatch:[/red] {info['mismatch']}")
+    if info.get("pending"):
+        pend = info["pending"]
+        ERR.print(
+            f"[yellow]pending decision:[/yellow] version {pend['version']} ({pend['candidate']}, rebuild "
+            f"{pend['rebuild_run_id']}) kept out of the gate against champion {pend['champion_version']}: "
+            f"{pend['why']}. Approve: {pend['approve']}",
+            soft_wrap=True,
+        )
     if info["rebuild"]:
+        if info["rebuild"].get("decision"):
+            ERR.print(f"latest rebuild's promotion: {info['rebuild']['decision']}", soft_wrap=True)
         ERR.print(f"MLflow runs: {info['rebuild']['mlflow_url']}", soft_wrap=True)
 
 

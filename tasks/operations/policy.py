@@ -1,12 +1,15 @@
-"""The promotion policy: every candidate through the gates, then the winner among those that pass.
+"""The promotion policy: every candidate through the gates, then the winner among those that pass, then whether
+that winner may replace the deployed champion without a person (`review`).
 
-Pure and I/O-free: numbers in (validation's metrics, the champion's score, `promote:` params), a decision out, so the
-same numbers always give the same winner and the policy is tested without a store, a model or a gate folder.
+Pure and I/O-free: numbers in (validation's metrics, the champion's score and its timing against the winner,
+`promote:` params), a decision out, so the same numbers always give the same outcome and the policy is tested
+without a store, a model or a gate folder. docs/promotion.md states the policy for reviewers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, NO_HOLDOUT
@@ -51,6 +54,53 @@ class ChampionScore:
     candidate: str
     map50_95: float
     basis: str = ""  # how `map50_95` was obtained when not re-evaluated on this holdout (a gate-built engine's)
+    precision: str = ""  # the champion's (int8, fp32): an FP32 winner replacing an INT8 champion needs a person
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The winner's p50 over the champion's, measured like for like: both timed together, interleaved, in one fresh
+    process (`ratio` the mean of the per-round ratios, `noise` its 95% half-width: `tasks/runtime/latency.py`)."""
+
+    ratio: float
+    noise: float
+    champion_p50_ms: float
+    winner_p50_ms: float
+    basis: str = "timed together, interleaved"
+
+
+@dataclass(frozen=True)
+class Review:
+    """Whether the winner replaces the champion now (`deploy`), and if not, why a person must decide (`reasons`).
+
+    `checks` are the comparisons with the champion (the winner's latency against it, the champion's own gates on
+    this holdout); `attended` says whether a person ran this promotion (`--yes`): then the reasons are shown, not
+    waited on."""
+
+    deploy: bool
+    reasons: tuple[str, ...] = ()
+    checks: tuple[GateCheck, ...] = ()
+    champion_version: str = ""
+    attended: bool = False
+    timing: Timing | None = None
+    winner: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        """A winner is kept out of the gate until a person approves it (`alpr-ops promote --approve VERSION`)."""
+        return self.winner is not None and not self.deploy
+
+    def explain(self) -> str:
+        checks = "; ".join(str(c) for c in self.checks)
+        head = f"against champion {self.champion_version}: " + (checks or "nothing to compare")
+        if not self.reasons:
+            return head
+        why = "; ".join(self.reasons)
+        if self.winner is None:
+            return f"{head}\ndecision: nothing to deploy; the champion stays, for a person to look at: {why}"
+        if self.deploy:
+            return f"{head}\ndecision: deployed by a person's choice (attended run) although {why}"
+        return f"{head}\ndecision: PENDING, the champion stays deployed until a person decides: {why}"
 
 
 @dataclass(frozen=True)
@@ -62,10 +112,12 @@ class Decision:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     champion: ChampionScore | None = None
     policy: str = ""
+    review: Review | None = None  # the winner against the deployed champion (`review`); None: not reviewed yet
 
     def explain(self) -> str:
         lines = [f"{v.name}: {'PASS' if v.passed else 'FAIL'} ({'; '.join(v.reasons)})" for v in self.verdicts.values()]
-        return "\n".join([*lines, *([f"choice: {self.policy}"] if self.policy else [])])
+        lines += [f"choice: {self.policy}"] if self.policy else []
+        return "\n".join([*lines, *([self.review.explain()] if self.review and self.review.champion_version else [])])
 
 
 class MetricsMissing(AlprError):
@@ -167,6 +219,84 @@ def choose(passed: list[Verdict], metrics: dict[str, dict[str, Any]], cfg: Promo
     return best.name, why
 
 
+def review(
+    decision: Decision,
+    metrics: dict[str, dict[str, Any]],
+    cfg: PromoteConfig,
+    reference: str,
+    champion: ChampionScore | None,
+    timing: Timing | None,
+    attended: bool,
+    timing_note: str = "",
+) -> Decision:
+    """The winner against the deployed champion, and whether it replaces it without a person.
+
+    With a champion deployed, a person decides (the winner becomes a pending decision unless `attended`) when:
+    - the winner is slower than the champion: its p50 over the champion's, both timed together (`timing`), exceeds
+      `promote.max_slowdown` by more than that timing's noise; a pair that could not be timed together
+      (`timing` None, `timing_note` says why) counts as slower: fail closed;
+    - the winner is an FP32 model and the champion is not: no INT8 candidate passed;
+    - the champion itself now fails a gate on this rebuild's holdout (its mAP drop against this rebuild's FP32
+      `reference`): replacing it and keeping it are both a person's call.
+    No champion (a first promotion): the winner is deployed as before. `champion` is the deployed one (with no
+    labelled holdout, unscored: its mAP is NaN and only latency and precision are compared). Returns `decision` with
+    its `review`."""
+    champ = champion
+    if champ is None:
+        return replace(decision, review=Review(decision.winner is not None, attended=attended, winner=decision.winner))
+    checks: list[GateCheck] = []
+    reasons: list[str] = []
+    ref = metrics.get(reference, {})
+    if ref.get("map50_95") not in (None, "") and ref.get("holdout") != NO_HOLDOUT and not math.isnan(champ.map50_95):
+        drop = round(float(ref["map50_95"]) - champ.map50_95, 6)
+        check = GateCheck("champion_map_drop", drop <= cfg.max_map_drop, drop, cfg.max_map_drop, "<=", champ.basis)
+        checks.append(check)
+        if not check.passed:
+            reasons.append(
+                f"the champion (version {champ.version}, {champ.candidate}) itself now fails a gate on this rebuild's "
+                f"holdout: {check}"
+            )
+    winner = decision.winner
+    if winner is not None and cfg.max_slowdown is not None:
+        if timing is None:
+            reasons.append(f"the winner {winner} and the champion could not be timed together ({timing_note})")
+        else:
+            bound = round(cfg.max_slowdown + timing.noise, 4)
+            note = (
+                f"{timing.basis}: {winner} {timing.winner_p50_ms:.3g} ms, champion {timing.champion_p50_ms:.3g} ms, "
+                f"noise {timing.noise:.3f}"
+            )
+            check = GateCheck("champion_latency", timing.ratio <= bound, round(timing.ratio, 4), bound, "<=", note)
+            checks.append(check)
+            if not check.passed:
+                reasons.append(
+                    f"the winner {winner} is {timing.ratio:.2f}x the champion's p50 (promote.max_slowdown "
+                    f"{cfg.max_slowdown:g} plus the timing's noise {timing.noise:.3f}): the gate would become slower"
+                )
+    if winner is not None:
+        precision = str(metrics.get(winner, {}).get("precision", ""))
+        if precision == "fp32" and champ.precision not in ("", "fp32"):
+            reasons.append(
+                f"no INT8 candidate passed: the winner {winner} is an FP32 model and would replace the "
+                f"{champ.precision.upper()} champion {champ.candidate}"
+            )
+    deploy = winner is not None and (attended or not reasons)
+    outcome = Review(deploy, tuple(reasons), tuple(checks), champ.version, attended, timing, winner)
+    return replace(decision, review=outcome)
+
+
+def decision_tag(decision: Decision) -> str:
+    """The outcome in one line (tag `gate.decision`): deploy, pending and why, or nothing to deploy."""
+    rv = decision.review
+    if decision.winner is None:
+        why = f": {'; '.join(rv.reasons)}" if rv is not None and rv.reasons else ""
+        return f"none: no candidate passed every gate{why}"[:4900]
+    if rv is None or not rv.reasons:
+        return "deploy"
+    prefix = "deploy (attended)" if rv.deploy else "pending"
+    return f"{prefix}: {'; '.join(rv.reasons)}"[:4900]
+
+
 def verdict_tags(decision: Decision) -> dict[str, dict[str, str]]:
     """The `gate.*` tags of each candidate's verdict, gate by gate with its numbers (what the trade-off chart and
     `status` read back)."""
@@ -178,8 +308,16 @@ def verdict_tags(decision: Decision) -> dict[str, dict[str, str]]:
             gate_tag("winner"): str(decision.winner == name).lower(),
             gate_tag("policy"): decision.policy[:4900],  # MLflow tag values hold 5000 characters at most
         }
-        for c in verdict.checks:
+        against = decision.review.checks if decision.review is not None and decision.winner == name else ()
+        for c in (*verdict.checks, *against):
             shown = gate_outcome(c.passed, c.value, c.op, c.threshold)
             tags[gate_tag(c.gate)] = (shown + (f" ({c.note})" if c.note else ""))[:4900]
+        if decision.winner == name:
+            tags[gate_tag("decision")] = decision_tag(decision)
+            rv = decision.review
+            if rv is not None and rv.champion_version:  # what the trade-off chart draws the champion from
+                tags[gate_tag("champion")] = rv.champion_version
+                if rv.timing is not None:
+                    tags[gate_tag("champion_ratio")] = f"{rv.timing.ratio:g}"
         out[name] = tags
     return out

@@ -31,7 +31,7 @@ from tasks.runtime.releases import MANIFEST, current_release, gate_id, gate_path
 from tasks.support.candidate import Candidate
 from tasks.support.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
 from tasks.support.errors import AlprError, Remedy
-from tasks.support.registry import aliases_for, version_by_alias
+from tasks.support.registry import Aliases, aliases_for, version_by_alias
 from tasks.support.tracking import (
     ARTIFACT_PATH,
     KIND_TAG,
@@ -100,6 +100,21 @@ class Champion:
     run_id: str
     metrics: dict[str, float]
     registry_version: str | None  # the version the registry's `champion` alias points at (None: no alias)
+    pending: PendingChallenger | None = None  # a rebuild's winner kept out of the gate for a person, if any
+
+
+@dataclass(frozen=True)
+class PendingChallenger:
+    """The gate's pending decision (`tasks/operations/pending.py`): what the check measures beside the champion, so
+    a failed night says whether approving it would fix it."""
+
+    version: str
+    candidate: str
+    source: str  # its artifact in the store
+    sha256: str  # recorded when it was built: the download is verified against it
+    where: str  # where that record is (for messages)
+    tracking_uri: str
+    promoted_metrics: dict[str, float]  # its validation numbers (the promotion-time values of the champion's)
 
 
 @dataclass(frozen=True)
@@ -141,6 +156,7 @@ class RegressionReport:
     frames_source: str
     notes: tuple[str, ...] = ()
     mlflow_run_id: str = ""
+    pending: str = ""  # when the champion regressed: whether approving the pending challenger would fix it
     checked_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -165,6 +181,7 @@ class RegressionReport:
                 direction = "darker" if (new or 0) < (old or 0) else "brighter"
                 advice = advice.format(direction=direction) + f" (mean brightness {new:.0f} vs {old:.0f} of 255)"
             lines.append(f"  FAIL: {c} ({key}): {advice}")
+        lines += [f"  pending: {self.pending}"] if self.pending else []
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -193,6 +210,21 @@ def find_champion(gate_dir: Path, tracking: TrackingConfig) -> Champion:
         str(manifest["run_id"]),
         {k: float(v) for k, v in manifest.get("metrics", {}).items()},
         None if mv is None else str(mv.version),
+        None if gid is None else _pending(mc, tracking, aliases_for(gid)),
+    )
+
+
+def _pending(mc: Any, tracking: TrackingConfig, names: Aliases) -> PendingChallenger | None:
+    """The gate's pending challenger, with the hash its build recorded, or None."""
+    from tasks.operations.pending import read_pending
+
+    pend = read_pending(mc, tracking.registered_model, names)
+    if pend is None or not pend["run_id"]:
+        return None
+    rec = recorded(mc, tracking, pend["run_id"], pend["version"])
+    metrics = {k: float(v) for k, v in mc.get_run(pend["run_id"]).data.metrics.items()}
+    return PendingChallenger(
+        pend["version"], pend["candidate"], pend["source"], rec.sha256, rec.where, tracking.uri, metrics
     )
 
 
@@ -425,6 +457,16 @@ def measure(
     }
     if sample.baseline_brightness is not None:
         metrics["baseline_brightness"] = sample.baseline_brightness
+    if champion.pending is not None:  # the same frames, the same reference detections: would approving it help?
+        from tasks.support.registry import download_version
+        from tasks.support.verify import verify_artifact
+
+        pend = champion.pending
+        folder = download_version(pend.source, work / "pending", pend.tracking_uri)
+        challenger = verify_artifact(folder, pend.sha256, pend.where)
+        runnable_here(challenger, pend.version)
+        found, _ = agreement(ref_found, detect(challenger, images, cfg), images, names, cfg.agreement_conf)
+        metrics["pending_agreement_map50_95"] = found["agreement_map50_95"]
     log.info(
         "nightly: agreement mAP50-95 %.4f on %d frames (%d newest); FP32 plates on the newest: %d",
         metrics["agreement_map50_95"], len(images), n, int(newest["boxes_reference"]),
@@ -477,8 +519,9 @@ def make_report(
             f"the registry's champion alias is version {champion.registry_version}, but {champion.version} is "
             "deployed: a promotion or rollback was interrupted; re-run it"
         )
+    passed = all(c.passed for c in checks)
     return RegressionReport(
-        all(c.passed for c in checks),
+        passed,
         checks,
         full,
         champion.version,
@@ -488,7 +531,36 @@ def make_report(
         sample.frames,
         sample.source,
         tuple(notes),
+        pending="" if passed else pending_line(champion, metrics, checks, cfg),
     )
+
+
+FOOTAGE_GATES = ("brightness_change", "reference_boxes")  # about the cameras' footage: no model change fixes them
+
+
+def pending_line(
+    champion: Champion, metrics: dict[str, float], checks: tuple[GateCheck, ...], cfg: NightlyConfig
+) -> str:
+    """Which pending challenger, if any, would fix a regressed champion: the challenger's agreement with the same
+    FP32 reference on the same frames, against the same floor and its own promotion-time agreement (pure)."""
+    pend = champion.pending
+    if pend is None:
+        return "no pending challenger: rebuild with the newest videos, or roll back"
+    measured = metrics.get("pending_agreement_map50_95")
+    if measured is None:
+        return f"pending challenger version {pend.version} ({pend.candidate}) was not measured"
+    ok = [GateCheck("agreement", measured >= cfg.min_agreement, measured, cfg.min_agreement, ">=")]
+    if "agreement_map50_95" in pend.promoted_metrics:
+        drop = round(pend.promoted_metrics["agreement_map50_95"] - measured, 6)
+        ok.append(GateCheck("agreement_drop", drop <= cfg.max_agreement_drop, drop, cfg.max_agreement_drop, "<="))
+    shown = "; ".join(str(c) for c in ok)
+    head = f"pending challenger version {pend.version} ({pend.candidate}) on the same frames: {shown}"
+    broken = [c.gate for c in checks if not c.passed]
+    footage = [g for g in broken if g in FOOTAGE_GATES]
+    rest = f"; {', '.join(footage)} concern the footage, which no model changes" if footage else ""
+    if all(c.passed for c in ok) and len(footage) < len(broken):
+        return f"{head}: approving it would fix the agreement gates (alpr-ops promote --approve {pend.version}){rest}"
+    return f"{head}: approving it would NOT fix this{rest}"
 
 
 def log_nightly(tracking: TrackingConfig, report: RegressionReport) -> RegressionReport:
@@ -503,6 +575,7 @@ def log_nightly(tracking: TrackingConfig, report: RegressionReport) -> Regressio
         "candidate": report.champion_candidate,
         "nightly.passed": str(report.passed).lower(),
         "nightly.videos": ", ".join(report.videos)[:4900],
+        **({"nightly.pending": report.pending[:4900]} if report.pending else {}),
     }
     for c in report.checks:
         tags[gate_tag(c.gate)] = gate_outcome(c.passed, c.value, c.op, c.threshold)

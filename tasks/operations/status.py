@@ -10,7 +10,7 @@ from tasks.pipeline.validate import ROLE_KEY
 from tasks.runtime.releases import MANIFEST, GateFolderError, current_release, gate_id, read_manifest
 from tasks.support.config import PromoteConfig, TrackingConfig
 from tasks.support.registry import aliases_for, version_by_alias
-from tasks.support.tracking import client, experiment_url, require_store
+from tasks.support.tracking import client, experiment_url, gate_tag, require_store
 
 STATUS_FIELDS = (
     "precision",
@@ -52,6 +52,18 @@ def mismatch(champ: dict[str, Any] | None, deployed: dict[str, Any] | None) -> s
     )
 
 
+def pending_decision(tracking: TrackingConfig, gate_dir: Path) -> dict[str, Any] | None:
+    """The winner a rebuild kept out of the gate for a person (`tasks/operations/pending.py`): its version, why,
+    and the command that deploys it; None when no decision is pending."""
+    from tasks.operations.pending import pending_for
+
+    pend = pending_for(tracking, gate_dir)
+    if pend is None:
+        return None
+    keys = ("version", "candidate", "why", "rebuild_run_id", "champion_version", "decided_at")
+    return {**{k: pend[k] for k in keys}, "approve": f"alpr-ops promote --approve {pend['version']}"}
+
+
 def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, Any]:
     """Champion, deployed release and every candidate of the latest rebuild, as plain JSON-able data. A sqlite store
     that does not exist is refused (`StoreMissing`), not created empty and reported as "no champion"."""
@@ -59,6 +71,9 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
     gate_dir = promote_cfg.gate_dir
     out: dict[str, Any] = {"champion": champion(tracking, gate_dir), "deployed": None, "rebuild": None}
     out |= {"candidates": [], "mismatch": None}
+    pending = pending_decision(tracking, gate_dir)
+    if pending is not None:  # a "pending" key only when a decision waits for a person
+        out["pending"] = pending
     try:
         release, refused = current_release(gate_dir), None
     except GateFolderError as e:  # `current` leads outside releases/: whatever it points at is not deployed
@@ -84,6 +99,8 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
         "mlflow_run_id": record.parent_run_id,
         "experiment_id": record.experiment_id,
         "mlflow_url": experiment_url(tracking.uri, record.experiment_id),
+        # the promotion's outcome for it (deploy, pending and why, none), "" before its promotion ran
+        "decision": client(tracking).get_run(record.parent_run_id).data.tags.get(gate_tag("decision"), ""),
     }
     for name, row in metrics.items():
         item: dict[str, Any] = {"name": name}

@@ -8,6 +8,9 @@ candidate, so a reviewer sees at a glance why the winner won.
 - a candidate that failed another gate (mAP drop, p95, champion, labelled holdout, smoke test) is drawn hollow with
   the gates named; the winner is ringed, and why it won among the passing ones (the promotion's `gate.policy`)
   is written under the plot. Latency is the p50 the choice used: the interleaved re-timing's where there is one.
+- with a champion deployed, its p50 is a dotted line, placed by the ratio measured when it and the winner were timed
+  together (`gate.champion_ratio`), and the title says the decision: deployed, or PENDING a person's approval with
+  the champion kept (the reasons under the plot, `gate.decision`; docs/promotion.md).
 
 Gate outcomes are read from what the promotion gate logged on each candidate run (`gate.*` tags,
 `tasks/operations/promote.py` `record_verdicts`), never recomputed here. Before the gate has run, the chart says so.
@@ -35,8 +38,10 @@ ARTIFACT_DIR = "tradeoff"
 CHART = "tradeoff.png"
 AREA_GATES = ("agreement", "speedup")  # the gates the shaded region shows; every other failed gate makes a point hollow
 META_TAGS = tuple(
-    gate_tag(g) for g in ("passed", "reasons", "winner", "policy")
+    gate_tag(g) for g in ("passed", "reasons", "winner", "policy", "decision", "champion", "champion_ratio")
 )  # gate tags that are not one gate's outcome
+# the winner compared with the deployed champion: said in the title and the champion's line, never a hollow point
+CHAMPION_GATES = ("champion_latency", "champion_map_drop")
 PEER_METHOD = "ultralytics"
 
 
@@ -72,6 +77,13 @@ class Tradeoff:
     points: tuple[Point, ...]
     policy: str = ""  # how the winner was chosen among the passing candidates (the promotion's `gate.policy`)
     speed_reference: str = ""  # the candidate speed-ups are measured against ("": the accuracy reference)
+    decision: str = ""  # the winner's `gate.decision`: deploy, pending: why, ...
+    champion: str = ""  # the deployed champion's version the winner was compared with ("": none)
+    champion_p50_ms: float | None = None  # its p50 on the chart's axis: the winner's / the ratio timed together
+
+    @property
+    def pending(self) -> bool:
+        return self.decision.startswith("pending")
 
 
 def speed_reference_of(rows: dict[str, dict[str, Any]], reference: str) -> str:
@@ -97,7 +109,7 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
             for key, value in sorted(row.items())
             if key.startswith(GATE_PREFIX)
             and key not in META_TAGS
-            and key.removeprefix(GATE_PREFIX) not in AREA_GATES
+            and key.removeprefix(GATE_PREFIX) not in (*AREA_GATES, *CHAMPION_GATES)
             and str(value).startswith("fail")
         )
         role = "reference" if name in (reference, speed_ref) else "peer" if row.get("method") == PEER_METHOD else "ours"
@@ -118,6 +130,11 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
     ref_p50 = float(rows[speed_ref]["latency_p50_ms"])
     winners = [p.name for p in points if p.winner]
     policy = next((str(row[gate_tag("policy")]) for row in rows.values() if row.get(gate_tag("policy"))), "")
+    won = next((rows[w] for w in winners), {})
+    champ_p50 = None
+    winner_p50 = next((p.latency_p50_ms for p in points if p.winner), None)
+    if won.get(gate_tag("champion_ratio")) and winner_p50 is not None:
+        champ_p50 = round(winner_p50 / float(won[gate_tag("champion_ratio")]), 3)
     return Tradeoff(
         reference=reference,
         reference_p50_ms=ref_p50,
@@ -129,6 +146,9 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
         points=tuple(points),
         policy=policy,
         speed_reference=speed_ref,
+        decision=str(won.get(gate_tag("decision"), "")),
+        champion=str(won.get(gate_tag("champion"), "")),
+        champion_p50_ms=champ_p50,
     )
 
 
@@ -145,7 +165,7 @@ def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
 
     fig = _figure(10.5, 5.5)
     ax = fig.subplots()
-    xs = [p.latency_p50_ms for p in data.points]
+    xs = [p.latency_p50_ms for p in data.points] + ([data.champion_p50_ms] if data.champion_p50_ms else [])
     ys = [p.agreement for p in data.points]
     x_hi = max([*xs, data.max_p50_ms]) * 1.15
     y_lo = max(0.0, min([*ys, data.min_agreement]) - 0.05)
@@ -175,6 +195,16 @@ def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
         if p.engine_mb is not None:
             label += f"\nengine {p.engine_mb:.0f} MB"
         ax.annotate(label, (p.latency_p50_ms, p.agreement), xytext=(7, -4), textcoords="offset points", fontsize=8)
+    if data.champion_p50_ms is not None:
+        ax.axvline(data.champion_p50_ms, color="tab:red", linestyle=":", linewidth=1.2)
+        ax.annotate(
+            f"champion v{data.champion}\n(timed with the winner)",
+            (data.champion_p50_ms, y_lo),
+            xytext=(3, 4),
+            textcoords="offset points",
+            fontsize=7,
+            color="tab:red",
+        )
     ax.set_xlim(0, x_hi)
     ax.set_ylim(y_lo, 1.02)
     ax.set_xlabel("inference latency p50 (ms, batch 1, own runtime)")
@@ -195,11 +225,16 @@ def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
         title = "Trade-off (promotion gate not run yet)"
     else:
         title = f"Trade-off: winner {data.winner}" if data.winner else "Trade-off: no candidate passed every gate"
+        if data.pending:
+            title += f": PENDING a person's approval, champion v{data.champion} stays deployed"
     ax.set_title(title)
-    if data.policy:  # why the winner won, under the plot (a figure label: the layout engine makes room for it)
+    under = [data.policy] if data.policy else []
+    if data.decision and data.decision != "deploy":
+        under.append(f"decision: {data.decision}")
+    if under:  # why the winner won and what was done, under the plot (a figure label: the layout makes room for it)
         import textwrap
 
-        fig.supxlabel(textwrap.fill(data.policy, 150), fontsize=7, ha="left", x=0.01)
+        fig.supxlabel("\n".join(textwrap.fill(t, 150) for t in under), fontsize=7, ha="left", x=0.01)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return out

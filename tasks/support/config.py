@@ -433,6 +433,10 @@ class PromoteConfig(_Frozen):
     # measured, if larger) are ties, and the tie goes to the most faithful to FP32
     latency_tie: float = Field(0.05, ge=0, lt=1)
     champion_tolerance: float = Field(0.005, ge=0, le=1)  # mAP50-95 a challenger may lose against the champion
+    # the winner's p50 over the champion's, the two timed together interleaved: above this (plus the noise of that
+    # timing) an unattended rebuild keeps the champion and leaves the winner as a pending decision (docs/promotion.md).
+    # None: no latency comparison with the champion (its other checks still apply)
+    max_slowdown: float | None = Field(1.10, ge=1.0)
     smoke_tolerance: float = Field(0.01, ge=0, le=1)  # smoke-test mAP50-95 vs the validated one
     gate_dir: Path = Path("deploy/gate")
     keep_releases: int = Field(5, ge=1)

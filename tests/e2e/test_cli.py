@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.runtime.releases import current_release
 from tasks.support.config import Params
 
 pytestmark = pytest.mark.e2e
@@ -90,6 +91,10 @@ def test_promote_without_a_rebuild_says_what_to_run(project: Params, cli) -> Non
     done = cli(root, "promote", check=False)
     assert done.returncode == 1
     assert "alpr-ops rebuild" in done.stderr
+    # approving a version that is not the gate's pending decision is refused, naming what is pending
+    done = cli(root, "promote", "--approve", "3", check=False)
+    assert done.returncode == 1 and "version 3 is not the pending decision" in done.stderr, done.stderr[-2000:]
+    assert "(pending: none)" in done.stderr and current_release(project.promote.gate_dir) is None
 
 
 def test_demo_runs_the_whole_workflow(tmp_path: Path, plate_model: Path, cli, make_params, seed_caches) -> None:

@@ -38,8 +38,11 @@ def store_in(folder: Path, built: tuple) -> Params:
     tracking = params.tracking.model_copy(
         update={"uri": f"sqlite:///{folder / 'mlflow.db'}", "artifacts": folder / "mlartifacts"}
     )
-    # min_speedup: the ONNX Runtime FP32 is slower than the speed reference (the same model on OpenVINO)
+    # min_speedup: the ONNX Runtime FP32 is slower than the speed reference (the same model on OpenVINO).
+    # max_slowdown: these tests promote builds of one FP32 model over each other; timing each pair together (a model
+    # process, ~7 s) is tested where it decides something (test_pending_decision.py), not in every promotion here
     gates = {"gate_dir": folder / "gate", "min_agreement": 0.5, "max_p95_ms": 10_000.0, "min_speedup": 0.01}
+    gates["max_slowdown"] = None
     return params.model_copy(update={"tracking": tracking, "promote": params.promote.model_copy(update=gates)})
 
 

@@ -161,3 +161,120 @@ def test_a_gate_built_engine_fails_closed_until_measured_then_is_judged_on_its_n
     assert "(pending)" in decision.verdicts["trt-pending"].reasons[0]
     measured = decision.verdicts["trt-measured"]
     assert measured.passed and [c.gate for c in measured.checks] == ["map_drop", "agreement", "p95_ms", "speedup"]
+
+
+# --- the winner against the deployed champion: an unattended rebuild never makes the gate slower -------------------
+
+
+def scenario() -> tuple[dict, ChampionScore]:
+    """The issue's night: our INT8 build fails agreement after a new video, only the FP32 OpenVINO model passes, and
+    the INT8 champion (p50 15.6 ms) is still there and still valid."""
+    metrics = {
+        "fp32": {**row(0.0, 60.0, agreement=1.0), "precision": "fp32"},
+        "fp32-ov": {**row(0.0, 33.7, agreement=0.999, speedup=1.0), "precision": "fp32"},
+        "ours": {**row(0.012, 15.9, agreement=0.93, speedup=2.1), "precision": "int8"},
+    }
+    return metrics, ChampionScore("3", "ours", 0.699, precision="int8")
+
+
+def test_an_unattended_rebuild_keeps_a_faster_int8_champion_and_leaves_a_pending_decision() -> None:
+    from tasks.operations.policy import Timing, decision_tag, review, verdict_tags
+
+    metrics, champion = scenario()
+    cfg = LOOSE.model_copy(update={"min_agreement": 0.95, "max_slowdown": 1.10})
+    decision = decide(metrics, cfg, champion)
+    assert decision.winner == "fp32-ov" and not decision.verdicts["ours"].passed
+    slower = Timing(2.16, 0.04, 15.6, 33.7)
+    out = review(decision, metrics, cfg, "fp32", champion, slower, attended=False)
+    rv = out.review
+    assert rv is not None and rv.pending and not rv.deploy and rv.champion_version == "3"
+    assert any("2.16x the champion's p50" in r for r in rv.reasons), rv.reasons
+    assert any("no INT8 candidate passed" in r and "FP32 model" in r for r in rv.reasons), rv.reasons
+    assert "champion_latency 2.16 > 1.14" in "; ".join(str(c) for c in rv.checks)
+    assert "decision: PENDING, the champion stays deployed" in out.explain()
+    tags = verdict_tags(out)["fp32-ov"]
+    assert tags["gate.decision"].startswith("pending: ") and tags["gate.champion_latency"].startswith("fail: ")
+    assert tags["gate.passed"] == "true", "the winner passed every gate: only the decision waits for a person"
+    assert "gate.decision" not in verdict_tags(out)["ours"]
+    # a person ran it and said yes (`--yes`): deployed, and the reasons are still said
+    attended = review(decision, metrics, cfg, "fp32", champion, slower, attended=True)
+    assert attended.review.deploy and not attended.review.pending
+    assert decision_tag(attended).startswith("deploy (attended): ")
+    # the FP32 rule alone, at equal speed: still a person's call
+    even = review(decision, metrics, cfg, "fp32", champion, Timing(1.0, 0.01, 15.6, 15.6), attended=False)
+    assert even.review.pending and len(even.review.reasons) == 1 and "no INT8" in even.review.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("timing", "deploy"),
+    [
+        ((0.8, 0.02), True),  # faster
+        ((1.0, 0.0), True),  # as fast
+        ((1.10, 0.0), True),  # exactly the allowed slowdown
+        ((1.15, 0.08), True),  # slower than the setting, but within the noise of that timing
+        ((1.15, 0.01), False),  # slower, steadily
+    ],
+)
+def test_a_passing_int8_challenger_is_promoted_unless_it_is_slower_beyond_the_setting_and_the_noise(
+    timing: tuple[float, float], deploy: bool
+) -> None:
+    from tasks.operations.policy import Timing, review
+
+    metrics = {"a": {**row(0.0, 10.0), "precision": "int8"}}
+    champion = ChampionScore("1", "a", 0.7, precision="int8")
+    decision = decide(metrics, LOOSE, champion)
+    ratio, noise = timing
+    out = review(decision, metrics, LOOSE, "fp32", champion, Timing(ratio, noise, 10.0, 10.0 * ratio), False).review
+    assert out.deploy is deploy and out.pending is not deploy, out.explain()
+    assert [c.gate for c in out.checks] == ["champion_latency"]
+
+
+def test_a_pair_not_timed_together_fails_closed_and_no_champion_deploys_as_before() -> None:
+    from tasks.operations.policy import review
+
+    metrics = {"a": {**row(0.0, 10.0), "precision": "fp32"}}
+    champion = ChampionScore("1", "trt", 0.7, precision="fp32")
+    decision = decide(metrics, LOOSE, champion)
+    out = review(
+        decision, metrics, LOOSE, "fp32", champion, None, False, "one of the two is an engine only the gate runs"
+    )
+    assert out.review.pending and "could not be timed together (one of the two" in out.review.reasons[0]
+    # a first promotion: nothing to keep, so the winner (an FP32 one too) is deployed unattended
+    first = review(decide(metrics, LOOSE), metrics, LOOSE, "fp32", None, None, False)
+    assert first.review.deploy and not first.review.reasons and "against champion" not in first.explain()
+
+
+def test_a_champion_that_fails_a_gate_on_this_holdout_is_the_reviewers_call_never_a_silent_swap_or_keep() -> None:
+    from tasks.operations.policy import Timing, decision_tag, review
+
+    metrics = {"fp32": {**row(0.0, 30.0), "precision": "fp32"}, "a": {**row(0.0, 10.0), "precision": "int8"}}
+    champion = ChampionScore("1", "old", 0.67, precision="int8")  # 0.03 below this rebuild's FP32 on its holdout
+    cfg = LOOSE.model_copy(update={"champion_tolerance": 0.05})
+    decision = decide(metrics, cfg, champion)
+    assert decision.winner == "a"
+    out = review(decision, metrics, cfg, "fp32", champion, Timing(0.9, 0.01, 10.0, 9.0), False)
+    assert out.review.pending, "a faster winner, but replacing a champion that fails a gate is a person's call"
+    assert "champion_map_drop 0.03 > 0.01" in out.explain() and "itself now fails a gate" in out.explain()
+    # nothing passes: the champion stays, and the verdict says it fails now (not a silent keep)
+    failing = {k: {**v, "agreement_map50_95": 0.1} for k, v in metrics.items()}
+    nothing = review(decide(failing, cfg, champion), failing, cfg, "fp32", champion, None, False)
+    assert nothing.winner is None and not nothing.review.pending
+    assert "itself now fails a gate" in decision_tag(nothing) and "nothing to deploy" in nothing.explain()
+    # a champion that passes on this holdout: the re-check is shown, and a faster winner is deployed
+    good = ChampionScore("1", "old", 0.70, precision="int8")
+    ok = review(decide(metrics, cfg, good), metrics, cfg, "fp32", good, Timing(0.9, 0.01, 10.0, 9.0), False)
+    assert ok.review.deploy and "champion_map_drop 0 <= 0.01" in ok.explain()
+
+
+def test_max_slowdown_null_turns_off_only_the_latency_comparison() -> None:
+    from tasks.operations.policy import review
+
+    metrics, champion = scenario()
+    cfg = LOOSE.model_copy(update={"min_agreement": 0.95, "max_slowdown": None})
+    decision = decide(metrics, cfg, champion)
+    out = review(decision, metrics, cfg, "fp32", champion, None, attended=False).review
+    assert "champion_latency" not in [c.gate for c in out.checks] and not any("timed" in r for r in out.reasons)
+    assert out.pending and "no INT8 candidate passed" in out.reasons[0], "the FP32 rule still applies"
+    same = {"a": {**row(0.0, 10.0), "precision": "int8"}}
+    int8 = ChampionScore("1", "a", 0.7, precision="int8")
+    assert review(decide(same, cfg, int8), same, cfg, "fp32", int8, None, False).review.deploy

@@ -98,3 +98,27 @@ def test_the_nightly_check_refuses_a_tensorrt_champion_it_cannot_run(tmp_path) -
     )  # fmt: skip
     with pytest.raises(RegressionError, match=r"did NOT re-validate it.*not a pass.*Orin"):
         runnable_here(champ, "7")
+
+
+def test_a_regressed_champion_names_the_pending_challenger_that_would_fix_it() -> None:
+    """The nightly line: the pending challenger's agreement with the same FP32 reference on the same frames,
+    against the same floor and its own promotion-time agreement; footage gates are no model's to fix."""
+    from pathlib import Path
+
+    from tasks.operations.regression import Champion, PendingChallenger, pending_line
+
+    pend = PendingChallenger("9", "fp32-ov", "file:///x", "ab" * 32, "store", "sqlite:///m.db", PROMOTED)
+    champ = Champion(Path("/gate/releases/v7"), "7", "ov-int8", "run", PROMOTED, "7", pend)
+    broken = judge(measured(agreement_map50_95=0.7), PROMOTED, CFG)
+    fixes = pending_line(champ, measured(pending_agreement_map50_95=0.89), broken, CFG)
+    assert "pending challenger version 9 (fp32-ov)" in fixes and "agreement 0.89 >= 0.8" in fixes
+    assert "would fix the agreement gates (alpr-ops promote --approve 9)" in fixes
+    assert "would NOT fix" in pending_line(champ, measured(pending_agreement_map50_95=0.75), broken, CFG)
+    darker = judge(measured(brightness=30.0), PROMOTED, CFG)
+    line = pending_line(champ, measured(brightness=30.0, pending_agreement_map50_95=0.9), darker, CFG)
+    assert "would NOT fix" in line and "brightness_change concern the footage" in line
+    no_pending = Champion(Path("/gate/releases/v7"), "7", "ov-int8", "run", PROMOTED, "7")
+    assert pending_line(no_pending, measured(), broken, CFG).startswith("no pending challenger")
+    # in the report: only when the champion regressed
+    failed = RegressionReport(False, broken, {}, "7", "ov-int8", "fp32", ("a.mp4",), 10, "all", pending=fixes)
+    assert f"  pending: {fixes}" in failed.explain()

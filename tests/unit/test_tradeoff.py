@@ -89,3 +89,30 @@ def test_the_speed_bound_is_the_speed_reference_the_rebuild_was_timed_against() 
     # a rebuild logged before the speed reference existed timed its speed-ups against the accuracy reference
     old = tradeoff_data(ROWS, "fp32", CFG)
     assert old.speed_reference == "fp32" and old.max_p50_ms == 20.0 / 1.25
+
+
+def test_a_pending_decision_is_in_the_title_with_the_champions_line(tmp_path: Path) -> None:
+    """The issue's night on the chart: the FP32 winner 2.16x the INT8 champion's p50, both timed together; the title
+    says the champion stays deployed, the champion's line sits where that ratio puts it, the winner is not hollow."""
+    from tasks.operations.policy import ChampionScore, Timing, review
+
+    rows = {
+        "fp32": {**_row(20.0, 1.0, "ultralytics"), "precision": "fp32", "map50_95": 0.7},
+        "ours": {**_row(9.0, 0.7, "nncf"), "precision": "int8", "map50_95": 0.7},  # fails agreement on new footage
+    }
+    cfg = CFG.model_copy(update={"min_speedup": 0.5})
+    champion = ChampionScore("3", "ours", 0.7, precision="int8")
+    decision = review(decide(rows, cfg, champion), rows, cfg, "fp32", champion, Timing(2.0, 0.02, 10.0, 20.0), False)
+    tags = verdict_tags(decision)
+    data = tradeoff_data({name: {**row, **tags[name]} for name, row in rows.items()}, "fp32", cfg)
+    assert data.winner == "fp32" and data.pending and data.champion == "3"
+    assert data.champion_p50_ms == pytest.approx(10.0)  # the winner's 20 ms / 2.0
+    winner = next(p for p in data.points if p.winner)
+    assert not winner.hollow, "the comparison with the champion is the title's, not a failed gate of the point"
+    assert "2.00x the champion's p50" in data.decision and "no INT8 candidate passed" in data.decision
+    files = write_tradeoff(data, tmp_path / "tradeoff")
+    assert json.loads(files[1].read_text())["decision"].startswith("pending: ")
+    # deployed (no champion, or a faster winner): no PENDING, and the chart without a decision line
+    fast = review(decide(rows, cfg, champion), rows, cfg, "fp32", champion, Timing(0.9, 0.02, 22.0, 20.0), True)
+    data = tradeoff_data({n: {**r, **verdict_tags(fast)[n]} for n, r in rows.items()}, "fp32", cfg)
+    assert not data.pending and data.decision.startswith("deploy (attended)")
