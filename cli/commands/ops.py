@@ -13,6 +13,7 @@ import typer
 from cli.commands.data import fetch_pinned_model, write_sample_data
 from cli.commands.pipeline import run_rebuild
 from cli.context import PathOpt, fail, go_offline, guarded, locked, state
+from cli.exit_codes import ExitCode
 from cli.printers import ERR, print_nightly
 from tasks.support.project import Overrides, Project
 
@@ -27,7 +28,8 @@ def _require_api(what: str) -> str:
             RuntimeError(
                 f"`alpr-ops {what}` talks to a Prefect server: start one (`prefect server start --host 127.0.0.1`) "
                 "and set PREFECT_API_URL=http://127.0.0.1:4200/api, or use `alpr-ops serve` on one machine."
-            )
+            ),
+            ExitCode.USAGE,
         )
     return url
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.context import PathOpt, fail, go_offline, guarded, locked, state
+from cli.exit_codes import ExitCode
 from cli.printers import ERR, print_candidates
 from tasks.support.project import Overrides
 
@@ -126,16 +127,17 @@ def run_rebuild(project: Any, force: bool = False) -> dict[str, Any]:
 
     flow_state = rebuild_flow(project=project, force=force, return_state=True)
     if not flow_state.is_completed():
+        code = ExitCode.UNAVAILABLE
         try:
             flow_state.result()
         except Exception as e:  # the step's own error: its message and advice
-            fail(e)
+            code = fail(e).exit_code
         ERR.print(
             "Fix the cause, then resume from the last finished step (finished steps are not redone):\n"
             f"  alpr-ops resume {flow_state.state_details.flow_run_id}",
             soft_wrap=True,
         )
-        raise typer.Exit(1)
+        raise typer.Exit(code)
     out = flow_state.result()
     params = out["params"]
     if out["unchanged"]:
@@ -151,6 +153,7 @@ def run_rebuild(project: Any, force: bool = False) -> dict[str, Any]:
     if out["winner"] is None and out["explain"]:
         ERR.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
         ERR.print(out["explain"])
+        raise typer.Exit(ExitCode.VERDICT)  # as `promote` does: no candidate passed is a verdict (exit 1)
     return out
 
 

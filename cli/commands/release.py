@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cli.context import PathOpt, go_offline, guarded, state
+from cli.exit_codes import ExitCode
 from cli.printers import ERR, print_candidates, print_report
 from tasks.support.project import Overrides
 
@@ -31,7 +32,7 @@ def promote(holdout: PathOpt = None, gate_dir: PathOpt = None) -> None:
     ERR.print(result.decision.explain())
     if result.version is None:
         ERR.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.VERDICT)
     if result.unchanged:
         ERR.print(f"Promotion of {result.decision.winner} (version {result.version}) is a no-op: {result.unchanged}")
         return

@@ -31,7 +31,7 @@ def test_missing_model_says_to_fetch_it(project: Params, cli) -> None:
     project.paths.model.unlink()
     cli(root, "extract")
     done = cli(root, "build", check=False)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert "model not found" in done.stderr and "alpr-ops fetch-model" in done.stderr
     assert not project.paths.candidates.exists()
 
@@ -41,7 +41,7 @@ def test_wrong_sha256_stops_the_run(project: Params, cli) -> None:
     project.paths.model.write_bytes(b"not the pinned detector")
     cli(root, "extract")
     done = cli(root, "build", check=False)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert "does not match the pinned" in done.stderr and "best.pt" in done.stderr
 
 
@@ -62,7 +62,7 @@ def test_no_frames_at_all_stops_and_keeps_the_previous_frames(project: Params, c
     project.paths.videos.mkdir()
     (project.paths.videos / "empty.mp4").write_bytes(b"")
     done = cli(root, "extract", check=False)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert "no frames could be extracted" in done.stderr and "empty.mp4" in done.stderr
     assert (project.paths.calibration / "manifest.csv").read_text() == before
 
@@ -81,14 +81,14 @@ def test_status_without_a_store_names_it_and_creates_none(project: Params, cli) 
     rather than creating an empty store."""
     root = project.paths.videos.parents[1]
     done = cli(root, "status", "--json", check=False)
-    assert done.returncode == 1 and "names no MLflow store" in done.stderr and "tracking.uri" in done.stderr
+    assert done.returncode == 3 and "names no MLflow store" in done.stderr and "tracking.uri" in done.stderr
     assert not (root / "mlflow.db").exists()
 
 
 def test_promote_without_a_rebuild_says_what_to_run(project: Params, cli) -> None:
     root = project.paths.videos.parents[1]
     done = cli(root, "promote", check=False)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert "alpr-ops rebuild" in done.stderr
 
 
@@ -120,7 +120,7 @@ def test_demo_runs_the_whole_workflow(tmp_path: Path, plate_model: Path, cli, ma
 def test_zero_counts_are_errors_not_defaults(tmp_path: Path, cli, make_params) -> None:
     make_params(tmp_path)
     done = cli(tmp_path, "sample-videos", "--n", "0", check=False)
-    assert done.returncode == 1 and "n >= 1" in done.stderr
+    assert done.returncode == 2 and "n >= 1" in done.stderr
     assert not (tmp_path / "data" / "videos").exists() or not any((tmp_path / "data" / "videos").iterdir())
 
 

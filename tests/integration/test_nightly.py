@@ -218,7 +218,7 @@ def test_no_champion_is_a_clear_error(champion: Params, harness, tmp_path: Path,
         )  # fmt: skip
     (tmp_path / "params.yaml").write_text(params.model_dump_json(by_alias=True))
     done = cli(tmp_path, "nightly", check=False)
-    assert done.returncode == 1 and "no champion is deployed" in done.stderr and "alpr-ops rebuild" in done.stderr
+    assert done.returncode == 3 and "no champion is deployed" in done.stderr and "alpr-ops rebuild" in done.stderr
 
 
 def test_a_swapped_champion_or_reference_is_refused(champion: Params, built: tuple, tmp_path: Path) -> None:
