@@ -93,6 +93,10 @@ def rebuild(
     is rebuilt: one small MLflow run names that rebuild (checked before any Prefect server starts). `--force`
     rebuilds anyway."""
     project = state.project(Overrides.of(gate_dir=gate_dir, only=candidates, videos=videos, holdout=holdout))
+    from tasks.operations.doctor import require_disk
+
+    with guarded():
+        require_disk(project.params, project.root)  # stops here when the disk is short (`alpr-ops doctor`: the formula)
     if not force and skip_unchanged(project):
         return
     run_rebuild(project, force=force)

@@ -11,7 +11,7 @@ import typer
 
 from cli.context import PathOpt, go_offline, guarded, state
 from cli.exit_codes import ExitCode
-from cli.printers import ERR, print_candidates, print_report
+from cli.printers import ERR, print_candidates, print_last_verdict, print_report
 from tasks.support.project import Overrides
 
 
@@ -56,11 +56,13 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False, gate_dir: PathOpt = None
 ) -> None:
     """The champion, the deployed release and the latest rebuild's candidates."""
+    from tasks.operations.regression import last_verdict
     from tasks.operations.status import status as read_status
 
     prm = state.project(Overrides.of(gate_dir=gate_dir)).params
     with guarded():
         info = read_status(prm.tracking, prm.promote)
+    info["nightly"] = last_verdict(prm.paths.nightly_verdict)  # the last nightly check, also when the store was down
     if as_json:
         sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
         return
@@ -71,6 +73,7 @@ def status(
         ERR.print(f"[red]mismatch:[/red] {info['mismatch']}")
     if info["rebuild"]:
         ERR.print(f"MLflow runs: {info['rebuild']['mlflow_url']}", soft_wrap=True)
+    print_last_verdict(info["nightly"])
 
 
 def report(

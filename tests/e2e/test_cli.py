@@ -73,7 +73,14 @@ def test_status_on_an_empty_store(project: Params, cli) -> None:
     root = project.paths.videos.parents[1]
     experiment_id(client(project.tracking), project.tracking)  # an existing store with nothing in it
     info = json.loads(cli(root, "status", "--json").stdout)
-    assert info == {"champion": None, "deployed": None, "rebuild": None, "candidates": [], "mismatch": None}
+    assert info == {
+        "champion": None,
+        "deployed": None,
+        "rebuild": None,
+        "candidates": [],
+        "mismatch": None,
+        "nightly": None,
+    }
 
 
 def test_status_without_a_store_names_it_and_creates_none(project: Params, cli) -> None:
@@ -115,6 +122,8 @@ def test_demo_runs_the_whole_workflow(tmp_path: Path, plate_model: Path, cli, ma
         [str(Path(sys.executable).with_name("dvc")), "status"], cwd=tmp_path, capture_output=True, text=True
     )
     assert "up to date" in dvc.stdout, dvc.stdout + dvc.stderr
+    ready = cli(tmp_path, "doctor", check=False)  # after the demo a rebuild can run
+    assert ready.returncode == 0 and "ready for a rebuild" in ready.stdout, ready.stdout + ready.stderr[-3000:]
 
 
 def test_zero_counts_are_errors_not_defaults(tmp_path: Path, cli, make_params) -> None:
