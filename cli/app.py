@@ -2,6 +2,7 @@
 flags as overrides, and passes typed config to the tasks or runs a flow.
 
 Paths default to `params.yaml` and every one can be overridden by a flag, which is how `dvc.yaml` stages call it.
+Results go to stdout, progress and logs to stderr; exit codes: `cli/exit_codes.py`.
 """
 
 from __future__ import annotations
@@ -9,17 +10,79 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
+from typer.core import TyperGroup
 
-from cli.commands import data, label, ops, pipeline, release
+from cli.commands import data, doctor, label, ops, pipeline, release
 from cli.context import state
 from cli.printers import ERR
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+HELP = (
+    "Build, check and deploy the INT8 licence-plate detector of your parking-gate cameras.\n\n"
+    "From your gate videos it builds INT8 candidates of the plate detector, validates them against the FP32 model "
+    "on a labelled holdout, records everything in MLflow, promotes the winner to the gate and re-checks it every "
+    "night.\n\n"
+    "New here? `alpr-ops doctor` says what is ready; `make demo` runs the whole workflow on sample footage.\n\n"
+    "Exit codes: 0 done; 1 a verdict against the model (no candidate passed, a nightly regression); 2 bad usage or "
+    "configuration; 3 could not check or could not run (a store or server down, a missing input)."
+)
+
+GLOBAL_FLAGS = ("--params", "--verbose", "-v")  # accepted before or after the subcommand
+SET_UP, DATA, BUILD, RELEASE, OPERATE = "Set up", "Data", "Build and validate", "Release", "Operate"
+
+
+class _GlobalFlagsAnywhere(TyperGroup):
+    """`--params FILE` and `-v` also after the subcommand (`alpr-ops status --params other.yaml`): moved in front of
+    it before parsing. Nothing after a `--` moves (it belongs to the command, e.g. `repro -- -v`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_flags(args))
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """`args` with the global flags (and `--params`'s value) moved to the front, in their order."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg == "--params" and i + 1 < len(args):
+            front += args[i : i + 2]
+            i += 2
+            continue
+        if arg in GLOBAL_FLAGS or arg.startswith("--params="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+app = typer.Typer(
+    cls=_GlobalFlagsAnywhere,
+    add_completion=False,
+    no_args_is_help=True,
+    help=HELP,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    """`--version`: the installed package's version, then exit."""
+    if value:
+        try:
+            typer.echo(f"alpr-ops {version('alpr-ops')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("alpr-ops (not installed)")
+        raise typer.Exit()
 
 
 class _RunName(logging.Filter):
@@ -61,10 +124,14 @@ class _NoTracebackForKnownErrors(logging.Filter):
 
 @app.callback()
 def main(
-    params: Annotated[Path, typer.Option("--params", help="The parameters file.")] = Path("params.yaml"),
+    params: Annotated[Path, typer.Option("--params", help="The parameters file (before or after the command).")] = Path(
+        "params.yaml"
+    ),
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
-    """MLOps workflow for the INT8 plate detector of parking-gate cameras."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -88,36 +155,37 @@ def main(
     state.params_file = params
 
 
-app.command()(data.init)
-app.command("sample-videos")(data.sample_videos)
-app.command("fetch-model")(data.fetch_model)
-app.command()(data.extract)
-app.command()(pipeline.build)
-app.command()(pipeline.validate)
-app.command()(pipeline.rebuild)
-app.command()(pipeline.resume)
-app.command()(pipeline.repro)
-app.command()(release.promote)
-app.command()(release.rollback)
-app.command()(release.status)
-app.command()(release.report)
-app.command()(ops.serve)
-app.command()(ops.deploy)
-app.command()(ops.watch)
-app.command()(ops.nightly)
-app.command()(ops.demo)
-app.command()(ops.gc)
+app.command(rich_help_panel=SET_UP)(data.init)
+app.command("sample-videos", rich_help_panel=SET_UP)(data.sample_videos)
+app.command("fetch-model", rich_help_panel=SET_UP)(data.fetch_model)
+app.command(rich_help_panel=SET_UP)(doctor.doctor)
+app.command(rich_help_panel=SET_UP)(ops.demo)
+app.command(rich_help_panel=DATA)(data.extract)
+app.command(rich_help_panel=BUILD)(pipeline.build)
+app.command(rich_help_panel=BUILD)(pipeline.validate)
+app.command(rich_help_panel=BUILD)(pipeline.rebuild)
+app.command(rich_help_panel=BUILD)(pipeline.resume)
+app.command(rich_help_panel=BUILD)(pipeline.repro)
+app.command(rich_help_panel=RELEASE)(release.promote)
+app.command(rich_help_panel=RELEASE)(release.rollback)
+app.command(rich_help_panel=RELEASE)(release.status)
+app.command(rich_help_panel=RELEASE)(release.report)
+app.command(rich_help_panel=OPERATE)(ops.serve)
+app.command(rich_help_panel=OPERATE)(ops.deploy)
+app.command(rich_help_panel=OPERATE)(ops.watch)
+app.command(rich_help_panel=OPERATE)(ops.nightly)
+app.command(rich_help_panel=OPERATE)(ops.gc)
 
 label_app = typer.Typer(no_args_is_help=True, help="Your own labelled holdout: propose, review, pull or import.")
 label_app.command()(label.propose)
 label_app.command()(label.push)
 label_app.command()(label.pull)
 label_app.command("import")(label.import_)
-app.add_typer(label_app, name="label")
+app.add_typer(label_app, name="label", rich_help_panel=DATA)
 
 gate_app = typer.Typer(no_args_is_help=True, help="The reference gate runtime.")
 gate_app.command("run")(release.gate_run)
-app.add_typer(gate_app, name="gate")
+app.add_typer(gate_app, name="gate", rich_help_panel=RELEASE)
 
 if __name__ == "__main__":
     app()

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cli.advice import explain
+from cli.exit_codes import ExitCode, code_for
 from cli.printers import ERR
 from tasks.support.config import ConfigError
 from tasks.support.errors import AlprError
@@ -29,18 +30,19 @@ class State:
             return load_project(self.params_file, overrides)
         except ConfigError as e:
             ERR.print(f"[red]error:[/red] {explain(e)}")
-            raise typer.Exit(2) from e
+            raise typer.Exit(ExitCode.USAGE) from e
 
 
 state = State()
 
 
-def fail(error: BaseException, code: int = 1) -> typer.Exit:
-    """Print the error and what to do about it; the caller raises the returned exit."""
+def fail(error: BaseException, code: int | None = None) -> typer.Exit:
+    """Print the error and what to do about it; the caller raises the returned exit (its code from the one table,
+    `cli/exit_codes.py`, unless given)."""
     from tasks.support.config import redact_text
 
     ERR.print(f"[red]error:[/red] {redact_text(explain(error))}", soft_wrap=True)
-    return typer.Exit(code)
+    return typer.Exit(code_for(error) if code is None else code)
 
 
 def store_error(error: BaseException) -> bool:
@@ -63,13 +65,11 @@ STORE_ADVICE = (
 
 @contextmanager
 def guarded() -> Iterator[None]:
-    """Turn a task's typed error into its message and advice (exit 1; a params error: exit 2); an MLflow store
-    that is down or locked too. Anything else is a bug and keeps its traceback."""
+    """Turn a task's typed error into its message, its advice and its exit code (`cli/exit_codes.py`); an MLflow
+    store that is down or locked too (exit 3). Anything else is a bug and keeps its traceback."""
     try:
         yield
-    except ConfigError as e:
-        raise fail(e, 2) from e
-    except AlprError as e:
+    except (ConfigError, AlprError) as e:
         raise fail(e) from e
     except Exception as e:
         if not store_error(e):
@@ -77,7 +77,7 @@ def guarded() -> Iterator[None]:
         from tasks.support.config import redact_text
 
         ERR.print(f"[red]error:[/red] {type(e).__name__}: {redact_text(str(e))}\n{STORE_ADVICE}", soft_wrap=True)
-        raise typer.Exit(1) from e
+        raise typer.Exit(ExitCode.UNAVAILABLE) from e
 
 
 def locked(project: Project, what: str) -> AbstractContextManager[None]:

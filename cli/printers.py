@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 ERR = Console(stderr=True)
@@ -79,8 +82,12 @@ def print_candidates(rows: list[dict[str, Any]], champion: dict[str, Any] | None
         console.print(f"champion: [bold]{champion['candidate']}[/bold] (registry version {champion['version']})")
 
 
-def print_nightly(report: Any) -> None:
-    """The nightly gates side by side: measured value, threshold, verdict."""
+def print_nightly(report: Any, as_json: bool = False) -> None:
+    """The nightly gates side by side: measured value, threshold, verdict (or the whole report as JSON)."""
+    if as_json:
+        doc = {**asdict(report), "verdict": "pass" if report.passed else "fail"}
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
     table = Table(title=f"Nightly regression of champion version {report.champion_version} ({report.frames} frames)")
     for col in ("gate", "value", "threshold", "verdict"):
         table.add_column(col, justify="left" if col == "gate" else "right")
@@ -89,6 +96,21 @@ def print_nightly(report: Any) -> None:
     console = out()
     console.print(table)
     console.print(f"MLflow run: {report.mlflow_run_id or '-'}")
+
+
+def print_last_verdict(verdict: dict[str, Any] | None) -> None:
+    """The last nightly check: its verdict, when it ran, and why when it failed or could not check."""
+    console = out()
+    if verdict is None:
+        console.print("nightly: never run in this project", highlight=False)
+        return
+    style = {"pass": "green", "fail": "red"}.get(verdict["verdict"], "yellow")
+    line = f"nightly: [{style}]{verdict['verdict']}[/{style}] at {verdict.get('checked_at', '?')}"
+    if verdict.get("champion_version"):
+        line += f" (champion version {verdict['champion_version']})"
+    if verdict.get("reason"):
+        line += f": {escape(str(verdict['reason']))}"
+    console.print(line, soft_wrap=True, highlight=False)
 
 
 def print_report(view: Any, rows: list[dict[str, Any]]) -> None:

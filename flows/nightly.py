@@ -41,6 +41,21 @@ def nightly_regression(
     if params is None:
         params = open_project(params_file, overrides, None).params
     p = params.paths
+    try:
+        report = _check(params)
+    except reg.RegressionFailed as e:
+        reg.record_verdict(p.nightly_verdict, e.report)
+        raise
+    except Exception as e:  # could not check: a store down, no champion, a champion this machine cannot run
+        reg.record_verdict(p.nightly_verdict, error=e)
+        raise
+    reg.record_verdict(p.nightly_verdict, report)
+    return report
+
+
+def _check(params: Params) -> reg.RegressionReport:
+    """The check itself; `nightly_regression` records its verdict, whichever way it ends."""
+    p = params.paths
     # Under the project lock: a rebuild running beside it would share the cores (inflating the latencies that pick
     # its winner) and could move the champion mid-check; the nightly waits for it instead.
     with project_lock(p.rebuild_lock, "nightly check"):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 import threading
 from contextlib import nullcontext
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +16,8 @@ import typer
 from cli.commands.data import fetch_pinned_model, write_sample_data
 from cli.commands.pipeline import run_rebuild
 from cli.context import PathOpt, fail, go_offline, guarded, locked, state
-from cli.printers import ERR, print_nightly
+from cli.exit_codes import ExitCode
+from cli.printers import ERR, out, print_nightly
 from tasks.support.project import Overrides, Project
 
 log = logging.getLogger("alpr_ops")
@@ -27,7 +31,8 @@ def _require_api(what: str) -> str:
             RuntimeError(
                 f"`alpr-ops {what}` talks to a Prefect server: start one (`prefect server start --host 127.0.0.1`) "
                 "and set PREFECT_API_URL=http://127.0.0.1:4200/api, or use `alpr-ops serve` on one machine."
-            )
+            ),
+            ExitCode.USAGE,
         )
     return url
 
@@ -115,32 +120,47 @@ def watch(
         stop.set()
 
 
-def nightly(videos: PathOpt = None, holdout: PathOpt = None, gate_dir: PathOpt = None, cache: PathOpt = None) -> None:
-    """Re-validate the champion on the newest videos (the `nightly` Prefect flow); exit 1 when a gate is broken."""
+def nightly(
+    videos: PathOpt = None,
+    holdout: PathOpt = None,
+    gate_dir: PathOpt = None,
+    cache: PathOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+) -> None:
+    """Re-validate the champion on the newest videos (the `nightly` Prefect flow). Exit 0 pass, 1 a gate is broken
+    (a regression), 3 could not check (the store did not answer, no champion, a champion this machine cannot run).
+    The verdict is also written to paths.nightly_verdict, which `alpr-ops status` shows."""
     project = state.project(Overrides.of(gate_dir=gate_dir, videos=videos, holdout=holdout, frame_cache=cache))
     go_offline(project)
     from flows.nightly import nightly_regression
-    from tasks.operations.regression import RegressionFailed, find_champion
-    from tasks.support.tracking import require_store
+    from tasks.operations.regression import RegressionFailed, find_champion, record_verdict
+    from tasks.support.tracking import client, require_store
 
     prm = project.params
     with guarded():
-        require_store(prm.tracking)  # a missing sqlite file: refused, not created empty
-        find_champion(prm.promote.gate_dir, prm.tracking)  # fails fast, before Prefect starts
+        try:  # fail fast, before Prefect starts; "could not check" is a verdict the operator reads too
+            require_store(prm.tracking)  # a missing sqlite file: refused, not created empty
+            client(prm.tracking).search_experiments(max_results=1)  # the store answers (a bounded wait)
+            find_champion(prm.promote.gate_dir, prm.tracking)
+        except Exception as e:
+            record_verdict(prm.paths.nightly_verdict, error=e)
+            raise
         try:
             report = nightly_regression(params=prm)
         except RegressionFailed as e:
-            print_nightly(e.report)
+            print_nightly(e.report, as_json)
             raise
-    print_nightly(report)
+    print_nightly(report, as_json)
     ERR.print(report.explain())
 
 
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be pruned; delete nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan (or what was pruned) as JSON.")] = False,
 ) -> None:
     """Prune the frame cache, the build cache and old MLflow model artifacts; never what the champion, `previous`,
-    the latest rebuild or the next one use (tasks/operations/gc.py). Prints the size of each area."""
+    the latest rebuild or the next one use (tasks/operations/gc.py). Prints the size of each area (stdout:
+    `alpr-ops gc --dry-run > plan.txt` keeps the plan)."""
     project = state.project()
     go_offline(project)
     from tasks.operations.gc import collect_garbage
@@ -149,16 +169,22 @@ def gc(
     with guarded(), locked(project, "gc"):
         require_store(project.params.tracking)  # a missing sqlite file: refused, not created empty
         report = collect_garbage(project.params, dry_run)
+    if as_json:
+        doc = {**asdict(report), "pruned_bytes": report.pruned_bytes}
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
     verb = "would prune" if report.dry_run else "pruned"
+    console = out()
     for a in report.areas:
-        ERR.print(
+        console.print(
             f"{a.name} ({a.where}): {a.total_bytes / 1e6:.1f} MB, {verb} {a.pruned_bytes / 1e6:.1f} MB "
             f"in {len(a.pruned)} entries, {a.kept} kept",
             soft_wrap=True,
+            highlight=False,
         )
         for item in a.pruned:
-            ERR.print(f"  {verb}: {item}", soft_wrap=True)
-    ERR.print(f"total {verb}: {report.pruned_bytes / 1e6:.1f} MB")
+            console.print(f"  {verb}: {item}", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"total {verb}: {report.pruned_bytes / 1e6:.1f} MB", highlight=False)
 
 
 def demo() -> None:

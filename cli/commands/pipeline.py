@@ -12,6 +12,7 @@ import typer
 
 from cli.commands.release import YesOpt, settle_pending
 from cli.context import PathOpt, fail, go_offline, guarded, locked, state
+from cli.exit_codes import ExitCode
 from cli.printers import ERR, print_candidates
 from tasks.support.project import Overrides
 
@@ -95,6 +96,10 @@ def rebuild(
     rebuilds anyway. A winner that needs a person (slower than the champion, an FP32 model replacing an INT8
     champion, a champion failing a gate now) is asked about on a terminal, or left pending; `--yes` deploys it."""
     project = state.project(Overrides.of(gate_dir=gate_dir, only=candidates, videos=videos, holdout=holdout))
+    from tasks.operations.doctor import require_disk
+
+    with guarded():
+        require_disk(project.params, project.root)  # stops here when the disk is short (`alpr-ops doctor`: the formula)
     if not force and skip_unchanged(project):
         return
     run_rebuild(project, force=force, attended=yes)
@@ -129,16 +134,17 @@ def run_rebuild(project: Any, force: bool = False, attended: bool = False) -> di
 
     flow_state = rebuild_flow(project=project, force=force, attended=attended, return_state=True)
     if not flow_state.is_completed():
+        code = ExitCode.UNAVAILABLE
         try:
             flow_state.result()
         except Exception as e:  # the step's own error: its message and advice
-            fail(e)
+            code = fail(e).exit_code
         ERR.print(
             "Fix the cause, then resume from the last finished step (finished steps are not redone):\n"
             f"  alpr-ops resume {flow_state.state_details.flow_run_id}",
             soft_wrap=True,
         )
-        raise typer.Exit(1)
+        raise typer.Exit(code)
     out = flow_state.result()
     params = out["params"]
     if out["unchanged"]:
@@ -154,6 +160,7 @@ def run_rebuild(project: Any, force: bool = False, attended: bool = False) -> di
     if out["winner"] is None and out["explain"]:
         ERR.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
         ERR.print(out["explain"])
+        raise typer.Exit(ExitCode.VERDICT)  # as `promote` does: no candidate passed is a verdict (exit 1)
     if out["pending"] is not None:
         ERR.print(out["explain"])
         settle_pending(params, out["winner"], out["pending"])

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from cli.context import PathOpt, go_offline, guarded, state
-from cli.printers import ERR, print_candidates, print_report
+from cli.exit_codes import ExitCode
+from cli.printers import ERR, print_candidates, print_last_verdict, print_report
 from tasks.support.project import Overrides
 
 YesOpt = Annotated[
@@ -63,7 +64,7 @@ def promote(
         return
     if result.version is None:
         ERR.print("[yellow]Nothing promoted: no candidate passed the gates.[/yellow]")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.VERDICT)
     if result.unchanged:
         ERR.print(f"Promotion of {result.decision.winner} (version {result.version}) is a no-op: {result.unchanged}")
         return
@@ -109,11 +110,13 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False, gate_dir: PathOpt = None
 ) -> None:
     """The champion, the deployed release and the latest rebuild's candidates."""
+    from tasks.operations.regression import last_verdict
     from tasks.operations.status import status as read_status
 
     prm = state.project(Overrides.of(gate_dir=gate_dir)).params
     with guarded():
         info = read_status(prm.tracking, prm.promote)
+    info["nightly"] = last_verdict(prm.paths.nightly_verdict)  # the last nightly check, also when the store was down
     if as_json:
         sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
         return
@@ -134,6 +137,7 @@ def status(
         if info["rebuild"].get("decision"):
             ERR.print(f"latest rebuild's promotion: {info['rebuild']['decision']}", soft_wrap=True)
         ERR.print(f"MLflow runs: {info['rebuild']['mlflow_url']}", soft_wrap=True)
+    print_last_verdict(info["nightly"])
 
 
 def report(

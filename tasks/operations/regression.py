@@ -574,6 +574,7 @@ def log_nightly(tracking: TrackingConfig, report: RegressionReport) -> Regressio
         "champion_version": report.champion_version,
         "candidate": report.champion_candidate,
         "nightly.passed": str(report.passed).lower(),
+        "nightly.verdict": "pass" if report.passed else "fail",
         "nightly.videos": ", ".join(report.videos)[:4900],
         **({"nightly.pending": report.pending[:4900]} if report.pending else {}),
     }
@@ -587,3 +588,44 @@ def log_nightly(tracking: TrackingConfig, report: RegressionReport) -> Regressio
         mc.log_text(rid, json.dumps(doc, indent=2, default=str), "nightly/verdict.json")
     log.info("nightly run %s logged to %s: %s", rid, tracking.shown_uri, "pass" if report.passed else "FAIL")
     return done
+
+
+# --- the last verdict, in the project ------------------------------------------------------------------------------
+
+VERDICTS = ("pass", "fail", "could not check")
+
+
+def record_verdict(path: Path, report: RegressionReport | None = None, error: BaseException | None = None) -> dict:
+    """Write the last nightly verdict to `path` (atomically; `alpr-ops status` reads it): "pass"/"fail" with the
+    broken gates and the MLflow run, or "could not check" with the reason (a store that did not answer, no champion,
+    a champion this machine cannot run). Written also when the store is down: it is the operator's one record then."""
+    from tasks.support.config import redact_text
+    from tasks.support.fsutil import atomic_write_text
+
+    doc: dict[str, Any] = {"checked_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    if report is not None:
+        doc |= {
+            "verdict": "pass" if report.passed else "fail",
+            "champion_version": report.champion_version,
+            "broken": [c.gate for c in report.broken],
+            "mlflow_run_id": report.mlflow_run_id,
+            "reason": "" if report.passed else "; ".join(str(c) for c in report.broken),
+        }
+    else:
+        reason = redact_text(f"{type(error).__name__}: {error}" if error is not None else "unknown")
+        doc |= {"verdict": "could not check", "champion_version": None, "broken": [], "mlflow_run_id": ""}
+        doc["reason"] = reason.splitlines()[0][:500]
+    try:
+        atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    except OSError as e:  # the verdict itself stands; only its copy in the project is missing
+        log.warning("nightly: could not write %s: %s", path, e)
+    return doc
+
+
+def last_verdict(path: Path) -> dict | None:
+    """The last nightly verdict written to `path` (None: no nightly check has run in this project)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("verdict") in VERDICTS else None

@@ -80,6 +80,7 @@ class PathsConfig(_Frozen):
     reports: Path = Path("reports")  # `alpr-ops report` output
     watch_state: Path = Path(".cache/watch.json")  # the videos the watcher last started a rebuild for
     rebuild_lock: Path = Path(".cache/rebuild.lock")  # the project lock: every writer queues on it
+    nightly_verdict: Path = Path(".cache/nightly.json")  # the last nightly check's verdict (`alpr-ops status`)
     prefect_home: Path = Path(".cache/prefect")  # `alpr-ops serve`'s local Prefect server: database, results
     label_proposal: Path = Path("data/label_proposal")  # `alpr-ops label propose`: frames + pre-labels to review
 

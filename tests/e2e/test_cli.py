@@ -32,7 +32,7 @@ def test_missing_model_says_to_fetch_it(project: Params, cli) -> None:
     project.paths.model.unlink()
     cli(root, "extract")
     done = cli(root, "build", check=False)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert "model not found" in done.stderr and "alpr-ops fetch-model" in done.stderr
     assert not project.paths.candidates.exists()
 
@@ -42,7 +42,7 @@ def test_wrong_sha256_stops_the_run(project: Params, cli) -> None:
     project.paths.model.write_bytes(b"not the pinned detector")
     cli(root, "extract")
     done = cli(root, "build", check=False)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert "does not match the pinned" in done.stderr and "best.pt" in done.stderr
 
 
@@ -63,7 +63,7 @@ def test_no_frames_at_all_stops_and_keeps_the_previous_frames(project: Params, c
     project.paths.videos.mkdir()
     (project.paths.videos / "empty.mp4").write_bytes(b"")
     done = cli(root, "extract", check=False)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert "no frames could be extracted" in done.stderr and "empty.mp4" in done.stderr
     assert (project.paths.calibration / "manifest.csv").read_text() == before
 
@@ -74,7 +74,14 @@ def test_status_on_an_empty_store(project: Params, cli) -> None:
     root = project.paths.videos.parents[1]
     experiment_id(client(project.tracking), project.tracking)  # an existing store with nothing in it
     info = json.loads(cli(root, "status", "--json").stdout)
-    assert info == {"champion": None, "deployed": None, "rebuild": None, "candidates": [], "mismatch": None}
+    assert info == {
+        "champion": None,
+        "deployed": None,
+        "rebuild": None,
+        "candidates": [],
+        "mismatch": None,
+        "nightly": None,
+    }
 
 
 def test_status_without_a_store_names_it_and_creates_none(project: Params, cli) -> None:
@@ -82,14 +89,14 @@ def test_status_without_a_store_names_it_and_creates_none(project: Params, cli) 
     rather than creating an empty store."""
     root = project.paths.videos.parents[1]
     done = cli(root, "status", "--json", check=False)
-    assert done.returncode == 1 and "names no MLflow store" in done.stderr and "tracking.uri" in done.stderr
+    assert done.returncode == 3 and "names no MLflow store" in done.stderr and "tracking.uri" in done.stderr
     assert not (root / "mlflow.db").exists()
 
 
 def test_promote_without_a_rebuild_says_what_to_run(project: Params, cli) -> None:
     root = project.paths.videos.parents[1]
     done = cli(root, "promote", check=False)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert "alpr-ops rebuild" in done.stderr
     # approving a version that is not the gate's pending decision is refused, naming what is pending
     done = cli(root, "promote", "--approve", "3", check=False)
@@ -120,12 +127,14 @@ def test_demo_runs_the_whole_workflow(tmp_path: Path, plate_model: Path, cli, ma
         [str(Path(sys.executable).with_name("dvc")), "status"], cwd=tmp_path, capture_output=True, text=True
     )
     assert "up to date" in dvc.stdout, dvc.stdout + dvc.stderr
+    ready = cli(tmp_path, "doctor", check=False)  # after the demo a rebuild can run
+    assert ready.returncode == 0 and "ready for a rebuild" in ready.stdout, ready.stdout + ready.stderr[-3000:]
 
 
 def test_zero_counts_are_errors_not_defaults(tmp_path: Path, cli, make_params) -> None:
     make_params(tmp_path)
     done = cli(tmp_path, "sample-videos", "--n", "0", check=False)
-    assert done.returncode == 1 and "n >= 1" in done.stderr
+    assert done.returncode == 2 and "n >= 1" in done.stderr
     assert not (tmp_path / "data" / "videos").exists() or not any((tmp_path / "data" / "videos").iterdir())
 
 

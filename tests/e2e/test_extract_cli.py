@@ -43,7 +43,7 @@ def test_extract_refuses_a_folder_of_files_and_an_unwritable_cache_with_advice(p
     mine.mkdir()
     (mine / "important.txt").write_text("keep me")
     done = run_cli(root, "extract", "--out", str(mine), check=False)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr
     err = " ".join(done.stderr.split())
     assert f"{mine} (paths.calibration) holds files" in err and "new or empty folder" in err
     assert sorted(p.name for p in mine.iterdir()) == ["important.txt"]
@@ -51,7 +51,7 @@ def test_extract_refuses_a_folder_of_files_and_an_unwritable_cache_with_advice(p
     (tmp_path / "blocker").write_text("a file where the cache's folder goes")
     done = run_cli(root, "extract", "--cache", str(tmp_path / "blocker" / "frames"), check=False)
     err = " ".join(done.stderr.split())
-    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.returncode == 3 and "Traceback" not in done.stderr
     assert f"the cache {tmp_path / 'blocker' / 'frames'}" in err and "(paths.frame_cache) cannot be written" in err
     assert "writable" in err and "sample-videos" not in err and "cannot be read" not in err
     assert not project.paths.calibration.exists()

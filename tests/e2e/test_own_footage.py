@@ -97,7 +97,7 @@ def test_day_one_from_your_own_videos_to_a_champion(
     # dead symlink (an archive not mounted) is named, and nothing is written
     (footage / "gate_99.mp4").symlink_to(tmp_path / "archive" / "gate_99.mp4")
     refused = cli(root, "init", "--videos", str(footage), check=False)
-    assert refused.returncode == 1 and "gate_99.mp4: a broken symlink" in refused.stderr, refused.stderr[-3000:]
+    assert refused.returncode == 3 and "gate_99.mp4: a broken symlink" in refused.stderr, refused.stderr[-3000:]
     assert not p.videos.exists()
     (footage / "gate_99.mp4").unlink()
     cli(root, "init", "--videos", str(footage))
@@ -105,7 +105,7 @@ def test_day_one_from_your_own_videos_to_a_champion(
     assert (root / "data" / "videos.dvc").is_file() and (root / "models" / "best.pt.dvc").is_file()
     assert not p.holdout.exists()
     again = cli(root, "init", "--videos", str(footage), check=False)
-    assert again.returncode == 1 and "already has data" in again.stderr and "init --force" in again.stderr
+    assert again.returncode == 3 and "already has data" in again.stderr and "init --force" in again.stderr
 
     # 2. propose: frames of the reserved video(s), pre-labelled, with a Label Studio import file
     cli(root, "label", "propose")
@@ -138,7 +138,7 @@ def test_day_one_from_your_own_videos_to_a_champion(
     typo = sorted(reserved)[0].replace("0", "O")
     assert typo not in reserved
     refused = cli(root, "label", "import", str(p.label_proposal), "--video", typo, check=False)
-    assert refused.returncode == 1 and f"{typo}: no such video in paths.videos" in refused.stderr, refused.stderr
+    assert refused.returncode == 3 and f"{typo}: no such video in paths.videos" in refused.stderr, refused.stderr
     assert {f: f.read_bytes() for f in sorted(p.holdout.rglob("*")) if f.is_file()} == before
 
     # 4. rebuild: a champion promoted; the labelled holdout's videos are in no calibration or agreement frame

@@ -113,7 +113,7 @@ def test_gate_cli_runs_current_on_a_video(gate, video, tmp_path: Path, make_para
     missing = cli(
         tmp_path / "project", "gate", "run", "--source", str(path), "--gate-dir", str(tmp_path / "x"), check=False
     )
-    assert missing.returncode == 1 and "no release deployed" in missing.stderr
+    assert missing.returncode == 3 and "no release deployed" in missing.stderr
 
 
 def test_a_swapped_release_is_refused_at_start_and_at_hot_reload(gate, video, caplog) -> None:

@@ -3,6 +3,7 @@ champion passes, much darker newest videos fail the run with a clear message, no
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -199,6 +200,9 @@ def test_much_darker_newest_videos_fail_the_flow_and_the_cli(champion: Params, h
     assert "FAIL" in done.stdout and "brightness_change" in done.stdout
     assert "nightly.max_brightness_change" in done.stderr and "much darker" in done.stderr
     assert "alpr-ops rebuild" in done.stderr and "alpr-ops rollback" in done.stderr
+    verdict = json.loads(params.paths.nightly_verdict.read_text())  # what `alpr-ops status` shows
+    assert verdict["verdict"] == "fail" and "brightness_change" in verdict["broken"] and verdict["checked_at"]
+    assert run.data.tags["nightly.verdict"] == "fail"
 
 
 def test_no_champion_is_a_clear_error(champion: Params, harness, tmp_path: Path, cli) -> None:
@@ -218,7 +222,7 @@ def test_no_champion_is_a_clear_error(champion: Params, harness, tmp_path: Path,
         )  # fmt: skip
     (tmp_path / "params.yaml").write_text(params.model_dump_json(by_alias=True))
     done = cli(tmp_path, "nightly", check=False)
-    assert done.returncode == 1 and "no champion is deployed" in done.stderr and "alpr-ops rebuild" in done.stderr
+    assert done.returncode == 3 and "no champion is deployed" in done.stderr and "alpr-ops rebuild" in done.stderr
 
 
 def test_a_swapped_champion_or_reference_is_refused(champion: Params, built: tuple, tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def test_no_prefect_parameter_holds_the_password(secret_server, cli, prefect_api
         request_gate_build(params, "run-secret", timeout_s=2)
     root = params.paths.videos.parents[1]
     done = cli(root, "rollback", check=False)  # nothing to roll back to: the flow run and its parameters remain
-    assert done.returncode == 1 and "nothing to roll back to" in done.stderr, done.stderr[-3000:]
+    assert done.returncode == 3 and "nothing to roll back to" in done.stderr, done.stderr[-3000:]
     assert_no_secret(done.stdout + done.stderr, "rollback")
     host = params.tracking.uri.rpartition("@")[2]  # 127.0.0.1:<this test's server port>
     with get_client(sync_client=True) as client:  # the newest runs (other tests share the session's server)
@@ -132,7 +132,7 @@ def test_a_locked_sqlite_store_fails_after_the_busy_wait_naming_the_store(tmp_pa
             done = cli(tmp_path, command, check=False)
             took = time.monotonic() - start
             out = done.stdout + done.stderr
-            assert done.returncode == 1, out[-3000:]
+            assert done.returncode == 3, out[-3000:]
             assert "Traceback" not in out and "OperationalError: (sqlite3" not in out, out[-3000:]
             assert f"the MLflow store sqlite:///{db_path}" in out and "did not answer" in out, out[-3000:]
             assert STORE_WAIT_S <= took < STORE_WAIT_S + 60, f"{command} failed after {took:.1f} s"
@@ -153,7 +153,7 @@ def test_a_closed_server_port_fails_within_the_bound_naming_the_store(
     done = cli(tmp_path, "status", check=False)
     took = time.monotonic() - start
     out = done.stdout + done.stderr
-    assert done.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert done.returncode == 3 and "Traceback" not in out, out[-3000:]
     assert f"the MLflow store http://***@127.0.0.1:{port}" in out and "did not answer" in out, out[-3000:]
     assert_no_secret(out, "status")
     assert took < 60, f"status failed after {took:.1f} s"

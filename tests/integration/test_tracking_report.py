@@ -94,7 +94,7 @@ def test_report_of_the_latest_rebuild(store: Params, logged, tmp_path: Path, cli
     assert "agreement mAP50-95" in done.stdout and "ort-int8" in done.stdout
     assert (tmp_path / "cli-reports" / logged.parent_run_id / "report.html").is_file()
     bad = cli(tmp_path, "--params", str(write_params(store, tmp_path)), "report", "nope", check=False)
-    assert bad.returncode == 1 and "not found" in bad.stderr
+    assert bad.returncode == 3 and "not found" in bad.stderr
 
 
 def write_params(store: Params, tmp_path: Path) -> Path:

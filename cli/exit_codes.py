@@ -1,0 +1,42 @@
+"""The one exit-code table of `alpr-ops`: what a script, cron or CI job running a command can tell apart.
+
+| code | meaning                                                                                       |
+|------|-----------------------------------------------------------------------------------------------|
+| 0    | done (for `nightly`: the champion passed every gate; for `doctor`: a rebuild can run)          |
+| 1    | a verdict against the product: no candidate passed the gates, a nightly regression             |
+| 2    | bad usage or configuration: an unknown flag, a broken or missing params.yaml, a bad value      |
+| 3    | could not check or could not run: a store or server that does not answer, a missing input, no  |
+|      | champion to check, a champion this machine cannot run, a lock held by another run              |
+
+A crash (a bug: a traceback) exits 1 as Python does; every error a person acts on is typed and mapped here.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """`alpr-ops`'s exit codes (the table above)."""
+
+    OK = 0
+    VERDICT = 1  # the product failed a check: no candidate passed, the champion regressed
+    USAGE = 2  # bad usage or configuration (click's own usage errors exit 2 as well)
+    UNAVAILABLE = 3  # could not check or could not run
+
+
+def code_for(error: BaseException) -> ExitCode:
+    """The exit code of a command that stopped on `error` (a task's typed error, a store error, a params error)."""
+    from tasks.operations.regression import RegressionFailed
+    from tasks.support.errors import AlprError, Remedy
+    from tasks.support.tracking import StoreMissing
+
+    if isinstance(error, RegressionFailed):
+        return ExitCode.VERDICT
+    if isinstance(error, ValueError):  # params.yaml (ConfigError), a flag's value or a count the task refused
+        return ExitCode.USAGE
+    if isinstance(error, StoreMissing):  # no store yet (before the first rebuild) or a typo: nothing could be checked
+        return ExitCode.UNAVAILABLE
+    if isinstance(error, AlprError) and error.remedy in (Remedy.PARAMS, Remedy.OUTPUT_FOLDER):
+        return ExitCode.USAGE  # a setting (or the flag overriding it) must change
+    return ExitCode.UNAVAILABLE
