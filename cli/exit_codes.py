@@ -27,13 +27,14 @@ class ExitCode(IntEnum):
 
 def code_for(error: BaseException) -> ExitCode:
     """The exit code of a command that stopped on `error` (a task's typed error, a store error, a params error)."""
+    from tasks.operations.promote import NotPending
     from tasks.operations.regression import RegressionFailed
     from tasks.support.errors import AlprError, Remedy
     from tasks.support.tracking import StoreMissing
 
     if isinstance(error, RegressionFailed):
         return ExitCode.VERDICT
-    if isinstance(error, ValueError):  # params.yaml (ConfigError), a flag's value or a count the task refused
+    if isinstance(error, ValueError | NotPending):  # params.yaml (ConfigError), a flag's value the task refused
         return ExitCode.USAGE
     if isinstance(error, StoreMissing):  # no store yet (before the first rebuild) or a typo: nothing could be checked
         return ExitCode.UNAVAILABLE

@@ -100,7 +100,7 @@ def test_promote_without_a_rebuild_says_what_to_run(project: Params, cli) -> Non
     assert "alpr-ops rebuild" in done.stderr
     # approving a version that is not the gate's pending decision is refused, naming what is pending
     done = cli(root, "promote", "--approve", "3", check=False)
-    assert done.returncode == 1 and "version 3 is not the pending decision" in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 2 and "version 3 is not the pending decision" in done.stderr, done.stderr[-2000:]  # usage
     assert "(pending: none)" in done.stderr and current_release(project.promote.gate_dir) is None
 
 

@@ -138,7 +138,7 @@ def test_day_one_from_your_own_videos_to_a_champion(
     typo = sorted(reserved)[0].replace("0", "O")
     assert typo not in reserved
     refused = cli(root, "label", "import", str(p.label_proposal), "--video", typo, check=False)
-    assert refused.returncode == 3 and f"{typo}: no such video in paths.videos" in refused.stderr, refused.stderr
+    assert refused.returncode == 2 and f"{typo}: no such video in paths.videos" in refused.stderr, refused.stderr
     assert {f: f.read_bytes() for f in sorted(p.holdout.rglob("*")) if f.is_file()} == before
 
     # 4. rebuild: a champion promoted; the labelled holdout's videos are in no calibration or agreement frame

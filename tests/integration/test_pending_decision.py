@@ -58,7 +58,9 @@ def test_an_unattended_rebuild_whose_int8_candidates_fail_keeps_the_champion_unt
     assert pend is not None and pend["version"] == v2 and pend["candidate"] == REF and pend["champion_version"] == v1
     # shown: the verdict on the winner's run, the rebuild's run, the trade-off chart, `status`
     mc = client(store.tracking)
-    assert mc.get_run(second.candidates[REF].run_id).data.tags["gate.decision"].startswith("pending: no INT8")
+    tag = mc.get_run(second.candidates[REF].run_id).data.tags["gate.decision"]
+    # the FP32 reason always holds; whether the timing also calls it slower depends on the machine's noise
+    assert tag.startswith("pending: ") and "no INT8 candidate passed" in tag, tag
     assert mc.get_run(second.parent_run_id).data.tags["gate.decision"].startswith("pending: ")
     text = mc.download_artifacts(second.parent_run_id, "promotion/decision.txt", str(tmp_path))
     assert "decision: PENDING" in Path(text).read_text()

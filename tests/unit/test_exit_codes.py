@@ -6,6 +6,7 @@ import pytest
 
 from cli.app import hoist_global_flags
 from cli.exit_codes import ExitCode, code_for
+from tasks.operations.promote import NotPending
 from tasks.operations.regression import RegressionError, RegressionFailed, RegressionReport
 from tasks.support.config import ConfigError
 from tasks.support.errors import AlprError, LockBusy, Remedy
@@ -24,6 +25,7 @@ def _report() -> RegressionReport:
         (ConfigError("params.yaml: extract.intervall_s: unknown key"), ExitCode.USAGE),
         (ValueError("n >= 1"), ExitCode.USAGE),
         (AlprError("a setting must change", remedy=Remedy.PARAMS), ExitCode.USAGE),
+        (NotPending("version 3 is not the pending decision"), ExitCode.USAGE),  # --approve names the wrong version
         (StoreUnavailable("the MLflow store did not answer"), ExitCode.UNAVAILABLE),
         (RegistryError("registry unreadable"), ExitCode.UNAVAILABLE),
         (StoreMissing("tracking.uri names no MLflow store"), ExitCode.UNAVAILABLE),
