@@ -54,12 +54,21 @@ class Candidate:
     # the engine's input (height, width): the camera's aspect for INT8 candidates built with build.shape: camera
     # (tasks/support/shape.py); a candidate.json written before it was recorded was built square at `imgsz`
     input_shape: tuple[int, ...] = ()  # (height, width); () is read as (imgsz, imgsz)
+    # the region of interest the engine is built for (tasks/support/roi.py): every frame is cropped to `crop`
+    # (x1, y1, x2, y2 frame pixels) before the letterbox, and boxes are mapped back; () is the full frame.
+    # `frame_shape` (height, width): the frame size the crop applies to; () for a full-frame engine
+    crop: tuple[int, ...] = ()
+    frame_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         shape = tuple(int(v) for v in self.input_shape) or (int(self.imgsz), int(self.imgsz))
         if len(shape) != 2:
             raise ValueError(f"{self.name}: input_shape must be [height, width], got {list(self.input_shape)}")
         object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
+        object.__setattr__(self, "frame_shape", tuple(int(v) for v in self.frame_shape))
+        if self.crop and (len(self.crop) != 4 or len(self.frame_shape) != 2):
+            raise ValueError(f"{self.name}: crop must be [x1, y1, x2, y2] with a frame_shape [height, width]")
 
     @property
     def path(self) -> Path:
