@@ -124,7 +124,8 @@ def main() -> int:
     for m in margins:
         shape = shapes[m]
         line = f"{m:>6}  {shape_text(shape):>9}  {shape[0] * shape[1] / base_px:>13.2f}x"
-        line += "".join(f"  {maps[shape][seed]:>11.3f}  {c:>+7.2f}" for seed, c in zip(seeds, costs[m], strict=True))
+        shown = [round(c, 2) + 0.0 for c in costs[m]]  # + 0.0: no "-0.00" for a shape as good as the square
+        line += "".join(f"  {maps[shape][seed]:>11.3f}  {c:>+7.2f}" for seed, c in zip(seeds, shown, strict=True))
         out.append(line)
     out.append("")
     if pick is None:
