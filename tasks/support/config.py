@@ -270,8 +270,9 @@ class BuildConfig(_Frozen):
     # square: every candidate imgsz x imgsz. The FP32 references are square either way.
     shape: Literal["camera", "square"] = "camera"
     # camera shape: at least this many letterbox pixels above and below the frame (tasks/support/shape.py: with almost
-    # none, plates near the frame's edge lose box accuracy); 1280x720 at 640: 0 -> 384x640, 16 -> 416x640
-    shape_margin: int = Field(0, ge=0)
+    # none, plates near the frame's edge lose box accuracy); 1280x720 at 640: 0 -> 384x640, 16 -> 416x640. 16: chosen
+    # by benchmarks/shape_margin.py (docs/measured.md)
+    shape_margin: int = Field(16, ge=0)
     reference: str = "fp32"  # the accuracy reference: mAP drop and agreement are measured against it
     # the speed reference: every speed-up (the promote.min_speedup gate, tables, the trade-off chart) is its p50 over
     # a candidate's; the FP32 model on the runtime our INT8 engines use. null: the accuracy reference times it too

@@ -11,7 +11,8 @@ edge. With almost no band (1280x720 at 640: 12 rows above and below, at 384x640)
 convolutions' zero padding instead, and boxes near the edge move. Measured on the demo's labelled holdout, FP32 on
 OpenVINO: mAP50-95 0.663 square, 0.653 at 384x640 (mean IoU of the plates in the frame's bottom tenth 0.44 against
 0.79 square), 0.667 at 416x640 (margin 16: a 28-row band). A band costs pixels (416x640 is 8% more than 384x640);
-the default is none (docs/int8-builds.md: the letterbox band; docs/measured.md).
+the default, 16, is the smallest band whose FP32 costs at most 0.3 pt on the demo's holdout and on another seed's
+(benchmarks/shape_margin.py; docs/int8-builds.md: the letterbox band; docs/measured.md).
 
 The footage's frame size comes from the extraction manifests (one row per frame, with its width and height). One
 project is one camera group: footage of two frame sizes cannot share one shape, and the build refuses it naming

@@ -77,7 +77,7 @@ def test_the_package_installs_the_testkit_the_benchmarks_import() -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", ["extract", "int8", "float_scope"])
+@pytest.mark.parametrize("name", ["extract", "int8", "float_scope", "shape_margin"])
 def test_each_benchmark_prints_its_help_from_the_repository_root(name: str) -> None:
     out = run_benchmark(name, "--help")
     assert out.startswith(f"usage: {name}.py"), out
@@ -158,3 +158,37 @@ def test_float_scope_benchmark_in_a_tiny_mode_prints_each_variants_ratios(built:
     for name in [*groups, "no conv in float"]:  # what quantizing that group too buys and costs, both signed
         assert re.fullmatch(r"[+-]\d+\.\d{3}", variants[name][5]), variants[name]
         assert re.fullmatch(r"[+-]\d+\.\d{2}ms", variants[name][6]), variants[name]
+
+
+@pytest.mark.timeout(120)
+def test_shape_margin_benchmark_in_a_tiny_mode_prints_each_bands_cost_and_the_choice(
+    tmp_path: Path, plate_model: Path
+) -> None:
+    """The project's params (1280x720 sample frames) at imgsz 160, 3 labelled frames per sample set: a row per margin
+    at its camera shape, each set's cost against the square row, and the chosen margin the smallest whose costs are
+    all within 0.3 pt."""
+    from tasks.support.shape import camera_shape, shape_text
+
+    shutil.copyfile(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "models").mkdir()
+    shutil.copyfile(plate_model, tmp_path / "models" / "best.pt")
+    out = run_benchmark("shape_margin", "--params", "params.yaml", "--tiny", "--seeds", "0,1", cwd=tmp_path)
+    header, rows = table(out, "margin", r"^\s*(square|\d+)\s")
+    assert re.search(r"^margin\s+input\s+px vs 96x160\s+mAP seed 0\s+cost pt\s+mAP seed 1\s+cost pt$", header), header
+    cells = {r.split()[0]: r.split()[1:] for r in rows}
+    assert list(cells) == ["square", "0", "8", "16", "24", "32"], out
+    assert cells["square"][:2] == ["160x160", "1.67x"] and cells["square"][3::2] == ["+0.00", "+0.00"], out
+    for margin in (0, 8, 16, 24, 32):
+        shape, px, map0, cost0, map1, cost1 = cells[str(margin)]
+        assert shape == shape_text(camera_shape((720, 1280), 160, margin)), f"margin {margin}: {shape}"
+        h, w = map(int, shape.split("x"))
+        assert px == f"{h * w / (96 * 160):.2f}x", cells[str(margin)]
+        for got, square_map, cost in ((map0, cells["square"][2], cost0), (map1, cells["square"][4], cost1)):
+            assert abs((float(square_map) - float(got)) * 100 - float(cost)) <= 0.11, f"margin {margin}: {cost}"
+    costs = {m: [float(cells[str(m)][3]), float(cells[str(m)][5])] for m in (0, 8, 16, 24, 32)}
+    within = [m for m, c in costs.items() if max(c) <= 0.3]
+    assert within, costs  # margin 24 at imgsz 160 is the square input itself: cost 0
+    pick = min(within)
+    assert re.search(
+        rf"^chosen margin: {pick} \(input {shape_text(camera_shape((720, 1280), 160, pick))}\b", out, re.M
+    ), out

@@ -56,7 +56,7 @@ def gate_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _build(model: Path, frames, out: Path, *cands: CandidateConfig, shape: str = "square", **kw) -> list:
     # square by default: the agreement numbers these tests reason about were measured at 320x320
-    cfg = BuildConfig(imgsz=320, shape=shape, speed_reference=None, candidates=(FP32, *cands))
+    cfg = BuildConfig(imgsz=320, shape=shape, shape_margin=0, speed_reference=None, candidates=(FP32, *cands))
     return build_candidates(model, frames.dataset_yaml, out, cfg, "m" * 64, frames.frames_hash, gate=GATE, **kw)
 
 
