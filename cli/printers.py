@@ -95,7 +95,18 @@ def print_nightly(report: Any, as_json: bool = False) -> None:
         table.add_row(c.gate, f"{c.value:.4g}", f"{c.op} {c.threshold:.4g}", "pass" if c.passed else "[red]FAIL[/red]")
     console = out()
     console.print(table)
+    if "roi_frames_outside" in report.metrics:
+        console.print(_roi_line(report.roi_crop, report.roi_frame_shape, report.outside_roi), highlight=False)
     console.print(f"MLflow run: {report.mlflow_run_id or '-'}")
+
+
+def _roi_line(crop: Any, frame_shape: Any, frames: Any) -> str:
+    """The champion's region of interest and the newest frames with an FP32 plate outside it."""
+    from tasks.runtime.gate import crop_text
+
+    line = f"region of interest: {crop_text(crop, frame_shape)}; FP32 plates outside it on {len(frames)} frames"
+    more = f" and {len(frames) - 10} more" if len(frames) > 10 else ""
+    return line + (f": {', '.join(frames[:10])}{more}" if frames else "")
 
 
 def print_last_verdict(verdict: dict[str, Any] | None) -> None:
@@ -111,6 +122,10 @@ def print_last_verdict(verdict: dict[str, Any] | None) -> None:
     if verdict.get("reason"):
         line += f": {escape(str(verdict['reason']))}"
     console.print(line, soft_wrap=True, highlight=False)
+    roi = verdict.get("roi")
+    if isinstance(roi, dict):
+        roi_line = _roi_line(roi.get("crop") or (), roi.get("frame_shape") or (), roi.get("frames") or [])
+        console.print(f"  {escape(roi_line)}", soft_wrap=True, highlight=False)
 
 
 def print_report(view: Any, rows: list[dict[str, Any]]) -> None:

@@ -177,3 +177,5 @@ def gate_run(
         f"releases used: {', '.join('v' + v for v in versions)}, swaps: {len(result.swaps)}, "
         f"failed loads: {len(result.failures)}"
     )
+    for version, region in result.regions.items():  # what each release looks at: its crop, or the full frame
+        ERR.print(f"release v{version}: {region}", highlight=False)

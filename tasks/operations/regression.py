@@ -7,7 +7,11 @@ Gate videos have no labels, so every signal is label-free:
   from. Measured with the plate model and a real INT8 champion: on frames darkened to 12% of their brightness the
   INT8 model still agrees with FP32 (agreement .82 vs .75 on the originals, 24 frames at imgsz 320), so agreement
   alone does not say the cameras now send footage the champion was not calibrated or validated on; brightness does;
-- plates the FP32 reference still finds on the newest frames: none means there is nothing to re-validate on.
+- plates the FP32 reference still finds on the newest frames: none means there is nothing to re-validate on;
+- where they are: the champion is built for a region of interest (its `crop`, tasks/support/roi.py) and sees only
+  that part of the frame. The FP32 reference runs on full frames, so a plate it finds outside the crop, on more
+  frames than one stray false box explains, says the camera's view has changed (moved, re-aimed, a new lane in
+  use): the champion is blind there until a rebuild learns the new region.
 
 Besides the MLflow run (and the frame cache's hash memo, as any extraction), nothing here writes outside its scratch
 folder: the DVC outputs (calibration, holdout frames), the frame cache's entries and the gate folder are only read.
@@ -23,10 +27,11 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.operations.policy import GateCheck
 from tasks.operations.provenance import fetch_verified, recorded
+from tasks.runtime.gate import crop_text
 from tasks.runtime.releases import MANIFEST, current_release, gate_id, gate_paths, read_manifest, verify_release
 from tasks.support.candidate import Candidate
 from tasks.support.config import ExtractConfig, NightlyConfig, TrackingConfig, ValidateConfig
@@ -43,6 +48,11 @@ from tasks.support.tracking import (
     gate_tag,
     small_run,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tasks.edge.agreement import Detections
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +80,16 @@ DIAGNOSIS = {
         "the FP32 reference finds (almost) no plate on the newest frames, so the champion cannot be re-validated on "
         "them: check the cameras (aim, focus, lighting) and that the newest videos show vehicles",
     ),
+    "roi": (
+        "nightly.max_frames_outside_roi",
+        "plates appear where the champion never looks: the camera's view has changed (moved, re-aimed, or traffic "
+        "in another part of the frame). The next rebuild learns the new region from the newest videos: "
+        "alpr-ops rebuild",
+    ),
 }
+
+
+MAX_NAMED_FRAMES = 10  # frames named in a verdict (all of them are in the verdict file and nightly/verdict.json)
 
 
 class RegressionError(AlprError):
@@ -142,6 +161,17 @@ class FrameSample:
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """What `measure` found: the numbers, and the newest frames on which the FP32 reference finds a plate outside
+    the champion's crop (named in the verdict)."""
+
+    metrics: dict[str, float]
+    crop: tuple[int, ...] = ()  # the champion's crop, frame pixels; () the full frame
+    frame_shape: tuple[int, ...] = ()  # (height, width) the crop applies to
+    outside_roi: tuple[str, ...] = ()  # frame file names
+
+
+@dataclass(frozen=True)
 class RegressionReport:
     """The verdict of one nightly check: every gate with its number and threshold, and what was measured on what."""
 
@@ -157,6 +187,9 @@ class RegressionReport:
     notes: tuple[str, ...] = ()
     mlflow_run_id: str = ""
     pending: str = ""  # when the champion regressed: whether approving the pending challenger would fix it
+    roi_crop: tuple[int, ...] = ()  # the champion's crop (frame pixels); () the full frame
+    roi_frame_shape: tuple[int, ...] = ()
+    outside_roi: tuple[str, ...] = ()  # the newest frames with an FP32 plate outside the crop
     checked_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -180,6 +213,11 @@ class RegressionReport:
                 new, old = self.metrics.get("brightness"), self.metrics.get("baseline_brightness")
                 direction = "darker" if (new or 0) < (old or 0) else "brighter"
                 advice = advice.format(direction=direction) + f" (mean brightness {new:.0f} vs {old:.0f} of 255)"
+            if c.gate == "roi":
+                advice += f". The champion's region: {crop_text(self.roi_crop, self.roi_frame_shape)}; "
+                advice += f"frames: {', '.join(self.outside_roi[:MAX_NAMED_FRAMES])}"
+                more = len(self.outside_roi) - MAX_NAMED_FRAMES
+                advice += f" and {more} more" if more > 0 else ""
             lines.append(f"  FAIL: {c} ({key}): {advice}")
         lines += [f"  pending: {self.pending}"] if self.pending else []
         lines += [f"  note: {n}" for n in self.notes]
@@ -422,18 +460,41 @@ def runnable_here(champ: Candidate, version: str) -> None:
         ) from e
 
 
+def outside_roi(
+    found: Sequence[Detections], images: Sequence[Path], crop: Sequence[int], conf: float
+) -> tuple[int, tuple[str, ...]]:
+    """The plates (at `conf`) of full-frame detections `found` that do not lie inside `crop` (`inside`), and the
+    names of the frames they are on (pure; an empty crop is the whole frame: nothing is outside)."""
+    from tasks.edge.agreement import above
+    from tasks.support.roi import inside
+
+    plates, frames = 0, []
+    for image, dets in zip(images, found, strict=True):
+        out = sum(1 for box in above(dets, conf).xyxy if not inside(box, crop))
+        if out:
+            plates += out
+            frames.append(Path(image).name)
+    return plates, tuple(frames)
+
+
 def measure(
     champion: Champion, reference: Reference, sample: FrameSample, holdout_dir: Path, cfg: ValidateConfig, work: Path
-) -> dict[str, float]:
+) -> Measurement:
     """Agreement of the champion with the FP32 reference, as validation measures it (both run through the gate's
-    `Detector` path, scored with the one metric), on the newest frames plus the labelled holdout's images; and the
-    boxes and confidences of both models on the newest frames alone."""
+    `Detector` path, scored with the one metric), on the newest frames plus the labelled holdout's images; the
+    boxes and confidences of both models on the newest frames alone; and the FP32 plates on the newest frames that
+    lie outside the champion's crop (and the pending challenger's)."""
     from tasks.edge.agreement import agreement_counts
     from tasks.pipeline.scoring import agreement
     from tasks.pipeline.validate import agreement_images, class_names, detect, holdout_images
 
     champ = verify_release(champion.release)  # checked again at this load: the release may have changed since
     runnable_here(champ, champion.version)
+    if reference.candidate.crop:  # a cropped reference cannot see outside its own crop: the count would be blind
+        raise RegressionError(
+            f"reference '{reference.candidate.name}' (run {reference.run_id}) is built for a crop "
+            f"{list(reference.candidate.crop)}; the region-of-interest check needs an FP32 reference on full frames"
+        )
     # label-free by design: without a labelled holdout the check runs on the newest frames alone
     names = class_names(reference.candidate)
     labelled = holdout_images(holdout_dir, list(names.values()), "optional")
@@ -442,6 +503,7 @@ def measure(
     metrics, diffs = agreement(ref_found, detect(champ, images, cfg), images, names, cfg.agreement_conf)
     n = sample.frames  # agreement_images puts the unlabelled (newest) frames first
     newest = agreement_counts(diffs[:n])
+    plates_out, frames_out = outside_roi(ref_found[:n], images[:n], champ.crop, cfg.agreement_conf)
     metrics |= {
         "frames_newest": float(n),
         "frames_holdout": float(len(images) - n),
@@ -451,6 +513,8 @@ def measure(
         "newest_reference_boxes_per_frame": round(newest["boxes_reference"] / n, 4),
         "newest_reference_conf_mean": _mean_conf([d.reference for d in diffs[:n]]),
         "newest_champion_conf_mean": _mean_conf([d.candidate for d in diffs[:n]]),
+        "roi_plates_outside": float(plates_out),
+        "roi_frames_outside": float(len(frames_out)),
         "brightness": sample.brightness,
         "videos_decoded": float(sample.videos_decoded),
         "videos_cached": float(sample.videos_cached),
@@ -467,17 +531,22 @@ def measure(
         runnable_here(challenger, pend.version)
         found, _ = agreement(ref_found, detect(challenger, images, cfg), images, names, cfg.agreement_conf)
         metrics["pending_agreement_map50_95"] = found["agreement_map50_95"]
+        pend_out = outside_roi(ref_found[:n], images[:n], challenger.crop, cfg.agreement_conf)[1]
+        metrics["pending_roi_frames_outside"] = float(len(pend_out))
     log.info(
-        "nightly: agreement mAP50-95 %.4f on %d frames (%d newest); FP32 plates on the newest: %d",
-        metrics["agreement_map50_95"], len(images), n, int(newest["boxes_reference"]),
+        "nightly: agreement mAP50-95 %.4f on %d frames (%d newest); FP32 plates on the newest: %d (%d outside "
+        "the champion's crop %s, on %d frames)",
+        metrics["agreement_map50_95"], len(images), n, int(newest["boxes_reference"]), plates_out,
+        crop_text(champ.crop, champ.frame_shape), len(frames_out),
     )  # fmt: skip
-    return metrics
+    return Measurement(metrics, champ.crop, champ.frame_shape, frames_out)
 
 
 def judge(metrics: dict[str, float], promoted: dict[str, float], cfg: NightlyConfig) -> tuple[GateCheck, ...]:
     """The nightly gates (pure): agreement floor, agreement drop since promotion, brightness change of the footage,
-    FP32 plates still found. A gate without its inputs (no promotion-time agreement, no baseline footage) is left
-    out rather than guessed; the report's notes say so."""
+    FP32 plates still found, frames with an FP32 plate outside the champion's region of interest. A gate without its
+    inputs (no promotion-time agreement, no baseline footage) is left out rather than guessed; the report's notes
+    say so."""
     agreement = metrics["agreement_map50_95"]
     floor = cfg.min_agreement
     checks = [GateCheck("agreement", agreement >= floor, agreement, floor, ">=")]
@@ -494,6 +563,11 @@ def judge(metrics: dict[str, float], promoted: dict[str, float], cfg: NightlyCon
     checks.append(
         GateCheck("reference_boxes", boxes >= cfg.min_reference_boxes, boxes, float(cfg.min_reference_boxes), ">=")
     )
+    if "roi_frames_outside" in metrics:  # a full-frame champion measures 0: it passes
+        frames, limit = metrics["roi_frames_outside"], cfg.max_frames_outside_roi
+        plates = int(metrics.get("roi_plates_outside", 0))
+        note = "" if frames <= limit else f"{plates} FP32 plates outside the champion's crop"
+        checks.append(GateCheck("roi", frames <= limit, frames, float(limit), "<=", note))
     return tuple(checks)
 
 
@@ -501,10 +575,11 @@ def make_report(
     champion: Champion,
     reference: Reference,
     sample: FrameSample,
-    metrics: dict[str, float],
+    measured: Measurement,
     cfg: NightlyConfig,
 ) -> RegressionReport:
     """Judge the measured numbers against the gates and the champion's promotion-time values."""
+    metrics = measured.metrics
     checks = judge(metrics, champion.metrics, cfg)
     full = dict(metrics)
     if "agreement_map50_95" in champion.metrics:
@@ -532,6 +607,9 @@ def make_report(
         sample.source,
         tuple(notes),
         pending="" if passed else pending_line(champion, metrics, checks, cfg),
+        roi_crop=measured.crop,
+        roi_frame_shape=measured.frame_shape,
+        outside_roi=measured.outside_roi,
     )
 
 
@@ -542,7 +620,8 @@ def pending_line(
     champion: Champion, metrics: dict[str, float], checks: tuple[GateCheck, ...], cfg: NightlyConfig
 ) -> str:
     """Which pending challenger, if any, would fix a regressed champion: the challenger's agreement with the same
-    FP32 reference on the same frames, against the same floor and its own promotion-time agreement (pure)."""
+    FP32 reference on the same frames, against the same floor and its own promotion-time agreement, and the same FP32
+    plates against its own crop (pure)."""
     pend = champion.pending
     if pend is None:
         return "no pending challenger: rebuild with the newest videos, or roll back"
@@ -553,13 +632,17 @@ def pending_line(
     if "agreement_map50_95" in pend.promoted_metrics:
         drop = round(pend.promoted_metrics["agreement_map50_95"] - measured, 6)
         ok.append(GateCheck("agreement_drop", drop <= cfg.max_agreement_drop, drop, cfg.max_agreement_drop, "<="))
+    if "pending_roi_frames_outside" in metrics:  # its own crop, against the same FP32 plates
+        out, limit = metrics["pending_roi_frames_outside"], cfg.max_frames_outside_roi
+        ok.append(GateCheck("roi", out <= limit, out, float(limit), "<="))
     shown = "; ".join(str(c) for c in ok)
     head = f"pending challenger version {pend.version} ({pend.candidate}) on the same frames: {shown}"
     broken = [c.gate for c in checks if not c.passed]
     footage = [g for g in broken if g in FOOTAGE_GATES]
     rest = f"; {', '.join(footage)} concern the footage, which no model changes" if footage else ""
     if all(c.passed for c in ok) and len(footage) < len(broken):
-        return f"{head}: approving it would fix the agreement gates (alpr-ops promote --approve {pend.version}){rest}"
+        which = "agreement and roi gates" if "roi" in broken else "agreement gates"
+        return f"{head}: approving it would fix the {which} (alpr-ops promote --approve {pend.version}){rest}"
     return f"{head}: approving it would NOT fix this{rest}"
 
 
@@ -611,6 +694,14 @@ def record_verdict(path: Path, report: RegressionReport | None = None, error: Ba
             "mlflow_run_id": report.mlflow_run_id,
             "reason": "" if report.passed else "; ".join(str(c) for c in report.broken),
         }
+        if "roi_frames_outside" in report.metrics:  # where the FP32 plates were, against the champion's crop
+            doc["roi"] = {
+                "crop": list(report.roi_crop),
+                "frame_shape": list(report.roi_frame_shape),
+                "plates_outside": int(report.metrics.get("roi_plates_outside", 0)),
+                "frames_outside": int(report.metrics["roi_frames_outside"]),
+                "frames": list(report.outside_roi),
+            }
     else:
         reason = redact_text(f"{type(error).__name__}: {error}" if error is not None else "unknown")
         doc |= {"verdict": "could not check", "champion_version": None, "broken": [], "mlflow_run_id": ""}

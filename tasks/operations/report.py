@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.pipeline.roi_image import ROI_DIR, ROI_PNG
 from tasks.pipeline.tradeoff import ARTIFACT_DIR as TRADEOFF_DIR
 from tasks.pipeline.tradeoff import CHART as TRADEOFF_CHART
 from tasks.pipeline.validate import ROLE_KEY
@@ -100,6 +101,7 @@ class RebuildView:
     candidates: list[CandidateView]
     champion: str = ""
     url: str = ""  # the experiment in the MLflow UI, on its runs table (`experiment_url`)
+    roi: dict[str, str] = field(default_factory=dict)  # the build's region of interest and its evidence; {}: none
 
     def cell(self, cand: CandidateView, key: str, spec: str) -> str:
         value = cand.metrics.get(key)
@@ -171,11 +173,26 @@ def load_rebuild(tracking: TrackingConfig, run_id: str | None = None, gate_dir: 
             )
         )
     started = datetime.fromtimestamp(parent.info.start_time / 1000, UTC).isoformat(timespec="seconds")
+    roi = _roi_evidence(mc, pid)
     lineage = {k: parent.data.tags[k] for k in LINEAGE_TAGS if k in parent.data.tags}
     return RebuildView(
         pid, eid, parent.info.run_name, started, parent.info.status, lineage, dict(parent.data.params), cands, champion,
-        experiment_url(tracking.uri, eid),
+        experiment_url(tracking.uri, eid), roi,
     )  # fmt: skip
+
+
+def _roi_evidence(mc: Any, run_id: str) -> dict[str, str]:
+    """The region of interest the rebuild logged (`roi/roi.json`, tasks/pipeline/track.py `log_roi`) as the
+    report lists it; {} when it logged none."""
+    import tempfile
+
+    from tasks.pipeline.roi_image import evidence
+    from tasks.support.roi import ROI_JSON, read_roi
+
+    if f"{ROI_DIR}/{ROI_JSON}" not in {f.path for f in mc.list_artifacts(run_id, ROI_DIR)}:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="alpr-report-roi-") as tmp:
+        return evidence(read_roi(Path(mc.download_artifacts(run_id, f"{ROI_DIR}/{ROI_JSON}", tmp))))
 
 
 def _verdict(c: CandidateView) -> str:
@@ -183,6 +200,7 @@ def _verdict(c: CandidateView) -> str:
 
 
 TRADEOFF = "_tradeoff"  # the parent run's chart among the report's images (no candidate name starts with _)
+ROI = "_roi"  # the parent run's drawing of the region of interest
 
 
 def _download_images(tracking: TrackingConfig, view: RebuildView, out: Path) -> dict[str, dict[str, str]]:
@@ -194,6 +212,10 @@ def _download_images(tracking: TrackingConfig, view: RebuildView, out: Path) -> 
         (out / "images").mkdir(parents=True, exist_ok=True)
         mc.download_artifacts(view.run_id, f"{TRADEOFF_DIR}/{TRADEOFF_CHART}", str(out / "images"))
         found[TRADEOFF] = {TRADEOFF_CHART: f"images/{TRADEOFF_CHART}"}
+    if view.roi and ROI_PNG in {Path(f.path).name for f in mc.list_artifacts(view.run_id, ROI_DIR)}:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        mc.download_artifacts(view.run_id, f"{ROI_DIR}/{ROI_PNG}", str(out / "images"))
+        found[ROI] = {ROI_PNG: f"images/{ROI_PNG}"}
     for c in view.candidates:
         names = {Path(f.path).name for f in mc.list_artifacts(c.run_id, "plots")}
         for plot in PLOTS:
@@ -246,6 +268,10 @@ def render_markdown(view: RebuildView, images: dict[str, dict[str, str]]) -> str
         "",
         *(f"- **{c.name}**: {_verdict(c)}{f' ({c.reasons})' if c.reasons else ''}" for c in view.candidates),
         "",
+        "## Region of interest",
+        "",
+        *_roi_markdown(view, images),
+        "",
         "## Lineage",
         "",
         *(f"- {k}: `{v}`" for k, v in view.lineage.items()),
@@ -261,6 +287,14 @@ def render_markdown(view: RebuildView, images: dict[str, dict[str, str]]) -> str
     return "\n".join(lines)
 
 
+def _roi_markdown(view: RebuildView, images: dict[str, dict[str, str]]) -> list[str]:
+    if not view.roi:
+        return [NO_ROI]
+    drawing = images.get(ROI, {}).get(ROI_PNG)
+    lines = [f"![region of interest on a frame]({drawing})", "", ROI_CAPTION, ""] if drawing else []
+    return lines + [f"- {k}: {v}" for k, v in view.roi.items()]
+
+
 TRADEOFF_CAPTION = (
     "Each candidate's latency p50 (x) against its agreement with FP32 (y). Shaded: what the agreement and speed-up "
     "gates allow (speed-up: against the FP32 speed reference). Triangles: Ultralytics' own exports (the peers); "
@@ -270,6 +304,11 @@ TRADEOFF_CAPTION = (
     "the line under the plot says how it was chosen."
 )
 NO_TRADEOFF = "No trade-off chart was logged for this rebuild (the rebuild and promote flows draw it)."
+ROI_CAPTION = (
+    "Green: the region of interest the build chose; blue: the engine's crop (the region widened to its input's "
+    "aspect); outside it is dimmed: the engines never look there. Yellow, on a labelled frame: its plates."
+)
+NO_ROI = "No region of interest was recorded for this rebuild: its engines look at the full frame."
 
 HTML_TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Rebuild {{ v.run_name }}</title>
@@ -301,6 +340,11 @@ Runs in the MLflow UI: <a id="mlflow-link" href="{{ v.url }}">{{ v.url }}</a></p
 <li><b>{{ c.name }}</b>: <span class="{{ verdict(c) }}">{{ verdict(c) }}</span>
 {% if c.reasons %} ({{ c.reasons }}){% endif %}</li>
 {% endfor %}</ul>
+<h2>Region of interest</h2>
+{% if v.roi %}{% if roi_image %}<figure id="roi"><img src="{{ roi_image }}" alt="region of interest on a frame">
+<figcaption>{{ roi_caption }}</figcaption></figure>{% endif %}
+<table id="roi-evidence">{% for k, val in v.roi.items() %}<tr><td>{{ k }}</td>
+<td style="text-align: left">{{ val }}</td></tr>{% endfor %}</table>{% else %}<p>{{ no_roi }}</p>{% endif %}
 <h2>Lineage</h2><table>{% for k, val in v.lineage.items() %}<tr><td>{{ k }}</td><td style="text-align: left">
 <code>{{ val }}</code></td></tr>
 {% endfor %}</table>
@@ -324,6 +368,9 @@ def render_html(view: RebuildView, images: dict[str, dict[str, str]]) -> str:
         chart=images.get(TRADEOFF, {}).get(TRADEOFF_CHART),
         caption=TRADEOFF_CAPTION,
         no_chart=NO_TRADEOFF,
+        roi_image=images.get(ROI, {}).get(ROI_PNG),
+        roi_caption=ROI_CAPTION,
+        no_roi=NO_ROI,
         verdict=_verdict,
         notes=sorted({n for c in view.candidates for n in c.notes.values()}),
     )

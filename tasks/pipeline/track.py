@@ -112,6 +112,7 @@ def log_rebuild(
         if parent_inputs:
             mc.log_inputs(pid, datasets=parent_inputs)
         _log_parent_artifacts(mc, pid, params, lineage, metrics, report, inputs)
+        log_roi(mc, pid, params)
         name = params.tracking.registered_model
         if mc.search_registered_models(filter_string=f"name = '{name}'") == []:
             mc.create_registered_model(name, description="INT8/FP32 plate detector candidates for the gate runtime")
@@ -169,6 +170,34 @@ def _log_parent_artifacts(
 
             latency_cdf_all(report, out / "plots" / "latency_cdf.png")
         mc.log_artifacts(pid, str(out))
+
+
+def log_roi(mc: Any, run_id: str, params: Params) -> bool:
+    """The build's region of interest (`roi.json` beside the candidates) on the rebuild's run: params `roi`,
+    `roi_mode`, `roi_crop`, metrics `roi_plates`, `roi_area_fraction`, and `roi/roi.json` with `roi/roi.png` (the
+    region drawn on a frame, `tasks/pipeline/roi_image.py`). Nothing is logged when the build wrote no `roi.json`;
+    returns whether it did."""
+    from mlflow.entities import Metric, Param
+
+    from tasks.pipeline.roi_image import ROI_DIR, pick_frame, roi_run_values, write_roi_artifacts
+    from tasks.support.roi import ROI_JSON, read_roi
+
+    path = params.paths.candidates / ROI_JSON
+    if not path.is_file():
+        return False
+    record = read_roi(path)
+    values, numbers = roi_run_values(record)
+    now = int(mc.get_run(run_id).info.start_time)
+    mc.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in numbers.items()],
+        params=[Param(k, v) for k, v in values.items()],
+    )
+    frame, plates = pick_frame(params.paths.holdout, params.model.names, (params.paths.calibration,))
+    with tempfile.TemporaryDirectory(prefix="alpr-roi-") as tmp:
+        mc.log_artifacts(run_id, str(write_roi_artifacts(record, frame, plates, Path(tmp) / ROI_DIR)), ROI_DIR)
+    log.info("rebuild run %s: region of interest %s (%s)", run_id, values["roi"], record.reason or record.mode)
+    return True
 
 
 def _log_candidate_plots(mc: Any, rid: str, name: str, report: ValidationReport, grid_frames: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,16 @@ class GateError(AlprError):
     """The gate cannot start: no release deployed, or the source cannot be read."""
 
 
+def crop_text(crop: Sequence[int], frame_shape: Sequence[int]) -> str:
+    """An engine's region of interest as an operator reads it: its crop in frame pixels and the frame size it
+    applies to (`Candidate.crop`, `frame_shape`), or "full frame"."""
+    if not crop:
+        return "full frame"
+    x1, y1, x2, y2 = crop
+    size = f" of {frame_shape[1]}x{frame_shape[0]} frames" if len(frame_shape) == 2 else ""
+    return f"crop x {x1}-{x2}, y {y1}-{y2} ({x2 - x1}x{y2 - y1} px){size}"
+
+
 @dataclass(frozen=True)
 class LoadedRelease:
     """A release loaded with its runtime and ready to run."""
@@ -38,6 +48,12 @@ class LoadedRelease:
     version: str
     imgsz: int
     model: Detector  # the artifact on its runtime, with Ultralytics-equivalent pre/post-processing (no PyTorch)
+    crop: tuple[int, ...] = ()  # its region of interest (candidate.json): frame pixels; () the full frame
+    frame_shape: tuple[int, ...] = ()  # (height, width) of the frames the crop applies to
+
+    @property
+    def region(self) -> str:
+        return crop_text(self.crop, self.frame_shape)
 
 
 def load_release(release: Path) -> LoadedRelease:
@@ -57,7 +73,7 @@ def load_release(release: Path) -> LoadedRelease:
             f"{list(cand.input_shape)} its candidate.json records: not the artifact that was validated"
         )
     model(np.zeros((*model.input_hw, 3), dtype=np.uint8))
-    return LoadedRelease(release, str(manifest["version"]), imgsz, model)
+    return LoadedRelease(release, str(manifest["version"]), imgsz, model, cand.crop, cand.frame_shape)
 
 
 def read_frames(source: Path) -> Iterator[np.ndarray]:
@@ -102,6 +118,7 @@ class GateReport:
     seconds: float = 0.0
     swaps: list[tuple[int, str, str]] = field(default_factory=list)  # (first frame on the new one, from, to)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (release folder, why it was not loaded)
+    regions: dict[str, str] = field(default_factory=dict)  # release version -> its region of interest (`crop_text`)
 
     @property
     def fps(self) -> float:
@@ -121,12 +138,12 @@ class GateRuntime:
             raise GateError(f"{gate_paths(gate_dir).current}: no release deployed", remedy=Remedy.PROMOTE)
         self.gate_dir, self.conf, self.iou = gate_dir, conf, iou
         self.active = load_release(release)
-        log.info("gate: running release v%s (%s)", self.active.version, release)
+        log.info("gate: running release v%s (%s), %s", self.active.version, release, self.active.region)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-loader")
         self._pending: tuple[Path, concurrent.futures.Future[LoadedRelease]] | None = None
         self._failed: Path | None = None  # the last target that failed to load (not retried until `current` moves)
         self._refused: str | None = None  # why `current` was last refused (reported once, until it changes)
-        self.report = GateReport()
+        self.report = GateReport(regions={self.active.version: self.active.region})
 
     def poll(self, next_index: int) -> None:
         """Between frames: swap in a finished load, or start loading `current` if it points somewhere new."""
@@ -154,8 +171,10 @@ class GateRuntime:
                 self._failed = path
             else:
                 if new.path == target:
-                    log.info("gate: switched v%s -> v%s before frame %d", self.active.version, new.version, next_index)
+                    log.info("gate: switched v%s -> v%s before frame %d (%s)", self.active.version, new.version,
+                             next_index, new.region)  # fmt: skip
                     self.report.swaps.append((next_index, self.active.version, new.version))
+                    self.report.regions[new.version] = new.region
                     self.active, old = new, self.active
                     old.model.close()  # a TensorRT engine's GPU buffers, which Python's collector never sees
         if target is None or target == self.active.path:

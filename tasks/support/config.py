@@ -481,6 +481,11 @@ class NightlyConfig(_Frozen):
     # still works on footage it never saw; a small dip is what new footage does (max_agreement_drop watches it),
     # below 0.9 it disagrees with FP32 as often as the lossy exports promotion rejects.
     min_agreement: float = Field(0.9, ge=0, le=1)
+    # frames of the newest videos on which the FP32 reference (full frame) finds a plate outside the champion's
+    # crop: more than this and the camera's view has changed (a regression; the next rebuild learns the new region).
+    # 2: one stray false box is on one frame, a real vehicle outside the region on several (frames are extract.
+    # interval_s = 0.5 s apart and a vehicle takes seconds to pass)
+    max_frames_outside_roi: int = Field(2, ge=0)
 
 
 class ServeConfig(_Frozen):

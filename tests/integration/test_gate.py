@@ -77,6 +77,20 @@ def test_current_switched_mid_video_is_swapped_in_without_dropping_a_frame(gate,
     assert report.fps > 0 and report.detections == sum(f.detections for f in report.frames)
 
 
+def test_the_gate_reports_the_region_each_release_looks_at(gate, video) -> None:
+    """A release built for a region of interest (its crop written into its candidate.json, as the build records
+    it) is reported with its crop and frame size; the full-frame release it replaced as "full frame"."""
+    gate_dir, cands = gate
+    path, _ = video
+    cropped = make_release(gate_dir, "2", cands["fp32"])
+    meta = json.loads((cropped / "candidate.json").read_text())
+    (cropped / "candidate.json").write_text(json.dumps({**meta, "crop": [32, 96, 288, 240], "frame_shape": [240, 320]}))
+
+    report = run_switching_to(gate_dir, path, cropped, at_frame=1)
+    assert report.failures == [] and [s[1:] for s in report.swaps] == [("1", "2")]
+    assert report.regions == {"1": "full frame", "2": "crop x 32-288, y 96-240 (256x144 px) of 320x240 frames"}
+
+
 def run_switching_to(gate_dir: Path, video: Path, release: Path, at_frame: int):
     """Run the gate on `video`, switch `current` to `release` at frame `at_frame`, and wait at the next frame until
     the background load of it ended (loaded or refused)."""
@@ -110,6 +124,7 @@ def test_gate_cli_runs_current_on_a_video(gate, video, tmp_path: Path, make_para
     make_params(tmp_path / "project")
     done = cli(tmp_path / "project", "gate", "run", "--source", str(path), "--gate-dir", str(gate_dir))
     assert f"{n} frames" in done.stderr and "releases used: v1" in done.stderr
+    assert "release v1: full frame" in done.stderr  # what the release looks at (its candidate.json has no crop)
     missing = cli(
         tmp_path / "project", "gate", "run", "--source", str(path), "--gate-dir", str(tmp_path / "x"), check=False
     )

@@ -136,7 +136,9 @@ def test_unchanged_champion_passes_and_is_logged(champion: Params, harness, tmp_
     report = state.result()
     print(report.explain(), report.metrics)
     assert report.passed and report.champion_candidate == CHAMPION
-    assert {c.gate for c in report.checks} == {"agreement", "agreement_drop", "brightness_change", "reference_boxes"}
+    gates = {"agreement", "agreement_drop", "brightness_change", "reference_boxes", "roi"}
+    assert {c.gate for c in report.checks} == gates
+    assert report.roi_crop == () and report.metrics["roi_frames_outside"] == 0  # a full-frame champion: nothing outside
     assert report.metrics["agreement_map50_95"] >= champion.nightly.min_agreement
     # the newest videos are the champion's own footage: their holdout video is about as bright as all three
     assert abs(report.metrics["brightness_change"]) < champion.nightly.max_brightness_change
@@ -203,6 +205,46 @@ def test_much_darker_newest_videos_fail_the_flow_and_the_cli(champion: Params, h
     verdict = json.loads(params.paths.nightly_verdict.read_text())  # what `alpr-ops status` shows
     assert verdict["verdict"] == "fail" and "brightness_change" in verdict["broken"] and verdict["checked_at"]
     assert run.data.tags["nightly.verdict"] == "fail"
+
+
+def test_plates_outside_the_champions_region_of_interest_fail_the_flow(champion: Params, harness, tmp_path: Path):
+    """A champion whose crop (written into its release's candidate.json) is the top-left corner of the frame, where
+    the synthetic camera shows sky and facade: every plate FP32 finds on the newest frames lies outside it, so the
+    camera's view "has changed", and the verdict names the frames."""
+    from flows.nightly import nightly_regression
+    from tasks.operations.regression import RegressionFailed
+
+    gate = tmp_path / "gate"
+    shutil.copytree(champion.promote.gate_dir, gate, symlinks=True)
+    s = champion.sample
+    crop = [0, 0, s.width // 4, s.height // 4]
+    meta = json.loads((gate / "current" / "candidate.json").read_text())
+    (gate / "current" / "candidate.json").write_text(
+        json.dumps({**meta, "crop": crop, "frame_shape": [s.height, s.width]})
+    )
+    paths = champion.paths.model_copy(update={"nightly_verdict": tmp_path / "nightly.json"})
+    params = champion.model_copy(
+        update={"paths": paths, "promote": champion.promote.model_copy(update={"gate_dir": gate})}
+    )
+    state = nightly_regression(params=params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(RegressionFailed) as e:
+        state.result()
+    report = e.value.report
+    print(report.explain(), report.metrics)
+    assert "roi" in {c.gate for c in report.broken} and report.roi_crop == tuple(crop)
+    # every FP32 plate of the newest frames is outside the crop, on more frames than the default allows
+    assert report.metrics["roi_plates_outside"] == report.metrics["newest_boxes_reference"] >= 1
+    frames = report.outside_roi
+    assert report.metrics["roi_frames_outside"] == len(frames) > params.nightly.max_frames_outside_roi
+    message = str(e.value)
+    assert "FAIL: roi" in message and "nightly.max_frames_outside_roi" in message
+    assert "camera's view has changed" in message and "alpr-ops rebuild" in message and frames[0] in message
+    verdict = json.loads(params.paths.nightly_verdict.read_text())  # what `alpr-ops status` shows
+    assert verdict["broken"] == [c.gate for c in report.broken] and verdict["roi"]["frames"] == list(frames)
+    run = client(params.tracking).get_run(report.mlflow_run_id)
+    assert run.data.tags["gate.roi"].startswith("fail")
+    assert run.data.metrics["roi_frames_outside"] == len(frames)
 
 
 def test_no_champion_is_a_clear_error(champion: Params, harness, tmp_path: Path, cli) -> None:

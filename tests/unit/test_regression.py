@@ -122,3 +122,89 @@ def test_a_regressed_champion_names_the_pending_challenger_that_would_fix_it() -
     # in the report: only when the champion regressed
     failed = RegressionReport(False, broken, {}, "7", "ov-int8", "fp32", ("a.mp4",), 10, "all", pending=fixes)
     assert f"  pending: {fixes}" in failed.explain()
+
+
+# --- the region of interest: FP32 plates outside the champion's crop -------------------------------------------------
+
+CROP = (400, 380, 1120, 700)  # a champion's crop in 1280x720 frames
+INSIDE, OUTSIDE = (500.0, 500.0, 580.0, 520.0), (40.0, 100.0, 120.0, 120.0)
+
+
+def frames_with(*boxes_per_frame: tuple) -> tuple[list, list]:
+    """Full-frame FP32 detections, one frame per argument (each a tuple of (box, conf)), and their image paths."""
+    from pathlib import Path
+
+    from tasks.edge.agreement import Detections
+
+    found = [Detections(tuple(b for b, _ in f), tuple(c for _, c in f), tuple(0 for _ in f)) for f in boxes_per_frame]
+    return found, [Path(f"/newest/images/v_{i:03d}.jpg") for i in range(len(found))]
+
+
+def test_plates_outside_the_crop_are_counted_with_their_frames() -> None:
+    from tasks.operations.regression import outside_roi
+
+    found, images = frames_with(
+        ((INSIDE, 0.9),),
+        ((OUTSIDE, 0.8), (INSIDE, 0.9)),
+        ((OUTSIDE, 0.1),),  # below agreement_conf: not a plate
+        ((OUTSIDE, 0.7), ((1000.0, 690.0, 1130.0, 710.0), 0.6)),  # the second one crosses the crop's edge
+        (),
+    )
+    assert outside_roi(found, images, CROP, 0.25) == (3, ("v_001.jpg", "v_003.jpg"))
+    assert outside_roi(found, images, (), 0.25) == (0, ())  # a full-frame champion: nothing is outside
+
+
+def test_one_stray_frame_does_not_trip_the_roi_check_a_plate_on_several_frames_does() -> None:
+    """The default `nightly.max_frames_outside_roi`: a false box outside on one frame passes; a plate outside on
+    three frames (a vehicle passing where the champion never looks) is a regression naming the frames."""
+    from tasks.operations.regression import Measurement, outside_roi, record_verdict
+
+    cfg = CFG  # built without it: the default
+    assert cfg.max_frames_outside_roi == NightlyConfig().max_frames_outside_roi == 2
+    stray = frames_with(((OUTSIDE, 0.5),), ((INSIDE, 0.9),), ((INSIDE, 0.9),), ((INSIDE, 0.8),))
+    moved = frames_with(((OUTSIDE, 0.9),), ((OUTSIDE, 0.9),), ((INSIDE, 0.9),), ((OUTSIDE, 0.8),))
+    verdict = {}
+    for name, (found, images) in {"stray": stray, "moved": moved}.items():
+        plates, frames = outside_roi(found, images, CROP, 0.25)
+        metrics = measured(roi_plates_outside=plates, roi_frames_outside=len(frames))
+        checks = judge(metrics, PROMOTED, cfg)
+        verdict[name] = RegressionReport(
+            all(c.passed for c in checks), checks, metrics, "7", "ov-int8", "fp32", ("v.mp4",), 4, "all frames",
+            roi_crop=CROP, roi_frame_shape=(720, 1280), outside_roi=frames,
+        )  # fmt: skip
+    assert verdict["stray"].passed and "pass: roi 1 <= 2" in verdict["stray"].explain()
+    moved_report = verdict["moved"]
+    assert not moved_report.passed and [c.gate for c in moved_report.broken] == ["roi"]
+    text = moved_report.explain()
+    assert "FAIL: roi 3 > 2 (3 FP32 plates outside the champion's crop) (nightly.max_frames_outside_roi)" in text
+    assert "camera's view has changed" in text and "alpr-ops rebuild" in text
+    assert "crop x 400-1120, y 380-700 (720x320 px) of 1280x720 frames" in text
+    assert "frames: v_000.jpg, v_001.jpg, v_003.jpg" in text
+    # the verdict file `status` reads carries the counts and the frames
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = record_verdict(Path(tmp) / "nightly.json", moved_report)
+    assert doc["broken"] == ["roi"] and doc["reason"].startswith("roi 3 > 2")
+    assert doc["roi"] == {
+        "crop": list(CROP), "frame_shape": [720, 1280], "plates_outside": 3, "frames_outside": 3,
+        "frames": ["v_000.jpg", "v_001.jpg", "v_003.jpg"],
+    }  # fmt: skip
+    assert Measurement({}).crop == ()  # a full-frame champion's measurement
+
+
+def test_a_pending_challenger_built_for_the_new_region_would_fix_the_roi_gate() -> None:
+    from pathlib import Path
+
+    from tasks.operations.regression import Champion, PendingChallenger, pending_line
+
+    pend = PendingChallenger("9", "ov-int8-mixed", "file:///x", "ab" * 32, "store", "sqlite:///m.db", PROMOTED)
+    champ = Champion(Path("/gate/releases/v7"), "7", "ov-int8", "run", PROMOTED, "7", pend)
+    moved = measured(roi_plates_outside=5, roi_frames_outside=4, pending_agreement_map50_95=0.89)
+    broken = judge(moved, PROMOTED, CFG)
+    assert [c.gate for c in broken if not c.passed] == ["roi"]
+    fixes = pending_line(champ, {**moved, "pending_roi_frames_outside": 0}, broken, CFG)
+    assert "roi 0 <= 2" in fixes and "would fix the agreement and roi gates" in fixes
+    same_crop = pending_line(champ, {**moved, "pending_roi_frames_outside": 4}, broken, CFG)
+    assert "roi 4 > 2" in same_crop and "would NOT fix" in same_crop
