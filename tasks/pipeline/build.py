@@ -266,7 +266,7 @@ def build_candidates(
             gate_hash=gate_hash,
         )  # fmt: skip
     if roi is None:  # no INT8 candidate: nothing is cropped, and no older build's roi.json is left to mislead
-        write_roi(out_dir / ROI_JSON, decide_roi(cfg, None, None, dataset_yaml, gate, cache_dir))
+        (out_dir / ROI_JSON).unlink(missing_ok=True)
     return [built[c.name] for c in cfg.candidates]
 
 
@@ -283,9 +283,8 @@ def decide_roi(
     frames; the full frame when the engines are not shaped to the camera (`build.shape: square`, no frame size)."""
     from tasks.pipeline.quantize import calibration_images
 
-    if frame_hw is None:
-        why = "build.shape: square" if cfg.shape == "square" else "no INT8 candidate"
-        return RoiRecord("full", (), reason=f"{why}: every engine looks at the full frame")
+    if frame_hw is None:  # build.shape: square (the frame size is read only for camera-shaped INT8 candidates)
+        return RoiRecord("full", (), reason="build.shape: square: every engine looks at the full frame")
     agreement = gate or ValidateConfig()  # a build without our INT8 methods: validation's defaults
     images = calibration_images(dataset_yaml) if cfg.roi == "auto" else []
     return region_of_interest(cfg, frame_hw, reference, images, agreement.agreement_conf, agreement.iou, cache_dir)

@@ -13,6 +13,10 @@ OpenVINO: mAP50-95 0.663 square, 0.653 at 384x640 (mean IoU of the plates in the
 0.79 square), 0.667 at 416x640 (margin 16: a 28-row band). A band costs pixels (416x640 is 8% more than 384x640);
 the default is none (docs/int8-builds.md: the letterbox band; docs/measured.md).
 
+An engine built for the camera's region of interest (`build.roi`, tasks/pipeline/roi.py) takes the region at the
+same scale (`roi_geometry`): its input is the region's size at that scale rounded up to the stride, and its crop the
+region widened to the input's aspect, so plates keep their pixel size and the letterbox adds no band.
+
 The footage's frame size comes from the extraction manifests (one row per frame, with its width and height). One
 project is one camera group: footage of two frame sizes cannot share one shape, and the build refuses it naming
 the videos (`MixedFootage`) rather than pick a shape that crops or pads one of the cameras.
