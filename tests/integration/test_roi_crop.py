@@ -5,6 +5,7 @@ contract (`candidate.json`, the embedded metadata, `roi.json`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -124,6 +125,23 @@ def test_a_build_for_a_region_records_its_crop_in_every_int8_contract(
     assert beside["frame_shape"] == inside["frame_shape"] == list(FRAME)
     detector = Detector.open(int8.path)  # the engine takes the crop's letterbox and crops by its own metadata
     assert detector.input_hw == shape and detector.crop == crop
+    # auto: learned from the square FP32 reference's plates on the calibration frames, cached by content
+    from tasks.pipeline.quantize import calibration_images
+    from tasks.pipeline.roi import ROI_CACHE, plate_boxes, region_of_interest
+    from tasks.support.roi import inside as box_inside
+    from tasks.support.shape import roi_pixels
+
+    images, cache = calibration_images(frames.dataset_yaml), tmp_path / "cache"
+    auto = build.model_copy(update={"roi": "auto", "roi_min_plates": 1})
+    learned = region_of_interest(auto, FRAME, fp32, images, CONF, IOU, cache)
+    boxes = plate_boxes(fp32, images, CONF, IOU, cache)
+    assert learned.mode == "auto" and learned.plates == len(boxes) >= 1 and learned.frames == len(images)
+    assert all(box_inside(b, roi_pixels(learned.roi, FRAME)) for b in boxes)
+    assert all(box_inside(b, learned.crop) for b in boxes) if learned.crop else learned.full_frame
+    assert len(list((cache / ROI_CACHE).glob("*.json"))) == 1
+    gone = dataclasses.replace(fp32, artifact="missing.onnx")  # the same sha256, no artifact: read from the cache
+    assert plate_boxes(gone, images, CONF, IOU, cache) == boxes
+
     # a full-frame build of the same candidate is another artifact under another key
     full = build.model_copy(update={"roi": "full"})
     _, again = build_candidates(plate_model, frames.dataset_yaml, tmp_path / "f", full, "m" * 64, frames.frames_hash)
