@@ -1,9 +1,16 @@
-"""Frames in, detections out, on any runner: the gate's whole inference path without PyTorch."""
+"""Frames in, detections out, on any runner: the gate's whole inference path without PyTorch.
+
+An engine built for a camera's region of interest carries its crop in its embedded build metadata (`crop`, x1, y1,
+x2, y2 frame pixels, and `frame_shape`, the frame size it applies to; tasks/support/roi.py): the detector crops each
+full frame to it, letterboxes the crop and maps the boxes back to full-frame pixels, so every caller (validation,
+the gate runtime, the TensorRT gate worker, the nightly check) hands it full frames and gets full-frame boxes. A
+frame of another size is refused (`FrameSizeMismatch`).
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +19,18 @@ from tasks.edge.agreement import Detections
 from tasks.edge.postprocess import check_output, decode
 from tasks.edge.preprocess import preprocess
 from tasks.edge.runners import Runner, open_runner
+from tasks.support.candidate import META_KEY
+
+
+def crop_contract(runner: Runner) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(crop, frame_shape) the artifact was built for, from its embedded build metadata; ((), ()) for the full frame
+    (no crop recorded, or metadata from before crops existed)."""
+    ours = runner.metadata.get(META_KEY) or {}
+    crop = tuple(int(v) for v in ours.get("crop") or ())
+    frame_shape = tuple(int(v) for v in ours.get("frame_shape") or ())
+    if crop and (len(crop) != 4 or len(frame_shape) != 2):
+        raise ValueError(f"embedded crop {list(crop)} / frame_shape {list(frame_shape)}: not [x1, y1, x2, y2] / [h, w]")
+    return crop, frame_shape
 
 
 @dataclass
@@ -21,10 +40,14 @@ class Detector:
     runner: Runner
     max_det: int = 300
     what: str = "model"
+    crop: tuple[int, ...] = field(init=False, default=())  # x1, y1, x2, y2 frame pixels; () the full frame
+    frame_shape: tuple[int, ...] = field(init=False, default=())  # (height, width) the crop applies to
 
     def __post_init__(self) -> None:
-        """Refuse a model whose output the decoder would misread (`check_output`), before any frame."""
+        """Refuse a model whose output the decoder would misread (`check_output`), before any frame; read the crop
+        the artifact was built for."""
         check_output(self.runner.output_shape, self.runner.metadata, self.what)
+        self.crop, self.frame_shape = crop_contract(self.runner)
 
     @classmethod
     def open(cls, artifact: Path, threads: int = 0) -> Detector:
@@ -41,6 +64,11 @@ class Detector:
     def input_hw(self) -> tuple[int, int]:
         return self.runner.input_hw
 
+    @property
+    def frame_hw(self) -> tuple[int, ...]:
+        """(height, width) of the frames it takes: the crop's frame size, or (any size) its input's."""
+        return self.frame_shape or self.input_hw
+
     def close(self) -> None:
         """Free what the runtime holds outside Python's heap (a TensorRT context and its GPU buffers)."""
         close = getattr(self.runner, "close", None)
@@ -48,14 +76,16 @@ class Detector:
             close()
 
     def __call__(self, frame: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
-        """Detections on a BGR frame of any size (letterboxed to the model's input, boxes in frame pixels)."""
-        batch, boxes = preprocess([frame], self.input_hw)
+        """Detections on a BGR frame (cropped to the artifact's crop, letterboxed to its input; boxes in full-frame
+        pixels). Any size without a crop; with one, only the frame size it was built for (`FrameSizeMismatch`)."""
+        batch, boxes = preprocess([frame], self.input_hw, self.crop, self.frame_shape, self.what)
         return decode(self.runner(batch)[0], boxes[0], conf, iou, self.max_det)
 
 
 def _batch(runner: Runner, frame: np.ndarray | None) -> np.ndarray:
-    if frame is not None:
-        return preprocess([frame], runner.input_hw)[0]
+    if frame is not None:  # cropped as the detector crops it: the engine's input is the crop's letterbox
+        crop, frame_shape = crop_contract(runner)
+        return preprocess([frame], runner.input_hw, crop, frame_shape)[0]
     return np.zeros((1, 3, *runner.input_hw), dtype=np.float32)
 
 

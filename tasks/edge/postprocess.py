@@ -89,7 +89,8 @@ def check_output(shape: Sequence[int | None], metadata: Mapping[str, Any], what:
 
 
 def scale_boxes(xyxy: np.ndarray, box: Letterbox) -> np.ndarray:
-    """Boxes in input pixels -> frame pixels, clipped (Ultralytics' `scale_boxes` with its letterbox rounding)."""
+    """Boxes in input pixels -> frame pixels, clipped (Ultralytics' `scale_boxes` with its letterbox rounding) to
+    what was letterboxed, then moved by the crop's offset: full-frame pixels."""
     (h0, w0), (h1, w1) = box.frame_hw, box.input_hw
     gain = min(h1 / h0, w1 / w0)
     new_h, new_w = max(round(h0 * gain), 1), max(round(w0 * gain), 1)
@@ -97,6 +98,8 @@ def scale_boxes(xyxy: np.ndarray, box: Letterbox) -> np.ndarray:
     out = xyxy.astype(np.float32, copy=True)
     out[:, [0, 2]] = ((out[:, [0, 2]] - pad_x) / (new_w / w0)).clip(0, w0)
     out[:, [1, 3]] = ((out[:, [1, 3]] - pad_y) / (new_h / h0)).clip(0, h0)
+    out[:, [0, 2]] += box.offset[0]
+    out[:, [1, 3]] += box.offset[1]
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tasks.edge.postprocess import UnsupportedModel
-from tasks.support.candidate import openvino_xml
+from tasks.support.candidate import META_KEY, openvino_xml
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 class Runner(Protocol):
     input_hw: tuple[int, int]  # the model's fixed input (height, width)
     output_shape: tuple[int | None, ...]  # its first output's shape, None for a dynamic dimension
-    metadata: dict[str, Any]  # Ultralytics' export metadata the artifact carries (names, end2end...), {} if none
+    # Ultralytics' export metadata the artifact carries (names, end2end...), {} if none; and our build metadata
+    # (tasks/edge/metadata.py) under META_KEY as a dict when the artifact embeds it: the crop contract among it
+    metadata: dict[str, Any]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:  # NCHW float32 -> (N, 4 + classes, anchors)
         ...
@@ -59,6 +61,25 @@ def _fixed_hw(shape: object, what: str) -> tuple[int, int]:
     return int(dims[2]), int(dims[3])
 
 
+def with_build_metadata(metadata: dict[str, Any], embedded: object = None) -> dict[str, Any]:
+    """`metadata` with our build metadata under META_KEY as a dict, whichever way the artifact stores it: JSON text
+    (ONNX metadata_props), a dict (a TensorRT engine header), or `embedded` (an OpenVINO IR's rt_info text)."""
+    import json
+
+    found = metadata.get(META_KEY) if embedded is None else embedded
+    if isinstance(found, str):
+        try:
+            found = json.loads(found)
+        except ValueError:
+            found = None
+    out = dict(metadata)
+    if isinstance(found, dict):
+        out[META_KEY] = found
+    else:
+        out.pop(META_KEY, None)
+    return out
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
@@ -80,7 +101,7 @@ class OnnxRuntimeRunner:
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_hw = inp.name, _fixed_hw(inp.shape, str(path))
         self.output_shape = _dims(self.session.get_outputs()[0].shape)
-        self.metadata: dict[str, Any] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.metadata: dict[str, Any] = with_build_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
@@ -98,7 +119,9 @@ class OpenVinoRunner:
         shape = model.input(0).get_partial_shape()
         self.input_hw = _fixed_hw([d.get_length() if d.is_static else -1 for d in shape], str(xml))
         self.output_shape = _dims([d.get_length() if d.is_static else -1 for d in model.output(0).get_partial_shape()])
-        self.metadata = _read_yaml(xml.parent / "metadata.yaml")  # Ultralytics writes it beside the IR
+        key = [META_KEY, "metadata"]  # where `embed_metadata` puts ours; Ultralytics writes metadata.yaml beside the IR
+        ours = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else ""
+        self.metadata = with_build_metadata(_read_yaml(xml.parent / "metadata.yaml"), ours)
         config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
         self.compiled = core.compile_model(model, "CPU", config)
 
@@ -178,7 +201,7 @@ class TensorRTRunner:
         self.input_hw = _fixed_hw(self.engine.get_tensor_shape(self.input_name), what)
         self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))  # FP16 engines too
         self.output_shape = _dims(self.engine.get_tensor_shape(self.outputs[0]))
-        self.metadata = dict(metadata or {})  # an engine's header; a plain plan carries none
+        self.metadata = with_build_metadata(dict(metadata or {}))  # an engine's header; a plain plan carries none
         self.context = self.engine.create_execution_context()
         self.stream = cuda.Stream()
         self.buffers: dict[str, Any] = {}

@@ -334,10 +334,23 @@ def onnx_metadata(onnx_path: Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+CROP_KEYS = ("crop", "frame_shape")  # the engine's crop contract (tasks/support/roi.py): kept from the ONNX's build
+
+
 def engine_header(ultralytics_metadata: dict[str, Any], device: dict[str, str]) -> dict[str, Any]:
     """The header of an engine we build: Ultralytics' export metadata as it is, and ours under `META_KEY` only
-    (the build metadata embedded in the ONNX under that key is replaced: `embed_metadata` adds the engine's)."""
-    return with_device({k: v for k, v in ultralytics_metadata.items() if k != META_KEY}, device)
+    (the build metadata embedded in the ONNX under that key is replaced: `embed_metadata` adds the engine's), but
+    for the crop the ONNX was built for, which the engine takes too (an engine the gate builds is never embedded
+    into again, and its detector crops by what the header says)."""
+    embedded = ultralytics_metadata.get(META_KEY)
+    if isinstance(embedded, str):
+        try:
+            embedded = json.loads(embedded)
+        except ValueError:
+            embedded = None
+    crop = {k: embedded[k] for k in CROP_KEYS if k in embedded} if isinstance(embedded, dict) else {}
+    header = {k: v for k, v in ultralytics_metadata.items() if k != META_KEY}
+    return with_device({**header, META_KEY: crop} if crop else header, device)
 
 
 def build_strongly_typed_engine(

@@ -67,6 +67,10 @@ def deploy(gate: Gate, source_uri: str, version: str, manifest: dict[str, Any], 
                 "artifact": cand.artifact,
                 "imgsz": cand.imgsz,
                 "input_shape": list(cand.input_shape),  # (height, width) the gate feeds it
+                # the region of interest it was built for: every frame cropped to it first (x1, y1, x2, y2 pixels of
+                # frame_shape (height, width) frames; [] the full frame), as its embedded metadata says
+                "crop": list(cand.crop),
+                "frame_shape": list(cand.frame_shape),
                 "toolchain": cand.toolchain,
                 "target_hardware": hardware,
                 "smoke_test": smoke,

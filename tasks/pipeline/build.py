@@ -10,6 +10,11 @@ project's (`tasks.support.fsutil.check_output_folder`), all checked before the f
 is marked `.alpr-ops-output` (one an older version wrote is adopted when it holds nothing but candidate folders),
 and a candidate's folder is ours when it holds `candidate.json` (the record only a build writes; a folder copied
 whole into MLflow, releases and the build cache carries no marker) or nothing.
+
+Order: the FP32/FP16 candidates first, then the camera's region of interest (tasks/pipeline/roi.py: learned from the
+FP32 reference's plates, written as `roi.json` beside the candidates), then every INT8 candidate at that one geometry
+(input shape and crop): Ultralytics' exports calibrate on a temporary cropped copy of the calibration frames, ours
+crop in their data loaders; the crop is in each one's cache key, `candidate.json` and embedded metadata.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 from tasks.edge.metadata import embed_metadata
 from tasks.edge.tensorrt import ENGINE_FILES, TENSORRT_MIN_MAJOR, engine_record, major_version
+from tasks.pipeline.roi import ROI_CACHE, region_of_interest
 from tasks.support.cache import CacheStore, copy_tree
 from tasks.support.candidate import BUILT_ON_GATE, CANDIDATE_JSON, Candidate, openvino_xml, read_candidate
 from tasks.support.config import EXPORT_FORMAT, BuildConfig, CandidateConfig, ValidateConfig
@@ -36,6 +42,7 @@ from tasks.support.fsutil import OutputFolder, atomic_dir, atomic_write_text, ch
 from tasks.support.hashing import content_key, files_sha256, path_sha256, path_size_mb
 from tasks.support.images import frames_folder, list_images
 from tasks.support.progress import steps
+from tasks.support.roi import ROI_JSON, RoiRecord, write_roi
 from tasks.support.shape import FrameSizeUnknown, Shape, footage_frame_size, input_shape, shape_text, square
 
 log = logging.getLogger(__name__)
@@ -60,7 +67,9 @@ CANDIDATES_OUTPUT = OutputFolder("paths.candidates", members=CANDIDATE_OUTPUT)  
 
 def build_store(cache_dir: Path) -> CacheStore:
     """The build cache: one built candidate folder (artifact and `candidate.json`) per `cache_key`."""
-    return CacheStore(cache_dir, reserved=frozenset({LAST}))
+    return CacheStore(
+        cache_dir, reserved=frozenset({LAST, ROI_CACHE})
+    )  # roi/: the ROI's plates (tasks/pipeline/roi.py)
 
 
 def cache_key(
@@ -239,88 +248,181 @@ def build_candidates(
     shaped = cfg.shape == "camera" and any(c.precision == "int8" for c in cfg.candidates)
     frame_hw = footage_size(dataset_yaml, gate_frames) if shaped else None
     claim_output_folder(out_dir, CANDIDATES_OUTPUT)
-    built = []
-    for cand in steps(cfg.candidates, "build: exporting candidates"):
-        backend = cfg.backend_of(cand)
-        shape = input_shape(cand.precision, cfg.shape, cfg.imgsz, frame_hw, cfg.shape_margin)
-        params = cand.model_dump(mode="json", exclude_none=True)
-        calibrated_on = frames_hash if cand.precision == "int8" else ""  # FP32/FP16 do not depend on the frames
-        keyed = {**params, "backend": backend}
-        if cand.method == "nncf" and gate_hash:
-            keyed["gate_frames_sha256"] = gate_hash
-        if shape != square(cfg.imgsz):  # a square input is keyed by imgsz alone (as before shapes existed)
-            keyed["input_shape"] = list(shape)
-        on_gate = cfg.built_on_gate(cand)
-        if on_gate:  # only the ONNX is built here: never the same entry as a host-built engine
-            keyed["tensorrt_on"] = BUILT_ON_GATE
-        elif backend == "tensorrt":  # engines cached before these layouts did not load or lacked their plan
-            keyed["engine_files"] = ENGINE_FILES
-        if cand.method == "trt-qdq":
-            from tasks.pipeline.quantize import TRT_QDQ_HIGH_PRECISION, TRT_QDQ_PLACEMENT
-
-            keyed["qdq_placement"] = TRT_QDQ_PLACEMENT
-            high = cand.qdq_settings.high_precision  # in `params` too; keyed by name so it can never drop out
-            keyed["qdq_high_precision"] = TRT_QDQ_HIGH_PRECISION if high == "fp16" else high
-        key = cache_key(base_model_sha256, calibrated_on, keyed, cfg.imgsz, toolchain)
-        folder = out_dir / cand.name
-        reused = _reuse(folder, key, cache_dir)
-        if reused is not None:
-            built.append(reused)
-            continue
-        start_kept = previous_kept_in_float(cand, folder, previous, cache_dir)
-        started = time.perf_counter()
-        built_at = datetime.now(UTC).isoformat(timespec="seconds")
-        with atomic_dir(folder, CANDIDATE_OUTPUT) as tmp:
-            artifact, quantization = build_artifact(
-                model, cand, backend, dataset_yaml, shape, tmp, gate, start_kept, gate_images, on_gate
-            )
-            embedded = {
-                "name": cand.name,
-                "method": cand.method,
-                "params": params,
-                "base_model_sha256": base_model_sha256,
-                "frames_hash": frames_hash,
-                "imgsz": cfg.imgsz,
-                "input_shape": list(shape),
-                "toolchain": toolchain,
-                "cache_key": key,
-                "built_at": built_at,
-                "kept_in_float": quantization.get("kept_in_float", []),
-            }
-            embed_metadata(artifact, embedded)
-            result = Candidate(
-                name=cand.name,
-                backend=backend,
-                precision=cand.precision,
-                folder=folder,
-                artifact=artifact.relative_to(tmp).as_posix(),
-                sha256=path_sha256(artifact),
-                size_mb=path_size_mb(artifact),
-                base_model_sha256=base_model_sha256,
-                frames_hash=frames_hash,
-                imgsz=cfg.imgsz,
-                toolchain=toolchain,
-                build_seconds=round(time.perf_counter() - started, 2),
-                built_at=built_at,
-                method=cand.method,
-                cache_key=key,
-                params=params,
-                quantization=quantization,
-                tensorrt=_tensorrt_record(artifact, tmp, backend, on_gate),
-                input_shape=shape,
-            )
-            (tmp / CANDIDATE_JSON).write_text(result.to_json())
-            if cache_dir is not None:
-                with build_store(cache_dir).put(key) as entry:
-                    copy_tree(tmp, entry)
-        _remember(cache_dir, result)
-        log.info(
-            "built %s (%s %s, %s, input %s) in %.0f s: %s, %.1f MB",
-            cand.name, backend, cand.precision, cand.method, shape_text(shape), result.build_seconds, result.path,
-            result.size_mb,
+    built: dict[str, Candidate] = {}
+    roi: RoiRecord | None = None
+    # FP32/FP16 first: the INT8 candidates' region of interest is learned from the FP32 reference's plates
+    ordered = sorted(cfg.candidates, key=lambda c: c.precision == "int8")
+    for cand in steps(ordered, "build: exporting candidates"):
+        shape, crop = input_shape(cand.precision, cfg.shape, cfg.imgsz, frame_hw, cfg.shape_margin), ()
+        if cand.precision == "int8":
+            if roi is None:
+                roi = decide_roi(cfg, frame_hw, built.get(cfg.reference), dataset_yaml, gate, cache_dir)
+                write_roi(out_dir / ROI_JSON, roi)
+            if roi.input_shape:
+                shape, crop = (int(roi.input_shape[0]), int(roi.input_shape[1])), tuple(roi.crop)
+        built[cand.name] = build_one(
+            model, cand, cfg, dataset_yaml, out_dir, base_model_sha256, frames_hash, toolchain, shape, crop,
+            frame_hw if crop else None, gate=gate, cache_dir=cache_dir, previous=previous, gate_images=gate_images,
+            gate_hash=gate_hash,
         )  # fmt: skip
-        built.append(result)
-    return built
+    if roi is None:  # no INT8 candidate: nothing is cropped, and no older build's roi.json is left to mislead
+        (out_dir / ROI_JSON).unlink(missing_ok=True)
+    return [built[c.name] for c in cfg.candidates]
+
+
+def decide_roi(
+    cfg: BuildConfig,
+    frame_hw: Shape | None,
+    reference: Candidate | None,
+    dataset_yaml: Path,
+    gate: ValidateConfig | None,
+    cache_dir: Path | None,
+) -> RoiRecord:
+    """The region of interest the INT8 candidates are built for (`tasks.pipeline.roi.region_of_interest`): learned
+    from the FP32 reference's plates (`gate`'s agreement_conf and iou, params.yaml `validate:`) on the calibration
+    frames; the full frame when the engines are not shaped to the camera (`build.shape: square`, no frame size)."""
+    from tasks.pipeline.quantize import calibration_images
+
+    if frame_hw is None:  # build.shape: square (the frame size is read only for camera-shaped INT8 candidates)
+        return RoiRecord("full", (), reason="build.shape: square: every engine looks at the full frame")
+    agreement = gate or ValidateConfig()  # a build without our INT8 methods: validation's defaults
+    images = calibration_images(dataset_yaml) if cfg.roi == "auto" else []
+    return region_of_interest(cfg, frame_hw, reference, images, agreement.agreement_conf, agreement.iou, cache_dir)
+
+
+def build_one(
+    model: Path,
+    cand: CandidateConfig,
+    cfg: BuildConfig,
+    dataset_yaml: Path,
+    out_dir: Path,
+    base_model_sha256: str,
+    frames_hash: str,
+    toolchain: dict[str, str],
+    shape: Shape,
+    crop: Sequence[int] = (),
+    frame_hw: Shape | None = None,
+    *,
+    gate: ValidateConfig | None = None,
+    cache_dir: Path | None = None,
+    previous: Path | None = None,
+    gate_images: list[Path] | None = None,
+    gate_hash: str = "",
+) -> Candidate:
+    """Build (or reuse from the cache) one candidate into `out_dir/<name>/` at the geometry `shape` (height, width)
+    and `crop` (x1, y1, x2, y2 pixels of `frame_hw` frames; () the full frame): the one path every candidate's
+    export, calibration, cache key, embedded metadata and `candidate.json` go through."""
+    backend = cfg.backend_of(cand)
+    crop = tuple(int(v) for v in crop)
+    frame_shape = tuple(frame_hw) if crop and frame_hw is not None else ()
+    if crop and not frame_shape:
+        raise ValueError(f"{cand.name}: a crop {list(crop)} needs the frame size it applies to")
+    params = cand.model_dump(mode="json", exclude_none=True)
+    calibrated_on = frames_hash if cand.precision == "int8" else ""  # FP32/FP16 do not depend on the frames
+    keyed = {**params, "backend": backend}
+    if cand.method == "nncf" and gate_hash:
+        keyed["gate_frames_sha256"] = gate_hash
+    if shape != square(cfg.imgsz):  # a square input is keyed by imgsz alone (as before shapes existed)
+        keyed["input_shape"] = list(shape)
+    if crop:  # a full-frame engine is keyed as before crops existed
+        keyed["crop"], keyed["frame_shape"] = list(crop), list(frame_shape)
+    on_gate = cfg.built_on_gate(cand)
+    if on_gate:  # only the ONNX is built here: never the same entry as a host-built engine
+        keyed["tensorrt_on"] = BUILT_ON_GATE
+    elif backend == "tensorrt":  # engines cached before these layouts did not load or lacked their plan
+        keyed["engine_files"] = ENGINE_FILES
+    if cand.method == "trt-qdq":
+        from tasks.pipeline.quantize import TRT_QDQ_HIGH_PRECISION, TRT_QDQ_PLACEMENT
+
+        keyed["qdq_placement"] = TRT_QDQ_PLACEMENT
+        high = cand.qdq_settings.high_precision  # in `params` too; keyed by name so it can never drop out
+        keyed["qdq_high_precision"] = TRT_QDQ_HIGH_PRECISION if high == "fp16" else high
+    key = cache_key(base_model_sha256, calibrated_on, keyed, cfg.imgsz, toolchain)
+    folder = out_dir / cand.name
+    reused = _reuse(folder, key, cache_dir)
+    if reused is not None:
+        return reused
+    start_kept = previous_kept_in_float(cand, folder, previous, cache_dir)
+    started = time.perf_counter()
+    built_at = datetime.now(UTC).isoformat(timespec="seconds")
+    with atomic_dir(folder, CANDIDATE_OUTPUT) as tmp:
+        artifact, quantization = build_artifact(
+            model, cand, backend, dataset_yaml, shape, tmp, gate, start_kept, gate_images, on_gate, crop, frame_shape
+        )
+        embedded = {
+            "name": cand.name,
+            "method": cand.method,
+            "params": params,
+            "base_model_sha256": base_model_sha256,
+            "frames_hash": frames_hash,
+            "imgsz": cfg.imgsz,
+            "input_shape": list(shape),
+            "crop": list(crop),  # the detector crops every frame to it (tasks/edge/detect.py)
+            "frame_shape": list(frame_shape),
+            "toolchain": toolchain,
+            "cache_key": key,
+            "built_at": built_at,
+            "kept_in_float": quantization.get("kept_in_float", []),
+        }
+        embed_metadata(artifact, embedded)
+        result = Candidate(
+            name=cand.name,
+            backend=backend,
+            precision=cand.precision,
+            folder=folder,
+            artifact=artifact.relative_to(tmp).as_posix(),
+            sha256=path_sha256(artifact),
+            size_mb=path_size_mb(artifact),
+            base_model_sha256=base_model_sha256,
+            frames_hash=frames_hash,
+            imgsz=cfg.imgsz,
+            toolchain=toolchain,
+            build_seconds=round(time.perf_counter() - started, 2),
+            built_at=built_at,
+            method=cand.method,
+            cache_key=key,
+            params=params,
+            quantization=quantization,
+            tensorrt=_tensorrt_record(artifact, tmp, backend, on_gate),
+            input_shape=shape,
+            crop=crop,
+            frame_shape=frame_shape,
+        )
+        (tmp / CANDIDATE_JSON).write_text(result.to_json())
+        if cache_dir is not None:
+            with build_store(cache_dir).put(key) as entry:
+                copy_tree(tmp, entry)
+    _remember(cache_dir, result)
+    log.info(
+        "built %s (%s %s, %s, input %s%s) in %.0f s: %s, %.1f MB",
+        cand.name, backend, cand.precision, cand.method, shape_text(shape), f", crop {list(crop)}" if crop else "",
+        result.build_seconds, result.path, result.size_mb,
+    )  # fmt: skip
+    return result
+
+
+def cropped_dataset(dataset_yaml: Path, crop: Sequence[int], frame_shape: Sequence[int], folder: Path) -> Path:
+    """A dataset YAML in `folder` whose images are the calibration images of `dataset_yaml` cropped to `crop` (PNG:
+    no second JPEG loss), for Ultralytics' INT8 exporter, which calibrates on a dataset's `val` images letterboxed
+    to the input: cropped first, they are the frames the detector will feed the engine."""
+    import cv2
+    import yaml
+
+    from tasks.edge.preprocess import crop_frame
+    from tasks.pipeline.quantize import calibration_images
+    from tasks.support.images import write_dataset_yaml
+
+    images = folder / "images"
+    images.mkdir(parents=True)
+    for image in calibration_images(dataset_yaml):
+        frame = cv2.imread(str(image))
+        if frame is None:
+            raise BuildInputMissing(f"{image}: cannot be read as an image", remedy=Remedy.EXTRACT)
+        part, _ = crop_frame(frame, crop, frame_shape, str(image))
+        if not cv2.imwrite(str(images / f"{image.stem}.png"), part):
+            raise OSError(f"{images / image.stem}.png: could not be written")
+    names = (yaml.safe_load(dataset_yaml.read_text()) or {}).get("names") or {0: "plate"}
+    return write_dataset_yaml(folder / "calibration.yaml", images, names, "cropped calibration frames (temporary)")
 
 
 def footage_size(dataset_yaml: Path, gate_frames: Path | None) -> Shape:
@@ -444,13 +546,20 @@ def build_artifact(
     start_kept: list[str],
     gate_images: list[Path] | None = None,
     on_gate: bool = False,
+    crop: Sequence[int] = (),
+    frame_shape: Sequence[int] = (),
 ) -> tuple[Path, dict[str, Any]]:
     """Build one candidate's artifact into the folder `out`, at input `imgsz` (a square side or (height, width));
     returns it and what quantization recorded. `on_gate`: a TensorRT candidate stops at the ONNX its engine is
     built from on the gate (FP32 export, or trt-qdq's Q/DQ). Ours export the FP32 source at that shape and
-    calibrate and gate on frames letterboxed to it."""
+    calibrate and gate on frames letterboxed to it. `crop` (x1, y1, x2, y2 pixels of `frame_shape` frames): every
+    calibration and gate frame is cropped to it first; Ultralytics' INT8 exports calibrate on a cropped copy."""
     if cand.method == "ultralytics":
-        artifact = export_candidate(model, cand, "onnxruntime" if on_gate else backend, dataset_yaml, imgsz, out)
+        with tempfile.TemporaryDirectory(prefix="alpr-cropped-") as scratch:
+            data = dataset_yaml
+            if crop and cand.precision == "int8":
+                data = cropped_dataset(dataset_yaml, crop, frame_shape, Path(scratch))
+            artifact = export_candidate(model, cand, "onnxruntime" if on_gate else backend, data, imgsz, out)
         if on_gate:
             return artifact, {}
         if backend == "tensorrt":
@@ -471,15 +580,16 @@ def build_artifact(
             shutil.copyfile(ir / "metadata.yaml", artifact / "metadata.yaml")
             xml = openvino_xml(ir)
             result = quantize.nncf_quantize_ir(
-                xml, artifact / xml.name, images, cand.nncf_settings, imgsz, gate, start_kept, gate_images or []
-            )
+                xml, artifact / xml.name, images, cand.nncf_settings, imgsz, gate, start_kept, gate_images or [],
+                crop, frame_shape,
+            )  # fmt: skip
             return artifact, result.info
         onnx_fp32 = export_candidate(model, fp32, "onnxruntime", dataset_yaml, imgsz, Path(scratch))
         qdq = (out if cand.method == "ort-qdq" or on_gate else Path(scratch)) / f"{onnx_fp32.stem}_qdq.onnx"
         settings = cand.qdq_settings
         result = quantize.qdq_quantize_onnx(
             onnx_fp32, qdq, images, settings, imgsz, gate, settings.holdout_fraction,
-            for_tensorrt=cand.method == "trt-qdq",
+            for_tensorrt=cand.method == "trt-qdq", crop=crop, frame_shape=frame_shape,
         )  # fmt: skip
         if cand.method == "ort-qdq" or on_gate:
             return qdq, result.info

@@ -65,22 +65,28 @@ def split_frames(images: Sequence[Path], fraction: float) -> tuple[list[Path], l
     return [im for i, im in enumerate(images) if i not in picked], held
 
 
-def frame_input(image: Path, imgsz: int | tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+def frame_input(
+    image: Path, imgsz: int | tuple[int, int], crop: Sequence[int] = (), frame_shape: Sequence[int] = ()
+) -> tuple[np.ndarray, Letterbox]:
     """The NCHW float32 input the gate's `Detector` feeds a model of a square side `imgsz` or of (height, width)
-    `imgsz` (the edge letterbox, equal to Ultralytics' predictor's), and how the frame was fitted into it."""
+    `imgsz` (the edge letterbox, equal to Ultralytics' predictor's), and how the frame was fitted into it. With a
+    `crop` (an engine built for a region of interest) the frame, which must be `frame_shape`, is cropped first, as
+    the detector crops it."""
     import cv2
 
     frame = cv2.imread(str(image))
     if frame is None:
         raise QuantizeError(f"{image}: cannot be read as an image", remedy=Remedy.EXTRACT)
     shape = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
-    batch, boxes = preprocess([frame], shape)
+    batch, boxes = preprocess([frame], shape, crop, frame_shape, str(image))
     return batch, boxes[0]
 
 
-def letterbox(image: Path, imgsz: int | tuple[int, int]) -> np.ndarray:
+def letterbox(
+    image: Path, imgsz: int | tuple[int, int], crop: Sequence[int] = (), frame_shape: Sequence[int] = ()
+) -> np.ndarray:
     """The model input of `image` alone (`frame_input`): what calibration feeds NNCF and ONNX Runtime."""
-    return frame_input(image, imgsz)[0]
+    return frame_input(image, imgsz, crop, frame_shape)[0]
 
 
 class AgreementGate:
@@ -92,9 +98,15 @@ class AgreementGate:
     """
 
     def __init__(
-        self, reference: Infer, images: Sequence[Path], imgsz: int | tuple[int, int], cfg: ValidateConfig
+        self,
+        reference: Infer,
+        images: Sequence[Path],
+        imgsz: int | tuple[int, int],
+        cfg: ValidateConfig,
+        crop: Sequence[int] = (),
+        frame_shape: Sequence[int] = (),
     ) -> None:
-        loaded = [frame_input(p, imgsz) for p in images]
+        loaded = [frame_input(p, imgsz, crop, frame_shape) for p in images]  # full frames, cropped as the gate does
         self.inputs = [x for x, _ in loaded]
         self.fits = [box for _, box in loaded]
         self.frames = [str(p) for p in images]
@@ -243,10 +255,13 @@ def nncf_quantize_ir(
     gate_cfg: ValidateConfig,
     start_kept: Sequence[str] = (),
     gate_images: Sequence[Path] = (),
+    crop: Sequence[int] = (),
+    frame_shape: Sequence[int] = (),
 ) -> QuantizeResult:
     """Quantize the FP32 IR `fp32_xml` with NNCF into `out_xml`; recover accuracy when the gate fails.
 
-    `imgsz`: the IR's input, a square side or (height, width); calibration and gate frames are letterboxed to it.
+    `imgsz`: the IR's input, a square side or (height, width); calibration and gate frames are letterboxed to it,
+    cropped first to `crop` (frame pixels of `frame_shape` frames) for an engine built for a region of interest.
     The gate compares with the FP32 IR at that same shape (what quantization changed); what the shape itself
     costs is measured by validation, against the square FP32 reference.
     `start_kept`: layers the previous champion kept in float, added to the ignored scope so that an unchanged model
@@ -260,10 +275,10 @@ def nncf_quantize_ir(
     nncf.set_log_level(logging.WARNING)
     core = ov.Core()
     fp32 = core.read_model(fp32_xml)
-    frames = _read_frames(images, gate_images, cfg, imgsz)
+    frames = _read_frames(images, gate_images, cfg, imgsz, crop, frame_shape)
     scope = ov_ignored_scope(fp32, cfg.ignored_scope, start_kept)
     started = time.perf_counter()
-    q = _quantizer(core, fp32, frames, cfg, gate_cfg, imgsz)
+    q = _quantizer(core, fp32, frames, cfg, gate_cfg, imgsz, crop, frame_shape)
     first = q.step("first", scope)
     log.info(
         "nncf %s: agreement %.4f (FP32 %.4f) on %d held-out frames (%s)",
@@ -291,7 +306,12 @@ class _Frames:
 
 
 def _read_frames(
-    images: Sequence[Path], gate_images: Sequence[Path], cfg: NncfConfig, imgsz: int | tuple[int, int]
+    images: Sequence[Path],
+    gate_images: Sequence[Path],
+    cfg: NncfConfig,
+    imgsz: int | tuple[int, int],
+    crop: Sequence[int] = (),
+    frame_shape: Sequence[int] = (),
 ) -> _Frames:
     """Calibration inputs (at most `subset_size`) and gate inputs: frames of videos never calibrated on when there are
     at least 2, else `holdout_fraction` of the calibration frames, which score INT8 optimistically (module docstring).
@@ -306,7 +326,7 @@ def _read_frames(
             "left out of calibration, which scores INT8 optimistically",
             len(held),
         )
-    return _Frames([letterbox(p, imgsz) for p in calib[: cfg.subset_size]], held, source)
+    return _Frames([letterbox(p, imgsz, crop, frame_shape) for p in calib[: cfg.subset_size]], held, source)
 
 
 def _quantize_settings(cfg: NncfConfig, subset_size: int) -> dict[str, Any]:
@@ -356,10 +376,17 @@ class _Quantizer:
 
 
 def _quantizer(
-    core: Any, fp32: Any, frames: _Frames, cfg: NncfConfig, gate_cfg: ValidateConfig, imgsz: int | tuple[int, int]
+    core: Any,
+    fp32: Any,
+    frames: _Frames,
+    cfg: NncfConfig,
+    gate_cfg: ValidateConfig,
+    imgsz: int | tuple[int, int],
+    crop: Sequence[int] = (),
+    frame_shape: Sequence[int] = (),
 ) -> _Quantizer:
     """The gate scores the FP32 IR once (its reference detections), so every step compares with the same numbers."""
-    gate = AgreementGate(_ov_infer(core, fp32), frames.held, imgsz, gate_cfg)
+    gate = AgreementGate(_ov_infer(core, fp32), frames.held, imgsz, gate_cfg, crop, frame_shape)
     reference = gate.score(_ov_infer(core, fp32))
     settings = _quantize_settings(cfg, len(frames.calib))
     return _Quantizer(core, fp32, frames, settings, gate, reference, cfg.accuracy_control.max_drop)
@@ -678,6 +705,8 @@ def qdq_quantize_onnx(
     holdout_fraction: float,
     *,
     for_tensorrt: bool = False,
+    crop: Sequence[int] = (),
+    frame_shape: Sequence[int] = (),
 ) -> QuantizeResult:
     """A Q/DQ ONNX of `fp32_onnx` through ONNX Runtime's `quantize_static`, keeping the Ultralytics metadata.
 
@@ -708,7 +737,7 @@ def qdq_quantize_onnx(
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             path = next(self.items, None)
-            return None if path is None else {input_name: letterbox(path, imgsz)}
+            return None if path is None else {input_name: letterbox(path, imgsz, crop, frame_shape)}
 
     method = {
         "minmax": CalibrationMethod.MinMax,
@@ -743,7 +772,7 @@ def qdq_quantize_onnx(
     for prop in model.metadata_props:  # Ultralytics' metadata (names, stride, imgsz) so YOLO() loads it
         quantized.metadata_props.add(key=prop.key, value=prop.value)
     onnx.save(quantized, str(out_onnx))
-    gate = AgreementGate(_ort_infer(fp32_onnx), held, imgsz, gate_cfg)
+    gate = AgreementGate(_ort_infer(fp32_onnx), held, imgsz, gate_cfg, crop, frame_shape)
     # the graph that ships (`out_onnx`: FP16 outside Q/DQ for trt-qdq's default), never the FP32 Q/DQ before it
     result = GateResult(gate.score(_ort_infer(fp32_onnx)), gate.score(_ort_infer(out_onnx)), 1.0)
     log.info(

@@ -2,10 +2,12 @@
 
 A rebuild's inputs are the videos (content hashes, memoised by path/size/mtime/inode in the frame cache as
 extraction does), the labelled holdout (contents), the videos reserved for it, every parameter, the code (package
-version and source hash), the toolchain and the hardware (`tasks/support/fingerprint.py`). Their fingerprint is
-recorded on the parent run of every rebuild that finished, promotion included (`record_fingerprint`, the flow's
-last step). A rebuild whose fingerprint equals the one of the newest finished rebuild stops at its first step: it
-registers nothing, promotes nothing, and logs one small MLflow run (kind `rebuild-unchanged`) that names the
+version and source hash), the toolchain and the hardware (`tasks/support/fingerprint.py`). The region of interest
+the INT8 engines are cropped to is covered too: it is learned from the calibration videos by the base model under
+the `build.roi*` parameters, all of them inputs here (the region itself is learned after this check). Their
+fingerprint is recorded on the parent run of every rebuild that finished, promotion included (`record_fingerprint`,
+the flow's last step). A rebuild whose fingerprint equals the one of the newest finished rebuild stops at its first
+step: it registers nothing, promotes nothing, and logs one small MLflow run (kind `rebuild-unchanged`) that names the
 rebuild it matched, so every rebuild still leaves a record. `alpr-ops rebuild --force` rebuilds anyway.
 
 The newest finished rebuild is the one compared with: after inputs A, then B, then A again, the third is a real

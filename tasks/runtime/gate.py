@@ -72,7 +72,13 @@ def load_release(release: Path) -> LoadedRelease:
             f"{cand.path}: its engine takes {list(model.input_hw)} (height, width), not the input_shape "
             f"{list(cand.input_shape)} its candidate.json records: not the artifact that was validated"
         )
-    model(np.zeros((*model.input_hw, 3), dtype=np.uint8))
+    if (model.crop, model.frame_shape) != (cand.crop, cand.frame_shape):
+        model.close()
+        raise GateError(
+            f"{cand.path}: its embedded crop {list(model.crop)} of {list(model.frame_shape)} frames is not the crop "
+            f"{list(cand.crop)} of {list(cand.frame_shape)} its candidate.json records: not the artifact validated"
+        )
+    model(np.zeros((*model.frame_hw, 3), dtype=np.uint8))  # a frame of the camera's size (cropped as live ones are)
     return LoadedRelease(release, str(manifest["version"]), imgsz, model, cand.crop, cand.frame_shape)
 
 

@@ -111,6 +111,16 @@ def _read_frame(frame_path: str) -> Any:
     return frame
 
 
+def _framed(artifact: Path, frame: Any) -> Any:
+    """The part of `frame` the artifact looks at: its embedded crop (an engine built for a region of interest; the
+    detector crops the same way, `tasks.edge.preprocess.crop_frame`), else the whole frame."""
+    from tasks.edge.metadata import read_embedded_metadata
+    from tasks.edge.preprocess import crop_frame
+
+    ours = read_embedded_metadata(artifact)
+    return crop_frame(frame, ours.get("crop") or (), ours.get("frame_shape") or (), str(artifact))[0]
+
+
 def _open_pinned(artifact: Path, frame: Any, kwargs: dict[str, Any], threads: int, warmup: int) -> tuple[Any, int]:
     """The artifact loaded with Ultralytics' loader for its format, its runtime session rebuilt with `threads`
     threads (`pin_threads`) and warmed up on `frame`; returns (model, the thread count the runtime reports)."""
@@ -134,7 +144,7 @@ def measure(req: LatencyRequest) -> dict[str, Any]:
     Returns metrics (floats), strings (hardware, batch note) and the per-run samples for the CDF plot.
     """
     artifact, threads, runs = Path(req.artifact), req.threads, req.runs
-    frame = _read_frame(req.frame_path)
+    frame = _framed(artifact, _read_frame(req.frame_path))
     kwargs = {"imgsz": req.imgsz, "conf": req.conf, "iou": req.iou, "device": "cpu", "verbose": False}
     model, effective = _open_pinned(artifact, frame, kwargs, threads, req.warmup)
     autobackend = model.predictor.model
@@ -211,13 +221,15 @@ class InterleavedRequest:
 
 def measure_interleaved(req: InterleavedRequest) -> dict[str, list[float]]:
     """Each artifact's median inference time (ms) in each round, by artifact path."""
-    frame = _read_frame(req.frame_path)
+    full = _read_frame(req.frame_path)
+    frames = {a: _framed(Path(a), full) for a in req.artifacts}  # each as its detector crops it
     kwargs = {"imgsz": req.imgsz, "conf": req.conf, "iou": req.iou, "device": "cpu", "verbose": False}
-    models = {a: _open_pinned(Path(a), frame, kwargs, req.threads, req.warmup)[0] for a in req.artifacts}
+    models = {a: _open_pinned(Path(a), frames[a], kwargs, req.threads, req.warmup)[0] for a in req.artifacts}
     rounds: dict[str, list[float]] = {a: [] for a in req.artifacts}
     order = list(req.artifacts)
     for r in range(req.rounds):
         for artifact in order if r % 2 == 0 else reversed(order):
+            frame = frames[artifact]
             times = [models[artifact].predict(frame, **kwargs)[0].speed["inference"] for _ in range(req.runs)]
             rounds[artifact].append(round(statistics.median(times), 4))
     return rounds

@@ -273,6 +273,14 @@ class BuildConfig(_Frozen):
     # none, plates near the frame's edge lose box accuracy); 1280x720 at 640: 0 -> 384x640, 16 -> 416x640. 16: chosen
     # by benchmarks/shape_margin.py (docs/measured.md)
     shape_margin: int = Field(16, ge=0)
+    # the camera's region of interest the INT8 engines at the camera shape look at (tasks/support/roi.py): auto
+    # (learned from the FP32 reference's plates on the calibration frames, tasks/pipeline/roi.py), full (the whole
+    # frame: camera shape + shape_margin), or [x1, y1, x2, y2] in frame fractions
+    roi: Literal["auto", "full"] | tuple[float, float, float, float] = "auto"
+    # auto: the plates' union widened on each side by this share of the frame, and by at least
+    # tasks.pipeline.roi.MARGIN_PLATE_HEIGHTS plate heights (the median plate's), then clipped to the frame
+    roi_margin: float = Field(0.02, ge=0, lt=0.5)
+    roi_min_plates: int = Field(20, ge=1)  # auto: fewer plates found than this, the full frame (the record says why)
     reference: str = "fp32"  # the accuracy reference: mAP drop and agreement are measured against it
     # the speed reference: every speed-up (the promote.min_speedup gate, tables, the trade-off chart) is its p50 over
     # a candidate's; the FP32 model on the runtime our INT8 engines use. null: the accuracy reference times it too
@@ -284,6 +292,22 @@ class BuildConfig(_Frozen):
         CandidateConfig(name="ort-int8", precision="int8", backend="onnxruntime", method="ultralytics"),
         CandidateConfig(name="ov-int8-mixed", precision="int8", method="nncf", nncf=NncfConfig()),
     )
+
+    @model_validator(mode="after")
+    def _check_roi(self) -> BuildConfig:
+        if isinstance(self.roi, tuple):
+            x1, y1, x2, y2 = self.roi
+            if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
+                raise ValueError(
+                    f"build.roi {list(self.roi)}: [x1, y1, x2, y2] must be frame fractions with 0 <= x1 < x2 <= 1 "
+                    "and 0 <= y1 < y2 <= 1 (or auto, or full)"
+                )
+            if self.shape != "camera":
+                raise ValueError(
+                    f"build.roi {list(self.roi)} crops the engines at the camera shape, but build.shape is "
+                    f"{self.shape}: set build.shape: camera, or build.roi: full"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_candidates(self) -> BuildConfig:

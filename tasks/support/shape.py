@@ -14,6 +14,10 @@ OpenVINO: mAP50-95 0.663 square, 0.653 at 384x640 (mean IoU of the plates in the
 the default, 16, is the smallest band whose FP32 costs at most 0.3 pt on the demo's holdout and on another seed's
 (benchmarks/shape_margin.py; docs/int8-builds.md: the letterbox band; docs/measured.md).
 
+An engine built for the camera's region of interest (`build.roi`, tasks/pipeline/roi.py) takes the region at the
+same scale (`roi_geometry`): its input is the region's size at that scale rounded up to the stride, and its crop the
+region widened to the input's aspect, so plates keep their pixel size and the letterbox adds no band.
+
 The footage's frame size comes from the extraction manifests (one row per frame, with its width and height). One
 project is one camera group: footage of two frame sizes cannot share one shape, and the build refuses it naming
 the videos (`MixedFootage`) rather than pick a shape that crops or pads one of the cameras.
@@ -74,6 +78,61 @@ def input_shape(precision: str, how: str, imgsz: int, frame_hw: Shape | None, ma
             raise FrameSizeUnknown("build.shape: camera needs the footage's frame size; extract the frames first")
         return camera_shape(frame_hw, imgsz, margin)
     return square(imgsz)
+
+
+Crop = tuple[int, ...]  # (x1, y1, x2, y2) frame pixels, x2/y2 exclusive; () the full frame (tasks/support/roi.py)
+
+
+def roi_pixels(roi: Sequence[float], frame_hw: Shape) -> Crop:
+    """A region in frame fractions (x1, y1, x2, y2) as frame pixels, rounded outward (never a plate pixel less) and
+    clipped to the frame."""
+    h, w = frame_hw
+    x1, y1, x2, y2 = roi
+    return (
+        max(0, math.floor(x1 * w)),
+        max(0, math.floor(y1 * h)),
+        min(w, math.ceil(x2 * w)),
+        min(h, math.ceil(y2 * h)),
+    )
+
+
+def _widen(lo: int, hi: int, size: int, limit: int) -> tuple[int, int]:
+    """[lo, hi) widened to `size` pixels about its centre and shifted inside [0, limit); clipped when size > limit."""
+    if size >= limit:
+        return 0, limit
+    start = math.floor((lo + hi - size) / 2)
+    start = min(max(start, 0), limit - size)
+    return start, start + size
+
+
+def roi_geometry(
+    frame_hw: Shape, imgsz: int, roi: Sequence[int], margin: int = 0, stride: int = STRIDE
+) -> tuple[Shape, Crop]:
+    """(input shape, crop) of an engine that looks at the region `roi` (frame pixels) of the camera's frame.
+
+    The region is scaled as the camera shape scales the frame (`imgsz` over the frame's long side: a plate keeps the
+    pixel size the detector sees in the square and camera inputs), each side rounded UP to `stride`. The crop is the
+    region widened, about its centre and shifted inside the frame, to the input's own aspect at that scale, so the
+    letterbox adds no band; where the frame is too small for that (a region as tall as the frame), it is clipped to
+    the frame and the letterbox fills the rest. An empty region, or one whose crop is the whole frame, is the full
+    frame: `camera_shape` with the band of `margin` pixels, and crop ().
+    """
+    h, w = frame_hw
+    full = camera_shape(frame_hw, imgsz, margin, stride)
+    if not roi:
+        return full, ()
+    x1, y1, x2, y2 = (int(v) for v in roi)
+    if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
+        raise ValueError(f"region {[x1, y1, x2, y2]} is not inside the {w}x{h} (width x height) frame")
+    scale = imgsz / max(h, w)
+    in_h = max(stride, math.ceil((y2 - y1) * scale / stride) * stride)
+    in_w = max(stride, math.ceil((x2 - x1) * scale / stride) * stride)
+    cx1, cx2 = _widen(x1, x2, round(in_w / scale), w)
+    cy1, cy2 = _widen(y1, y2, round(in_h / scale), h)
+    crop = (cx1, cy1, cx2, cy2)
+    if crop == (0, 0, w, h):
+        return full, ()
+    return (in_h, in_w), crop
 
 
 def shape_text(shape: Sequence[int]) -> str:

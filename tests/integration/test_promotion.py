@@ -118,6 +118,7 @@ def test_passing_candidate_becomes_champion_with_verdicts_and_manifest(
     meta = json.loads((gate / "current" / "candidate.json").read_text())
     assert manifest["sha256"] == meta["sha256"]
     assert manifest["input_shape"] == meta["input_shape"] == list(ref.input_shape)
+    assert manifest["crop"] == meta["crop"] == list(ref.crop) and manifest["frame_shape"] == list(ref.frame_shape)
     # every gate's verdict, with its numbers, on the candidate's run: tags and a JSON artifact
     mc = client(store.tracking)
     tags = mc.get_run(record.candidates[REF].run_id).data.tags

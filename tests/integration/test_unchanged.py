@@ -66,6 +66,10 @@ def test_same_inputs_match_the_last_finished_rebuild_and_any_change_does_not(pro
 
     runs = params.validate_.model_copy(update={"runs": params.validate_.runs + 1})
     assert check_inputs(params.model_copy(update={"validate_": runs})).matched_run_id is None  # a parameter
+    # the region of interest's settings (what it is learned from, the videos and the base model, are inputs above)
+    for roi in ({"roi": "full"}, {"roi": (0.1, 0.2, 0.9, 1.0)}, {"roi_margin": 0.05}, {"roi_min_plates": 5}):
+        build = params.build.model_copy(update=roi)
+        assert check_inputs(params.model_copy(update={"build": build})).matched_run_id is None, roi
 
     assert check_inputs(params).matched_run_id == parent
     finished_rebuild(params, None)  # a newer rebuild that finished logging but failed after (no fingerprint)
