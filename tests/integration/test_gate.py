@@ -82,9 +82,18 @@ def test_the_gate_reports_the_region_each_release_looks_at(gate, video) -> None:
     it) is reported with its crop and frame size; the full-frame release it replaced as "full frame"."""
     gate_dir, cands = gate
     path, _ = video
+    from tasks.edge.metadata import embed_metadata, read_embedded_metadata
+    from tasks.support.hashing import sha256_file
+
     cropped = make_release(gate_dir, "2", cands["fp32"])
+    region = {"crop": [32, 96, 288, 240], "frame_shape": [240, 320]}
     meta = json.loads((cropped / "candidate.json").read_text())
-    (cropped / "candidate.json").write_text(json.dumps({**meta, "crop": [32, 96, 288, 240], "frame_shape": [240, 320]}))
+    artifact = cropped / meta["artifact"]
+    embed_metadata(artifact, {**read_embedded_metadata(artifact), **region})  # the engine's own contract, as built
+    sha = sha256_file(artifact)
+    (cropped / "candidate.json").write_text(json.dumps({**meta, **region, "sha256": sha}))
+    manifest = json.loads((cropped / MANIFEST).read_text())
+    (cropped / MANIFEST).write_text(json.dumps({**manifest, "sha256": sha}))
 
     report = run_switching_to(gate_dir, path, cropped, at_frame=1)
     assert report.failures == [] and [s[1:] for s in report.swaps] == [("1", "2")]

@@ -143,7 +143,7 @@ def test_a_build_for_a_region_records_its_crop_in_every_int8_contract(
     assert plate_boxes(gone, images, CONF, IOU, cache) == boxes
 
     # a full-frame build of the same candidate is another artifact under another key
-    full = build.model_copy(update={"roi": "full"})
+    full = build.model_copy(update={"roi": "full", "shape_margin": 0})
     _, again = build_candidates(plate_model, frames.dataset_yaml, tmp_path / "f", full, "m" * 64, frames.frames_hash)
     assert again.crop == () and again.input_shape == (192, 320) and again.cache_key != int8.cache_key
     assert read_roi(tmp_path / "f" / ROI_JSON).mode == "full"
