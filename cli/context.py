@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
@@ -15,8 +14,6 @@ from cli.printers import ERR
 from tasks.support.config import ConfigError
 from tasks.support.errors import AlprError
 from tasks.support.project import Overrides, Project, load_project
-
-PathOpt = Annotated[Path | None, typer.Option(help="Override the path from params.yaml.")]
 
 
 class State:

@@ -109,7 +109,7 @@ def test_gate_cli_runs_current_on_a_video(gate, video, tmp_path: Path, make_para
     path, n = video
     make_params(tmp_path / "project")
     done = cli(tmp_path / "project", "gate", "run", "--source", str(path), "--gate-dir", str(gate_dir))
-    assert f"{n} frames" in done.stderr and "releases used: v1" in done.stderr
+    assert f"{n} frames" in done.stdout and "releases used: v1" in done.stdout
     missing = cli(
         tmp_path / "project", "gate", "run", "--source", str(path), "--gate-dir", str(tmp_path / "x"), check=False
     )

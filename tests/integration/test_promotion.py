@@ -269,7 +269,7 @@ def test_promote_flow_and_the_promote_and_rollback_commands(
     assert f"(version {v2})" in done.stdout + done.stderr
     assert deployed_version(store) == v2 and (alias(store, CHAMPION), alias(store, PREVIOUS)) == (v2, v1)
     done = cli(project, "rollback")
-    assert f"version {v2} -> {v1}" in done.stderr
+    assert f"version {v2} -> {v1}" in done.stdout
     assert deployed_version(store) == v1 and alias(store, CHAMPION) == v1
     done = cli(project, "rollback", check=False)
     assert done.returncode == 3 and "nothing to roll back to" in done.stderr

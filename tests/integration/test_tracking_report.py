@@ -88,9 +88,9 @@ def test_report_of_the_latest_rebuild(store: Params, logged, tmp_path: Path, cli
     assert f'href="{url}"' in html and url in md
     assert "engine memory (MB, engine alone)" in md
 
-    # the CLI: an explicit run id, rich table on stdout, files under --out
+    # the CLI: an explicit run id, rich table on stdout, files under --reports
     done = cli(store.paths.videos.parents[1], "--params", str(write_params(store, tmp_path)), "report",
-               logged.parent_run_id, "--out", str(tmp_path / "cli-reports"))  # fmt: skip
+               logged.parent_run_id, "--reports", str(tmp_path / "cli-reports"))  # fmt: skip
     assert "agreement mAP50-95" in done.stdout and "ort-int8" in done.stdout
     assert (tmp_path / "cli-reports" / logged.parent_run_id / "report.html").is_file()
     bad = cli(tmp_path, "--params", str(write_params(store, tmp_path)), "report", "nope", check=False)
