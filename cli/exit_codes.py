@@ -47,4 +47,6 @@ def code_for(error: BaseException) -> ExitCode:
         return ExitCode.USAGE  # a setting (or the flag overriding it) must change
     if isinstance(error, AlprError | OSError) or store_error(error):
         return ExitCode.UNAVAILABLE
+    if type(error).__module__.startswith("prefect"):  # Prefect could not run it (a crashed or cancelled run)
+        return ExitCode.UNAVAILABLE
     return ExitCode.INTERNAL

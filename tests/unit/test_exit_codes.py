@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from prefect.exceptions import CrashedRun
 
 from cli.app import hoist_global_flags
 from cli.exit_codes import ExitCode, code_for
@@ -38,6 +39,7 @@ def _report() -> RegressionReport:
         (LockBusy("held"), ExitCode.UNAVAILABLE),
         (AlprError("model not found", remedy=Remedy.FETCH_MODEL), ExitCode.UNAVAILABLE),
         (OSError(28, "No space left on device"), ExitCode.UNAVAILABLE),  # could not run
+        (CrashedRun("the flow run's process was killed"), ExitCode.UNAVAILABLE),  # Prefect could not run it
         (KeyError("champion"), ExitCode.INTERNAL),  # a bug, never read as a verdict
     ],
 )
