@@ -47,11 +47,14 @@ def build(
     with guarded(), locked(project, "build"):
         weights = verify_model(p.model, prm.model.sha256)
         dataset = check_dataset_yaml(p.calibration_yaml, p.calibration)
-        build_candidates(
+        built = build_candidates(
             weights, dataset, p.candidates, prm.build, prm.model.sha256, read_frames_hash(p.calibration),
             gate=prm.validate_, cache_dir=p.build_cache, previous=gate_paths(prm.promote.gate_dir).current,
             gate_frames=p.holdout_frames,
         )  # fmt: skip
+    console = out()
+    for c in built:  # the result: what was built, where
+        console.print(f"built {c.name} ({c.precision}, {c.backend}, {c.size_mb:.1f} MB): {c.folder}", highlight=False)
 
 
 def validate(
