@@ -60,7 +60,8 @@ class _GlobalFlagsAnywhere(TyperGroup):
         except Exception as e:
             if isinstance(e, typer.Exit | typer.Abort) or hasattr(e, "exit_code"):  # an exit, or click's usage errors
                 raise
-            from cli.context import fail, store_error
+            from cli.context import fail
+            from cli.exit_codes import store_error
             from tasks.support.config import ConfigError, redact_text
             from tasks.support.errors import AlprError
 
@@ -144,7 +145,7 @@ class _NoTracebackForKnownErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
-            from cli.context import store_error
+            from cli.exit_codes import store_error
             from tasks.support.errors import AlprError
 
             exc = record.exc_info[1]

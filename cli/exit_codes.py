@@ -31,7 +31,6 @@ class ExitCode(IntEnum):
 def code_for(error: BaseException) -> ExitCode:
     """The exit code of a command that stopped on `error` (a task's typed error, a store error, a params error; an
     operating-system error such as a full disk could not run; anything else is a bug)."""
-    from cli.context import store_error
     from tasks.operations.promote import NotPending
     from tasks.operations.regression import RegressionFailed
     from tasks.support.errors import AlprError, Remedy
@@ -50,3 +49,15 @@ def code_for(error: BaseException) -> ExitCode:
     if type(error).__module__.startswith("prefect"):  # Prefect could not run it (a crashed or cancelled run)
         return ExitCode.UNAVAILABLE
     return ExitCode.INTERNAL
+
+
+def store_error(error: BaseException) -> bool:
+    """Whether `error` comes from the MLflow store (an MlflowException, a database error under it, a connection
+    error to the server): not a bug, but a store that is down, locked or refusing."""
+    for exc in (error, error.__cause__, error.__context__):
+        if exc is None:
+            continue
+        module = type(exc).__module__
+        if module.startswith(("mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3")):
+            return True
+    return False
