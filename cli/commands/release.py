@@ -47,9 +47,9 @@ def promote(
     """Promote the winner of the latest rebuild recorded in MLflow (the `promote` Prefect flow), or with --approve
     deploy the pending decision a rebuild left for a person. Exit 1 when no candidate passed the gates.
 
-    `--json` prints one object: `outcome` ("promoted", "approved", "unchanged", "pending" or "no-candidate-passed"),
+    `--json` prints one object: `outcome` (`promoted`, `approved`, `unchanged`, `pending` or `no-candidate-passed`),
     `winner`, `version`, `release` (the gate folder deployed, or null), `pending` and `approve` (the version waiting
-    for a person and the command that deploys it, or null), `unchanged` (why nothing was deployed, or ""),
+    for a person and the command that deploys it, or null), `unchanged` (why nothing was deployed, or an empty string),
     `repairs`, `candidates` (each `name`, `passed`, `reasons`), `choice` (how the winner was chosen) and `review`
     (the winner against the champion, or null). With `--json` a pending decision is never asked about."""
     project = state.project(Overrides.of(gate_dir=gate_dir, holdout=holdout))
