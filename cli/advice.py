@@ -1,4 +1,7 @@
-"""What a user reads when a step fails: the task's facts, then what to run or change (tasks never name commands)."""
+"""What a user reads when a step fails: the task's facts, then what to run or change (tasks never name commands).
+
+Advice names settings by their params.yaml key (each `paths.*` key is also every command's flag of the same name,
+cli/options.py) and commands with flags that exist: tests/unit/test_cli_advice.py checks every text here."""
 
 from __future__ import annotations
 
@@ -7,13 +10,17 @@ from tasks.support.errors import AlprError, Remedy
 
 ADVICE: dict[Remedy, str] = {
     Remedy.SAMPLE_VIDEOS: (
-        "Put readable gate videos there (for a demo: `alpr-ops sample-videos`), or pass --videos DIR."
+        "Put readable gate videos in paths.videos (`alpr-ops init --from DIR` copies yours; for a demo, "
+        "`alpr-ops sample-videos` writes synthetic ones), or point paths.videos at them."
     ),
     Remedy.FETCH_MODEL: (
         "Run `alpr-ops fetch-model` (or `dvc pull`). A file that does not match the pin is corrupt or another model: "
         "delete it first, or update model.sha256 in params.yaml if the change is intended."
     ),
-    Remedy.EXTRACT: "Run `alpr-ops extract` first (with the same --out/--data paths as the failing command).",
+    Remedy.EXTRACT: (
+        "Run `alpr-ops extract` first, with the same paths.calibration, paths.calibration_yaml and "
+        "paths.holdout_frames as the failing command (in params.yaml, or the flags of the same names)."
+    ),
     Remedy.BUILD: "Run `alpr-ops build` first (on the hardware the artifact is for).",
     Remedy.VALIDATE: "Run `alpr-ops validate` (or `alpr-ops rebuild`) with this code version.",
     Remedy.REBUILD: "Run `alpr-ops rebuild` first.",
@@ -23,10 +30,11 @@ ADVICE: dict[Remedy, str] = {
         "Rebuild with the new videos (`alpr-ops rebuild`); if no candidate passes, `alpr-ops rollback`."
     ),
     Remedy.HOLDOUT: (
-        "Create a labelled holdout (images/ + YOLO labels/; `alpr-ops sample-videos` writes a synthetic one) "
-        "or pass --holdout DIR."
+        "Make a labelled holdout of your footage (`alpr-ops label propose`, review, then `alpr-ops label pull` or "
+        "`alpr-ops label import DIR`), point paths.holdout at an existing one (images/ + YOLO labels/), or set "
+        "validate.labels: optional in params.yaml to judge candidates on agreement with FP32 alone."
     ),
-    Remedy.PARAMS: "Fix params.yaml (or pass --params FILE).",
+    Remedy.PARAMS: "Fix params.yaml (or pass `alpr-ops --params FILE` for another one).",
     Remedy.WAIT: "Wait for it to finish, then run again.",
     Remedy.REPLACE_DATA: (
         "Use a fresh clone, or run `alpr-ops init --force` to replace the videos (DVC keeps the old ones in its cache)."
@@ -50,7 +58,7 @@ def explain(error: BaseException) -> str:
     """The error's message, and on the next line what to do about it (when the error's type says)."""
     remedy = getattr(error, "remedy", None)
     if isinstance(error, ConfigError) and "not found" in str(error):
-        return f"{error}\nRun from the project folder or pass --params PATH."
+        return f"{error}\nRun from the project folder or pass `alpr-ops --params PATH`."
     if isinstance(error, AlprError | ConfigError) and remedy in ADVICE:
         facts = getattr(error, "facts", {})
         return f"{error}\n{ADVICE[remedy].format_map(_Facts(facts))}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +21,8 @@ from typer.core import TyperGroup
 
 from cli.commands import data, doctor, label, ops, pipeline, release
 from cli.context import state
+from cli.exit_codes import ExitCode
+from cli.options import AlprCommand
 from cli.printers import ERR
 
 HELP = (
@@ -29,7 +32,12 @@ HELP = (
     "night.\n\n"
     "New here? `alpr-ops doctor` says what is ready; `make demo` runs the whole workflow on sample footage.\n\n"
     "Exit codes: 0 done; 1 a verdict against the model (no candidate passed, a nightly regression); 2 bad usage or "
-    "configuration; 3 could not check or could not run (a store or server down, a missing input)."
+    "configuration; 3 could not check or could not run (a store or server down, a missing input); 70 an internal "
+    "error (a bug: please report it)."
+)
+REPORT_BUG = (
+    "This is a bug in alpr-ops, not in your data or settings: please report it on the project's issue tracker with "
+    "the command and its output run with -v (`alpr-ops -v ...` logs the traceback)."
 )
 
 GLOBAL_FLAGS = ("--params", "--verbose", "-v")  # accepted before or after the subcommand
@@ -42,6 +50,30 @@ class _GlobalFlagsAnywhere(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_flags(args))
+
+    def invoke(self, ctx: Any) -> Any:
+        """A crash (an exception no task typed) exits 70, never 1 like a verdict: one line saying so and where to
+        report it; the traceback is logged with -v. A typed error or an OS error (a full disk) that reached here
+        gets its message, advice and code as everywhere (`cli.context.fail`)."""
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            if isinstance(e, typer.Exit | typer.Abort) or hasattr(e, "exit_code"):  # an exit, or click's usage errors
+                raise
+            from cli.context import fail
+            from cli.exit_codes import store_error
+            from tasks.support.config import ConfigError, redact_text
+            from tasks.support.errors import AlprError
+
+            if isinstance(e, AlprError | ConfigError | OSError) or store_error(e):
+                raise fail(e) from e
+            logging.getLogger("alpr_ops").debug("internal error", exc_info=True)
+            ERR.print(
+                f"[red]internal error:[/red] {type(e).__name__}: {redact_text(str(e))}\n{REPORT_BUG}",
+                soft_wrap=True,
+                highlight=False,
+            )
+            raise typer.Exit(ExitCode.INTERNAL) from e
 
 
 def hoist_global_flags(args: list[str]) -> list[str]:
@@ -113,7 +145,7 @@ class _NoTracebackForKnownErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
-            from cli.context import store_error
+            from cli.exit_codes import store_error
             from tasks.support.errors import AlprError
 
             exc = record.exc_info[1]
@@ -155,36 +187,37 @@ def main(
     state.params_file = params
 
 
-app.command(rich_help_panel=SET_UP)(data.init)
-app.command("sample-videos", rich_help_panel=SET_UP)(data.sample_videos)
-app.command("fetch-model", rich_help_panel=SET_UP)(data.fetch_model)
-app.command(rich_help_panel=SET_UP)(doctor.doctor)
-app.command(rich_help_panel=SET_UP)(ops.demo)
-app.command(rich_help_panel=DATA)(data.extract)
-app.command(rich_help_panel=BUILD)(pipeline.build)
-app.command(rich_help_panel=BUILD)(pipeline.validate)
-app.command(rich_help_panel=BUILD)(pipeline.rebuild)
-app.command(rich_help_panel=BUILD)(pipeline.resume)
-app.command(rich_help_panel=BUILD)(pipeline.repro)
-app.command(rich_help_panel=RELEASE)(release.promote)
-app.command(rich_help_panel=RELEASE)(release.rollback)
-app.command(rich_help_panel=RELEASE)(release.status)
-app.command(rich_help_panel=RELEASE)(release.report)
-app.command(rich_help_panel=OPERATE)(ops.serve)
-app.command(rich_help_panel=OPERATE)(ops.deploy)
-app.command(rich_help_panel=OPERATE)(ops.watch)
-app.command(rich_help_panel=OPERATE)(ops.nightly)
-app.command(rich_help_panel=OPERATE)(ops.gc)
+command = partial(app.command, cls=AlprCommand)  # every command: old flag spellings warn (cli/options.py)
+command(rich_help_panel=SET_UP)(data.init)
+command("sample-videos", rich_help_panel=SET_UP)(data.sample_videos)
+command("fetch-model", rich_help_panel=SET_UP)(data.fetch_model)
+command(rich_help_panel=SET_UP)(doctor.doctor)
+command(rich_help_panel=SET_UP)(ops.demo)
+command(rich_help_panel=DATA)(data.extract)
+command(rich_help_panel=BUILD)(pipeline.build)
+command(rich_help_panel=BUILD)(pipeline.validate)
+command(rich_help_panel=BUILD)(pipeline.rebuild)
+command(rich_help_panel=BUILD)(pipeline.resume)
+command(rich_help_panel=BUILD)(pipeline.repro)
+command(rich_help_panel=RELEASE)(release.promote)
+command(rich_help_panel=RELEASE)(release.rollback)
+command(rich_help_panel=RELEASE)(release.status)
+command(rich_help_panel=RELEASE)(release.report)
+command(rich_help_panel=OPERATE)(ops.serve)
+command(rich_help_panel=OPERATE)(ops.deploy)
+command(rich_help_panel=OPERATE)(ops.watch)
+command(rich_help_panel=OPERATE)(ops.nightly)
+command(rich_help_panel=OPERATE)(ops.gc)
 
 label_app = typer.Typer(no_args_is_help=True, help="Your own labelled holdout: propose, review, pull or import.")
-label_app.command()(label.propose)
-label_app.command()(label.push)
-label_app.command()(label.pull)
-label_app.command("import")(label.import_)
+label_app.command(cls=AlprCommand)(label.propose)
+label_app.command(cls=AlprCommand)(label.push)
+label_app.command(cls=AlprCommand)(label.pull)
+label_app.command("import", cls=AlprCommand)(label.import_)
 app.add_typer(label_app, name="label", rich_help_panel=DATA)
 
 gate_app = typer.Typer(no_args_is_help=True, help="The reference gate runtime.")
-gate_app.command("run")(release.gate_run)
+gate_app.command("run", cls=AlprCommand)(release.gate_run)
 app.add_typer(gate_app, name="gate", rich_help_panel=RELEASE)
 
 if __name__ == "__main__":

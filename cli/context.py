@@ -5,18 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from cli.advice import explain
-from cli.exit_codes import ExitCode, code_for
+from cli.exit_codes import ExitCode, code_for, store_error
 from cli.printers import ERR
 from tasks.support.config import ConfigError
 from tasks.support.errors import AlprError
 from tasks.support.project import Overrides, Project, load_project
-
-PathOpt = Annotated[Path | None, typer.Option(help="Override the path from params.yaml.")]
 
 
 class State:
@@ -43,18 +40,6 @@ def fail(error: BaseException, code: int | None = None) -> typer.Exit:
 
     ERR.print(f"[red]error:[/red] {redact_text(explain(error))}", soft_wrap=True)
     return typer.Exit(code_for(error) if code is None else code)
-
-
-def store_error(error: BaseException) -> bool:
-    """Whether `error` comes from the MLflow store (an MlflowException, a database error under it, a connection
-    error to the server): not a bug, but a store that is down, locked or refusing."""
-    for exc in (error, error.__cause__, error.__context__):
-        if exc is None:
-            continue
-        module = type(exc).__module__
-        if module.startswith(("mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3")):
-            return True
-    return False
 
 
 STORE_ADVICE = (

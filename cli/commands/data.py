@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from cli.context import PathOpt, fail, guarded, locked, state
-from cli.printers import ERR, print_extract
+from cli.context import fail, guarded, locked, state
+from cli.options import path_option, warn_deprecated
+from cli.printers import ERR, out, print_extract
 from tasks.support.config import Params
 from tasks.support.project import Overrides
 
@@ -17,17 +18,29 @@ log = logging.getLogger("alpr_ops")
 
 
 def sample_videos(
-    out: Annotated[Path | None, typer.Argument(help="Folder for the videos.")] = None,
-    n: Annotated[int | None, typer.Option(help="Number of videos.")] = None,
-    seconds: Annotated[float | None, typer.Option(help="Length of each video.")] = None,
+    videos: path_option("videos") = None,
+    n: Annotated[int | None, typer.Option(help="Number of videos (default: sample.n).")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Length of each video (default: sample.seconds).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same videos.")] = None,
-    holdout: PathOpt = None,
-    holdout_frames: Annotated[int | None, typer.Option(help="Labelled holdout frames.")] = None,
+    holdout: path_option("holdout") = None,
+    labelled_frames: Annotated[
+        int | None,
+        typer.Option(
+            "--labelled-frames",
+            "--holdout-frames",
+            help="How many labelled holdout frames (default: sample.holdout_frames).",
+        ),
+    ] = None,
+    old_videos: Annotated[Path | None, typer.Argument(hidden=True, show_default=False)] = None,
 ) -> None:
     """Write synthetic parking-gate videos and a labelled holdout set (from other seeds)."""
-    project = state.project(Overrides.of(videos=out, holdout=holdout))
+    if old_videos is not None:  # the folder was a positional argument before --videos
+        warn_deprecated(f"the folder argument ({old_videos})", "--videos")
+        videos = videos or old_videos
+    project = state.project(Overrides.of(videos=videos, holdout=holdout))
     with locked(project, "sample-videos"):
-        write_sample_data(project.params, n, seconds, seed, holdout_frames)
+        written = write_sample_data(project.params, n, seconds, seed, labelled_frames)
+    out().print(f"videos: {written[0]}\nlabelled holdout: {written[1]}", soft_wrap=True, highlight=False)
 
 
 def write_sample_data(
@@ -36,7 +49,7 @@ def write_sample_data(
     seconds: float | None = None,
     seed: int | None = None,
     frames: int | None = None,
-) -> None:
+) -> tuple[Path, Path]:
     """The demo footage and labelled holdout that `params.sample` describes (flags given: these values instead)."""
     from tasks.demo.synth import HOLDOUT_OUTPUT, SynthConfig, write_holdout, write_videos
     from tasks.support.errors import AlprError
@@ -54,10 +67,13 @@ def write_sample_data(
     except (ValueError, AlprError) as e:  # a size or count the generator cannot make; a holdout folder not ours
         raise fail(e) from e
     log.info("wrote %d videos to %s and a labelled holdout to %s", len(videos), videos[0].parent, hold)
+    return videos[0].parent, hold
 
 
 def init(
-    videos: Annotated[Path, typer.Option(help="A folder of your gate videos.")],
+    source: Annotated[
+        Path, typer.Option("--from", "--videos", help="A folder of your gate videos, copied into paths.videos.")
+    ],
     link: Annotated[bool, typer.Option(help="Link the videos instead of copying them (large archives).")] = False,
     force: Annotated[bool, typer.Option(help="Replace the videos this project already has.")] = False,
 ) -> None:
@@ -66,10 +82,10 @@ def init(
 
     project = state.project()
     with guarded(), locked(project, "init"):
-        done = init_project(project.root, project.params, videos, link=link, force=force)
+        done = init_project(project.root, project.params, source, link=link, force=force)
     for name, reason in done.skipped.items():
         ERR.print(f"[yellow]skipped[/yellow] {name}: {reason}")
-    ERR.print(
+    out().print(
         f"{'linked' if done.linked else 'copied'} {len(done.videos)} videos into {project.params.paths.videos}; "
         f"DVC tracks {', '.join(str(f.relative_to(project.root)) for f in done.dvc_files)}.\n"
         "Next: `alpr-ops label propose` (frames of the videos reserved for labelling, pre-labelled), review them, "
@@ -78,11 +94,12 @@ def init(
     )
 
 
-def fetch_model(out: PathOpt = None) -> None:
+def fetch_model(model: path_option("model", "--out") = None) -> None:
     """Fetch the pinned plate detector (fastanpr's best.pt) from PyPI and verify its sha256."""
-    project = state.project(Overrides.of(model=out))
+    project = state.project(Overrides.of(model=model))
     with locked(project, "fetch-model"):
-        fetch_pinned_model(project.params)
+        path = fetch_pinned_model(project.params)
+    out().print(f"model: {path} (sha256 {project.params.model.sha256[:12]}... verified)", highlight=False)
 
 
 def fetch_pinned_model(params: Params) -> Path:
@@ -91,22 +108,26 @@ def fetch_pinned_model(params: Params) -> Path:
     m = params.model
     with guarded():
         path = fetch(params.paths.model, m.package, m.member, m.sha256)
-    log.info("model ready: %s", path)
+    log.debug("model ready: %s", path)
     return path
 
 
 def extract(
-    videos: PathOpt = None,
-    out: PathOpt = None,
-    dataset_yaml: PathOpt = None,
-    holdout_frames: PathOpt = None,
-    cache: PathOpt = None,
+    videos: path_option("videos") = None,
+    calibration: path_option("calibration", "--out") = None,
+    calibration_yaml: path_option("calibration_yaml", "--dataset-yaml") = None,
+    holdout_frames: path_option("holdout_frames") = None,
+    frame_cache: path_option("frame_cache", "--cache") = None,
 ) -> None:
     """Sample calibration and holdout frames from the gate videos; write the manifests, report and calibration.yaml."""
     from tasks.pipeline.extract import extract_frames, reserved_videos
 
     overrides = Overrides.of(
-        videos=videos, calibration=out, calibration_yaml=dataset_yaml, holdout_frames=holdout_frames, frame_cache=cache
+        videos=videos,
+        calibration=calibration,
+        calibration_yaml=calibration_yaml,
+        holdout_frames=holdout_frames,
+        frame_cache=frame_cache,
     )
     project = state.project(overrides)
     params = project.params

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cli.context import go_offline, guarded, locked, state
-from cli.printers import ERR
+from cli.printers import ERR, out
 from tasks.support.project import Project
 
 
@@ -30,7 +30,7 @@ def propose() -> None:
 
     with guarded(), locked(project, "label propose"):
         done = propose_holdout(project.params)
-    ERR.print(
+    out().print(
         f"proposal: {done.frames} frames of {len(done.videos)} videos ({done.with_plate} with a pre-labelled plate, "
         f"{done.without_plate} without) in {done.out_dir}, {done.seconds:.0f} s.\n"
         f"Review them: `alpr-ops label push` (Label Studio; then `alpr-ops label pull`), or any tool that reads "
@@ -50,7 +50,7 @@ def push() -> None:
             client, params.paths.label_proposal, params.label.project, ls.label_config(params.model.names),
             ls.instructions(),
         )  # fmt: skip
-    ERR.print(
+    out().print(
         f"{'created' if done.created else 'updated'} {params.label.project!r}: {len(done.uploaded)} frames uploaded "
         f"with {done.predictions} pre-labels, {len(done.already_there)} already there.\nReview them at {done.url}",
         soft_wrap=True,
@@ -67,7 +67,7 @@ def pull() -> None:
         done = pull_holdout(client, project.params)
         _track(project)
     r = done.review
-    ERR.print(
+    out().print(
         f"holdout {project.params.paths.holdout}: {done.reviewed} reviewed frames, {done.holdout.boxes} plates. "
         f"Against the pre-labels: {r['kept']} kept, {r['moved']} moved, {r['added']} added, {r['removed']} removed.\n"
         f"{len(done.unreviewed)} frames are not reviewed yet and {len(done.skipped)} were skipped: not imported"
@@ -78,7 +78,7 @@ def pull() -> None:
 
 def import_(
     source: Annotated[Path, typer.Argument(help="A YOLO export: images/ and labels/ (an empty file: no plate).")],
-    videos: Annotated[
+    video_names: Annotated[
         list[str] | None,
         typer.Option("--video", help="A video of paths.videos the frames come from, by file name (repeatable)."),
     ] = None,
@@ -88,6 +88,6 @@ def import_(
     from tasks.operations.holdout import import_holdout
 
     with guarded(), locked(project, "label import"):
-        done = import_holdout(source, project.params, tuple(videos or ()))
+        done = import_holdout(source, project.params, tuple(video_names or ()))
         _track(project)
-    ERR.print(f"holdout {project.params.paths.holdout}: {len(done.images)} frames, {done.boxes} plates.")
+    out().print(f"holdout {project.params.paths.holdout}: {len(done.images)} frames, {done.boxes} plates.")

@@ -15,9 +15,10 @@ import typer
 
 from cli.commands.data import fetch_pinned_model, write_sample_data
 from cli.commands.pipeline import run_rebuild
-from cli.context import PathOpt, fail, go_offline, guarded, locked, state
+from cli.context import fail, go_offline, guarded, locked, state
 from cli.exit_codes import ExitCode
-from cli.printers import ERR, out, print_nightly
+from cli.options import path_option
+from cli.printers import out, print_nightly
 from tasks.support.project import Overrides, Project
 
 log = logging.getLogger("alpr_ops")
@@ -96,8 +97,9 @@ def deploy() -> None:
     with guarded():
         pool = work_pool_for(project.params)
         names = deploy_to_pool(project.params, state.params_file, project.root)
-    ERR.print(f"deployed: {', '.join(names)}")
-    ERR.print(f"start a worker on the gate hardware: [bold]prefect worker start --pool {pool}[/bold]")
+    console = out()
+    console.print(f"deployed: {', '.join(names)}", soft_wrap=True)
+    console.print(f"start a worker on the gate hardware: [bold]prefect worker start --pool {pool}[/bold]")
 
 
 def watch(
@@ -121,16 +123,16 @@ def watch(
 
 
 def nightly(
-    videos: PathOpt = None,
-    holdout: PathOpt = None,
-    gate_dir: PathOpt = None,
-    cache: PathOpt = None,
+    videos: path_option("videos") = None,
+    holdout: path_option("holdout") = None,
+    gate_dir: path_option("gate_dir") = None,
+    frame_cache: path_option("frame_cache", "--cache") = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
 ) -> None:
     """Re-validate the champion on the newest videos (the `nightly` Prefect flow). Exit 0 pass, 1 a gate is broken
     (a regression), 3 could not check (the store did not answer, no champion, a champion this machine cannot run).
     The verdict is also written to paths.nightly_verdict, which `alpr-ops status` shows."""
-    project = state.project(Overrides.of(gate_dir=gate_dir, videos=videos, holdout=holdout, frame_cache=cache))
+    project = state.project(Overrides.of(gate_dir=gate_dir, videos=videos, holdout=holdout, frame_cache=frame_cache))
     go_offline(project)
     from flows.nightly import nightly_regression
     from tasks.operations.regression import RegressionFailed, find_champion, record_verdict
@@ -151,7 +153,8 @@ def nightly(
             print_nightly(e.report, as_json)
             raise
     print_nightly(report, as_json)
-    ERR.print(report.explain())
+    if not as_json:
+        out().print(report.explain(), soft_wrap=True, highlight=False, markup=False)
 
 
 def gc(
@@ -198,7 +201,10 @@ def demo() -> None:
     params, p = project.params, project.params.paths
     has_videos = p.videos.is_dir() and any(f.suffix.lower() in VIDEO_SUFFIXES for f in p.videos.iterdir())
     if has_videos and not (p.holdout / "images").is_dir():
-        raise fail(RuntimeError(f"{p.videos} has videos but {p.holdout} has no labelled holdout; add one"))
+        raise fail(
+            RuntimeError(f"{p.videos} has videos but {p.holdout} has no labelled holdout; add one"),
+            ExitCode.UNAVAILABLE,
+        )
     if not has_videos:  # never mix synthetic footage into a folder of real videos
         write_sample_data(params)
     fetch_pinned_model(params)
@@ -208,7 +214,7 @@ def demo() -> None:
         log.warning("%s (continuing without DVC versioning)", e)
     run_rebuild(project)
     uri = params.tracking.shown_uri
-    ERR.print(
+    out().print(
         f"\nOpen the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000[/bold]"
         f"\nthen browse {experiment_url(uri, experiment_id(client(params.tracking), params.tracking))}"
         "\nTo rebuild whenever new videos land in data/videos (and run the nightly check): [bold]alpr-ops serve[/bold]",

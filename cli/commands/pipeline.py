@@ -11,24 +11,29 @@ from typing import Annotated, Any
 import typer
 
 from cli.commands.release import YesOpt, settle_pending
-from cli.context import PathOpt, fail, go_offline, guarded, locked, state
+from cli.context import fail, go_offline, guarded, locked, state
 from cli.exit_codes import ExitCode
-from cli.printers import ERR, print_candidates
+from cli.options import path_option
+from cli.printers import ERR, out, print_candidates
 from tasks.support.project import Overrides
 
 REBUILD_ENTRYPOINT = "flows/rebuild.py:rebuild"
 
 
 def build(
-    model: PathOpt = None,
-    data: PathOpt = None,
-    frames: PathOpt = None,
-    out: PathOpt = None,
-    gate_frames: PathOpt = None,
+    model: path_option("model") = None,
+    calibration_yaml: path_option("calibration_yaml", "--data") = None,
+    calibration: path_option("calibration", "--frames") = None,
+    candidates: path_option("candidates", "--out") = None,
+    holdout_frames: path_option("holdout_frames", "--gate-frames") = None,
 ) -> None:
     """Build every candidate in params.yaml: build.candidates (our INT8 gate uses frames of the held-out videos)."""
     overrides = Overrides.of(
-        model=model, calibration_yaml=data, calibration=frames, candidates=out, holdout_frames=gate_frames
+        model=model,
+        calibration_yaml=calibration_yaml,
+        calibration=calibration,
+        candidates=candidates,
+        holdout_frames=holdout_frames,
     )
     project = state.project(overrides)
     go_offline(project)
@@ -42,23 +47,26 @@ def build(
     with guarded(), locked(project, "build"):
         weights = verify_model(p.model, prm.model.sha256)
         dataset = check_dataset_yaml(p.calibration_yaml, p.calibration)
-        build_candidates(
+        built = build_candidates(
             weights, dataset, p.candidates, prm.build, prm.model.sha256, read_frames_hash(p.calibration),
             gate=prm.validate_, cache_dir=p.build_cache, previous=gate_paths(prm.promote.gate_dir).current,
             gate_frames=p.holdout_frames,
         )  # fmt: skip
+    console = out()
+    for c in built:  # the result: what was built, where
+        console.print(f"built {c.name} ({c.precision}, {c.backend}, {c.size_mb:.1f} MB): {c.folder}", highlight=False)
 
 
 def validate(
-    candidates: PathOpt = None,
-    holdout: PathOpt = None,
-    metrics: PathOpt = None,
-    frames: PathOpt = None,
-    plots: PathOpt = None,
+    candidates: path_option("candidates") = None,
+    holdout: path_option("holdout") = None,
+    metrics: path_option("metrics") = None,
+    holdout_frames: path_option("holdout_frames", "--frames") = None,
+    plots: path_option("plots") = None,
 ) -> None:
     """Validate every built candidate; write the metrics JSON and plot data that dvc.yaml declares."""
     overrides = Overrides.of(
-        candidates=candidates, holdout=holdout, metrics=metrics, holdout_frames=frames, plots=plots
+        candidates=candidates, holdout=holdout, metrics=metrics, holdout_frames=holdout_frames, plots=plots
     )
     project = state.project(overrides)
     go_offline(project)
@@ -78,10 +86,10 @@ def validate(
 
 
 def rebuild(
-    videos: PathOpt = None,
-    holdout: PathOpt = None,
-    gate_dir: PathOpt = None,
-    candidates: Annotated[
+    videos: path_option("videos") = None,
+    holdout: path_option("holdout") = None,
+    gate_dir: path_option("gate_dir") = None,
+    only: Annotated[
         list[str] | None, typer.Option("--candidate", "-c", help="Build only these (repeatable); default: all.")
     ] = None,
     force: Annotated[
@@ -95,7 +103,7 @@ def rebuild(
     is rebuilt: one small MLflow run names that rebuild (checked before any Prefect server starts). `--force`
     rebuilds anyway. A winner that needs a person (slower than the champion, an FP32 model replacing an INT8
     champion, a champion failing a gate now) is asked about on a terminal, or left pending; `--yes` deploys it."""
-    project = state.project(Overrides.of(gate_dir=gate_dir, only=candidates, videos=videos, holdout=holdout))
+    project = state.project(Overrides.of(gate_dir=gate_dir, only=only, videos=videos, holdout=holdout))
     from tasks.operations.doctor import require_disk
 
     with guarded():
@@ -118,7 +126,7 @@ def skip_unchanged(project: Any) -> bool:
         if check.matched_run_id is None:
             return False
         run_id = log_unchanged(prm.tracking, check)
-    ERR.print(
+    out().print(
         f"Inputs unchanged since rebuild {check.matched_run_id} (videos, holdout, params, code, toolchain, hardware): "
         f"nothing rebuilt, registered or promoted; logged run {run_id}. {ADVICE[UNCHANGED_REMEDY]}",
         soft_wrap=True,
@@ -145,26 +153,31 @@ def run_rebuild(project: Any, force: bool = False, attended: bool = False) -> di
             soft_wrap=True,
         )
         raise typer.Exit(code)
-    out = flow_state.result()
-    params = out["params"]
-    if out["unchanged"]:
-        ERR.print(f"Inputs unchanged since rebuild {out['unchanged']}: nothing rebuilt; run {out['mlflow_run_id']}.")
-        return out
+    done = flow_state.result()
+    params = done["params"]
+    console = out()
+    if done["unchanged"]:
+        console.print(
+            f"Inputs unchanged since rebuild {done['unchanged']}: nothing rebuilt; run {done['mlflow_run_id']}."
+        )
+        return done
     with guarded():
         info = status(params.tracking, params.promote)
     print_candidates(info["candidates"], info["champion"])
     if info["rebuild"]:
-        ERR.print(f"MLflow runs: {info['rebuild']['mlflow_url']}", soft_wrap=True)
-    if out["promotion"] is not None and out["promotion"].unchanged:
-        ERR.print(f"Promotion of {out['winner']} (version {out['version']}) is a no-op: {out['promotion'].unchanged}")
-    if out["winner"] is None and out["explain"]:
-        ERR.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
-        ERR.print(out["explain"])
+        console.print(f"MLflow runs: {info['rebuild']['mlflow_url']}", soft_wrap=True, highlight=False)
+    if done["promotion"] is not None and done["promotion"].unchanged:
+        console.print(
+            f"Promotion of {done['winner']} (version {done['version']}) is a no-op: {done['promotion'].unchanged}"
+        )
+    if done["winner"] is None and done["explain"]:
+        console.print("[yellow]No candidate passed the gates; nothing was promoted:[/yellow]")
+        console.print(done["explain"], soft_wrap=True, highlight=False, markup=False)
         raise typer.Exit(ExitCode.VERDICT)  # as `promote` does: no candidate passed is a verdict (exit 1)
-    if out["pending"] is not None:
-        ERR.print(out["explain"])
-        settle_pending(params, out["winner"], out["pending"])
-    return out
+    if done["pending"] is not None:
+        console.print(done["explain"], soft_wrap=True, highlight=False, markup=False)
+        settle_pending(params, done["winner"], done["pending"])
+    return done
 
 
 def repro(

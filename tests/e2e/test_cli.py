@@ -117,7 +117,7 @@ def test_demo_runs_the_whole_workflow(tmp_path: Path, plate_model: Path, cli, ma
     subprocess.run([str(Path(sys.executable).with_name("dvc")), "init", "-q"], cwd=tmp_path, check=True)
     done = cli(tmp_path, "demo")
     assert "Candidates" in done.stdout and "champion:" in done.stdout
-    assert "mlflow ui --backend-store-uri" in done.stderr and "127.0.0.1" in done.stderr
+    assert "mlflow ui --backend-store-uri" in done.stdout and "127.0.0.1" in done.stdout
     assert len(list(params.paths.videos.glob("gate_*.mp4"))) == params.sample.n
     assert (tmp_path / "data" / "videos.dvc").is_file() and (tmp_path / "models" / "best.pt.dvc").is_file()
     assert (params.promote.gate_dir / "current" / "manifest.json").is_file()

@@ -32,9 +32,9 @@ def test_extract_writes_both_frame_sets_and_prints_a_summary(project: Params, cl
 
 
 def test_extract_refuses_a_folder_of_files_and_an_unwritable_cache_with_advice(project: Params, tmp_path) -> None:
-    """Issue items 2 and 5 as a user meets them: `--out` (paths.calibration) at a folder of files deletes nothing
-    and says which setting to change; a frame cache that cannot be written (a regular file where its folder goes:
-    that stops root too) is a cache error naming the cache, exit 1, never "videos cannot be read" and
+    """Issue items 2 and 5 as a user meets them: `--calibration` (paths.calibration) at a folder of files deletes
+    nothing and says which setting to change; a frame cache that cannot be written (a regular file where its folder
+    goes: that stops root too) is a cache error naming the cache, exit 1, never "videos cannot be read" and
     `sample-videos`."""
     from conftest import run_cli  # extract runs no flow: no Prefect server needed
 
@@ -42,14 +42,14 @@ def test_extract_refuses_a_folder_of_files_and_an_unwritable_cache_with_advice(p
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "important.txt").write_text("keep me")
-    done = run_cli(root, "extract", "--out", str(mine), check=False)
+    done = run_cli(root, "extract", "--calibration", str(mine), check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     err = " ".join(done.stderr.split())
     assert f"{mine} (paths.calibration) holds files" in err and "new or empty folder" in err
     assert sorted(p.name for p in mine.iterdir()) == ["important.txt"]
 
     (tmp_path / "blocker").write_text("a file where the cache's folder goes")
-    done = run_cli(root, "extract", "--cache", str(tmp_path / "blocker" / "frames"), check=False)
+    done = run_cli(root, "extract", "--frame-cache", str(tmp_path / "blocker" / "frames"), check=False)
     err = " ".join(done.stderr.split())
     assert done.returncode == 3 and "Traceback" not in done.stderr
     assert f"the cache {tmp_path / 'blocker' / 'frames'}" in err and "(paths.frame_cache) cannot be written" in err

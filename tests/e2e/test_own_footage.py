@@ -96,15 +96,15 @@ def test_day_one_from_your_own_videos_to_a_champion(
     # 1. init: the videos copied and under DVC, the detector verified, no synthetic data written; a video that is a
     # dead symlink (an archive not mounted) is named, and nothing is written
     (footage / "gate_99.mp4").symlink_to(tmp_path / "archive" / "gate_99.mp4")
-    refused = cli(root, "init", "--videos", str(footage), check=False)
+    refused = cli(root, "init", "--from", str(footage), check=False)
     assert refused.returncode == 3 and "gate_99.mp4: a broken symlink" in refused.stderr, refused.stderr[-3000:]
     assert not p.videos.exists()
     (footage / "gate_99.mp4").unlink()
-    cli(root, "init", "--videos", str(footage))
+    cli(root, "init", "--from", str(footage))
     assert sorted(f.name for f in p.videos.iterdir()) == sorted(f.name for f in footage.iterdir())
     assert (root / "data" / "videos.dvc").is_file() and (root / "models" / "best.pt.dvc").is_file()
     assert not p.holdout.exists()
-    again = cli(root, "init", "--videos", str(footage), check=False)
+    again = cli(root, "init", "--from", str(footage), check=False)
     assert again.returncode == 3 and "already has data" in again.stderr and "init --force" in again.stderr
 
     # 2. propose: frames of the reserved video(s), pre-labelled, with a Label Studio import file
@@ -120,10 +120,10 @@ def test_day_one_from_your_own_videos_to_a_champion(
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.api_key)
     pushed = cli(root, "label", "push")
-    assert f"{FRAMES} frames uploaded" in pushed.stderr
+    assert f"{FRAMES} frames uploaded" in pushed.stdout
     actions = review(label_studio.url, label_studio.api_key, "gate-07 holdout")
     pulled = cli(root, "label", "pull")
-    assert "2 frames are not reviewed yet" in pulled.stderr
+    assert "2 frames are not reviewed yet" in pulled.stdout
 
     holdout = check_labels(p.holdout, params.model.names)
     assert sorted(i.image.name for i in holdout.images) == sorted(actions)

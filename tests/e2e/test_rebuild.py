@@ -120,7 +120,7 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: 
     assert small.data.tags[MATCHED_TAG] == record.parent_run_id and small.data.tags[KIND_TAG] == UNCHANGED_KIND
     assert not small.data.metrics and not small.data.params  # small: a record, not a rebuild
     done = cli(root, "rebuild")
-    assert f"Inputs unchanged since rebuild {record.parent_run_id}" in done.stderr, done.stderr[-2000:]
+    assert f"Inputs unchanged since rebuild {record.parent_run_id}" in done.stdout, done.stderr[-2000:]
     assert len(runs(UNCHANGED_KIND)) == 2 and [r.info.run_id for r in runs("rebuild")] == [record.parent_run_id]
     assert {mv.version for mv in mc.search_model_versions(f"name = '{name}'")} == versions_before
     assert current_release(project.promote.gate_dir) == release

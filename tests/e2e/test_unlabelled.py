@@ -40,7 +40,7 @@ def test_without_a_labelled_holdout(project: Params, make_params, cli) -> None:
     # judged on agreement alone: no mAP, every record says so, and promotion is refused without allow_unlabelled
     done = cli(root, "rebuild", check=False)
     assert done.returncode == 1, done.stderr[-3000:]  # no candidate passed: a verdict, as `promote` says it
-    assert NO_HOLDOUT in done.stdout and "No candidate passed the gates" in done.stderr
+    assert NO_HOLDOUT in done.stdout and "No candidate passed the gates" in done.stdout
     assert "labelled_holdout" in done.stderr
     info = json.loads(cli(root, "status", "--json").stdout)
     assert info["champion"] is None and current_release(params.promote.gate_dir) is None

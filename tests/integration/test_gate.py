@@ -132,8 +132,8 @@ def test_gate_cli_runs_current_on_a_video(gate, video, tmp_path: Path, make_para
     path, n = video
     make_params(tmp_path / "project")
     done = cli(tmp_path / "project", "gate", "run", "--source", str(path), "--gate-dir", str(gate_dir))
-    assert f"{n} frames" in done.stderr and "releases used: v1" in done.stderr
-    assert "release v1: full frame" in done.stderr  # what the release looks at (its candidate.json has no crop)
+    assert f"{n} frames" in done.stdout and "releases used: v1" in done.stdout
+    assert "release v1: full frame" in done.stdout  # what the release looks at (its candidate.json has no crop)
     missing = cli(
         tmp_path / "project", "gate", "run", "--source", str(path), "--gate-dir", str(tmp_path / "x"), check=False
     )

@@ -155,5 +155,7 @@ def test_promote_and_nightly_during_a_rebuild_wait_and_neither_fails(
     assert second.name == f"v{champion}"
     # the nightly check judged the rebuild's champion, not the one live when it started (its verdict on these
     # 3-second clips is its own business: exit 0 for a pass, 1 for a broken gate; never a lock or store error)
-    assert f"nightly regression of champion version {champion} " in nightly.stderr, nightly.stderr[-3000:]
+    # (the verdict's explanation: the result on stdout after a pass, the error on stderr after a broken gate)
+    said = nightly.out if nightly_code == 0 else nightly.stderr
+    assert f"nightly regression of champion version {champion} " in said, nightly.stderr[-3000:]
     assert nightly_code in (0, 1) and "Traceback" not in promote.stderr + nightly.stderr

@@ -267,10 +267,14 @@ def test_promote_flow_and_the_promote_and_rollback_commands(
     second, _ = rebuild(store, built, validated)
     v2 = second.candidates[REF].version
     done = cli(project, "promote")
-    assert f"(version {v2})" in done.stdout + done.stderr
+    assert f"(version {v2})" in done.stdout and "champion:" in done.stdout  # the result, on stdout
     assert deployed_version(store) == v2 and (alias(store, CHAMPION), alias(store, PREVIOUS)) == (v2, v1)
+    again = json.loads(cli(project, "promote", "--json").stdout)  # the schema `promote --help` documents
+    assert (again["outcome"], again["version"], again["release"], again["pending"]) == ("unchanged", v2, None, None)
+    assert again["unchanged"] and again["winner"] == REF and REF in {c["name"] for c in again["candidates"]}
+    assert deployed_version(store) == v2
     done = cli(project, "rollback")
-    assert f"version {v2} -> {v1}" in done.stderr
+    assert f"version {v2} -> {v1}" in done.stdout
     assert deployed_version(store) == v1 and alias(store, CHAMPION) == v1
     done = cli(project, "rollback", check=False)
     assert done.returncode == 3 and "nothing to roll back to" in done.stderr

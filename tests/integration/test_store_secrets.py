@@ -68,9 +68,9 @@ def test_no_output_or_file_shows_the_password(secret_server, cli, capfd: pytest.
     assert info["rebuild"]["mlflow_run_id"] == pid and info["rebuild"]["mlflow_url"].startswith(f"http://{host}/#/")
     done = cli(root, "status")
     assert_no_secret(done.stdout + done.stderr, "status")
-    assert f"MLflow runs: http://{host}/#/experiments/" in done.stderr and "fp32" in done.stdout
+    assert f"MLflow runs: http://{host}/#/experiments/" in done.stdout and "fp32" in done.stdout
 
-    done = cli(root, "report", "--out", str(root / "reports"))
+    done = cli(root, "report", "--reports", str(root / "reports"))
     assert_no_secret(done.stdout + done.stderr, "report")
     folder = root / "reports" / pid
     for name in ("report.html", "report.md"):

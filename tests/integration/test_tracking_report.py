@@ -1,5 +1,6 @@
 """Every validation number, plot and dataset of a rebuild lands in MLflow, and `report` reads it back."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -88,11 +89,20 @@ def test_report_of_the_latest_rebuild(store: Params, logged, tmp_path: Path, cli
     assert f'href="{url}"' in html and url in md
     assert "engine memory (MB, engine alone)" in md
 
-    # the CLI: an explicit run id, rich table on stdout, files under --out
+    # the CLI: an explicit run id, rich table on stdout, files under --reports
     done = cli(store.paths.videos.parents[1], "--params", str(write_params(store, tmp_path)), "report",
-               logged.parent_run_id, "--out", str(tmp_path / "cli-reports"))  # fmt: skip
+               logged.parent_run_id, "--reports", str(tmp_path / "cli-reports"))  # fmt: skip
     assert "agreement mAP50-95" in done.stdout and "ort-int8" in done.stdout
     assert (tmp_path / "cli-reports" / logged.parent_run_id / "report.html").is_file()
+    assert f"report: {tmp_path / 'cli-reports' / logged.parent_run_id / 'report.html'}" in done.stdout  # a result
+    # --json: the schema `report --help` documents, on stdout alone
+    done = cli(store.paths.videos.parents[1], "--params", str(write_params(store, tmp_path)), "report", "--json",
+               "--reports", str(tmp_path / "json-reports"))  # fmt: skip
+    doc = json.loads(done.stdout)
+    assert doc["run_id"] == logged.parent_run_id and doc["url"] == url
+    assert [c["name"] for c in doc["candidates"]] == list(logged.candidates)
+    assert all(c["passed"] is None and c["metrics"] for c in doc["candidates"])  # no promotion ran: not decided
+    assert Path(doc["report"]["html"]).is_file() and Path(doc["report"]["md"]).is_file()
     bad = cli(tmp_path, "--params", str(write_params(store, tmp_path)), "report", "nope", check=False)
     assert bad.returncode == 3 and "not found" in bad.stderr
 

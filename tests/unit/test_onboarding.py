@@ -1,4 +1,4 @@
-"""`alpr-ops init --videos DIR` takes the videos by the rules of every import: regular files inside DIR. A video-named
+"""`alpr-ops init --from DIR` takes the videos by the rules of every import: regular files inside DIR. A video-named
 entry that is not one is named, and nothing of the project changes; other entries are listed as skipped."""
 
 from __future__ import annotations
