@@ -36,7 +36,17 @@ from tasks.support.fsutil import OutputFolder, atomic_dir, atomic_write_text, ch
 from tasks.support.hashing import content_key, files_sha256, path_sha256, path_size_mb
 from tasks.support.images import frames_folder, list_images
 from tasks.support.progress import steps
-from tasks.support.shape import FrameSizeUnknown, Shape, footage_frame_size, input_shape, shape_text, square
+from tasks.support.shape import (
+    FrameSizeUnknown,
+    Geometry,
+    Shape,
+    footage_frame_size,
+    geometry_of,
+    geometry_reference_name,
+    input_shape,
+    shape_text,
+    square,
+)
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +230,10 @@ def build_candidates(
     """
     if not dataset_yaml.is_file():
         raise BuildInputMissing(f"{dataset_yaml}: calibration dataset YAML not found")
-    for cand in cfg.candidates:  # every folder this build writes is ours: checked before the first export
+    shaped = cfg.shape == "camera" and any(c.precision == "int8" for c in cfg.candidates)
+    frame_hw = footage_size(dataset_yaml, gate_frames) if shaped else None
+    plan = build_plan(cfg, frame_hw)
+    for cand, _ in plan:  # every folder this build writes is ours: checked before the first export
         check_output_folder(out_dir / cand.name, CANDIDATE_OUTPUT)
     check_output_folder(out_dir, CANDIDATES_OUTPUT)
     on_host = [c for c in cfg.candidates if cfg.backend_of(c) == "tensorrt" and not cfg.built_on_gate(c)]
@@ -236,13 +249,11 @@ def build_candidates(
         toolchain = {**toolchain, **{f"trt_{k}": v for k, v in device_info().items()}}
     gate_images = gate_frame_images(gate_frames)
     gate_hash = files_sha256(gate_images, gate_images[0].parent) if gate_images else ""
-    shaped = cfg.shape == "camera" and any(c.precision == "int8" for c in cfg.candidates)
-    frame_hw = footage_size(dataset_yaml, gate_frames) if shaped else None
     claim_output_folder(out_dir, CANDIDATES_OUTPUT)
     built = []
-    for cand in steps(cfg.candidates, "build: exporting candidates"):
+    for cand, geometry in steps(plan, "build: exporting candidates"):
         backend = cfg.backend_of(cand)
-        shape = input_shape(cand.precision, cfg.shape, cfg.imgsz, frame_hw, cfg.shape_margin)
+        shape = geometry.input_shape
         params = cand.model_dump(mode="json", exclude_none=True)
         calibrated_on = frames_hash if cand.precision == "int8" else ""  # FP32/FP16 do not depend on the frames
         keyed = {**params, "backend": backend}
@@ -250,6 +261,8 @@ def build_candidates(
             keyed["gate_frames_sha256"] = gate_hash
         if shape != square(cfg.imgsz):  # a square input is keyed by imgsz alone (as before shapes existed)
             keyed["input_shape"] = list(shape)
+        if geometry.crop:  # the region of interest the engine is fed (tasks/support/roi.py)
+            keyed["crop"], keyed["frame_shape"] = list(geometry.crop), list(geometry.frame_shape)
         on_gate = cfg.built_on_gate(cand)
         if on_gate:  # only the ONNX is built here: never the same entry as a host-built engine
             keyed["tensorrt_on"] = BUILT_ON_GATE
@@ -308,6 +321,8 @@ def build_candidates(
                 quantization=quantization,
                 tensorrt=_tensorrt_record(artifact, tmp, backend, on_gate),
                 input_shape=shape,
+                crop=geometry.crop,
+                frame_shape=geometry.frame_shape,
             )
             (tmp / CANDIDATE_JSON).write_text(result.to_json())
             if cache_dir is not None:
@@ -321,6 +336,40 @@ def build_candidates(
         )  # fmt: skip
         built.append(result)
     return built
+
+
+def build_plan(cfg: BuildConfig, frame_hw: Shape | None) -> list[tuple[CandidateConfig, Geometry]]:
+    """What a build exports, in order: every candidate of `cfg` at its geometry, then for each distinct geometry its
+    INT8 candidates use other than the accuracy reference's, an FP32 model of the reference's method and backend at
+    that geometry (`geometry_reference_name`: `fp32@384x640`). It is what each INT8 candidate's quantization is
+    measured against (`quant_map_drop`, agreement), apart from what the geometry itself costs (docs/int8-builds.md);
+    derived, not declared, and cached like every other candidate."""
+    plan = []
+    for cand in cfg.candidates:
+        geometry = Geometry(input_shape(cand.precision, cfg.shape, cfg.imgsz, frame_hw, cfg.shape_margin))
+        plan.append((cand, geometry))
+    ref = next(c for c in cfg.candidates if c.name == cfg.reference)  # BuildConfig checks it is declared
+    square_geometry = next(g for c, g in plan if c.name == ref.name)
+    derived: dict[Geometry, CandidateConfig] = {}
+    for cand, geometry in plan:
+        if cand.precision == "int8" and geometry != square_geometry and geometry not in derived:
+            # model_copy: the derived name holds `@`, which a declared candidate's name may not (no clash)
+            derived[geometry] = ref.model_copy(update={"name": geometry_reference_name(ref.name, geometry)})
+    return plan + [(cand, geometry) for geometry, cand in derived.items()]
+
+
+def with_geometry_references(out_dir: Path, candidates: list[Candidate], reference: str) -> list[Candidate]:
+    """`candidates` (read back by their declared names) and the FP32 models the build derived at their geometries
+    (`build_plan`), read back from `out_dir` where they were built; validation refuses an INT8 candidate whose
+    geometry reference is missing."""
+    names = {c.name for c in candidates}
+    found = list(candidates)
+    for cand in candidates:
+        name = geometry_reference_name(reference, geometry_of(cand))
+        if name not in names and (out_dir / name / CANDIDATE_JSON).is_file():
+            found.append(read_candidate(out_dir / name))
+            names.add(name)
+    return found
 
 
 def footage_size(dataset_yaml: Path, gate_frames: Path | None) -> Shape:
