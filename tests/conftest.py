@@ -322,7 +322,14 @@ SMALL = {
     "sample": {"n": 2, "seconds": 3, "fps": 10, "width": 640, "height": 360, "holdout_frames": 6},
     "extract": {"interval_s": 0.5, "max_frames_per_video": 4},
     "build": {"imgsz": 320},
-    "validate": {"imgsz": 320, "warmup": 2, "runs": 10, "retime_rounds": 2, "retime_runs": 3},
+    "validate": {
+        "imgsz": 320,
+        "warmup": 2,
+        "runs": 10,
+        "retime_rounds": 2,
+        "retime_runs": 3,
+        "bootstrap_resamples": 200,
+    },
 }
 
 

@@ -57,7 +57,7 @@ def test_int8_calibrated_on_blank_frames_gets_low_agreement_and_fails_the_gate(
 
     # label mAP on a few holdout frames need not drop for this candidate (measured: it rose); the agreement gate
     # is what rejects it
-    decision = decide(metrics, PromoteConfig(max_map_drop=1.0, min_agreement=0.8, min_speedup=0.01))
+    decision = decide(metrics, PromoteConfig(max_map_drop=1.0, max_quant_drop=1.0, min_agreement=0.8, min_speedup=0.01))
     verdict = decision.verdicts["blank-int8"]
     failed = {c.gate for c in verdict.checks if not c.passed}
     assert failed == {"agreement"}, decision.explain()
