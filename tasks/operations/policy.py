@@ -132,6 +132,9 @@ def _num(row: dict[str, Any], key: str, name: str) -> float:
     return float(row[key])
 
 
+GEOMETRY_NOTE = "FP32 at the INT8 candidates' geometry: what they are compared with, never deployed"
+
+
 def drop_check(gate: str, row: dict[str, Any], name: str, threshold: float) -> GateCheck:
     """A labelled mAP drop (`map_drop`, `quant_map_drop`) against its gate, decided on the point estimate. When the
     row has the drop's bootstrap interval (`<gate>_ci`), the note shows it, and when the interval straddles the
@@ -169,23 +172,26 @@ def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: Cha
     against FP32 at the candidate's own geometry, p95 latency, speed-up, and, when a champion is deployed, mAP50-95
     no worse than the champion's on the same holdout), then the winner among those that pass: the most faithful to
     FP32 within the latency of the fastest (`choose`). A geometry reference (FP32 at an INT8 candidate's geometry,
-    derived by the build) is a yardstick, never a candidate: it gets no verdict."""
+    derived by the build) is a yardstick, never a candidate: its verdict is a failed `candidate` check saying so."""
     verdicts = {}
     for name, row in metrics.items():
         if row.get(ROLE_KEY) == GEOMETRY_ROLE:
+            check = GateCheck("candidate", False, 0.0, 1.0, ">=", GEOMETRY_NOTE)
+            verdicts[name] = Verdict(name, False, (check,), float("nan"))
             continue
         if GATE_KEY in row and row[GATE_KEY] != GATE_MEASURED:  # pending, or failed on the gate: no numbers to judge
             check = GateCheck("gate_build", False, 0.0, 1.0, ">=", str(row[GATE_KEY]))
             verdicts[name] = Verdict(name, False, (check,), float(row.get("latency_p50_ms", "nan")))
             continue
         unlabelled = row.get("holdout") == NO_HOLDOUT  # validated on agreement alone: the mAP gates do not apply
+        fp32 = str(row.get("precision", "")) == "fp32"  # nothing quantized: no quantization drop to gate
         if unlabelled:  # passes only where the operator allows it (promote.allow_unlabelled)
             first = GateCheck("labelled_holdout", cfg.allow_unlabelled, 0.0, 0.0 if cfg.allow_unlabelled else 1.0, ">=")
         else:
             first = drop_check("map_drop", row, name, cfg.max_map_drop)
         checks = [
             first,
-            *([] if unlabelled else [drop_check("quant_map_drop", row, name, cfg.max_quant_drop)]),
+            *([] if unlabelled or fp32 else [drop_check("quant_map_drop", row, name, cfg.max_quant_drop)]),
             GateCheck(
                 "agreement",
                 (v := _num(row, "agreement_map50_95", name)) >= cfg.min_agreement,

@@ -439,7 +439,7 @@ def run_validation(
             row["holdout_plates"] = float(plates)
             if name in derived:
                 row["geometry_map_drop"] = row["map_drop"]
-            else:
+            elif row["precision"] != "fp32":  # a quantized model: what quantization cost, at its own geometry
                 geo_row = results[geo_ref[name]]
                 row["quant_map_drop"] = round(float(geo_row["map50_95"]) - float(row["map50_95"]), 5)
         if name not in derived:
@@ -477,7 +477,7 @@ def add_intervals(
         row["map_drop_ci"] = list(drop_interval(maps[reference], maps[name], cfg.bootstrap_level))
         if name in derived:
             row["geometry_map_drop_ci"] = row["map_drop_ci"]
-        else:
+        elif "quant_map_drop" in row:
             row["quant_map_drop_ci"] = list(drop_interval(maps[geo_ref[name]], maps[name], cfg.bootstrap_level))
     log.info("bootstrap: %d resamples of %d images, %d models, %.1f s", len(draws), draws.shape[1], len(maps),
              time.perf_counter() - started)  # fmt: skip

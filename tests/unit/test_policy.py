@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasks.operations.policy import ChampionScore, MetricsMissing, decide
+from tasks.operations.policy import GEOMETRY_NOTE, ChampionScore, MetricsMissing, decide
 from tasks.runtime.latency import ROUNDS_KEY
 from tasks.support.config import PromoteConfig
 from tasks.support.errors import Remedy
@@ -301,11 +301,15 @@ def test_quantization_drop_is_gated_on_its_own_and_a_geometry_reference_is_no_ca
     assert decision.winner == "faithful", decision.explain()
     assert "quant_map_drop 0.007 > 0.005" in decision.verdicts["lossy"].reasons
     assert sum(not c.passed for c in decision.verdicts["lossy"].checks) == 1
-    assert "fp32@192x320" not in decision.verdicts
+    geometry = decision.verdicts["fp32@192x320"]
+    assert not geometry.passed and geometry.reasons == (f"candidate 0 < 1 ({GEOMETRY_NOTE})",)
     missing = row(0.0, 5.0)
     del missing["quant_map_drop"]
     with pytest.raises(MetricsMissing, match="candidate 'a' has no 'quant_map_drop'"):
         decide({"a": missing}, cfg)  # fail closed: validated by code that did not measure it
+    # an FP32 model quantized nothing: its only drop gate is map_drop, as before
+    fp32 = {**row(0.008, 9.0, quant=0.008), "precision": "fp32"}
+    assert decide({"fp32-ov": fp32}, cfg).verdicts["fp32-ov"].passed
 
 
 def test_an_interval_wider_than_the_gate_says_so_and_how_many_plates_would_resolve_it() -> None:
