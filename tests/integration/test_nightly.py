@@ -253,7 +253,8 @@ def test_a_swapped_champion_or_reference_is_refused(champion: Params, built: tup
 
     found = find_champion(champion.promote.gate_dir, champion.tracking)
     run = client(champion.tracking).get_run(found.run_id)
-    ref = reg._reference_run(client(champion.tracking), run.data.tags["mlflow.parentRunId"], "fp32")
+    # the reference the check fetches: FP32 at the champion's geometry
+    ref = reg._reference_run(client(champion.tracking), run.data.tags["mlflow.parentRunId"], GEOMETRY)
     folder = Path(unquote(urlparse(ref.info.artifact_uri).path)) / "artifact"
     saved = tmp_path / "saved"
     shutil.copytree(folder, saved)
