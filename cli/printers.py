@@ -52,17 +52,22 @@ def print_candidates(rows: list[dict[str, Any]], champion: dict[str, Any] | None
     table = Table(title="Candidates (latency: batch 1, inference only, this machine)")
     for col in ("candidate", "precision", "backend"):
         table.add_column(col)
-    for col in ("mAP50", "mAP50-95", "drop vs FP32", "agreement", "p50 ms", "p95 ms", "speed-up", "size MB", "passed"):
+    columns = ("input", "mAP50", "mAP50-95", "drop vs FP32", "quant. drop", "agreement", "p50 ms", "p95 ms",
+               "speed-up", "size MB", "passed")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="right")
     for r in rows:
         role = str(r.get("role", ""))
+        geometry_cost = r.get("geometry_map_drop") is not None
         table.add_row(
             r["name"] + (f" ({role})" if role and role != "candidate" else ""),
             str(r.get("precision", "")),
             str(r.get("backend", "")),
+            str(r.get("geometry") or r.get("input_shape") or "-"),
             _fmt(r.get("map50"), ".3f"),
             _fmt(r.get("map50_95"), ".3f"),
-            _fmt(r.get("map_drop"), "+.3f"),
+            _drop(r, "geometry_map_drop" if geometry_cost else "map_drop"),
+            _drop(r, "quant_map_drop"),
             _fmt(r.get("agreement_map50_95"), ".3f"),
             _fmt(r.get("latency_p50_ms"), ".1f"),
             _fmt(r.get("latency_p95_ms"), ".1f"),
@@ -72,6 +77,12 @@ def print_candidates(rows: list[dict[str, Any]], champion: dict[str, Any] | None
         )
     console = out()
     console.print(table)
+    console.print(
+        "drop vs FP32: mAP50-95 lost against the square FP32 (what the user sees; a geometry reference's row: what "
+        "its geometry costs); quant. drop: against FP32 at the candidate's own geometry, as agreement (what "
+        "quantization cost); [low, high]: the paired bootstrap's interval (validate.bootstrap_level)",
+        highlight=False,
+    )
     unlabelled = [r["name"] for r in rows if r.get("holdout")]
     if unlabelled:
         console.print(
@@ -80,6 +91,15 @@ def print_candidates(rows: list[dict[str, Any]], champion: dict[str, Any] | None
         )
     if champion:
         console.print(f"champion: [bold]{champion['candidate']}[/bold] (registry version {champion['version']})")
+
+
+def _drop(row: dict[str, Any], key: str) -> str:
+    """A labelled drop with its bootstrap interval when measured: `+0.012 [-0.004, +0.028]`."""
+    shown = _fmt(row.get(key), "+.3f")
+    ci = row.get(f"{key}_ci")
+    if shown != "-" and isinstance(ci, list | tuple) and len(ci) == 2:
+        shown += f" [{float(ci[0]):+.3f}, {float(ci[1]):+.3f}]"
+    return shown
 
 
 def print_nightly(report: Any, as_json: bool = False) -> None:

@@ -322,7 +322,14 @@ SMALL = {
     "sample": {"n": 2, "seconds": 3, "fps": 10, "width": 640, "height": 360, "holdout_frames": 6},
     "extract": {"interval_s": 0.5, "max_frames_per_video": 4},
     "build": {"imgsz": 320, "shape_margin": 0},  # the clips' INT8 at 192x320: no band, the shape the tests measured
-    "validate": {"imgsz": 320, "warmup": 2, "runs": 10, "retime_rounds": 2, "retime_runs": 3},
+    "validate": {
+        "imgsz": 320,
+        "warmup": 2,
+        "runs": 10,
+        "retime_rounds": 2,
+        "retime_runs": 3,
+        "bootstrap_resamples": 200,
+    },
 }
 
 
@@ -405,14 +412,15 @@ def built(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, plate_mod
     """A project whose frames are extracted and every default candidate built (once per session, read-only), the
     way the rebuild flow does it: the held-out videos' frames gate our INT8 build, and the project's frame and build
     caches are filled. `seed_caches` copies those into projects that rebuild the same videos with the same params."""
-    from tasks.pipeline.build import build_candidates
+    from tasks.pipeline.build import build_candidates, with_geometry_references
     from tasks.pipeline.extract import extract_frames
     from tasks.support.candidate import load_candidates
 
     with once_per_run(tmp_path_factory, "built") as (root, made):
         if made:  # another xdist worker built it: read it back
             params = load_params(root / "params.yaml")
-            return params, load_candidates(params.paths.candidates, [c.name for c in params.build.candidates])
+            declared = load_candidates(params.paths.candidates, [c.name for c in params.build.candidates])
+            return params, with_geometry_references(params.paths.candidates, declared, params.build.reference)
         shutil.copytree(sample_data / "videos", root / "data" / "videos")
         shutil.copytree(sample_data / "holdout", root / "data" / "holdout")
         params = small_params(root)

@@ -70,13 +70,15 @@ def validate(
     )
     project = state.project(overrides)
     go_offline(project)
+    from tasks.pipeline.build import with_geometry_references
     from tasks.pipeline.validate import run_validation, write_metrics, write_plot_data
     from tasks.support.candidate import load_candidates
 
     prm = project.params
     p = prm.paths
     with guarded(), locked(project, "validate"):
-        built = load_candidates(p.candidates, [c.name for c in prm.build.candidates])
+        declared = load_candidates(p.candidates, [c.name for c in prm.build.candidates])
+        built = with_geometry_references(p.candidates, declared, prm.build.reference)
         report = run_validation(
             built, p.holdout, prm.build.reference, prm.validate_, p.holdout_frames, prm.build.speed_reference_name
         )

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, NO_HOLDOUT
+from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, GEOMETRY_ROLE, NO_HOLDOUT, ROLE_KEY, interval
 from tasks.support.config import PromoteConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.tracking import gate_outcome, gate_tag
@@ -132,24 +132,66 @@ def _num(row: dict[str, Any], key: str, name: str) -> float:
     return float(row[key])
 
 
+GEOMETRY_NOTE = "FP32 at the INT8 candidates' geometry: what they are compared with, never deployed"
+
+
+def drop_check(gate: str, row: dict[str, Any], name: str, threshold: float) -> GateCheck:
+    """A labelled mAP drop (`map_drop`, `quant_map_drop`) against its gate, decided on the point estimate. When the
+    row has the drop's bootstrap interval (`<gate>_ci`), the note shows it, and when the interval straddles the
+    threshold, says the holdout cannot tell and how many more labelled plates would (`plates_to_resolve`)."""
+    value = _num(row, gate, name)
+    ci = interval(row, f"{gate}_ci")
+    note = ""
+    if ci is not None:
+        low, high = ci
+        note = f"interval [{low:+.4f}, {high:+.4f}]"
+        if low <= threshold < high or low < threshold <= high:
+            plates = row.get("holdout_plates")
+            more = plates_to_resolve(value, ci, threshold, float(plates)) if isinstance(plates, int | float) else None
+            note += f" straddles the gate {threshold:g}: the holdout cannot tell on which side the drop lies"
+            if more is not None:
+                note += f"; about {more} more labelled plates would resolve it (now {float(plates):.0f})"
+    return GateCheck(gate, value <= threshold, value, threshold, "<=", note)
+
+
+def plates_to_resolve(value: float, ci: tuple[float, float], threshold: float, plates: float) -> int | None:
+    """How many more labelled plates would narrow the interval `ci` of a drop estimated at `value` until it no longer
+    reaches `threshold`: an interval's half-width shrinks about as 1/sqrt(plates), so the side that reaches the
+    threshold must shrink from its width now to the distance from `value` to it: plates * (width/needed)^2 - plates.
+    None when the estimate sits on the threshold (no number of plates is enough) or nothing was labelled."""
+    low, high = ci
+    width = (high - value) if threshold >= value else (value - low)
+    needed = abs(threshold - value)
+    if plates <= 0 or needed <= 0 or width <= 0:
+        return None
+    return max(1, math.ceil(plates * (width / needed) ** 2 - plates))
+
+
 def decide(metrics: dict[str, dict[str, Any]], cfg: PromoteConfig, champion: ChampionScore | None = None) -> Decision:
-    """Every candidate through the gates (mAP drop and agreement vs FP32, p95 latency, speed-up, and, when a champion
-    is deployed, mAP50-95 no worse than the champion's on the same holdout), then the winner among those that pass:
-    the most faithful to FP32 within the latency of the fastest (`choose`)."""
+    """Every candidate through the gates (mAP drop against the square FP32, quantization's mAP drop and agreement
+    against FP32 at the candidate's own geometry, p95 latency, speed-up, and, when a champion is deployed, mAP50-95
+    no worse than the champion's on the same holdout), then the winner among those that pass: the most faithful to
+    FP32 within the latency of the fastest (`choose`). A geometry reference (FP32 at an INT8 candidate's geometry,
+    derived by the build) is a yardstick, never a candidate: its verdict is a failed `candidate` check saying so."""
     verdicts = {}
     for name, row in metrics.items():
+        if row.get(ROLE_KEY) == GEOMETRY_ROLE:
+            check = GateCheck("candidate", False, 0.0, 1.0, ">=", GEOMETRY_NOTE)
+            verdicts[name] = Verdict(name, False, (check,), float("nan"))
+            continue
         if GATE_KEY in row and row[GATE_KEY] != GATE_MEASURED:  # pending, or failed on the gate: no numbers to judge
             check = GateCheck("gate_build", False, 0.0, 1.0, ">=", str(row[GATE_KEY]))
             verdicts[name] = Verdict(name, False, (check,), float(row.get("latency_p50_ms", "nan")))
             continue
         unlabelled = row.get("holdout") == NO_HOLDOUT  # validated on agreement alone: the mAP gates do not apply
+        fp32 = str(row.get("precision", "")) == "fp32"  # nothing quantized: no quantization drop to gate
         if unlabelled:  # passes only where the operator allows it (promote.allow_unlabelled)
             first = GateCheck("labelled_holdout", cfg.allow_unlabelled, 0.0, 0.0 if cfg.allow_unlabelled else 1.0, ">=")
         else:
-            v = _num(row, "map_drop", name)
-            first = GateCheck("map_drop", v <= cfg.max_map_drop, v, cfg.max_map_drop, "<=")
+            first = drop_check("map_drop", row, name, cfg.max_map_drop)
         checks = [
             first,
+            *([] if unlabelled or fp32 else [drop_check("quant_map_drop", row, name, cfg.max_quant_drop)]),
             GateCheck(
                 "agreement",
                 (v := _num(row, "agreement_map50_95", name)) >= cfg.min_agreement,

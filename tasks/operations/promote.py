@@ -24,7 +24,7 @@ from tasks.operations.policy import ChampionScore, Decision, Timing, decide, dec
 from tasks.operations.provenance import fetch_verified, recorded
 from tasks.operations.smoke import GATE_AT_LOAD, AgreementCheck, Gate, SmokeTestError
 from tasks.pipeline.track import RebuildRecord, latest_rebuild
-from tasks.pipeline.validate import NO_HOLDOUT
+from tasks.pipeline.validate import GEOMETRY_KEY, NO_HOLDOUT
 from tasks.runtime.releases import (
     VERIFIED_KEY,
     current_release,
@@ -165,7 +165,8 @@ def promote(
             log.warning("champion kept; %s (version %s) awaits a person:\n%s", decision.winner, winner.version,
                         decision.explain())  # fmt: skip
             return PromoteResult(decision, repairs=repairs, pending=winner.version)
-        check = _agreement_check(record, reference, frames_dir, tracking, Path(scratch)) if unlabelled else None
+        geometry = str(row.get(GEOMETRY_KEY) or reference)  # validation's agreement: against FP32 at its geometry
+        check = _agreement_check(record, geometry, frames_dir, tracking, Path(scratch)) if unlabelled else None
         release = deploy_and_crown(
             mc, cfg, tracking, names, Gate(cfg, tracking, holdout_dir, vcfg, check),
             Chosen(decision.winner, winner.version, winner.run_id, winner.source, row, record.parent_run_id),
@@ -257,7 +258,8 @@ def approve(
                     f"version {version} comes from rebuild {pend['rebuild_run_id']}, validated without a labelled "
                     "holdout and no longer the latest: its reference cannot be found for the smoke test"
                 )
-            check = _agreement_check(record, reference, frames_dir, tracking, Path(scratch))
+            geometry = tags.get(GEOMETRY_KEY) or reference  # validation's agreement: against FP32 at its geometry
+            check = _agreement_check(record, geometry, frames_dir, tracking, Path(scratch))
         approved = f"approved by a person (alpr-ops promote --approve {version}) over: {pend['why']}"
         chosen = Chosen(pend["candidate"], str(version), pend["run_id"], pend["source"], row, pend["rebuild_run_id"])
         release = deploy_and_crown(mc, cfg, tracking, names, Gate(cfg, tracking, holdout_dir, vcfg, check), chosen,

@@ -1,8 +1,9 @@
 """The nightly regression check: re-validate the deployed champion on frames of the newest videos.
 
 Gate videos have no labels, so every signal is label-free:
-- agreement (mAP50-95) of the champion with the FP32 reference of the rebuild it came from, on the newest frames plus
-  the labelled holdout's images (as validation measures it, so the number compares with the promotion-time one);
+- agreement (mAP50-95) of the champion with FP32 at the champion's geometry (input shape and crop) from the rebuild
+  it came from, on the newest frames plus the labelled holdout's images (as validation measures it, so the number
+  compares with the promotion-time one);
 - the footage itself: mean brightness of the newest frames against the frames of the videos the champion was built
   from. Measured with the plate model and a real INT8 champion: on frames darkened to 12% of their brightness the
   INT8 model still agrees with FP32 (agreement .82 vs .75 on the originals, 24 frames at imgsz 320), so agreement
@@ -276,18 +277,29 @@ def _reference_run(mc: Any, parent_id: str, reference: str) -> Any | None:
 
 
 def fetch_reference(tracking: TrackingConfig, champion: Champion, reference: str, work: Path) -> Reference:
-    """Download the FP32 reference logged by the rebuild the champion came from (a child run of the same parent).
+    """Download the FP32 model at the champion's geometry logged by the rebuild the champion came from (a child run
+    of the same parent; its `geometry_reference`), the one validation measured the champion's agreement against.
 
-    When that rebuild has none (it was built without it), the reference of the newest finished rebuild made from
-    the same base model is used instead, and the report says so.
+    A champion at the square reference's geometry is compared with `reference` itself. When the rebuild logged no
+    FP32 at the champion's geometry (older code), the square `reference` stands in and the report says so (its
+    agreement then also counts what the geometry costs). When that rebuild has no reference at all, the reference
+    of the newest finished rebuild made from the same base model is used instead, and the report says so.
     """
     mc = client(tracking)
     champ_run = mc.get_run(champion.run_id)
     parent = champ_run.data.tags.get("mlflow.parentRunId")
     run, note = None, ""
-    if parent:
+    geometry = champ_run.data.tags.get("geometry_reference") or reference
+    if parent and geometry != reference:
+        run = _reference_run(mc, parent, geometry)
+        note = f"'{geometry}' (FP32 at the champion's geometry) of the champion's rebuild (run {parent})"
+        if run is None:
+            log.warning("nightly: the champion's rebuild %s logged no '%s'; using '%s'", parent, geometry, reference)
+    if parent and run is None:
         run = _reference_run(mc, parent, reference)
         note = f"'{reference}' of the champion's rebuild (run {parent})"
+        if geometry != reference or "geometry_reference" not in champ_run.data.tags:
+            note += geometry_fallback(champion, geometry, reference)
     if run is None:
         base = champ_run.data.tags.get("base_model_sha256", "")
         found = mc.search_runs(
@@ -315,6 +327,27 @@ def fetch_reference(tracking: TrackingConfig, champion: Champion, reference: str
     if cand.precision != "fp32":
         raise RegressionError(f"reference '{reference}' (run {run.info.run_id}) is {cand.precision}, not fp32")
     return Reference(cand, run.info.run_id, note)
+
+
+def geometry_fallback(champion: Champion, geometry: str, reference: str) -> str:
+    """What the note says when the square `reference` stands in for FP32 at the champion's geometry: nothing when
+    the champion is square itself (read from its release's candidate.json), else that its agreement is measured
+    across two geometries."""
+    from tasks.support.candidate import CANDIDATE_JSON, read_candidate
+    from tasks.support.shape import geometry_of
+
+    try:
+        champ = read_candidate(champion.release) if (champion.release / CANDIDATE_JSON).is_file() else None
+    except (OSError, ValueError, TypeError):
+        champ = None
+    if champ is not None and not champ.crop and champ.input_shape == (champ.imgsz, champ.imgsz):
+        return ""
+    shown = geometry_of(champ).text if champ is not None else "unknown"
+    logged = f"'{geometry}'" if geometry != reference else "an FP32 model at the champion's geometry"
+    return (
+        f"; the champion's rebuild logged no {logged} (champion input {shown}), so the square '{reference}' stands "
+        "in: agreement across two geometries, which also counts what the geometry costs"
+    )
 
 
 def baseline_videos(tracking: TrackingConfig, champion: Champion) -> tuple[str, ...] | None:

@@ -15,7 +15,7 @@ from typing import Any
 from tasks.pipeline.roi_image import ROI_DIR, ROI_PNG
 from tasks.pipeline.tradeoff import ARTIFACT_DIR as TRADEOFF_DIR
 from tasks.pipeline.tradeoff import CHART as TRADEOFF_CHART
-from tasks.pipeline.validate import ROLE_KEY
+from tasks.pipeline.validate import CI_KEYS, ROLE_KEY, interval
 from tasks.runtime.releases import gate_id
 from tasks.support.config import TrackingConfig
 from tasks.support.errors import AlprError, Remedy
@@ -29,11 +29,17 @@ log = logging.getLogger(__name__)
 ROWS: tuple[tuple[str, str, str], ...] = (
     ("map50", "mAP50 (labels)", ".3f"),
     ("map50_95", "mAP50-95 (labels)", ".3f"),
-    ("map_drop", "mAP50-95 drop vs FP32", "+.4f"),
+    ("map_drop", "mAP50-95 drop vs square FP32", "+.4f"),
+    ("map_drop_ci", "  its bootstrap interval", "+.4f"),
+    ("quant_map_drop", "mAP50-95 drop vs FP32 at its geometry (quantization)", "+.4f"),
+    ("quant_map_drop_ci", "  its bootstrap interval", "+.4f"),
+    ("geometry_map_drop", "the geometry's own mAP50-95 cost (geometry reference)", "+.4f"),
+    ("geometry_map_drop_ci", "  its bootstrap interval", "+.4f"),
     ("box_precision", "precision", ".3f"),
     ("box_recall", "recall", ".3f"),
     ("agreement_map50", "agreement mAP50", ".3f"),
-    ("agreement_map50_95", "agreement mAP50-95", ".3f"),
+    ("agreement_map50_95", "agreement mAP50-95 (vs FP32 at its geometry)", ".3f"),
+    ("agreement_square_map50_95", "agreement mAP50-95 vs square FP32", ".3f"),
     ("boxes_gained", "boxes gained", ".0f"),
     ("boxes_lost", "boxes lost", ".0f"),
     ("conf_shift_mean", "mean confidence shift", "+.3f"),
@@ -104,6 +110,9 @@ class RebuildView:
     roi: dict[str, str] = field(default_factory=dict)  # the build's region of interest and its evidence; {}: none
 
     def cell(self, cand: CandidateView, key: str, spec: str) -> str:
+        if key in CI_KEYS:  # an interval: [low, high] from its two metrics
+            found = interval(cand.metrics, key)
+            return "-" if found is None else f"[{format(found[0], spec)}, {format(found[1], spec)}]"
         value = cand.metrics.get(key)
         return "-" if value is None else format(value, spec)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.pipeline.track import latest_rebuild
-from tasks.pipeline.validate import ROLE_KEY
+from tasks.pipeline.validate import CI_KEYS, GEOMETRY_KEY, ROLE_KEY, interval
 from tasks.runtime.releases import MANIFEST, GateFolderError, current_release, gate_id, read_manifest
 from tasks.support.config import PromoteConfig, TrackingConfig
 from tasks.support.registry import aliases_for, version_by_alias
@@ -17,8 +17,15 @@ STATUS_FIELDS = (
     "backend",
     "map50",
     "map50_95",
-    "map_drop",
-    "agreement_map50_95",
+    "map_drop",  # against the square FP32 accuracy reference: what the user sees
+    "quant_map_drop",  # against FP32 at the candidate's own geometry: what quantization cost
+    "geometry_map_drop",  # a geometry reference's row: what the geometry itself costs (square FP32 - FP32 at it)
+    "agreement_map50_95",  # against FP32 at the candidate's own geometry (the gates'); a geometry reference's: square
+    "agreement_square_map50_95",
+    "geometry_agreement_map50_95",
+    "holdout_plates",  # the labelled plates every drop and its interval were measured on
+    GEOMETRY_KEY,  # the FP32 model at the candidate's geometry it is compared with
+    "input_shape",
     "latency_p50_ms",
     "latency_p95_ms",
     "speedup",  # against the speed reference
@@ -105,6 +112,9 @@ def status(tracking: TrackingConfig, promote_cfg: PromoteConfig) -> dict[str, An
     for name, row in metrics.items():
         item: dict[str, Any] = {"name": name}
         item.update({k: row.get(k) for k in STATUS_FIELDS})
+        for key in CI_KEYS:  # [low, high] of the paired bootstrap (validate.bootstrap_*), None when not measured
+            found = interval(row, key)
+            item[key] = None if found is None else list(found)
         item["passed"] = {"true": True, "false": False}.get(str(row.get("passed")))
         item["mlflow_run_id"] = record.candidates[name].run_id
         item["registry_version"] = record.candidates[name].version

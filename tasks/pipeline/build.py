@@ -43,7 +43,17 @@ from tasks.support.hashing import content_key, files_sha256, path_sha256, path_s
 from tasks.support.images import frames_folder, list_images
 from tasks.support.progress import steps
 from tasks.support.roi import ROI_JSON, RoiRecord, write_roi
-from tasks.support.shape import FrameSizeUnknown, Shape, footage_frame_size, input_shape, shape_text, square
+from tasks.support.shape import (
+    FrameSizeUnknown,
+    Geometry,
+    Shape,
+    footage_frame_size,
+    geometry_of,
+    geometry_reference_name,
+    input_shape,
+    shape_text,
+    square,
+)
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +239,10 @@ def build_candidates(
     """
     if not dataset_yaml.is_file():
         raise BuildInputMissing(f"{dataset_yaml}: calibration dataset YAML not found")
-    for cand in cfg.candidates:  # every folder this build writes is ours: checked before the first export
+    shaped = cfg.shape == "camera" and any(c.precision == "int8" for c in cfg.candidates)
+    frame_hw = footage_size(dataset_yaml, gate_frames) if shaped else None
+    plan = build_plan(cfg, frame_hw)
+    for cand, _ in plan:  # every folder this build writes is ours: checked before the first export
         check_output_folder(out_dir / cand.name, CANDIDATE_OUTPUT)
     check_output_folder(out_dir, CANDIDATES_OUTPUT)
     on_host = [c for c in cfg.candidates if cfg.backend_of(c) == "tensorrt" and not cfg.built_on_gate(c)]
@@ -245,29 +258,33 @@ def build_candidates(
         toolchain = {**toolchain, **{f"trt_{k}": v for k, v in device_info().items()}}
     gate_images = gate_frame_images(gate_frames)
     gate_hash = files_sha256(gate_images, gate_images[0].parent) if gate_images else ""
-    shaped = cfg.shape == "camera" and any(c.precision == "int8" for c in cfg.candidates)
-    frame_hw = footage_size(dataset_yaml, gate_frames) if shaped else None
     claim_output_folder(out_dir, CANDIDATES_OUTPUT)
+
+    def _build_at(cand: CandidateConfig, geometry: Geometry) -> Candidate:
+        return build_one(
+            model, cand, cfg, dataset_yaml, out_dir, base_model_sha256, frames_hash, toolchain, geometry.input_shape,
+            geometry.crop, tuple(geometry.frame_shape) or None, gate=gate, cache_dir=cache_dir, previous=previous,
+            gate_images=gate_images, gate_hash=gate_hash,
+        )  # fmt: skip
+
     built: dict[str, Candidate] = {}
     roi: RoiRecord | None = None
-    # FP32/FP16 first: the INT8 candidates' region of interest is learned from the FP32 reference's plates
-    ordered = sorted(cfg.candidates, key=lambda c: c.precision == "int8")
-    for cand in steps(ordered, "build: exporting candidates"):
-        shape, crop = input_shape(cand.precision, cfg.shape, cfg.imgsz, frame_hw, cfg.shape_margin), ()
-        if cand.precision == "int8":
-            if roi is None:
-                roi = decide_roi(cfg, frame_hw, built.get(cfg.reference), dataset_yaml, gate, cache_dir)
-                write_roi(out_dir / ROI_JSON, roi)
-            if roi.input_shape:
-                shape, crop = (int(roi.input_shape[0]), int(roi.input_shape[1])), tuple(roi.crop)
-        built[cand.name] = build_one(
-            model, cand, cfg, dataset_yaml, out_dir, base_model_sha256, frames_hash, toolchain, shape, crop,
-            frame_hw if crop else None, gate=gate, cache_dir=cache_dir, previous=previous, gate_images=gate_images,
-            gate_hash=gate_hash,
-        )  # fmt: skip
+    # FP32/FP16 first: the INT8 candidates' region of interest is learned from the FP32 reference's plates; then the
+    # INT8 candidates at the region's geometry and, for each geometry, the FP32 model they are measured against
+    first = [(c, g) for c, g in plan if c.precision != "int8"]
+    for cand, geometry in steps(first, "build: exporting the FP32 models"):
+        built[cand.name] = _build_at(cand, geometry)
+    if any(c.precision == "int8" for c in cfg.candidates):
+        roi = decide_roi(cfg, frame_hw, built.get(cfg.reference), dataset_yaml, gate, cache_dir)
+        write_roi(out_dir / ROI_JSON, roi)
+        rest = [(c, g) for c, g in build_plan(cfg, frame_hw, roi) if c.name not in built]
+        for cand, _ in rest:  # the derived names hold the region's geometry: checked before their export too
+            check_output_folder(out_dir / cand.name, CANDIDATE_OUTPUT)
+        for cand, geometry in steps(rest, "build: exporting the INT8 candidates"):
+            built[cand.name] = _build_at(cand, geometry)
     if roi is None:  # no INT8 candidate: nothing is cropped, and no older build's roi.json is left to mislead
         (out_dir / ROI_JSON).unlink(missing_ok=True)
-    return [built[c.name] for c in cfg.candidates]
+    return list(built.values())  # the declared candidates, then the FP32 models derived at their geometries
 
 
 def decide_roi(
@@ -423,6 +440,49 @@ def cropped_dataset(dataset_yaml: Path, crop: Sequence[int], frame_shape: Sequen
             raise OSError(f"{images / image.stem}.png: could not be written")
     names = (yaml.safe_load(dataset_yaml.read_text()) or {}).get("names") or {0: "plate"}
     return write_dataset_yaml(folder / "calibration.yaml", images, names, "cropped calibration frames (temporary)")
+
+
+def build_plan(
+    cfg: BuildConfig, frame_hw: Shape | None, roi: RoiRecord | None = None
+) -> list[tuple[CandidateConfig, Geometry]]:
+    """What a build exports: every candidate of `cfg` at its geometry (the INT8 ones at the region of interest's,
+    `roi`, once it is decided; before that at the camera shape), then for each distinct geometry its INT8 candidates
+    use other than the accuracy reference's, an FP32 model of the reference's method and backend at that geometry
+    (`geometry_reference_name`: `fp32@416x640`, `fp32@288x544-roi192_144_1280_720`). It is what each INT8
+    candidate's quantization is measured against (`quant_map_drop`, agreement), apart from what the geometry itself
+    costs (docs/int8-builds.md); derived, not declared, and cached like every other candidate."""
+    region = None
+    if roi is not None and roi.input_shape and frame_hw is not None:
+        shape = (int(roi.input_shape[0]), int(roi.input_shape[1]))
+        region = Geometry(shape, tuple(roi.crop), tuple(frame_hw) if roi.crop else ())
+    plan = []
+    for cand in cfg.candidates:
+        if cand.precision == "int8" and region is not None:
+            plan.append((cand, region))
+        else:
+            plan.append((cand, Geometry(input_shape(cand.precision, cfg.shape, cfg.imgsz, frame_hw, cfg.shape_margin))))
+    ref = next(c for c in cfg.candidates if c.name == cfg.reference)  # BuildConfig checks it is declared
+    square_geometry = next(g for c, g in plan if c.name == ref.name)
+    derived: dict[Geometry, CandidateConfig] = {}
+    for cand, geometry in plan:
+        if cand.precision == "int8" and geometry != square_geometry and geometry not in derived:
+            # model_copy: the derived name holds `@`, which a declared candidate's name may not (no clash)
+            derived[geometry] = ref.model_copy(update={"name": geometry_reference_name(ref.name, geometry)})
+    return plan + [(cand, geometry) for geometry, cand in derived.items()]
+
+
+def with_geometry_references(out_dir: Path, candidates: list[Candidate], reference: str) -> list[Candidate]:
+    """`candidates` (read back by their declared names) and the FP32 models the build derived at their geometries
+    (`build_plan`), read back from `out_dir` where they were built; validation refuses an INT8 candidate whose
+    geometry reference is missing."""
+    names = {c.name for c in candidates}
+    found = list(candidates)
+    for cand in candidates:
+        name = geometry_reference_name(reference, geometry_of(cand))
+        if name not in names and (out_dir / name / CANDIDATE_JSON).is_file():
+            found.append(read_candidate(out_dir / name))
+            names.add(name)
+    return found
 
 
 def footage_size(dataset_yaml: Path, gate_frames: Path | None) -> Shape:

@@ -249,10 +249,15 @@ def _ask_gate(
 
 
 def merge_gate_row(
-    row: dict[str, Any], outcome: GateOutcome, scored: dict[str, Any] | None, reference_row: dict[str, Any]
+    row: dict[str, Any],
+    outcome: GateOutcome,
+    scored: dict[str, Any] | None,
+    reference_row: dict[str, Any],
+    geometry_row: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A gate-built candidate's row: failed with the gate's reason, or measured (the gate's latency, the host's
-    scores, mAP drop against the reference). The speed-up is set by the caller (it needs every gate outcome)."""
+    scores, mAP drop against the reference and, `quant_map_drop`, against FP32 at its geometry: `geometry_row`,
+    the reference's own when None). The speed-up is set by the caller (it needs every gate outcome)."""
     from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED
 
     if not outcome.passed or scored is None:
@@ -261,6 +266,9 @@ def merge_gate_row(
     merged.update({k: outcome.metrics[k] for k in ("latency_p50_ms", "latency_p95_ms")})
     if "map50_95" in merged and "map50_95" in reference_row:
         merged["map_drop"] = round(float(reference_row["map50_95"]) - float(merged["map50_95"]), 5)
+        geometry = geometry_row if geometry_row is not None else reference_row
+        if "map50_95" in geometry:
+            merged["quant_map_drop"] = round(float(geometry["map50_95"]) - float(merged["map50_95"]), 5)
     return merged
 
 
@@ -340,7 +348,8 @@ def finish_gate_step(
                 scored["gate_frames"] = float(len(scoring.frames))  # the frames the gate ran this engine on
             except Exception as e:
                 outcome = GateOutcome(run_id, False, f"{type(e).__name__}: {e}")
-        row = merge_gate_row(metrics[cand.name], outcome, scored, reference_row)
+        geometry_row = metrics.get(str(metrics[cand.name].get("geometry_reference", "")))
+        row = merge_gate_row(metrics[cand.name], outcome, scored, reference_row, geometry_row)
         if row[GATE_KEY] == GATE_MEASURED:
             try:
                 tracked[cand.name] = register_gate_engine(params.tracking, cand, run_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,68 @@ def tie_step(conf: np.ndarray) -> tuple[float, np.ndarray]:
     return min(MAX_TIE_STEP, smallest / (2 * max(int(sizes.max(initial=1)), 1))), rank
 
 
+@dataclass(frozen=True)
+class Matched:
+    """Per-frame match results of predictions against truth, as Ultralytics' validator makes them: for each frame
+    the true-positive matrix of its boxes at IoU 0.5-0.95 (`tp`), their confidences and classes (in `ranked`
+    order) and the truth's classes. What AP is computed from, over all frames or over a resample of them."""
+
+    tp: tuple[np.ndarray, ...]
+    conf: tuple[np.ndarray, ...]
+    pred_cls: tuple[np.ndarray, ...]
+    target_cls: tuple[np.ndarray, ...]
+
+    @property
+    def frames(self) -> int:
+        return len(self.tp)
+
+    def stacked(self, frames: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """The frames' stats concatenated in the given order (all, in order, by default), tied confidences untied
+        as the module docstring says: what `ap_per_class` takes."""
+        idx = range(self.frames) if frames is None else frames
+        conf = np.concatenate([self.conf[i] for i in idx]) if len(idx) else np.zeros(0)
+        step, rank = tie_step(conf)
+        return {
+            "tp": np.concatenate([self.tp[i] for i in idx]) if len(idx) else np.zeros((0, 10), dtype=bool),
+            "conf": conf - step * rank,  # float64 end to end: DetMetrics and ap_per_class keep the dtype
+            "pred_cls": np.concatenate([self.pred_cls[i] for i in idx]) if len(idx) else np.zeros(0),
+            "target_cls": np.concatenate([self.target_cls[i] for i in idx]) if len(idx) else np.zeros(0),
+        }
+
+
+def match(truth: Sequence[Detections], preds: Sequence[Detections]) -> Matched:
+    """Each frame's predictions matched against its truth with Ultralytics' own matching
+    (`DetectionValidator.match_predictions`: IoU 0.5-0.95, class-aware); boxes in `ranked` order."""
+    import tempfile
+
+    import torch
+    from ultralytics.models.yolo.detect import DetectionValidator
+    from ultralytics.utils.metrics import box_iou
+
+    if len(truth) != len(preds) or not preds:
+        raise ValueError(f"score: {len(truth)} truth frames and {len(preds)} prediction frames (need equal, > 0)")
+    with tempfile.TemporaryDirectory(prefix="alpr-score-") as tmp:
+        validator = DetectionValidator(save_dir=Path(tmp), args={"plots": False})
+    niou = len(validator.iouv)
+    tps, confs, p_classes, t_classes = [], [], [], []
+    for t, p in zip(truth, preds, strict=True):
+        t, p = ranked(t), ranked(p)
+        t_cls = np.asarray(t.cls, dtype=np.float32).reshape(-1)
+        p_cls = np.asarray(p.cls, dtype=np.float32).reshape(-1)
+        tp = np.zeros((len(p_cls), niou), dtype=bool)
+        if len(t_cls) and len(p_cls):
+            iou = box_iou(
+                torch.tensor(t.xyxy, dtype=torch.float32).reshape(-1, 4),
+                torch.tensor(p.xyxy, dtype=torch.float32).reshape(-1, 4),
+            )
+            tp = validator.match_predictions(torch.from_numpy(p_cls), torch.from_numpy(t_cls), iou).cpu().numpy()
+        tps.append(tp)
+        confs.append(np.asarray(p.conf, dtype=np.float64).reshape(-1))
+        p_classes.append(p_cls)
+        t_classes.append(t_cls)
+    return Matched(tuple(tps), tuple(confs), tuple(p_classes), tuple(t_classes))
+
+
 def score(
     truth: Sequence[Detections],
     preds: Sequence[Detections],
@@ -67,43 +130,61 @@ def score(
 
     Deterministic under tied confidences: the order is stated in the module docstring, and permuting the boxes of
     a frame never changes the result."""
-    import tempfile
+    from ultralytics.utils.metrics import DetMetrics
 
-    import torch
-    from ultralytics.models.yolo.detect import DetectionValidator
-    from ultralytics.utils.metrics import DetMetrics, box_iou
-
-    if len(truth) != len(preds) or not preds:
-        raise ValueError(f"score: {len(truth)} truth frames and {len(preds)} prediction frames (need equal, > 0)")
+    matched = match(truth, preds)
     frames = list(frames) if frames is not None else [str(i) for i in range(len(preds))]
-    with tempfile.TemporaryDirectory(prefix="alpr-score-") as tmp:
-        validator = DetectionValidator(save_dir=Path(tmp), args={"plots": False})
-    niou = len(validator.iouv)
-    ranked_preds = [ranked(p) for p in preds]
-    conf = np.concatenate([np.asarray(p.conf, dtype=np.float64).reshape(-1) for p in ranked_preds])
-    step, rank = tie_step(conf)
-    untied = conf - step * rank  # float64 end to end: DetMetrics and ap_per_class keep the dtype
+    untied = matched.stacked()["conf"]
     metrics = DetMetrics(names=names)
     start = 0
-    for name, t, p in zip(frames, truth, ranked_preds, strict=True):
-        t = ranked(t)
-        t_cls = np.asarray(t.cls, dtype=np.float32).reshape(-1)
-        p_cls = np.asarray(p.cls, dtype=np.float32).reshape(-1)
-        tp = np.zeros((len(p_cls), niou), dtype=bool)
-        if len(t_cls) and len(p_cls):
-            iou = box_iou(
-                torch.tensor(t.xyxy, dtype=torch.float32).reshape(-1, 4),
-                torch.tensor(p.xyxy, dtype=torch.float32).reshape(-1, 4),
-            )
-            tp = validator.match_predictions(torch.from_numpy(p_cls), torch.from_numpy(t_cls), iou).cpu().numpy()
-        stop = start + len(p_cls)
+    for i, name in enumerate(frames):
+        stop = start + len(matched.conf[i])
+        t_cls = matched.target_cls[i]
         metrics.update_stats(
-            {"tp": tp, "conf": untied[start:stop], "pred_cls": p_cls, "target_cls": t_cls,
+            {"tp": matched.tp[i], "conf": untied[start:stop], "pred_cls": matched.pred_cls[i], "target_cls": t_cls,
              "target_img": np.unique(t_cls), "im_name": name}
         )  # fmt: skip
         start = stop
     metrics.process()
     return metrics.box
+
+
+def map50_95(matched: Matched, frames: Sequence[int] | None = None) -> float:
+    """mAP50-95 of the matched frames (all, or a resample: frame indices, repeats allowed) with Ultralytics'
+    `ap_per_class`, as `score` computes it (`DetMetrics.box.map`: 0 when no frame holds a truth box)."""
+    from ultralytics.utils.metrics import ap_per_class
+
+    stats = matched.stacked(frames)
+    if not len(stats["target_cls"]):
+        return 0.0
+    ap = ap_per_class(stats["tp"], stats["conf"], stats["pred_cls"], stats["target_cls"])[5]
+    return float(ap.mean()) if len(ap) else 0.0
+
+
+BOOTSTRAP_SEED = 0  # fixed: the same holdout, models and settings give the same intervals (docs/validation.md)
+
+
+def resamples(frames: int, count: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """`count` bootstrap resamples of `frames` frame indices (with replacement), each sorted so that tied boxes
+    keep frame order (`score`'s tie rule). Every model of a validation is scored on these same resamples."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.integers(0, frames, size=(count, frames)), axis=1)
+
+
+def bootstrap_maps(matched: Matched, draws: np.ndarray) -> np.ndarray:
+    """mAP50-95 of one model on each resample of `draws` (`resamples`)."""
+    return np.array([map50_95(matched, row) for row in draws], dtype=np.float64)
+
+
+def drop_interval(base: np.ndarray, other: np.ndarray, level: float) -> tuple[float, float]:
+    """The paired bootstrap's central `level` interval of the mAP drop `base - other`: both arrays hold the two
+    models' mAP50-95 on the same resamples (`bootstrap_maps` with one `resamples`), so what varies between the
+    images cancels and the interval measures the drop itself (percentile interval)."""
+    if base.shape != other.shape or not base.size:
+        raise ValueError(f"drop_interval: {base.shape} and {other.shape} resampled mAPs (need equal, > 0)")
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(base - other, [tail, 1.0 - tail])
+    return round(float(low), 5), round(float(high), 5)
 
 
 def summary(box: Any) -> dict[str, float]:

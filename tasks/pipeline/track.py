@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.pipeline.lineage import rebuild_datasets, snapshot_table, video_table
-from tasks.pipeline.validate import GATE_KEY, GATE_MEASURED, NO_HOLDOUT, ROLE_KEY
+from tasks.pipeline.validate import CI_KEYS, GATE_KEY, GATE_MEASURED, GEOMETRY_KEY, NO_HOLDOUT, ROLE_KEY, interval
 from tasks.pipeline.validation_cache import CACHE_KEY
 from tasks.runtime.latency import ROUNDS_KEY
 from tasks.support.candidate import Candidate
@@ -344,7 +344,7 @@ def _fill_candidate_run(
     cand_params = {"candidate": cand.name, "backend": cand.backend, "precision": cand.precision, "imgsz": cand.imgsz,
                    "input_shape": shape_text(cand.input_shape)}  # fmt: skip
     cand_params.update({f"toolchain.{k}": v for k, v in cand.toolchain.items()})
-    numeric = {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
+    numeric = numeric_metrics(row)
     numeric["build_seconds"] = cand.build_seconds
     mc.log_batch(
         rid,
@@ -366,6 +366,17 @@ def _fill_candidate_run(
     version_tags = {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
     mv = mc.create_model_version(registered_model, source=source, run_id=rid, tags=version_tags)
     return str(mv.version), source
+
+
+def numeric_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """A metrics row as MLflow metrics: its numbers, and each bootstrap interval (`map_drop_ci`: [low, high]) as two
+    metrics `map_drop_ci_low` and `map_drop_ci_high` (`validate.interval` reads them back)."""
+    numeric = {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
+    for key in CI_KEYS:
+        found = interval(row, key)
+        if found is not None:
+            numeric[f"{key}_low"], numeric[f"{key}_high"] = found
+    return numeric
 
 
 def newest_rebuild_run(mc: Any, cfg: TrackingConfig) -> Any | None:
@@ -404,6 +415,10 @@ def latest_rebuild(cfg: TrackingConfig) -> tuple[RebuildRecord, dict[str, dict[s
             "backend": run.data.tags.get("backend", ""),
             "precision": run.data.tags.get("precision", ""),
             "passed": run.data.tags.get(gate_tag("passed"), ""),
-            **{k: run.data.tags[k] for k in ("holdout", ROLE_KEY, ROUNDS_KEY, GATE_KEY) if k in run.data.tags},
+            **{
+                k: run.data.tags[k]
+                for k in ("holdout", ROLE_KEY, ROUNDS_KEY, GATE_KEY, GEOMETRY_KEY, "geometry", "input_shape")
+                if k in run.data.tags
+            },
         }
     return RebuildRecord(eid, pid, tracked), metrics

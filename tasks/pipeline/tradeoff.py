@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.pipeline.validate import ROLE_KEY, SPEED_ROLE
+from tasks.pipeline.validate import GEOMETRY_ROLE, ROLE_KEY, SPEED_ROLE, interval
 from tasks.support.config import PromoteConfig, TrackingConfig
 from tasks.support.tracking import GATE_PREFIX, gate_tag
 
@@ -64,6 +64,22 @@ class Point:
 
 
 @dataclass(frozen=True)
+class Drop:
+    """One labelled mAP50-95 drop of one model, with its bootstrap interval when measured: `map_drop` (against the
+    square FP32: what the user sees), `quant_map_drop` (against FP32 at its own geometry: quantization) or
+    `geometry_map_drop` (a geometry reference's: what the geometry itself costs)."""
+
+    name: str
+    kind: str
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+
+DROP_KINDS = ("map_drop", "quant_map_drop", "geometry_map_drop")
+
+
+@dataclass(frozen=True)
 class Tradeoff:
     """The chart's data: the points and the shaded region's bounds."""
 
@@ -80,6 +96,9 @@ class Tradeoff:
     decision: str = ""  # the winner's `gate.decision`: deploy, pending: why, ...
     champion: str = ""  # the deployed champion's version the winner was compared with ("": none)
     champion_p50_ms: float | None = None  # its p50 on the chart's axis: the winner's / the ratio timed together
+    drops: tuple[Drop, ...] = ()  # every labelled drop with its interval: the panel under the chart
+    max_map_drop: float = 0.0
+    max_quant_drop: float = 0.0
 
     @property
     def pending(self) -> bool:
@@ -135,6 +154,16 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
     winner_p50 = next((p.latency_p50_ms for p in points if p.winner), None)
     if won.get(gate_tag("champion_ratio")) and winner_p50 is not None:
         champ_p50 = round(winner_p50 / float(won[gate_tag("champion_ratio")]), 3)
+    drops = []
+    for name, row in rows.items():
+        kinds = ("geometry_map_drop",) if row.get(ROLE_KEY) == GEOMETRY_ROLE else ("map_drop", "quant_map_drop")
+        if name == reference:
+            continue  # 0 by definition
+        for kind in kinds:
+            value = row.get(kind)
+            if isinstance(value, int | float):
+                ci = interval(row, f"{kind}_ci")
+                drops.append(Drop(name, kind, float(value), *(ci if ci is not None else (None, None))))
     return Tradeoff(
         reference=reference,
         reference_p50_ms=ref_p50,
@@ -149,6 +178,9 @@ def tradeoff_data(rows: dict[str, dict[str, Any]], reference: str, cfg: PromoteC
         decision=str(won.get(gate_tag("decision"), "")),
         champion=str(won.get(gate_tag("champion"), "")),
         champion_p50_ms=champ_p50,
+        drops=tuple(drops),
+        max_map_drop=cfg.max_map_drop,
+        max_quant_drop=cfg.max_quant_drop,
     )
 
 
@@ -163,8 +195,12 @@ def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
 
     from tasks.pipeline.plots import _figure
 
-    fig = _figure(10.5, 5.5)
-    ax = fig.subplots()
+    fig = _figure(10.5, 8.0 if data.drops else 5.5)
+    if data.drops:
+        ax, drops_ax = fig.subplots(2, 1, height_ratios=[3, 1.6])
+        draw_drops(drops_ax, data)
+    else:
+        ax = fig.subplots()
     xs = [p.latency_p50_ms for p in data.points] + ([data.champion_p50_ms] if data.champion_p50_ms else [])
     ys = [p.agreement for p in data.points]
     x_hi = max([*xs, data.max_p50_ms]) * 1.15
@@ -208,7 +244,7 @@ def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
     ax.set_xlim(0, x_hi)
     ax.set_ylim(y_lo, 1.02)
     ax.set_xlabel("inference latency p50 (ms, batch 1, own runtime)")
-    ax.set_ylabel(f"agreement mAP50-95 with {data.reference}")
+    ax.set_ylabel("agreement mAP50-95 with FP32 at its geometry")
     ax.grid(alpha=0.3)
     handles = [
         Line2D([], [], marker="s", color="tab:gray", linestyle="", label=f"{data.reference} (accuracy reference)"),
@@ -238,6 +274,40 @@ def draw_tradeoff(data: Tradeoff, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return out
+
+
+DROP_COLOURS = {"map_drop": "tab:purple", "quant_map_drop": "tab:orange", "geometry_map_drop": "tab:gray"}
+DROP_LABELS = {
+    "map_drop": "vs square FP32 (what the user sees)",
+    "quant_map_drop": "vs FP32 at its geometry (quantization)",
+    "geometry_map_drop": "the geometry's own cost",
+}
+
+
+def draw_drops(ax: Any, data: Tradeoff) -> None:
+    """The labelled mAP50-95 drops, two per candidate and one per geometry reference, each with its bootstrap
+    interval as an error bar, and the two gates (`promote.max_map_drop`, `promote.max_quant_drop`) as lines."""
+    names = list(dict.fromkeys(d.name for d in data.drops))
+    offset = {"map_drop": -0.15, "quant_map_drop": 0.15, "geometry_map_drop": 0.0}
+    for kind in DROP_KINDS:
+        shown = [d for d in data.drops if d.kind == kind]
+        if not shown:
+            continue
+        xs = [names.index(d.name) + offset[kind] for d in shown]
+        ys = [d.value * 100 for d in shown]
+        err = [
+            [max(0.0, (d.value - d.low) * 100) if d.low is not None else 0.0 for d in shown],
+            [max(0.0, (d.high - d.value) * 100) if d.high is not None else 0.0 for d in shown],
+        ]
+        ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=4, color=DROP_COLOURS[kind], label=DROP_LABELS[kind])
+    ax.axhline(data.max_map_drop * 100, color="tab:purple", linestyle="--", linewidth=0.8)
+    ax.axhline(data.max_quant_drop * 100, color="tab:orange", linestyle="--", linewidth=0.8)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylabel("mAP50-95 drop (pt)")
+    ax.set_title("labelled drops with their bootstrap intervals; dashed: the gates", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def write_tradeoff(data: Tradeoff, out_dir: Path) -> list[Path]:

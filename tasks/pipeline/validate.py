@@ -19,14 +19,25 @@ from typing import Any
 
 from tasks.edge.agreement import Detections, FrameDiff
 from tasks.pipeline.labels import check_labels
-from tasks.pipeline.scoring import accuracy, agreement, agreement_truth, score, summary
+from tasks.pipeline.scoring import (
+    Matched,
+    accuracy,
+    agreement,
+    agreement_truth,
+    bootstrap_maps,
+    drop_interval,
+    match,
+    resamples,
+    score,
+    summary,
+)
 from tasks.support.candidate import Candidate, openvino_xml
 from tasks.support.config import ValidateConfig
 from tasks.support.errors import AlprError, Remedy
 from tasks.support.fsutil import atomic_dir, atomic_write_text
 from tasks.support.images import frames_folder, list_images
 from tasks.support.progress import steps
-from tasks.support.shape import shape_text
+from tasks.support.shape import geometry_of, geometry_reference_name, shape_text
 
 log = logging.getLogger(__name__)
 
@@ -252,13 +263,52 @@ def engine_memory(candidate: Candidate, cfg: ValidateConfig) -> dict[str, Any]:
 
 ROLE_KEY = "role"  # each row says which FP32 reference it is, if any: every table shows it
 ACCURACY_ROLE, SPEED_ROLE = "accuracy reference", "speed reference"
+GEOMETRY_ROLE = "geometry reference"  # FP32 at an INT8 candidate's geometry (build_plan): compared, never a candidate
+GEOMETRY_KEY = "geometry_reference"  # each row: the FP32 model at its own geometry it is compared with
+CI_KEYS = ("map_drop_ci", "quant_map_drop_ci", "geometry_map_drop_ci")  # [low, high] beside each labelled drop
 
 
-def role_of(name: str, reference: str, speed_reference: str) -> str:
+def role_of(name: str, reference: str, speed_reference: str, geometry_references: Sequence[str] = ()) -> str:
     """What a candidate is to the comparison: the accuracy reference (mAP drop, agreement), the speed reference
-    (speed-ups), both, or a candidate."""
+    (speed-ups), both, a geometry reference (FP32 at an INT8 candidate's geometry), or a candidate."""
+    if name in geometry_references:
+        return GEOMETRY_ROLE
     roles = [r for r, n in ((ACCURACY_ROLE, reference), (SPEED_ROLE, speed_reference)) if n == name]
     return " and ".join(roles) or "candidate"
+
+
+def interval(row: dict[str, Any], key: str) -> tuple[float, float] | None:
+    """The [low, high] interval `key` (`map_drop_ci`, ...) of a row: a list in validation's rows and the metrics
+    JSON, `<key>_low`/`<key>_high` metrics once read back from MLflow; None when not measured."""
+    value = row.get(key)
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return float(value[0]), float(value[1])
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    if isinstance(low, int | float) and isinstance(high, int | float):
+        return float(low), float(high)
+    return None
+
+
+def geometry_references(candidates: Sequence[Candidate], reference: str) -> dict[str, str]:
+    """Each candidate's FP32 model at its own geometry (input shape and crop): the accuracy `reference` for a
+    candidate of its geometry, else the one the build derived (`geometry_reference_name`). Refused when that was
+    not built: quantization's cost cannot be told apart from the geometry's then."""
+    by_name = {c.name: c for c in candidates}
+    square = geometry_of(by_name[reference])
+    found, missing = {}, []
+    for cand in candidates:
+        geometry = geometry_of(cand)
+        name = reference if geometry == square else geometry_reference_name(reference, geometry)
+        if name not in by_name:
+            missing.append(f"{cand.name} ({geometry.text}: {name})")
+        found[cand.name] = name
+    if missing:
+        raise ValidationError(
+            f"no FP32 model at the geometry of {', '.join(missing)}: build derives one per geometry its INT8 "
+            "candidates use; build again (alpr-ops build), then validate",
+            remedy=Remedy.BUILD,
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -290,9 +340,15 @@ def run_validation(
     frames_dir: Path | None = None,
     speed_reference: str | None = None,
 ) -> ValidationReport:
-    """Validate every candidate: labelled accuracy (overall, per class, PR curve), agreement with `reference` on
-    unlabelled frames (mAP, boxes gained/lost, confidence shift), latency on its runtime, size. Speed-ups are
-    against `speed_reference` (build.speed_reference; None: `reference`)."""
+    """Validate every candidate: labelled accuracy (overall, per class, PR curve), agreement with FP32 on unlabelled
+    frames (mAP, boxes gained/lost, confidence shift), latency on its runtime, size. Speed-ups are against
+    `speed_reference` (build.speed_reference; None: `reference`).
+
+    Two costs, measured apart (docs/validation.md): against FP32 at the candidate's own geometry (its
+    `geometry_reference`, `geometry_references`) the quantization's (`quant_map_drop`, `agreement_map50_95`, what
+    the gates use), against the square `reference` what the user sees (`map_drop`, `agreement_square_map50_95`);
+    each geometry reference's row holds the geometry's own cost (`geometry_map_drop`, `geometry_agreement_map50_95`)
+    and is not timed (it is never deployed). Every labelled drop gets its paired-bootstrap interval (`*_ci`)."""
     by_name = {c.name: c for c in candidates}
     if reference not in by_name:
         raise ValidationError(f"reference candidate '{reference}' was not built; build it first (build.reference).")
@@ -301,6 +357,8 @@ def run_validation(
         raise ValidationError(
             f"speed reference candidate '{speed_ref}' was not built; build it first (build.speed_reference)."
         )
+    geo_ref = geometry_references(candidates, reference)
+    derived = sorted({g for g in geo_ref.values() if g != reference})
     names = class_names(by_name[reference])
     images = holdout_images(holdout_dir, list(names.values()), cfg.labels)
     agree_images, source = agreement_images(frames_dir, images)
@@ -313,8 +371,8 @@ def run_validation(
     samples, curves, diffs = {}, {}, {}
     truth = holdout_truth(holdout_dir, images, list(names.values())) if images else None
     labelled = [agree_images.index(i) for i in images]  # the labelled images are agreement frames too
-    ref_dets = detect(by_name[reference], agree_images, cfg)
-    boxes = sum(len(d.conf) for d in agreement_truth(ref_dets, cfg.agreement_conf))
+    found: dict[str, list[Detections]] = {reference: detect(by_name[reference], agree_images, cfg)}
+    boxes = sum(len(d.conf) for d in agreement_truth(found[reference], cfg.agreement_conf))
     if not boxes:
         raise ValidationError(
             f"{source}: the reference '{reference}' finds no plate (conf >= {cfg.agreement_conf}) on any of "
@@ -322,38 +380,72 @@ def run_validation(
             "vehicles (paths.holdout_frames) or lower validate.agreement_conf."
         )
     log.info("reference %s gave %d boxes on %d frames (agreement truth)", reference, boxes, len(agree_images))
+
+    def detections(name: str) -> list[Detections]:
+        if name not in found:
+            found[name] = detect(by_name[name], agree_images, cfg)
+        return found[name]
+
+    matched: dict[str, Matched] = {}
     for cand in steps(candidates, "validate: measuring candidates"):
         row: dict[str, float | str] = {"backend": cand.backend, "precision": cand.precision,
                                        "input_shape": shape_text(cand.input_shape)}  # fmt: skip
+        if cand.crop:
+            row["geometry"] = geometry_of(cand).text
+        if cand.name not in derived:
+            row[GEOMETRY_KEY] = geo_ref[cand.name]
         if cand.gate_built:  # measured where its engine runs, after tracking (gate_remote.gate_engines)
             results[cand.name] = {**row, GATE_KEY: GATE_PENDING, "size_mb": cand.size_mb}
             continue
-        found = ref_dets if cand.name == reference else detect(cand, agree_images, cfg)
+        dets = detections(cand.name)
         if truth is not None:
-            scores, curves[cand.name] = accuracy(truth, [found[i] for i in labelled], names, images)
+            preds = [dets[i] for i in labelled]
+            scores, curves[cand.name] = accuracy(truth, preds, names, images)
             row.update(scores)
+            matched[cand.name] = match(truth, preds)
         else:
             row["holdout"] = NO_HOLDOUT
-        agree, frame_diffs = agreement(ref_dets, found, agree_images, names, cfg.agreement_conf)
+        # a geometry reference is compared with the square reference (the geometry's own cost); a candidate with the
+        # FP32 model at its own geometry (the gates' agreement), and with the square one for the record
+        against = reference if cand.name in derived else geo_ref[cand.name]
+        agree, frame_diffs = agreement(detections(against), dets, agree_images, names, cfg.agreement_conf)
         row.update(agree)
+        if against == reference:
+            row["agreement_square_map50_95"] = agree["agreement_map50_95"]
+        else:
+            square, _ = agreement(found[reference], dets, agree_images, names, cfg.agreement_conf)
+            row["agreement_square_map50_95"] = square["agreement_map50_95"]
+        if cand.name in derived:
+            row["geometry_agreement_map50_95"] = agree["agreement_map50_95"]
         diffs[cand.name] = sorted(frame_diffs, key=lambda d: d.score, reverse=True)
-        measured = latency(cand, agree_images[0], cfg)
-        row.update(measured["metrics"])
-        row.update(engine_memory(cand, cfg))
-        samples[cand.name] = measured["samples"]
+        if cand.name not in derived:  # a geometry reference is never deployed: its latency decides nothing
+            measured = latency(cand, agree_images[0], cfg)
+            row.update(measured["metrics"])
+            row.update(engine_memory(cand, cfg))
+            samples[cand.name] = measured["samples"]
         row["size_mb"] = cand.size_mb
         results[cand.name] = row
-    retime_close(candidates, results, reference, agree_images[0], cfg)
+    retime_close([c for c in candidates if c.name not in derived], results, reference, agree_images[0], cfg)
     ref, speed = results[reference], results[speed_ref]
     if GATE_KEY in speed:
         raise ValidationError(f"speed reference '{speed_ref}' is built on the gate: the host cannot time it")
+    plates = sum(len(t.conf) for t in truth) if truth is not None else 0
     for name, row in results.items():
-        row[ROLE_KEY] = role_of(name, reference, speed_ref)
+        row[ROLE_KEY] = role_of(name, reference, speed_ref, derived)
         if GATE_KEY in row:
             continue
         if truth is not None:
             row["map_drop"] = round(float(ref["map50_95"]) - float(row["map50_95"]), 5)
-        row["speedup"] = round(float(speed["latency_p50_ms"]) / float(row["latency_p50_ms"]), 3)
+            row["holdout_plates"] = float(plates)
+            if name in derived:
+                row["geometry_map_drop"] = row["map_drop"]
+            elif row["precision"] != "fp32":  # a quantized model: what quantization cost, at its own geometry
+                geo_row = results[geo_ref[name]]
+                row["quant_map_drop"] = round(float(geo_row["map50_95"]) - float(row["map50_95"]), 5)
+        if name not in derived:
+            row["speedup"] = round(float(speed["latency_p50_ms"]) / float(row["latency_p50_ms"]), 3)
+    if truth is not None and cfg.bootstrap_resamples:
+        add_intervals(results, matched, reference, geo_ref, derived, cfg)
     log.info(
         "validated %d candidates on %d holdout frames, agreement on %d frames (%s), %d threads (%s CPU cores)",
         len(results), len(images), len(agree_images), source, cfg.threads, os.cpu_count(),
@@ -362,6 +454,33 @@ def run_validation(
         reference, results, samples, curves, diffs, source, len(images), len(agree_images),
         speed_reference=speed_ref,
     )  # fmt: skip
+
+
+def add_intervals(
+    results: dict[str, dict[str, Any]],
+    matched: dict[str, Matched],
+    reference: str,
+    geo_ref: dict[str, str],
+    derived: Sequence[str],
+    cfg: ValidateConfig,
+) -> None:
+    """The paired bootstrap of every labelled drop: every model scored on the same `validate.bootstrap_resamples`
+    resamples of the holdout's images (fixed seed), each drop's central `validate.bootstrap_level` interval added
+    to its row (`map_drop_ci`, `quant_map_drop_ci`, a geometry reference's `geometry_map_drop_ci`)."""
+    import time
+
+    started = time.perf_counter()
+    draws = resamples(next(iter(matched.values())).frames, cfg.bootstrap_resamples)
+    maps = {name: bootstrap_maps(m, draws) for name, m in matched.items()}
+    for name in matched:
+        row = results[name]
+        row["map_drop_ci"] = list(drop_interval(maps[reference], maps[name], cfg.bootstrap_level))
+        if name in derived:
+            row["geometry_map_drop_ci"] = row["map_drop_ci"]
+        elif "quant_map_drop" in row:
+            row["quant_map_drop_ci"] = list(drop_interval(maps[geo_ref[name]], maps[name], cfg.bootstrap_level))
+    log.info("bootstrap: %d resamples of %d images, %d models, %.1f s", len(draws), draws.shape[1], len(maps),
+             time.perf_counter() - started)  # fmt: skip
 
 
 def latency_cdf(samples: list[float]) -> list[tuple[float, float]]:

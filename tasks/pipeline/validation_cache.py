@@ -1,7 +1,8 @@
 """Validation results, content-addressed like the build cache (tasks/support/cache.py).
 
 A report's key hashes everything its numbers depend on: each candidate's artifact (sha256, name, backend,
-precision, method), the labelled holdout's and the agreement frames' contents, the validation settings, the
+precision, method, geometry), the labelled holdout's and the agreement frames' contents, the validation settings
+(the bootstrap's resamples and level among them; its seed is code), the
 names of the accuracy and speed references, the hardware (CPU model and cores, GPUs) and the code and toolchain
 that measured it. A rebuild whose artifacts, frames and settings did not change reuses the report instead of
 measuring again for minutes; any change is a new key. A candidate whose engine the gate builds is cached as
@@ -28,6 +29,7 @@ from tasks.support.config import ValidateConfig
 from tasks.support.errors import AlprError
 from tasks.support.hashing import content_key
 from tasks.support.images import frames_folder
+from tasks.support.shape import geometry_of
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,10 @@ def validation_key(
 
 
 def _identity(c: Candidate) -> dict[str, str | bool]:
-    """What a candidate's numbers depend on: its exact artifact bytes, and what it is (its row's labels)."""
+    """What a candidate's numbers depend on: its exact artifact bytes, and what it is (its row's labels), its
+    geometry among them (which FP32 model it is compared with follows from it: `validate.geometry_references`)."""
     return {"name": c.name, "backend": c.backend, "precision": c.precision, "method": c.method, "sha256": c.sha256,
-            "gate_built": c.gate_built}  # fmt: skip
+            "gate_built": c.gate_built, "geometry": geometry_of(c).text}  # fmt: skip
 
 
 def validation_store(cache_dir: Path) -> CacheStore:

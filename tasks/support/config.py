@@ -388,6 +388,11 @@ class ValidateConfig(_Frozen):
     # required: no labelled holdout (or one without a single box) stops validation. optional: without one, a rebuild
     # is judged on agreement with FP32 alone (the mAP gates are skipped, never compared 0 against 0).
     labels: Literal["required", "optional"] = "required"
+    # how sure a labelled drop is: a paired bootstrap over the holdout's images (both models scored on the same
+    # resamples, a fixed seed: the same numbers give the same interval), its central `bootstrap_level` interval
+    # reported beside every mAP drop (`map_drop_ci`, `quant_map_drop_ci`, `geometry_map_drop_ci`). 0 resamples: off
+    bootstrap_resamples: int = Field(1000, ge=0)
+    bootstrap_level: float = Field(0.95, gt=0.5, lt=1)
 
     @model_validator(mode="after")
     def _check_batches(self) -> ValidateConfig:
@@ -449,9 +454,11 @@ class PromoteConfig(_Frozen):
     """The promotion gates and the deployed gate folder (defaults: `params.yaml` `promote:`)."""
 
     auto: bool = True  # `rebuild` promotes the winner at its end
-    max_map_drop: float = Field(0.01, ge=0, le=1)
-    # agreement mAP50-95 with FP32: a good INT8 build agrees at 0.95 or more (demo and held-out footage), Ultralytics'
-    # own INT8 exports at 0.88-0.89, a lossy export that the gate exists to stop
+    max_map_drop: float = Field(0.01, ge=0, le=1)  # against the square FP32 reference: what the user sees
+    # against FP32 at the candidate's own geometry (input shape and crop): what quantization alone cost
+    max_quant_drop: float = Field(0.005, ge=0, le=1)
+    # agreement mAP50-95 with FP32 at the candidate's own geometry: a good INT8 build agrees at 0.95 or more (demo and
+    # held-out footage), Ultralytics' own INT8 exports at 0.83-0.89, a lossy export that the gate exists to stop
     min_agreement: float = Field(0.95, ge=0, le=1)
     max_p95_ms: float = Field(500.0, gt=0)  # inference latency p95 on the validating machine
     min_speedup: float = Field(1.0, gt=0)  # FP32 p50 / candidate p50

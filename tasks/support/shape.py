@@ -28,7 +28,9 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tasks.support.errors import AlprError, Remedy
 
@@ -178,3 +180,45 @@ def footage_frame_size(manifests: Iterable[Path]) -> Shape:
             sizes={shape_text(s): sorted(v) for s, v in by_size.items()},
         )
     return next(iter(by_size))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What an engine sees of a frame: its input (height, width), and the crop (x1, y1, x2, y2 frame pixels) of a
+    frame of `frame_shape` (height, width) it is fed; `crop` () is the full frame. Two engines of one geometry see
+    the same pixels, so the difference of their numbers is what quantization alone cost (docs/int8-builds.md)."""
+
+    input_shape: Shape
+    crop: tuple[int, ...] = ()
+    frame_shape: tuple[int, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """`384x640`, or `384x640 of crop [x1, y1, x2, y2] of 720x1280`: how a geometry is written in rows and logs."""
+        shown = shape_text(self.input_shape)
+        if self.crop:
+            shown += f" of crop {list(self.crop)} of {shape_text(self.frame_shape)}"
+        return shown
+
+    @property
+    def slug(self) -> str:
+        """The geometry in a candidate's name (a folder, a run name): `384x640`, `384x640-roi420_396_1120_700`."""
+        return shape_text(self.input_shape) + (f"-roi{'_'.join(str(v) for v in self.crop)}" if self.crop else "")
+
+
+class _HasGeometry(Protocol):
+    input_shape: tuple[int, ...]
+    crop: tuple[int, ...]
+    frame_shape: tuple[int, ...]
+
+
+def geometry_of(candidate: _HasGeometry) -> Geometry:
+    """A built candidate's geometry (`tasks.support.candidate.Candidate`): its input shape and crop."""
+    h, w = (int(v) for v in candidate.input_shape)
+    return Geometry((h, w), tuple(int(v) for v in candidate.crop), tuple(int(v) for v in candidate.frame_shape))
+
+
+def geometry_reference_name(reference: str, geometry: Geometry) -> str:
+    """The name of the FP32 model the build derives at `geometry` from the accuracy reference `reference`
+    (`fp32@384x640`): `@` is refused in a declared candidate's name, so it never clashes with one."""
+    return f"{reference}@{geometry.slug}"

@@ -87,7 +87,8 @@ def test_day_one_from_your_own_videos_to_a_champion(
         extract={"interval_s": 0.25, "dedup_threshold": 0.01},  # enough distinct frames in 4 s clips
         build={"speed_reference": None, "candidates": [{"name": "fp32", "precision": "fp32", "backend": "onnxruntime"},
                               {"name": "ov-int8", "precision": "int8", "backend": "openvino"}]},
-        promote={"min_agreement": 0.3, "max_map_drop": 1.0, "max_p95_ms": 10_000.0, "min_speedup": 0.01},
+        promote={"min_agreement": 0.3, "max_map_drop": 1.0, "max_quant_drop": 1.0, "max_p95_ms": 10_000.0,
+                 "min_speedup": 0.01},
     )  # fmt: skip
     p = params.paths
     p.model.parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,9 @@ def test_int8_calibrated_on_blank_frames_gets_low_agreement_and_fails_the_gate(
     )
     cfg = params.validate_.model_copy(update={"runs": 5, "warmup": 1})
     # agreement on the same frames for the good and the bad INT8 candidate
-    metrics = run_validation([by_name["fp32"], by_name["ov-int8"], bad], params.paths.holdout, "fp32", cfg).metrics
+    # with FP32 at their geometry (192x320), which their agreement is measured against
+    chosen = [by_name["fp32"], by_name["ov-int8"], bad, by_name["fp32@192x320"]]
+    metrics = run_validation(chosen, params.paths.holdout, "fp32", cfg).metrics
 
     good, broken = metrics["ov-int8"], metrics["blank-int8"]
     assert broken["agreement_map50_95"] < 0.8, broken
@@ -57,7 +59,7 @@ def test_int8_calibrated_on_blank_frames_gets_low_agreement_and_fails_the_gate(
 
     # label mAP on a few holdout frames need not drop for this candidate (measured: it rose); the agreement gate
     # is what rejects it
-    decision = decide(metrics, PromoteConfig(max_map_drop=1.0, min_agreement=0.8, min_speedup=0.01))
+    decision = decide(metrics, PromoteConfig(max_map_drop=1.0, max_quant_drop=1.0, min_agreement=0.8, min_speedup=0.01))
     verdict = decision.verdicts["blank-int8"]
     failed = {c.gate for c in verdict.checks if not c.passed}
     assert failed == {"agreement"}, decision.explain()

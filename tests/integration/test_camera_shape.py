@@ -71,6 +71,51 @@ def test_int8_candidates_are_built_validated_and_measured_at_the_camera_shape(bu
     assert validated["fp32"]["input_shape"] == "320x320"
 
 
+def test_fp32_at_the_int8_geometry_measures_quantization_apart_from_the_geometry(built: tuple, validated: dict) -> None:
+    """Issue 26, decision 1: the build derives FP32 at the INT8 candidates' geometry (the reference's method and
+    backend), and validation compares each INT8 candidate with it (quant_map_drop, agreement: the gates'), with the
+    square FP32 (map_drop: what the user sees), and reports the geometry's own cost on its row."""
+    params, candidates = built
+    by_name = {c.name: c for c in candidates}
+    geo = by_name["fp32@192x320"]
+    assert (geo.precision, geo.backend, geo.method, geo.input_shape) == ("fp32", "onnxruntime", "ultralytics", CAMERA)
+    assert [c.name for c in candidates].count("fp32@192x320") == 1, "one per distinct geometry"
+    assert candidates[-1].name == "fp32@192x320", "built after the INT8 candidates"
+    ref, row = validated["fp32"], validated["fp32@192x320"]
+    assert row["role"] == "geometry reference" and "latency_p50_ms" not in row and "speedup" not in row
+    assert row["geometry_map_drop"] == row["map_drop"] == round(ref["map50_95"] - row["map50_95"], 5)
+    assert row["geometry_agreement_map50_95"] == row["agreement_square_map50_95"] == row["agreement_map50_95"] < 1
+    plates = row["holdout_plates"]
+    assert plates == sum(
+        1 for f in (params.paths.holdout / "labels").glob("*.txt") for _ in f.read_text().split("\n") if _.strip()
+    )
+    for name in ("ov-int8", "ort-int8", "ov-int8-mixed"):
+        cand = validated[name]
+        assert cand["geometry_reference"] == "fp32@192x320", name
+        assert cand["quant_map_drop"] == round(row["map50_95"] - cand["map50_95"], 5), name
+        assert cand["map_drop"] == round(ref["map50_95"] - cand["map50_95"], 5), name
+        # the three add up: what the user sees = the geometry's cost + quantization's (to rounding)
+        assert cand["map_drop"] == pytest.approx(row["geometry_map_drop"] + cand["quant_map_drop"], abs=2e-5)
+        assert cand["agreement_map50_95"] != cand["agreement_square_map50_95"], name  # two references, two numbers
+        for key in ("map_drop", "quant_map_drop"):
+            low, high = cand[f"{key}_ci"]
+            assert low <= cand[key] <= high, (name, key)
+    for name in ("fp32", "fp32-ov"):  # square: compared with the square reference, which is its own geometry's
+        assert validated[name]["geometry_reference"] == "fp32"
+        assert "quant_map_drop" not in validated[name]  # nothing quantized: its drop is map_drop alone
+        assert validated[name]["agreement_map50_95"] == validated[name]["agreement_square_map50_95"]
+    assert ref["map_drop_ci"] == [0.0, 0.0]
+
+
+def test_validation_refuses_an_int8_candidate_without_fp32_at_its_geometry(built: tuple) -> None:
+    from tasks.pipeline.validate import ValidationError, geometry_references
+
+    _, candidates = built
+    without = [c for c in candidates if c.name != "fp32@192x320"]
+    with pytest.raises(ValidationError, match=r"no FP32 model at the geometry of ov-int8 \(192x320: fp32@192x320\)"):
+        geometry_references(without, "fp32")
+
+
 def test_validation_refuses_an_artifact_that_is_not_the_recorded_shape(built: tuple, tmp_path: Path) -> None:
     from tasks.pipeline.validate import ValidationError, detect, holdout_images
 

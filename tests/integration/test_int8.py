@@ -152,8 +152,10 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     )
     out, cache = tmp_path / "candidates", tmp_path / "cache"
     first = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames, shape="camera")
-    # the INT8 ones at the 640x360 clips' shape (NNCF and Q/DQ calibrate and gate at it), FP32 square
-    assert [c.input_shape for c in first] == [(320, 320), (192, 320), (192, 320)]
+    # the INT8 ones at the 640x360 clips' shape (NNCF and Q/DQ calibrate and gate at it), FP32 square, and after them
+    # FP32 at their geometry (what their quantization is measured against)
+    assert [c.input_shape for c in first] == [(320, 320), (192, 320), (192, 320), (192, 320)]
+    assert first[-1].name == "fp32@192x320" and first[-1].precision == "fp32"
     stamps = {c.name: (c.path.stat().st_mtime_ns, path_sha256(c.path), c.built_at) for c in first}
 
     # metadata in and beside every artifact, and every artifact loads in Ultralytics
@@ -175,7 +177,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     again = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames, shape="camera")
     assert again == first
     assert {c.name: (c.path.stat().st_mtime_ns, path_sha256(c.path), c.built_at) for c in again} == stamps
-    assert sum("reused" in r.message for r in caplog.records) == 3
+    assert sum("reused" in r.message for r in caplog.records) == 4
     assert not any(r.message.startswith("built ") for r in caplog.records)
 
     # the candidates folder lost (e.g. a fresh DVC checkout): restored from the cache, still without exporting
@@ -184,7 +186,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     caplog.set_level(logging.INFO, logger="tasks.pipeline.build")
     restored = _build(plate_model, frames, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames, shape="camera")
     assert [path_sha256(c.path) for c in restored] == [s[1] for s in stamps.values()]
-    assert sum("from the build cache" in r.message for r in caplog.records) == 3
+    assert sum("from the build cache" in r.message for r in caplog.records) == 4
 
     # different gate frames: only the candidate gated on them is built again
     fewer = tmp_path / "gate2" / "images"
@@ -208,6 +210,7 @@ def test_unchanged_rebuild_reuses_every_artifact_and_changed_frames_rebuild(
     assert other.frames_hash != frames.frames_hash
     rebuilt = _build(plate_model, other, out, ours, qdq, cache_dir=cache, gate_frames=gate_frames, shape="camera")
     assert rebuilt[0] == first[0] and rebuilt[0].path.stat().st_mtime_ns == stamps["fp32"][0]
+    assert rebuilt[-1].path.stat().st_mtime_ns == stamps["fp32@192x320"][0]  # FP32 at the geometry: no frames used
     int8 = [c for c in rebuilt if c.precision == "int8"]
     assert all(c.frames_hash == other.frames_hash for c in int8)
     assert all(c.path.stat().st_mtime_ns > stamps[c.name][0] for c in int8)

@@ -23,6 +23,7 @@ from tasks.support.tracking import KIND_TAG, client
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CHAMPION = "ov-int8"  # a real INT8 champion (Ultralytics' OpenVINO export), checked against the FP32 reference
+GEOMETRY = "fp32@192x320"  # FP32 at the champion's geometry: what validation and the nightly compare it with
 DARK_GAIN = 0.25  # "much darker": every pixel at a quarter of its value (night without IR lighting)
 
 
@@ -71,7 +72,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory, built: tuple, validated: 
     )
     # test-sized footage gives few plates: gates any real INT8 export of this detector passes at imgsz 320
     gates = {"gate_dir": root / "gate", "max_map_drop": 0.2, "min_agreement": 0.5, "max_p95_ms": 10_000.0}
-    gates["min_speedup"] = 0.01
+    gates |= {"min_speedup": 0.01, "max_quant_drop": 0.2}
     # agreement on ~10 frames moves by several points from one box: the drop gate is widened to test-sized data
     nightly = params.nightly.model_copy(update={"max_agreement_drop": 0.15, "min_agreement": 0.5})
     store = params.model_copy(
@@ -87,7 +88,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory, built: tuple, validated: 
     data = root / "data"
     names = store.model.names
     extract_frames(paths.videos, data / "cal", data / "c.yaml", extract, names, data / "hf", paths.frame_cache)
-    logged = [c for c in candidates if c.name in ("fp32", CHAMPION)]
+    logged = [c for c in candidates if c.name in ("fp32", GEOMETRY, CHAMPION)]  # FP32 square and at its geometry
     tags = lineage(ROOT, logged[0].frames_hash, store.model.sha256, paths.videos.with_suffix(".dvc"), paths.videos)
     record = log_rebuild(store, logged, {c.name: validated[c.name] for c in logged}, tags)
     # the decision is restricted to the INT8 candidate, so the champion is INT8 whatever the latencies today
@@ -136,6 +137,7 @@ def test_unchanged_champion_passes_and_is_logged(champion: Params, harness, tmp_
     report = state.result()
     print(report.explain(), report.metrics)
     assert report.passed and report.champion_candidate == CHAMPION
+    assert report.reference_note.startswith(f"'{GEOMETRY}' (FP32 at the champion's geometry)"), report.reference_note
     gates = {"agreement", "agreement_drop", "brightness_change", "reference_boxes", "roi"}
     assert {c.gate for c in report.checks} == gates
     assert report.roi_crop == () and report.metrics["roi_frames_outside"] == 0  # a full-frame champion: nothing outside
@@ -293,7 +295,8 @@ def test_a_swapped_champion_or_reference_is_refused(champion: Params, built: tup
 
     found = find_champion(champion.promote.gate_dir, champion.tracking)
     run = client(champion.tracking).get_run(found.run_id)
-    ref = reg._reference_run(client(champion.tracking), run.data.tags["mlflow.parentRunId"], "fp32")
+    # the reference the check fetches: FP32 at the champion's geometry
+    ref = reg._reference_run(client(champion.tracking), run.data.tags["mlflow.parentRunId"], GEOMETRY)
     folder = Path(unquote(urlparse(ref.info.artifact_uri).path)) / "artifact"
     saved = tmp_path / "saved"
     shutil.copytree(folder, saved)
@@ -318,7 +321,13 @@ def test_a_reference_whose_bytes_a_registry_version_holds_is_fetched_from_that_v
 
     _, candidates = built
     fp32, int8 = (next(c for c in candidates if c.name == n) for n in ("fp32", CHAMPION))
-    gates = {"max_map_drop": 0.2, "min_agreement": 0.5, "max_p95_ms": 10_000.0, "min_speedup": 0.01}
+    gates = {
+        "max_map_drop": 0.2,
+        "max_quant_drop": 0.2,
+        "min_agreement": 0.5,
+        "max_p95_ms": 10_000.0,
+        "min_speedup": 0.01,
+    }
     store = store.model_copy(update={"promote": store.promote.model_copy(update=gates)})
     first = log_rebuild(store, [fp32, int8], {c.name: validated[c.name] for c in (fp32, int8)}, {"frames_hash": "a"})
     rebuilt = another_build(int8, tmp_path / "builds")
@@ -334,3 +343,5 @@ def test_a_reference_whose_bytes_a_registry_version_holds_is_fetched_from_that_v
     assert champ.run_id == second.candidates[CHAMPION].run_id
     ref = reg.fetch_reference(store.tracking, champ, "fp32", tmp_path / "work")
     assert ref.run_id == first.candidates["fp32"].run_id and ref.candidate.sha256 == fp32.sha256
+    # that rebuild logged no FP32 at the champion's geometry: the square reference stands in, and the note says so
+    assert f"logged no '{GEOMETRY}'" in ref.note and "across two geometries" in ref.note, ref.note

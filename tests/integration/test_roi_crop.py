@@ -110,7 +110,7 @@ def test_a_build_for_a_region_records_its_crop_in_every_int8_contract(
         ),
     )
     out = tmp_path / "c"
-    fp32, int8 = build_candidates(plate_model, frames.dataset_yaml, out, build, "m" * 64, frames.frames_hash)
+    fp32, int8, derived = build_candidates(plate_model, frames.dataset_yaml, out, build, "m" * 64, frames.frames_hash)
     roi = read_roi(out / ROI_JSON)
     assert roi.mode == "fixed" and roi.frame_shape == FRAME and roi.roi == (0.25, 0.4, 0.75, 1.0)
     shape, crop = roi_geometry(FRAME, 320, (160, 144, 480, 360))
@@ -119,6 +119,10 @@ def test_a_build_for_a_region_records_its_crop_in_every_int8_contract(
     assert fp32.input_shape == (320, 320) and fp32.crop == () and fp32.frame_shape == ()
     assert read_embedded_metadata(fp32.path)["crop"] == []
     assert int8.input_shape == shape and int8.crop == crop and int8.frame_shape == FRAME
+    # the FP32 model at the INT8 geometry, which quantization is measured against, is fed the same crop
+    assert derived.precision == "fp32" and derived.name == f"fp32@{shape[0]}x{shape[1]}-roi{'_'.join(map(str, crop))}"
+    assert (derived.input_shape, derived.crop, derived.frame_shape) == (shape, crop, FRAME)
+    assert read_embedded_metadata(derived.path)["crop"] == list(crop)
     beside = json.loads((int8.folder / "candidate.json").read_text())
     inside = read_embedded_metadata(int8.path)
     assert beside["crop"] == inside["crop"] == list(crop)
@@ -144,6 +148,6 @@ def test_a_build_for_a_region_records_its_crop_in_every_int8_contract(
 
     # a full-frame build of the same candidate is another artifact under another key
     full = build.model_copy(update={"roi": "full", "shape_margin": 0})
-    _, again = build_candidates(plate_model, frames.dataset_yaml, tmp_path / "f", full, "m" * 64, frames.frames_hash)
+    _, again, _ = build_candidates(plate_model, frames.dataset_yaml, tmp_path / "f", full, "m" * 64, frames.frames_hash)
     assert again.crop == () and again.input_shape == (192, 320) and again.cache_key != int8.cache_key
     assert read_roi(tmp_path / "f" / ROI_JSON).mode == "full"

@@ -8,6 +8,7 @@ import pytest
 
 from tasks.pipeline.lineage import lineage
 from tasks.pipeline.track import latest_rebuild, log_rebuild
+from tasks.pipeline.validate import GEOMETRY_ROLE
 from tasks.support.config import Params
 from tasks.support.tracking import client
 
@@ -32,7 +33,14 @@ def test_rebuild_is_logged_with_lineage_runs_and_registry_versions(store: Params
         run = mc.get_run(tracked.run_id)
         assert run.data.tags["mlflow.parentRunId"] == record.parent_run_id
         assert run.data.metrics["map50_95"] == pytest.approx(validated[cand.name]["map50_95"])
-        assert run.data.metrics["latency_p95_ms"] == pytest.approx(validated[cand.name]["latency_p95_ms"])
+        if validated[cand.name]["role"] == GEOMETRY_ROLE:  # FP32 at the INT8 geometry: compared, not timed
+            assert "latency_p95_ms" not in run.data.metrics and run.data.tags["role"] == GEOMETRY_ROLE
+        else:
+            assert run.data.metrics["latency_p95_ms"] == pytest.approx(validated[cand.name]["latency_p95_ms"])
+        for key in ("map_drop_ci", "quant_map_drop_ci", "geometry_map_drop_ci"):  # an interval: two metrics
+            if key in validated[cand.name]:
+                low, high = validated[cand.name][key]
+                assert (run.data.metrics[f"{key}_low"], run.data.metrics[f"{key}_high"]) == (low, high), cand.name
         assert run.data.params["precision"] == cand.precision
         shape = "x".join(str(v) for v in cand.input_shape)  # INT8 at the camera's shape, FP32 square
         assert run.data.params["input_shape"] == run.data.tags["input_shape"] == shape, cand.name
@@ -43,3 +51,4 @@ def test_rebuild_is_logged_with_lineage_runs_and_registry_versions(store: Params
     again, metrics = latest_rebuild(store.tracking)
     assert again.parent_run_id == record.parent_run_id
     assert metrics["ov-int8"]["map50_95"] == pytest.approx(validated["ov-int8"]["map50_95"])
+    assert metrics["ov-int8"]["geometry_reference"] == "fp32@192x320"  # what the smoke test and the nightly read

@@ -9,6 +9,7 @@ from tasks.operations.report import load_rebuild, write_report
 from tasks.pipeline.lineage import lineage
 from tasks.pipeline.track import log_rebuild
 from tasks.pipeline.tradeoff import log_tradeoff
+from tasks.pipeline.validate import GEOMETRY_ROLE
 from tasks.support.config import Params
 from tasks.support.tracking import client, experiment_url
 
@@ -48,11 +49,16 @@ def test_every_metric_plot_and_dataset_is_in_mlflow(store: Params, logged, valid
         for key, value in row.items():  # numbers are metrics, strings (hardware, batch note) are tags
             if isinstance(value, str):
                 assert key in ("backend", "precision") or run.data.tags[key] == value, key
+            elif isinstance(value, list):  # a bootstrap interval: its two ends are metrics
+                assert [run.data.metrics[f"{key}_low"], run.data.metrics[f"{key}_high"]] == value, (name, key)
             else:
                 assert run.data.metrics[key] == pytest.approx(float(value)), (name, key)
-        assert run.data.tags["cpu_model"] == row["cpu_model"]
         assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"holdout-labelled", "holdout-frames"}
         plots = {f.path for f in mc.list_artifacts(tracked.run_id, "plots")}
+        if row["role"] == GEOMETRY_ROLE:  # FP32 at the INT8 geometry: numbers only, never timed nor deployed
+            assert plots == set() and "latency_p50_ms" not in run.data.metrics, name
+            continue
+        assert run.data.tags["cpu_model"] == row["cpu_model"]
         expected = {"plots/latency.png", "plots/pr_curve.png"}
         if name != "fp32":
             expected.add("plots/agreement_grid.png")
@@ -67,7 +73,11 @@ def test_every_metric_plot_and_dataset_is_in_mlflow(store: Params, logged, valid
 
 def test_report_of_the_latest_rebuild(store: Params, logged, tmp_path: Path, cli) -> None:
     chart = log_tradeoff(store.tracking, store.promote, store.build.reference, logged.parent_run_id)  # as the flow
-    assert not chart.decided and {p.name for p in chart.points} == set(logged.candidates)
+    assert not chart.decided and {p.name for p in chart.points} == set(logged.candidates) - {"fp32@192x320"}
+    assert {(d.name, d.kind) for d in chart.drops} >= {
+        ("ov-int8", "quant_map_drop"),
+        ("fp32@192x320", "geometry_map_drop"),
+    }
     assert {p.name: p.role for p in chart.points}["ov-int8"] == "peer"  # Ultralytics' export, from the run's tag
     view = load_rebuild(store.tracking)
     assert view.run_id == logged.parent_run_id

@@ -2,16 +2,19 @@
 
 import pytest
 
-from tasks.operations.policy import ChampionScore, MetricsMissing, decide
+from tasks.operations.policy import GEOMETRY_NOTE, ChampionScore, MetricsMissing, decide
 from tasks.runtime.latency import ROUNDS_KEY
 from tasks.support.config import PromoteConfig
 from tasks.support.errors import Remedy
 
 
-def row(drop: float, p50: float, agreement: float = 0.95, p95: float | None = None, speedup: float = 1.0) -> dict:
+def row(
+    drop: float, p50: float, agreement: float = 0.95, p95: float | None = None, speedup: float = 1.0, quant: float = 0.0
+) -> dict:
     return {
         "map50_95": 0.7 - drop,
         "map_drop": drop,
+        "quant_map_drop": quant,
         "agreement_map50_95": agreement,
         "latency_p50_ms": p50,
         "latency_p95_ms": p95 if p95 is not None else p50 * 1.2,
@@ -160,7 +163,9 @@ def test_a_gate_built_engine_fails_closed_until_measured_then_is_judged_on_its_n
     ]
     assert "(pending)" in decision.verdicts["trt-pending"].reasons[0]
     measured = decision.verdicts["trt-measured"]
-    assert measured.passed and [c.gate for c in measured.checks] == ["map_drop", "agreement", "p95_ms", "speedup"]
+    assert measured.passed and [c.gate for c in measured.checks] == [
+        "map_drop", "quant_map_drop", "agreement", "p95_ms", "speedup",
+    ]  # fmt: skip
 
 
 # --- the winner against the deployed champion: an unattended rebuild never makes the gate slower -------------------
@@ -278,3 +283,56 @@ def test_max_slowdown_null_turns_off_only_the_latency_comparison() -> None:
     same = {"a": {**row(0.0, 10.0), "precision": "int8"}}
     int8 = ChampionScore("1", "a", 0.7, precision="int8")
     assert review(decide(same, cfg, int8), same, cfg, "fp32", int8, None, False).review.deploy
+
+
+# --- two costs, measured apart: quantization against FP32 at the candidate's own geometry (issue 26) --------------
+
+
+def test_quantization_drop_is_gated_on_its_own_and_a_geometry_reference_is_no_candidate() -> None:
+    cfg = LOOSE.model_copy(update={"max_quant_drop": 0.005})
+    metrics = {
+        # the user sees 0.8 pt (geometry and quantization together: within max_map_drop), quantization cost 0.7 pt
+        "lossy": row(0.008, 10.0, quant=0.007),
+        "faithful": row(0.009, 11.0, quant=0.002),
+        # FP32 at the INT8 candidates' geometry: no latency, never judged, never the winner
+        "fp32@192x320": {"map50_95": 0.69, "map_drop": 0.01, "geometry_map_drop": 0.01, "role": "geometry reference"},
+    }
+    decision = decide(metrics, cfg)
+    assert decision.winner == "faithful", decision.explain()
+    assert "quant_map_drop 0.007 > 0.005" in decision.verdicts["lossy"].reasons
+    assert sum(not c.passed for c in decision.verdicts["lossy"].checks) == 1
+    geometry = decision.verdicts["fp32@192x320"]
+    assert not geometry.passed and geometry.reasons == (f"candidate 0 < 1 ({GEOMETRY_NOTE})",)
+    missing = row(0.0, 5.0)
+    del missing["quant_map_drop"]
+    with pytest.raises(MetricsMissing, match="candidate 'a' has no 'quant_map_drop'"):
+        decide({"a": missing}, cfg)  # fail closed: validated by code that did not measure it
+    # an FP32 model quantized nothing: its only drop gate is map_drop, as before
+    fp32 = {**row(0.008, 9.0, quant=0.008), "precision": "fp32"}
+    assert decide({"fp32-ov": fp32}, cfg).verdicts["fp32-ov"].passed
+
+
+def test_an_interval_wider_than_the_gate_says_so_and_how_many_plates_would_resolve_it() -> None:
+    from tasks.operations.policy import plates_to_resolve
+
+    cfg = LOOSE.model_copy(update={"max_map_drop": 0.01, "max_quant_drop": 0.005})
+    # the issue's case: a 1.7-pt drop on 25 plates, where one plate is 4 pt of recall
+    unsure = {**row(0.017, 10.0), "map_drop_ci": [-0.01, 0.045], "quant_map_drop_ci": [-0.002, 0.003]}
+    unsure["holdout_plates"] = 25.0
+    sure = {**row(0.002, 12.0), "map_drop_ci": [0.0, 0.004], "holdout_plates": 25.0}
+    decision = decide({"unsure": unsure, "sure": sure}, cfg)
+    assert decision.winner == "sure", "the gate stays on the point estimate"
+    (check,) = [c for c in decision.verdicts["unsure"].checks if c.gate == "map_drop"]
+    assert not check.passed and "interval [-0.0100, +0.0450] straddles the gate 0.01" in str(check)
+    # the side toward the gate: 0.017 - (-0.01) = 0.027 wide, 0.007 needed: 25 * (27/7)^2 - 25 = 346.9
+    assert "about 347 more labelled plates would resolve it (now 25)" in str(check)
+    assert plates_to_resolve(0.017, (-0.01, 0.045), 0.01, 25.0) == 347
+    (quant,) = [c for c in decision.verdicts["unsure"].checks if c.gate == "quant_map_drop"]
+    assert quant.passed and "straddles" not in str(quant) and "interval [-0.0020, +0.0030]" in str(quant)
+    (ok,) = [c for c in decision.verdicts["sure"].checks if c.gate == "map_drop"]
+    assert ok.passed and "straddles" not in str(ok)
+    # read back from MLflow the interval is two metrics
+    logged = {**row(0.004, 10.0), "map_drop_ci_low": -0.003, "map_drop_ci_high": 0.02, "holdout_plates": 100.0}
+    (back,) = [c for c in decide({"x": logged}, cfg).verdicts["x"].checks if c.gate == "map_drop"]
+    assert back.passed and "straddles the gate 0.01" in str(back) and "(now 100)" in str(back)
+    assert plates_to_resolve(0.01, (0.0, 0.02), 0.01, 50.0) is None  # on the gate: no number of plates tells

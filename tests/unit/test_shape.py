@@ -125,3 +125,34 @@ def test_a_candidate_json_without_input_shape_reads_as_square(tmp_path: Path) ->
     (tmp_path / CANDIDATE_JSON).write_text(shaped.to_json())
     assert json.loads(shaped.to_json())["input_shape"] == [192, 320]
     assert read_candidate(tmp_path).input_shape == (192, 320)
+
+
+def test_the_build_derives_fp32_at_each_int8_geometry_and_none_for_square_builds() -> None:
+    """Issue 26: one FP32 model of the reference's method and backend per distinct INT8 geometry other than the
+    square reference's, after the declared candidates; none when every candidate is square."""
+    from tasks.pipeline.build import build_plan
+    from tasks.support.config import BuildConfig
+    from tasks.support.shape import Geometry, geometry_of, geometry_reference_name
+
+    camera = BuildConfig()  # params.yaml's: shape camera, fp32 on ONNX Runtime the reference
+    plan = build_plan(camera, (720, 1280))
+    names = [c.name for c, _ in plan]
+    assert names == [c.name for c in camera.candidates] + ["fp32@384x640"]
+    derived, geometry = plan[-1]
+    assert geometry == Geometry((384, 640)) and derived.precision == "fp32"
+    assert (derived.backend, derived.method) == ("onnxruntime", "ultralytics")
+    assert {g for c, g in plan if c.precision == "int8"} == {geometry}
+    assert [c.name for c, _ in build_plan(camera.model_copy(update={"shape": "square"}), (720, 1280))] == [
+        c.name for c in camera.candidates
+    ]
+    fp32_only = camera.model_copy(update={"candidates": camera.candidates[:2]})
+    assert len(build_plan(fp32_only, (720, 1280))) == 2  # no INT8 candidate: no geometry to measure
+    # a crop is part of the geometry and of the derived name (a region of interest, tasks/support/roi.py)
+    cropped = Geometry((384, 640), (420, 396, 1120, 700), (720, 1280))
+    assert geometry_reference_name("fp32", cropped) == "fp32@384x640-roi420_396_1120_700"
+    assert "crop [420, 396, 1120, 700] of 720x1280" in cropped.text
+
+    class Built:
+        input_shape, crop, frame_shape = (384, 640), (420, 396, 1120, 700), (720, 1280)
+
+    assert geometry_of(Built()) == cropped

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.operations.policy import decide, verdict_tags
-from tasks.pipeline.tradeoff import tradeoff_data, write_tradeoff
+from tasks.pipeline.tradeoff import DROP_KINDS, tradeoff_data, write_tradeoff
 from tasks.support.config import PromoteConfig
 
 CFG = PromoteConfig(min_agreement=0.8, min_speedup=1.25, max_p95_ms=50, max_map_drop=0.01)
@@ -21,6 +21,7 @@ def _row(p50: float, agreement: float, method: str, map_drop: float = 0.0, p95: 
         "latency_p95_ms": p95 if p95 is not None else p50 * 1.2,
         "agreement_map50_95": agreement,
         "map_drop": map_drop,
+        "quant_map_drop": 0.0,
         "speedup": round(20.0 / p50, 3),
         "method": method,
         "engine_mb": 10.0,
@@ -39,7 +40,7 @@ ROWS = {
 def _logged(rows: dict, cfg: PromoteConfig) -> dict:
     """Each row plus the `gate.*` tags the promotion gate logs (record_verdicts), from the real `decide`."""
     tags = verdict_tags(decide(rows, cfg))
-    return {name: {**row, **tags[name]} for name, row in rows.items()}
+    return {name: {**row, **tags.get(name, {})} for name, row in rows.items()}  # a geometry reference: no verdict
 
 
 def test_hollow_ringed_peers_and_the_shaded_bounds(tmp_path: Path) -> None:
@@ -116,3 +117,25 @@ def test_a_pending_decision_is_in_the_title_with_the_champions_line(tmp_path: Pa
     fast = review(decide(rows, cfg, champion), rows, cfg, "fp32", champion, Timing(0.9, 0.02, 22.0, 20.0), True)
     data = tradeoff_data({n: {**r, **verdict_tags(fast)[n]} for n, r in rows.items()}, "fp32", cfg)
     assert not data.pending and data.decision.startswith("deploy (attended)")
+
+
+def test_every_labelled_drop_is_drawn_with_its_interval(tmp_path: Path) -> None:
+    """map_drop and quant_map_drop of each candidate, and the geometry's own cost on its reference's row, each with
+    its bootstrap interval (as MLflow holds it: `_low`/`_high` metrics) in the panel under the chart."""
+    rows = {
+        **ROWS,
+        "ours": {**ROWS["ours"], "quant_map_drop": 0.002, "map_drop_ci_low": -0.01, "map_drop_ci_high": 0.02},
+        "fp32@192x320": {"map_drop": 0.01, "geometry_map_drop": 0.01, "geometry_map_drop_ci_low": 0.0,
+                         "geometry_map_drop_ci_high": 0.03, "role": "geometry reference"},
+    }  # fmt: skip
+    data = tradeoff_data(_logged(rows, CFG), "fp32", CFG)
+    drops = {(d.name, d.kind): d for d in data.drops}
+    assert (drops[("ours", "map_drop")].low, drops[("ours", "map_drop")].high) == (-0.01, 0.02)
+    assert drops[("ours", "quant_map_drop")].value == 0.002 and drops[("ours", "quant_map_drop")].low is None
+    assert drops[("fp32@192x320", "geometry_map_drop")].high == 0.03
+    assert ("fp32@192x320", "map_drop") not in drops and not any(d.name == "fp32" for d in data.drops)
+    assert "fp32@192x320" not in [p.name for p in data.points]  # not timed: no point on the latency axis
+    assert (data.max_map_drop, data.max_quant_drop) == (0.01, CFG.max_quant_drop)
+    files = write_tradeoff(data, tmp_path / "tradeoff")
+    assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {d["kind"] for d in json.loads(files[1].read_text())["drops"]} == set(DROP_KINDS)
