@@ -134,12 +134,12 @@ def test_the_build_derives_fp32_at_each_int8_geometry_and_none_for_square_builds
     from tasks.support.config import BuildConfig
     from tasks.support.shape import Geometry, geometry_of, geometry_reference_name
 
-    camera = BuildConfig()  # params.yaml's: shape camera, fp32 on ONNX Runtime the reference
+    camera = BuildConfig()  # params.yaml's: shape camera (margin 16), fp32 on ONNX Runtime the reference
     plan = build_plan(camera, (720, 1280))
     names = [c.name for c, _ in plan]
-    assert names == [c.name for c in camera.candidates] + ["fp32@384x640"]
+    assert names == [c.name for c in camera.candidates] + ["fp32@416x640"]
     derived, geometry = plan[-1]
-    assert geometry == Geometry((384, 640)) and derived.precision == "fp32"
+    assert geometry == Geometry((416, 640)) and derived.precision == "fp32"
     assert (derived.backend, derived.method) == ("onnxruntime", "ultralytics")
     assert {g for c, g in plan if c.precision == "int8"} == {geometry}
     assert [c.name for c, _ in build_plan(camera.model_copy(update={"shape": "square"}), (720, 1280))] == [
@@ -147,6 +147,15 @@ def test_the_build_derives_fp32_at_each_int8_geometry_and_none_for_square_builds
     ]
     fp32_only = camera.model_copy(update={"candidates": camera.candidates[:2]})
     assert len(build_plan(fp32_only, (720, 1280))) == 2  # no INT8 candidate: no geometry to measure
+    # once the region of interest is decided, every INT8 candidate and the derived FP32 model take its geometry
+    from tasks.support.roi import RoiRecord
+
+    region = RoiRecord("auto", (720, 1280), (0.15, 0.2, 1.0, 1.0), (192, 144, 1280, 720), (288, 544), plates=52)
+    at_roi = build_plan(camera, (720, 1280), region)
+    roi_geometry = Geometry((288, 544), (192, 144, 1280, 720), (720, 1280))
+    assert {g for c, g in at_roi if c.precision == "int8"} == {roi_geometry}
+    assert at_roi[-1][0].name == "fp32@288x544-roi192_144_1280_720" and at_roi[-1][1] == roi_geometry
+    assert {g for c, g in at_roi if c.name in ("fp32", "fp32-ov")} == {Geometry((640, 640))}  # the squares stay
     # a crop is part of the geometry and of the derived name (a region of interest, tasks/support/roi.py)
     cropped = Geometry((384, 640), (420, 396, 1120, 700), (720, 1280))
     assert geometry_reference_name("fp32", cropped) == "fp32@384x640-roi420_396_1120_700"
