@@ -271,7 +271,8 @@ def build_candidates(
     roi: RoiRecord | None = None
     # FP32/FP16 first: the INT8 candidates' region of interest is learned from the FP32 reference's plates; then the
     # INT8 candidates at the region's geometry and, for each geometry, the FP32 model they are measured against
-    first = [(c, g) for c, g in plan if c.precision != "int8"]
+    declared = {c.name for c in cfg.candidates}  # the plan's derived FP32 models wait for the region's geometry
+    first = [(c, g) for c, g in plan if c.precision != "int8" and c.name in declared]
     for cand, geometry in steps(first, "build: exporting the FP32 models"):
         built[cand.name] = _build_at(cand, geometry)
     if any(c.precision == "int8" for c in cfg.candidates):

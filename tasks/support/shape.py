@@ -107,6 +107,16 @@ def _widen(lo: int, hi: int, size: int, limit: int) -> tuple[int, int]:
     return start, start + size
 
 
+def _axis(lo: int, hi: int, limit: int, scale: float, margin: int, stride: int) -> tuple[int, int, int]:
+    """(input side, crop start, crop end) on one axis of `roi_geometry`."""
+    side = max(stride, math.ceil((hi - lo) * scale / stride) * stride)
+    c_lo, c_hi = _widen(lo, hi, round(side / scale), limit)
+    if margin and (c_lo == 0 or c_hi == limit):  # the crop's edge is the frame's: keep the letterbox band there
+        side = max(stride, math.ceil(((hi - lo) * scale + 2 * margin) / stride) * stride)
+        c_lo, c_hi = _widen(lo, hi, max(hi - lo, min(limit, math.floor((side - 2 * margin) / scale))), limit)
+    return side, c_lo, c_hi
+
+
 def roi_geometry(
     frame_hw: Shape, imgsz: int, roi: Sequence[int], margin: int = 0, stride: int = STRIDE
 ) -> tuple[Shape, Crop]:
@@ -115,9 +125,13 @@ def roi_geometry(
     The region is scaled as the camera shape scales the frame (`imgsz` over the frame's long side: a plate keeps the
     pixel size the detector sees in the square and camera inputs), each side rounded UP to `stride`. The crop is the
     region widened, about its centre and shifted inside the frame, to the input's own aspect at that scale, so the
-    letterbox adds no band; where the frame is too small for that (a region as tall as the frame), it is clipped to
-    the frame and the letterbox fills the rest. An empty region, or one whose crop is the whole frame, is the full
-    frame: `camera_shape` with the band of `margin` pixels, and crop ().
+    letterbox adds no band inside the frame. Where the crop reaches the frame's edge on its short axis (top or bottom
+    of a landscape frame), plates there would meet the convolutions' zero padding, as in a camera shape without a
+    band: as `camera_shape` does, that axis keeps a letterbox band of at least `margin` pixels (`build.shape_margin`)
+    on each side, and the crop is widened only as far as that allows; the long axis is fitted exactly, so plates
+    keep the camera scale.
+    An empty region, or one whose crop is the whole frame, is the full frame: `camera_shape` with the band of
+    `margin` pixels, and crop ().
     """
     h, w = frame_hw
     full = camera_shape(frame_hw, imgsz, margin, stride)
@@ -127,10 +141,8 @@ def roi_geometry(
     if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
         raise ValueError(f"region {[x1, y1, x2, y2]} is not inside the {w}x{h} (width x height) frame")
     scale = imgsz / max(h, w)
-    in_h = max(stride, math.ceil((y2 - y1) * scale / stride) * stride)
-    in_w = max(stride, math.ceil((x2 - x1) * scale / stride) * stride)
-    cx1, cx2 = _widen(x1, x2, round(in_w / scale), w)
-    cy1, cy2 = _widen(y1, y2, round(in_h / scale), h)
+    in_h, cy1, cy2 = _axis(y1, y2, h, scale, margin if h <= w else 0, stride)
+    in_w, cx1, cx2 = _axis(x1, x2, w, scale, margin if w < h else 0, stride)
     crop = (cx1, cy1, cx2, cy2)
     if crop == (0, 0, w, h):
         return full, ()

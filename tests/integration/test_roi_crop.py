@@ -113,8 +113,9 @@ def test_a_build_for_a_region_records_its_crop_in_every_int8_contract(
     fp32, int8, derived = build_candidates(plate_model, frames.dataset_yaml, out, build, "m" * 64, frames.frames_hash)
     roi = read_roi(out / ROI_JSON)
     assert roi.mode == "fixed" and roi.frame_shape == FRAME and roi.roi == (0.25, 0.4, 0.75, 1.0)
-    shape, crop = roi_geometry(FRAME, 320, (160, 144, 480, 360))
-    assert roi.crop == crop and roi.input_shape == shape == (128, 160)
+    shape, crop = roi_geometry(FRAME, 320, (160, 144, 480, 360), build.shape_margin)
+    # the region reaches the frame's bottom edge: a band of shape_margin (16) above and below, 108 + 32 -> 160 rows
+    assert roi.crop == crop and roi.input_shape == shape == (160, 160)
     # the square FP32 reference stays as it is: full frame, square
     assert fp32.input_shape == (320, 320) and fp32.crop == () and fp32.frame_shape == ()
     assert read_embedded_metadata(fp32.path)["crop"] == []

@@ -76,6 +76,27 @@ def test_the_crop_keeps_the_camera_scale_and_is_widened_to_the_input_aspect(
     assert shape[0] >= (region[3] - region[1]) * scale and shape[1] >= (region[2] - region[0]) * scale
 
 
+@pytest.mark.parametrize("margin", [0, 16])
+def test_a_crop_at_the_frame_s_edge_keeps_the_letterbox_band_there(margin: int) -> None:
+    """The demo's learned region reaches the frame's right and bottom edges: plates at the bottom would read the
+    convolutions' zero padding (the camera shape's 1-pt cost without a band), so the short axis keeps `margin`
+    pixels of letterbox on each side, as the camera shape does; the long axis is fitted exactly (the plates keep
+    the camera shape's scale)."""
+    region = (192, 144, 1280, 720)
+    shape, crop = roi_geometry(FRAME, 640, region, margin)
+    scale = 640 / 1280
+    if margin == 0:  # no band asked: widened to the input's aspect, as everywhere else
+        assert (shape, crop) == ((288, 544), region)
+        return
+    assert shape == (320, 544) and crop == region
+    x1, y1, x2, y2 = crop
+    r = min(shape[0] / (y2 - y1), shape[1] / (x2 - x1))  # the letterbox's scale (tasks/edge/preprocess.py)
+    assert r == pytest.approx(scale)  # plates keep their pixel size
+    assert (shape[0] - (y2 - y1) * r) / 2 >= margin  # the band above and below
+    # a region away from the edges is widened to the input's aspect with or without a band
+    assert roi_geometry(FRAME, 640, (435, 396, 1114, 699), margin) == roi_geometry(FRAME, 640, (435, 396, 1114, 699))
+
+
 def test_full_is_today_s_camera_shape() -> None:
     for margin in (0, 16):
         assert roi_geometry(FRAME, 640, (), margin) == (camera_shape(FRAME, 640, margin), ())
