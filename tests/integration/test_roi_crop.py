@@ -152,3 +152,30 @@ def test_a_build_for_a_region_records_its_crop_in_every_int8_contract(
     _, again, _ = build_candidates(plate_model, frames.dataset_yaml, tmp_path / "f", full, "m" * 64, frames.frames_hash)
     assert again.crop == () and again.input_shape == (192, 320) and again.cache_key != int8.cache_key
     assert read_roi(tmp_path / "f" / ROI_JSON).mode == "full"
+
+
+def test_a_labelled_plate_outside_the_region_is_a_miss_in_validation(
+    plate_model: Path, plate_frame, geometry, tmp_path: Path
+) -> None:
+    """Validation feeds full frames, so an engine whose region leaves a labelled plate out loses it in recall and
+    mAP (`map_drop`), where the same model looking at the plate's region finds it."""
+    from tasks.edge.agreement import Detections
+    from tasks.pipeline.scoring import score, summary
+
+    frame, plate = plate_frame
+    shape, crop = geometry
+    h, w = FRAME
+    # the mirror image of the plate's region: the same size, on the other side of the frame
+    away = (w - crop[2], h - crop[3], w - crop[0], h - crop[1])
+    assert not (away[0] < plate[2] and plate[0] < away[2] and away[1] < plate[3] and plate[1] < away[3])
+    truth = [Detections((plate,), (1.0,), (0,))]
+    recall = {}
+    for name, region in (("plate's region", crop), ("elsewhere", away)):
+        artifact = _export(plate_model, tmp_path / name.replace("'", ""), "onnx", shape, region)
+        detector = Detector.open(artifact)
+        try:
+            found = [detector(frame, 0.001, IOU)]
+        finally:
+            detector.close()
+        recall[name] = summary(score(truth, found, {0: "plate"}, ["frame"]))["box_recall"]
+    assert recall == {"plate's region": 1.0, "elsewhere": 0.0}, recall
