@@ -80,10 +80,11 @@ def main() -> int:
     configure_offline(params.paths.ultralytics_config)
     import cv2
 
+    from tasks.pipeline.build import with_geometry_references
     from tasks.pipeline.scoring import accuracy, agreement
     from tasks.pipeline.validate import agreement_images, class_names, detect, holdout_images, holdout_truth
     from tasks.support.candidate import load_candidates
-    from tasks.support.shape import shape_text
+    from tasks.support.shape import geometry_of, geometry_reference_name, shape_text
 
     names = args.names.split(",") if args.names else [c.name for c in params.build.candidates]
     speed = params.build.speed_reference_name
@@ -91,8 +92,17 @@ def main() -> int:
     if missing:  # every ratio is to them: a run without them could not say what its ratios mean
         raise SystemExit(f"--names {names} leaves out the FP32 reference(s) {missing}: add them")
     candidates = load_candidates(params.paths.candidates, names)
-    by_name = {c.name: c for c in candidates}
     ref = params.build.reference
+    # the FP32 models the build derived at the INT8 candidates' geometries: what quantization alone is measured against
+    measured = with_geometry_references(params.paths.candidates, candidates, ref)
+    by_name = {c.name: c for c in measured}
+    square = geometry_of(by_name[ref])
+
+    def own_reference(c) -> str:
+        """The FP32 model at `c`'s geometry (the square reference for a square candidate)."""
+        g = geometry_of(c)
+        return ref if g == square else geometry_reference_name(ref, g)
+
     vcfg = params.validate_
     images = holdout_images(params.paths.holdout, list(params.model.names))
     # agreement on the frames validation uses: the held-out videos' frames and the labelled holdout's images
@@ -102,13 +112,20 @@ def main() -> int:
     names = class_names(by_name[ref])
     truth = holdout_truth(params.paths.holdout, images, list(names.values()))
     labelled = [agree_images.index(i) for i in images]
-    found = {c.name: detect(c, agree_images, vcfg) for c in candidates}  # once per frame, validation's way
+    found = {c.name: detect(c, agree_images, vcfg) for c in measured}  # once per frame, validation's way
+    maps = {
+        c.name: accuracy(truth, [found[c.name][i] for i in labelled], names, images)[0]["map50_95"] for c in measured
+    }
     for c in candidates:
-        acc, _ = accuracy(truth, [found[c.name][i] for i in labelled], names, images)
-        agr, _ = agreement(found[ref], found[c.name], agree_images, names, vcfg.agreement_conf)
+        own = own_reference(c)
+        if own not in found:
+            raise SystemExit(f"{c.name}: no FP32 model at its geometry ({own}) in {params.paths.candidates}: rebuild")
+        agr, _ = agreement(found[own], found[c.name], agree_images, names, vcfg.agreement_conf)
         rows[c.name] = {
-            "map": acc["map50_95"],
+            "map": maps[c.name],
+            "quant": maps[own] - maps[c.name],
             "agree": agr["agreement_map50_95"],
+            "crop": list(c.crop),
             "size": c.size_mb,
             "build": c.build_seconds,
         }
@@ -119,6 +136,7 @@ def main() -> int:
         rows[name].update(p50=p50, p95=p95)
     peers = [c.name for c in candidates if c.method == "ultralytics" and c.precision == "int8"]
     header = f"{'candidate':<16}{'method':<12}{'runtime':<12}{'input hxw':>10}{'mAP50-95':>9}{'dmAP pt':>8}"
+    header += f"{'dq pt':>7}"
     header += f"{'agree':>7}{'p50 ms':>8}{'p95 ms':>8}{'x' + ref:>10}{'x' + speed:>10}"
     header += "".join(f"{'x' + p:>12}" for p in peers) + f"{'build s':>9}{'MB':>7}  kept-in-float"
     out = [
@@ -126,7 +144,8 @@ def main() -> int:
         f"({agree_source}), {args.runs} interleaved runs, {os.cpu_count()} CPU cores, "
         f"load average {load:.1f} at the start of timing (absolute ms are noisy on a shared machine; "
         "ratios are from one run)",
-        f"# accuracy reference: {ref} (mAP drop, agreement); speed reference: {speed} (x{speed}: p50 over its p50)",
+        f"# accuracy reference: {ref} (dmAP: against it, what the user sees); dq and agree: against FP32 at the "
+        f"candidate's own geometry (what quantization cost); speed reference: {speed} (x{speed}: p50 over its p50)",
         header,
     ]
     r0 = rows[ref]
@@ -134,11 +153,23 @@ def main() -> int:
         r = rows[c.name]
         kept = c.quantization.get("kept_in_float", [])
         line = f"{c.name:<16}{c.method:<12}{c.backend:<12}{shape_text(c.input_shape):>10}{r['map']:>9.3f}"
-        line += f"{(r['map'] - r0['map']) * 100:>+8.1f}{r['agree']:>7.3f}{r['p50']:>8.1f}{r['p95']:>8.1f}"
+        line += f"{(r['map'] - r0['map']) * 100:>+8.1f}{-r['quant'] * 100:>+7.1f}"
+        line += f"{r['agree']:>7.3f}{r['p50']:>8.1f}{r['p95']:>8.1f}"
         line += f"{r['p50'] / r0['p50']:>10.2f}{r['p50'] / rows[speed]['p50']:>10.2f}"
         line += "".join(f"{r['p50'] / rows[p]['p50']:>12.2f}" for p in peers)
         line += f"{r['build']:>9.0f}{r['size']:>7.1f}  {len(kept)}"
         out.append(line)
+    crops = {str(r["crop"]) for r in rows.values() if r["crop"]}
+    for crop in sorted(crops):  # what the region-of-interest engines look at, and what that geometry itself costs
+        g = next(geometry_of(c) for c in candidates if str(list(c.crop)) == crop)
+        own = geometry_reference_name(ref, g)
+        out.append(f"# region {g.text}: FP32 there {maps[own]:.3f} ({(maps[own] - maps[ref]) * 100:+.1f} pt vs square)")
+    for c in measured:
+        if c.name not in rows and c.name != ref and not c.crop:
+            out.append(
+                f"# {c.name}: FP32 at {shape_text(c.input_shape)} {maps[c.name]:.3f} "
+                f"({(maps[c.name] - maps[ref]) * 100:+.1f} pt vs square)"
+            )
     out.append(f"# measured in {time.perf_counter() - started:.0f} s")
     sys.stdout.write("\n".join(out) + "\n")
     return 0

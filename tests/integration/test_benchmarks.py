@@ -120,7 +120,14 @@ def test_int8_benchmark_in_a_tiny_mode_prints_every_candidates_ratios(built: tup
     columns = header.split()
     ratio_columns = [f"x{ref}", f"x{speed}", *(f"x{p}" for p in peers)]
     assert [c for c in columns if c.startswith("x")] == ratio_columns, header
-    assert [r.split()[0] for r in rows] == [c.name for c in candidates], out
+    declared = [c.name for c in candidates if "@" not in c.name]  # the derived FP32 models measure, not compete
+    assert [r.split()[0] for r in rows] == declared, out
+    assert "dq pt" in header, header  # the quantization's own cost, against FP32 at the candidate's geometry
+    derived = [c for c in candidates if "@" in c.name]
+    for c in derived:  # what each geometry itself costs FP32, once
+        assert re.search(
+            rf"^# {re.escape(c.name)}: FP32 at \d+x\d+ \d\.\d{{3}} \([+-]\d+\.\d pt vs square\)$", out, re.M
+        ), out
     at = header.index(ratio_columns[0])
     for row in rows:
         cells = row[at:].split()
