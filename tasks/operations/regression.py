@@ -144,6 +144,14 @@ class Reference:
     candidate: Candidate
     run_id: str
     note: str
+    # the square FP32 reference on full frames, when `candidate` (FP32 at the champion's geometry) is cropped to a
+    # region of interest: a cropped model cannot see the plates outside its region, which the nightly counts
+    full_frame: Candidate | None = None
+
+    @property
+    def on_full_frames(self) -> Candidate:
+        """The FP32 model that looks at the whole frame: the plates outside the champion's region are counted on it."""
+        return self.full_frame or self.candidate
 
 
 @dataclass(frozen=True)
@@ -326,7 +334,21 @@ def fetch_reference(tracking: TrackingConfig, champion: Champion, reference: str
     cand = fetch_verified(mc, tracking, source, run.info.run_id, None, work / "reference")
     if cand.precision != "fp32":
         raise RegressionError(f"reference '{reference}' (run {run.info.run_id}) is {cand.precision}, not fp32")
-    return Reference(cand, run.info.run_id, note)
+    full_frame = None
+    if cand.crop:  # FP32 at a region's geometry: the square reference of the same rebuild counts the plates outside
+        square = _reference_run(mc, parent, reference) if parent else None
+        if square is None:
+            raise RegressionError(
+                f"the champion's rebuild (run {parent}) logged no square FP32 reference '{reference}', which the "
+                "region-of-interest check runs on full frames",
+                remedy=Remedy.REBUILD,
+            )
+        if square.data.tags.get(REUSED_RUN_TAG):
+            square = mc.get_run(square.data.tags[REUSED_RUN_TAG])
+        full_frame = fetch_verified(
+            mc, tracking, f"{square.info.artifact_uri}/{ARTIFACT_PATH}", square.info.run_id, None, work / "full-frame"
+        )
+    return Reference(cand, run.info.run_id, note, full_frame)
 
 
 def geometry_fallback(champion: Champion, geometry: str, reference: str) -> str:
@@ -523,10 +545,11 @@ def measure(
 
     champ = verify_release(champion.release)  # checked again at this load: the release may have changed since
     runnable_here(champ, champion.version)
-    if reference.candidate.crop:  # a cropped reference cannot see outside its own crop: the count would be blind
+    full = reference.on_full_frames
+    if full.crop:  # a cropped reference cannot see outside its own crop: the count would be blind
         raise RegressionError(
-            f"reference '{reference.candidate.name}' (run {reference.run_id}) is built for a crop "
-            f"{list(reference.candidate.crop)}; the region-of-interest check needs an FP32 reference on full frames"
+            f"reference '{full.name}' (run {reference.run_id}) is built for a crop {list(full.crop)}; the "
+            "region-of-interest check needs an FP32 reference on full frames"
         )
     # label-free by design: without a labelled holdout the check runs on the newest frames alone
     names = class_names(reference.candidate)
@@ -536,7 +559,8 @@ def measure(
     metrics, diffs = agreement(ref_found, detect(champ, images, cfg), images, names, cfg.agreement_conf)
     n = sample.frames  # agreement_images puts the unlabelled (newest) frames first
     newest = agreement_counts(diffs[:n])
-    plates_out, frames_out = outside_roi(ref_found[:n], images[:n], champ.crop, cfg.agreement_conf)
+    seen = ref_found[:n] if full is reference.candidate else detect(full, images[:n], cfg)  # whole newest frames
+    plates_out, frames_out = outside_roi(seen, images[:n], champ.crop, cfg.agreement_conf)
     metrics |= {
         "frames_newest": float(n),
         "frames_holdout": float(len(images) - n),
@@ -564,7 +588,7 @@ def measure(
         runnable_here(challenger, pend.version)
         found, _ = agreement(ref_found, detect(challenger, images, cfg), images, names, cfg.agreement_conf)
         metrics["pending_agreement_map50_95"] = found["agreement_map50_95"]
-        pend_out = outside_roi(ref_found[:n], images[:n], challenger.crop, cfg.agreement_conf)[1]
+        pend_out = outside_roi(seen, images[:n], challenger.crop, cfg.agreement_conf)[1]
         metrics["pending_roi_frames_outside"] = float(len(pend_out))
     log.info(
         "nightly: agreement mAP50-95 %.4f on %d frames (%d newest); FP32 plates on the newest: %d (%d outside "

@@ -345,3 +345,50 @@ def test_a_reference_whose_bytes_a_registry_version_holds_is_fetched_from_that_v
     assert ref.run_id == first.candidates["fp32"].run_id and ref.candidate.sha256 == fp32.sha256
     # that rebuild logged no FP32 at the champion's geometry: the square reference stands in, and the note says so
     assert f"logged no '{GEOMETRY}'" in ref.note and "across two geometries" in ref.note, ref.note
+
+
+def test_a_champion_of_a_region_counts_outside_plates_on_the_full_frame_reference(
+    champion: Params, built: tuple, tmp_path: Path
+) -> None:
+    """A champion built for a region is compared with FP32 at its geometry, which is cropped to the same region and
+    cannot see outside it: the plates outside are counted by the square FP32 reference on full frames
+    (`Reference.full_frame`), and a cropped reference without one is refused rather than counting nothing."""
+    from tasks.edge.metadata import embed_metadata, read_embedded_metadata
+    from tasks.support.candidate import CANDIDATE_JSON, read_candidate
+    from tasks.support.hashing import path_sha256
+
+    _, candidates = built
+    by_name = {c.name: c for c in candidates}
+    s = champion.sample
+    region = {"crop": [0, 0, s.width // 4, s.height // 4], "frame_shape": [s.height, s.width]}
+    gate = tmp_path / "gate"
+    shutil.copytree(champion.promote.gate_dir, gate, symlinks=True)
+    meta = json.loads((gate / "current" / CANDIDATE_JSON).read_text())
+    (gate / "current" / CANDIDATE_JSON).write_text(json.dumps({**meta, **region}))
+    cropped = tmp_path / "geometry"  # FP32 at the champion's geometry, built for its region as the build does
+    shutil.copytree(by_name[GEOMETRY].folder, cropped)
+    geom = read_candidate(cropped)
+    embed_metadata(geom.path, {**read_embedded_metadata(geom.path), **region})
+    meta = json.loads((cropped / CANDIDATE_JSON).read_text())
+    (cropped / CANDIDATE_JSON).write_text(json.dumps({**meta, **region, "sha256": path_sha256(geom.path)}))
+    geom = read_candidate(cropped)
+    full = by_name["fp32"]
+    found = reg.find_champion(gate, champion.tracking)
+    work = tmp_path / "work"
+    work.mkdir()
+    sample = reg.sample_frames(
+        champion.paths.videos, champion.extract, champion.model.names, champion.paths.frame_cache,
+        champion.nightly.newest_videos, None, work,
+    )  # fmt: skip
+    with pytest.raises(RegressionError, match="needs an FP32 reference on full frames"):
+        reg.measure(found, reg.Reference(geom, "r", "cropped alone"), sample, champion.paths.holdout,
+                    champion.validate_, work)  # fmt: skip
+    measured = reg.measure(
+        found, reg.Reference(geom, "r", "cropped", full), sample, champion.paths.holdout, champion.validate_, work
+    )
+    # the square reference sees every plate of the newest frames, all outside the top-left corner
+    whole = reg.measure(found, reg.Reference(full, "r", "square"), sample, champion.paths.holdout, champion.validate_,
+                        work)  # fmt: skip
+    assert whole.metrics["roi_plates_outside"] == whole.metrics["newest_boxes_reference"] >= 1
+    assert measured.metrics["roi_plates_outside"] == whole.metrics["roi_plates_outside"]
+    assert measured.outside_roi == whole.outside_roi
