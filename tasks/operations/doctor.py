@@ -9,8 +9,10 @@ rebuild's own outputs (an unchanged rebuild needs far less; a first one needs al
 
     frames   = sum over videos of min(extract.max_frames_per_video, ceil(duration / extract.interval_s))
                * width * height * JPEG_BYTES_PER_PIXEL * FRAME_COPIES
-    exports  = len(build.candidates) * model file size * EXPORT_BLOWUP * EXPORT_COPIES
+    exports  = (len(build.candidates) + 1) * model file size * EXPORT_BLOWUP * EXPORT_COPIES
     need     = (frames + exports + CALIBRATION_TEMP) * MARGIN
+
+The `+ 1` is the FP32 model the build derives at its INT8 candidates' geometry (one region of interest per rebuild).
 
 JPEG_BYTES_PER_PIXEL = 0.25 (a camera frame at the extractor's JPEG quality), FRAME_COPIES = 2 (the frame cache and
 the DVC outputs' copy), EXPORT_BLOWUP = 2 (an FP32 ONNX of the detector is about twice its `.pt`), EXPORT_COPIES = 3
@@ -314,7 +316,8 @@ def rebuild_disk_need(params: Params) -> int:
     videos = [v for v in p.videos.glob("*") if v.suffix.lower() in VIDEO_SUFFIXES] if p.videos.is_dir() else []
     frames = sum(_video_frame_bytes(v, x.max_frames_per_video, x.interval_s) for v in videos)
     model = p.model.stat().st_size if p.model.is_file() else 0
-    exports = len(params.build.candidates) * model * EXPORT_BLOWUP * EXPORT_COPIES
+    derived = any(c.precision == "int8" for c in params.build.candidates)  # FP32 at the INT8 geometry (build_plan)
+    exports = (len(params.build.candidates) + derived) * model * EXPORT_BLOWUP * EXPORT_COPIES
     return int((frames + exports + CALIBRATION_TEMP) * MARGIN)
 
 
