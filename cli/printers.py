@@ -82,6 +82,7 @@ def print_candidates(rows: list[dict[str, Any]], champion: dict[str, Any] | None
         "its geometry costs); quant. drop: against FP32 at the candidate's own geometry, as agreement (what "
         "quantization cost); [low, high]: the paired bootstrap's interval (validate.bootstrap_level)",
         highlight=False,
+        markup=False,  # "[low, high]" is text, not a Rich tag
     )
     unlabelled = [r["name"] for r in rows if r.get("holdout")]
     if unlabelled:
