@@ -47,7 +47,9 @@ def test_rebuild_flow_promotes_and_status_reports(project: Params, prefect_api: 
     out = rebuild(project=Project(project, root, root))
 
     record, metrics = out["record"], out["metrics"]
-    assert set(metrics) == {"fp32", "fp32-ov", "ov-int8", "ort-int8", "ov-int8-mixed"}
+    # the declared candidates and the FP32 model at the INT8 candidates' geometry (their quantization's yardstick)
+    assert set(metrics) == {"fp32", "fp32-ov", "ov-int8", "ort-int8", "ov-int8-mixed", "fp32@192x320"}
+    assert metrics["ov-int8-mixed"]["geometry_reference"] == "fp32@192x320"
     promotion = out["promotion"]
     assert promotion.decision.winner is not None
 
