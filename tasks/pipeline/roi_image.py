@@ -45,6 +45,16 @@ def area_fraction(record: RoiRecord) -> float:
     return 1.0
 
 
+def margin_text(record: RoiRecord) -> str:
+    """The margin the region was widened by: `build.roi_margin`, or the plate heights when they were wider (what the
+    learning recorded in its evidence)."""
+    text = f"{record.margin:g} of the frame"
+    px, heights = record.evidence.get("margin_px"), record.evidence.get("margin_plate_heights")
+    if px and heights:
+        text += f" or {heights} plate heights, whichever is wider: {max(px):.0f} px"
+    return text
+
+
 def evidence(record: RoiRecord) -> dict[str, str]:
     """What the report lists beside the drawing: what was decided and why."""
     from tasks.runtime.gate import crop_text
@@ -56,7 +66,7 @@ def evidence(record: RoiRecord) -> dict[str, str]:
         "engine input": "x".join(str(v) for v in record.input_shape) or "-",
         "area": f"{area_fraction(record):.0%} of the frame",
         "plates": f"{record.plates} plates on {record.frames} frames",
-        "margin": f"{record.margin:g} of the frame",
+        "margin": margin_text(record),
         "reason": record.reason or "-",
     }
 

@@ -110,3 +110,15 @@ def test_the_gate_shows_what_each_release_looks_at() -> None:
 
     assert crop_text((), ()) == "full frame"
     assert crop_text((160, 170, 608, 350), (360, 640)) == "crop x 160-608, y 170-350 (448x180 px) of 640x360 frames"
+
+
+def test_the_margin_shown_is_the_one_the_region_was_widened_by() -> None:
+    """The learning widens by `build.roi_margin` or its plate heights, whichever is wider: the drawing and the report
+    say which, in pixels, rather than the setting alone."""
+    from dataclasses import replace
+
+    from tasks.pipeline.roi_image import margin_text
+
+    assert margin_text(RECORD) == "0.04 of the frame"  # a record without the learning's evidence (fixed, older)
+    learned = replace(RECORD, evidence={"margin_px": [142.7, 142.7], "margin_plate_heights": 3})
+    assert margin_text(learned) == "0.04 of the frame or 3 plate heights, whichever is wider: 143 px"
