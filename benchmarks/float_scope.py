@@ -82,12 +82,16 @@ def main() -> int:
     scope = list(ours.quantization.get("float_scope") or ours.quantization.get("ignored_scope") or [])
     kept = list(ours.quantization.get("kept_in_float") or [])
     imgsz = ours.input_shape  # (height, width): the FP32 IR, calibration and frames at the shape ours was built at
-    if peer.input_shape != imgsz:  # both are timed on the same letterboxed frame
-        raise SystemExit(f"{peer.name} takes {peer.input_shape}, {ours.name} {imgsz}: compare candidates of one shape")
+    if (peer.input_shape, peer.crop) != (imgsz, ours.crop):  # both are timed on the same letterboxed frame
+        raise SystemExit(
+            f"{peer.name} takes {peer.input_shape} of crop {list(peer.crop)}, {ours.name} {imgsz} of crop "
+            f"{list(ours.crop)}: compare candidates of one geometry"
+        )
     p = params.paths
-    calib = [letterbox(x, imgsz) for x in calibration_images(p.calibration_yaml)[: nncf_cfg.subset_size]]
+    region = (ours.crop, ours.frame_shape)  # frames cropped to the region ours was built for, as its build did
+    calib = [letterbox(x, imgsz, *region) for x in calibration_images(p.calibration_yaml)[: nncf_cfg.subset_size]]
     agree_paths = gate_frame_images(p.holdout_frames) + holdout_images(p.holdout, list(params.model.names))
-    frame = letterbox(agree_paths[0], imgsz)
+    frame = letterbox(agree_paths[0], imgsz, *region)
     core = ov.Core()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": params.validate_.threads}
 
@@ -98,7 +102,7 @@ def main() -> int:
         )  # fmt: skip
         fp32 = core.read_model(openvino_xml(fp32_ir))
         fp32_compiled = core.compile_model(fp32, "CPU", config)
-        gate = AgreementGate(lambda x: fp32_compiled(x)[0], agree_paths, imgsz, params.validate_)
+        gate = AgreementGate(lambda x: fp32_compiled(x)[0], agree_paths, imgsz, params.validate_, *region)
         preset = nncf.QuantizationPreset.MIXED if nncf_cfg.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
 
         def quantize(ignored: list[str]):
