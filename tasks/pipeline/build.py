@@ -241,8 +241,7 @@ def build_candidates(
         raise BuildInputMissing(f"{dataset_yaml}: calibration dataset YAML not found")
     shaped = cfg.shape == "camera" and any(c.precision == "int8" for c in cfg.candidates)
     frame_hw = footage_size(dataset_yaml, gate_frames) if shaped else None
-    plan = build_plan(cfg, frame_hw)
-    for cand, _ in plan:  # every folder this build writes is ours: checked before the first export
+    for cand in cfg.candidates:  # every folder this build writes is ours: checked before the first export
         check_output_folder(out_dir / cand.name, CANDIDATE_OUTPUT)
     check_output_folder(out_dir, CANDIDATES_OUTPUT)
     on_host = [c for c in cfg.candidates if cfg.backend_of(c) == "tensorrt" and not cfg.built_on_gate(c)]
@@ -262,17 +261,16 @@ def build_candidates(
 
     def _build_at(cand: CandidateConfig, geometry: Geometry) -> Candidate:
         return build_one(
-            model, cand, cfg, dataset_yaml, out_dir, base_model_sha256, frames_hash, toolchain, geometry.input_shape,
-            geometry.crop, tuple(geometry.frame_shape) or None, gate=gate, cache_dir=cache_dir, previous=previous,
-            gate_images=gate_images, gate_hash=gate_hash,
+            model, cand, cfg, dataset_yaml, out_dir, base_model_sha256, frames_hash, toolchain, geometry, gate=gate,
+            cache_dir=cache_dir, previous=previous, gate_images=gate_images, gate_hash=gate_hash,
         )  # fmt: skip
 
     built: dict[str, Candidate] = {}
     roi: RoiRecord | None = None
     # FP32/FP16 first: the INT8 candidates' region of interest is learned from the FP32 reference's plates; then the
     # INT8 candidates at the region's geometry and, for each geometry, the FP32 model they are measured against
-    declared = {c.name for c in cfg.candidates}  # the plan's derived FP32 models wait for the region's geometry
-    first = [(c, g) for c, g in plan if c.precision != "int8" and c.name in declared]
+    # the declared FP32/FP16 candidates (the plan's derived FP32 models wait for the region's geometry)
+    first = [(c, g) for c, g in build_plan(cfg, frame_hw)[: len(cfg.candidates)] if c.precision != "int8"]
     for cand, geometry in steps(first, "build: exporting the FP32 models"):
         built[cand.name] = _build_at(cand, geometry)
     if any(c.precision == "int8" for c in cfg.candidates):
@@ -317,9 +315,7 @@ def build_one(
     base_model_sha256: str,
     frames_hash: str,
     toolchain: dict[str, str],
-    shape: Shape,
-    crop: Sequence[int] = (),
-    frame_hw: Shape | None = None,
+    geometry: Geometry,
     *,
     gate: ValidateConfig | None = None,
     cache_dir: Path | None = None,
@@ -327,14 +323,11 @@ def build_one(
     gate_images: list[Path] | None = None,
     gate_hash: str = "",
 ) -> Candidate:
-    """Build (or reuse from the cache) one candidate into `out_dir/<name>/` at the geometry `shape` (height, width)
-    and `crop` (x1, y1, x2, y2 pixels of `frame_hw` frames; () the full frame): the one path every candidate's
+    """Build (or reuse from the cache) one candidate into `out_dir/<name>/` at `geometry` (its input (height, width)
+    and crop, x1, y1, x2, y2 pixels of `frame_shape` frames; () the full frame): the one path every candidate's
     export, calibration, cache key, embedded metadata and `candidate.json` go through."""
     backend = cfg.backend_of(cand)
-    crop = tuple(int(v) for v in crop)
-    frame_shape = tuple(frame_hw) if crop and frame_hw is not None else ()
-    if crop and not frame_shape:
-        raise ValueError(f"{cand.name}: a crop {list(crop)} needs the frame size it applies to")
+    shape, crop, frame_shape = geometry.input_shape, geometry.crop, geometry.frame_shape
     params = cand.model_dump(mode="json", exclude_none=True)
     calibrated_on = frames_hash if cand.precision == "int8" else ""  # FP32/FP16 do not depend on the frames
     keyed = {**params, "backend": backend}

@@ -204,6 +204,12 @@ class Geometry:
     crop: tuple[int, ...] = ()
     frame_shape: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        for name in ("input_shape", "crop", "frame_shape"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if self.crop and (len(self.crop) != 4 or len(self.frame_shape) != 2):
+            raise ValueError(f"crop {list(self.crop)} needs [x1, y1, x2, y2] and the frame size it applies to")
+
     @property
     def text(self) -> str:
         """`384x640`, or `384x640 of crop [x1, y1, x2, y2] of 720x1280`: how a geometry is written in rows and logs."""
