@@ -122,6 +122,18 @@ def check_champion(
     return reg.log_nightly(tracking, reg.make_report(champion, ref, sample, metrics, cfg))
 
 
+def failing_run(params: Params) -> reg.RegressionFailed:
+    """Run the `nightly-regression` flow, which must fail with a regression verdict; the error, with its report."""
+    from flows.nightly import nightly_regression
+
+    state = nightly_regression(params=params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(reg.RegressionFailed) as e:
+        state.result()
+    print(e.value.report.explain(), e.value.report.metrics)
+    return e.value
+
+
 def nightly_runs(params: Params) -> list:
     mc = client(params.tracking)
     exp = mc.get_experiment_by_name(params.tracking.experiment)
@@ -164,9 +176,6 @@ def test_unchanged_champion_passes_and_is_logged(champion: Params, harness, tmp_
 
 
 def test_much_darker_newest_videos_fail_the_flow_and_the_cli(champion: Params, harness, tmp_path: Path, cli) -> None:
-    from flows.nightly import nightly_regression
-    from tasks.operations.regression import RegressionFailed
-
     videos = tmp_path / "videos"
     shutil.copytree(champion.paths.videos, videos)
     for i, src in enumerate(sorted(videos.glob("*.mp4"))[:2]):
@@ -176,21 +185,17 @@ def test_much_darker_newest_videos_fail_the_flow_and_the_cli(champion: Params, h
     params = with_nightly(params, newest_videos=2)
     before = os.readlink(params.promote.gate_dir / "current")
 
-    state = nightly_regression(params=params, return_state=True)
-    assert state.is_failed()
-    with pytest.raises(RegressionFailed) as e:
-        state.result()
-    report = e.value.report
-    print(report.explain(), report.metrics)
+    failed = failing_run(params)
+    report = failed.report
     assert not report.passed and set(report.videos) == {"night_00.mp4", "night_01.mp4"}
     assert (report.metrics["videos_cached"], report.metrics["videos_decoded"]) == (3, 2)
     assert len(list((params.paths.frame_cache / "entries").iterdir())) == 3, "the shared frame cache was written"
     broken = {c.gate for c in report.broken}
     assert "brightness_change" in broken
-    message = str(e.value)
+    message = str(failed)
     assert "FAIL: brightness_change" in message and "nightly.max_brightness_change" in message
     assert "much darker" in message and "check the cameras" in message
-    assert e.value.remedy is Remedy.REBUILD_OR_ROLLBACK
+    assert failed.remedy is Remedy.REBUILD_OR_ROLLBACK
     assert report.metrics["brightness"] < 0.5 * report.metrics["baseline_brightness"]
     run = client(params.tracking).get_run(report.mlflow_run_id)
     assert run.data.tags["nightly.passed"] == "false" and run.data.tags["gate.brightness_change"].startswith("fail")
@@ -213,9 +218,6 @@ def test_plates_outside_the_champions_region_of_interest_fail_the_flow(champion:
     """A champion whose crop (written into its release's candidate.json) is the top-left corner of the frame, where
     the synthetic camera shows sky and facade: every plate FP32 finds on the newest frames lies outside it, so the
     camera's view "has changed", and the verdict names the frames."""
-    from flows.nightly import nightly_regression
-    from tasks.operations.regression import RegressionFailed
-
     gate = tmp_path / "gate"
     shutil.copytree(champion.promote.gate_dir, gate, symlinks=True)
     s = champion.sample
@@ -228,18 +230,14 @@ def test_plates_outside_the_champions_region_of_interest_fail_the_flow(champion:
     params = champion.model_copy(
         update={"paths": paths, "promote": champion.promote.model_copy(update={"gate_dir": gate})}
     )
-    state = nightly_regression(params=params, return_state=True)
-    assert state.is_failed()
-    with pytest.raises(RegressionFailed) as e:
-        state.result()
-    report = e.value.report
-    print(report.explain(), report.metrics)
+    failed = failing_run(params)
+    report = failed.report
     assert "roi" in {c.gate for c in report.broken} and report.roi_crop == tuple(crop)
     # every FP32 plate of the newest frames is outside the crop, on more frames than the default allows
     assert report.metrics["roi_plates_outside"] == report.metrics["newest_boxes_reference"] >= 1
     frames = report.outside_roi
     assert report.metrics["roi_frames_outside"] == len(frames) > params.nightly.max_frames_outside_roi
-    message = str(e.value)
+    message = str(failed)
     assert "FAIL: roi" in message and "nightly.max_frames_outside_roi" in message
     assert "camera's view has changed" in message and "alpr-ops rebuild" in message and frames[0] in message
     verdict = json.loads(params.paths.nightly_verdict.read_text())  # what `alpr-ops status` shows
