@@ -161,7 +161,7 @@ def map50_95(matched: Matched, frames: Sequence[int] | None = None) -> float:
     return float(ap.mean()) if len(ap) else 0.0
 
 
-BOOTSTRAP_SEED = 0  # fixed: the same holdout, models and settings give the same intervals (docs/validation.md)
+BOOTSTRAP_SEED = 0  # fixed: the same holdout, models and settings give the same intervals (docs/int8-builds.md)
 
 
 def resamples(frames: int, count: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:

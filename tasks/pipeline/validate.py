@@ -344,7 +344,7 @@ def run_validation(
     frames (mAP, boxes gained/lost, confidence shift), latency on its runtime, size. Speed-ups are against
     `speed_reference` (build.speed_reference; None: `reference`).
 
-    Two costs, measured apart (docs/validation.md): against FP32 at the candidate's own geometry (its
+    Two costs, measured apart (docs/int8-builds.md: Validation): against FP32 at the candidate's own geometry (its
     `geometry_reference`, `geometry_references`) the quantization's (`quant_map_drop`, `agreement_map50_95`, what
     the gates use), against the square `reference` what the user sees (`map_drop`, `agreement_square_map50_95`);
     each geometry reference's row holds the geometry's own cost (`geometry_map_drop`, `geometry_agreement_map50_95`)
